@@ -1,0 +1,28 @@
+# Two entry points a newcomer needs: `make demo` (the whole pipeline on synthetic video, CPU is enough) and
+# `make test`. Both create the virtual environment in .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip setuptools wheel
+
+$(VENV)/.installed: $(BIN)/python requirements.txt setup.py
+	$(BIN)/pip install -r requirements.txt
+	# No build isolation: the resample2d CUDA extension must compile against the torch installed above.
+	$(BIN)/pip install --no-build-isolation -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/python tools/demo.py $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

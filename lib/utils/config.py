@@ -1,0 +1,163 @@
+"""Experiment configuration: YAML files merged over one schema of defaults.
+
+Every key a config may hold is listed in ``DEFAULTS``; a key that is not there is an error (a typo must not be
+silently ignored).  Values may name environment variables as ``${NAME}`` or ``${NAME:-default}``; relative
+paths are resolved against the repository root by :func:`resolve_path`, never against the working directory.
+"""
+import copy
+import os
+import re
+
+import yaml
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+DEFAULTS = {
+    'experiment': None,  # name; outputs go to ${SAVE_ROOT}/<experiment> and result/<experiment>
+    'stage': 'correction',  # segmentation | flow | dmnet | correction
+    'seed': 666,
+    'deterministic': False,
+    'device': 'auto',  # auto | cpu | cuda
+    'model': {
+        'n_classes': 19,
+        # Resize convention of every 1/4 <-> full resolution resize around the propagation; training uses True.
+        'align_corners': True,
+        'deeplab': {'width_mult': 1.0, 'middle_blocks': 16},
+        'flownet': {'width_mult': 1.0},
+        'cfnet': {'width_mult': 1.0},
+    },
+    'data': {
+        'name': 'cityscapes',  # cityscapes | camvid | synthetic
+        'root': '${DATA_ROOT:-data/cityscapes}',
+        'train_list': 'data/list/cityscapes/train.txt',
+        'val_list': 'data/list/cityscapes/val.txt',
+        'test_list': None,
+        'crop_size': [512, 1024],
+        'hflip': False,
+        'scale_range': [1.0, 1.0],  # random rescale of the image dataset (segmentation stage)
+        'min_gap': 2,  # training triplets: key = t - j for j in [min_gap, max_gap]
+        'max_gap': 10,
+        'num_workers': 4,
+        'pin_memory': True,
+    },
+    'init': {
+        'pretrained': None,  # DeepLab + FlowNet checkpoint (published pretrained_<dataset>.pth), loaded non-strictly
+        'deeplab': None,  # a checkpoint holding the key-frame network (segmentation stage output)
+        'flownet': None,  # a checkpoint holding FlowNetS (flow stage output)
+        'dmnet': None,  # a trained DMNet (dmnet stage output, or the published DMNet-only file)
+    },
+    'train': {
+        'epochs': 100,
+        'max_iters': None,  # stop after this many iterations (overrides epochs for quick runs)
+        'batch_size': 4,  # per GPU / per process
+        'accumulate': 1,  # gradient accumulation steps
+        'lr': 1.0e-4,
+        'cfnet_lr': 1.0e-4,
+        'betas': [0.9, 0.999],
+        'weight_decay': 0.0,
+        'lr_decay_at': 0.5,  # fraction of the total iterations after which lr is multiplied by lr_decay
+        'lr_decay': 0.1,
+        'amp': None,  # None | bf16 | fp16
+        'channels_last': False,
+        'val_every': 5,  # epochs
+        'val_split': 'val',  # which list selects best.pth: val | test | train
+        'val_distances': [1, 5, 9],
+        'val_max_clips': None,
+        'log_every': 10,
+        'save_root': '${SAVE_ROOT:-saved_model}',
+        'tblog_root': '${TBLOG_ROOT:-saved_model}',
+    },
+    'eval': {
+        'split': 'val',
+        'distances': [1, 2, 3, 4, 5, 6, 7, 8, 9],
+        'per_frame': True,  # the key network on frame t (upper bound row)
+        'propagation_only': True,  # propagation without correction (DFF-style row)
+        'batch_size': 1,
+        'max_clips': None,
+        'result_root': '${RESULT_ROOT:-result}',
+        'show_clips': [0, 1, 2],
+    },
+}
+
+_ENV_PATTERN = re.compile(r'\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}')
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+def _expand_env(value):
+    if isinstance(value, str):
+        return _ENV_PATTERN.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ''), value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    return value
+
+
+def _merge(base, override, where, source):
+    for key, value in override.items():
+        path = f'{where}.{key}' if where else key
+        if key not in base:
+            raise ConfigError(f'{source}: unknown config key "{path}"')
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f'{source}: "{path}" must be a mapping, got {type(value).__name__}')
+            _merge(base[key], value, path, source)
+        else:
+            base[key] = value
+
+
+def parse_override(text):
+    """``'train.lr=1e-3'`` -> ``('train.lr', 0.001)``; the value is parsed as YAML (safe, no code)."""
+    if '=' not in text:
+        raise ConfigError(f'--opts: expected key=value, got "{text}"')
+    key, raw = text.split('=', 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def _nest(dotted_key, value):
+    nested = value
+    for part in reversed(dotted_key.split('.')):
+        nested = {part: nested}
+    return nested
+
+
+def load_config(path=None, opts=()):
+    """Defaults, then the YAML file at ``path`` (if any), then ``opts`` (``key.sub=value`` strings).
+
+    Returns a plain nested dict with environment variables expanded.
+    """
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f'{path}: config file not found')
+        with open(path) as f:
+            try:
+                loaded = yaml.safe_load(f) or {}
+            except yaml.YAMLError as err:
+                raise ConfigError(f'{path}: not valid YAML ({err.__class__.__name__})') from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f'{path}: expected a mapping at the top level')
+        _merge(cfg, loaded, '', path)
+    for text in opts:
+        key, value = parse_override(text)
+        _merge(cfg, _nest(key, value), '', '--opts')
+    return _expand_env(cfg)
+
+
+def resolve_path(path):
+    """A config path relative to the repository root (absolute paths are kept); None stays None."""
+    if path is None or path == '':
+        return None
+    path = os.path.expanduser(path)
+    return path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)
+
+
+def dump_config(cfg, path):
+    """Write the resolved config next to the outputs it produced (atomically)."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    os.replace(tmp, path)
