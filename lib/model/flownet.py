@@ -1,0 +1,84 @@
+"""A light FlowNetS (channel widths 24-48-96-192-384) predicting optical flow at 1/4 resolution."""
+from functools import partial
+
+import torch
+import torch.nn as nn
+
+from .layers import check_multiple_of_4, conv_leaky, crop_to, deconv_leaky, scale_width
+
+# The published weights predict flow divided by this factor (a FlowNet training convention).
+FLOW_SCALE = 5.0
+
+
+def flow_head(in_channels):
+    return nn.Conv2d(in_channels, 2, 3, padding=1)
+
+
+def flow_upsampler():
+    return nn.ConvTranspose2d(2, 2, 4, stride=2, padding=0, bias=False)
+
+
+class FlowNetS(nn.Module):
+    """FlowNetS encoder/decoder with coarse-to-fine flow predictions, the finest at 1/4 resolution.
+
+    Args:
+        width_mult: multiplies every channel count (1.0 = the published network).
+    """
+
+    def __init__(self, width_mult=1.0):
+        super().__init__()
+        c = partial(scale_width, width_mult=width_mult)
+        w1, w2, w3, w4, w5, w6 = c(24), c(48), c(96), c(192), c(192), c(384)
+        self.conv1 = conv_leaky(6, w1, 7, 2, batch_normalized=False)
+        self.conv2 = conv_leaky(w1, w2, 5, 2, batch_normalized=False)
+        self.conv3 = conv_leaky(w2, w3, 5, 2, batch_normalized=False)
+        self.conv3_1 = conv_leaky(w3, w3, 3, 1, batch_normalized=False)
+        self.conv4 = conv_leaky(w3, w4, 3, 2, batch_normalized=False)
+        self.conv4_1 = conv_leaky(w4, w4, 3, 1, batch_normalized=False)
+        self.conv5 = conv_leaky(w4, w5, 3, 2, batch_normalized=False)
+        self.conv5_1 = conv_leaky(w5, w5, 3, 1, batch_normalized=False)
+        self.conv6 = conv_leaky(w5, w6, 3, 2, batch_normalized=False)
+        self.conv6_1 = conv_leaky(w6, w6, 3, 1, batch_normalized=False)
+
+        # Level k fuses the encoder map k, the upsampled decoder features and the upsampled flow (2 channels).
+        concat5, concat4, concat3, concat2 = w5 + w4 + 2, w4 + w3 + 2, w3 + w2 + 2, w2 + w1 + 2
+        self.predict_flow6 = flow_head(w6)
+        self.predict_flow5 = flow_head(concat5)
+        self.predict_flow4 = flow_head(concat4)
+        self.predict_flow3 = flow_head(concat3)
+        self.predict_flow2 = flow_head(concat2)
+
+        self.deconv5 = deconv_leaky(w6, w4)
+        self.deconv4 = deconv_leaky(concat5, w3)
+        self.deconv3 = deconv_leaky(concat4, w2)
+        self.deconv2 = deconv_leaky(concat3, w1)
+
+        self.upsample_flow6to5 = flow_upsampler()
+        self.upsample_flow5to4 = flow_upsampler()
+        self.upsample_flow4to3 = flow_upsampler()
+        self.upsample_flow3to2 = flow_upsampler()
+
+    def forward(self, frames):
+        """
+        Args:
+            frames: (N, 6, H, W) ``cat([current, previous], 1)``, RGB in [0, 1]; H, W multiples of 4.
+        Returns:
+            (N, 2, H/4, W/4) backward flow (dx, dy) in 1/4-resolution pixels: it carries ``previous`` onto
+            ``current``.
+        """
+        check_multiple_of_4(frames, 'FlowNetS')
+        out_conv2 = self.conv2(self.conv1(frames))  # (N, 48, H/4, W/4)
+        out_conv3 = self.conv3_1(self.conv3(out_conv2))  # (N, 96, H/8, W/8)
+        out_conv4 = self.conv4_1(self.conv4(out_conv3))  # (N, 192, H/16, W/16)
+        out_conv5 = self.conv5_1(self.conv5(out_conv4))  # (N, 192, H/32, W/32)
+        x = self.conv6_1(self.conv6(out_conv5))  # (N, 384, H/64, W/64)
+
+        flow = self.predict_flow6(x)
+        levels = ((out_conv5, self.deconv5, self.upsample_flow6to5, self.predict_flow5),
+                  (out_conv4, self.deconv4, self.upsample_flow5to4, self.predict_flow4),
+                  (out_conv3, self.deconv3, self.upsample_flow4to3, self.predict_flow3),
+                  (out_conv2, self.deconv2, self.upsample_flow3to2, self.predict_flow2))
+        for skip, deconv, upsample_flow, predict_flow in levels:
+            x = torch.cat((skip, crop_to(deconv(x), skip), crop_to(upsample_flow(flow), skip)), dim=1)
+            flow = predict_flow(x)
+        return flow * FLOW_SCALE  # (N, 2, H/4, W/4)

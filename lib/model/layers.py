@@ -1,0 +1,82 @@
+"""Building blocks shared by the DAVSS networks.
+
+Attribute names inside these blocks (``depthwise``, ``depthwise_bn``, ``pointwise``, ``conv``, ``bn`` ...) are the
+names of the published checkpoints; renaming one breaks loading the released weights.
+"""
+import torch.nn as nn
+
+
+def scale_width(channels, width_mult):
+    """Channel count of a layer in a network built with ``width_mult`` (at least 1)."""
+    return max(1, int(round(channels * width_mult)))
+
+
+def check_multiple_of_4(x, who):
+    """The system works on a 1/4-resolution grid: a frame whose size is not a multiple of 4 has no exact 1/4 map."""
+    h, w = x.shape[-2:]
+    if h % 4 or w % 4:
+        raise ValueError(f'{who}: frame size {h}x{w} (HxW) is not a multiple of 4')
+
+
+def batch_norm(channels, eps=1e-5, momentum=0.1):
+    return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
+
+
+def crop_to(x, reference):
+    """Crop a stride-2 transposed-convolution output to the spatial size of the encoder map it is fused with.
+
+    A ``ConvTranspose2d(k=4, s=2, p=0)`` maps size ``s`` to ``2s + 2``; dropping the first row/column and keeping
+    ``reference``'s size removes one pixel at the start and one (even target) or two (odd target) at the end.
+    """
+    h, w = reference.shape[-2:]
+    return x[:, :, 1:1 + h, 1:1 + w]
+
+
+class ConvBNReLU(nn.Module):
+    """``conv -> bn -> relu`` (the non-separable 1x1 ASPP branch)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=1, padding=0, dilation=1, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
+        self.bn = batch_norm(out_channels, eps, momentum)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)))
+
+
+class SeparableConv2d(nn.Module):
+    """Depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU (DeepLab head/decoder and DMNet)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, padding=1, dilation=1, bias=False, eps=1e-5,
+                 momentum=3e-4):
+        super().__init__()
+        self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, padding=padding, dilation=dilation,
+                                   groups=in_channels, bias=bias)
+        self.depthwise_bn = batch_norm(in_channels, eps, momentum)
+        self.depthwise_relu = nn.ReLU(inplace=True)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+        self.pointwise_bn = batch_norm(out_channels, eps, momentum)
+        self.pointwise_relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        x = self.depthwise_relu(self.depthwise_bn(self.depthwise(x)))
+        return self.pointwise_relu(self.pointwise_bn(self.pointwise(x)))
+
+
+def conv_leaky(in_channels, out_channels, kernel_size, stride, batch_normalized):
+    """FlowNet-style encoder layer: ``Sequential(conv, [bn,] LeakyReLU(0.1))`` with 'same' padding.
+
+    Without BN the convolution has a bias (FlowNetS); with BN it has none (CFNet). The index of each layer in
+    the Sequential is part of the checkpoint key (``conv1.0.weight``, ``conv1.1.running_mean``).
+    """
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2,
+                     bias=not batch_normalized)
+    layers = [conv, batch_norm(out_channels)] if batch_normalized else [conv]
+    return nn.Sequential(*layers, nn.LeakyReLU(0.1, inplace=True))
+
+
+def deconv_leaky(in_channels, out_channels):
+    """x2 upsampling decoder layer: ``Sequential(ConvTranspose2d(k=4, s=2, p=0), LeakyReLU(0.1))``; see crop_to."""
+    return nn.Sequential(nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=0, bias=False),
+                         nn.LeakyReLU(0.1, inplace=True))

@@ -1,0 +1,245 @@
+"""SCNet: the DAVSS video segmentation system (key-frame DeepLab, flow propagation, distortion-aware correction).
+
+Inference is a short protocol shared by evaluation, video inference and benchmarks::
+
+    state = net.key_frame(key_image)                          # DeepLab logits + the 1/4 key image
+    for prev, cur in consecutive_frames:
+        state = net.propagate(state, net.estimate_flow(cur, prev))
+    out = net.correct(state, cur)                             # out['merged']: the corrected logits
+
+Training forwards (``SCNet.forward``, ``SCNetDMNet.forward``) reuse exactly these steps and return the losses the
+paper's code optimises.
+"""
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .cfnet import CFNet
+from .deeplabv3plus import DeepLabV3Plus
+from .dmnet import DMNet
+from .flownet import FlowNetS
+from .layers import check_multiple_of_4
+from .warp import Warp
+
+IGNORE_INDEX = 255
+
+
+class PropagationState(NamedTuple):
+    """What is carried from the key frame to the current frame, both on the 1/4-resolution grid."""
+    logits: torch.Tensor  # (N, C, H/4, W/4)
+    image: torch.Tensor  # (N, 3, H/4, W/4), the key image warped along (DMNet compares it to the current frame)
+
+
+def freeze(module):
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+class _PropagationNet(nn.Module):
+    """The parts and inference steps common to both training stages.
+
+    ``align_corners`` is the convention of every x4 / x1/4 bilinear resize around the propagation: the published
+    models were trained with True; the original test script used False.
+    """
+
+    def __init__(self, n_classes, align_corners, deeplab, flownet, cfnet):
+        super().__init__()
+        self.n_classes = n_classes
+        self.align_corners = align_corners
+        # Registration order is the checkpoint key order: deeplab, flownet, [cfnet], dmnet.
+        self.deeplab = DeepLabV3Plus(n_classes, **(deeplab or {}))
+        self.flownet = FlowNetS(**(flownet or {}))
+        self.cfnet = CFNet(n_classes, **cfnet) if cfnet is not None else None
+        self.dmnet = DMNet()
+        self.warpnet = Warp()
+
+    def frozen_modules(self):
+        raise NotImplementedError
+
+    def train(self, mode=True):
+        """Frozen sub-networks stay in eval mode (their BatchNorm statistics must not move), as in the paper."""
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def to_quarter_resolution(self, image):
+        """(N, C, H, W) -> (N, C, H/4, W/4) with the model's resize convention."""
+        h, w = image.shape[-2:]
+        return F.interpolate(image, size=(h // 4, w // 4), mode='bilinear', align_corners=self.align_corners)
+
+    def to_full_resolution(self, x):
+        """(N, C, h, w) -> (N, C, 4h, 4w) with the model's resize convention."""
+        h, w = x.shape[-2:]
+        return F.interpolate(x, size=(4 * h, 4 * w), mode='bilinear', align_corners=self.align_corners)
+
+    def key_frame(self, image):
+        """
+        Args:
+            image: (N, 3, H, W) the key frame, RGB in [0, 1]; H, W multiples of 4.
+        Returns:
+            PropagationState(logits (N, C, H/4, W/4) from DeepLab, image (N, 3, H/4, W/4)).
+        """
+        check_multiple_of_4(image, type(self).__name__)
+        return PropagationState(self.deeplab(image), self.to_quarter_resolution(image))
+
+    def estimate_flow(self, current, previous):
+        """(N, 3, H, W) x 2 -> (N, 2, H/4, W/4) backward flow carrying ``previous`` onto ``current``."""
+        return self.flownet(torch.cat((current, previous), dim=1))
+
+    def propagate(self, state, flow):
+        """One step: warp the logits and the 1/4 key image by ``flow`` (N, 2, H/4, W/4)."""
+        return PropagationState(self.warpnet(state.logits, flow), self.warpnet(state.image, flow))
+
+    def distortion(self, state, current):
+        """(N, 1, H/4, W/4) distortion map of the propagated state with respect to ``current`` (N, 3, H, W)."""
+        check_multiple_of_4(current, type(self).__name__)
+        return self.dmnet(state.image, self.to_quarter_resolution(current))
+
+    def correct(self, state, current, correction=None, full_resolution=True):
+        """Merge the propagated logits with CFNet's logits where DMNet finds distortion.
+
+        Args:
+            state: PropagationState carried to the current frame.
+            current: (N, 3, H, W) the current frame.
+            correction: optional precomputed ``cfnet(current)`` logits (N, C, H/4, W/4).
+            full_resolution: True upsamples each map x4 and merges at (H, W), exactly as the paper's code;
+                False merges at 1/4 resolution (cheaper; argmax may differ slightly at boundaries).
+        Returns:
+            dict of ``merged``, ``propagated``, ``correction`` (N, C, ., .) and ``distortion`` (N, 1, ., .), all at
+            (H, W) or all at (H/4, W/4): ``merged = propagated * (1 - distortion) + correction * distortion``.
+        """
+        distortion = self.distortion(state, current)  # (N, 1, H/4, W/4)
+        if correction is None:
+            if self.cfnet is None:
+                raise ValueError(f'{type(self).__name__}.correct: this model has no CFNet; pass correction=')
+            correction = self.cfnet(current)  # (N, C, H/4, W/4)
+        propagated = state.logits
+        if full_resolution:
+            propagated = self.to_full_resolution(propagated)
+            distortion = self.to_full_resolution(distortion)
+            correction = self.to_full_resolution(correction)
+        merged = propagated * (1 - distortion) + correction * distortion
+        return {'merged': merged, 'propagated': propagated, 'distortion': distortion, 'correction': correction}
+
+    def segment(self, image):
+        """(N, 3, H, W) -> (N, H, W) int64 labels of DeepLab on a single frame (full-resolution argmax)."""
+        return self.to_full_resolution(self.deeplab(image)).argmax(dim=1)
+
+    def check_frames(self, frames):
+        if frames.dim() != 5 or frames.shape[1] != 3 or frames.shape[2] != 3:
+            raise ValueError(f'{type(self).__name__}.forward: expected frames (N, 3, 3, H, W) [key, intermediate, '
+                             f'target], got {tuple(frames.shape)}')
+        check_multiple_of_4(frames, type(self).__name__)
+
+
+def distortion_weighted_cross_entropy(correction, target, distortion):
+    """CFNet's loss: per-pixel cross-entropy weighted by the distortion map.
+
+    The paper's code multiplies the (N, H, W) loss by the (N, 1, H, W) map, which broadcasts to (N, N, H, W): each
+    sample's loss is weighted by every sample's map, i.e. the mean over pixels of (batch-mean loss) x (batch-mean
+    distortion). It is kept as is, since the published models were trained with it (batch 4 per GPU); for a batch
+    of one it is the plain per-pixel weighting.
+    """
+    per_pixel = F.cross_entropy(correction, target, ignore_index=IGNORE_INDEX, reduction='none')  # (N, H, W)
+    return torch.mean(per_pixel * distortion)  # (N, H, W) * (N, 1, H, W) -> (N, N, H, W)
+
+
+class SCNet(_PropagationNet):
+    """The feature-correction stage: trains FlowNetS and CFNet; DeepLab and DMNet are frozen.
+
+    Args:
+        n_classes: 19 (Cityscapes) or 11 (CamVid) for the published weights.
+        align_corners: resize convention around the propagation (True in training).
+        deeplab, flownet, cfnet: keyword arguments of the sub-networks (e.g. ``{'width_mult': 0.125}``).
+    """
+
+    def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None, cfnet=None):
+        super().__init__(n_classes, align_corners, deeplab, flownet, cfnet or {})
+        freeze(self.deeplab)
+        freeze(self.dmnet)
+        self.train()
+
+    def frozen_modules(self):
+        return [self.deeplab, self.dmnet]
+
+    def forward(self, frames, label):
+        """
+        Args:
+            frames: (N, 3, 3, H, W) [key, intermediate, target] frames, RGB in [0, 1].
+            label: (N, H, W) int64 ground truth of the target frame (255 = ignore).
+        Returns:
+            loss_semantic: 0-dim, mean of the cross-entropies of the propagated and of the merged logits on the
+                intermediate frame (against DeepLab's own prediction there) and on the target frame (against
+                ``label``).
+            loss_cfnet: 0-dim, mean over both frames of CFNet's distortion-weighted cross-entropy.
+        """
+        self.check_frames(frames)
+        key, intermediate, target = frames.unbind(1)  # each (N, 3, H, W)
+        with torch.no_grad():  # DeepLab is frozen: no graph needed
+            state = self.key_frame(key)
+            pseudo_label = self.segment(intermediate)  # (N, H, W)
+
+        loss_semantic = 0.0
+        loss_cfnet = 0.0
+        for previous, current, truth in ((key, intermediate, pseudo_label), (intermediate, target, label)):
+            state = self.propagate(state, self.estimate_flow(current, previous))
+            out = self.correct(state, current, full_resolution=True)
+            loss_semantic = loss_semantic + F.cross_entropy(out['propagated'], truth, ignore_index=IGNORE_INDEX)
+            loss_cfnet = loss_cfnet + distortion_weighted_cross_entropy(out['correction'], truth, out['distortion'])
+            loss_semantic = loss_semantic + F.cross_entropy(out['merged'], truth, ignore_index=IGNORE_INDEX)
+        return loss_semantic / 4, loss_cfnet / 2
+
+
+class SCNetDMNet(_PropagationNet):
+    """The DMNet stage: trains DMNet to predict where propagated labels disagree with DeepLab's; DeepLab and
+    FlowNetS are frozen. No CFNet.
+    """
+
+    def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None):
+        super().__init__(n_classes, align_corners, deeplab, flownet, cfnet=None)
+        freeze(self.deeplab)
+        freeze(self.flownet)
+        self.train()
+
+    def frozen_modules(self):
+        return [self.deeplab, self.flownet]
+
+    def forward(self, frames):
+        """
+        Args:
+            frames: (N, 3, 3, H, W) [key, intermediate, target] frames, RGB in [0, 1].
+        Returns:
+            0-dim mean over the two propagated frames of the binary cross-entropy between the upsampled distortion
+            map and the mask of pixels where the propagated argmax differs from DeepLab's argmax on that frame.
+        """
+        self.check_frames(frames)
+        key, intermediate, target = frames.unbind(1)  # each (N, 3, H, W)
+        with torch.no_grad():
+            state = self.key_frame(key)
+
+        loss_dmnet = 0.0
+        for previous, current in ((key, intermediate), (intermediate, target)):
+            with torch.no_grad():  # everything before DMNet is frozen
+                state = self.propagate(state, self.estimate_flow(current, previous))
+                propagated_label = self.to_full_resolution(state.logits).argmax(dim=1)  # (N, H, W)
+                distorted = (propagated_label != self.segment(current)).float().unsqueeze(1)  # (N, 1, H, W)
+            distortion = self.to_full_resolution(self.distortion(state, current))  # (N, 1, H, W)
+            loss_dmnet = loss_dmnet + F.binary_cross_entropy(distortion, distorted)
+        return loss_dmnet / 2
+
+
+def build_scnet(model_cfg, stage='correction'):
+    """The network of a training stage from the ``model:`` section of a config (``lib.utils.config.DEFAULTS``).
+
+    ``stage='correction'`` gives :class:`SCNet`, ``stage='dmnet'`` gives :class:`SCNetDMNet`.
+    """
+    common = dict(n_classes=model_cfg['n_classes'], align_corners=model_cfg['align_corners'],
+                  deeplab=dict(model_cfg.get('deeplab') or {}), flownet=dict(model_cfg.get('flownet') or {}))
+    if stage == 'correction':
+        return SCNet(cfnet=dict(model_cfg.get('cfnet') or {}), **common)
+    if stage == 'dmnet':
+        return SCNetDMNet(**common)
+    raise ValueError(f'build_scnet: stage must be "correction" or "dmnet", got "{stage}"')

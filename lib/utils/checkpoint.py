@@ -1,0 +1,185 @@
+"""Reading and writing model weights, including the published DAVSS checkpoints.
+
+Published files (see docs/models.md):
+- ``<stage>_<dataset>/best.pth``: a whole SCNet saved from DistributedDataParallel (keys prefixed ``module.``);
+- the DMNet stage output: ``net.module.dmnet.state_dict()`` (DMNet keys, no prefix);
+- ``pretrained/pretrained_<dataset>.pth``: DeepLabv3+ and FlowNetS, loaded non-strictly (its exact keys are not
+  documented).
+
+Every file is read with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
+"""
+import os
+from collections import Counter
+from typing import List, NamedTuple, Tuple
+
+import torch
+
+# Wrappers that prefix parameter names: DistributedDataParallel / DataParallel and torch.compile.
+WRAPPER_PREFIXES = ('module.', '_orig_mod.')
+# Keys under which training scripts commonly nest the weights next to optimizer state etc.
+NESTED_STATE_KEYS = ('model', 'state_dict')
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not fit the network."""
+
+
+class LoadReport(NamedTuple):
+    target: str  # the module that received the weights: 'model' or the name of a sub-network ('dmnet', ...)
+    loaded: List[str]  # keys of the target that were loaded
+    missing: List[str]  # keys of the target absent from the file
+    unexpected: List[str]  # keys of the file absent from the target
+    mismatched: List[Tuple[str, tuple, tuple]]  # (key, shape in file, shape in target)
+
+    def summary(self):
+        """One line: what was loaded and what was not, grouped by top-level module."""
+        return (f'loaded {len(self.loaded)}/{len(self.loaded) + len(self.missing) + len(self.mismatched)} tensors '
+                f'into {self.target}; missing: {_group(self.missing)}; unexpected: {_group(self.unexpected)}; '
+                f'shape mismatches: {_group([k for k, _, _ in self.mismatched])}')
+
+
+def _group(keys):
+    if not keys:
+        return 'none'
+    counts = Counter(k.split('.', 1)[0] for k in keys)
+    return ', '.join(f'{module}.* ({n})' for module, n in counts.items())
+
+
+def _is_state_dict(obj):
+    return isinstance(obj, dict) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def load_checkpoint(path):
+    """Read a state_dict (``{name: tensor}``) from ``path`` on the CPU.
+
+    A file holding ``{'model': state_dict, ...}`` or ``{'state_dict': state_dict, ...}`` gives the nested one.
+    Raises CheckpointError (one line, naming the file) for a missing file, a file torch cannot read with
+    ``weights_only=True`` or content that is not a mapping of names to tensors.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f'{path}: checkpoint file not found')
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # torch raises many types (pickle, zip, unsupported global) for a bad file
+        raise CheckpointError(f'{path}: not a PyTorch checkpoint readable with weights_only=True '
+                              f'({type(err).__name__})') from None
+    if _is_state_dict(obj):
+        return obj
+    if isinstance(obj, dict):
+        for key in NESTED_STATE_KEYS:
+            if _is_state_dict(obj.get(key)):
+                return obj[key]
+    raise CheckpointError(f'{path}: expected a state_dict (a mapping of parameter names to tensors), '
+                          f'got {type(obj).__name__}')
+
+
+def strip_wrapper_prefixes(state_dict):
+    """Drop leading ``module.`` / ``_orig_mod.`` from every key (files saved from DDP or torch.compile)."""
+    stripped = {}
+    for key, value in state_dict.items():
+        while key.startswith(WRAPPER_PREFIXES):
+            key = key.split('.', 1)[1]
+        stripped[key] = value
+    return stripped
+
+
+def save_checkpoint(obj, path):
+    """``torch.save`` to a temporary name, then an atomic rename: a crash never leaves a truncated file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def compare(module, state_dict, target='model'):
+    """A LoadReport of how ``state_dict`` fits ``module`` (by name and shape), without loading anything."""
+    expected = module.state_dict()
+    loaded, missing, mismatched = [], [], []
+    for key, tensor in expected.items():
+        if key not in state_dict:
+            missing.append(key)
+        elif tuple(state_dict[key].shape) != tuple(tensor.shape):
+            mismatched.append((key, tuple(state_dict[key].shape), tuple(tensor.shape)))
+        else:
+            loaded.append(key)
+    unexpected = [key for key in state_dict if key not in expected]
+    return LoadReport(target, loaded, missing, unexpected, mismatched)
+
+
+def _submodule(net, target):
+    return net if target == 'model' else getattr(net, target)
+
+
+def _is_dmnet_only(net, state_dict):
+    """The stage-1 file: every key is a DMNet key (``conv1.0.depthwise.weight``) and none is a key of ``net``."""
+    dmnet = getattr(net, 'dmnet', None)
+    if dmnet is None:
+        return False
+    dmnet_keys, net_keys = set(dmnet.state_dict()), set(net.state_dict())
+    return all(k in dmnet_keys and k not in net_keys for k in state_dict)
+
+
+def _mismatch_message(path, net, report):
+    shown = 5
+    parts = []
+    if report.missing:
+        parts.append(f'{len(report.missing)} missing ({", ".join(report.missing[:shown])}'
+                     f'{", ..." if len(report.missing) > shown else ""})')
+    if report.unexpected:
+        parts.append(f'{len(report.unexpected)} unexpected ({", ".join(report.unexpected[:shown])}'
+                     f'{", ..." if len(report.unexpected) > shown else ""})')
+    if report.mismatched:
+        shapes = ', '.join(f'{k}: file {list(a)} vs model {list(b)}' for k, a, b in report.mismatched[:shown])
+        parts.append(f'{len(report.mismatched)} with another shape ({shapes}'
+                     f'{", ..." if len(report.mismatched) > shown else ""})')
+    where = type(net).__name__ + ('' if report.target == 'model' else f'.{report.target}')
+    return f'{path}: does not fit {where}: ' + '; '.join(parts)
+
+
+def _load_matching(module, state_dict, report):
+    module.load_state_dict({k: state_dict[k] for k in report.loaded}, strict=False)
+
+
+def load_published(net, path, strict=True):
+    """Load a published (or our own) checkpoint into ``net``.
+
+    ``module.`` prefixes are stripped; a DMNet-only file goes into ``net.dmnet``. With ``strict=True`` any
+    missing, unexpected or differently shaped key raises one CheckpointError listing them; with ``strict=False``
+    the tensors that match by name and shape are loaded (an error if none does).
+
+    Returns:
+        LoadReport (``report.summary()`` is a one-line description).
+    """
+    state_dict = strip_wrapper_prefixes(load_checkpoint(path))
+    target = 'dmnet' if _is_dmnet_only(net, state_dict) else 'model'
+    module = _submodule(net, target)
+    report = compare(module, state_dict, target)
+    if strict and (report.missing or report.unexpected or report.mismatched):
+        raise CheckpointError(_mismatch_message(path, net, report))
+    if not report.loaded:
+        raise CheckpointError(f'{path}: no tensor matches {type(net).__name__} by name and shape')
+    _load_matching(module, state_dict, report)
+    return report
+
+
+def load_pretrained(net, path):
+    """Non-strict load of ``pretrained_<dataset>.pth`` (DeepLabv3+ and FlowNetS, keys not documented).
+
+    The file's keys are matched by name and shape against ``net`` itself and against each of its sub-networks
+    (a file of bare DeepLab keys fills ``net.deeplab``); the placement matching the most tensors wins. Raises
+    CheckpointError if no tensor matches anywhere.
+
+    Returns:
+        LoadReport of the chosen placement.
+    """
+    state_dict = strip_wrapper_prefixes(load_checkpoint(path))
+    candidates = ['model'] + [name for name, _ in net.named_children()]
+    reports = [compare(_submodule(net, target), state_dict, target) for target in candidates]
+    best = max(reports, key=lambda report: len(report.loaded))
+    if not best.loaded:
+        raise CheckpointError(f'{path}: no tensor matches {type(net).__name__} or its sub-networks by name and '
+                              f'shape (first keys in the file: {", ".join(list(state_dict)[:3])})')
+    _load_matching(_submodule(net, best.target), state_dict, best)
+    return best
