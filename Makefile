@@ -10,10 +10,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip setuptools wheel
 
-$(VENV)/.installed: $(BIN)/python requirements.txt setup.py
+$(VENV)/.installed: $(BIN)/python requirements.txt setup.py lib/ops/cuda_toolkit.py $(wildcard lib/ops/csrc/*)
 	$(BIN)/pip install -r requirements.txt
-	# No build isolation: the resample2d CUDA extension must compile against the torch installed above.
-	$(BIN)/pip install --no-build-isolation -e .
+	# No build isolation: the resample2d CUDA extension must compile against the torch installed above (where a
+	# CUDA toolkit exists; setup.py skips it otherwise). editable_mode=compat keeps `lib` importable from the
+	# checkout and puts the compiled module next to its sources.
+	$(BIN)/pip install --no-build-isolation -e . --config-settings editable_mode=compat
+	$(BIN)/python -c "import lib.ops; print('resample2d CUDA extension built:', lib.ops.cuda_extension_available())"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -3,9 +3,38 @@
 ``out[b, c, y, x]`` is the bilinear sample of ``input[b, c]`` at ``(x + flow[b, 0, y, x], y + flow[b, 1, y, x])``;
 sample positions outside the map read the nearest border pixel (the original CUDA kernel clamps each corner
 to the border, which gives the same values as clamping the position).
+
+Two implementations with the same semantics (docs/resample2d.md):
+- ``resample2d_reference``: PyTorch ``grid_sample``; any device, any floating dtype.
+- the CUDA extension ``lib.ops._resample2d_cuda`` (built by setup.py where a CUDA toolkit exists), registered as
+  ``torch.ops.davss.resample2d_forward`` / ``resample2d_backward``; one memory-bound pass per direction.
+``resample2d`` picks one: the ``impl`` argument, else the ``DAVSS_RESAMPLE2D`` environment variable
+(``auto`` | ``cuda`` | ``torch``), else ``auto`` (the extension for CUDA tensors when it is built).
 """
+import os
+
 import torch
 import torch.nn.functional as F
+
+ENV_VAR = 'DAVSS_RESAMPLE2D'
+IMPLEMENTATIONS = ('auto', 'cuda', 'torch')
+
+
+def _load_extension():
+    """Import the compiled extension (which registers torch.ops.davss.*); return (loaded, why_not)."""
+    try:
+        from . import _resample2d_cuda  # noqa: F401  (imported for its operator registrations)
+    except ImportError as error:  # not built (CPU-only torch, no nvcc) or built against another torch
+        return False, f'{type(error).__name__}: {error}'
+    return True, None
+
+
+_EXTENSION_LOADED, _EXTENSION_ERROR = _load_extension()
+
+
+def cuda_extension_available():
+    """True when the CUDA extension is built and importable (whether or not a GPU is present)."""
+    return _EXTENSION_LOADED
 
 
 def resample2d_reference(input, flow):
@@ -27,11 +56,87 @@ def resample2d_reference(input, flow):
     return F.grid_sample(input, grid.to(input.dtype), mode='bilinear', padding_mode='border', align_corners=True)
 
 
-def resample2d(input, flow):
-    """Warp ``input`` (N, C, H, W) by ``flow`` (N, 2, H, W); see the module docstring."""
+class _Resample2dCUDA(torch.autograd.Function):
+    """Autograd wrapper of the extension's operators (first-order gradients w.r.t. input and flow)."""
+
+    @staticmethod
+    def forward(ctx, input, flow):
+        ctx.save_for_backward(input, flow)
+        return torch.ops.davss.resample2d_forward(input, flow)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        input, flow = ctx.saved_tensors
+        need_input, need_flow = ctx.needs_input_grad
+        grad_input, grad_flow = torch.ops.davss.resample2d_backward(grad_output, input, flow, need_input, need_flow)
+        return (grad_input if need_input else None), (grad_flow if need_flow else None)
+
+
+if _EXTENSION_LOADED and hasattr(torch.library, 'register_fake'):  # register_fake: torch >= 2.4
+    # Shape-only versions of the operators, so torch.compile / FakeTensor tracing can run through them.
+    @torch.library.register_fake('davss::resample2d_forward')
+    def _resample2d_forward_fake(input, flow):
+        return torch.empty_like(input, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake('davss::resample2d_backward')
+    def _resample2d_backward_fake(grad_output, input, flow, need_input_grad, need_flow_grad):
+        grad_input = torch.empty_like(input, memory_format=torch.contiguous_format) if need_input_grad \
+            else input.new_empty(0)
+        grad_flow = torch.empty_like(flow, memory_format=torch.contiguous_format) if need_flow_grad \
+            else flow.new_empty(0)
+        return grad_input, grad_flow
+
+
+def _check_shapes(input, flow):
     if input.dim() != 4 or flow.dim() != 4 or flow.shape[1] != 2:
         raise ValueError(f'resample2d: expected input (N, C, H, W) and flow (N, 2, H, W), '
                          f'got {tuple(input.shape)} and {tuple(flow.shape)}')
     if input.shape[0] != flow.shape[0] or input.shape[2:] != flow.shape[2:]:
         raise ValueError(f'resample2d: input {tuple(input.shape)} and flow {tuple(flow.shape)} differ in batch or size')
+    if not (input.is_floating_point() and flow.is_floating_point()):
+        raise TypeError(f'resample2d: expected floating point input and flow, got {input.dtype} and {flow.dtype}')
+    if input.device != flow.device:
+        raise ValueError(f'resample2d: input is on {input.device} but flow on {flow.device}')
+
+
+def requested_implementation(impl=None):
+    """The implementation asked for: ``impl`` if given, else ``$DAVSS_RESAMPLE2D``, else ``'auto'``."""
+    source = 'impl' if impl is not None else ENV_VAR
+    choice = impl if impl is not None else os.environ.get(ENV_VAR, 'auto')
+    choice = choice.strip().lower()
+    if choice not in IMPLEMENTATIONS:
+        raise ValueError(f'resample2d: {source} must be one of {", ".join(IMPLEMENTATIONS)}, got {choice!r}')
+    return choice
+
+
+def _use_cuda_extension(input, impl):
+    choice = requested_implementation(impl)
+    if choice == 'torch':
+        return False
+    if choice == 'auto':
+        return input.is_cuda and _EXTENSION_LOADED
+    if not _EXTENSION_LOADED:
+        raise RuntimeError(f'resample2d: the CUDA implementation was requested ({ENV_VAR}/impl=cuda) but the '
+                           f'extension lib.ops._resample2d_cuda is not available ({_EXTENSION_ERROR}); build it with '
+                           f'`pip install --no-build-isolation -e .` where nvcc exists, or use auto/torch')
+    if not input.is_cuda:
+        raise RuntimeError(f'resample2d: the CUDA implementation was requested ({ENV_VAR}/impl=cuda) but the input '
+                           f'is on {input.device}')
+    return True
+
+
+def resample2d(input, flow, impl=None):
+    """Warp ``input`` by ``flow`` (see the module docstring).
+
+    Args:
+        input: (N, C, H, W) features, float16 / bfloat16 / float32 / float64.
+        flow: (N, 2, H, W) displacement in pixels, channels (dx, dy), on the same device.
+        impl: None (use ``$DAVSS_RESAMPLE2D``, default ``'auto'``), ``'auto'``, ``'cuda'`` or ``'torch'``.
+    Returns:
+        (N, C, H, W) warped features in ``input``'s dtype.
+    """
+    _check_shapes(input, flow)
+    if _use_cuda_extension(input, impl):
+        return _Resample2dCUDA.apply(input, flow)
     return resample2d_reference(input, flow)

@@ -1,0 +1,19 @@
+// resample2d: bilinear backward warping of a (N, C, H, W) map by a (N, 2, H, W) flow, CUDA implementation.
+// The semantics are documented in docs/resample2d.md; lib/ops/resample2d.py holds the PyTorch reference.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <tuple>
+
+namespace davss {
+
+// (N, C, H, W) input, (N, 2, H, W) flow (any floating dtype) -> (N, C, H, W) output in input's dtype.
+at::Tensor resample2d_forward_cuda(const at::Tensor& input, const at::Tensor& flow);
+
+// Gradients w.r.t. input (input's dtype) and flow (flow's dtype); an empty (0-element) tensor where not requested.
+std::tuple<at::Tensor, at::Tensor> resample2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
+                                                            const at::Tensor& flow, bool need_input_grad,
+                                                            bool need_flow_grad);
+
+}  // namespace davss

@@ -1,0 +1,295 @@
+"""resample2d: the PyTorch reference against a naive loop of the kernel formula, gradients, dispatch, and (with a
+GPU) the CUDA extension against the reference."""
+import importlib
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from lib.ops import cuda_extension_available, cuda_toolkit, resample2d, resample2d_reference
+
+# `lib.ops.resample2d` is shadowed by the function of the same name; the module holds the dispatch state.
+resample2d_module = importlib.import_module('lib.ops.resample2d')
+
+needs_cuda_extension = pytest.mark.skipif(
+    not (torch.cuda.is_available() and cuda_extension_available()),
+    reason='needs a CUDA device and the compiled resample2d extension')
+
+
+def naive_resample2d(input, flow):
+    """The kernel formula, one pixel at a time in float64: 4 corners each clamped to the map independently."""
+    n, c, h, w = input.shape
+    out = torch.empty(n, c, h, w, dtype=torch.float64)
+    src = input.double()
+
+    def clamp(v, size):
+        return min(max(v, 0), size - 1)
+
+    for b in range(n):
+        for y in range(h):
+            for x in range(w):
+                xf = x + float(flow[b, 0, y, x])
+                yf = y + float(flow[b, 1, y, x])
+                x0, y0 = math.floor(xf), math.floor(yf)
+                alpha, beta = xf - x0, yf - y0
+                left, right = clamp(x0, w), clamp(x0 + 1, w)
+                top, bottom = clamp(y0, h), clamp(y0 + 1, h)
+                out[b, :, y, x] = ((1 - alpha) * (1 - beta) * src[b, :, top, left]
+                                   + alpha * (1 - beta) * src[b, :, top, right]
+                                   + (1 - alpha) * beta * src[b, :, bottom, left]
+                                   + alpha * beta * src[b, :, bottom, right])
+    return out
+
+
+def random_flow(n, h, w, reach, generator, dtype=torch.float64, device='cpu'):
+    """Flow in [-reach, reach] pixels whose sample positions keep >= 0.1 px from integers (where the bilinear
+    warp has kinks, so finite differences and mixed precisions disagree legitimately)."""
+    flow = (torch.rand(n, 2, h, w, generator=generator, dtype=torch.float64) * 2 - 1) * reach
+    frac = flow - flow.floor()  # positions x + flow share the fractional part of flow
+    flow = flow.floor() + 0.1 + 0.8 * frac
+    return flow.to(device=device, dtype=dtype)
+
+
+def random_case(n, c, h, w, reach, seed, dtype=torch.float64, device='cpu'):
+    generator = torch.Generator().manual_seed(seed)
+    input = torch.randn(n, c, h, w, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+    return input, random_flow(n, h, w, reach, generator, dtype=dtype, device=device)
+
+
+def test_naive_loop_is_identity_for_zero_flow_and_a_shift_for_integer_flow():
+    input, _ = random_case(1, 2, 4, 6, reach=0, seed=0)
+    zero = torch.zeros(1, 2, 4, 6, dtype=torch.float64)
+    assert torch.equal(naive_resample2d(input, zero), input)
+    shift = zero.clone()
+    shift[:, 0] = 2  # out[y, x] = in[y, min(x + 2, W - 1)]
+    expected = input[..., [2, 3, 4, 5, 5, 5]]
+    assert torch.equal(naive_resample2d(input, shift), expected)
+
+
+@pytest.mark.parametrize('n, c, h, w, reach, seed', [(2, 3, 5, 7, 3.0, 1), (1, 4, 6, 3, 8.0, 2), (3, 1, 1, 5, 2.0, 3)])
+def test_reference_matches_naive_loop(n, c, h, w, reach, seed):
+    generator = torch.Generator().manual_seed(seed)
+    input = torch.randn(n, c, h, w, generator=generator, dtype=torch.float64)
+    # Unconstrained flow (integer positions included) reaching well outside the map.
+    flow = (torch.rand(n, 2, h, w, generator=generator, dtype=torch.float64) * 2 - 1) * reach
+    flow[0, :, 0, 0] = torch.tensor([1.0, 0.0], dtype=torch.float64)  # an exact integer position
+    xs = torch.arange(w, dtype=torch.float64) + flow[:, 0]
+    ys = torch.arange(h, dtype=torch.float64).view(h, 1) + flow[:, 1]
+    assert ((xs < 0) | (xs > w - 1) | (ys < 0) | (ys > h - 1)).any()  # the border handling is exercised
+    torch.testing.assert_close(resample2d_reference(input, flow), naive_resample2d(input, flow),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_reference_float32_matches_naive_loop():
+    input, flow = random_case(2, 3, 6, 9, reach=4.0, seed=4, dtype=torch.float32)
+    torch.testing.assert_close(resample2d_reference(input, flow).double(), naive_resample2d(input, flow),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_reference_gradcheck_both_inputs():
+    input, flow = random_case(2, 2, 4, 5, reach=2.5, seed=5)
+    input.requires_grad_(True)
+    flow.requires_grad_(True)
+    assert torch.autograd.gradcheck(resample2d_reference, (input, flow), eps=1e-6, atol=1e-5)
+
+
+def test_dispatch_cpu_uses_reference(monkeypatch):
+    input, flow = random_case(1, 2, 3, 4, reach=1.0, seed=6, dtype=torch.float32)
+    calls = []
+
+    def spy(*args):
+        calls.append(args)
+        return resample2d_reference(*args)
+
+    monkeypatch.setattr(resample2d_module, 'resample2d_reference', spy)
+    for value in ('auto', 'torch', ' Torch '):
+        monkeypatch.setenv('DAVSS_RESAMPLE2D', value)
+        torch.testing.assert_close(resample2d(input, flow), resample2d_reference(input, flow), rtol=0, atol=0)
+    monkeypatch.delenv('DAVSS_RESAMPLE2D')
+    resample2d(input, flow)
+    assert len(calls) == 4
+
+
+def test_dispatch_impl_argument_overrides_env(monkeypatch):
+    input, flow = random_case(1, 1, 3, 3, reach=1.0, seed=7, dtype=torch.float32)
+    monkeypatch.setenv('DAVSS_RESAMPLE2D', 'cuda')
+    with pytest.raises(RuntimeError, match='DAVSS_RESAMPLE2D'):
+        resample2d(input, flow)
+    torch.testing.assert_close(resample2d(input, flow, impl='torch'), resample2d_reference(input, flow))
+
+
+def test_dispatch_rejects_unknown_choice(monkeypatch):
+    input, flow = random_case(1, 1, 3, 3, reach=1.0, seed=8)
+    monkeypatch.setenv('DAVSS_RESAMPLE2D', 'fast')
+    with pytest.raises(ValueError, match=r"DAVSS_RESAMPLE2D must be one of auto, cuda, torch, got 'fast'"):
+        resample2d(input, flow)
+    monkeypatch.delenv('DAVSS_RESAMPLE2D')
+    with pytest.raises(ValueError, match='impl must be one of'):
+        resample2d(input, flow, impl='triton')
+
+
+def test_forced_cuda_without_extension_says_so(monkeypatch):
+    input, flow = random_case(1, 1, 3, 3, reach=1.0, seed=9)
+    monkeypatch.setattr(resample2d_module, '_EXTENSION_LOADED', False)
+    monkeypatch.setattr(resample2d_module, '_EXTENSION_ERROR', 'ImportError: not built')
+    expected = r'extension lib\.ops\._resample2d_cuda is not available \(ImportError: not built\)'
+    with pytest.raises(RuntimeError, match=expected):
+        resample2d(input, flow, impl='cuda')
+    if torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match='not available'):
+            resample2d(input.cuda(), flow.cuda(), impl='cuda')
+
+
+def test_forced_cuda_with_cpu_tensors_says_so(monkeypatch):
+    input, flow = random_case(1, 1, 3, 3, reach=1.0, seed=10)
+    monkeypatch.setattr(resample2d_module, '_EXTENSION_LOADED', True)
+    with pytest.raises(RuntimeError, match='input is on cpu'):
+        resample2d(input, flow, impl='cuda')
+
+
+@pytest.mark.parametrize('input_shape, flow_shape, error, message', [
+    ((2, 3, 4), (2, 2, 4), ValueError, r'expected input \(N, C, H, W\) and flow \(N, 2, H, W\)'),
+    ((1, 3, 4, 5), (1, 3, 4, 5), ValueError, r'expected input \(N, C, H, W\) and flow \(N, 2, H, W\)'),
+    ((1, 3, 4, 5), (1, 2, 4, 6), ValueError, 'differ in batch or size'),
+    ((2, 3, 4, 5), (1, 2, 4, 5), ValueError, 'differ in batch or size'),
+])
+def test_bad_shapes_give_clear_errors(input_shape, flow_shape, error, message):
+    with pytest.raises(error, match=message):
+        resample2d(torch.zeros(input_shape), torch.zeros(flow_shape))
+
+
+def test_integer_input_is_rejected():
+    with pytest.raises(TypeError, match='expected floating point input and flow'):
+        resample2d(torch.zeros(1, 1, 2, 2, dtype=torch.int64), torch.zeros(1, 2, 2, 2))
+
+
+def test_extension_is_built_where_a_toolkit_exists():
+    """Fails when setup.py silently skipped the extension although it could have built it (CI has nvcc)."""
+    if os.environ.get('DAVSS_BUILD_CUDA', 'auto').strip().lower() == '0':
+        pytest.skip('DAVSS_BUILD_CUDA=0 disables the extension')
+    blocker = cuda_toolkit.build_blocker()
+    if blocker is not None:
+        pytest.skip(f'the CUDA extension cannot be built here: {blocker}')
+    assert cuda_extension_available(), (
+        f'a CUDA toolkit ({cuda_toolkit.nvcc_path()}) and a CUDA build of torch are present but '
+        f'lib.ops._resample2d_cuda does not import ({resample2d_module._EXTENSION_ERROR}); '
+        f'run `pip install --no-build-isolation -e . --config-settings editable_mode=compat`')
+
+
+def test_import_without_extension_falls_back_to_reference():
+    """A checkout where the extension was never built (CPU-only torch, no nvcc) must import and warp on CPU."""
+    script = textwrap.dedent("""
+        import sys
+        class HideExtension:
+            def find_spec(self, name, path=None, target=None):
+                if name == 'lib.ops._resample2d_cuda':
+                    raise ImportError('hidden by the test')
+        sys.meta_path.insert(0, HideExtension())
+        import torch
+        from lib.ops import cuda_extension_available, resample2d, resample2d_reference
+        assert not cuda_extension_available()
+        x, f = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)
+        assert torch.equal(resample2d(x, f), resample2d_reference(x, f))
+        try:
+            resample2d(x, f, impl='cuda')
+        except RuntimeError as error:
+            assert 'hidden by the test' in str(error), error
+        else:
+            raise AssertionError('impl=cuda without the extension did not raise')
+        print('ok')
+    """)
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, '-c', script], cwd=repo_root, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.strip().endswith('ok'), result.stderr[-2000:]
+
+
+@pytest.mark.skipif(not cuda_extension_available(), reason='the resample2d CUDA extension is not built')
+def test_extension_operators_have_shape_functions():
+    """The operators are registered and trace on meta tensors (what torch.compile needs), without a GPU."""
+    input = torch.empty(2, 3, 5, 7, device='meta', dtype=torch.float16)
+    flow = torch.empty(2, 2, 5, 7, device='meta')
+    assert torch.ops.davss.resample2d_forward(input, flow).shape == (2, 3, 5, 7)
+    grad_input, grad_flow = torch.ops.davss.resample2d_backward(input, input, flow, True, True)
+    assert grad_input.shape == input.shape and grad_input.dtype == torch.float16
+    assert grad_flow.shape == flow.shape and grad_flow.dtype == torch.float32
+
+
+# --- CUDA extension (skipped without a GPU) --------------------------------------------------------------------
+
+CUDA_SHAPES = [(3, 5, 7, 9), (2, 19, 32, 48), (1, 8, 425, 425), (1, 1, 736, 736)]
+TOLERANCES = {torch.float32: 2e-4, torch.float16: 2e-2, torch.bfloat16: 6e-2}
+
+
+@needs_cuda_extension
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('shape', CUDA_SHAPES)
+def test_cuda_forward_backward_match_reference(shape, dtype):
+    n, c, h, w = shape
+    input64, flow64 = random_case(n, c, h, w, reach=6.0, seed=11, device='cuda')
+    weights = torch.randn(n, c, h, w, dtype=torch.float64, device='cuda')
+
+    def warp_and_grads(implementation, input, flow):
+        input = input.detach().requires_grad_(True)
+        flow = flow.detach().requires_grad_(True)
+        out = implementation(input, flow)
+        (out.double() * weights).sum().backward()
+        return out, input.grad, flow.grad
+
+    expected = warp_and_grads(resample2d_reference, input64.to(dtype).double(), flow64)
+    actual = warp_and_grads(lambda i, f: resample2d(i, f, impl='cuda'), input64.to(dtype), flow64.float())
+    assert actual[0].dtype == dtype and actual[1].dtype == dtype and actual[2].dtype == torch.float32
+    tol = TOLERANCES[dtype]
+    for name, got, want in zip(('output', 'grad_input', 'grad_flow'), actual, expected):
+        # grad_flow sums C channels of products; scale its tolerance with the channel count.
+        scale = math.sqrt(c) if name == 'grad_flow' else 1.0
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * scale, msg=lambda m: f'{name}: {m}')
+
+
+@needs_cuda_extension
+def test_cuda_gradcheck_double():
+    input, flow = random_case(2, 3, 4, 5, reach=2.5, seed=12, device='cuda')
+    input.requires_grad_(True)
+    flow.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda i, f: resample2d(i, f, impl='cuda'), (input, flow), eps=1e-6, atol=1e-5)
+
+
+@needs_cuda_extension
+def test_cuda_single_gradient_and_layouts():
+    input, flow = random_case(2, 4, 6, 10, reach=3.0, seed=13, device='cuda', dtype=torch.float32)
+    channels_last = input.to(memory_format=torch.channels_last).requires_grad_(True)
+    out = resample2d(channels_last, flow, impl='cuda')  # flow needs no gradient
+    torch.testing.assert_close(out, resample2d_reference(input, flow), rtol=1e-4, atol=1e-4)
+    out.sum().backward()
+    expected_input = input.clone().requires_grad_(True)
+    resample2d_reference(expected_input, flow).sum().backward()
+    torch.testing.assert_close(channels_last.grad, expected_input.grad, rtol=1e-4, atol=1e-4)
+
+
+@needs_cuda_extension
+def test_cuda_auto_dispatch_uses_extension(monkeypatch):
+    def fail(*args):
+        raise AssertionError('the reference was used for a CUDA tensor')
+
+    monkeypatch.setattr(resample2d_module, 'resample2d_reference', fail)
+    monkeypatch.setenv('DAVSS_RESAMPLE2D', 'auto')
+    input, flow = random_case(1, 2, 3, 4, reach=1.0, seed=14, device='cuda', dtype=torch.float32)
+    assert resample2d(input, flow).shape == input.shape
+
+
+@needs_cuda_extension
+def test_cuda_huge_and_nan_flows():
+    input, _ = random_case(1, 2, 3, 4, reach=0, seed=15, device='cuda', dtype=torch.float32)
+    flow = torch.full((1, 2, 3, 4), 1e30, device='cuda')
+    flow[0, :, 0, 0] = -float('inf')
+    flow[0, 0, 1, 1] = float('nan')
+    out = resample2d(input, flow, impl='cuda')
+    expected = input[:, :, -1:, -1:].expand_as(input).clone()
+    expected[:, :, 0, 0] = input[:, :, 0, 0]
+    assert torch.isnan(out[:, :, 1, 1]).all()
+    out[:, :, 1, 1] = expected[:, :, 1, 1]
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
