@@ -1,0 +1,124 @@
+"""``build_dataset`` / ``build_loader``: datasets and loaders from the ``data:`` section of a config."""
+import random
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..utils.config import resolve_path
+from . import synthetic_layout
+from .frame_list import read_list
+from .io import DatasetError
+from .transforms import JointAugment
+from .video import (ClipDataset, FlowPairDataset, ImageDataset, TripletDataset, synthetic_flow_items,
+                    synthetic_image_items)
+
+N_CLASSES = {'cityscapes': 19, 'synthetic': 19, 'camvid': 11}
+SPLITS = ('train', 'val', 'test')
+MODES = ('triplet', 'pda', 'image', 'flow')
+PDA_CLIP_LENGTH = 10  # key frames t-9 .. t-1 and the labelled frame t
+
+
+def num_classes(dataset_name):
+    if dataset_name not in N_CLASSES:
+        raise DatasetError(f'data.name: expected one of {sorted(N_CLASSES)}, got "{dataset_name}"')
+    return N_CLASSES[dataset_name]
+
+
+def list_path_of(data_cfg, split):
+    if split not in SPLITS:
+        raise DatasetError(f'split: expected one of {SPLITS}, got "{split}"')
+    path = resolve_path(data_cfg.get(f'{split}_list'))
+    if path is None:
+        raise DatasetError(f'data.{split}_list: not set, but the {split} split was requested')
+    return path
+
+
+def _training_augment(data_cfg, with_scale):
+    return JointAugment(crop_size=data_cfg.get('crop_size'), hflip=bool(data_cfg.get('hflip', False)),
+                        scale_range=data_cfg.get('scale_range') if with_scale else None)
+
+
+def build_dataset(data_cfg, split, mode):
+    """A dataset of one split in one mode (see docs/design.md, "Data").
+
+    Args:
+        data_cfg: the ``data:`` section of a config (``lib.utils.config.DEFAULTS['data']`` schema).
+        split: ``train | val | test``; the list is ``data.<split>_list``.  Only ``train`` is augmented
+            (random crop to ``data.crop_size``, flip if ``data.hflip``, rescale in ``image`` mode); the other
+            splits give full frames.
+        mode: ``triplet | pda | image | flow`` (``flow`` needs the synthetic set).
+    """
+    if mode not in MODES:
+        raise DatasetError(f'mode: expected one of {MODES}, got "{mode}"')
+    name = data_cfg.get('name')
+    n_classes = num_classes(name)
+    root = resolve_path(data_cfg.get('root'))
+    if root is None:
+        raise DatasetError('data.root: not set')
+    frames = read_list(list_path_of(data_cfg, split), name)
+    train = split == 'train'
+
+    if mode == 'triplet':
+        return TripletDataset(root, frames, n_classes, min_gap=int(data_cfg.get('min_gap', 2)),
+                              max_gap=int(data_cfg.get('max_gap', 10)),
+                              augment=_training_augment(data_cfg, with_scale=False) if train else None)
+    if mode == 'pda':
+        return ClipDataset(root, frames, n_classes, length=PDA_CLIP_LENGTH)
+    if mode == 'image':
+        if name == 'synthetic' and train:
+            # The synthetic set labels every frame, so the key-frame network may train on all of them.
+            items = synthetic_image_items(synthetic_layout.read_meta(root), frames)
+        else:
+            items = [(entry.image, entry.label) for entry in frames]
+        return ImageDataset(root, items, n_classes,
+                            augment=_training_augment(data_cfg, with_scale=True) if train else None)
+    if name != 'synthetic':
+        raise DatasetError(f'mode "flow": needs ground-truth flow, which only data.name=synthetic has (got "{name}")')
+    items = synthetic_flow_items(synthetic_layout.read_meta(root), frames)
+    return FlowPairDataset(root, items, crop_size=data_cfg.get('crop_size') if train else None,
+                           hflip=bool(data_cfg.get('hflip', False)) and train)
+
+
+def seed_worker(worker_id):
+    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed.
+
+    The datasets only draw from torch (which the DataLoader already seeds per worker); this keeps any other
+    library a transform might use reproducible too.
+    """
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _distributed():
+    return dist.is_available() and dist.is_initialized()
+
+
+def build_loader(dataset, batch_size, shuffle, num_workers, distributed=None, drop_last=False, seed=None,
+                 pin_memory=True):
+    """A DataLoader with reproducible worker seeding.
+
+    Args:
+        distributed: use a :class:`DistributedSampler` (each rank a shard; call ``loader.sampler.set_epoch``
+            every epoch); None = whenever ``torch.distributed`` is initialised.
+        seed: seeds the loader's own generator (shuffling and the per-worker torch seeds); None draws it from
+            torch's global RNG, so ``torch.manual_seed`` alone makes a run reproducible.
+        pin_memory: only takes effect when CUDA is available.
+    """
+    if distributed is None:
+        distributed = _distributed()
+    generator = None
+    if seed is not None:
+        generator = torch.Generator()
+        generator.manual_seed(seed)
+    sampler = None
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=shuffle, drop_last=drop_last,
+                                     seed=seed if seed is not None else 0)
+        shuffle = False
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=num_workers,
+                      pin_memory=pin_memory and torch.cuda.is_available(), drop_last=drop_last,
+                      worker_init_fn=seed_worker, generator=generator,
+                      persistent_workers=num_workers > 0)

@@ -1,0 +1,93 @@
+"""The official DAVSS list format and the frame-naming rules of each dataset.
+
+A list file has one labelled frame per line, ``<frame image> <label image>``, both relative to the dataset
+root::
+
+    leftImg8bit_sequence/train/aachen/aachen_000000_000019_leftImg8bit.png gtFine/train/aachen/aachen_000000_000019_gtFine_labelTrainIds.png
+    video_image/0001TP/0001TP_000030.png label/0001TP_006690.png
+
+The frame index is the 6-digit number in the image name; frame ``t - k`` of the same video is the same name
+with the index ``t - k``.  For CamVid the video was decoded at 30 fps, so ``t - k`` is simply ``k`` decoded
+frames earlier in ``video_image/<seq>/`` (the label's own number follows the original CamVid numbering and is
+never used to find frames).
+"""
+import os
+import re
+from dataclasses import dataclass
+
+from .io import DatasetError
+
+# <prefix><6-digit frame index><suffix>: Cityscapes "..._000019_leftImg8bit.png", CamVid "..._000030.png".
+FRAME_PATTERNS = {
+    'cityscapes': re.compile(r'^(?P<prefix>.+_)(?P<index>\d{6})(?P<suffix>_leftImg8bit\.png)$'),
+    'camvid': re.compile(r'^(?P<prefix>.+_)(?P<index>\d{6})(?P<suffix>\.png)$'),
+}
+FRAME_PATTERNS['synthetic'] = FRAME_PATTERNS['cityscapes']
+
+
+@dataclass(frozen=True)
+class LabelledFrame:
+    """One list line: the labelled frame ``t`` of a video, and how to name its neighbours."""
+    prefix: str
+    index: int
+    suffix: str
+    label: str  # label path relative to the dataset root
+    source: str  # "<list file>:<line number>", for error messages
+
+    @property
+    def image(self):
+        return self.frame(0)
+
+    def frame(self, offset):
+        """Relative path of frame ``t + offset`` (offset <= 0 for the frames before ``t``)."""
+        index = self.index + offset
+        if index < 0:
+            raise DatasetError(f'{self.source}: frame {self.index}{offset:+d} = {index} does not exist '
+                               f'(the list line needs earlier frames than the video has)')
+        return f'{self.prefix}{index:06d}{self.suffix}'
+
+
+def parse_line(line, pattern, source):
+    """``'<image> <label>'`` -> :class:`LabelledFrame`; raises :class:`DatasetError` naming ``source``."""
+    fields = line.split()
+    if len(fields) != 2:
+        raise DatasetError(f'{source}: expected "<frame image> <label image>", got {len(fields)} fields')
+    image, label = fields
+    match = pattern.match(image)
+    if match is None:
+        raise DatasetError(f'{source}: frame name "{image}" does not end in a 6-digit frame index '
+                           f'(expected {pattern.pattern})')
+    return LabelledFrame(match['prefix'], int(match['index']), match['suffix'], label, source)
+
+
+def read_list(list_path, dataset_name, errors=None):
+    """All labelled frames of a list file.
+
+    Args:
+        list_path: the list file.
+        dataset_name: ``cityscapes | camvid | synthetic`` (selects the frame-naming rule).
+        errors: None to raise on the first bad line; a list to append every problem to and skip the line.
+    """
+    if dataset_name not in FRAME_PATTERNS:
+        raise DatasetError(f'data.name: expected one of {sorted(FRAME_PATTERNS)}, got "{dataset_name}"')
+    if list_path is None or not os.path.isfile(list_path):
+        raise DatasetError(f'{list_path}: list file not found')
+    pattern = FRAME_PATTERNS[dataset_name]
+    frames = []
+    with open(list_path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                frames.append(parse_line(line, pattern, f'{list_path}:{number}'))
+            except DatasetError as err:
+                if errors is None:
+                    raise
+                errors.append(str(err))
+    if not frames and errors is None:
+        raise DatasetError(f'{list_path}: the list holds no frames')
+    return frames
+
+
+def format_line(image, label):
+    return f'{image} {label}\n'

@@ -1,0 +1,809 @@
+"""A seeded generator of short street-scene videos in the Cityscapes layout, with exact labels and flow.
+
+Each snippet is a 2.5D street ray-cast from a moving pinhole camera: a ground plane (road with lane markings,
+tiled sidewalks), facade planes on both sides at two depths (buildings with windows, hedges, gaps that show the
+farther row), fences with thin slats, and upright "billboard" objects (trees, poles with signs, parked,
+leading and oncoming cars, walking pedestrians whose legs and arms swing).  Every surface's colour is a fixed
+function of its own coordinates, so a point looks the same in every frame up to the global lighting gain and
+sensor noise.  Because each pixel's surface point is known, the label of every frame and the backward flow of
+every consecutive pair are exact:
+
+    flow_t(p) = (position in frame t-1 of the surface point seen at p in frame t) - p
+
+i.e. ``lib.ops.resample2d(frame[t-1], flow_t) ~= frame[t]`` wherever ``valid_t`` is True (``valid`` is False
+where that point was hidden behind another surface or outside the image in frame t-1).
+
+What makes propagation fail here as in real video: ego-motion with depth parallax (near ground moves fast,
+sky not at all), independently moving cars and non-rigid pedestrians, occlusion and disocclusion behind
+objects and through facade gaps, thin structures (poles, fence slats), lighting drift and sensor noise.
+
+Files (see :mod:`lib.dataset.synthetic_layout`): ``leftImg8bit_sequence/<split>/<city>/
+<city>_<seq:06d>_<frame:06d>_leftImg8bit.png`` (``n_frames`` per snippet), ``gtFine/...`` for the labelled frame
+(19 by default, like Cityscapes), ``list/<split>.txt`` in the official format, ``synthetic_meta.json`` and
+``synthetic_extra/{gtFine_sequence,flow}/`` with the label of every frame and the flow into every frame but
+the first.  Labels are Cityscapes train ids; the engine's hood at the bottom is 255 (ignore), as the ego
+vehicle is in Cityscapes.
+"""
+import json
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+
+import cv2
+import numpy as np
+
+from . import synthetic_layout as layout
+from .frame_list import format_line
+from .io import IGNORE_INDEX, write_png_atomic, write_text_atomic
+
+# Cityscapes train ids of the classes the scenes use.
+ROAD, SIDEWALK, BUILDING, FENCE, POLE, SIGN, VEGETATION, SKY, PERSON, CAR = 0, 1, 2, 4, 5, 7, 8, 10, 11, 13
+USED_CLASSES = (ROAD, SIDEWALK, BUILDING, FENCE, POLE, SIGN, VEGETATION, SKY, PERSON, CAR)
+CITIES = {'train': ('synthtown', 'synthville'), 'val': ('synthberg',), 'test': ('synthdorf',)}
+_SPLIT_CODES = {'train': 0, 'val': 1, 'test': 2}
+NEAR = 0.3  # metres; surfaces closer to the camera are not drawn
+FAR = 150.0  # metres; billboards beyond are skipped (they would be under a pixel)
+CAMERA_HEIGHT = 1.4
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """How hard the video is for propagation; all speeds in metres per frame (Cityscapes runs at 17 fps)."""
+    ego_speed: tuple = (0.45, 0.8)
+    sway: float = 0.25  # lateral camera sway amplitude (m)
+    yaw: float = 2.0  # yaw oscillation amplitude (degrees)
+    pitch: float = 0.4  # pitch jitter amplitude (degrees)
+    n_cars: tuple = (4, 8)  # moving cars per snippet (parked cars come on top)
+    car_speed: tuple = (0.3, 0.9)
+    n_people: tuple = (5, 9)
+    walk_speed: tuple = (0.05, 0.12)
+    light: float = 0.08  # amplitude of the global lighting drift (relative gain)
+    noise: float = 0.02  # sensor noise standard deviation (on [0, 1] intensities)
+
+
+DIFFICULTIES = {
+    'easy': Difficulty(ego_speed=(0.25, 0.45), sway=0.1, yaw=1.0, pitch=0.2, n_cars=(2, 4), car_speed=(0.2, 0.5),
+                       n_people=(2, 4), light=0.03, noise=0.01),
+    'medium': Difficulty(),
+    'hard': Difficulty(ego_speed=(0.7, 1.1), sway=0.4, yaw=3.5, pitch=0.8, n_cars=(6, 10), car_speed=(0.5, 1.2),
+                       n_people=(6, 10), walk_speed=(0.08, 0.16), light=0.15, noise=0.03),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Camera
+
+
+def _rotation(yaw, pitch):
+    """Camera-to-world rotation: yaw about the vertical axis, then pitch about the camera's x axis."""
+    cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
+    ry = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cp, -sp], [0.0, sp, cp]])
+    return ry @ rx
+
+
+@dataclass
+class Camera:
+    """Pinhole camera in world coordinates (x right, y down, z forward; the ground is the plane y = 1.4)."""
+    focal: float
+    cx: float
+    cy: float
+    position: np.ndarray  # (3,)
+    rotation: np.ndarray  # (3, 3) camera -> world
+
+    def rays(self, us, vs):
+        """World directions of pixels ``(us, vs)`` scaled so that the camera-space depth of ``C + t d`` is t."""
+        x = (us - self.cx) / self.focal
+        y = (vs - self.cy) / self.focal
+        r = self.rotation
+        return (r[0, 0] * x + r[0, 1] * y + r[0, 2],
+                r[1, 0] * x + r[1, 1] * y + r[1, 2],
+                r[2, 0] * x + r[2, 1] * y + r[2, 2])
+
+    def project(self, x, y, z, at_infinity=False):
+        """Pixel coordinates ``(u, v, depth)`` of world points (or of directions if ``at_infinity``)."""
+        if not at_infinity:
+            x, y, z = x - self.position[0], y - self.position[1], z - self.position[2]
+        r = self.rotation  # world -> camera is r.T
+        qx = r[0, 0] * x + r[1, 0] * y + r[2, 0] * z
+        qy = r[0, 1] * x + r[1, 1] * y + r[2, 1] * z
+        qz = r[0, 2] * x + r[1, 2] * y + r[2, 2] * z
+        safe = np.where(qz > 1e-6, qz, 1e-6)
+        return self.focal * qx / safe + self.cx, self.focal * qy / safe + self.cy, qz
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Textures: fixed functions of surface coordinates, so a surface point keeps its colour from frame to frame.
+
+
+def _random_waves(rng, n, freq_range):
+    """``n`` plane waves ``(fx, fy, phase, amplitude)`` with frequencies in cycles per metre."""
+    freq = rng.uniform(*freq_range, size=n)
+    angle = rng.uniform(0, np.pi, size=n)
+    return np.stack([freq * np.cos(angle) * 2 * np.pi, freq * np.sin(angle) * 2 * np.pi,
+                     rng.uniform(0, 2 * np.pi, size=n), rng.uniform(0.5, 1.0, size=n) / n], axis=1)
+
+
+def _waves(waves, s, t):
+    """Sum of plane waves at surface coordinates ``(s, t)``; roughly in [-1, 1]."""
+    out = np.zeros_like(s)
+    for fx, fy, phase, amp in waves:
+        out += amp * np.sin(fx * s + fy * t + phase)
+    return out
+
+
+def _fade(depth, scale=25.0):
+    """Texture contrast falls with distance: fine detail far away would alias (a cheap stand-in for mipmaps)."""
+    return 1.0 / (1.0 + depth / scale)
+
+
+def _shade(base, texture, contrast):
+    """``base`` RGB (3,) or (n, 3) brightened/darkened by ``texture`` (n,) times ``contrast``."""
+    return np.clip(np.asarray(base, dtype=np.float64) / 255.0 * (1.0 + contrast * texture)[:, None], 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Frame buffer with a depth test
+
+
+class FrameBuffer:
+    """Colour, label, surface id and previous-frame position of the nearest surface at each pixel."""
+
+    def __init__(self, height, width):
+        self.depth = np.full((height, width), np.inf)
+        self.rgb = np.zeros((height, width, 3))
+        self.label = np.full((height, width), IGNORE_INDEX, dtype=np.uint8)
+        self.surface = np.zeros((height, width), dtype=np.int32)
+        self.prev_u = np.zeros((height, width))
+        self.prev_v = np.zeros((height, width))
+
+    def paint(self, region, hit, depth, rgb, label, surface, prev_u, prev_v):
+        """Write the hit pixels of ``region`` (a pair of slices) that are nearer than what is there.
+
+        ``hit`` and ``depth`` have the region's shape; the other arrays hold one value per hit pixel (or a
+        scalar for ``label``/``surface``).
+        """
+        nearer = np.zeros_like(hit)
+        nearer[hit] = depth[hit] < self.depth[region][hit]
+        keep = nearer[hit]  # which of the per-hit values survive the depth test
+        for buffer, values in ((self.depth, depth[hit]), (self.rgb, rgb), (self.label, label),
+                               (self.surface, surface), (self.prev_u, prev_u), (self.prev_v, prev_v)):
+            view = buffer[region]
+            view[nearer] = values[keep] if np.ndim(values) else values
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scene elements
+
+
+@dataclass
+class FacadeRow:
+    """A vertical plane ``x = x0`` split along z into segments: buildings, hedges or gaps."""
+    x0: float
+    starts: np.ndarray  # (n,) segment start z, increasing
+    ends: np.ndarray
+    heights: np.ndarray  # metres above ground; 0 = gap
+    kinds: np.ndarray  # BUILDING or VEGETATION
+    colours: np.ndarray  # (n, 3)
+    surface: int
+    waves: np.ndarray
+
+    def draw(self, buffer, cam, prev_cam, grid, ctx):
+        dx, dy, dz = grid['rays']
+        with np.errstate(divide='ignore', invalid='ignore'):
+            t = (self.x0 - cam.position[0]) / dx
+        px, py, pz = _points(cam, grid['rays'], t)
+        seg = np.clip(np.searchsorted(self.starts, pz, side='right') - 1, 0, len(self.starts) - 1)
+        height = CAMERA_HEIGHT - py  # above ground
+        hit = (t > NEAR) & (pz >= self.starts[seg]) & (pz < self.ends[seg]) & (height >= 0) & \
+              (height < self.heights[seg])
+        if not hit.any():
+            return
+        z, h, s, d = pz[hit], height[hit], seg[hit], t[hit]
+        kind = self.kinds[s]
+        texture = _waves(self.waves, z, h) * _fade(d)
+        rgb = _shade(self.colours[s], texture, 0.25)
+        # Windows: a grid of dark panes on the upper floors of buildings.
+        local_z = z - self.starts[s]
+        pane = (kind == BUILDING) & (h > 2.5) & (np.mod(local_z, 3.0) > 0.9) & (np.mod(local_z, 3.0) < 2.2) & \
+               (np.mod(h, 3.2) > 1.0) & (np.mod(h, 3.2) < 2.3) & (h < self.heights[s] - 0.8)
+        rgb[pane] = np.array([0.22, 0.26, 0.34]) + 0.08 * texture[pane, None]
+        label = np.where(kind == BUILDING, BUILDING, VEGETATION).astype(np.uint8)
+        u, v, _ = prev_cam.project(px[hit], py[hit], pz[hit])
+        buffer.paint(grid['all'], hit, t, rgb, label, self.surface, u, v)
+
+
+@dataclass
+class Fence:
+    """A low fence of thin vertical slats in the plane ``x = x0``, present on z-intervals."""
+    x0: float
+    starts: np.ndarray
+    ends: np.ndarray
+    colour: tuple
+    surface: int
+
+    def draw(self, buffer, cam, prev_cam, grid, ctx):
+        dx, _, _ = grid['rays']
+        with np.errstate(divide='ignore', invalid='ignore'):
+            t = (self.x0 - cam.position[0]) / dx
+        px, py, pz = _points(cam, grid['rays'], t)
+        seg = np.clip(np.searchsorted(self.starts, pz, side='right') - 1, 0, len(self.starts) - 1)
+        height = CAMERA_HEIGHT - py
+        on_part = (np.mod(pz, 0.4) < 0.14) | ((height > 1.05) & (height < 1.2)) | ((height > 0.2) & (height < 0.32))
+        hit = (t > NEAR) & (pz >= self.starts[seg]) & (pz < self.ends[seg]) & (height >= 0) & (height < 1.2) & \
+              on_part
+        if not hit.any():
+            return
+        rgb = _shade(self.colour, np.sin(pz[hit] * 9.0) * 0.5, 0.2)
+        u, v, _ = prev_cam.project(px[hit], py[hit], pz[hit])
+        buffer.paint(grid['all'], hit, t, rgb, FENCE, self.surface, u, v)
+
+
+class Billboard:
+    """An upright object drawn on the plane ``z = z(frame)`` facing the camera, at lateral offset ``x(frame)``.
+
+    Subclasses define ``extent`` (a_min, a_max, b_max: local metres, a lateral, b height above ground) and
+    ``shade(a, b, frame) -> (hit, rgb, label, part, a_prev, b_prev)`` for the local coordinates of the hit
+    pixels, where ``(a_prev, b_prev)`` are the same material point's local coordinates one frame earlier (they
+    differ from ``(a, b)`` only for moving limbs).
+    """
+    surface = 0
+
+    def pose(self, frame):
+        return self.x0, self.z0
+
+    def draw(self, buffer, cam, prev_cam, grid, ctx):
+        x_now, z_now = self.pose(ctx['frame'])
+        if not NEAR < z_now - cam.position[2] < FAR:
+            return
+        region = self._screen_region(cam, x_now, z_now, grid['shape'])
+        if region is None:
+            return
+        dx, dy, dz = (r[region] for r in grid['rays'])
+        t = (z_now - cam.position[2]) / dz
+        a = cam.position[0] + t * dx - x_now
+        b = CAMERA_HEIGHT - (cam.position[1] + t * dy)
+        front = t > NEAR
+        hit, rgb, label, part, a_prev, b_prev = self.shade(a[front], b[front], ctx['frame'])
+        if not hit.any():
+            return
+        x_prev, z_prev = self.pose(ctx['frame'] - 1)
+        u, v, _ = prev_cam.project(x_prev + a_prev, CAMERA_HEIGHT - b_prev, np.full_like(a_prev, z_prev))
+        full_hit = np.zeros_like(front)
+        full_hit[front] = hit
+        buffer.paint(region, full_hit, t, rgb, label, self.surface + part, u, v)
+
+    def _screen_region(self, cam, x_now, z_now, shape):
+        """Slices of the image rows/columns the object can cover (None if it is outside the image)."""
+        a_min, a_max, b_max = self.extent
+        xs = np.array([a_min, a_max, a_min, a_max]) + x_now
+        ys = CAMERA_HEIGHT - np.array([0.0, 0.0, b_max, b_max])
+        u, v, depth = cam.project(xs, ys, np.full(4, z_now))
+        height, width = shape
+        if (depth <= NEAR).any():
+            return (slice(0, height), slice(0, width))
+        u0, u1 = int(max(math.floor(u.min()) - 1, 0)), int(min(math.ceil(u.max()) + 2, width))
+        v0, v1 = int(max(math.floor(v.min()) - 1, 0)), int(min(math.ceil(v.max()) + 2, height))
+        if u0 >= u1 or v0 >= v1:
+            return None
+        return (slice(v0, v1), slice(u0, u1))
+
+
+def _box(a, b, a0, a1, b0, b1):
+    return (a >= a0) & (a < a1) & (b >= b0) & (b < b1)
+
+
+def _ellipse(a, b, ca, cb, ra, rb):
+    return ((a - ca) / ra) ** 2 + ((b - cb) / rb) ** 2 < 1.0
+
+
+class Tree(Billboard):
+    def __init__(self, rng, x0, z0, surface):
+        self.x0, self.z0, self.surface = x0, z0, surface
+        self.height = rng.uniform(4.0, 7.5)
+        self.crown = rng.uniform(1.2, 2.2)
+        self.colour = np.array([rng.uniform(40, 80), rng.uniform(95, 150), rng.uniform(25, 55)])
+        self.waves = _random_waves(rng, 4, (1.0, 3.0))
+        self.extent = (-self.crown, self.crown, self.height + 0.1)
+
+    def shade(self, a, b, frame):
+        crown_centre = self.height - self.crown * 0.9
+        leafy = _waves(self.waves, a, b)
+        crown = _ellipse(a, b, 0.0, crown_centre, self.crown * (1.0 + 0.08 * leafy), self.crown * 0.95)
+        trunk = _box(a, b, -0.14, 0.14, 0.0, crown_centre)
+        hit = crown | trunk
+        rgb = np.where(crown[hit, None], _shade(self.colour, leafy[hit], 0.45),
+                       _shade((95, 70, 45), leafy[hit], 0.2))
+        return hit, rgb, VEGETATION, 0, a[hit], b[hit]
+
+
+class Pole(Billboard):
+    """A thin pole with a traffic sign on top (pole and sign are different classes)."""
+    SIGN_COLOURS = ((230, 200, 20), (30, 80, 190), (200, 30, 30), (240, 240, 240))
+
+    def __init__(self, rng, x0, z0, surface):
+        self.x0, self.z0, self.surface = x0, z0, surface
+        self.height = rng.uniform(3.5, 5.5)
+        self.width = rng.uniform(0.18, 0.28)
+        self.sign = rng.uniform(0.7, 1.0)
+        self.sign_colour = self.SIGN_COLOURS[rng.integers(len(self.SIGN_COLOURS))]
+        self.round_sign = bool(rng.integers(2))
+        self.extent = (-self.sign / 2, self.sign / 2, self.height + 0.1)
+
+    def shade(self, a, b, frame):
+        half = self.sign / 2
+        centre = self.height - half
+        if self.round_sign:
+            sign = _ellipse(a, b, 0.0, centre, half, half)
+        else:
+            sign = _box(a, b, -half, half, centre - half, centre + half)
+        pole = _box(a, b, -self.width / 2, self.width / 2, 0.0, self.height - 0.1) & ~sign
+        hit = sign | pole
+        border = sign & ((np.abs(a) > half * 0.75) | (np.abs(b - centre) > half * 0.75))
+        rgb = np.where(sign[hit, None], np.asarray(self.sign_colour) / 255.0, np.array([0.62, 0.62, 0.65]))
+        rgb = np.where(border[hit, None], np.array([0.95, 0.95, 0.95]), rgb)
+        rgb = rgb * (1.0 + 0.15 * np.cos(a[hit] / self.width * np.pi))[:, None] * 0.9  # a rounded metal look
+        label = np.where(sign[hit], SIGN, POLE).astype(np.uint8)
+        return hit, np.clip(rgb, 0, 1), label, sign[hit].astype(np.int32), a[hit], b[hit]
+
+
+class Car(Billboard):
+    """The back (or front) view of a car moving with constant velocity ``(vx, vz)``."""
+    COLOURS = ((225, 225, 230), (40, 40, 45), (160, 165, 172), (170, 30, 30), (40, 60, 140), (90, 100, 80))
+
+    def __init__(self, rng, x0, z0, vx, vz, surface):
+        self.x0, self.z0, self.vx, self.vz, self.surface = x0, z0, vx, vz, surface
+        self.width = rng.uniform(1.7, 2.0)
+        self.roof = rng.uniform(1.4, 1.65)
+        self.colour = np.asarray(self.COLOURS[rng.integers(len(self.COLOURS))], dtype=np.float64)
+        self.colour = np.clip(self.colour + rng.normal(0, 10, 3), 0, 255)
+        self.extent = (-self.width / 2, self.width / 2, self.roof + 0.05)
+
+    def pose(self, frame):
+        return self.x0 + self.vx * frame, self.z0 + self.vz * frame
+
+    def shade(self, a, b, frame):
+        w = self.width / 2
+        body = _box(a, b, -w, w, 0.25, 1.0)
+        cabin = _box(a, b, -w * 0.82, w * 0.82, 1.0, self.roof) & \
+                (np.abs(a) < w * 0.82 - (b - 1.0) * 0.35)  # sloped pillars
+        window = _box(a, b, -w * 0.68, w * 0.68, 1.06, self.roof - 0.08) & cabin
+        wheels = _box(np.abs(a), b, w * 0.55, w * 0.92, 0.0, 0.4)
+        lights = _box(np.abs(a), b, w * 0.7, w * 0.95, 0.75, 0.9)
+        hit = body | cabin | wheels
+        rgb = np.tile(self.colour / 255.0, (int(hit.sum()), 1))
+        rgb[window[hit]] = (0.15, 0.18, 0.24)
+        rgb[lights[hit]] = (0.85, 0.15, 0.1)
+        rgb[(wheels & ~body)[hit]] = (0.07, 0.07, 0.07)
+        rgb[_box(a, b, -w, w, 0.25, 0.4)[hit]] *= 0.6  # bumper shadow
+        return hit, rgb, CAR, 0, a[hit], b[hit]
+
+
+class Pedestrian(Billboard):
+    """A walking person: rigid head and torso, swinging arms and legs (non-rigid motion)."""
+    LEG, ARM = 0.86, 0.6
+
+    def __init__(self, rng, x0, z0, vx, vz, surface):
+        self.x0, self.z0, self.vx, self.vz, self.surface = x0, z0, vx, vz, surface
+        self.scale = rng.uniform(0.9, 1.1)
+        self.shirt = rng.uniform(30, 230, 3)
+        self.trousers = rng.uniform(20, 90, 3)
+        self.skin = np.array([rng.uniform(120, 230), rng.uniform(90, 180), rng.uniform(70, 140)])
+        self.phase = rng.uniform(0, 2 * np.pi)
+        self.stride = 0.6 + 2.5 * math.hypot(vx, vz)  # faster walkers swing more (radians)
+        self.cadence = rng.uniform(0.45, 0.6)  # radians of the gait cycle per frame
+        self.extent = (-0.7 * self.scale, 0.7 * self.scale, 1.85 * self.scale)
+
+    def pose(self, frame):
+        return self.x0 + self.vx * frame, self.z0 + self.vz * frame
+
+    def _angles(self, frame):
+        swing = self.stride * 0.5 * math.sin(self.phase + self.cadence * frame)
+        return (swing, -swing, -0.8 * swing, 0.8 * swing)  # left leg, right leg, left arm, right arm
+
+    def shade(self, a, b, frame):
+        a, b = a / self.scale, b / self.scale  # shapes in an unscaled 1.75 m body
+        pivots = ((-0.08, 0.92), (0.08, 0.92), (-0.23, 1.42), (0.23, 1.42))
+        lengths = (self.LEG, self.LEG, self.ARM, self.ARM)
+        widths = (0.085, 0.085, 0.05, 0.05)
+        now, before = self._angles(frame), self._angles(frame - 1)
+        part = np.full(a.shape, -1, dtype=np.int32)
+        a_prev, b_prev = a.copy(), b.copy()
+        # Back to front: limbs of the far side, torso, head, near-side limbs.
+        for index in (1, 3):
+            self._limb(a, b, pivots[index], lengths[index], widths[index], now[index], before[index], index + 1,
+                       part, a_prev, b_prev)
+        part[_box(a, b, -0.2, 0.2, 0.88, 1.5)] = 0
+        part[_ellipse(a, b, 0.0, 1.62, 0.11, 0.13)] = 5
+        a_prev[part == 0], b_prev[part == 0] = a[part == 0], b[part == 0]
+        a_prev[part == 5], b_prev[part == 5] = a[part == 5], b[part == 5]
+        for index in (0, 2):
+            self._limb(a, b, pivots[index], lengths[index], widths[index], now[index], before[index], index + 1,
+                       part, a_prev, b_prev)
+        hit = part >= 0
+        colours = np.stack([self.shirt, self.trousers, self.trousers, self.shirt, self.shirt, self.skin]) / 255.0
+        order = np.array([0, 1, 2, 3, 4, 5])  # part -> colour row
+        rgb = colours[order[part[hit]]] * (0.9 + 0.1 * np.cos(a[hit] * 8.0))[:, None]
+        return hit, rgb, PERSON, part[hit], a_prev[hit] * self.scale, b_prev[hit] * self.scale
+
+    @staticmethod
+    def _limb(a, b, pivot, length, width, angle, angle_before, part_id, part, a_prev, b_prev):
+        """Mark a limb (a rotated bar hanging from ``pivot``) and give its points' previous positions."""
+        along_dir = np.array([math.sin(angle), -math.cos(angle)])  # downwards, swung by ``angle``
+        across_dir = np.array([math.cos(angle), math.sin(angle)])
+        ra, rb = a - pivot[0], b - pivot[1]
+        along = ra * along_dir[0] + rb * along_dir[1]
+        across = ra * across_dir[0] + rb * across_dir[1]
+        on = (along >= -width) & (along < length) & (np.abs(across) < width)
+        along_before = np.array([math.sin(angle_before), -math.cos(angle_before)])
+        across_before = np.array([math.cos(angle_before), math.sin(angle_before)])
+        part[on] = part_id
+        a_prev[on] = pivot[0] + along[on] * along_before[0] + across[on] * across_before[0]
+        b_prev[on] = pivot[1] + along[on] * along_before[1] + across[on] * across_before[1]
+
+
+def _points(cam, rays, t):
+    dx, dy, dz = rays
+    return cam.position[0] + t * dx, cam.position[1] + t * dy, cam.position[2] + t * dz
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A snippet: the static street, the moving things, the camera path and the lighting
+
+
+class Street:
+    """One snippet's scene, drawn deterministically from ``rng``."""
+
+    def __init__(self, rng, height, width, n_frames, difficulty):
+        self.height, self.width, self.n_frames = height, width, n_frames
+        self.focal = 0.8 * width
+        self.horizon = 0.42 * height
+        self.road_half = rng.uniform(3.5, 5.5)
+        self.sidewalk = rng.uniform(2.5, 4.5)
+        self.difficulty = difficulty
+        self._camera_path(rng)
+        self._ground(rng)
+        self.sky_waves = _random_waves(rng, 5, (1.5, 5.0))
+        self.light_phase = rng.uniform(0, 2 * np.pi)
+        self.light_period = rng.uniform(25, 60)
+        self.tint = rng.normal(0.0, 0.4, 3)
+        z_end = self.camera_z[-1] + FAR
+        self.elements = []
+        self._next_surface = 16
+        self._facades(rng, z_end)
+        self._street_furniture(rng, z_end)
+        self._traffic(rng)
+        self._people(rng)
+
+    def _surface_ids(self, count):
+        first = self._next_surface
+        self._next_surface += count
+        return first
+
+    def _camera_path(self, rng):
+        d = self.difficulty
+        frames = np.arange(-1, self.n_frames)  # frame -1 only serves the flow into frame 0 (never written)
+        speed = rng.uniform(*d.ego_speed) * (1.0 + 0.2 * np.sin(rng.uniform(0, 6.3) + frames * 0.15))
+        self.camera_z = np.cumsum(speed) - speed[0]
+        self.lane_x = 0.3 * self.road_half  # we drive right of the centre line
+        self.camera_x = self.lane_x + d.sway * np.sin(rng.uniform(0, 6.3) + frames * rng.uniform(0.08, 0.2))
+        self.camera_y = 0.02 * np.sin(rng.uniform(0, 6.3) + frames * 0.9)
+        self.camera_yaw = np.radians(d.yaw) * np.sin(rng.uniform(0, 6.3) + frames * rng.uniform(0.1, 0.25))
+        self.camera_pitch = np.radians(d.pitch) * np.sin(rng.uniform(0, 6.3) + frames * rng.uniform(0.5, 1.0))
+
+    def camera(self, frame):
+        i = frame + 1
+        return Camera(self.focal, (self.width - 1) / 2.0, self.horizon,
+                      np.array([self.camera_x[i], self.camera_y[i], self.camera_z[i]]),
+                      _rotation(self.camera_yaw[i], self.camera_pitch[i]))
+
+    def _ground(self, rng):
+        self.road_colour = np.array([80, 80, 86]) + rng.normal(0, 6, 3)
+        self.sidewalk_colour = np.array([175, 160, 145]) + rng.normal(0, 8, 3)
+        self.road_waves = _random_waves(rng, 5, (0.8, 3.0))
+        self.sidewalk_waves = _random_waves(rng, 3, (0.3, 1.2))
+
+    def _facades(self, rng, z_end):
+        building_colours = np.array([(150, 80, 60), (190, 170, 130), (210, 200, 170), (130, 140, 160),
+                                     (180, 130, 70), (120, 95, 80)], dtype=np.float64)
+        for side in (-1.0, 1.0):
+            near_x = side * (self.road_half + self.sidewalk)
+            for depth_x, gap_rate, height_range in ((near_x, 0.18, (6.0, 20.0)),
+                                                    (near_x + side * rng.uniform(6, 12), 0.0, (14.0, 32.0))):
+                starts, ends, heights, kinds, colours = [], [], [], [], []
+                z = -20.0
+                while z < z_end:
+                    length = rng.uniform(6.0, 22.0)
+                    kind_draw = rng.uniform()
+                    if kind_draw < gap_rate:
+                        kind, h = BUILDING, 0.0
+                    elif kind_draw < gap_rate + 0.15:
+                        kind, h = VEGETATION, rng.uniform(1.5, 3.5)
+                    else:
+                        kind, h = BUILDING, rng.uniform(*height_range)
+                    colour = building_colours[rng.integers(len(building_colours))] + rng.normal(0, 10, 3)
+                    if kind == VEGETATION:
+                        colour = np.array([rng.uniform(40, 80), rng.uniform(100, 150), rng.uniform(25, 55)])
+                    starts.append(z)
+                    ends.append(z + length)
+                    heights.append(h)
+                    kinds.append(kind)
+                    colours.append(np.clip(colour, 0, 255))
+                    z += length
+                self.elements.append(FacadeRow(depth_x, np.array(starts), np.array(ends), np.array(heights),
+                                               np.array(kinds), np.array(colours), self._surface_ids(1),
+                                               _random_waves(rng, 4, (0.3, 1.5))))
+
+    def _street_furniture(self, rng, z_end):
+        for side in (-1.0, 1.0):
+            kerb = side * self.road_half
+            fence_x = side * (self.road_half + self.sidewalk - 0.4)
+            starts = np.sort(rng.uniform(-20, z_end, size=8))
+            ends = starts + rng.uniform(6, 20, size=8)
+            colour = (rng.uniform(100, 150), rng.uniform(75, 120), rng.uniform(40, 75))  # weathered wood / rust
+            self.elements.append(Fence(fence_x, starts, ends, colour, self._surface_ids(1)))
+            z = rng.uniform(-5, 10)
+            while z < z_end:
+                if rng.uniform() < 0.5:
+                    x = kerb + side * rng.uniform(0.4, 0.8)
+                    self.elements.append(Pole(rng, x, z, self._surface_ids(2)))
+                else:
+                    x = kerb + side * rng.uniform(1.2, self.sidewalk - 0.8)
+                    self.elements.append(Tree(rng, x, z, self._surface_ids(1)))
+                z += rng.uniform(4.0, 12.0)
+
+    def _traffic(self, rng):
+        d = self.difficulty
+        ego_speed = float(np.mean(np.diff(self.camera_z)))
+        for _ in range(rng.integers(*d.n_cars, endpoint=True)):
+            kind = rng.uniform()
+            if kind < 0.35:  # oncoming, in the other lane
+                x, vz = -0.5 * self.road_half + rng.uniform(-0.3, 0.3), -rng.uniform(*d.car_speed)
+                z = rng.uniform(8, 60) - vz * self.n_frames * 0.3
+            elif kind < 0.7:  # ahead in our lane, a bit faster or slower than us (never reaching us)
+                x, vz = self.lane_x + rng.uniform(-0.3, 0.3), ego_speed + rng.uniform(-0.15, 0.25)
+                z = rng.uniform(8, 40)
+            else:  # parked at the kerb
+                side = rng.choice((-1.0, 1.0))
+                x, vz = side * (self.road_half - 0.9), 0.0
+                z = rng.uniform(3, 60)
+            self.elements.append(Car(rng, x, z, 0.0, vz, self._surface_ids(1)))
+
+    def _people(self, rng):
+        d = self.difficulty
+        for _ in range(rng.integers(*d.n_people, endpoint=True)):
+            speed = rng.uniform(*d.walk_speed)
+            if rng.uniform() < 0.25:  # crossing the road
+                z = rng.uniform(20, 45)
+                direction = rng.choice((-1.0, 1.0))
+                x = -direction * rng.uniform(0, self.road_half)
+                vx, vz = direction * speed, 0.0
+            else:  # along the sidewalk
+                side = rng.choice((-1.0, 1.0))
+                x = side * (self.road_half + rng.uniform(0.6, self.sidewalk - 0.6))
+                z = rng.uniform(4, 35)
+                vx, vz = 0.0, rng.choice((-1.0, 1.0)) * speed
+            self.elements.append(Pedestrian(rng, x, z, vx, vz, self._surface_ids(6)))
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    def render(self, frame):
+        """Noise-free RGB (H, W, 3) in [0, 1], label (H, W) uint8, surface id (H, W), backward flow (2, H, W)."""
+        with np.errstate(divide='ignore', invalid='ignore'):
+            return self._render(frame)
+
+    def _render(self, frame):
+        cam, prev_cam = self.camera(frame), self.camera(frame - 1)
+        vs, us = np.mgrid[0:self.height, 0:self.width].astype(np.float64)
+        grid = {'rays': cam.rays(us, vs), 'shape': (self.height, self.width),
+                'all': (slice(0, self.height), slice(0, self.width))}
+        buffer = FrameBuffer(self.height, self.width)
+        self._draw_sky(buffer, cam, prev_cam, grid)
+        self._draw_ground(buffer, cam, prev_cam, grid)
+        ctx = {'frame': frame}
+        for element in self.elements:
+            element.draw(buffer, cam, prev_cam, grid, ctx)
+        self._draw_hood(buffer, us, vs)
+        flow = np.stack([buffer.prev_u - us, buffer.prev_v - vs]).astype(np.float32)
+        return buffer.rgb, buffer.label, buffer.surface, flow
+
+    def _draw_sky(self, buffer, cam, prev_cam, grid):
+        dx, dy, dz = grid['rays']
+        norm = np.sqrt(dx ** 2 + dy ** 2 + dz ** 2)
+        elevation = np.clip(-dy / norm, 0.0, 1.0)
+        azimuth = np.arctan2(dx, dz)
+        cloud = np.clip(_waves(self.sky_waves, azimuth * 3.0, elevation * 6.0) * 1.6 - 0.2, 0.0, 1.0)
+        base = np.array([0.55, 0.7, 0.9]) * (1 - elevation[..., None]) + np.array([0.25, 0.45, 0.8]) * \
+            elevation[..., None]
+        buffer.rgb[:] = base * (1 - cloud[..., None] * 0.8) + 0.92 * cloud[..., None] * 0.8
+        buffer.label[:] = SKY
+        buffer.surface[:] = 1
+        # The sky is at infinity: only the camera's rotation moves it.
+        buffer.prev_u[:], buffer.prev_v[:], _ = prev_cam.project(dx, dy, dz, at_infinity=True)
+
+    def _draw_ground(self, buffer, cam, prev_cam, grid):
+        dx, dy, dz = grid['rays']
+        with np.errstate(divide='ignore', invalid='ignore'):
+            t = (CAMERA_HEIGHT - cam.position[1]) / dy
+        hit = (dy > 1e-9) & (t > NEAR)
+        px, py, pz = _points(cam, grid['rays'], np.where(hit, t, 0.0))
+        x, z, d = px[hit], pz[hit], t[hit]
+        on_road = np.abs(x) < self.road_half
+        fade = _fade(d)
+        road = _shade(self.road_colour, _waves(self.road_waves, x, z) * fade, 0.3)
+        walk = _shade(self.sidewalk_colour, _waves(self.sidewalk_waves, x, z) * fade, 0.15)
+        grout = (np.mod(x, 1.2) < 0.08) | (np.mod(z, 1.2) < 0.08)
+        walk[grout] *= 1.0 - 0.25 * fade[grout, None]
+        kerb = (np.abs(x) >= self.road_half) & (np.abs(x) < self.road_half + 0.25)
+        walk[kerb] = 0.82
+        centre_line = (np.abs(x) < 0.09) & (np.mod(z, 9.0) < 4.0)
+        edge_line = np.abs(np.abs(x) - (self.road_half - 0.3)) < 0.08
+        road[centre_line | edge_line] = 0.9
+        rgb = np.where(on_road[:, None], road, walk)
+        label = np.where(on_road, ROAD, SIDEWALK).astype(np.uint8)
+        u, v, _ = prev_cam.project(x, py[hit], z)
+        buffer.paint(grid['all'], hit, t, rgb, label, 2, u, v)
+
+    def _draw_hood(self, buffer, us, vs):
+        """The ego vehicle's bonnet: fixed in the image (flow 0), ignore label, like Cityscapes' ego vehicle."""
+        centred = (us - (self.width - 1) / 2.0) / (self.width / 2.0)
+        top = self.height * (1.0 - 0.07 * (1.0 - 0.6 * centred ** 2))
+        hood = vs >= top
+        buffer.rgb[hood] = np.array([0.12, 0.13, 0.15]) + 0.1 * np.exp(-((vs[hood] - top[hood]) * 0.8))[:, None]
+        buffer.label[hood] = IGNORE_INDEX
+        buffer.surface[hood] = 3
+        buffer.prev_u[hood], buffer.prev_v[hood] = us[hood], vs[hood]
+
+    def lighting(self, frame):
+        """Per-channel gain of frame ``frame``: a slow global drift with a slight colour cast."""
+        drift = self.difficulty.light * math.sin(self.light_phase + 2 * math.pi * frame / self.light_period)
+        return 1.0 + drift * (1.0 + 0.3 * self.tint)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validity of the flow and writing snippets
+
+
+def flow_validity(flow, surface_now, surface_before):
+    """True where the point seen at p in frame t was visible in frame t-1 at ``p + flow``.
+
+    A pixel is valid when its previous position is inside the image and all four pixels around it (the
+    bilinear footprint of the warp) show the same surface in frame t-1.
+    """
+    height, width = surface_now.shape
+    vs, us = np.mgrid[0:height, 0:width]
+    x, y = us + flow[0], vs + flow[1]
+    inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+    x0 = np.clip(np.floor(x), 0, width - 1).astype(np.int64)
+    y0 = np.clip(np.floor(y), 0, height - 1).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+    same = np.ones_like(inside)
+    for yy, xx in ((y0, x0), (y0, x1), (y1, x0), (y1, x1)):
+        same &= surface_before[yy, xx] == surface_now
+    return inside & same
+
+
+def sensor_image(rgb, gain, noise, rng):
+    """uint8 BGR frame (for cv2.imwrite): lighting gain, Gaussian sensor noise, 8-bit quantisation."""
+    image = rgb * gain + rng.normal(0.0, noise, rgb.shape)
+    return cv2.cvtColor(np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+
+
+def _seeded_rng(seed, split, index, stream):
+    return np.random.default_rng([seed, _SPLIT_CODES[split], index, stream])
+
+
+def snippet_name(split, index):
+    """(city, sequence number) of the ``index``-th snippet of a split."""
+    cities = CITIES[split]
+    return cities[index % len(cities)], index // len(cities)
+
+
+@dataclass(frozen=True)
+class SnippetJob:
+    root: str
+    split: str
+    index: int
+    height: int
+    width: int
+    n_frames: int
+    labelled_frame: int
+    seed: int
+    difficulty: Difficulty
+
+
+def render_snippet(job):
+    """Render and write one snippet; returns its list line."""
+    street = Street(_seeded_rng(job.seed, job.split, job.index, 0), job.height, job.width, job.n_frames,
+                    job.difficulty)
+    noise_rng = _seeded_rng(job.seed, job.split, job.index, 1)
+    city, seq = snippet_name(job.split, job.index)
+    previous_surface = None
+    for frame in range(job.n_frames):
+        rgb, label, surface, flow = street.render(frame)
+        image_rel = layout.frame_path(job.split, city, seq, frame)
+        _write_png(job.root, image_rel, sensor_image(rgb, street.lighting(frame), job.difficulty.noise, noise_rng))
+        _write_png(job.root, layout.sequence_label_path(image_rel), label)
+        if frame == job.labelled_frame:
+            _write_png(job.root, layout.label_path(job.split, city, seq, frame), label)
+        if previous_surface is not None:
+            valid = flow_validity(flow, surface, previous_surface)
+            _write_flow(os.path.join(job.root, layout.flow_path(image_rel)), flow, valid)
+        previous_surface = surface
+    return format_line(layout.frame_path(job.split, city, seq, job.labelled_frame),
+                       layout.label_path(job.split, city, seq, job.labelled_frame))
+
+
+def _write_png(root, relative, image):
+    path = os.path.join(root, relative)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_png_atomic(path, image)
+
+
+def _write_flow(path, flow, valid):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f'{path}.tmp.npz'
+    np.savez_compressed(tmp, flow=flow.astype(np.float16), valid=valid)
+    os.replace(tmp, path)
+
+
+def generate(root, size=(128, 256), n_train=24, n_val=8, n_test=0, seed=0, difficulty='medium', n_frames=30,
+             labelled_frame=19, workers=None, progress=False):
+    """Write a synthetic Cityscapes-layout set under ``root`` and return its metadata.
+
+    Args:
+        root: output folder (created; existing files of the same names are replaced).
+        size: (H, W) of the frames; multiples of 4.
+        n_train, n_val, n_test: snippets per split (splits with 0 snippets are skipped).
+        seed: the whole set is a function of ``seed`` and these options (each snippet has its own stream, so
+            the result does not depend on ``workers``).
+        difficulty: ``easy | medium | hard`` or a :class:`Difficulty`.
+        n_frames, labelled_frame: snippet length and which frame ``gtFine/`` and the lists name (like Cityscapes:
+            30 and 19); ``labelled_frame`` must leave the 10 frames a PDA clip needs.
+        workers: processes to render with (default: the CPU count, at most 8).
+    """
+    height, width = (int(s) for s in size)
+    if height % 4 or width % 4 or height < 16 or width < 16:
+        raise ValueError(f'size: expected H and W multiples of 4 and >= 16, got {height}x{width}')
+    if not 9 <= labelled_frame < n_frames:
+        raise ValueError(f'labelled_frame: expected 9 <= labelled_frame < n_frames={n_frames}, got {labelled_frame}')
+    if isinstance(difficulty, str):
+        if difficulty not in DIFFICULTIES:
+            raise ValueError(f'difficulty: expected one of {sorted(DIFFICULTIES)}, got "{difficulty}"')
+        difficulty_name, difficulty = difficulty, DIFFICULTIES[difficulty]
+    else:
+        difficulty_name = 'custom'
+    counts = {'train': int(n_train), 'val': int(n_val), 'test': int(n_test)}
+    jobs = [SnippetJob(root, split, index, height, width, n_frames, labelled_frame, seed, difficulty)
+            for split, count in counts.items() for index in range(count)]
+    workers = workers or min(os.cpu_count() or 1, 8)
+    start = time.perf_counter()
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            lines = list(_progress(pool.map(render_snippet, jobs), len(jobs), progress))
+    else:
+        lines = [render_snippet(job) for job in _progress(jobs, len(jobs), progress)]
+    for split in counts:
+        split_lines = [line for job, line in zip(jobs, lines) if job.split == split]
+        if split_lines:
+            write_text_atomic(os.path.join(root, 'list', f'{split}.txt'), ''.join(split_lines))
+    meta = {'generator': 'lib.dataset.synthetic', 'version': 1, 'size': [height, width], 'n_frames': n_frames,
+            'labelled_frame': labelled_frame, 'seed': seed, 'difficulty': difficulty_name,
+            'difficulty_params': asdict(difficulty), 'snippets': counts, 'classes': list(USED_CLASSES),
+            'seconds': round(time.perf_counter() - start, 2)}
+    write_text_atomic(os.path.join(root, layout.META_FILE), json.dumps(meta, indent=1) + '\n')
+    return meta
+
+
+def _progress(iterable, total, enabled):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+    return tqdm(iterable, total=total, desc='synthetic snippets')
+
+
+def difficulty_with(name, **overrides):
+    """A preset with some fields replaced, e.g. ``difficulty_with('medium', noise=0.0, light=0.0)``."""
+    return replace(DIFFICULTIES[name], **overrides)

@@ -1,0 +1,72 @@
+"""Joint random crop / flip / rescale of frames and their label (the same draw for every frame of a sample).
+
+All random numbers come from torch's generator, so ``torch.manual_seed`` (or the per-worker seeds a
+DataLoader derives from its generator) makes every sample reproducible.
+"""
+import torch
+import torch.nn.functional as F
+
+from .io import IGNORE_INDEX
+
+
+def random_crop(frames, label, crop_size):
+    """Crop ``frames (T, 3, H, W)`` and ``label (H, W)`` at one random window of ``crop_size = (h, w)``.
+
+    A frame smaller than the crop is first padded (frames with 0, label with ignore) on the bottom/right, so a
+    crop always has exactly ``crop_size``.
+    """
+    crop_h, crop_w = crop_size
+    height, width = label.shape
+    pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
+    if pad_h or pad_w:
+        frames = F.pad(frames, (0, pad_w, 0, pad_h), value=0.0)
+        label = F.pad(label, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+        height, width = label.shape
+    top = int(torch.randint(0, height - crop_h + 1, ()).item())
+    left = int(torch.randint(0, width - crop_w + 1, ()).item())
+    return (frames[..., top:top + crop_h, left:left + crop_w],
+            label[top:top + crop_h, left:left + crop_w])
+
+
+def random_hflip(frames, label, p=0.5):
+    """Mirror ``frames (..., H, W)`` and ``label (H, W)`` together with probability ``p``."""
+    if torch.rand(()).item() < p:
+        return frames.flip(-1), label.flip(-1)
+    return frames, label
+
+
+def random_rescale(frames, label, scale_range):
+    """Resize by one factor drawn uniformly from ``scale_range``: frames bilinear, label nearest."""
+    low, high = scale_range
+    if low == high == 1.0:
+        return frames, label
+    scale = low + (high - low) * torch.rand(()).item()
+    height, width = label.shape
+    size = (max(int(round(height * scale)), 1), max(int(round(width * scale)), 1))
+    frames = F.interpolate(frames, size=size, mode='bilinear', align_corners=False).clamp_(0.0, 1.0)
+    label = F.interpolate(label[None, None].float(), size=size, mode='nearest')[0, 0].long()
+    return frames, label
+
+
+class JointAugment:
+    """The training augmentation of one sample: optional rescale, then crop, then horizontal flip."""
+
+    def __init__(self, crop_size=None, hflip=False, scale_range=(1.0, 1.0)):
+        self.crop_size = tuple(crop_size) if crop_size is not None else None
+        self.hflip = hflip
+        self.scale_range = tuple(scale_range) if scale_range is not None else (1.0, 1.0)
+
+    def __call__(self, frames, label):
+        """
+        Args:
+            frames: (T, 3, H, W) float32 frames of one sample.
+            label: (H, W) int64.
+        Returns:
+            (frames (T, 3, h, w), label (h, w)) with ``(h, w) = crop_size`` (or the rescaled size).
+        """
+        frames, label = random_rescale(frames, label, self.scale_range)
+        if self.crop_size is not None:
+            frames, label = random_crop(frames, label, self.crop_size)
+        if self.hflip:
+            frames, label = random_hflip(frames, label)
+        return frames.contiguous(), label.contiguous()

@@ -1,0 +1,186 @@
+"""Datasets over labelled video frames: training triplets, PDA clips, single images and flow pairs.
+
+Each dataset reads a list of labelled frames (:mod:`lib.dataset.frame_list`) and loads the frames it needs
+around each one.  Frames are float32 RGB ``(3, H, W)`` in [0, 1]; labels int64 ``(H, W)`` with 255 = ignore.
+Random choices (the intermediate frame of a triplet, crops, flips) use torch's RNG inside ``__getitem__``.
+"""
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import synthetic_layout
+from .io import DatasetError, decode_frame, read_flow, read_frame, read_label
+
+
+class _LabelledVideo(Dataset):
+    """Shared loading of a list of :class:`LabelledFrame` under one dataset root."""
+
+    def __init__(self, root, frames, n_classes, augment=None):
+        self.root = root
+        self.frames = frames
+        self.n_classes = n_classes
+        self.augment = augment
+
+    def _path(self, relative):
+        return os.path.join(self.root, relative)
+
+    def load_clip(self, entry, offsets):
+        """Frames ``t + offset`` for each offset, stacked to ``(len(offsets), 3, H, W)``; all one size."""
+        clip = [decode_frame(self._path(entry.frame(offset))) for offset in offsets]
+        size = clip[-1].shape
+        for offset, frame in zip(offsets, clip):
+            if frame.shape != size:
+                raise DatasetError(f'{self._path(entry.frame(offset))}: frame is {frame.shape[1]}x{frame.shape[2]}'
+                                   f' but frame t of the clip is {size[1]}x{size[2]}')
+        return torch.from_numpy(np.stack(clip))  # numpy: see decode_frame
+
+    def load_label(self, relative, size):
+        return read_label(self._path(relative), self.n_classes, size)
+
+    def finish(self, frames, label):
+        if self.augment is not None:
+            frames, label = self.augment(frames, label)
+        return frames, label
+
+
+class TripletDataset(_LabelledVideo):
+    """Training triplets ``[t - j, t - i, t]`` with the label of ``t``.
+
+    One item per list line and gap ``j`` in ``[min_gap, max_gap]``; ``i ~ U{1, ..., j - 1}`` is drawn anew at
+    every ``__getitem__`` (so each epoch sees different intermediate frames).
+    """
+
+    def __init__(self, root, frames, n_classes, min_gap=2, max_gap=10, augment=None):
+        super().__init__(root, frames, n_classes, augment)
+        if not 2 <= min_gap <= max_gap:
+            raise DatasetError(f'data.min_gap/max_gap: expected 2 <= min_gap <= max_gap, got {min_gap}, {max_gap}')
+        self.gaps = list(range(min_gap, max_gap + 1))
+
+    def __len__(self):
+        return len(self.frames) * len(self.gaps)
+
+    def __getitem__(self, idx):
+        """
+        Returns:
+            frames: (3, 3, H, W) float32 [key t-j, intermediate t-i, target t].
+            label: (H, W) int64 label of t.
+        """
+        entry = self.frames[idx // len(self.gaps)]
+        gap = self.gaps[idx % len(self.gaps)]
+        intermediate = int(torch.randint(1, gap, ()).item())
+        frames = self.load_clip(entry, (-gap, -intermediate, 0))  # (3, 3, H, W)
+        label = self.load_label(entry.label, frames.shape[-2:])
+        return self.finish(frames, label)
+
+
+class ClipDataset(_LabelledVideo):
+    """PDA clips: the ``length`` frames ``t - length + 1, ..., t`` and the label of ``t``."""
+
+    def __init__(self, root, frames, n_classes, length=10, augment=None):
+        super().__init__(root, frames, n_classes, augment)
+        self.offsets = tuple(range(1 - length, 1))
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, idx):
+        """
+        Returns:
+            frames: (length, 3, H, W) float32, oldest first, frame t last.
+            label: (H, W) int64 label of t.
+        """
+        entry = self.frames[idx]
+        frames = self.load_clip(entry, self.offsets)
+        label = self.load_label(entry.label, frames.shape[-2:])
+        return self.finish(frames, label)
+
+
+class ImageDataset(_LabelledVideo):
+    """Single labelled frames (the key-frame network's training set).
+
+    ``items`` are ``(frame path, label path)`` pairs relative to the root: the list lines, or for the synthetic
+    set every frame of every snippet (see :func:`synthetic_image_items`).
+    """
+
+    def __init__(self, root, items, n_classes, augment=None):
+        super().__init__(root, items, n_classes, augment)
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, idx):
+        """
+        Returns:
+            image: (3, H, W) float32.
+            label: (H, W) int64.
+        """
+        image_rel, label_rel = self.frames[idx]
+        image = read_frame(self._path(image_rel))
+        label = self.load_label(label_rel, image.shape[-2:])
+        frames, label = self.finish(image[None], label)
+        return frames[0], label
+
+
+class FlowPairDataset(_LabelledVideo):
+    """Consecutive synthetic frames with their ground-truth backward flow.
+
+    ``items`` are ``(labelled frame, offset)``: the pair ``(t + offset - 1, t + offset)`` of that snippet.
+    Training crops take one window of frames and flow; a horizontal flip mirrors them and negates ``dx``.
+    """
+
+    def __init__(self, root, items, crop_size=None, hflip=False):
+        super().__init__(root, items, n_classes=None)
+        self.crop_size = tuple(crop_size) if crop_size is not None else None
+        self.hflip = hflip
+
+    def __len__(self):
+        return len(self.frames)
+
+    def _augment(self, frames, flow):
+        if self.crop_size is not None:
+            crop_h, crop_w = self.crop_size
+            height, width = flow.shape[-2:]
+            if crop_h > height or crop_w > width:
+                raise DatasetError(f'data.crop_size: {self.crop_size} is larger than the {height}x{width} frames')
+            top = int(torch.randint(0, height - crop_h + 1, ()).item())
+            left = int(torch.randint(0, width - crop_w + 1, ()).item())
+            frames = frames[..., top:top + crop_h, left:left + crop_w]
+            flow = flow[..., top:top + crop_h, left:left + crop_w]
+        if self.hflip and torch.rand(()).item() < 0.5:
+            frames = frames.flip(-1)
+            flow = flow.flip(-1) * torch.tensor([-1.0, 1.0]).view(2, 1, 1)  # mirrored motion: dx changes sign
+        return frames.contiguous(), flow.contiguous()
+
+    def __getitem__(self, idx):
+        """
+        Returns:
+            frames: (2, 3, H, W) float32 [t-1, t].
+            flow: (2, H, W) float32 backward flow (dx, dy) in pixels: ``resample2d(frames[0], flow) ~ frames[1]``.
+        """
+        entry, offset = self.frames[idx]
+        frames = self.load_clip(entry, (offset - 1, offset))
+        flow, _ = read_flow(self._path(synthetic_layout.flow_path(entry.frame(offset))), frames.shape[-2:])
+        return self._augment(frames, flow)
+
+
+def snippet_offsets(meta):
+    """Offsets from the labelled frame to every frame of its synthetic snippet, first frame first."""
+    labelled = int(meta['labelled_frame'])
+    return [k - labelled for k in range(int(meta['n_frames']))]
+
+
+def synthetic_image_items(meta, frames):
+    """Every frame of every listed synthetic snippet with its every-frame label."""
+    items = []
+    for entry in frames:
+        for offset in snippet_offsets(meta):
+            image = entry.frame(offset)
+            items.append((image, synthetic_layout.sequence_label_path(image)))
+    return items
+
+
+def synthetic_flow_items(meta, frames):
+    """Every consecutive pair of every listed synthetic snippet."""
+    return [(entry, offset) for entry in frames for offset in snippet_offsets(meta)[1:]]

@@ -1,0 +1,89 @@
+"""Confusion-matrix segmentation metrics (per-class IoU, mIoU), accumulated on the device of the predictions."""
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def _as_tensor(x, device):
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    return x.to(device=device, dtype=torch.int64).reshape(-1)
+
+
+class ConfusionMatrix:
+    """``matrix[g, p]`` counts pixels of ground-truth class ``g`` predicted as ``p``.
+
+    Pixels whose ground truth is ``ignore_index`` are skipped; any other ground-truth value outside
+    ``[0, n_classes)`` is an error (it means the labels and ``n_classes`` do not match).  Predictions must lie in
+    ``[0, n_classes)``.
+
+    IoU of class c = TP / (TP + FP + FN).  A class that appears neither in the ground truth nor in the
+    predictions has 0 / 0: its IoU is NaN and ``miou`` (nanmean) leaves it out, so a val set without, say,
+    trains is not punished for them.  A class predicted but absent from the ground truth has IoU 0.
+    """
+
+    def __init__(self, n_classes, ignore_index=255, device=None):
+        self.n_classes = n_classes
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)
+
+    @property
+    def device(self):
+        return self.matrix.device
+
+    def update(self, pred, gt):
+        """Add a batch: ``pred`` and ``gt`` integer label maps of the same shape (tensors or numpy arrays)."""
+        pred = _as_tensor(pred, self.device)
+        gt = _as_tensor(gt, self.device)
+        if pred.shape != gt.shape:
+            raise ValueError(f'ConfusionMatrix.update: pred has {pred.numel()} pixels but gt has {gt.numel()}')
+        keep = gt != self.ignore_index
+        pred, gt = pred[keep], gt[keep]
+        n = self.n_classes
+        if gt.numel() and (gt.min() < 0 or gt.max() >= n):
+            raise ValueError(f'ConfusionMatrix.update: ground truth values must be in [0, {n}) or '
+                             f'{self.ignore_index}, found {int(gt.min())}..{int(gt.max())}')
+        if pred.numel() and (pred.min() < 0 or pred.max() >= n):
+            raise ValueError(f'ConfusionMatrix.update: predictions must be in [0, {n}), '
+                             f'found {int(pred.min())}..{int(pred.max())}')
+        self.matrix += torch.bincount(gt * n + pred, minlength=n * n).view(n, n)
+        return self
+
+    def reset(self):
+        self.matrix.zero_()
+        return self
+
+    def iou(self):
+        """Per-class IoU, float64 tensor ``(n_classes,)``; NaN for classes absent from both gt and pred."""
+        m = self.matrix.double()
+        true_positive = m.diag()
+        union = m.sum(0) + m.sum(1) - true_positive
+        return true_positive / union  # 0 / 0 -> NaN by design (see the class docstring)
+
+    def miou(self):
+        """Mean IoU over the classes with a defined IoU (a Python float; NaN if the matrix is empty)."""
+        return float(torch.nanmean(self.iou()))
+
+    def pixel_accuracy(self):
+        total = self.matrix.sum()
+        return float(self.matrix.diag().sum().double() / total) if total > 0 else float('nan')
+
+    def all_reduce(self):
+        """Sum the matrices of all processes (no-op unless torch.distributed is initialised)."""
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+        return self
+
+    def merge(self, other):
+        """Add another matrix's counts into this one (in place)."""
+        if other.n_classes != self.n_classes:
+            raise ValueError(f'ConfusionMatrix.merge: {self.n_classes} vs {other.n_classes} classes')
+        self.matrix += other.matrix.to(self.device)
+        return self
+
+    def __add__(self, other):
+        total = ConfusionMatrix(self.n_classes, self.ignore_index, self.device)
+        return total.merge(self).merge(other)
+
+    def state_dict(self):
+        return {'n_classes': self.n_classes, 'ignore_index': self.ignore_index, 'matrix': self.matrix.cpu().tolist()}

@@ -1,0 +1,70 @@
+"""Class names and colours of the label sets, and label-map colouring for figures.
+
+Colours are RGB.  Cityscapes uses the official cityscapesscripts colours of the 19 train ids; CamVid the
+11-class colours of the CamVid (SegNet) benchmark.  The ignore index (255) is drawn black.
+"""
+import numpy as np
+
+CITYSCAPES_CLASSES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light', 'traffic sign',
+                      'vegetation', 'terrain', 'sky', 'person', 'rider', 'car', 'truck', 'bus', 'train',
+                      'motorcycle', 'bicycle')
+CITYSCAPES_PALETTE = np.array([
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+], dtype=np.uint8)
+
+CAMVID_CLASSES = ('sky', 'building', 'pole', 'road', 'sidewalk', 'tree', 'sign symbol', 'fence', 'car',
+                  'pedestrian', 'bicyclist')
+CAMVID_PALETTE = np.array([
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192), (128, 128, 0),
+    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+], dtype=np.uint8)
+
+_BY_DATASET = {
+    'cityscapes': (CITYSCAPES_PALETTE, CITYSCAPES_CLASSES),
+    'synthetic': (CITYSCAPES_PALETTE, CITYSCAPES_CLASSES),  # the synthetic set uses Cityscapes train ids
+    'camvid': (CAMVID_PALETTE, CAMVID_CLASSES),
+}
+
+
+def _lookup(dataset_name):
+    if dataset_name not in _BY_DATASET:
+        raise ValueError(f'palette: unknown dataset "{dataset_name}", expected one of {sorted(_BY_DATASET)}')
+    return _BY_DATASET[dataset_name]
+
+
+def palette_for(dataset_name):
+    """``(n_classes, 3)`` uint8 RGB colours of a dataset's classes."""
+    return _lookup(dataset_name)[0]
+
+
+def class_names(dataset_name):
+    """The class names of a dataset, in train-id order (the legend of :func:`colorize`)."""
+    return _lookup(dataset_name)[1]
+
+
+def legend(dataset_name):
+    """``[(class name, (r, g, b)), ...]`` in train-id order, for drawing a figure legend."""
+    palette, names = _lookup(dataset_name)
+    return [(name, tuple(int(c) for c in colour)) for name, colour in zip(names, palette)]
+
+
+def colorize(label, palette):
+    """RGB image of a label map.
+
+    Args:
+        label: (H, W) integer label map (numpy array or torch tensor); values >= len(palette), 255 among them,
+            are drawn black.
+        palette: (n_classes, 3) uint8 RGB colours.
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    if hasattr(label, 'detach'):
+        label = label.detach().cpu().numpy()
+    label = np.asarray(label)
+    if label.ndim != 2:
+        raise ValueError(f'colorize: expected a (H, W) label map, got shape {label.shape}')
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[:len(palette)] = palette
+    return table[np.clip(label, 0, 255).astype(np.uint8)]

@@ -1,0 +1,63 @@
+"""Check a whole dataset split and report every problem at once (exit status 1 if there is any).
+
+    python3 tools/check_dataset.py --config exp/<experiment>/config.yaml [--split train val]
+    python3 tools/check_dataset.py --name synthetic --root data/synthetic --list data/synthetic/list/val.txt
+
+Checks list syntax, every frame a training triplet or PDA clip needs (exists, decodes, same size as the
+labelled frame), every label (single-channel, frame-sized, values in [0, n_classes) or 255) and, for the
+synthetic set, its every-frame labels and flow files.
+"""
+import argparse
+import copy
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from lib.dataset.checks import find_problems  # noqa: E402
+from lib.utils.config import DEFAULTS, ConfigError, load_config  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--config', help='experiment config (its data: section is checked)')
+    parser.add_argument('--opts', nargs='*', default=[], help='config overrides, key.sub=value')
+    parser.add_argument('--name', choices=('cityscapes', 'camvid', 'synthetic'), help='instead of --config')
+    parser.add_argument('--root', help='dataset root (with --name)')
+    parser.add_argument('--list', help='list file to check (with --name)')
+    parser.add_argument('--split', nargs='*', default=None,
+                        help='splits of the config to check (default: every split whose list is set)')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    return parser.parse_args(argv)
+
+
+def data_configs(args):
+    """``[(split, data_cfg), ...]`` to check."""
+    if args.name:
+        if not (args.root and args.list):
+            sys.exit('check_dataset: --name needs --root and --list')
+        cfg = copy.deepcopy(DEFAULTS['data'])
+        cfg.update(name=args.name, root=os.path.abspath(args.root), val_list=os.path.abspath(args.list))
+        return [('val', cfg)]
+    try:
+        cfg = load_config(args.config, args.opts)['data']
+    except ConfigError as err:
+        sys.exit(f'check_dataset: {err}')
+    splits = args.split or [s for s in ('train', 'val', 'test') if cfg.get(f'{s}_list')]
+    return [(split, cfg) for split in splits]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    total = 0
+    for split, cfg in data_configs(args):
+        problems = find_problems(cfg, split, progress=not args.quiet)
+        for problem in problems:
+            print(problem)
+        print(f'{split}: {len(problems)} problem(s)', file=sys.stderr)
+        total += len(problems)
+    return 1 if total else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Regenerate list files (official DAVSS format) from a dataset folder, written atomically.
+
+    python3 tools/make_lists.py --name cityscapes --root data/cityscapes --split val \
+        --out data/list/cityscapes/val.txt
+    python3 tools/make_lists.py --name camvid --root data/camvid --sequences 0006R0 0016E5 --out my_camvid.txt
+    python3 tools/make_lists.py ... --check      # then check every line (tools/check_dataset.py)
+
+Cityscapes (and the synthetic set): one line per ``gtFine/<split>/<city>/*_gtFine_labelTrainIds.png``.
+CamVid: one line per ``label/<seq>_[f]<number>.png``, the frame being ``video_image/<seq>/<seq>_<number -
+offset>.png`` (offset 6660 for 0001TP, -1 otherwise, as in the official lists; --offset SEQ=N changes it).
+"""
+import argparse
+import copy
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from lib.dataset import DatasetError  # noqa: E402
+from lib.dataset.checks import find_problems  # noqa: E402
+from lib.dataset.list_builder import camvid_lines, cityscapes_lines, write_list  # noqa: E402
+from lib.utils.config import DEFAULTS  # noqa: E402
+
+
+def parse_offsets(items):
+    offsets = {}
+    for item in items:
+        seq, sep, value = item.partition('=')
+        if not sep or not value.lstrip('-').isdigit():
+            sys.exit(f'make_lists: --offset expects SEQ=INTEGER, got "{item}"')
+        offsets[seq] = int(value)
+    return offsets
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--name', required=True, choices=('cityscapes', 'camvid', 'synthetic'))
+    parser.add_argument('--root', required=True, help='dataset root')
+    parser.add_argument('--split', default='train', help='Cityscapes/synthetic split folder (train, val, test)')
+    parser.add_argument('--sequences', nargs='*', default=None, help='CamVid sequences to include (default: all)')
+    parser.add_argument('--offset', nargs='*', default=[], metavar='SEQ=N', help='CamVid frame-number offsets')
+    parser.add_argument('--out', required=True, help='list file to write')
+    parser.add_argument('--check', action='store_true', help='check every frame and label of the new list')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.name == 'camvid':
+            lines = camvid_lines(args.root, args.sequences, parse_offsets(args.offset))
+        else:
+            lines = cityscapes_lines(args.root, args.split)
+    except DatasetError as err:
+        sys.exit(f'make_lists: {err}')
+    write_list(args.out, lines)
+    print(f'{args.out}: {len(lines)} lines')
+    if not args.check:
+        return 0
+    cfg = copy.deepcopy(DEFAULTS['data'])
+    cfg.update(name=args.name, root=os.path.abspath(args.root), val_list=os.path.abspath(args.out))
+    problems = find_problems(cfg, 'val')
+    for problem in problems:
+        print(problem)
+    print(f'{len(problems)} problem(s)', file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
