@@ -1,0 +1,347 @@
+"""PDA evaluation: mIoU as a function of the distance between the key frame and the labelled frame.
+
+Protocol (the paper's test script): every sample of a ``'pda'`` dataset is a clip ``[t-9, ..., t]`` whose last
+frame ``t`` is labelled.  For each distance ``d`` the key frame ``t-d`` goes through DeepLab; its 1/4-resolution
+logits and its 1/4-resolution image are carried to ``t`` one frame at a time by FlowNet + warp; at ``t`` DMNet
+compares the warped key image with the current one and the propagated logits are merged with the CFNet logits of
+``t`` (``prop * (1 - dm) + corr * dm`` after a x4 upsampling); the argmax is accumulated into one confusion matrix
+per distance over the whole split.  Two reference rows come from the same run: the key network applied to ``t``
+itself (``per_frame``, an upper bound) and the propagated logits without correction (``propagation_only``, the
+DFF-style baseline).
+
+Why the fast path gives the same confusion matrices as a loop over distances: the flow of a frame pair
+``(j+1 <- j)`` does not depend on where the propagation started, so the 9 pair flows of a clip are computed once
+and shared by all distances; CFNet only sees frame ``t``, so it runs once per clip.  Warping and the merge act on
+every sample of a batch independently, so the key states of all distances travel through the pair flows as one
+batch (the state of distance ``d`` joins the batch at frame ``t-d``).  Every network call keeps the batch size of
+the loop over distances, because a convolution over a larger batch may round differently; ``batched=True`` gives
+that up for speed on GPUs (DeepLab over all key candidates, FlowNet over all pairs and DMNet over all distances as
+one batch each) and may flip the argmax of a few pixels.
+"""
+import math
+import os
+import tempfile
+import time
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from lib.model import build_scnet
+from lib.utils import distributed
+from lib.utils.checkpoint import compare, load_checkpoint, strip_wrapper_prefixes
+from lib.utils.metrics import ConfusionMatrix
+
+CLIP_LENGTH = 10  # frames t-9 .. t of a 'pda' sample
+
+
+class PDAInputError(ValueError):
+    """Bad input to the PDA evaluation (checkpoint, frame list, output folder), found before the work starts."""
+
+
+def check_distances(distances, clip_length=CLIP_LENGTH):
+    """Sorted unique distances, each in ``1 .. clip_length - 1``."""
+    distances = sorted({int(d) for d in distances})
+    if not distances or distances[0] < 1 or distances[-1] > clip_length - 1:
+        raise PDAInputError(f'distances must lie in 1..{clip_length - 1}, got {distances}')
+    return distances
+
+
+def _cat_states(states):
+    return type(states[0])(*(torch.cat(parts, 0) for parts in zip(*states)))
+
+
+def _split_state(state, chunks):
+    parts = [torch.chunk(field, chunks, 0) for field in state]
+    return [type(state)(*fields) for fields in zip(*parts)]
+
+
+def _pair_flows(model, frames, first, batched):
+    """Flows carrying frame j onto frame j+1 for j = first .. T-2, each (N, 2, h, w)."""
+    last = frames.shape[1] - 1
+    if not batched:
+        return [model.estimate_flow(frames[:, j + 1], frames[:, j]) for j in range(first, last)]
+    n = frames.shape[0]
+    cur = frames[:, first + 1:last + 1].transpose(0, 1).flatten(0, 1)  # (P*N, 3, H, W), pair-major
+    prev = frames[:, first:last].transpose(0, 1).flatten(0, 1)
+    return list(model.estimate_flow(cur, prev).split(n, 0))
+
+
+def _key_states(model, frames, distances, per_frame, batched):
+    """DeepLab states of the key frames t-d (dict d -> state) and, if asked, of frame t itself (or None)."""
+    last = frames.shape[1] - 1
+    indices = [last - d for d in distances] + ([last] if per_frame else [])
+    if batched:
+        stacked = frames[:, indices].transpose(0, 1).flatten(0, 1)  # (K*N, 3, H, W), key-major
+        states = _split_state(model.key_frame(stacked), len(indices))
+    else:
+        states = [model.key_frame(frames[:, i]) for i in indices]
+    keys = dict(zip(distances, states))
+    return keys, (states[-1] if per_frame else None)
+
+
+def _propagate_to_target(model, keys, flows):
+    """Carry every key state to the last frame; dict d -> state at t.
+
+    ``flows[s]`` carries frame ``t - len(flows) + s`` one step forward, so the key of distance ``d`` joins the
+    batch just before step ``len(flows) - d``; the batch is ordered by joining time and the flow of a step is
+    repeated once per state in it.
+    """
+    joined, batch = [], None
+    for step, flow in enumerate(flows):
+        distance = len(flows) - step
+        if distance in keys:
+            batch = keys[distance] if batch is None else _cat_states([batch, keys[distance]])
+            joined.append(distance)
+        batch = model.propagate(batch, flow.repeat(len(joined), 1, 1, 1))
+    return dict(zip(joined, _split_state(batch, len(joined))))
+
+
+def _labels(model, logits, size):
+    """(N, C, h, w) -> (N, H, W) argmax at the frame size; maps a model merged at 1/4 resolution are upsampled
+    first (a wrapper such as ``lib.engine.fast.FastSCNet`` may do so; SCNet already returns full resolution)."""
+    if tuple(logits.shape[-2:]) != tuple(size):
+        logits = model.to_full_resolution(logits)
+    return logits.argmax(1)
+
+
+@torch.no_grad()
+def predict_clip(model, frames, distances, per_frame=True, propagation_only=True, batched=False):
+    """Full-resolution predictions of every PDA row for a batch of clips.
+
+    Args:
+        model: an ``SCNet`` in eval mode.
+        frames: (N, T, 3, H, W) clips ``[t-T+1, ..., t]`` on the model's device.
+        distances: sorted distances in ``1 .. T-1``.
+        per_frame: also predict frame t with the key network alone.
+        propagation_only: also return the argmax of the propagated logits without correction.
+        batched: run each sub-network once over all distances (faster, not bit-exact; see the module docstring).
+    Returns:
+        dict with ``'davss'`` and ``'propagation_only'`` (dict d -> (N, H, W) int64, or None) and
+        ``'per_frame'`` ((N, H, W) int64 or None).
+    """
+    current = frames[:, -1]  # (N, 3, H, W)
+    first = frames.shape[1] - 1 - max(distances)
+    keys, target_state = _key_states(model, frames, distances, per_frame, batched)
+    flows = _pair_flows(model, frames, first, batched)
+    states = _propagate_to_target(model, keys, flows)
+    correction = model.cfnet(current)  # (N, C, h, w): one CFNet pass serves every distance
+
+    size = current.shape[-2:]
+    davss, propagated = {}, {}
+    if batched:
+        k = len(distances)
+        out = model.correct(_cat_states([states[d] for d in distances]), current.repeat(k, 1, 1, 1),
+                            correction=correction.repeat(k, 1, 1, 1))
+        davss = dict(zip(distances, _labels(model, out['merged'], size).chunk(k, 0)))  # d -> (N, H, W)
+        propagated = dict(zip(distances, _labels(model, out['propagated'], size).chunk(k, 0)))
+    else:
+        for d in distances:
+            out = model.correct(states[d], current, correction=correction)
+            davss[d] = _labels(model, out['merged'], size)  # (N, H, W)
+            propagated[d] = _labels(model, out['propagated'], size)
+    per_frame_pred = _labels(model, target_state.logits, size) if per_frame else None
+    return {'davss': davss, 'propagation_only': propagated if propagation_only else None, 'per_frame': per_frame_pred}
+
+
+@torch.no_grad()
+def trace_clip(model, frames, distance):
+    """Every step of one propagation, for visualisation (the original show script, plus what it left out).
+
+    Starting from key frame ``t - distance``, each following frame gets the propagated logits, the distortion map
+    and the corrected (merged) prediction, with CFNet run on that frame.
+
+    Args:
+        model: an ``SCNet`` in eval mode.
+        frames: (N, T, 3, H, W) clips on the model's device.
+        distance: key frame offset, 1 .. T-1.
+    Returns:
+        dict with ``'frames'`` (list of frame indices into the clip, key first), ``'merged'`` and ``'propagated'``
+        (lists of (N, H, W) int64, the key frame's prediction first), ``'distortion'`` (list of (N, H, W) float in
+        [0, 1], None for the key frame) and ``'per_frame'`` ((N, H, W) int64, the key network on the last frame).
+    """
+    last = frames.shape[1] - 1
+    key = last - distance
+    state = model.key_frame(frames[:, key])
+    key_pred = model.to_full_resolution(state.logits).argmax(1)
+    trace = {'frames': [key], 'merged': [key_pred], 'propagated': [key_pred], 'distortion': [None]}
+    for j in range(key, last):
+        state = model.propagate(state, model.estimate_flow(frames[:, j + 1], frames[:, j]))
+        out = model.correct(state, frames[:, j + 1], full_resolution=True)
+        trace['frames'].append(j + 1)
+        trace['merged'].append(out['merged'].argmax(1))
+        trace['propagated'].append(out['propagated'].argmax(1))
+        trace['distortion'].append(out['distortion'][:, 0])
+    trace['per_frame'] = model.segment(frames[:, last])
+    return trace
+
+
+def _clip_indices(n_clips, max_clips, rank, world_size):
+    """The clips this process evaluates: the first ``max_clips`` of the split, dealt round-robin to the ranks."""
+    total = n_clips if max_clips is None else min(n_clips, max_clips)
+    return list(range(total))[rank::world_size], total
+
+
+def _restrict_loader(loader, indices):
+    """The same loader over a subset of its dataset, in order, without the padding of DistributedSampler (a padded
+    clip would be counted twice)."""
+    workers = loader.num_workers
+    return DataLoader(loader.dataset, batch_size=loader.batch_size or 1, sampler=indices, num_workers=workers,
+                      pin_memory=loader.pin_memory, collate_fn=loader.collate_fn,
+                      worker_init_fn=loader.worker_init_fn, persistent_workers=False,
+                      prefetch_factor=loader.prefetch_factor if workers > 0 else None)
+
+
+def _summary(meters):
+    iou = [m.iou().tolist() for m in meters]
+    miou = [float(m.miou()) for m in meters]
+    return {'miou': miou, 'iou': iou, 'mean_miou': float(sum(miou) / len(miou))}
+
+
+def evaluate_pda(model, loader, n_classes, distances=range(1, 10), device='cpu', per_frame=True,
+                 propagation_only=True, max_clips=None, progress=True, batched=False):
+    """Run the PDA protocol over a ``'pda'`` loader.
+
+    Args:
+        model: an ``SCNet`` (set to eval mode here and left so).
+        loader: DataLoader of ``(frames (N, 10, 3, H, W), label (N, H, W))``; under torch.distributed each rank
+            evaluates every world_size-th clip (the loader's own sampler is replaced) and the confusion matrices
+            are all-reduced, so every rank returns the totals.
+        n_classes: number of classes of the labels (255 is ignored).
+        distances: key-frame distances to report.
+        device: where the model lives; clips are moved there.
+        per_frame, propagation_only: compute the two reference rows.
+        max_clips: evaluate only the first ``max_clips`` clips of the split.
+        progress: show a tqdm bar (main process only).
+        batched: one sub-network call over all distances; faster on GPU but not bit-exact (see module docstring).
+    Returns:
+        ``{'distances': [d...], 'davss': {'miou': [per d], 'iou': [[per class] per d], 'mean_miou'},
+        'propagation_only': same or None, 'per_frame': {'miou', 'iou'} or None, 'confusion': {row: matrices},
+        'n_clips': int, 'seconds': float}``; IoU of a class absent from both prediction and labels is NaN and left
+        out of the mean.
+    """
+    distances = check_distances(distances)
+    rank, world_size = distributed.get_rank(), distributed.get_world_size()
+    indices, n_total = _clip_indices(len(loader.dataset), max_clips, rank, world_size)
+    if world_size > 1 or n_total < len(loader.dataset):
+        loader = _restrict_loader(loader, indices)
+    model.eval()
+    meters = {
+        'davss': [ConfusionMatrix(n_classes, device=device) for _ in distances],
+        'propagation_only': [ConfusionMatrix(n_classes, device=device) for _ in distances] if propagation_only
+        else None,
+        'per_frame': [ConfusionMatrix(n_classes, device=device)] if per_frame else None,
+    }
+    start = time.perf_counter()
+    bar = tqdm(total=len(indices), unit='clip', desc='PDA', disable=not (progress and distributed.is_main_process()))
+    for frames, label in loader:
+        frames = frames.to(device, non_blocking=True)
+        label = label.to(device, non_blocking=True)
+        preds = predict_clip(model, frames, distances, per_frame, propagation_only, batched)
+        for i, d in enumerate(distances):
+            meters['davss'][i].update(preds['davss'][d], label)
+            if propagation_only:
+                meters['propagation_only'][i].update(preds['propagation_only'][d], label)
+        if per_frame:
+            meters['per_frame'][0].update(preds['per_frame'], label)
+        bar.update(frames.shape[0])
+    bar.close()
+    for row in meters.values():
+        for meter in row or ():
+            meter.all_reduce()
+
+    result = {'distances': distances, 'n_clips': n_total, 'seconds': time.perf_counter() - start,
+              'confusion': {}}
+    for name, row in meters.items():
+        if row is None:
+            result[name] = None
+            continue
+        result[name] = _summary(row)
+        result['confusion'][name] = [m.matrix.cpu().tolist() for m in row]
+    if per_frame:
+        result['per_frame'] = {'miou': result['per_frame']['miou'][0], 'iou': result['per_frame']['iou'][0]}
+    return result
+
+
+def _class_count_mismatch(model, report):
+    """(key, classes in the file) for a classifier whose output count differs from the model's, else None."""
+    for key, file_shape, model_shape in report.mismatched:
+        if model_shape[0] == model.n_classes and file_shape[0] != model.n_classes and file_shape[1:] == model_shape[1:]:
+            return key, file_shape[0]
+    return None
+
+
+def load_eval_model(model_cfg, checkpoint, device):
+    """The ``SCNet`` of ``model_cfg`` with the weights of a whole-SCNet ``checkpoint``, in eval mode on ``device``.
+
+    The file is checked against the config before anything is loaded: a checkpoint of another dataset (class
+    count) or of another stage (a DMNet-only or pretrained file) is refused with one line saying so.
+    """
+    model = build_scnet(model_cfg, stage='correction')
+    state = strip_wrapper_prefixes(load_checkpoint(checkpoint))
+    report = compare(model, state)
+    classes = _class_count_mismatch(model, report)
+    if classes is not None:
+        key, n_file = classes
+        raise PDAInputError(f'{checkpoint}: checkpoint predicts {n_file} classes ({key}) but the config has '
+                            f'model.n_classes={model.n_classes}; use the config of the dataset it was trained on')
+    if report.missing or report.unexpected or report.mismatched:
+        raise PDAInputError(f'{checkpoint}: not a whole SCNet of this config (model widths, stage?): '
+                            f'{report.summary()}')
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def check_clip_files(dataset, indices=None):
+    """Every frame and label that the clips ``indices`` (default: all) of a ``'pda'`` dataset read must exist;
+    checked up front, since a missing frame would otherwise stop the run after hours."""
+    indices = range(len(dataset)) if indices is None else indices
+    missing = []
+    for entry in (dataset.frames[i] for i in indices):
+        paths = [entry.frame(offset) for offset in dataset.offsets] + [entry.label]
+        missing += [(entry.source, p) for p in paths if not os.path.isfile(os.path.join(dataset.root, p))]
+    if missing:
+        source, path = missing[0]
+        raise PDAInputError(f'{source}: {len(missing)} file(s) the PDA clips need are missing under '
+                            f'{dataset.root}, first: {path}')
+
+
+def prepare_output_dir(path):
+    """Create ``path`` if needed and prove it writable now, rather than after hours of evaluation."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix='.write_test_'):
+            pass
+    except OSError as err:
+        raise PDAInputError(f'output folder {path} is not writable ({err.strerror or err})') from None
+    return path
+
+
+def _percent(value):
+    return '-' if value is None or math.isnan(value) else f'{100 * value:.2f}'
+
+
+def format_markdown(result, class_names=None):
+    """The result of :func:`evaluate_pda` as two Markdown tables: mIoU per distance, then IoU per class."""
+    distances = result['distances']
+    davss, prop, per_frame = result['davss'], result['propagation_only'], result['per_frame']
+    header = ['distance', 'DAVSS mIoU'] + (['propagation only mIoU'] if prop else [])
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---:|' * len(header)]
+    for i, d in enumerate(distances):
+        cells = [str(d), _percent(davss['miou'][i])] + ([_percent(prop['miou'][i])] if prop else [])
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    mean = ['mean', _percent(davss['mean_miou'])] + ([_percent(prop['mean_miou'])] if prop else [])
+    lines.append('| ' + ' | '.join(mean) + ' |')
+    if per_frame:
+        lines += ['', f'Per-frame key network on frame t (upper bound): mIoU {_percent(per_frame["miou"])}']
+
+    n_classes = len(davss['iou'][0])
+    names = list(class_names) if class_names else [str(c) for c in range(n_classes)]
+    header = ['class'] + [f'd={d}' for d in distances] + (['per frame'] if per_frame else [])
+    lines += ['', 'DAVSS IoU per class and distance:', '',
+              '| ' + ' | '.join(header) + ' |', '|---|' + '---:|' * (len(header) - 1)]
+    for c in range(n_classes):
+        cells = [names[c]] + [_percent(davss['iou'][i][c]) for i in range(len(distances))]
+        cells += [_percent(per_frame['iou'][c])] if per_frame else []
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'

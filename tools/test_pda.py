@@ -1,0 +1,129 @@
+"""PDA evaluation of a trained SCNet: mIoU per key-frame distance, with the per-frame and propagation-only rows.
+
+    python tools/test_pda.py exp/spatial_correction_cityscapes/config.yaml --checkpoint saved_model/.../best.pth
+    torchrun --standalone --nproc_per_node=4 tools/test_pda.py CONFIG --checkpoint PATH   # clips sharded
+
+Prints a table and writes ``<eval.result_root>/<experiment>/pda.json`` and ``pda.md``; see docs/evaluation.md.
+Everything that can be checked before the long run (config, checkpoint against the config, every frame of every
+clip, the output folder) is checked first.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+
+import torch
+
+from lib.dataset import DatasetError, build_dataset, build_loader
+from lib.engine.pda import (PDAInputError, check_clip_files, check_distances, evaluate_pda, format_markdown,
+                            load_eval_model, prepare_output_dir)
+from lib.utils import distributed
+from lib.utils.checkpoint import CheckpointError
+from lib.utils.config import ConfigError, load_config, resolve_path
+from lib.utils.palette import class_names
+
+BAD_INPUT = (ConfigError, CheckpointError, DatasetError, PDAInputError)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='PDA evaluation: mIoU per distance between key and labelled frame.')
+    parser.add_argument('config', help='YAML config, e.g. exp/spatial_correction_cityscapes/config.yaml')
+    parser.add_argument('--checkpoint', required=True, help='a whole SCNet checkpoint (best.pth / final.pth)')
+    parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
+                        help='config overrides, e.g. model.align_corners=false eval.split=test')
+    parser.add_argument('--max-clips', type=int, default=None, help='evaluate only the first N clips')
+    parser.add_argument('--no-per-frame', action='store_true', help='skip the per-frame key network row')
+    parser.add_argument('--no-propagation-only', action='store_true', help='skip the propagation-only row')
+    parser.add_argument('--batched', action='store_true',
+                        help='one network call over all distances: faster on GPU, may flip a few pixels')
+    parser.add_argument('--output', default=None, help='result folder (default <eval.result_root>/<experiment>)')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    return parser.parse_args(argv)
+
+
+def experiment_name(cfg, config_path):
+    """``experiment`` of the config, else the folder of ``exp/<name>/config.yaml``."""
+    if cfg['experiment']:
+        return cfg['experiment']
+    return os.path.basename(os.path.dirname(os.path.abspath(config_path)))
+
+
+def json_safe(value):
+    """NaN (the IoU of a class absent from labels and predictions) -> None, so that the file is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_atomic(path, text):
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def setup(args):
+    """Everything that can fail on bad input, before any clip is evaluated."""
+    cfg = load_config(args.config, args.opts)
+    if args.max_clips is not None and args.max_clips < 1:
+        raise PDAInputError(f'--max-clips: expected a positive number, got {args.max_clips}')
+    max_clips = args.max_clips if args.max_clips is not None else cfg['eval']['max_clips']
+    distances = check_distances(cfg['eval']['distances'])
+    out_dir = args.output or os.path.join(resolve_path(cfg['eval']['result_root']),
+                                          experiment_name(cfg, args.config))
+    # Every rank runs every check, so that bad input stops all of them (none is left waiting in a collective).
+    prepare_output_dir(out_dir)
+    dataset = build_dataset(cfg['data'], cfg['eval']['split'], 'pda')
+    check_clip_files(dataset, range(min(len(dataset), max_clips or len(dataset))))
+    device = distributed.init_distributed(cfg['device'])
+    model = load_eval_model(cfg['model'], args.checkpoint, device)
+    loader = build_loader(dataset, batch_size=cfg['eval']['batch_size'], shuffle=False,
+                          num_workers=cfg['data']['num_workers'], distributed=False,
+                          pin_memory=cfg['data']['pin_memory'])
+    return cfg, distances, max_clips, out_dir, device, model, loader
+
+
+def report(result, cfg, args, out_dir):
+    """Table on stdout, ``pda.json`` and ``pda.md`` in ``out_dir``."""
+    names = class_names(cfg['data']['name'])
+    table = format_markdown(result, names)
+    meta = {'config': args.config, 'checkpoint': args.checkpoint, 'split': cfg['eval']['split'],
+            'align_corners': cfg['model']['align_corners'], 'batched': args.batched,
+            'world_size': distributed.get_world_size(), 'torch': torch.__version__,
+            'python': platform.python_version(), 'class_names': list(names)}
+    text = json.dumps(json_safe({**meta, **result}), indent=1, allow_nan=False)
+    write_atomic(os.path.join(out_dir, 'pda.json'), text + '\n')
+    header = (f'# PDA: {os.path.basename(out_dir)}\n\nsplit {cfg["eval"]["split"]}, {result["n_clips"]} clips, '
+              f'align_corners={cfg["model"]["align_corners"]}, checkpoint {args.checkpoint}\n\n')
+    write_atomic(os.path.join(out_dir, 'pda.md'), header + table)
+    print(table, end='')
+    print(f'{result["n_clips"]} clips in {result["seconds"]:.1f} s; wrote {out_dir}/pda.json and pda.md')
+
+
+def run(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg, distances, max_clips, out_dir, device, model, loader = setup(args)
+        result = evaluate_pda(model, loader, cfg['model']['n_classes'], distances=distances, device=device,
+                              per_frame=cfg['eval']['per_frame'] and not args.no_per_frame,
+                              propagation_only=cfg['eval']['propagation_only'] and not args.no_propagation_only,
+                              max_clips=max_clips,
+                              progress=not args.no_progress, batched=args.batched)
+        if distributed.is_main_process():
+            report(result, cfg, args, out_dir)
+    except BAD_INPUT as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    finally:
+        distributed.cleanup_distributed()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run())
