@@ -63,6 +63,9 @@ DEFAULTS = {
         'val_split': 'val',  # which list selects best.pth: val | test | train
         'val_distances': [1, 5, 9],
         'val_max_clips': None,
+        'val_batch_size': 1,  # per process, validation loaders
+        'checkpoint_every': 0,  # also write now.pth every this many iterations (0: at epoch ends only)
+        'find_unused_parameters': False,  # DistributedDataParallel option; only for networks with idle branches
         'log_every': 10,
         'save_root': '${SAVE_ROOT:-saved_model}',
         'tblog_root': '${TBLOG_ROOT:-saved_model}',

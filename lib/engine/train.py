@@ -1,0 +1,450 @@
+"""One training engine for every stage (segmentation, flow, dmnet, correction), on any number of GPUs or the CPU.
+
+``main(cfg)`` runs a stage described by a config (``lib.utils.config``): it builds the stage's network
+(:mod:`lib.engine.stages`), loads its ``init:`` checkpoints, trains the unfrozen sub-networks with Adam and the
+paper's step schedule, validates every ``train.val_every`` epochs and writes ``now.pth`` / ``best.pth`` /
+``final.pth`` (:mod:`lib.engine.checkpointing`) next to the resolved config, a text log and TensorBoard scalars.
+
+Position bookkeeping.  An *iteration* is one optimiser step and consumes ``train.accumulate`` batches; an epoch
+has ``len(loader) // accumulate`` iterations.  ``now.pth`` records the iteration, the epoch and the batches of
+that epoch already consumed, plus every rank's RNG states.  A resumed run restores them, restarts the epoch's
+sampler after those batches (:class:`ResumableSampler`) and so continues exactly: the data order depends only on
+``(seed, epoch)`` and the loader's worker seeds only on ``(seed, rank, epoch)``.  With ``data.num_workers=0``
+(augmentations drawn from the restored global RNG) a resume anywhere is bit-exact on the CPU; with workers it is
+exact at epoch ends, and mid-epoch it sees the same samples with other random crops.
+"""
+import math
+import os
+import random
+import sys
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from lib.dataset import build_dataset, seed_worker
+from lib.engine.checkpointing import (CheckpointError, gather_rng_states, model_state, read_checkpoint,
+                                      restore_rng_state, save_atomic)
+from lib.engine.optim import apply_lr, build_optimizer
+from lib.engine.sampler import ResumableSampler
+from lib.engine.stages import STAGES, Stage, check_init_config, get_stage, initialise
+from lib.utils import distributed
+from lib.utils.config import ConfigError, dump_config, resolve_path
+from lib.utils.logger import MetricLogger, ScalarWriter, close_text_log, setup_text_log
+
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+VAL_SPLITS = ('train', 'val', 'test')
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; the run stops and the last checkpoint on disk stays the last good one."""
+
+
+@dataclass
+class Progress:
+    """Where the run is; saved in every checkpoint."""
+    iteration: int = 0  # optimiser steps done
+    epoch: int = 0  # epoch in progress (or just completed, if epoch_complete)
+    batches_done: int = 0  # batches of that epoch consumed
+    epoch_complete: bool = False
+    best_score: Optional[float] = None
+
+
+@dataclass
+class Run:
+    """Everything the loop needs, built once by :func:`setup`."""
+    cfg: dict
+    stage: Stage
+    device: torch.device
+    net: nn.Module  # the unwrapped network (what is saved)
+    model: nn.Module  # what is called: ``net`` or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loader: DataLoader
+    val_loader: Optional[DataLoader]
+    iters_per_epoch: int
+    total_iters: int
+    n_epochs: int
+    save_dir: str
+    log: object
+    writer: ScalarWriter
+    progress: Progress
+
+
+def check_config(cfg):
+    """One-line errors for config values the schema cannot check by itself."""
+    train = cfg['train']
+    if not cfg['experiment']:
+        raise ConfigError('experiment: not set (outputs go to <train.save_root>/<experiment>)')
+    if cfg['stage'] not in STAGES:
+        raise ConfigError(f'stage: expected one of {" | ".join(STAGES)}, got "{cfg["stage"]}"')
+    if train['amp'] not in (None, *AMP_DTYPES):
+        raise ConfigError(f'train.amp: expected null | bf16 | fp16, got "{train["amp"]}"')
+    if train['val_split'] not in VAL_SPLITS:
+        raise ConfigError(f'train.val_split: expected one of {" | ".join(VAL_SPLITS)}, got "{train["val_split"]}"')
+    for key in ('accumulate', 'batch_size', 'epochs', 'log_every', 'val_batch_size'):
+        if not isinstance(train[key], int) or train[key] < 1:
+            raise ConfigError(f'train.{key}: expected a positive integer, got {train[key]!r}')
+    for key in ('max_iters', 'val_every', 'checkpoint_every'):
+        value = train[key]
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ConfigError(f'train.{key}: expected a non-negative integer, got {value!r}')
+    if not train['val_distances'] or any(not 1 <= int(d) <= 9 for d in train['val_distances']):
+        raise ConfigError(f'train.val_distances: expected distances in 1..9, got {train["val_distances"]}')
+
+
+@contextmanager
+def determinism(enabled):
+    """Deterministic kernels where PyTorch has them while the run lasts (a warning names any op that has none,
+    e.g. some interpolation backwards on the GPU); otherwise let cuDNN pick the fastest algorithms.  The
+    process-wide flags are put back afterwards, so a run inside a larger program leaves no trace."""
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    if enabled:
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+    torch.use_deterministic_algorithms(bool(enabled), warn_only=True)
+    torch.backends.cudnn.benchmark = not enabled
+    torch.backends.cudnn.deterministic = bool(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = previous[2:]
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed, rank, epoch):
+    """The seed of a loader's worker RNGs in one epoch on one rank (independent of the global RNG)."""
+    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
+
+
+def build_train_loader(cfg, stage):
+    data_cfg, train_cfg = cfg['data'], cfg['train']
+    dataset = build_dataset(data_cfg, 'train', stage.data_mode)
+    sampler = ResumableSampler(dataset, distributed.get_world_size(), distributed.get_rank(), seed=cfg['seed'])
+    workers = int(data_cfg['num_workers'])
+    return DataLoader(dataset, batch_size=train_cfg['batch_size'], sampler=sampler, num_workers=workers,
+                      pin_memory=bool(data_cfg['pin_memory']) and torch.cuda.is_available(), drop_last=True,
+                      worker_init_fn=seed_worker, generator=torch.Generator(),
+                      persistent_workers=False)
+
+
+def wrap_for_training(net, device, cfg):
+    """DistributedDataParallel over several processes (with SyncBatchNorm across GPUs); ``net`` itself alone."""
+    if distributed.get_world_size() == 1:
+        return net
+    if device.type == 'cuda':
+        # Frozen sub-networks are in eval mode, where SyncBatchNorm uses its running statistics like BatchNorm.
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    return nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None,
+                                               find_unused_parameters=bool(cfg['train']['find_unused_parameters']))
+
+
+def output_dirs(cfg):
+    save_dir = os.path.join(resolve_path(cfg['train']['save_root']), cfg['experiment'])
+    tblog_dir = os.path.join(resolve_path(cfg['train']['tblog_root']), cfg['experiment'])
+    return save_dir, tblog_dir
+
+
+def resolved_init(init_cfg):
+    return {key: resolve_path(value) if value else None for key, value in init_cfg.items()}
+
+
+def setup(cfg, resume=False):
+    """Build the run: process group, network (initialised or resumed), optimiser, loaders, logs."""
+    check_config(cfg)
+    stage = get_stage(cfg['stage'])
+    save_dir, tblog_dir = output_dirs(cfg)
+    resume_path = os.path.join(save_dir, 'now.pth')
+    if resume and not os.path.isfile(resume_path):
+        raise CheckpointError(f'--resume: {resume_path} not found (nothing to resume for experiment '
+                              f'"{cfg["experiment"]}")')
+    init_cfg = resolved_init(cfg['init'])
+    if not resume:
+        check_init_config(stage, init_cfg)
+        for key, path in init_cfg.items():
+            if path and not os.path.isfile(path):
+                raise CheckpointError(f'init.{key}: checkpoint {path} not found')
+
+    device = distributed.init_distributed(cfg['device'])
+    seed_everything(cfg['seed'])  # the same initial weights on every rank
+    net = stage.build_net(cfg['model'])
+    sources = {} if resume else initialise(stage, net, init_cfg)
+    for name in stage.frozen:
+        getattr(net, name).requires_grad_(False)
+    net.to(device)
+    if cfg['train']['channels_last']:
+        net.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(stage.param_groups(net, cfg['train']), cfg['train'])
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg['train']['amp'] == 'fp16')
+
+    loader = build_train_loader(cfg, stage)
+    accumulate = cfg['train']['accumulate']
+    iters_per_epoch = len(loader) // accumulate
+    if iters_per_epoch == 0:
+        raise ConfigError(f'train.batch_size: {cfg["train"]["batch_size"]} x {distributed.get_world_size()} '
+                          f'processes x accumulate {accumulate} is more than the {len(loader.dataset)} training '
+                          f'samples of one epoch')
+    total_iters = cfg['train']['max_iters'] or cfg['train']['epochs'] * iters_per_epoch
+    n_epochs = math.ceil(total_iters / iters_per_epoch)
+    val_loader = None
+    if cfg['train']['val_every']:
+        val_loader = stage.val_loader(cfg, cfg['train']['val_split'])
+
+    progress = Progress()
+    if resume:
+        progress = load_training_state(resume_path, net, optimizer, scaler, cfg)
+    else:
+        seed_everything(cfg['seed'] + distributed.get_rank())  # different augmentations on every rank
+
+    if distributed.is_main_process():
+        os.makedirs(save_dir, exist_ok=True)
+        dump_config(cfg, os.path.join(save_dir, 'config.yaml'))
+    log = setup_text_log(os.path.join(save_dir, 'log.txt'))
+    writer = ScalarWriter(tblog_dir)
+    model = wrap_for_training(net, device, cfg)
+    run = Run(cfg, stage, device, net, model, optimizer, scaler, loader, val_loader, iters_per_epoch, total_iters,
+              n_epochs, save_dir, log, writer, progress)
+    log_header(run, sources, resume_path if resume else None)
+    return run
+
+
+def log_header(run, sources, resumed_from):
+    cfg, log = run.cfg, run.log
+    world = distributed.get_world_size()
+    effective = cfg['train']['batch_size'] * world * cfg['train']['accumulate']
+    log.info(f'experiment {cfg["experiment"]}: stage {run.stage.name} on {world} process(es), device '
+             f'{run.device.type}; batch {cfg["train"]["batch_size"]} x {world} x accumulate '
+             f'{cfg["train"]["accumulate"]} = {effective}; {run.iters_per_epoch} iterations/epoch, '
+             f'{run.total_iters} iterations ({run.n_epochs} epochs); outputs in {run.save_dir}')
+    trainable = sum(p.numel() for p in run.net.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in run.net.parameters() if not p.requires_grad)
+    log.info(f'trainable: {", ".join(run.stage.trainable)} ({trainable} parameters); frozen: '
+             f'{", ".join(run.stage.frozen) or "-"} ({frozen} parameters)')
+    for name, path in sources.items():
+        log.info(f'init {name} <- {path}')
+    if resumed_from:
+        p = run.progress
+        log.info(f'resumed from {resumed_from}: iteration {p.iteration}, epoch {p.epoch} '
+                 f'({"complete" if p.epoch_complete else f"{p.batches_done} batches done"})')
+    if run.val_loader is not None and cfg['train']['val_split'] == 'test':
+        log.info('note: train.val_split is "test": best.pth is selected on the test split (as the paper\'s CamVid '
+                 'scripts do), so test results of best.pth are not held-out numbers')
+
+
+def load_training_state(path, net, optimizer, scaler, cfg):
+    checkpoint = read_checkpoint(path, '--resume')
+    if not isinstance(checkpoint, dict) or checkpoint.get('stage') != cfg['stage']:
+        found = checkpoint.get('stage') if isinstance(checkpoint, dict) else None
+        raise CheckpointError(f'--resume: {path} is not a training checkpoint of the "{cfg["stage"]}" stage '
+                              f'(stage: {found})')
+    try:
+        net.load_state_dict(model_state(checkpoint), strict=True)
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        if checkpoint['scaler'] is not None and scaler.is_enabled():
+            scaler.load_state_dict(checkpoint['scaler'])
+        progress = Progress(**checkpoint['progress'])
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+        raise CheckpointError(f'--resume: {path} does not fit this config ({first_line})') from None
+    rng = checkpoint['rng']
+    rank = distributed.get_rank()
+    if len(rng) == distributed.get_world_size():
+        restore_rng_state(rng[rank])
+    else:  # another number of processes: same weights and position, fresh augmentation streams
+        seed_everything(cfg['seed'] + rank + 1000 * progress.iteration)
+    return progress
+
+
+def save_checkpoint(run, names):
+    """Write the run's state to each of ``names`` in the save folder (all ranks call it: RNG states are
+    gathered; rank 0 writes)."""
+    rng = gather_rng_states()
+    if not distributed.is_main_process():
+        return
+    checkpoint = {
+        'model': run.net.state_dict(),
+        'optimizer': run.optimizer.state_dict(),
+        'scaler': run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        'progress': asdict(run.progress),
+        'iteration': run.progress.iteration,
+        'epoch': run.progress.epoch,
+        'rng': rng,
+        'config': run.cfg,
+        'stage': run.stage.name,
+    }
+    for name in names:
+        save_atomic(checkpoint, os.path.join(run.save_dir, name))
+
+
+def autocast(run):
+    amp = run.cfg['train']['amp']
+    if amp is None:
+        return nullcontext()
+    return torch.autocast(device_type=run.device.type, dtype=AMP_DTYPES[amp])
+
+
+def check_finite(run, losses):
+    bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
+    if bad:
+        p = run.progress
+        shown = ', '.join(f'{name}={value}' for name, value in bad.items())
+        kept = os.path.join(run.save_dir, 'now.pth')
+        raise NonFiniteLossError(f'stage {run.stage.name}: non-finite loss ({shown}) at iteration {p.iteration} '
+                                 f'(epoch {p.epoch}); stopped without updating the weights. Last good checkpoint: '
+                                 f'{kept if os.path.isfile(kept) else "none written yet"}')
+
+
+def train_step(run, data, accumulate):
+    """One optimiser step over the next ``accumulate`` batches of the iterator ``data`` (loaded one at a time);
+    returns the rank-averaged losses."""
+    model = run.model
+    run.optimizer.zero_grad(set_to_none=True)
+    totals = None
+    for i in range(accumulate):
+        batch = next(data)
+        # Gradients are all-reduced once per step, on the last accumulated batch.
+        sync = nullcontext() if i == accumulate - 1 or model is run.net else model.no_sync()
+        with sync:
+            with autocast(run):
+                losses = run.stage.losses(model, batch, run.device)
+            loss = sum(losses.values())
+            run.scaler.scale(loss / accumulate).backward()
+        values = torch.stack([v.detach().float() for v in losses.values()])
+        totals = values if totals is None else totals + values
+    averaged = distributed.all_reduce_mean(totals / accumulate).tolist()
+    losses = dict(zip(run.stage.loss_names, averaged))
+    check_finite(run, losses)  # every rank sees the same averages, so all stop together
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return losses
+
+
+def train_one_epoch(run, epoch, start_batch):
+    """Train from batch ``start_batch`` of ``epoch`` to the epoch's end or the last iteration."""
+    cfg, p = run.cfg, run.progress
+    accumulate, log_every = cfg['train']['accumulate'], cfg['train']['log_every']
+    checkpoint_every = cfg['train']['checkpoint_every']
+    run.loader.sampler.set_epoch(epoch, skip=start_batch * cfg['train']['batch_size'])
+    run.loader.generator.manual_seed(epoch_seed(cfg['seed'], distributed.get_rank(), epoch))
+    run.model.train()
+    for name in run.stage.frozen:  # the frozen networks keep their BatchNorm statistics (eval mode)
+        getattr(run.net, name).eval()
+
+    p.epoch, p.batches_done, p.epoch_complete = epoch, start_batch, False
+    first_step = start_batch // accumulate
+    steps = min(run.iters_per_epoch, first_step + run.total_iters - p.iteration)
+    meters = MetricLogger(window=log_every)
+    bar = tqdm(total=run.iters_per_epoch, initial=first_step, desc=f'epoch {epoch + 1}/{run.n_epochs}',
+               dynamic_ncols=True, disable=not show_progress())
+    data = iter(run.loader)
+    start = time.perf_counter()
+    for _ in range(first_step, steps):
+        rates = apply_lr(run.optimizer, p.iteration, run.total_iters, cfg['train'])
+        losses = train_step(run, data, accumulate)
+        p.iteration += 1
+        p.batches_done += accumulate
+        meters.update(**losses)
+        bar.set_postfix(meters.summary(), refresh=False)
+        bar.update()
+        if p.iteration % log_every == 0 or p.iteration == run.total_iters:
+            run.log.info(f'epoch {epoch + 1} iter {p.iteration}/{run.total_iters} {meters} '
+                         + ' '.join(f'lr_{name} {lr:.2e}' for name, lr in rates.items()))
+            run.writer.add_scalars(dict(losses, **{f'lr_{name}': lr for name, lr in rates.items()}), p.iteration,
+                                   prefix='train/')
+        mid_epoch = p.batches_done < run.iters_per_epoch * accumulate and p.iteration < run.total_iters
+        if checkpoint_every and p.iteration % checkpoint_every == 0 and mid_epoch:
+            save_checkpoint(run, ['now.pth'])
+    bar.close()
+    seconds = time.perf_counter() - start
+    done = steps - first_step
+    run.log.info(f'epoch {epoch + 1}: {done} iterations in {seconds:.1f} s ({done / max(seconds, 1e-9):.2f} it/s)')
+    # A run that reached its last iteration mid-epoch leaves the epoch open: a resume with more iterations
+    # continues it rather than skipping its remaining batches.
+    p.epoch_complete = p.batches_done >= run.iters_per_epoch * accumulate
+
+
+def show_progress():
+    """Progress bars on the main process, when it writes to a terminal (not into a redirected log)."""
+    return distributed.is_main_process() and sys.stderr.isatty()
+
+
+def should_validate(run, epoch, last):
+    every = run.cfg['train']['val_every']
+    return run.val_loader is not None and every and ((epoch + 1) % every == 0 or last)
+
+
+def is_better(run, score):
+    best = run.progress.best_score
+    if math.isnan(score):
+        return False
+    if best is None:
+        return True
+    return score > best if run.stage.higher_is_better else score < best
+
+
+def evaluate(run, epoch):
+    """Validate on ``train.val_split``; returns the metrics (and records the best score)."""
+    start = time.perf_counter()
+    metrics = run.stage.validate(run.net, run.val_loader, run.cfg, run.device, show_progress())
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    run.writer.add_scalars(scalars, run.progress.iteration, prefix=f'{run.cfg["train"]["val_split"]}/')
+    shown = ' '.join(f'{k} {v:.4f}' for k, v in scalars.items())
+    run.log.info(f'validation ({run.cfg["train"]["val_split"]} split) after epoch {epoch + 1}: {shown} '
+                 f'[{time.perf_counter() - start:.1f} s]')
+    return metrics
+
+
+def fit(run):
+    """The epoch loop: train, validate, checkpoint; returns the last validation metrics (or None)."""
+    p = run.progress
+    metrics = None
+    start_epoch, start_batch = p.epoch, p.batches_done
+    if p.epoch_complete:
+        start_epoch, start_batch = p.epoch + 1, 0
+    for epoch in range(start_epoch, run.n_epochs):
+        train_one_epoch(run, epoch, start_batch)
+        start_batch = 0
+        last = p.iteration >= run.total_iters
+        names = ['now.pth']
+        if should_validate(run, epoch, last):
+            metrics = evaluate(run, epoch)
+            score = metrics[run.stage.score]
+            if is_better(run, score):
+                p.best_score = score
+                names.append('best.pth')
+        save_checkpoint(run, names + (['final.pth'] if last else []))
+        run.writer.flush()
+        if last:
+            break
+    return metrics
+
+
+def main(cfg, resume=False, deterministic=False):
+    """Train the stage ``cfg['stage']``; returns ``{'save_dir', 'iteration', 'metrics'}``."""
+    with determinism(deterministic or cfg['deterministic']):
+        run = setup(cfg, resume)
+        try:
+            metrics = None
+            if run.progress.iteration >= run.total_iters:
+                run.log.info(f'nothing to do: the checkpoint is at iteration {run.progress.iteration} of '
+                             f'{run.total_iters}')
+            else:
+                metrics = fit(run)
+                run.log.info(f'done: {os.path.join(run.save_dir, "final.pth")}')
+        finally:
+            run.writer.close()
+            close_text_log(run.log)
+        distributed.barrier()
+    return {'save_dir': run.save_dir, 'iteration': run.progress.iteration, 'metrics': metrics}

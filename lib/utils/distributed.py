@@ -1,0 +1,90 @@
+"""torch.distributed helpers that also work in a plain single process.
+
+Every helper answers as if there were one process of rank 0 when no process group is initialised, so the same
+code runs under ``python tools/train.py`` and under ``torchrun --nproc_per_node=N tools/train.py``.
+"""
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_initialized():
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank():
+    return dist.get_rank() if is_initialized() else 0
+
+
+def get_world_size():
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def get_local_rank():
+    """Index of this process on its node (torchrun's ``LOCAL_RANK``), 0 outside torchrun."""
+    return int(os.environ.get('LOCAL_RANK', 0))
+
+
+def is_main_process():
+    return get_rank() == 0
+
+
+def pick_device(device='auto'):
+    """``'auto'`` -> this process's GPU when CUDA is available, else the CPU; ``'cpu'``/``'cuda'`` are forced."""
+    if device not in ('auto', 'cpu', 'cuda'):
+        raise ValueError(f'device: expected auto | cpu | cuda, got "{device}"')
+    if device == 'cpu' or (device == 'auto' and not torch.cuda.is_available()):
+        return torch.device('cpu')
+    if not torch.cuda.is_available():
+        raise ValueError('device: "cuda" was asked for but CUDA is not available on this machine')
+    return torch.device('cuda', get_local_rank())
+
+
+def init_distributed(device='auto'):
+    """Join the process group torchrun describes in the environment (if any) and return this process's device.
+
+    The backend follows the device: NCCL for GPUs, gloo for the CPU.  Outside torchrun (no ``WORLD_SIZE`` or
+    ``WORLD_SIZE=1``) nothing is initialised.
+    """
+    device = pick_device(device)
+    if device.type == 'cuda':
+        torch.cuda.set_device(device)
+    world_size = int(os.environ.get('WORLD_SIZE', 1))
+    if world_size > 1 and not is_initialized():
+        backend = 'nccl' if device.type == 'cuda' else 'gloo'
+        # device_id binds NCCL to this GPU up front (no guessing in barrier()); gloo takes no device.
+        kwargs = {'device_id': device} if device.type == 'cuda' else {}
+        dist.init_process_group(backend=backend, **kwargs)
+    return device
+
+
+def cleanup_distributed():
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier():
+    if is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor):
+    """Sum ``tensor`` over all processes, in place; returns it (unchanged in a single process)."""
+    if is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean(tensor):
+    """Average ``tensor`` over all processes, in place; returns it."""
+    return all_reduce_sum(tensor).div_(get_world_size())
+
+
+def all_gather_object(obj):
+    """``[obj of rank 0, obj of rank 1, ...]``; ``[obj]`` in a single process."""
+    if not is_initialized():
+        return [obj]
+    gathered = [None] * get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered

@@ -1,0 +1,109 @@
+"""Training metrics: smoothed meters, a plain-text log file and TensorBoard scalars, all on the main process only.
+
+Non-main processes get loggers that do nothing, so callers never test the rank themselves.
+"""
+import logging
+import os
+from collections import defaultdict, deque
+
+from tqdm import tqdm
+
+from lib.utils import distributed
+
+
+class SmoothedValue:
+    """A scalar series: the mean of the last ``window`` values and the global average."""
+
+    def __init__(self, window=20):
+        self.recent = deque(maxlen=window)
+        self.total = 0.0
+        self.count = 0
+
+    def update(self, value, n=1):
+        self.recent.append(value)
+        self.total += value * n
+        self.count += n
+
+    @property
+    def avg(self):
+        return sum(self.recent) / len(self.recent) if self.recent else float('nan')
+
+    @property
+    def global_avg(self):
+        return self.total / self.count if self.count else float('nan')
+
+
+class MetricLogger:
+    """Named :class:`SmoothedValue` meters, updated from plain floats."""
+
+    def __init__(self, window=20):
+        self.meters = defaultdict(lambda: SmoothedValue(window))
+
+    def update(self, **values):
+        for name, value in values.items():
+            self.meters[name].update(float(value))
+
+    def summary(self, fmt='{:.4f}'):
+        """``{'loss': '0.1234', ...}`` of the smoothed (windowed mean) values, for a progress bar."""
+        return {name: fmt.format(meter.avg) for name, meter in self.meters.items()}
+
+    def __str__(self):
+        return '  '.join(f'{name}: {meter.avg:.4f} ({meter.global_avg:.4f})' for name, meter in self.meters.items())
+
+
+class _TqdmHandler(logging.Handler):
+    """Console output that does not tear an active tqdm bar."""
+
+    def emit(self, record):
+        tqdm.write(self.format(record))
+
+
+def setup_text_log(log_path=None, name='davss.train'):
+    """A logger writing to the console and (main process) to ``log_path``; silent on the other ranks."""
+    logger = logging.getLogger(name)
+    logger.handlers.clear()
+    logger.propagate = False
+    if not distributed.is_main_process():
+        logger.addHandler(logging.NullHandler())
+        return logger
+    logger.setLevel(logging.INFO)
+    console = _TqdmHandler()
+    console.setFormatter(logging.Formatter('%(message)s'))
+    logger.addHandler(console)
+    if log_path is not None:
+        os.makedirs(os.path.dirname(log_path) or '.', exist_ok=True)
+        to_file = logging.FileHandler(log_path, mode='a')
+        to_file.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%d %H:%M:%S'))
+        logger.addHandler(to_file)
+    return logger
+
+
+def close_text_log(logger):
+    for handler in list(logger.handlers):
+        handler.close()
+        logger.removeHandler(handler)
+
+
+class ScalarWriter:
+    """TensorBoard scalars (tensorboardX) on the main process; a no-op elsewhere or when ``log_dir`` is None."""
+
+    def __init__(self, log_dir):
+        self.writer = None
+        if log_dir is not None and distributed.is_main_process():
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(log_dir)
+
+    def add_scalars(self, values, step, prefix=''):
+        if self.writer is None:
+            return
+        for name, value in values.items():
+            self.writer.add_scalar(f'{prefix}{name}', float(value), step)
+
+    def flush(self):
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
