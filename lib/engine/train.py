@@ -153,7 +153,8 @@ def wrap_for_training(net, device, cfg):
 
 def output_dirs(cfg):
     save_dir = os.path.join(resolve_path(cfg['train']['save_root']), cfg['experiment'])
-    tblog_dir = os.path.join(resolve_path(cfg['train']['tblog_root']), cfg['experiment'])
+    tblog_root = resolve_path(cfg['train']['tblog_root']) or resolve_path(cfg['train']['save_root'])
+    tblog_dir = os.path.join(tblog_root, cfg['experiment'])
     return save_dir, tblog_dir
 
 

@@ -227,7 +227,9 @@ class SCNetDMNet(_PropagationNet):
                 propagated_label = self.to_full_resolution(state.logits).argmax(dim=1)  # (N, H, W)
                 distorted = (propagated_label != self.segment(current)).float().unsqueeze(1)  # (N, 1, H, W)
             distortion = self.to_full_resolution(self.distortion(state, current))  # (N, 1, H, W)
-            loss_dmnet = loss_dmnet + F.binary_cross_entropy(distortion, distorted)
+            # binary_cross_entropy refuses to run under CUDA autocast (unsafe in half precision): do it in fp32.
+            with torch.autocast(distortion.device.type, enabled=False):
+                loss_dmnet = loss_dmnet + F.binary_cross_entropy(distortion.float(), distorted)
         return loss_dmnet / 2
 
 

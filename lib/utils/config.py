@@ -68,7 +68,7 @@ DEFAULTS = {
         'find_unused_parameters': False,  # DistributedDataParallel option; only for networks with idle branches
         'log_every': 10,
         'save_root': '${SAVE_ROOT:-saved_model}',
-        'tblog_root': '${TBLOG_ROOT:-saved_model}',
+        'tblog_root': '${TBLOG_ROOT}',  # empty: the events go next to the checkpoints (save_root)
     },
     'eval': {
         'split': 'val',

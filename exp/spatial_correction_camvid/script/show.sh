@@ -1,11 +1,6 @@
 #!/usr/bin/env bash
-# Pictures of spatial_correction_camvid on the CamVid test list (docs/evaluation.md): for each clip of eval.show_clips
-# a grid of every step from key frame t-9 to t (frames, propagated, distortion, corrected; errors at t), a GIF and the
-# legend, into ${RESULT_ROOT:-result}/spatial_correction_camvid/show/.
-#   exp/spatial_correction_camvid/script/show.sh [--clips 0 5 7] [--distance 5] [--tile-width 384]
-set -euo pipefail
-cd "$(dirname "$0")/../../.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# Pictures of spatial_correction_camvid: per-clip grids, distortion heat maps, error maps, a GIF and the legend (docs/evaluation.md).
+# CHECKPOINT (default: spatial_correction_camvid/best.pth) is relative to the repository root;
+# Extra arguments go to tools/show.py.
 checkpoint="${CHECKPOINT:-${SAVE_ROOT:-saved_model}/spatial_correction_camvid/best.pth}"
-args=(exp/spatial_correction_camvid/config.yaml --checkpoint "$checkpoint" --opts eval.split=test)
-exec "${PYTHON:-python3}" tools/show.py "${args[@]}" "$@"
+exec "$(dirname "$0")/../../../tools/launch.sh" 1 tools/show.py exp/spatial_correction_camvid/config.yaml --checkpoint "$checkpoint" "$@"
