@@ -1,0 +1,314 @@
+"""Opt-in fast inference for SCNet (``--fast``): what it changes, and where its cost is measured.
+
+The exact path (``EXACT``) reproduces the original evaluation: fp32, every 1/4-resolution map upsampled x4 before
+the merge, argmax at full resolution.  The fast path (``FastConfig()``) trades a small, *measured* amount of
+agreement with it for speed (``tools/benchmark.py`` reports the argmax agreement; ``docs/benchmarks.md`` the numbers):
+
+- lower precision under ``torch.autocast``: bf16 on CPUs with native bf16 and on GPUs that have it, fp16 on older
+  GPUs (no bf16 tensor cores there); convolutions run in it, reductions stay in fp32 by autocast's own rules;
+- ``channels_last`` memory format, the layout oneDNN and cuDNN convolutions are fastest in;
+- ``torch.inference_mode`` (no autograd bookkeeping at all);
+- a cheaper non-key tail: ``quarter_merge`` merges propagated and correction logits at 1/4 resolution and
+  upsamples the merged logits once (19 channels) instead of upsampling three maps (39 channels) and merging at
+  full resolution; ``quarter_argmax`` also takes the argmax at 1/4 and upsamples the label map (nearest);
+- optionally ``torch.compile`` of each step, and CUDA graphs for the fixed-shape non-key step.
+
+The propagated state (logits and 1/4 key image) is kept in fp32 between frames, so rounding does not accumulate
+over the up to 9 warps of the PDA protocol; it is small (1/4 resolution), so this costs little.
+"""
+import contextlib
+import dataclasses
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+TAILS = ('full', 'quarter_merge', 'quarter_argmax')
+DTYPES = ('auto', 'fp32', 'bf16', 'fp16')
+_TORCH_DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class FastConfig:
+    """How inference runs.  The defaults are the fast path; ``EXACT`` is the reference path.
+
+    Attributes:
+        dtype: ``auto | fp32 | bf16 | fp16``: the autocast dtype (``fp32`` disables autocast).
+        channels_last: convert the network and the input frames to ``torch.channels_last``.
+        tail: ``full | quarter_merge | quarter_argmax``: where the non-key merge and argmax happen (module doc).
+        compile: wrap each step in ``torch.compile`` (first calls are slow: compilation).
+        cuda_graphs: capture the non-key step in a CUDA graph (CUDA only; one capture per input shape).
+    """
+    dtype: str = 'auto'
+    channels_last: bool = True
+    tail: str = 'quarter_merge'
+    compile: bool = False
+    cuda_graphs: bool = False
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f'fast inference: dtype must be one of {DTYPES}, got "{self.dtype}"')
+        if self.tail not in TAILS:
+            raise ValueError(f'fast inference: tail must be one of {TAILS}, got "{self.tail}"')
+
+    @classmethod
+    def from_dict(cls, values):
+        """A config section (mapping) -> FastConfig; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f'fast inference: unknown option(s) {unknown}; expected some of {sorted(known)}')
+        return cls(**values)
+
+
+EXACT = FastConfig(dtype='fp32', channels_last=False, tail='full', compile=False, cuda_graphs=False)
+
+
+def resolve_dtype(name, device_type):
+    """``FastConfig.dtype`` -> a torch dtype for autocast, or None for plain fp32."""
+    if name != 'auto':
+        return _TORCH_DTYPES[name]
+    if device_type == 'cuda':
+        # bf16 cannot overflow where fp16 could; fp16 only where bf16 would be emulated (pre-Ampere GPUs).
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    if device_type == 'cpu':
+        # Without native bf16 instructions oneDNN emulates it and fp32 is faster; keep fp32 there.
+        return torch.bfloat16 if _cpu_has_native_bf16() else None
+    return None
+
+
+def _cpu_has_native_bf16():
+    probe = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', None)
+    return bool(probe()) if probe is not None else False
+
+
+def add_fast_arguments(parser):
+    """The ``--fast`` family of options, shared by the tools (benchmark, test_pda, infer_video)."""
+    group = parser.add_argument_group('fast inference (opt-in; accuracy cost measured by tools/benchmark.py)')
+    group.add_argument('--fast', action='store_true', help='use the fast inference path (lib/engine/fast.py)')
+    group.add_argument('--fast-dtype', choices=DTYPES, default='auto', help='autocast dtype of the fast path')
+    group.add_argument('--fast-tail', choices=TAILS, default='quarter_merge', help='non-key merge/argmax resolution')
+    group.add_argument('--fast-compile', action='store_true', help='torch.compile each step of the fast path')
+    group.add_argument('--fast-cuda-graphs', action='store_true', help='CUDA graph for the non-key step (CUDA)')
+    group.add_argument('--no-channels-last', action='store_true', help='keep NCHW in the fast path')
+    return parser
+
+
+def config_from_args(args):
+    """The FastConfig selected by :func:`add_fast_arguments` options; None when ``--fast`` is not given."""
+    if not args.fast:
+        return None
+    return FastConfig(dtype=args.fast_dtype, channels_last=not args.no_channels_last, tail=args.fast_tail,
+                      compile=args.fast_compile, cuda_graphs=args.fast_cuda_graphs)
+
+
+def upsample_labels(labels, size, align_corners):
+    """Nearest-neighbour resize of a label map on the same pixel grid as the bilinear resizes.
+
+    Args:
+        labels: (N, h, w) int64 class ids.
+        size: (H, W) output size.
+        align_corners: the model's resize convention (which source pixel each output pixel sits on).
+    Returns:
+        (N, H, W) int64.
+    """
+    rows = _nearest_source_index(size[0], labels.shape[1], align_corners, labels.device)
+    cols = _nearest_source_index(size[1], labels.shape[2], align_corners, labels.device)
+    return labels.index_select(1, rows).index_select(2, cols)
+
+
+def _nearest_source_index(n_out, n_in, align_corners, device):
+    position = torch.arange(n_out, device=device, dtype=torch.float64)
+    if align_corners:
+        source = position * (n_in - 1) / max(n_out - 1, 1)
+    else:
+        source = (position + 0.5) * n_in / n_out - 0.5
+    return source.round().clamp(0, n_in - 1).long()
+
+
+def logits_to_labels(logits, size, align_corners, tail='full'):
+    """Class map at ``size`` from logits at any resolution.
+
+    Args:
+        logits: (N, C, h, w); at full resolution already, or 1/4.
+        size: (H, W) of the frame.
+        align_corners: the model's resize convention.
+        tail: ``quarter_argmax`` takes the argmax before resizing (nearest); otherwise bilinear then argmax.
+    Returns:
+        (N, H, W) int64.
+    """
+    size = tuple(size)
+    if tuple(logits.shape[-2:]) == size:
+        return logits.argmax(1)
+    if tail == 'quarter_argmax':
+        return upsample_labels(logits.argmax(1), size, align_corners)
+    # fp32 for the resize: a bf16 upsample would create ties the argmax then breaks arbitrarily.
+    upsampled = F.interpolate(logits.float(), size=size, mode='bilinear', align_corners=align_corners)
+    return upsampled.argmax(1)  # (N, H, W)
+
+
+def _replace_state(state, logits, image):
+    """A copy of a PropagationState (named tuple or dataclass) with new ``logits`` and ``image``."""
+    if hasattr(state, '_replace'):
+        return state._replace(logits=logits, image=image)
+    return dataclasses.replace(state, logits=logits, image=image)
+
+
+def _state_to_fp32(state):
+    """PropagationState with fp32, NCHW-contiguous fields: autocast leaves the key logits in bf16/fp16, and the
+    warp (grid_sample on CPU, the CUDA kernel) reads NCHW; at 1/4 resolution the conversion costs little."""
+    def plain(x):
+        return x.float().contiguous()
+    return _replace_state(state, plain(state.logits), plain(state.image))
+
+
+class FastSCNet(nn.Module):
+    """SCNet inference under a :class:`FastConfig`.
+
+    It has SCNet's inference methods (``key_frame``, ``estimate_flow``, ``propagate``, ``correct``), so code
+    written for SCNet runs on it, plus ``key_step`` and ``non_key_step`` which return label maps.  With a
+    ``quarter_*`` tail ``correct`` returns 1/4-resolution maps: turn logits into labels with
+    :func:`logits_to_labels` (or :meth:`labels`), not a bare ``argmax``.  Other attributes (``deeplab``,
+    ``align_corners``, ``segment``, ...) are those of the wrapped network and run as they are there (fp32).  With
+    ``channels_last`` the wrapped network is converted in place.
+    """
+
+    def __init__(self, net, config=EXACT):
+        super().__init__()
+        self.net = net.eval()
+        self.config = config
+        device = next(net.parameters()).device
+        self.device_type = device.type
+        self.dtype = resolve_dtype(config.dtype, device.type)
+        if config.cuda_graphs and device.type != 'cuda':
+            raise ValueError('fast inference: cuda_graphs needs the model on a CUDA device')
+        if config.channels_last:
+            net.to(memory_format=torch.channels_last)
+        steps = {'key_frame': net.key_frame, 'estimate_flow': net.estimate_flow, 'propagate': net.propagate,
+                 'correct': net.correct}
+        self._steps = {name: torch.compile(fn, dynamic=False) if config.compile else fn for name, fn in steps.items()}
+        self._graphed = _CudaGraphStep(self._non_key_tensors) if config.cuda_graphs else None
+        self._state_template = None
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__('net'), name)
+
+    def context(self):
+        """inference_mode, plus autocast in the configured dtype (none for fp32)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.dtype is not None:
+            # cache_enabled=False: cached weight casts must not outlive a CUDA graph capture (they would be freed
+            # back to the graph's pool); the per-call cast is cheap next to the convolutions.
+            stack.enter_context(torch.autocast(self.device_type, dtype=self.dtype, cache_enabled=False))
+        return stack
+
+    def prepare(self, frame):
+        """A frame in the configured memory format."""
+        return frame.contiguous(memory_format=torch.channels_last) if self.config.channels_last else frame
+
+    def key_frame(self, img):
+        """img (N, 3, H, W) -> PropagationState(logits (N, C, H/4, W/4), image (N, 3, H/4, W/4)), fp32."""
+        with self.context():
+            return _state_to_fp32(self._steps['key_frame'](self.prepare(img)))
+
+    def estimate_flow(self, cur, prev):
+        """cur, prev (N, 3, H, W) -> flow (N, 2, H/4, W/4), fp32."""
+        with self.context():
+            return self._steps['estimate_flow'](self.prepare(cur), self.prepare(prev)).float().contiguous()
+
+    def propagate(self, state, flow):
+        """One warp step of the state by flow (N, 2, H/4, W/4) -> PropagationState, fp32."""
+        with self.context():
+            return _state_to_fp32(self._steps['propagate'](state, flow))
+
+    def correct(self, state, cur, correction=None, full_resolution=None):
+        """SCNet.correct; ``full_resolution=None`` follows the config's tail (``full`` -> True).
+
+        Returns:
+            dict of fp32 tensors ``merged, propagated, distortion, correction``, at full resolution or 1/4.
+        """
+        if full_resolution is None:
+            full_resolution = self.config.tail == 'full'
+        with self.context():
+            out = self._steps['correct'](state, self.prepare(cur), correction=correction,
+                                         full_resolution=full_resolution)
+            return {name: value.float() if torch.is_tensor(value) else value for name, value in out.items()}
+
+    def labels(self, logits, size):
+        """(N, C, h, w) logits -> (N, H, W) class map at ``size`` (see :func:`logits_to_labels`)."""
+        with torch.inference_mode():
+            return logits_to_labels(logits, size, self.net.align_corners, self.config.tail)
+
+    def key_step(self, img):
+        """A key frame: img (N, 3, H, W) -> (PropagationState, labels (N, H, W))."""
+        state = self.key_frame(img)
+        return state, self.labels(state.logits, img.shape[-2:])
+
+    def non_key_step(self, state, cur, prev):
+        """A non-key frame: flow from ``prev`` to ``cur``, propagate, correct, argmax.
+
+        Args:
+            state: PropagationState of the previous frame (fp32, 1/4 resolution).
+            cur, prev: (N, 3, H, W) current and previous frames.
+        Returns:
+            (PropagationState of ``cur``, labels (N, H, W) int64).
+        """
+        if self._graphed is None:
+            return self._non_key(state, cur, prev)
+        self._state_template = state
+        with torch.inference_mode():
+            logits, image, labels = self._graphed(state.logits, state.image, cur, prev)
+        return _replace_state(state, logits, image), labels
+
+    def _non_key(self, state, cur, prev):
+        flow = self.estimate_flow(cur, prev)
+        state = self.propagate(state, flow)
+        merged = self.correct(state, cur)['merged']
+        return state, self.labels(merged, cur.shape[-2:])
+
+    def _non_key_tensors(self, logits, image, cur, prev):
+        """The non-key step on plain tensors (what a CUDA graph captures and replays)."""
+        state, labels = self._non_key(_replace_state(self._state_template, logits, image), cur, prev)
+        return state.logits, state.image, labels
+
+
+class _CudaGraphStep:
+    """Replays a captured function of CUDA tensors; captured again whenever an input shape or dtype changes.
+
+    Outputs are cloned, because the next replay overwrites the graph's static output buffers.
+    """
+
+    def __init__(self, fn, warmup_calls=3):
+        self.fn = fn
+        self.warmup_calls = warmup_calls
+        self.signature = None
+        self.graph = None
+        self.static_inputs = None
+        self.static_outputs = None
+
+    def __call__(self, *inputs):
+        signature = tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
+        if signature != self.signature:
+            self._capture(inputs)
+            self.signature = signature
+        for static, value in zip(self.static_inputs, inputs):
+            static.copy_(value)
+        self.graph.replay()
+        return tuple(out.clone() for out in self.static_outputs)
+
+    def _capture(self, inputs):
+        self.static_inputs = [t.clone() for t in inputs]
+        # Warm up on a side stream so lazy initialisation and cuDNN autotuning stay out of the graph.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup_calls):
+                self.fn(*self.static_inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_outputs = self.fn(*self.static_inputs)
