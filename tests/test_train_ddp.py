@@ -66,7 +66,7 @@ def test_command_line_errors_are_one_line(capsys):
 def test_synthetic_train_sh_needs_a_stage():
     script = os.path.join(REPO_ROOT, 'exp', 'synthetic', 'script', 'train.sh')
     done = subprocess.run(['bash', script, 'segmentatoin'], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2 and 'pick a stage' in done.stderr
+    assert done.returncode == 2 and "expected a stage" in done.stderr and "'segmentatoin'" in done.stderr
 
 
 def test_every_experiment_config_loads():
