@@ -1,0 +1,193 @@
+"""Key-frame policies: which frames of a stream go through the key-frame network (DeepLab).
+
+A policy is a small state machine driven by the inference loop::
+
+    policy.reset()
+    for frame in stream:
+        key = policy.is_key()          # asked before the frame is processed
+        if key:
+            ...key_frame(frame)...
+            policy.update(key)
+        else:
+            out = ...propagate + correct...
+            policy.update(key, out['distortion'])
+
+Policies:
+
+- ``fixed:k``: a key frame every ``k`` frames (frames 0, k, 2k, ...), the paper's setting.
+- ``distortion:tau[,max=M][,stat=mean|pNN]``: after each non-key frame the distortion map that DMNet produced for
+  the merge is reduced to one score (its mean, or its NN-th percentile); when the score exceeds ``tau`` the *next*
+  frame becomes a key frame.  A key frame is forced at the latest ``M`` frames after the previous one (default 10),
+  so that the policy never costs less than ``fixed:M`` and never drifts unboundedly.
+- ``per-frame``: every frame is a key frame (the accuracy reference; ``fixed:1`` in disguise).
+
+Why the decision acts on the next frame and not on the current one: the score of frame t only exists after frame t's
+flow, warp, DMNet and CFNet have run, and the merge has already handed the distorted regions of frame t to CFNet.
+Re-running frame t as a key frame would pay a key step *and* a non-key step for that frame; switching at t+1 pays
+nothing extra, so the average cost of a run is exactly ``(n_key * cost_key + n_nonkey * cost_nonkey) / n_frames``
+with the decision itself free (the score is a reduction of a map that is computed anyway).
+"""
+import math
+import re
+
+import torch
+
+DEFAULT_MAX_INTERVAL = 10
+
+
+class PolicyError(ValueError):
+    """A key-frame policy string that cannot be parsed."""
+
+
+class KeyFramePolicy:
+    """Base class; subclasses decide in :meth:`is_key`. ``since_key`` counts frames since the last key frame."""
+
+    name = 'policy'
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        """Start a new stream: the next frame is a key frame."""
+        self.since_key = None
+
+    def is_key(self):
+        raise NotImplementedError
+
+    def update(self, was_key, distortion=None):
+        """Record the frame just processed; ``distortion`` is DMNet's map ``(N, 1, h, w)`` of a non-key frame."""
+        self.since_key = 0 if was_key else self.since_key + 1
+
+    def __repr__(self):
+        return self.name
+
+
+class FixedInterval(KeyFramePolicy):
+    """A key frame every ``interval`` frames."""
+
+    def __init__(self, interval):
+        if interval < 1:
+            raise PolicyError(f'fixed:{interval}: the interval must be a positive integer')
+        self.interval = interval
+        self.name = f'fixed:{interval}'
+        super().__init__()
+
+    def is_key(self):
+        return self.since_key is None or self.since_key + 1 >= self.interval
+
+
+class PerFrame(FixedInterval):
+    """Every frame is a key frame."""
+
+    def __init__(self):
+        super().__init__(1)
+        self.name = 'per-frame'
+
+
+def distortion_score(distortion, stat='mean'):
+    """One number from a distortion map ``(N, 1, h, w)`` in [0, 1]: its mean, or a percentile for ``stat='pNN'``."""
+    values = distortion.detach().double().flatten()  # float64: a mean over a large map without rounding drift
+    if stat == 'mean':
+        return values.mean().item()
+    return torch.quantile(values, float(stat[1:]) / 100.0).item()
+
+
+class DistortionTriggered(KeyFramePolicy):
+    """A new key frame when the previous frame's distortion score exceeds ``threshold``, or after ``max_interval``."""
+
+    def __init__(self, threshold, max_interval=DEFAULT_MAX_INTERVAL, stat='mean'):
+        if not 0.0 <= threshold <= 1.0:
+            raise PolicyError(f'distortion:{threshold}: the threshold must lie in [0, 1] (DMNet outputs are in [0, 1])')
+        if max_interval < 1:
+            raise PolicyError(f'distortion: max={max_interval}: the maximum interval must be a positive integer')
+        _check_stat(stat)
+        self.threshold = threshold
+        self.max_interval = max_interval
+        self.stat = stat
+        self.name = f'distortion:{threshold:g},max={max_interval}' + ('' if stat == 'mean' else f',stat={stat}')
+        super().__init__()
+
+    def reset(self):
+        super().reset()
+        self.triggered = False
+        self.last_score = None
+
+    def is_key(self):
+        return self.since_key is None or self.triggered or self.since_key + 1 >= self.max_interval
+
+    def update(self, was_key, distortion=None):
+        if was_key:
+            self.since_key, self.triggered, self.last_score = 0, False, None
+            return
+        if distortion is None:
+            raise ValueError(f'{self.name}: a non-key frame needs its distortion map to decide on the next frame')
+        self.since_key += 1
+        self.last_score = distortion_score(distortion, self.stat)
+        self.triggered = self.last_score > self.threshold
+
+
+def _check_stat(stat):
+    match = re.fullmatch(r'p(\d+(?:\.\d+)?)', stat)
+    if stat != 'mean' and (match is None or not 0.0 <= float(match.group(1)) <= 100.0):
+        raise PolicyError(f'distortion: stat={stat}: expected "mean" or a percentile "p0".."p100" such as "p90"')
+
+
+def _parse_positive_int(text, where):
+    try:
+        value = int(text)
+    except ValueError:
+        raise PolicyError(f'{where}: expected a positive integer, got "{text}"') from None
+    if value < 1:
+        raise PolicyError(f'{where}: expected a positive integer, got {value}')
+    return value
+
+
+def _parse_distortion(args, text):
+    parts = [p.strip() for p in args.split(',')]
+    try:
+        threshold = float(parts[0])
+    except ValueError:
+        raise PolicyError(f'policy "{text}": expected a threshold such as distortion:0.3, got "{parts[0]}"') from None
+    if not math.isfinite(threshold):
+        raise PolicyError(f'policy "{text}": the threshold must be a finite number')
+    options = {'max': DEFAULT_MAX_INTERVAL, 'stat': 'mean'}
+    for part in parts[1:]:
+        key, sep, value = part.partition('=')
+        if not sep or key not in options:
+            raise PolicyError(f'policy "{text}": unknown option "{part}" (expected max=N or stat=mean|pNN)')
+        options[key] = _parse_positive_int(value, f'policy "{text}": max') if key == 'max' else value
+    return DistortionTriggered(threshold, max_interval=options['max'], stat=options['stat'])
+
+
+def parse_policy(text):
+    """``'fixed:5'``, ``'distortion:0.3'``, ``'distortion:0.3,max=10,stat=p90'``, ``'per-frame'`` -> a policy.
+
+    Raises :class:`PolicyError` with a one-line message on anything else.
+    """
+    text = text.strip()
+    kind, sep, args = text.partition(':')
+    if kind == 'per-frame' and not sep:
+        return PerFrame()
+    if kind == 'fixed' and sep:
+        return FixedInterval(_parse_positive_int(args, f'policy "{text}": interval'))
+    if kind == 'distortion' and sep:
+        return _parse_distortion(args, text)
+    raise PolicyError(f'unknown key-frame policy "{text}": expected fixed:K, distortion:TAU[,max=N][,stat=mean|pNN] '
+                      'or per-frame')
+
+
+def key_frame_schedule(policy, scores):
+    """Replay ``policy`` over a stream whose non-key frames would have the given distortion scores.
+
+    ``scores[t]`` is the mean distortion frame t would get (ignored when t is a key frame).  Returns the list of key
+    frame indices; used by tests and to explain a policy without running a model.
+    """
+    policy.reset()
+    keys = []
+    for t, score in enumerate(scores):
+        if policy.is_key():
+            keys.append(t)
+            policy.update(True)
+        else:
+            policy.update(False, torch.full((1, 1, 1, 1), float(score), dtype=torch.float64))
+    return keys

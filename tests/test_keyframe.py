@@ -1,0 +1,210 @@
+"""Key-frame policies: parsing, the key-frame schedules they produce, and their accuracy/cost evaluation."""
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+import yaml
+
+from lib.engine.keyframe import (DistortionTriggered, FixedInterval, PerFrame, PolicyError, distortion_score,
+                                 key_frame_schedule, parse_policy)
+from lib.engine.video import StreamingSegmenter
+from lib.model import build_scnet
+from lib.utils.config import load_config
+
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: these tiny convolutions gain nothing from two, and on a shared machine the spinning
+    second thread made them several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+@pytest.mark.parametrize('interval, n, expected', [
+    (1, 4, [0, 1, 2, 3]),
+    (3, 10, [0, 3, 6, 9]),
+    (5, 12, [0, 5, 10]),
+    (20, 7, [0]),
+])
+def test_fixed_interval_keys_every_k_frames(interval, n, expected):
+    # The distortion scores must not matter to a fixed schedule: give it alarming ones.
+    assert key_frame_schedule(FixedInterval(interval), [1.0] * n) == expected
+
+
+def test_per_frame_is_every_frame():
+    assert key_frame_schedule(PerFrame(), [0.0] * 6) == list(range(6))
+
+
+def test_distortion_triggers_the_next_frame_when_the_mean_exceeds_tau():
+    # Frame 2 scores 0.5 > 0.3: frame 3 becomes the key frame; a score equal to tau (frame 5) does not trigger.
+    scores = [0.0, 0.1, 0.5, 0.0, 0.0, 0.3, 0.0, 0.0]
+    assert key_frame_schedule(DistortionTriggered(0.3, max_interval=100), scores) == [0, 3]
+
+
+def test_distortion_forces_a_key_frame_at_the_max_interval():
+    assert key_frame_schedule(DistortionTriggered(0.9, max_interval=4), [0.0] * 10) == [0, 4, 8]
+    # max=1 degenerates to per-frame.
+    assert key_frame_schedule(DistortionTriggered(0.9, max_interval=1), [0.0] * 3) == [0, 1, 2]
+
+
+def test_distortion_trigger_and_max_interval_combine():
+    scores = [0, 0, 0.8, 0, 0, 0, 0, 0, 0, 0.8, 0]
+    # key 0; frame 2 triggers key 3; max=4 forces 7; frame 9 triggers 10.
+    assert key_frame_schedule(DistortionTriggered(0.3, max_interval=4), scores) == [0, 3, 7, 10]
+
+
+def test_distortion_policy_reads_the_map_mean_not_its_maximum():
+    policy = DistortionTriggered(0.3, max_interval=10)
+    policy.reset()
+    assert policy.is_key()
+    policy.update(True)
+    # A map whose maximum (1.0) is above tau but whose mean (0.25) is below: no trigger.
+    sparse = torch.zeros(1, 1, 4, 4)
+    sparse[..., :2, :2] = 1.0
+    assert not policy.is_key()
+    policy.update(False, sparse)
+    assert policy.last_score == pytest.approx(0.25)
+    assert not policy.is_key()
+    policy.update(False, torch.full((1, 1, 4, 4), 0.31))
+    assert policy.is_key()
+
+
+def test_percentile_statistic_matches_a_sorted_reference():
+    values = torch.arange(100, dtype=torch.float32).reshape(1, 1, 10, 10) / 100.0
+    assert distortion_score(values, 'mean') == pytest.approx(0.495)
+    # The 90th percentile with linear interpolation of 0.00..0.99: position 0.9 * 99 = 89.1.
+    assert distortion_score(values, 'p90') == pytest.approx(0.891, abs=1e-6)
+    policy = parse_policy('distortion:0.8,stat=p90')
+    assert key_frame_schedule(policy, [0.0, 0.0, 0.0]) == [0]
+    policy.reset()
+    policy.update(policy.is_key())
+    policy.update(False, values)  # p90 = 0.891 > 0.8 although the mean is 0.495
+    assert policy.is_key()
+
+
+def test_non_key_update_without_a_map_is_an_error():
+    policy = DistortionTriggered(0.3)
+    policy.update(policy.is_key())
+    with pytest.raises(ValueError, match='distortion map'):
+        policy.update(False, None)
+
+
+@pytest.mark.parametrize('text, cls, attrs', [
+    ('fixed:5', FixedInterval, {'interval': 5}),
+    (' fixed:1 ', FixedInterval, {'interval': 1}),
+    ('per-frame', PerFrame, {'interval': 1}),
+    ('distortion:0.3', DistortionTriggered, {'threshold': 0.3, 'max_interval': 10, 'stat': 'mean'}),
+    ('distortion:0.25,max=6', DistortionTriggered, {'threshold': 0.25, 'max_interval': 6}),
+    ('distortion:0.5,max=3,stat=p95', DistortionTriggered, {'max_interval': 3, 'stat': 'p95'}),
+])
+def test_parse_policy(text, cls, attrs):
+    policy = parse_policy(text)
+    assert type(policy) is cls
+    for name, value in attrs.items():
+        assert getattr(policy, name) == value
+
+
+@pytest.mark.parametrize('text, message', [
+    ('fixed:0', 'positive integer'),
+    ('fixed:-2', 'positive integer'),
+    ('fixed:2.5', 'positive integer'),
+    ('fixed', 'unknown key-frame policy'),
+    ('distortion', 'unknown key-frame policy'),
+    ('sometimes', 'unknown key-frame policy'),
+    ('per-frame:2', 'unknown key-frame policy'),
+    ('distortion:high', 'threshold'),
+    ('distortion:nan', 'finite'),
+    ('distortion:1.5', r'\[0, 1\]'),
+    ('distortion:0.3,max=0', 'positive integer'),
+    ('distortion:0.3,every=2', 'unknown option'),
+    ('distortion:0.3,stat=median', 'percentile'),
+    ('distortion:0.3,stat=p101', 'percentile'),
+])
+def test_parse_policy_errors_are_one_line_and_name_the_problem(text, message):
+    with pytest.raises(PolicyError, match=message) as info:
+        parse_policy(text)
+    assert '\n' not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------ tools/eval_keyframe_policies
+
+def _load_eval_tool():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools',
+                        'eval_keyframe_policies.py')
+    spec = importlib.util.spec_from_file_location('eval_keyframe_policies', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+eval_tool = _load_eval_tool()
+TINY_MODEL = {'n_classes': 19, 'deeplab': {'width_mult': 0.0625, 'middle_blocks': 1},
+              'flownet': {'width_mult': 0.125}, 'cfnet': {'width_mult': 0.125}}
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return build_scnet(load_config(None, [f'model={TINY_MODEL}'.replace("'", '"')])['model']).eval()
+
+
+def test_replayed_networks_give_the_same_labels_as_streaming():
+    model = tiny_model()
+    frames = torch.rand(6, 3, 24, 32)
+    policies = ['fixed:3', 'distortion:0.0,max=10', 'per-frame']
+    replay = eval_tool.ReplaySegmenter(model, parse_policy(policies[0]))
+    replay.start_clip()
+    for text in policies:  # later policies reuse what earlier ones cached
+        replay.policy = parse_policy(text)
+        replay.reset()
+        fresh = StreamingSegmenter(model, parse_policy(text))
+        for t in range(len(frames)):
+            got, got_key, _ = replay.step(frames[t:t + 1])
+            want, want_key, _ = fresh.step(frames[t:t + 1])
+            assert got_key == want_key
+            assert torch.equal(got, want), f'{text}, frame {t}'
+    assert len(replay.cache['key']) == 6 and len(replay.cache['flow']) == 5
+
+
+def test_equal_cost_comparison_interpolates_the_fixed_curve():
+    fixed = [{'policy': 'per-frame', 'key_fraction': 1.0, 'miou': 0.7},
+             {'policy': 'fixed:5', 'key_fraction': 0.2, 'miou': 0.5}]
+    distortion = [{'policy': 'distortion:0.2', 'key_fraction': 0.6, 'gflops_per_frame': 1.0, 'miou': 0.65},
+                  {'policy': 'distortion:0.9', 'key_fraction': 0.1, 'gflops_per_frame': 0.5, 'miou': 0.4}]
+    rows, verdict = eval_tool.compare_at_equal_cost(fixed, distortion)
+    assert rows[0]['fixed_miou_at_equal_cost'] == pytest.approx(0.6)
+    assert rows[0]['delta_miou'] == pytest.approx(0.05)
+    assert rows[1]['delta_miou'] is None  # fewer key frames than any fixed interval: no equal-cost reference
+    assert verdict == {'compared': 1, 'better': 1, 'worse': 0, 'mean_delta_miou': pytest.approx(0.05),
+                       'best_delta_miou': pytest.approx(0.05)}
+    assert eval_tool.auto_thresholds([0.1, 0.2, 0.3, 0.4], quantiles=(0.0, 0.5, 1.0)) == [0.1, 0.25, 0.4]
+
+
+def test_policy_evaluation_on_synthetic_video(synthetic_data_cfg, tmp_path):
+    config = tmp_path / 'tiny.yaml'
+    config.write_text(yaml.safe_dump({'experiment': 'tiny', 'device': 'cpu', 'model': TINY_MODEL,
+                                      'data': synthetic_data_cfg}))
+    checkpoint = tmp_path / 'tiny.pth'
+    torch.save(tiny_model().state_dict(), checkpoint)
+    out = tmp_path / 'out'
+    assert eval_tool.main([str(config), '--checkpoint', str(checkpoint), '--split', 'val', '--max-clips', '1',
+                           '--max-frames', '12', '--intervals', '3', '--thresholds', '0.0', '1.0',
+                           '--max-interval', '5', '--timing-repeats', '1', '--out', str(out), '--no-progress']) == 0
+    report = json.loads((out / 'keyframe_policies.json').read_text())
+    assert (out / 'keyframe_policies.png').stat().st_size > 0
+    assert report['every_frame_labelled'] and report['frame_size'] == [64, 128]
+    costs = report['step_costs']
+    assert costs['key']['gflops'] > 0 and costs['nonkey']['gflops'] > 0
+    by_name = {r['policy']: r for r in report['fixed'] + report['distortion']}
+    assert set(by_name) == {'per-frame', 'fixed:3', 'distortion:0,max=5', 'distortion:1,max=5'}
+    assert by_name['per-frame']['key_frames'] == 12 and by_name['fixed:3']['key_frames'] == 4
+    assert by_name['distortion:0,max=5']['key_frames'] == 6  # every non-key frame triggers the next
+    assert by_name['distortion:1,max=5']['key_frames'] == 3  # never triggers: 0, 5, 10
+    fixed3 = by_name['fixed:3']
+    assert fixed3['gflops_per_frame'] == pytest.approx((costs['key']['gflops'] + 2 * costs['nonkey']['gflops']) / 3)
+    assert by_name['per-frame']['gflops_per_frame'] == pytest.approx(costs['key']['gflops'])
+    assert all(0.0 <= r['miou'] <= 1.0 for r in by_name.values())
+    assert len(report['equal_cost_comparison']) == 2
