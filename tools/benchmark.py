@@ -17,7 +17,7 @@ convolutions and matrix products.  It does not count grid_sample/resample2d or r
 Examples:
     python3 tools/benchmark.py --device cpu --sizes 512x1024 --fast
     python3 tools/benchmark.py --device cuda --sizes 512x1024 1024x2048 --fast --fast-cuda-graphs
-    python3 tools/benchmark.py --sizes 64x128 --model-opts deeplab.width_mult=0.125 --out /tmp/b.json
+    python3 tools/benchmark.py --sizes 64x128 --model-opts deeplab.width_mult=0.125 --out result/benchmark_tiny.json
 """
 import argparse
 import collections
