@@ -14,6 +14,7 @@ import copy
 import os
 
 import pytest
+import torch
 
 from lib.dataset import synthetic
 from lib.utils.config import DEFAULTS
@@ -45,3 +46,13 @@ def synthetic_data_cfg(synthetic_root):
         'pin_memory': False,
     })
     return cfg
+
+
+@pytest.fixture(scope='session', autouse=True)
+def one_torch_thread():
+    """One intra-op thread for the whole suite: the tests run many tiny layers, where a second OpenMP thread only
+    adds synchronisation (measured several times slower on a 2-core machine with any other load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

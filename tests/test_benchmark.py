@@ -1,5 +1,4 @@
 """tools/benchmark.py (FLOP counting, a tiny end-to-end run) and lib/engine/fast.py (the fast inference path)."""
-import importlib.util
 import json
 import os
 
@@ -8,33 +7,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers import load_tool
 from lib.engine.fast import (EXACT, FastConfig, FastSCNet, add_fast_arguments, config_from_args, logits_to_labels,
                              resolve_dtype, upsample_labels)
 from lib.model import build_scnet
 from lib.ops import resample2d_reference
 from lib.utils.config import load_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_OPTS = ['deeplab.width_mult=0.125', 'deeplab.middle_blocks=1', 'flownet.width_mult=0.25', 'cfnet.width_mult=0.25']
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 benchmark = load_tool('benchmark')
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests check results, not speed: one thread avoids OpenMP stalls on a loaded shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_scnet(seed=0):

@@ -1,5 +1,4 @@
 """tools/infer_video.py end to end on short synthetic videos with a tiny random-init SCNet, and lib.engine.video."""
-import importlib.util
 import json
 import os
 
@@ -9,36 +8,19 @@ import pytest
 import torch
 import yaml
 
+from helpers import load_tool
 from lib.engine.keyframe import parse_policy
 from lib.engine.video import (OutputFolder, StreamingSegmenter, VideoIOError, frame_to_tensor, labels_to_frame,
                               pad_to_multiple)
 from lib.model import build_scnet
 from lib.utils.config import load_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_FRAMES = 12
 TINY_MODEL = {'n_classes': 19, 'deeplab': {'width_mult': 0.0625, 'middle_blocks': 1},
               'flownet': {'width_mult': 0.125}, 'cfnet': {'width_mult': 0.125}}
 
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: these tiny convolutions gain nothing from two, and on a shared machine the spinning
-    second thread made them several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-infer_video = _load_tool('infer_video')
+infer_video = load_tool('infer_video')
 
 
 def moving_scene(height, width, n_frames=N_FRAMES):

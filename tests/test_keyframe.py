@@ -1,28 +1,17 @@
 """Key-frame policies: parsing, the key-frame schedules they produce, and their accuracy/cost evaluation."""
-import importlib.util
 import json
-import os
 
 import pytest
 import torch
 import yaml
 
+from helpers import load_tool
 from lib.engine.keyframe import (DistortionTriggered, FixedInterval, PerFrame, PolicyError, distortion_score,
                                  key_frame_schedule, parse_policy)
 from lib.engine.video import StreamingSegmenter
 from lib.model import build_scnet
 from lib.utils.config import load_config
 
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: these tiny convolutions gain nothing from two, and on a shared machine the spinning
-    second thread made them several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 @pytest.mark.parametrize('interval, n, expected', [
     (1, 4, [0, 1, 2, 3]),
@@ -132,16 +121,7 @@ def test_parse_policy_errors_are_one_line_and_name_the_problem(text, message):
 
 # ------------------------------------------------------------------------------------ tools/eval_keyframe_policies
 
-def _load_eval_tool():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools',
-                        'eval_keyframe_policies.py')
-    spec = importlib.util.spec_from_file_location('eval_keyframe_policies', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-eval_tool = _load_eval_tool()
+eval_tool = load_tool('eval_keyframe_policies')
 TINY_MODEL = {'n_classes': 19, 'deeplab': {'width_mult': 0.0625, 'middle_blocks': 1},
               'flownet': {'width_mult': 0.125}, 'cfnet': {'width_mult': 0.125}}
 

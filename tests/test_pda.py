@@ -5,7 +5,6 @@ step-by-step flow + warp of logits and 1/4 image, DMNet and CFNet at t, x4 upsam
 the sub-networks, so that it shares no code with ``lib.engine.pda``.
 """
 import copy
-import importlib.util
 import json
 import os
 import shutil
@@ -16,10 +15,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
+from helpers import load_tool
 from lib.dataset import build_dataset, build_loader
 from lib.engine.pda import _clip_indices, evaluate_pda
 from lib.model import build_scnet
-from lib.utils.config import DEFAULTS, REPO_ROOT
+from lib.utils.config import DEFAULTS
 
 N_CLASSES = 19
 TINY_WIDTHS = {'deeplab': {'width_mult': 0.125, 'middle_blocks': 1}, 'flownet': {'width_mult': 0.25},
@@ -89,16 +89,6 @@ def reference_pda(net, loader, distances, align_corners, n=N_CLASSES):
     for frames, gt in loader:
         rows['per_frame'] += _confusion(_resize(net.deeplab(frames[:, 9]), 4, align_corners).argmax(1), gt, n)
     return rows
-
-
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    """One intra-op thread: these networks are many tiny layers, and on a shared, oversubscribed CPU the thread
-    synchronisation of each layer costs far more than its arithmetic (measured: 60x slower with 2 threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope='module')
@@ -175,13 +165,6 @@ def test_ranks_share_the_first_max_clips_without_overlap():
 
 
 # --- command line --------------------------------------------------------------------------------------------
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', os.path.join(REPO_ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def write_experiment(folder, data_cfg, n_classes=N_CLASSES, **eval_cfg):
     """A config for the tiny synthetic set and a training-style checkpoint (``{'model': state_dict}``)."""

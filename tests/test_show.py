@@ -8,7 +8,8 @@ from PIL import Image
 
 from lib.utils import visualize as vis
 from lib.utils.palette import CITYSCAPES_PALETTE
-from test_pda import load_tool, single_thread, write_experiment  # noqa: F401 (single_thread: autouse fixture)
+from helpers import load_tool
+from test_pda import write_experiment
 
 TILE_WIDTH = 64
 

@@ -1,12 +1,12 @@
 """The training entry point under torchrun: 2 CPU processes (gloo) must train exactly like one process with the
 two per-process batches side by side; the command line and train.sh fail with one-line errors."""
-import importlib.util
 import os
 import subprocess
 import sys
 
 import torch
 
+from helpers import load_tool
 from lib.engine import train as engine
 from lib.utils.config import REPO_ROOT, load_config
 
@@ -43,15 +43,10 @@ def test_two_process_ddp_matches_one_process_with_the_combined_batch(tmp_path, s
     assert abs(ddp['progress']['best_score'] - result['metrics']['epe']) < 1e-5
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('train_tool', os.path.join(REPO_ROOT, 'tools', 'train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_command_line_errors_are_one_line(capsys):
-    tool = load_tool()
+    tool = load_tool('train')
     config = os.path.join(REPO_ROOT, 'exp', 'synthetic', 'flow.yaml')
     assert tool.run([config, '--opts', 'train.learning_rate=1']) == 1
     err = capsys.readouterr().err.strip()
