@@ -1,6 +1,5 @@
 """tools/benchmark.py (FLOP counting, a tiny end-to-end run) and lib/engine/fast.py (the fast inference path)."""
 import json
-import os
 
 import pytest
 import torch
