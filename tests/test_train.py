@@ -234,3 +234,19 @@ def test_bad_config_values_are_one_line_errors(tmp_path, synthetic_data_cfg):
         engine.main(make_cfg('flow', str(tmp_path), synthetic_data_cfg, 'train.amp=fp8'))
     with pytest.raises(ConfigError, match='stage: expected one of'):
         engine.main(make_cfg('flw', str(tmp_path), synthetic_data_cfg))
+
+
+def test_bn_momentum_option_reaches_the_trained_network_only(chain, tmp_path, synthetic_root):
+    out, _, fresh_dmnet = chain
+    data = dict(data_cfg_for(synthetic_root), crop_size=[32, 64])
+    seg, flow = (os.path.join(out, name, 'final.pth') for name in ('segmentation', 'flow'))
+    engine.main(make_cfg('dmnet', str(tmp_path), data, 'train.max_iters=1', 'train.val_every=100',
+                         'train.bn_momentum=1.0', f'init.deeplab={seg}', f'init.flownet={flow}',
+                         f'init.dmnet={fresh_dmnet}'))
+    key = 'dmnet.conv1.0.depthwise_bn.running_var'  # starts at 1; momentum 1 replaces it by the batch variance
+    default = model_weights(os.path.join(out, 'dmnet', 'final.pth'))  # the chain's run: the network's own 3e-4
+    momentum_one = model_weights(os.path.join(str(tmp_path), 'dmnet', 'final.pth'))
+    moved_default = (default[key] - 1).abs().max().item()
+    moved_one = (momentum_one[key] - 1).abs().max().item()
+    assert moved_one > 100 * moved_default > 0
+    assert_same(part(momentum_one, 'deeplab'), part(default, 'deeplab'))  # frozen: untouched whatever the option

@@ -1,7 +1,7 @@
 """Generate the synthetic street-video set (Cityscapes layout, every frame labelled, ground-truth flow).
 
     python3 tools/make_synthetic.py --root data/synthetic                 # default: 128x256, 24 train + 8 val
-    python3 tools/make_synthetic.py --root /tmp/tiny --size 64 128 --train 2 --val 1 --seed 1
+    python3 tools/make_synthetic.py --root data/synthetic_tiny --size 64 128 --train 2 --val 1 --seed 1
     python3 tools/make_synthetic.py --root data/synthetic --preview docs/images
 
 The result is a function of the options only (same options, same files).  See docs/data.md.
@@ -34,6 +34,8 @@ def parse_args(argv=None):
     parser.add_argument('--test', type=int, default=0, help='test snippets')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--difficulty', default='medium', choices=sorted(synthetic.DIFFICULTIES))
+    parser.add_argument('--focal', type=float, default=None,
+                        help="focal length in image widths (default: the preset's 0.8; tools/demo.py uses 1.6)")
     parser.add_argument('--frames', type=int, default=30, help='frames per snippet')
     parser.add_argument('--labelled-frame', type=int, default=19)
     parser.add_argument('--workers', type=int, default=None, help='processes (default: CPU count)')
@@ -83,8 +85,13 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     try:
+        difficulty = args.difficulty
+        if args.focal is not None:
+            if args.focal <= 0:
+                raise ValueError(f'--focal: expected a positive number of image widths, got {args.focal}')
+            difficulty = synthetic.difficulty_with(args.difficulty, focal=args.focal)
         meta = synthetic.generate(args.root, size=args.size, n_train=args.train, n_val=args.val, n_test=args.test,
-                                  seed=args.seed, difficulty=args.difficulty, n_frames=args.frames,
+                                  seed=args.seed, difficulty=difficulty, n_frames=args.frames,
                                   labelled_frame=args.labelled_frame, workers=args.workers, progress=True)
     except ValueError as err:
         sys.exit(f'make_synthetic: {err}')

@@ -61,6 +61,7 @@ class Difficulty:
     walk_speed: tuple = (0.05, 0.12)
     light: float = 0.08  # amplitude of the global lighting drift (relative gain)
     noise: float = 0.02  # sensor noise standard deviation (on [0, 1] intensities)
+    focal: float = 0.8  # focal length in image widths: longer = narrower view, bigger objects and image motion
 
 
 DIFFICULTIES = {
@@ -458,7 +459,7 @@ class Street:
 
     def __init__(self, rng, height, width, n_frames, difficulty):
         self.height, self.width, self.n_frames = height, width, n_frames
-        self.focal = 0.8 * width
+        self.focal = difficulty.focal * width
         self.horizon = 0.42 * height
         self.road_half = rng.uniform(3.5, 5.5)
         self.sidewalk = rng.uniform(2.5, 4.5)

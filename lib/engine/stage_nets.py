@@ -13,7 +13,14 @@ from lib.model.deeplabv3plus import DeepLabV3Plus
 from lib.model.flownet import FlowNetS
 
 IGNORE_INDEX = 255
-TRAINING_BN_MOMENTUM = 0.1  # PyTorch's default
+
+
+def set_bn_momentum(module, momentum):
+    """Give every BatchNorm2d of ``module`` this momentum (config ``train.bn_momentum``); returns ``module``."""
+    for layer in module.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.momentum = momentum
+    return module
 
 
 def upsample_to(x, size, align_corners):
@@ -34,12 +41,6 @@ class SegmentationStageNet(nn.Module):
         super().__init__()
         self.align_corners = align_corners
         self.deeplab = DeepLabV3Plus(n_classes, **(deeplab or {}))
-        # DeepLab's BatchNorm momentum (3e-4) is the fine-tuning value of the published TF weights. This stage
-        # trains the key network itself (often from scratch): at 3e-4 the running statistics would still sit near
-        # their initial (0, 1) after thousands of steps and eval mode would predict noise.
-        for module in self.deeplab.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.momentum = TRAINING_BN_MOMENTUM
 
     def predict(self, image):
         """(N, 3, H, W) -> (N, C, H, W) logits upsampled to the frame size."""

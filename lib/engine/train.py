@@ -33,6 +33,7 @@ from lib.engine.checkpointing import (CheckpointError, gather_rng_states, model_
                                       restore_rng_state, save_atomic)
 from lib.engine.optim import apply_lr, build_optimizer
 from lib.engine.sampler import ResumableSampler
+from lib.engine.stage_nets import set_bn_momentum
 from lib.engine.stages import STAGES, Stage, check_init_config, get_stage, initialise
 from lib.utils import distributed
 from lib.utils.config import ConfigError, dump_config, resolve_path
@@ -182,6 +183,9 @@ def setup(cfg, resume=False):
     seed_everything(cfg['seed'])  # the same initial weights on every rank
     net = stage.build_net(cfg['model'])
     sources = {} if resume else initialise(stage, net, init_cfg)
+    if cfg['train']['bn_momentum'] is not None:
+        for name in stage.trainable:
+            set_bn_momentum(getattr(net, name), float(cfg['train']['bn_momentum']))
     for name in stage.frozen:
         getattr(net, name).requires_grad_(False)
     net.to(device)

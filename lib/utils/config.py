@@ -65,6 +65,10 @@ DEFAULTS = {
         'val_max_clips': None,
         'val_batch_size': 1,  # per process, validation loaders
         'checkpoint_every': 0,  # also write now.pth every this many iterations (0: at epoch ends only)
+        # BatchNorm momentum of the trained sub-networks; None keeps the networks' own (DeepLab's and DMNet's
+        # separable convolutions carry the published weights' 3e-4, a fine-tuning value: a short run from scratch
+        # needs PyTorch's 0.1 or eval mode sees running statistics still near their initial values).
+        'bn_momentum': None,
         'find_unused_parameters': False,  # DistributedDataParallel option; only for networks with idle branches
         'log_every': 10,
         'save_root': '${SAVE_ROOT:-saved_model}',

@@ -1,0 +1,435 @@
+"""The whole DAVSS pipeline on synthetic street video, on the CPU, with one command (``make demo``).
+
+    python3 tools/demo.py                 # generate data, train the 4 stages, PDA table, pictures
+    python3 tools/demo.py --force         # redo every step
+    python3 tools/demo.py --redo dmnet    # redo one step (and, since their inputs change, the steps after it)
+    python3 tools/demo.py --quick --root data/q --save-root saved_model/q --result-root result/q   # seconds, for CI
+
+Steps, in order (see docs/demo.md):
+
+1. ``data``: the synthetic set (:func:`lib.dataset.synthetic.generate`) in ``--root``;
+2. ``segmentation``, ``flow``, ``dmnet``, ``correction``: ``exp/synthetic/<stage>.yaml`` through the one training
+   engine (``tools/train.py``), each writing ``<save root>/synthetic_<stage>/final.pth``, the ``init`` of the next;
+3. ``pda``: ``tools/test_pda.py`` on the val split -> ``<result root>/synthetic/pda.json`` and ``pda.md``;
+4. ``show``: ``tools/show.py`` -> ``<result root>/synthetic/show/clip<i>_d9.png`` (and GIFs).
+
+A step whose output exists is skipped (and says so) unless that output is older than one of its inputs, its
+config changed since it was written, or ``--force`` / ``--redo`` names it.  A step that is redone first removes
+its old output, so an interrupted run never leaves a stale result that looks finished.  The tools are called in
+this process (their ``run(argv)`` entry points), so torch is imported once and the thread count set here holds.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+
+import torch
+import yaml
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+from lib.dataset import synthetic  # noqa: E402
+from lib.dataset.synthetic_layout import META_FILE  # noqa: E402
+from lib.utils.config import ConfigError, load_config, resolve_path  # noqa: E402
+from tools import show as show_tool  # noqa: E402
+from tools import test_pda as pda_tool  # noqa: E402
+from tools import train as train_tool  # noqa: E402
+
+STAGES = ('segmentation', 'flow', 'dmnet', 'correction')
+STEPS = ('data',) + STAGES + ('pda', 'show')
+EXPERIMENT_DIR = os.path.join('exp', 'synthetic')
+EVAL_CONFIG = os.path.join(EXPERIMENT_DIR, 'correction.yaml')  # the whole SCNet; its eval: section
+RESULT_NAME = 'synthetic'
+SHOW_DISTANCE = 9
+
+# The synthetic set of the demo (docs/demo.md says why these values): the frame size must match data.crop_size of
+# exp/synthetic/segmentation.yaml.  The 'medium' preset seen through a longer lens (focal 1.6 image widths instead of
+# 0.8): poles, signs and people are twice as large in pixels, which a network predicting at 1/4 resolution needs.
+DATASET = {'size': (128, 256), 'n_train': 24, 'n_val': 8, 'seed': 0, 'difficulty': ('medium', {'focal': 1.6}),
+           'n_frames': 30, 'labelled_frame': 19}
+SHOW_CLIPS = (0, 1, 2)
+
+# --quick: the same chain on a toy problem (tiny frames, tiny networks, 2 iterations per stage), for the tests.
+QUICK_DATASET = {'size': (32, 64), 'n_train': 2, 'n_val': 1, 'seed': 0, 'difficulty': ('medium', {}), 'n_frames': 12,
+                 'labelled_frame': 10}
+QUICK_OPTS = ('model.deeplab.width_mult=0.125', 'model.deeplab.middle_blocks=1', 'model.flownet.width_mult=0.125',
+              'model.cfnet.width_mult=0.125', 'data.crop_size=null', 'data.scale_range=[1.0,1.0]',
+              'data.num_workers=0', 'train.max_iters=2', 'train.batch_size=2', 'train.val_batch_size=1',
+              'train.val_every=1', 'train.val_max_clips=4', 'train.log_every=1', 'train.channels_last=false')
+QUICK_SHOW_CLIPS = (0,)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='The whole DAVSS pipeline on synthetic video (CPU is enough). '
+                                                 'Relative paths are taken from the repository root.',
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument('--root', default=os.environ.get('DATA_ROOT', 'data/synthetic'),
+                        help='synthetic dataset folder (default data/synthetic, or $DATA_ROOT)')
+    parser.add_argument('--save-root', default=os.environ.get('SAVE_ROOT', 'saved_model'),
+                        help='checkpoints go to <save-root>/synthetic_<stage>/ (default saved_model, or $SAVE_ROOT)')
+    parser.add_argument('--result-root', default=os.environ.get('RESULT_ROOT', 'result'),
+                        help='PDA table and pictures go to <result-root>/synthetic/ (default result, or '
+                             '$RESULT_ROOT)')
+    parser.add_argument('--force', action='store_true', help='redo every step, even those whose outputs exist')
+    parser.add_argument('--redo', nargs='+', default=[], choices=STEPS, metavar='STEP',
+                        help=f'redo these steps (and the ones that depend on them): {" | ".join(STEPS)}')
+    parser.add_argument('--quick', action='store_true',
+                        help='toy sizes and 2 iterations per stage: checks the chain in seconds (numbers meaningless)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads (default: the CPUs this process may use; 1 with --quick)')
+    parser.add_argument('--opts', nargs='+', default=[], metavar='[STEP:]KEY=VALUE',
+                        help='config overrides of every stage, or of one step with a prefix: train.max_iters=50 '
+                             'correction:train.cfnet_lr=2e-3 pda:eval.max_clips=4 (pda: also applies to show)')
+    return parser.parse_args(argv)
+
+
+class DemoError(RuntimeError):
+    """A step failed; its tool has printed why."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Where things go
+
+
+def point_configs_at(args):
+    """The configs name their folders through DATA_ROOT / SAVE_ROOT / RESULT_ROOT (see lib/utils/config.py)."""
+    os.environ['DATA_ROOT'] = resolve_path(args.root)
+    os.environ['SAVE_ROOT'] = resolve_path(args.save_root)
+    os.environ['TBLOG_ROOT'] = resolve_path(args.save_root)
+    os.environ['RESULT_ROOT'] = resolve_path(args.result_root)
+
+
+def stage_config_path(stage):
+    return os.path.join(REPO_ROOT, EXPERIMENT_DIR, f'{stage}.yaml')
+
+
+def stage_config(stage, opts):
+    cfg = load_config(stage_config_path(stage), opts)
+    if not cfg['experiment']:
+        cfg['experiment'] = train_tool.default_experiment(stage_config_path(stage))
+    return cfg
+
+
+def stage_dir(cfg):
+    return os.path.join(resolve_path(cfg['train']['save_root']), cfg['experiment'])
+
+
+def final_checkpoint(stage, opts):
+    return os.path.join(stage_dir(stage_config(stage, opts)), 'final.pth')
+
+
+def result_dir(args):
+    return os.path.join(resolve_path(args.result_root), RESULT_NAME)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Is a step up to date?
+
+
+def shown(path):
+    """A path as the user reads it: relative inside the repository, absolute outside."""
+    relative = os.path.relpath(path, REPO_ROOT)
+    return path if relative.startswith('..') else relative
+
+
+def mtime(path):
+    return os.path.getmtime(path) if os.path.exists(path) else math.inf
+
+
+def why_redo(step, output, inputs, redo, extra_reason=None):
+    """None when ``output`` is up to date, else the reason to (re)make it."""
+    if step in redo:
+        return redo[step]
+    if not os.path.exists(output):
+        return f'{shown(output)} does not exist yet'
+    if extra_reason:
+        return extra_reason
+    newer = [path for path in inputs if mtime(path) > mtime(output)]
+    if newer:
+        return f'{shown(newer[0])} is newer than {os.path.basename(output)}'
+    return None
+
+
+def generator_options(dataset):
+    """Keyword arguments of :func:`lib.dataset.synthetic.generate` for one of the DATASET dicts above."""
+    preset, overrides = dataset['difficulty']
+    return dict(dataset, size=tuple(dataset['size']), difficulty=synthetic.difficulty_with(preset, **overrides))
+
+
+def dataset_mismatch(root, options):
+    """Why the dataset at ``root`` is not the one ``options`` (for generate) describe (None if it is)."""
+    try:
+        with open(os.path.join(root, META_FILE)) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return f'{META_FILE} is missing or unreadable'
+    have = {'size': meta.get('size'), 'n_train': meta.get('snippets', {}).get('train'),
+            'n_val': meta.get('snippets', {}).get('val'), 'seed': meta.get('seed'),
+            'difficulty': meta.get('difficulty_params'), 'n_frames': meta.get('n_frames'),
+            'labelled_frame': meta.get('labelled_frame')}
+    # Through JSON, as the meta file went: tuples become lists.
+    wanted = json.loads(json.dumps(dict(options, difficulty=asdict(options['difficulty']))))
+    changed = [key for key in have if have[key] != wanted[key]]
+    if changed:
+        return f'it was generated with other options ({", ".join(changed)})'
+    return None
+
+
+def config_change(cfg, output_dir):
+    """Why the config the stage ran with (``config.yaml`` next to its outputs) differs from ``cfg`` (or None)."""
+    try:
+        with open(os.path.join(output_dir, 'config.yaml')) as f:
+            used = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return 'the config it was trained with is missing'
+    # eval: only matters to the PDA step, which reads it from the config itself.
+    now, then = flatten(cfg), flatten(used or {})
+    changed = sorted(key for key in now.keys() | then.keys() if not key.startswith('eval.') and
+                     now.get(key) != then.get(key))
+    if changed:
+        return f'its config changed ({", ".join(changed[:3])}{", ..." if len(changed) > 3 else ""})'
+    return None
+
+
+def flatten(tree, prefix=''):
+    """``{'a': {'b': [1]}}`` -> ``{'a.b': '[1]'}`` (values as text, so that lists compare and hash)."""
+    flat = {}
+    for key, value in tree.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            flat.update(flatten(value, f'{name}.'))
+        else:
+            flat[name] = json.dumps(value)
+    return flat
+
+
+def split_step_opts(opts):
+    """``['a=1', 'flow:b=2']`` -> ``{step: [overrides]}``: unprefixed ones go to every step."""
+    by_step = {step: [] for step in STAGES + ('pda',)}
+    for text in opts:
+        prefix, _, rest = text.partition(':')
+        if rest and prefix in by_step:
+            by_step[prefix].append(rest)
+        elif rest and '=' not in prefix:
+            raise ConfigError(f'--opts: unknown step "{prefix}" in "{text}" (expected one of {" | ".join(by_step)})')
+        else:
+            for overrides in by_step.values():
+                overrides.append(text)
+    return by_step
+
+
+def remove(path):
+    if os.path.exists(path):
+        os.remove(path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Steps
+
+
+class Pipeline:
+    """Runs the steps in order, skipping the ones that are up to date, and keeps their timings."""
+
+    def __init__(self, args):
+        self.args = args
+        self.opts = list(QUICK_OPTS if args.quick else ())
+        self.step_opts = split_step_opts(args.opts)
+        self.dataset = QUICK_DATASET if args.quick else DATASET
+        self.show_clips = QUICK_SHOW_CLIPS if args.quick else SHOW_CLIPS
+        asked = STEPS if args.force else args.redo
+        self.redo = {step: 'asked to: --force / --redo' for step in asked}  # step -> why it is redone
+        self.timings = {}
+        self.n_done = 0
+
+    def opts_of(self, step):
+        return self.opts + self.step_opts[step]
+
+    def announce(self, step, text):
+        self.n_done += 1
+        print(f'\n[{self.n_done}/{len(STEPS)}] {step}: {text}', flush=True)
+
+    def timed(self, step, work):
+        start = time.perf_counter()
+        work()
+        self.timings[step] = round(time.perf_counter() - start, 1)
+        print(f'[{step}] done in {self.timings[step]:.1f} s', flush=True)
+
+    def redone(self, step):
+        """Everything after a redone step depends on it."""
+        for later in STEPS[STEPS.index(step) + 1:]:
+            self.redo.setdefault(later, f'the {step} step before it was redone')
+
+    def data(self):
+        root = resolve_path(self.args.root)
+        meta = os.path.join(root, META_FILE)
+        options = generator_options(self.dataset)
+        reason = why_redo('data', meta, [], self.redo, dataset_mismatch(root, options))
+        if reason is None:
+            self.announce('data', f'skipped, {shown(root)} holds the set already')
+            return
+        self.announce('data', f'generating the synthetic set in {root} ({reason})')
+        remove(meta)  # marks the set unfinished until generate() writes it again
+        self.timed('data', lambda: synthetic.generate(root, workers=max(1, torch.get_num_threads()), progress=True,
+                                                      **options))
+        self.redone('data')
+
+    def stage(self, stage):
+        opts = self.opts_of(stage)
+        cfg = stage_config(stage, opts)
+        output_dir = stage_dir(cfg)
+        final = os.path.join(output_dir, 'final.pth')
+        inputs = [os.path.join(resolve_path(self.args.root), META_FILE)]
+        inputs += [resolve_path(path) for path in cfg['init'].values() if path]
+        reason = why_redo(stage, final, inputs, self.redo,
+                          config_change(cfg, output_dir) if os.path.exists(final) else None)
+        if reason is None:
+            self.announce(stage, f'skipped, {shown(final)} exists (--redo {stage} to train again)')
+            return
+        self.announce(stage, f'training with {shown(stage_config_path(stage))} ({reason})')
+        remove(final)
+        argv = [stage_config_path(stage)] + (['--opts', *opts] if opts else [])
+        self.timed(stage, lambda: self.call(train_tool.run, argv, stage))
+        if not os.path.exists(final):
+            raise DemoError(f'{stage}: training ended without writing {final}')
+        self.redone(stage)
+
+    def pda(self):
+        checkpoint = final_checkpoint('correction', self.opts_of('correction'))
+        out_dir = result_dir(self.args)
+        table = os.path.join(out_dir, 'pda.json')
+        reason = why_redo('pda', table, [checkpoint], self.redo)
+        if reason is None:
+            self.announce('pda', f'skipped, {shown(table)} is up to date')
+            return
+        self.announce('pda', f'PDA evaluation on the val split ({reason})')
+        remove(table)
+        argv = [os.path.join(REPO_ROOT, EVAL_CONFIG), '--checkpoint', checkpoint, '--output', out_dir]
+        argv += ['--opts', *self.opts_of('pda')] if self.opts_of('pda') else []
+        self.timed('pda', lambda: self.call(pda_tool.run, argv, 'pda'))
+        self.redone('pda')
+
+    def show_outputs(self):
+        folder = os.path.join(result_dir(self.args), 'show')
+        return [os.path.join(folder, f'clip{i}_d{SHOW_DISTANCE}.png') for i in self.show_clips]
+
+    def show(self):
+        checkpoint = final_checkpoint('correction', self.opts_of('correction'))
+        pictures = self.show_outputs()
+        reasons = [why_redo('show', path, [checkpoint], self.redo) for path in pictures]
+        reason = next((r for r in reasons if r), None)
+        if reason is None:
+            self.announce('show', f'skipped, the pictures in {shown(os.path.dirname(pictures[0]))} are up to date')
+            return
+        self.announce('show', f'pictures of {len(pictures)} val clips from key frame t-{SHOW_DISTANCE} ({reason})')
+        for path in pictures:
+            remove(path)
+        argv = [os.path.join(REPO_ROOT, EVAL_CONFIG), '--checkpoint', checkpoint,
+                '--output', os.path.dirname(pictures[0]), '--distance', str(SHOW_DISTANCE),
+                '--clips', *map(str, self.show_clips)]
+        argv += ['--opts', *self.opts_of('pda')] if self.opts_of('pda') else []
+        self.timed('show', lambda: self.call(show_tool.run, argv, 'show'))
+
+    @staticmethod
+    def call(tool_run, argv, step):
+        status = tool_run(argv)
+        if status:
+            raise DemoError(f'{step} failed (exit status {status}); see the error above')
+
+    def run(self):
+        self.data()
+        for stage in STAGES:
+            self.stage(stage)
+        self.pda()
+        self.show()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def percent(value):
+    return '   -' if value is None else f'{100 * value:5.1f}'
+
+
+def summary_table(result):
+    """Rows per-frame / propagation only / DAVSS, one column per distance (mIoU in %)."""
+    distances = result['distances']
+    rows = [('per-frame (key network on t)', [result['per_frame']['miou']] * len(distances)
+             if result.get('per_frame') else None),
+            ('propagation only (DFF-style)', result['propagation_only']['miou'] if result.get('propagation_only')
+             else None),
+            ('DAVSS (corrected)', result['davss']['miou'])]
+    lines = [f'{"mIoU (%) at distance d":30s}' + ''.join(f'{d:>7d}' for d in distances)]
+    for name, values in rows:
+        if values is not None:
+            lines.append(f'{name:30s}' + ''.join(f'{percent(v):>7s}' for v in values))
+    return '\n'.join(lines)
+
+
+def recovery_line(result):
+    """How much of propagation's loss at the largest distance DAVSS wins back."""
+    if not (result.get('per_frame') and result.get('propagation_only')):
+        return None
+    upper = result['per_frame']['miou']
+    prop, davss = result['propagation_only']['miou'][-1], result['davss']['miou'][-1]
+    if None in (upper, prop, davss):
+        return None
+    loss = upper - prop
+    share = f'{100 * (davss - prop) / loss:.0f}%' if loss > 0 else 'n/a (no loss)'
+    return (f'at d={result["distances"][-1]}: propagation loses {100 * loss:.1f} points to the per-frame network; '
+            f'DAVSS wins back {100 * (davss - prop):.1f} of them ({share})')
+
+
+def report(pipeline, total_seconds):
+    out_dir = result_dir(pipeline.args)
+    with open(os.path.join(out_dir, 'pda.json')) as f:
+        result = json.load(f)
+    print(f'\nPDA on the synthetic {result.get("split", "val")} split ({result["n_clips"]} clips):')
+    print(summary_table(result))
+    line = recovery_line(result)
+    if line:
+        print(line)
+    print(f'\nfull table: {os.path.join(out_dir, "pda.md")}')
+    print('pictures:   ' + '\n            '.join(pipeline.show_outputs()))
+    timings = dict(pipeline.timings, total=round(total_seconds, 1), threads=torch.get_num_threads(),
+                   quick=pipeline.args.quick)
+    tmp = os.path.join(out_dir, 'demo_timings.json.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(timings, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, 'demo_timings.json'))
+    steps = ', '.join(f'{step} {seconds:.0f} s' for step, seconds in pipeline.timings.items()) or 'all skipped'
+    print(f'time: {total_seconds:.0f} s for the steps run now ({steps})')
+
+
+def usable_cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # --quick runs inside the test suite, next to other jobs: one thread wastes no time in thread barriers.
+    threads = args.threads or (1 if args.quick else usable_cpus())
+    if threads < 1:
+        print(f'error: --threads: expected a positive number, got {threads}', file=sys.stderr)
+        return 2
+    torch.set_num_threads(threads)
+    point_configs_at(args)
+    pipeline = Pipeline(args)
+    print(f'DAVSS demo: data {os.environ["DATA_ROOT"]}, checkpoints {os.environ["SAVE_ROOT"]}/synthetic_*, '
+          f'results {result_dir(args)}; {threads} torch thread(s){"; --quick" if args.quick else ""}', flush=True)
+    start = time.perf_counter()
+    try:
+        pipeline.run()
+    except (DemoError, ConfigError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    report(pipeline, time.perf_counter() - start)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
