@@ -7,10 +7,10 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from .layers import check_multiple_of_4, conv_leaky, crop_to, deconv_leaky, scale_width
+from .layers import StridedEncoder, check_multiple_of_4, crop_to, deconv_leaky, scale_width
 
 
-class CFNet(nn.Module):
+class CFNet(StridedEncoder):
     """FlowNetS-shaped encoder (with BatchNorm, widths 32-64-128-256-512) and a decoder back to 1/4 resolution.
 
     Args:
@@ -22,16 +22,7 @@ class CFNet(nn.Module):
         super().__init__()
         c = partial(scale_width, width_mult=width_mult)
         w1, w2, w3, w4, w5, w6 = c(32), c(64), c(128), c(256), c(256), c(512)
-        self.conv1 = conv_leaky(3, w1, 3, 2, batch_normalized=True)
-        self.conv2 = conv_leaky(w1, w2, 3, 2, batch_normalized=True)
-        self.conv3 = conv_leaky(w2, w3, 3, 2, batch_normalized=True)
-        self.conv3_1 = conv_leaky(w3, w3, 3, 1, batch_normalized=True)
-        self.conv4 = conv_leaky(w3, w4, 3, 2, batch_normalized=True)
-        self.conv4_1 = conv_leaky(w4, w4, 3, 1, batch_normalized=True)
-        self.conv5 = conv_leaky(w4, w5, 3, 2, batch_normalized=True)
-        self.conv5_1 = conv_leaky(w5, w5, 3, 1, batch_normalized=True)
-        self.conv6 = conv_leaky(w5, w6, 3, 2, batch_normalized=True)
-        self.conv6_1 = conv_leaky(w6, w6, 3, 1, batch_normalized=True)
+        self.build_encoder(3, (w1, w2, w3, w4, w5, w6), first_kernels=(3, 3, 3), batch_normalized=True)
 
         self.deconv5 = deconv_leaky(w6, w4)
         self.deconv4 = deconv_leaky(w5 + w4, w3)
@@ -48,11 +39,7 @@ class CFNet(nn.Module):
             (N, n_classes, H/4, W/4) correction logits.
         """
         check_multiple_of_4(image, 'CFNet')
-        out_conv2 = self.conv2(self.conv1(image))  # (N, 64, H/4, W/4)
-        out_conv3 = self.conv3_1(self.conv3(out_conv2))  # (N, 128, H/8, W/8)
-        out_conv4 = self.conv4_1(self.conv4(out_conv3))  # (N, 256, H/16, W/16)
-        out_conv5 = self.conv5_1(self.conv5(out_conv4))  # (N, 256, H/32, W/32)
-        x = self.conv6_1(self.conv6(out_conv5))  # (N, 512, H/64, W/64)
+        out_conv2, out_conv3, out_conv4, out_conv5, x = self.encode(image)  # 64 ch at H/4 .. 512 ch at H/64
         for skip, deconv in ((out_conv5, self.deconv5), (out_conv4, self.deconv4), (out_conv3, self.deconv3),
                              (out_conv2, self.deconv2)):
             x = torch.cat((skip, crop_to(deconv(x), skip)), dim=1)

@@ -4,7 +4,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from .layers import check_multiple_of_4, conv_leaky, crop_to, deconv_leaky, scale_width
+from .layers import StridedEncoder, check_multiple_of_4, crop_to, deconv_leaky, scale_width
 
 # The published weights predict flow divided by this factor (a FlowNet training convention).
 FLOW_SCALE = 5.0
@@ -18,7 +18,7 @@ def flow_upsampler():
     return nn.ConvTranspose2d(2, 2, 4, stride=2, padding=0, bias=False)
 
 
-class FlowNetS(nn.Module):
+class FlowNetS(StridedEncoder):
     """FlowNetS encoder/decoder with coarse-to-fine flow predictions, the finest at 1/4 resolution.
 
     Args:
@@ -29,16 +29,7 @@ class FlowNetS(nn.Module):
         super().__init__()
         c = partial(scale_width, width_mult=width_mult)
         w1, w2, w3, w4, w5, w6 = c(24), c(48), c(96), c(192), c(192), c(384)
-        self.conv1 = conv_leaky(6, w1, 7, 2, batch_normalized=False)
-        self.conv2 = conv_leaky(w1, w2, 5, 2, batch_normalized=False)
-        self.conv3 = conv_leaky(w2, w3, 5, 2, batch_normalized=False)
-        self.conv3_1 = conv_leaky(w3, w3, 3, 1, batch_normalized=False)
-        self.conv4 = conv_leaky(w3, w4, 3, 2, batch_normalized=False)
-        self.conv4_1 = conv_leaky(w4, w4, 3, 1, batch_normalized=False)
-        self.conv5 = conv_leaky(w4, w5, 3, 2, batch_normalized=False)
-        self.conv5_1 = conv_leaky(w5, w5, 3, 1, batch_normalized=False)
-        self.conv6 = conv_leaky(w5, w6, 3, 2, batch_normalized=False)
-        self.conv6_1 = conv_leaky(w6, w6, 3, 1, batch_normalized=False)
+        self.build_encoder(6, (w1, w2, w3, w4, w5, w6), first_kernels=(7, 5, 5), batch_normalized=False)
 
         # Level k fuses the encoder map k, the upsampled decoder features and the upsampled flow (2 channels).
         concat5, concat4, concat3, concat2 = w5 + w4 + 2, w4 + w3 + 2, w3 + w2 + 2, w2 + w1 + 2
@@ -67,11 +58,7 @@ class FlowNetS(nn.Module):
             ``current``.
         """
         check_multiple_of_4(frames, 'FlowNetS')
-        out_conv2 = self.conv2(self.conv1(frames))  # (N, 48, H/4, W/4)
-        out_conv3 = self.conv3_1(self.conv3(out_conv2))  # (N, 96, H/8, W/8)
-        out_conv4 = self.conv4_1(self.conv4(out_conv3))  # (N, 192, H/16, W/16)
-        out_conv5 = self.conv5_1(self.conv5(out_conv4))  # (N, 192, H/32, W/32)
-        x = self.conv6_1(self.conv6(out_conv5))  # (N, 384, H/64, W/64)
+        out_conv2, out_conv3, out_conv4, out_conv5, x = self.encode(frames)  # 48 ch at H/4 .. 384 ch at H/64
 
         flow = self.predict_flow6(x)
         levels = ((out_conv5, self.deconv5, self.upsample_flow6to5, self.predict_flow5),

@@ -80,3 +80,36 @@ def deconv_leaky(in_channels, out_channels):
     """x2 upsampling decoder layer: ``Sequential(ConvTranspose2d(k=4, s=2, p=0), LeakyReLU(0.1))``; see crop_to."""
     return nn.Sequential(nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=0, bias=False),
                          nn.LeakyReLU(0.1, inplace=True))
+
+
+class StridedEncoder(nn.Module):
+    """The encoder FlowNetS and CFNet share: ``conv1``, ``conv2`` (stride 2 each, down to 1/4), then three more
+    stride-2 stages ``conv3`` .. ``conv6``, each followed by a stride-1 ``conv<k>_1``.
+
+    Subclasses call :meth:`build_encoder` first in ``__init__`` (the registration order is the checkpoint's key
+    order) and :meth:`encode` in ``forward``.
+    """
+
+    def build_encoder(self, in_channels, widths, first_kernels, batch_normalized):
+        """``widths``: the 6 stage widths; ``first_kernels``: kernel sizes of conv1, conv2, conv3 (the rest are 3)."""
+        w1, w2, w3, w4, w5, w6 = widths
+        k1, k2, k3 = first_kernels
+        self.conv1 = conv_leaky(in_channels, w1, k1, 2, batch_normalized)
+        self.conv2 = conv_leaky(w1, w2, k2, 2, batch_normalized)
+        self.conv3 = conv_leaky(w2, w3, k3, 2, batch_normalized)
+        self.conv3_1 = conv_leaky(w3, w3, 3, 1, batch_normalized)
+        self.conv4 = conv_leaky(w3, w4, 3, 2, batch_normalized)
+        self.conv4_1 = conv_leaky(w4, w4, 3, 1, batch_normalized)
+        self.conv5 = conv_leaky(w4, w5, 3, 2, batch_normalized)
+        self.conv5_1 = conv_leaky(w5, w5, 3, 1, batch_normalized)
+        self.conv6 = conv_leaky(w5, w6, 3, 2, batch_normalized)
+        self.conv6_1 = conv_leaky(w6, w6, 3, 1, batch_normalized)
+
+    def encode(self, x):
+        """(N, C_in, H, W) -> the maps at 1/4, 1/8, 1/16, 1/32 and 1/64 (the first four are the decoder's skips)."""
+        out_conv2 = self.conv2(self.conv1(x))  # (N, w2, H/4, W/4)
+        out_conv3 = self.conv3_1(self.conv3(out_conv2))  # (N, w3, H/8, W/8)
+        out_conv4 = self.conv4_1(self.conv4(out_conv3))  # (N, w4, H/16, W/16)
+        out_conv5 = self.conv5_1(self.conv5(out_conv4))  # (N, w5, H/32, W/32)
+        out_conv6 = self.conv6_1(self.conv6(out_conv5))  # (N, w6, H/64, W/64)
+        return out_conv2, out_conv3, out_conv4, out_conv5, out_conv6
