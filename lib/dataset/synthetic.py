@@ -192,12 +192,7 @@ class FacadeRow:
     waves: np.ndarray
 
     def draw(self, buffer, cam, prev_cam, grid, ctx):
-        dx, dy, dz = grid['rays']
-        with np.errstate(divide='ignore', invalid='ignore'):
-            t = (self.x0 - cam.position[0]) / dx
-        px, py, pz = _points(cam, grid['rays'], t)
-        seg = np.clip(np.searchsorted(self.starts, pz, side='right') - 1, 0, len(self.starts) - 1)
-        height = CAMERA_HEIGHT - py  # above ground
+        t, px, py, pz, seg, height = _side_plane_points(self.x0, self.starts, cam, grid)
         hit = (t > NEAR) & (pz >= self.starts[seg]) & (pz < self.ends[seg]) & (height >= 0) & \
               (height < self.heights[seg])
         if not hit.any():
@@ -226,12 +221,7 @@ class Fence:
     surface: int
 
     def draw(self, buffer, cam, prev_cam, grid, ctx):
-        dx, _, _ = grid['rays']
-        with np.errstate(divide='ignore', invalid='ignore'):
-            t = (self.x0 - cam.position[0]) / dx
-        px, py, pz = _points(cam, grid['rays'], t)
-        seg = np.clip(np.searchsorted(self.starts, pz, side='right') - 1, 0, len(self.starts) - 1)
-        height = CAMERA_HEIGHT - py
+        t, px, py, pz, seg, height = _side_plane_points(self.x0, self.starts, cam, grid)
         on_part = (np.mod(pz, 0.4) < 0.14) | ((height > 1.05) & (height < 1.2)) | ((height > 0.2) & (height < 0.32))
         hit = (t > NEAR) & (pz >= self.starts[seg]) & (pz < self.ends[seg]) & (height >= 0) & (height < 1.2) & \
               on_part
@@ -448,6 +438,16 @@ class Pedestrian(Billboard):
 def _points(cam, rays, t):
     dx, dy, dz = rays
     return cam.position[0] + t * dx, cam.position[1] + t * dy, cam.position[2] + t * dz
+
+
+def _side_plane_points(x0, starts, cam, grid):
+    """Where each pixel's ray meets the street-side plane ``x = x0``: ray parameter ``t``, the 3-D point, the index
+    of the z-segment (of ``starts``) it falls in, and its height above the ground."""
+    with np.errstate(divide='ignore', invalid='ignore'):
+        t = (x0 - cam.position[0]) / grid['rays'][0]
+    px, py, pz = _points(cam, grid['rays'], t)
+    seg = np.clip(np.searchsorted(starts, pz, side='right') - 1, 0, len(starts) - 1)
+    return t, px, py, pz, seg, CAMERA_HEIGHT - py
 
 
 # ----------------------------------------------------------------------------------------------------------------
