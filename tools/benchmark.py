@@ -44,6 +44,7 @@ from lib.engine.fast import (EXACT, FastConfig, FastSCNet, add_fast_arguments, c
                              upsample_labels)
 from lib.model import build_scnet
 from lib.ops import resample2d, resample2d_reference
+from lib.utils.atomic import write_json, write_text
 from lib.utils.checkpoint import load_published
 from lib.utils.config import REPO_ROOT, ConfigError, load_config
 
@@ -756,15 +757,6 @@ def _progress(text):
     print(f'[benchmark] {text}', file=sys.stderr, flush=True)
 
 
-def write_atomic(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------------------------------------------- main
 def main(argv=None):
     args = parse_args(argv)
@@ -807,8 +799,8 @@ def main(argv=None):
     result['load_average_end'] = _load_average()
 
     out = args.out or os.path.join(REPO_ROOT, DEFAULT_OUT)
-    write_atomic(out, json.dumps(result, indent=2, default=str) + '\n')
-    write_atomic(os.path.splitext(out)[0] + '.md', markdown(result))
+    write_json(out, result, indent=2, default=str)
+    write_text(os.path.splitext(out)[0] + '.md', markdown(result))
     _progress(f'wrote {out}')
     return result
 

@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lib.dataset import DatasetError, build_dataset, build_loader  # noqa: E402
+from lib.utils.atomic import write_json
 from lib.utils.config import DEFAULTS, ConfigError, load_config, resolve_path  # noqa: E402
 
 
@@ -76,11 +77,7 @@ def main(argv=None):
               'clip_length': dataset[0][0].shape[0], 'cpu_count': os.cpu_count(), 'torch': torch.__version__,
               'platform': platform.platform(), 'results': results}
     out = resolve_path(args.out) if not os.path.isabs(args.out) else args.out
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = f'{out}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(report, f, indent=1)
-    os.replace(tmp, out)
+    write_json(out, report)
     print(f'wrote {out}')
     return 0
 

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lib.dataset import build_dataset
 from lib.engine.pda import CLIP_LENGTH, load_eval_model, predict_clip
 from lib.model import build_scnet
+from lib.utils.atomic import write_text
 from lib.utils.config import load_config, resolve_path
 from lib.utils.distributed import pick_device
 
@@ -142,11 +143,7 @@ def run(argv=None):
     text = json.dumps(result, indent=1)
     print(text)
     output = args.output or os.path.join(resolve_path(cfg['eval']['result_root']), 'benchmark_pda.json')
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    tmp = f'{output}.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text + '\n')
-    os.replace(tmp, output)
+    write_text(output, text + '\n')
     return 0
 
 

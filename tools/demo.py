@@ -34,6 +34,7 @@ sys.path.insert(0, REPO_ROOT)
 
 from lib.dataset import synthetic  # noqa: E402
 from lib.dataset.synthetic_layout import META_FILE  # noqa: E402
+from lib.utils.atomic import write_json
 from lib.utils.config import ConfigError, load_config, resolve_path  # noqa: E402
 from tools import show as show_tool  # noqa: E402
 from tools import test_pda as pda_tool  # noqa: E402
@@ -397,10 +398,7 @@ def report(pipeline, total_seconds):
     print('pictures:   ' + '\n            '.join(pipeline.show_outputs()))
     timings = dict(pipeline.timings, total=round(total_seconds, 1), threads=torch.get_num_threads(),
                    quick=pipeline.args.quick)
-    tmp = os.path.join(out_dir, 'demo_timings.json.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(timings, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, 'demo_timings.json'))
+    write_json(os.path.join(out_dir, 'demo_timings.json'), timings)
     steps = ', '.join(f'{step} {seconds:.0f} s' for step, seconds in pipeline.timings.items()) or 'all skipped'
     print(f'time: {total_seconds:.0f} s for the steps run now ({steps})')
 

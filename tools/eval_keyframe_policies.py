@@ -17,7 +17,6 @@ policy, so their outputs are computed once per clip and replayed for every polic
 Writes ``<out>/keyframe_policies.json`` and ``<out>/keyframe_policies.png`` (mIoU against GFLOPs per frame).
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ from lib.dataset.video import snippet_offsets
 from lib.engine.keyframe import DistortionTriggered, FixedInterval, PerFrame, PolicyError
 from lib.engine.fast import logits_to_labels
 from lib.engine.video import StreamingSegmenter, load_model, pad_to_multiple, pick_device, set_threads
+from lib.utils.atomic import atomic_path, write_json
 from lib.utils.config import ConfigError, load_config, resolve_path
 from lib.utils.metrics import ConfusionMatrix
 
@@ -282,17 +282,9 @@ def plot_curve(fixed, distortion, costs, path, title):
     ax.grid(alpha=0.3, which='both')
     ax.legend()
     fig.tight_layout()
-    tmp = f'{path}.tmp.png'
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def write_json(data, path):
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -340,7 +332,7 @@ def run(args):
               'frame_size': list(frames.shape[-2:]), 'step_costs': costs,
               'every_frame_labelled': cfg['data']['name'] == 'synthetic', 'fixed': fixed, 'distortion': distortion,
               'equal_cost_comparison': rows, 'verdict': verdict}
-    write_json(report, os.path.join(out, 'keyframe_policies.json'))
+    write_json(os.path.join(out, 'keyframe_policies.json'), report, indent=2)
     plot_curve(fixed, distortion, costs, os.path.join(out, 'keyframe_policies.png'),
                f'{cfg["experiment"] or os.path.basename(args.config)}: {split}, '
                f'{"every frame" if report["every_frame_labelled"] else "labelled frames"}')

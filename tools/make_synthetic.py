@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from lib.dataset import synthetic  # noqa: E402
 from lib.dataset import synthetic_layout as layout  # noqa: E402
 from lib.dataset.io import read_flow  # noqa: E402
+from lib.utils.atomic import atomic_path
 from lib.utils.palette import CITYSCAPES_PALETTE, colorize  # noqa: E402
 
 
@@ -75,9 +76,8 @@ def write_preview(root, out_dir, meta):
     path = os.path.join(out_dir, 'synthetic_example.png')
     # Sensor noise makes true-colour PNGs large; 128 colours keep the figure small (< 100 KB) for the docs.
     indexed = Image.fromarray(sheet).quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    tmp = f'{path}.tmp.png'
-    indexed.save(tmp, optimize=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        indexed.save(tmp, optimize=True)
     return path
 
 

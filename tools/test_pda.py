@@ -20,6 +20,7 @@ from lib.dataset import DatasetError, build_dataset, build_loader
 from lib.engine.pda import (PDAInputError, check_clip_files, check_distances, evaluate_pda, format_markdown,
                             load_eval_model, prepare_output_dir)
 from lib.utils import distributed
+from lib.utils.atomic import write_text
 from lib.utils.checkpoint import CheckpointError
 from lib.utils.config import ConfigError, load_config, resolve_path
 from lib.utils.palette import class_names
@@ -61,13 +62,6 @@ def json_safe(value):
     return value
 
 
-def write_atomic(path, text):
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def setup(args):
     """Everything that can fail on bad input, before any clip is evaluated."""
     cfg = load_config(args.config, args.opts)
@@ -98,10 +92,10 @@ def report(result, cfg, args, out_dir):
             'world_size': distributed.get_world_size(), 'torch': torch.__version__,
             'python': platform.python_version(), 'class_names': list(names)}
     text = json.dumps(json_safe({**meta, **result}), indent=1, allow_nan=False)
-    write_atomic(os.path.join(out_dir, 'pda.json'), text + '\n')
+    write_text(os.path.join(out_dir, 'pda.json'), text + '\n')
     header = (f'# PDA: {os.path.basename(out_dir)}\n\nsplit {cfg["eval"]["split"]}, {result["n_clips"]} clips, '
               f'align_corners={cfg["model"]["align_corners"]}, checkpoint {args.checkpoint}\n\n')
-    write_atomic(os.path.join(out_dir, 'pda.md'), header + table)
+    write_text(os.path.join(out_dir, 'pda.md'), header + table)
     print(table, end='')
     print(f'{result["n_clips"]} clips in {result["seconds"]:.1f} s; wrote {out_dir}/pda.json and pda.md')
 

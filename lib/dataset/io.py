@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import torch
 
+from lib.utils.atomic import atomic_path
+
 IGNORE_INDEX = 255
 
 # OpenCV's own worker threads fight with DataLoader workers on small machines; each worker decodes one image at a
@@ -97,17 +99,6 @@ def read_flow(path, size=None):
 
 def write_png_atomic(path, image):
     """``cv2.imwrite`` to a temporary name in the same folder, then rename (no half-written files)."""
-    tmp = f'{path}.tmp.png'
-    if not cv2.imwrite(tmp, image):
-        raise DatasetError(f'{path}: could not write image')
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path, text):
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(tmp, image):
+            raise DatasetError(f'{path}: could not write image')

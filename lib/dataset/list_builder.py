@@ -10,8 +10,10 @@ import glob
 import os
 import re
 
-from .io import DatasetError, write_text_atomic
+from lib.utils.atomic import write_text
+
 from .frame_list import format_line
+from .io import DatasetError
 
 CAMVID_OFFSETS = {'0001TP': 6660}
 CAMVID_DEFAULT_OFFSET = -1
@@ -52,4 +54,4 @@ def camvid_lines(root, sequences=None, offsets=None):
 
 
 def write_list(path, lines):
-    write_text_atomic(path, ''.join(lines))
+    write_text(path, ''.join(lines))

@@ -36,7 +36,9 @@ import numpy as np
 
 from . import synthetic_layout as layout
 from .frame_list import format_line
-from .io import IGNORE_INDEX, write_png_atomic, write_text_atomic
+from .io import IGNORE_INDEX, write_png_atomic
+
+from lib.utils.atomic import atomic_path, write_text
 
 # Cityscapes train ids of the classes the scenes use.
 ROAD, SIDEWALK, BUILDING, FENCE, POLE, SIGN, VEGETATION, SKY, PERSON, CAR = 0, 1, 2, 4, 5, 7, 8, 10, 11, 13
@@ -744,10 +746,8 @@ def _write_png(root, relative, image):
 
 
 def _write_flow(path, flow, valid):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f'{path}.tmp.npz'
-    np.savez_compressed(tmp, flow=flow.astype(np.float16), valid=valid)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, flow=flow.astype(np.float16), valid=valid)
 
 
 def generate(root, size=(128, 256), n_train=24, n_val=8, n_test=0, seed=0, difficulty='medium', n_frames=30,
@@ -789,12 +789,12 @@ def generate(root, size=(128, 256), n_train=24, n_val=8, n_test=0, seed=0, diffi
     for split in counts:
         split_lines = [line for job, line in zip(jobs, lines) if job.split == split]
         if split_lines:
-            write_text_atomic(os.path.join(root, 'list', f'{split}.txt'), ''.join(split_lines))
+            write_text(os.path.join(root, 'list', f'{split}.txt'), ''.join(split_lines))
     meta = {'generator': 'lib.dataset.synthetic', 'version': 1, 'size': [height, width], 'n_frames': n_frames,
             'labelled_frame': labelled_frame, 'seed': seed, 'difficulty': difficulty_name,
             'difficulty_params': asdict(difficulty), 'snippets': counts, 'classes': list(USED_CLASSES),
             'seconds': round(time.perf_counter() - start, 2)}
-    write_text_atomic(os.path.join(root, layout.META_FILE), json.dumps(meta, indent=1) + '\n')
+    write_text(os.path.join(root, layout.META_FILE), json.dumps(meta, indent=1) + '\n')
     return meta
 
 

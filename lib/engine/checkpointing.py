@@ -23,14 +23,6 @@ from lib.utils import distributed
 from lib.utils.checkpoint import CheckpointError, load_checkpoint, strip_wrapper_prefixes
 
 
-def save_atomic(obj, path):
-    """``torch.save`` to a temporary name next to ``path``, then rename: a crash never leaves a torn file."""
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def capture_rng_state():
     """This process's RNG states in types ``weights_only`` loading accepts (no numpy arrays, no tuples of them)."""
     py_version, py_internal, py_gauss = random.getstate()

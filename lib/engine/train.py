@@ -30,12 +30,13 @@ from tqdm import tqdm
 
 from lib.dataset import build_dataset, seed_worker
 from lib.engine.checkpointing import (CheckpointError, gather_rng_states, model_state, read_checkpoint,
-                                      restore_rng_state, save_atomic)
+                                      restore_rng_state)
 from lib.engine.optim import apply_lr, build_optimizer
 from lib.engine.sampler import ResumableSampler
 from lib.engine.stage_nets import set_bn_momentum
 from lib.engine.stages import STAGES, Stage, check_init_config, get_stage, initialise
 from lib.utils import distributed
+from lib.utils.atomic import save_torch
 from lib.utils.config import ConfigError, dump_config, resolve_path
 from lib.utils.logger import MetricLogger, ScalarWriter, close_text_log, setup_text_log
 
@@ -290,7 +291,7 @@ def save_checkpoint(run, names):
         'stage': run.stage.name,
     }
     for name in names:
-        save_atomic(checkpoint, os.path.join(run.save_dir, name))
+        save_torch(checkpoint, os.path.join(run.save_dir, name))
 
 
 def autocast(run):

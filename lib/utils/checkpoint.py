@@ -14,6 +14,8 @@ from typing import List, NamedTuple, Tuple
 
 import torch
 
+from lib.utils.atomic import save_torch
+
 # Wrappers that prefix parameter names: DistributedDataParallel / DataParallel and torch.compile.
 WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 # Keys under which training scripts commonly nest the weights next to optimizer state etc.
@@ -86,11 +88,7 @@ def strip_wrapper_prefixes(state_dict):
 
 def save_checkpoint(obj, path):
     """``torch.save`` to a temporary name, then an atomic rename: a crash never leaves a truncated file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    save_torch(obj, path)
 
 
 def compare(module, state_dict, target='model'):

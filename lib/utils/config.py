@@ -10,6 +10,8 @@ import re
 
 import yaml
 
+from lib.utils.atomic import write_text
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DEFAULTS = {
@@ -164,7 +166,4 @@ def resolve_path(path):
 
 def dump_config(cfg, path):
     """Write the resolved config next to the outputs it produced (atomically)."""
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        yaml.safe_dump(cfg, f, sort_keys=False)
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(cfg, sort_keys=False))

@@ -3,12 +3,12 @@
 Every function works on uint8 RGB arrays ``(H, W, 3)`` so that the pieces can be stacked freely; writers go
 through a temporary name and ``os.replace`` so that an interrupted run leaves no half-written picture.
 """
-import os
 
 import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from lib.utils.atomic import atomic_path
 from lib.utils.palette import colorize
 
 IGNORE_INDEX = 255
@@ -117,14 +117,12 @@ def legend(palette, class_names, swatch=18, width=180):
 
 def save_png(image, path):
     """Write an (H, W, 3) uint8 image atomically."""
-    tmp = f'{path}.tmp'
-    Image.fromarray(image).save(tmp, format='PNG')
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format='PNG')
 
 
 def save_gif(images, path, duration_ms=300):
     """Write uint8 (H, W, 3) images as an endlessly looping animated GIF, atomically."""
     frames = [Image.fromarray(image) for image in images]
-    tmp = f'{path}.tmp'
-    frames[0].save(tmp, format='GIF', save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, format='GIF', save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
