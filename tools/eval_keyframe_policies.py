@@ -33,9 +33,10 @@ from lib.dataset.frame_list import read_list
 from lib.dataset.video import snippet_offsets
 from lib.engine.keyframe import DistortionTriggered, FixedInterval, PerFrame, PolicyError
 from lib.engine.fast import logits_to_labels
-from lib.engine.video import StreamingSegmenter, load_model, pad_to_multiple, pick_device, set_threads
+from lib.engine.video import StreamingSegmenter, load_model, pad_to_multiple, set_threads
 from lib.utils.atomic import atomic_path, write_json
 from lib.utils.config import ConfigError, load_config, resolve_path
+from lib.utils.distributed import pick_device
 from lib.utils.metrics import ConfusionMatrix
 
 PROG = 'eval_keyframe_policies'

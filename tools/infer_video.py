@@ -20,9 +20,10 @@ from tqdm import tqdm
 from lib.engine.fast import FastSCNet, add_fast_arguments, config_from_args
 from lib.engine.keyframe import PolicyError, parse_policy
 from lib.engine.video import (OutputFolder, StreamingSegmenter, VideoIOError, VideoWriter, frame_to_tensor,
-                              labels_to_frame, load_model, open_frame_source, overlay, pick_device, set_threads,
+                              labels_to_frame, load_model, open_frame_source, overlay, set_threads,
                               write_png)
 from lib.utils.config import ConfigError, load_config
+from lib.utils.distributed import pick_device
 from lib.utils.palette import colorize, palette_for
 
 PROG = 'infer_video'

@@ -254,15 +254,6 @@ class OutputFolder:
         return self.path
 
 
-def pick_device(name):
-    """``auto`` (or None) -> CUDA when available, else CPU; an explicit ``cuda`` without a GPU is an error."""
-    if name in (None, 'auto'):
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if name.startswith('cuda') and not torch.cuda.is_available():
-        raise ValueError(f'device "{name}": CUDA is not available on this machine')
-    return torch.device(name)
-
-
 def set_threads(threads):
     """``--threads``: torch's intra-op CPU threads (None keeps torch's default)."""
     if threads is None:

@@ -4,6 +4,7 @@ Every helper answers as if there were one process of rank 0 when no process grou
 code runs under ``python tools/train.py`` and under ``torchrun --nproc_per_node=N tools/train.py``.
 """
 import os
+import re
 
 import torch
 import torch.distributed as dist
@@ -31,14 +32,17 @@ def is_main_process():
 
 
 def pick_device(device='auto'):
-    """``'auto'`` -> this process's GPU when CUDA is available, else the CPU; ``'cpu'``/``'cuda'`` are forced."""
-    if device not in ('auto', 'cpu', 'cuda'):
-        raise ValueError(f'device: expected auto | cpu | cuda, got "{device}"')
-    if device == 'cpu' or (device == 'auto' and not torch.cuda.is_available()):
+    """``'auto'`` (or None) -> this process's GPU when CUDA is available, else the CPU; ``'cpu'``, ``'cuda'``
+    (this process's GPU) and ``'cuda:N'`` are forced."""
+    if device in (None, 'auto'):
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device == 'cpu':
         return torch.device('cpu')
+    if not re.fullmatch(r'cuda(:\d+)?', str(device)):
+        raise ValueError(f'device: expected auto | cpu | cuda | cuda:N, got "{device}"')
     if not torch.cuda.is_available():
-        raise ValueError('device: "cuda" was asked for but CUDA is not available on this machine')
-    return torch.device('cuda', get_local_rank())
+        raise ValueError(f'device: "{device}" was asked for but CUDA is not available on this machine')
+    return torch.device(device) if ':' in device else torch.device('cuda', get_local_rank())
 
 
 def init_distributed(device='auto'):
