@@ -1,8 +1,11 @@
 """resample2d: the PyTorch reference against a naive loop of the kernel formula, gradients, dispatch, and (with a
 GPU) the CUDA extension against the reference."""
 import importlib
+import importlib.util
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -217,6 +220,98 @@ def test_extension_operators_have_shape_functions():
     grad_input, grad_flow = torch.ops.davss.resample2d_backward(input, input, flow, True, True)
     assert grad_input.shape == input.shape and grad_input.dtype == torch.float16
     assert grad_flow.shape == flow.shape and grad_flow.dtype == torch.float32
+
+
+# --- architectures of the build -----------------------------------------------------------------------------
+
+def test_arch_list_entries():
+    assert cuda_toolkit.arch_to_list_entry('sm_75') == '7.5'
+    assert cuda_toolkit.arch_to_list_entry('sm_120') == '12.0'
+    assert cuda_toolkit.arch_to_list_entry('sm_90a') == '9.0a'
+    assert cuda_toolkit.arch_to_list_entry('compute_90') is None
+
+
+@pytest.mark.parametrize('capabilities, expected', [
+    ([], '7.5;8.0;8.6;9.0;10.0;12.0+PTX'),  # no GPU: everything torch supports
+    ([(8, 6), (7, 5), (8, 6)], '7.5;8.6+PTX'),  # the visible GPUs, once each
+    ([(13, 0)], '12.0+PTX'),  # newer than torch knows: its newest, with PTX
+])
+def test_default_arch_list(monkeypatch, capabilities, expected):
+    monkeypatch.setattr(torch.cuda, 'get_arch_list',
+                        lambda: ['sm_75', 'sm_80', 'sm_86', 'sm_90', 'sm_100', 'sm_120', 'compute_120'])
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: len(capabilities))
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda index: capabilities[index])
+    assert cuda_toolkit.default_arch_list() == expected
+    assert cuda_toolkit.arch_list_for_build({}) == expected
+    assert cuda_toolkit.arch_list_for_build({'TORCH_CUDA_ARCH_LIST': ' 8.9 '}) == '8.9'
+
+
+def test_kernel_for_picks_compatible_code():
+    kernels = [('ptx', 90), ('sass', 75), ('sass', 80), ('sass', 86)]
+    assert cuda_toolkit.kernel_for(86, kernels) == ('sass', 86)
+    assert cuda_toolkit.kernel_for(89, kernels) == ('sass', 86)  # same major, lower minor runs
+    assert cuda_toolkit.kernel_for(90, kernels) == ('ptx', 90)
+    assert cuda_toolkit.kernel_for(120, kernels) == ('ptx', 90)  # PTX is compiled for newer GPUs
+    assert cuda_toolkit.kernel_for(70, kernels) is None  # "no kernel image is available"
+    assert cuda_toolkit.kernel_for(87, [('sass', 90)]) is None  # SASS never runs on an older GPU
+
+
+def expected_build_architectures():
+    """(sm numbers the build must cover, why), as setup.py chose them."""
+    listed = os.environ.get('TORCH_CUDA_ARCH_LIST', '').strip()
+    if listed:
+        entries = [entry.split('+')[0].rstrip('abcdefghijklmnopqrstuvwxyz') for entry in listed.replace(' ', ';')
+                   .split(';') if entry and entry[0].isdigit()]
+        return sorted({int(entry.replace('.', '')) for entry in entries}), f'TORCH_CUDA_ARCH_LIST={listed}'
+    if torch.cuda.is_available():
+        capabilities = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+        return sorted(10 * major + minor for major, minor in capabilities), 'the visible GPUs'
+    archs = [arch for arch in torch.cuda.get_arch_list() if arch.startswith('sm_')]
+    return sorted(int(re.sub(r'\D', '', arch)) for arch in archs), 'torch.cuda.get_arch_list()'
+
+
+def built_extension_path():
+    spec = importlib.util.find_spec('lib.ops._resample2d_cuda')
+    if spec is None or spec.origin is None:
+        blocker = cuda_toolkit.build_blocker()
+        if blocker is not None or os.environ.get('DAVSS_BUILD_CUDA', 'auto').strip().lower() == '0':
+            pytest.skip(f'the CUDA extension is not built here ({blocker or "DAVSS_BUILD_CUDA=0"})')
+        pytest.fail('a CUDA toolkit is present but lib.ops._resample2d_cuda was not built')
+    return spec.origin
+
+
+def test_built_extension_has_a_kernel_for_every_architecture():
+    """The .so holds SASS of the same major version (or PTX) for each architecture torch runs on (CI: wherever
+    nvcc exists), so no supported GPU meets "no kernel image is available"."""
+    kernels = cuda_toolkit.fatbin_kernels(built_extension_path())
+    wanted, source = expected_build_architectures()
+    missing = [sm for sm in wanted if cuda_toolkit.kernel_for(sm, kernels) is None]
+    assert not missing, f'no kernel for sm_{missing} ({source}); the build holds {kernels}'
+    if source == 'torch.cuda.get_arch_list()':
+        assert ('ptx', max(wanted)) in kernels, f'no PTX of sm_{max(wanted)} for newer GPUs: {kernels}'
+
+
+def find_cuobjdump():
+    home = cuda_toolkit.find_cuda_home()
+    candidates = [shutil.which('cuobjdump'), home and os.path.join(home, 'bin', 'cuobjdump')]
+    try:
+        import nvidia.cu13  # the nvidia-cuda-cuobjdump wheel's location for CUDA 13
+        candidates += [os.path.join(root, 'bin', 'cuobjdump') for root in nvidia.cu13.__path__]
+    except ImportError:
+        pass
+    return next((path for path in candidates if path and os.path.isfile(path)), None)
+
+
+def test_fatbin_reader_agrees_with_cuobjdump():
+    path = built_extension_path()
+    cuobjdump = find_cuobjdump()
+    if cuobjdump is None:
+        pytest.skip('no cuobjdump (CUDA toolkit or the nvidia-cuda-cuobjdump wheel) to compare with')
+    listed = set()
+    for flag, kind, suffix in (('--list-elf', 'sass', 'cubin'), ('--list-ptx', 'ptx', 'ptx')):
+        text = subprocess.run([cuobjdump, flag, path], capture_output=True, text=True, check=True).stdout
+        listed |= {(kind, int(sm)) for sm in re.findall(rf'\.sm_(\d+)[a-z]?\.{suffix}', text)}
+    assert listed and sorted(listed) == cuda_toolkit.fatbin_kernels(path)
 
 
 # --- CUDA extension (skipped without a GPU) --------------------------------------------------------------------
