@@ -23,29 +23,51 @@ needs_cuda_extension = pytest.mark.skipif(
     reason='needs a CUDA device and the compiled resample2d extension')
 
 
-def naive_resample2d(input, flow):
-    """The kernel formula, one pixel at a time in float64: 4 corners each clamped to the map independently."""
-    n, c, h, w = input.shape
-    out = torch.empty(n, c, h, w, dtype=torch.float64)
-    src = input.double()
+def naive_sample(src, xf, yf):
+    """The kernel formula at one position of one (C, H, W) float64 map: 4 corners each clamped to the map."""
+    _, h, w = src.shape
 
     def clamp(v, size):
         return min(max(v, 0), size - 1)
 
+    x0, y0 = math.floor(xf), math.floor(yf)
+    alpha, beta = xf - x0, yf - y0
+    left, right = clamp(x0, w), clamp(x0 + 1, w)
+    top, bottom = clamp(y0, h), clamp(y0 + 1, h)
+    return ((1 - alpha) * (1 - beta) * src[:, top, left] + alpha * (1 - beta) * src[:, top, right]
+            + (1 - alpha) * beta * src[:, bottom, left] + alpha * beta * src[:, bottom, right])
+
+
+def naive_resample2d(input, flow):
+    """The kernel formula, one pixel at a time in float64 (differentiable w.r.t. ``input``)."""
+    n, c, h, w = input.shape
+    out = torch.empty(n, c, h, w, dtype=torch.float64)
+    src = input.double()
     for b in range(n):
         for y in range(h):
             for x in range(w):
-                xf = x + float(flow[b, 0, y, x])
-                yf = y + float(flow[b, 1, y, x])
-                x0, y0 = math.floor(xf), math.floor(yf)
-                alpha, beta = xf - x0, yf - y0
-                left, right = clamp(x0, w), clamp(x0 + 1, w)
-                top, bottom = clamp(y0, h), clamp(y0 + 1, h)
-                out[b, :, y, x] = ((1 - alpha) * (1 - beta) * src[b, :, top, left]
-                                   + alpha * (1 - beta) * src[b, :, top, right]
-                                   + (1 - alpha) * beta * src[b, :, bottom, left]
-                                   + alpha * beta * src[b, :, bottom, right])
+                out[b, :, y, x] = naive_sample(src[b], x + float(flow[b, 0, y, x]), y + float(flow[b, 1, y, x]))
     return out
+
+
+def naive_gradients(input, flow, grad_output, eps=1e-6):
+    """Float64 gradients of the naive loop for the output gradient ``grad_output``: w.r.t. the input by autograd
+    through the loop, w.r.t. the flow by central differences at each pixel (its output depends on its flow only;
+    flows must keep away from integer positions, see :func:`random_flow`)."""
+    n, c, h, w = input.shape
+    src = input.detach().double().requires_grad_(True)
+    g = grad_output.double()
+    (naive_resample2d(src, flow) * g).sum().backward()
+    grad_flow = torch.zeros(n, 2, h, w, dtype=torch.float64)
+    values = src.detach()
+    for b in range(n):
+        for y in range(h):
+            for x in range(w):
+                xf, yf = x + float(flow[b, 0, y, x]), y + float(flow[b, 1, y, x])
+                for k, (dx, dy) in enumerate(((eps, 0.0), (0.0, eps))):
+                    change = naive_sample(values[b], xf + dx, yf + dy) - naive_sample(values[b], xf - dx, yf - dy)
+                    grad_flow[b, k, y, x] = (g[b, :, y, x] * change).sum() / (2 * eps)
+    return src.grad, grad_flow
 
 
 def random_flow(n, h, w, reach, generator, dtype=torch.float64, device='cpu'):
@@ -222,6 +244,18 @@ def test_extension_operators_have_shape_functions():
     assert grad_flow.shape == flow.shape and grad_flow.dtype == torch.float32
 
 
+def test_naive_gradients_match_gradcheck_of_the_reference():
+    """The float64 naive gradients (the host kernel test's reference) agree with autograd of the reference."""
+    input, flow = random_case(2, 3, 4, 6, reach=7.0, seed=40)  # reaches past every border
+    grad_output = torch.randn(2, 3, 4, 6, generator=torch.Generator().manual_seed(41), dtype=torch.float64)
+    grad_input, grad_flow = naive_gradients(input, flow, grad_output)
+    input_ref, flow_ref = input.clone().requires_grad_(True), flow.clone().requires_grad_(True)
+    (resample2d_reference(input_ref, flow_ref) * grad_output).sum().backward()
+    torch.testing.assert_close(grad_input, input_ref.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad_flow, flow_ref.grad, rtol=1e-6, atol=1e-6)
+    assert (grad_flow == 0).any() and (grad_flow != 0).any()  # clamped (outside) and inside positions both seen
+
+
 # --- architectures of the build -----------------------------------------------------------------------------
 
 def test_arch_list_entries():
@@ -314,6 +348,126 @@ def test_fatbin_reader_agrees_with_cuobjdump():
     assert listed and sorted(listed) == cuda_toolkit.fatbin_kernels(path)
 
 
+# --- the kernel's per-pixel arithmetic, compiled for the host ------------------------------------------------
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST_TEST_SOURCE = os.path.join(REPO_ROOT, 'tests', 'csrc', 'resample2d_host_test.cpp')
+HOST_DTYPES = {torch.float16: 'float16', torch.bfloat16: 'bfloat16', torch.float32: 'float32',
+               torch.float64: 'float64'}
+HOST_TOLERANCES = {torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float32: 2e-5, torch.float64: 1e-9}
+
+
+@pytest.fixture(scope='module')
+def host_program(tmp_path_factory):
+    """tests/csrc/resample2d_host_test.cpp built with g++ against lib/ops/csrc/resample2d_math.h."""
+    compiler = shutil.which('g++')
+    if compiler is None:
+        pytest.skip('g++ is not installed')
+    program = str(tmp_path_factory.mktemp('host_kernel') / 'resample2d_host_test')
+    command = [compiler, '-std=c++17', '-O1', '-Wall', '-Wextra', '-Werror', '-I',
+               os.path.join(REPO_ROOT, 'lib', 'ops', 'csrc'), HOST_TEST_SOURCE, '-o', program]
+    built = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr[-3000:]
+    return program
+
+
+def storage_bytes(tensor):
+    """Raw little-endian bytes of a tensor (16-bit types as their bits)."""
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        tensor = tensor.view(torch.int16)
+    return tensor.contiguous().numpy().tobytes()
+
+
+def from_storage(data, dtype, shape):
+    if dtype in (torch.float16, torch.bfloat16):
+        return torch.frombuffer(bytearray(data), dtype=torch.int16).view(dtype).reshape(shape)
+    return torch.frombuffer(bytearray(data), dtype=dtype).reshape(shape)
+
+
+@pytest.mark.parametrize('dtype', list(HOST_DTYPES))
+@pytest.mark.parametrize('n, c, h, w, run', [(2, 3, 5, 7, 3), (1, 5, 6, 4, 2), (2, 4, 1, 6, 1)])
+def test_host_kernel_math_matches_naive_loop(host_program, tmp_path, dtype, n, c, h, w, run):
+    """The kernels' arithmetic (forward, grad_input, grad_flow; channel runs split as across CUDA blocks; flows
+    reaching past the borders; 16-bit storage with float32 arithmetic) against the float64 naive loop."""
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    input, flow = random_case(n, c, h, w, reach=max(h, w) + 2.0, seed=48 + c)
+    input, flow = input.to(dtype), flow.to(acc)  # the extension converts the flow to the arithmetic type
+    grad_output = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(49), dtype=torch.float64).to(dtype)
+    paths = {name: str(tmp_path / f'{name}.bin') for name in
+             ('input', 'flow', 'grad_output', 'output', 'grad_input', 'grad_flow')}
+    for name, tensor in (('input', input), ('flow', flow), ('grad_output', grad_output)):
+        with open(paths[name], 'wb') as handle:
+            handle.write(storage_bytes(tensor))
+    command = [host_program, 'warp', HOST_DTYPES[dtype], str(n), str(c), str(h), str(w), str(run),
+               *(paths[name] for name in ('input', 'flow', 'grad_output', 'output', 'grad_input', 'grad_flow'))]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    read = {name: open(paths[name], 'rb').read() for name in ('output', 'grad_input', 'grad_flow')}
+    output = from_storage(read['output'], dtype, (n, c, h, w))
+    grad_input = from_storage(read['grad_input'], acc, (n, c, h, w))
+    grad_flow = from_storage(read['grad_flow'], acc, (n, 2, h, w))
+
+    expected_output = naive_resample2d(input.double(), flow.double())
+    expected_grad_input, expected_grad_flow = naive_gradients(input.double(), flow.double(), grad_output.double())
+    tol = HOST_TOLERANCES[dtype]
+    # The output is stored in the map's dtype: one rounding of the float32 (float64) value.
+    torch.testing.assert_close(output.double(), expected_output, rtol=tol, atol=tol)
+    acc_tol = 1e-9 if acc == torch.float64 else 2e-5
+    torch.testing.assert_close(grad_input.double(), expected_grad_input, rtol=acc_tol, atol=acc_tol)
+    torch.testing.assert_close(grad_flow.double(), expected_grad_flow, rtol=1e-5, atol=max(acc_tol, 1e-6) * c)
+    assert (expected_grad_flow == 0).any() and (expected_grad_flow != 0).any()
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_host_16bit_storage_rounds_like_torch(host_program, tmp_path, dtype):
+    """The host program's float16/bfloat16 conversions (what c10::Half/BFloat16 do on the GPU): every 16-bit
+    value widens exactly and narrows back to itself, and float32 values (ties, subnormals, overflow) round to
+    nearest even like torch."""
+    every = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(dtype).float()
+    every = every[~torch.isnan(every)]
+    sorted_values = every.unique().double()
+    ties = ((sorted_values[1:] + sorted_values[:-1]) / 2).float()  # exactly halfway between neighbours
+    generator = torch.Generator().manual_seed(50)
+    wide_range = torch.randn(20000, generator=generator) * torch.exp2(torch.randint(-30, 30, (20000,),
+                                                                                       generator=generator)).float()
+    values = torch.cat([every, ties, wide_range, torch.tensor([65519.0, 65520.0, 1e30, -float('inf'), 6e-8])])
+    paths = [str(tmp_path / name) for name in ('values.bin', 'narrow.bin', 'wide.bin')]
+    with open(paths[0], 'wb') as handle:
+        handle.write(values.numpy().tobytes())
+    done = subprocess.run([host_program, 'roundtrip', HOST_DTYPES[dtype], *paths], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    narrow = from_storage(open(paths[1], 'rb').read(), dtype, values.shape)
+    wide = torch.frombuffer(bytearray(open(paths[2], 'rb').read()), dtype=torch.float32)
+    assert torch.equal(narrow.view(torch.int16), values.to(dtype).view(torch.int16))
+    assert torch.equal(wide, values.to(dtype).float())
+
+
+def host_offsets(program, batch, pixel, channel, c, h, w, xf, yf):
+    done = subprocess.run([program, 'offsets', *map(str, (batch, pixel, channel, c, h, w, xf, yf))],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return {key: float(value) if key in ('alpha', 'beta') else int(value)
+            for key, value in (line.split() for line in done.stdout.splitlines())}
+
+
+@pytest.mark.parametrize('h, w', [(32768, 32769), (46340, 46341)])  # H*W past 2^30, and just under 2^31
+def test_host_index_math_past_int32(host_program, h, w):
+    """Offsets of the last pixel of the second batch item at sizes the kernel admits but 32-bit products
+    overflow (e.g. plane + pixel), against Python integers."""
+    plane = h * w
+    assert 2 ** 30 < plane <= 2 ** 31 - 1 - 256
+    pixel, batch, channel, c = plane - 1, 1, 18, 19
+    got = host_offsets(host_program, batch, pixel, channel, c, h, w, w - 0.5, h - 1.75)
+    assert got['flow_dx'] == batch * 2 * plane + pixel
+    assert got['flow_dy'] == batch * 2 * plane + plane + pixel
+    assert got['plane'] == (batch * c + channel) * plane
+    # x = W - 0.5 -> left W-1, right clamped to W-1; y = H - 1.75 -> rows H-2 and H-1.
+    assert (got['top_left'], got['top_right']) == ((h - 2) * w + w - 1, (h - 2) * w + w - 1)
+    assert (got['bottom_left'], got['bottom_right']) == (plane - 1, plane - 1)
+    assert (got['alpha'], got['beta']) == (0.5, 0.25)
+
+
 # --- CUDA extension (skipped without a GPU) --------------------------------------------------------------------
 
 CUDA_SHAPES = [(3, 5, 7, 9), (2, 19, 32, 48), (1, 8, 425, 425), (1, 1, 736, 736)]
@@ -388,3 +542,31 @@ def test_cuda_huge_and_nan_flows():
     assert torch.isnan(out[:, :, 1, 1]).all()
     out[:, :, 1, 1] = expected[:, :, 1, 1]
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@needs_cuda_extension
+@pytest.mark.slow
+def test_cuda_plane_past_2_30_pixels():
+    """H*W > 2^30: the dy flow channel and the second half of the map lie past 2^31 elements (about 30 GB)."""
+    if torch.cuda.get_device_properties(0).total_memory < 48 * 2 ** 30:
+        pytest.skip('needs a GPU with at least 48 GB')
+    h, w = 32768, 32769
+    generator = torch.Generator('cuda').manual_seed(19)
+    input = torch.rand(1, 1, h, w, device='cuda', generator=generator).half()
+    flow = torch.rand(1, 2, h, w, device='cuda', generator=generator) * 6 - 3
+    flow.requires_grad_(True)
+    out = resample2d(input, flow, impl='cuda')
+    out.float().sum().backward()
+    pixels = [(0, 0), (h // 2, w - 1), (h - 1, 0), (h - 1, w - 1), (h - 2, w // 3)]
+    for y, x in pixels:
+        patch_y, patch_x = max(y - 4, 0), max(x - 4, 0)
+        patch = input[0, :, patch_y:y + 5, patch_x:x + 5].double().cpu()
+        f = flow.detach()[0, :, y, x].double().cpu()
+        # Flows reach 3 px, so the 9x9 patch holds every corner (clamped at the map's border, as the patch is).
+        expected = naive_sample(patch, x - patch_x + float(f[0]), y - patch_y + float(f[1]))
+        torch.testing.assert_close(out[0, :, y, x].double().cpu(), expected, rtol=2e-3, atol=2e-3)
+        xf, yf, eps = x - patch_x + float(f[0]), y - patch_y + float(f[1]), 1e-4
+        expected_grad = torch.stack([(naive_sample(patch, xf + eps, yf) - naive_sample(patch, xf - eps, yf)).sum(),
+                                     (naive_sample(patch, xf, yf + eps) - naive_sample(patch, xf, yf - eps)).sum()])
+        torch.testing.assert_close(flow.grad[0, :, y, x].double().cpu(), expected_grad / (2 * eps),
+                                   rtol=1e-3, atol=1e-3)

@@ -69,7 +69,8 @@ class _Resample2dCUDA(torch.autograd.Function):
     def backward(ctx, grad_output):
         input, flow = ctx.saved_tensors
         need_input, need_flow = ctx.needs_input_grad
-        grad_input, grad_flow = torch.ops.davss.resample2d_backward(grad_output, input, flow, need_input, need_flow)
+        grad_input, grad_flow = torch.ops.davss.resample2d_backward(grad_output, input, flow, need_input, need_flow,
+                                                                    False)
         return (grad_input if need_input else None), (grad_flow if need_flow else None)
 
 
@@ -80,7 +81,7 @@ if _EXTENSION_LOADED and hasattr(torch.library, 'register_fake'):  # register_fa
         return torch.empty_like(input, memory_format=torch.contiguous_format)
 
     @torch.library.register_fake('davss::resample2d_backward')
-    def _resample2d_backward_fake(grad_output, input, flow, need_input_grad, need_flow_grad):
+    def _resample2d_backward_fake(grad_output, input, flow, need_input_grad, need_flow_grad, deterministic=False):
         grad_input = torch.empty_like(input, memory_format=torch.contiguous_format) if need_input_grad \
             else input.new_empty(0)
         grad_flow = torch.empty_like(flow, memory_format=torch.contiguous_format) if need_flow_grad \
