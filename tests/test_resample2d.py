@@ -348,6 +348,45 @@ def test_fatbin_reader_agrees_with_cuobjdump():
     assert listed and sorted(listed) == cuda_toolkit.fatbin_kernels(path)
 
 
+# --- half precision in the PyTorch path ----------------------------------------------------------------------
+
+HALF_TOLERANCES = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def devices():
+    return ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize('device', devices())
+@pytest.mark.parametrize('flow_dtype', ['same', torch.float32])
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_reference_half_precision_samples_at_float32_positions(dtype, flow_dtype, device):
+    """At width 512 a half/bfloat16 grid is off by up to 0.25 px; positions must be computed in float32."""
+    input, flow = random_case(1, 4, 6, 512, reach=3.0, seed=42, device=device)
+    input = input.to(dtype)
+    flow = flow.to(dtype if flow_dtype == 'same' else flow_dtype)
+    expected = resample2d_reference(input.double(), flow.double())  # same stored values, float64 positions
+    out = resample2d_reference(input, flow)
+    assert out.dtype == dtype
+    tol = HALF_TOLERANCES[dtype]
+    torch.testing.assert_close(out.double(), expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_reference_half_precision_large_map_on_cpu(dtype):
+    """A 19-channel 256x512 map (1/4 of 1024x2048) in half precision on CPU: finite and right, with gradients."""
+    input, flow = random_case(1, 19, 256, 512, reach=5.0, seed=43, dtype=torch.float32)
+    input = input.to(dtype).requires_grad_(True)
+    flow.requires_grad_(True)
+    out = resample2d_reference(input, flow)
+    assert torch.isfinite(out).all()
+    expected = resample2d_reference(input.detach().float(), flow.detach())
+    tol = HALF_TOLERANCES[dtype]
+    torch.testing.assert_close(out.float(), expected, rtol=tol, atol=tol)
+    out.float().sum().backward()
+    assert input.grad.dtype == dtype and torch.isfinite(input.grad).all() and torch.isfinite(flow.grad).all()
+
+
 # --- the kernel's per-pixel arithmetic, compiled for the host ------------------------------------------------
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -47,14 +47,20 @@ def resample2d_reference(input, flow):
         (N, C, H, W) warped features, same dtype as ``input``.
     """
     n, _, h, w = input.shape
-    ys = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
-    xs = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
-    x = xs + flow[:, 0]  # (N, H, W)
-    y = ys + flow[:, 1]
+    # Sample in float32 (float64 for double maps) whatever the storage dtype, as the CUDA kernel does: a half or
+    # bfloat16 grid puts positions up to 0.25 px off at width 512 (bfloat16), and grid_sample on half CPU maps
+    # returns garbage for large maps. For float32 and float64 maps the casts below are no-ops.
+    compute = torch.float64 if input.dtype == torch.float64 else torch.float32
+    position = torch.promote_types(compute, flow.dtype)
+    ys = torch.arange(h, device=flow.device, dtype=position).view(1, h, 1)
+    xs = torch.arange(w, device=flow.device, dtype=position).view(1, 1, w)
+    x = xs + flow[:, 0].to(position)  # (N, H, W)
+    y = ys + flow[:, 1].to(position)
     # align_corners=True maps pixel centres 0 and W-1 to -1 and 1; guard 1-pixel maps against division by zero.
     grid = torch.stack((2.0 * x / max(w - 1, 1) - 1.0, 2.0 * y / max(h - 1, 1) - 1.0), dim=-1)  # (N, H, W, 2)
-    return F.grid_sample(input, grid.to(input.dtype), mode='bilinear', padding_mode='border', align_corners=True)
-
+    out = F.grid_sample(input.to(compute), grid.to(compute), mode='bilinear', padding_mode='border',
+                        align_corners=True)
+    return out.to(input.dtype)
 
 class _Resample2dCUDA(torch.autograd.Function):
     """Autograd wrapper of the extension's operators (first-order gradients w.r.t. input and flow)."""
