@@ -348,6 +348,52 @@ def test_fatbin_reader_agrees_with_cuobjdump():
     assert listed and sorted(listed) == cuda_toolkit.fatbin_kernels(path)
 
 
+# --- falling back when the extension cannot run ------------------------------------------------------------
+
+@pytest.fixture
+def fresh_dispatch_state(monkeypatch):
+    monkeypatch.setattr(resample2d_module, '_DEVICE_PROBLEMS', {})
+    monkeypatch.setattr(resample2d_module, '_WARNED', set())
+    monkeypatch.delenv('DAVSS_RESAMPLE2D', raising=False)
+
+
+def test_auto_warns_once_and_falls_back_when_the_extension_cannot_run(monkeypatch, fresh_dispatch_state):
+    no_image = 'the CUDA extension cannot run on cuda:0 (Tesla T4, sm_75): no kernel image is available'
+    probes = []
+    monkeypatch.setattr(resample2d_module, '_EXTENSION_LOADED', True)
+    monkeypatch.setattr(resample2d_module, '_probe_extension', lambda device: probes.append(device) or no_image)
+    gpu = torch.device('cuda', 0)
+    with pytest.warns(RuntimeWarning) as caught:
+        assert resample2d_module._use_cuda_extension(gpu, None) is False
+        assert resample2d_module._use_cuda_extension(gpu, 'auto') is False
+    assert len(caught) == 1 and probes == [gpu]  # one warning, one probe per device
+    message = str(caught[0].message)
+    assert no_image in message and 'PyTorch implementation' in message and '\n' not in message
+    monkeypatch.setenv('DAVSS_RESAMPLE2D', 'cuda')
+    with pytest.raises(RuntimeError, match='impl=cuda.* but the CUDA extension cannot run on cuda:0.*no kernel image'):
+        resample2d_module._use_cuda_extension(gpu, None)
+    assert resample2d_module._use_cuda_extension(gpu, 'torch') is False
+
+
+def test_auto_uses_the_extension_when_the_probe_passes(monkeypatch, fresh_dispatch_state):
+    monkeypatch.setattr(resample2d_module, '_EXTENSION_LOADED', True)
+    monkeypatch.setattr(resample2d_module, '_probe_extension', lambda device: None)
+    assert resample2d_module._use_cuda_extension(torch.device('cuda', 1), None) is True
+    assert resample2d_module._use_cuda_extension(torch.device('cuda', 1), 'cuda') is True
+    assert resample2d_module._use_cuda_extension(torch.device('cpu'), None) is False
+
+
+def test_auto_warns_once_when_the_extension_is_missing_for_cuda_tensors(monkeypatch, fresh_dispatch_state):
+    monkeypatch.setattr(resample2d_module, '_EXTENSION_LOADED', False)
+    monkeypatch.setattr(resample2d_module, '_EXTENSION_ERROR', 'ImportError: not built')
+    with pytest.warns(RuntimeWarning, match=r'not available \(ImportError: not built\).*PyTorch') as caught:
+        for _ in range(3):
+            assert resample2d_module._use_cuda_extension(torch.device('cuda', 0), None) is False
+    assert len(caught) == 1
+    with pytest.raises(RuntimeError, match='not available'):
+        resample2d_module._use_cuda_extension(torch.device('cuda', 0), 'cuda')
+
+
 # --- half precision in the PyTorch path ----------------------------------------------------------------------
 
 HALF_TOLERANCES = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
@@ -563,9 +609,10 @@ def test_cuda_auto_dispatch_uses_extension(monkeypatch):
     def fail(*args):
         raise AssertionError('the reference was used for a CUDA tensor')
 
+    input, flow = random_case(1, 2, 3, 4, reach=1.0, seed=14, device='cuda', dtype=torch.float32)
+    assert resample2d_module.extension_problem(input.device) is None  # the one-time probe uses the reference
     monkeypatch.setattr(resample2d_module, 'resample2d_reference', fail)
     monkeypatch.setenv('DAVSS_RESAMPLE2D', 'auto')
-    input, flow = random_case(1, 2, 3, 4, reach=1.0, seed=14, device='cuda', dtype=torch.float32)
     assert resample2d(input, flow).shape == input.shape
 
 
@@ -581,6 +628,19 @@ def test_cuda_huge_and_nan_flows():
     assert torch.isnan(out[:, :, 1, 1]).all()
     out[:, :, 1, 1] = expected[:, :, 1, 1]
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@needs_cuda_extension
+def test_cuda_probe_passes_and_auto_falls_back_when_it_fails(monkeypatch, fresh_dispatch_state):
+    device = torch.device('cuda', torch.cuda.current_device())
+    assert resample2d_module._probe_extension(device) is None  # the build has code for this GPU, and it agrees
+    input, flow = random_case(1, 2, 5, 6, reach=2.0, seed=16, device='cuda', dtype=torch.float32)
+    monkeypatch.setattr(resample2d_module, '_probe_extension', lambda device: 'simulated: no kernel image')
+    with pytest.warns(RuntimeWarning, match='simulated: no kernel image'):
+        out = resample2d(input, flow)
+    assert torch.equal(out, resample2d_reference(input, flow))
+    with pytest.raises(RuntimeError, match='simulated: no kernel image'):
+        resample2d(input, flow, impl='cuda')
 
 
 @needs_cuda_extension

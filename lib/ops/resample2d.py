@@ -9,9 +9,12 @@ Two implementations with the same semantics (docs/resample2d.md):
 - the CUDA extension ``lib.ops._resample2d_cuda`` (built by setup.py where a CUDA toolkit exists), registered as
   ``torch.ops.davss.resample2d_forward`` / ``resample2d_backward``; one memory-bound pass per direction.
 ``resample2d`` picks one: the ``impl`` argument, else the ``DAVSS_RESAMPLE2D`` environment variable
-(``auto`` | ``cuda`` | ``torch``), else ``auto`` (the extension for CUDA tensors when it is built).
+(``auto`` | ``cuda`` | ``torch``), else ``auto``: the extension for CUDA tensors when it is built and runs on
+their GPU (checked once per GPU on a tiny case), the PyTorch path after a one-line warning otherwise; ``cuda``
+makes "cannot use the extension" an error instead.
 """
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -117,20 +120,69 @@ def requested_implementation(impl=None):
     return choice
 
 
-def _use_cuda_extension(input, impl):
+# torch.compiler.is_compiling: torch >= 2.3.
+_is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', lambda: False)
+# Why the extension cannot be used on a device (None: it can), found once per device by _probe_extension.
+_DEVICE_PROBLEMS = {}
+# Reasons already warned about, so that `auto` warns once per reason, not once per call.
+_WARNED = set()
+
+
+def _probe_extension(device):
+    """Run the extension once on a tiny case on ``device``; None when it runs and agrees with the reference, else
+    why not (one line). Catches a build without code for this GPU ("no kernel image is available") and launch
+    errors before they reach a model."""
+    generator = torch.Generator().manual_seed(0)
+    input = torch.randn(1, 3, 4, 5, generator=generator).to(device)
+    flow = (torch.rand(1, 2, 4, 5, generator=generator) * 6 - 3).to(device)
+    major, minor = torch.cuda.get_device_capability(device)
+    name = f'{device} ({torch.cuda.get_device_name(device)}, sm_{major}{minor})'
+    try:
+        out = torch.ops.davss.resample2d_forward(input, flow)
+        torch.ops.davss.resample2d_backward(torch.ones_like(out), input, flow, True, True, False)
+        torch.cuda.synchronize(device)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f'the CUDA extension cannot run on {name}: {first_line}'
+    if not torch.allclose(out, resample2d_reference(input, flow), rtol=1e-4, atol=1e-4):
+        return f'the CUDA extension gives wrong results on {name}'
+    return None
+
+
+def extension_problem(device):
+    """Why the CUDA extension cannot warp tensors on ``device`` (a CUDA ``torch.device``), or None when it can."""
+    if not _EXTENSION_LOADED:
+        return (f'the extension lib.ops._resample2d_cuda is not available ({_EXTENSION_ERROR}); build it with '
+                f'`pip install --no-build-isolation -e .` where nvcc exists')
+    if device not in _DEVICE_PROBLEMS:
+        # No probe while torch.compile traces or a CUDA graph is captured (it copies to the device and
+        # synchronises): the extension is used as built, and a missing kernel image fails there loudly.
+        if _is_compiling() or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
+            return None
+        _DEVICE_PROBLEMS[device] = _probe_extension(device)
+    return _DEVICE_PROBLEMS[device]
+
+
+def _use_cuda_extension(device, impl):
+    """True to warp tensors on ``device`` with the extension (see the module docstring)."""
     choice = requested_implementation(impl)
     if choice == 'torch':
         return False
-    if choice == 'auto':
-        return input.is_cuda and _EXTENSION_LOADED
-    if not _EXTENSION_LOADED:
-        raise RuntimeError(f'resample2d: the CUDA implementation was requested ({ENV_VAR}/impl=cuda) but the '
-                           f'extension lib.ops._resample2d_cuda is not available ({_EXTENSION_ERROR}); build it with '
-                           f'`pip install --no-build-isolation -e .` where nvcc exists, or use auto/torch')
-    if not input.is_cuda:
-        raise RuntimeError(f'resample2d: the CUDA implementation was requested ({ENV_VAR}/impl=cuda) but the input '
-                           f'is on {input.device}')
-    return True
+    if device.type != 'cuda':
+        if choice == 'cuda':
+            why = extension_problem(device) if not _EXTENSION_LOADED else f'the input is on {device}'
+            raise RuntimeError(f'resample2d: the CUDA implementation was requested ({ENV_VAR}/impl=cuda) but {why}')
+        return False
+    problem = extension_problem(device)
+    if problem is None:
+        return True
+    if choice == 'cuda':
+        raise RuntimeError(f'resample2d: the CUDA implementation was requested ({ENV_VAR}/impl=cuda) but {problem}')
+    if problem not in _WARNED:
+        _WARNED.add(problem)
+        warnings.warn(f'resample2d: {problem}; using the PyTorch implementation (set {ENV_VAR}=torch to silence '
+                      f'this, or {ENV_VAR}=cuda to make it an error)', RuntimeWarning, stacklevel=3)
+    return False
 
 
 def resample2d(input, flow, impl=None):
@@ -144,6 +196,6 @@ def resample2d(input, flow, impl=None):
         (N, C, H, W) warped features in ``input``'s dtype.
     """
     _check_shapes(input, flow)
-    if _use_cuda_extension(input, impl):
+    if _use_cuda_extension(input.device, impl):
         return _Resample2dCUDA.apply(input, flow)
     return resample2d_reference(input, flow)
