@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from lib.ops import cuda_extension_available, cuda_toolkit, resample2d, resample2d_reference
+from lib.ops.resample2d import cuda_backward, scatter_grad_input
 
 # `lib.ops.resample2d` is shadowed by the function of the same name; the module holds the dispatch state.
 resample2d_module = importlib.import_module('lib.ops.resample2d')
@@ -433,6 +434,46 @@ def test_reference_half_precision_large_map_on_cpu(dtype):
     assert input.grad.dtype == dtype and torch.isfinite(input.grad).all() and torch.isfinite(flow.grad).all()
 
 
+# --- the deterministic backward pass -------------------------------------------------------------------------
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_scatter_grad_input_matches_autograd_of_the_reference(dtype):
+    input, flow = random_case(2, 3, 5, 7, reach=9.0, seed=44, dtype=dtype)
+    flow[0, :, 0, 0] = 1e30  # huge flows read the border, as in the kernel
+    grad_output = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(45), dtype=dtype)
+    input.requires_grad_(True)
+    (resample2d_reference(input, flow) * grad_output).sum().backward()
+    got = scatter_grad_input(grad_output, flow)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, input.grad, rtol=tol, atol=tol)
+
+
+def test_cuda_backward_has_no_atomics_under_deterministic_algorithms():
+    """Under torch.use_deterministic_algorithms the kernel is asked for grad_flow only, deterministically, and
+    grad_input comes from the sorted sum; otherwise the kernel does both in one pass."""
+    input, flow = random_case(1, 2, 4, 5, reach=2.0, seed=46, dtype=torch.float32)
+    grad_output = torch.randn(1, 2, 4, 5, generator=torch.Generator().manual_seed(47))
+    calls = []
+
+    def fake_backward_op(grad_output, input, flow, need_input, need_flow, deterministic):
+        calls.append((need_input, need_flow, deterministic))
+        return torch.full_like(input, 7.0) if need_input else input.new_empty(0), torch.full_like(flow, 3.0)
+
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        grad_input, grad_flow = cuda_backward(grad_output, input, flow, True, True, backward_op=fake_backward_op)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+    assert calls == [(False, True, True)]
+    torch.testing.assert_close(grad_input, scatter_grad_input(grad_output, flow), rtol=0, atol=0)
+    assert torch.equal(grad_flow, torch.full_like(flow, 3.0))
+    grad_input, grad_flow = cuda_backward(grad_output, input, flow, True, False, backward_op=fake_backward_op)
+    assert calls[-1] == (True, False, False) and grad_flow is None
+    assert torch.equal(grad_input, torch.full_like(input, 7.0))
+
+
 # --- the kernel's per-pixel arithmetic, compiled for the host ------------------------------------------------
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -641,6 +682,28 @@ def test_cuda_probe_passes_and_auto_falls_back_when_it_fails(monkeypatch, fresh_
     assert torch.equal(out, resample2d_reference(input, flow))
     with pytest.raises(RuntimeError, match='simulated: no kernel image'):
         resample2d(input, flow, impl='cuda')
+
+
+@needs_cuda_extension
+def test_cuda_deterministic_backward_is_reproducible_and_right():
+    input, flow = random_case(2, 19, 48, 80, reach=6.0, seed=17, device='cuda', dtype=torch.float32)
+    weights = torch.randn(2, 19, 48, 80, device='cuda', generator=torch.Generator('cuda').manual_seed(18))
+
+    def grads():
+        x, f = input.clone().requires_grad_(True), flow.clone().requires_grad_(True)
+        (resample2d(x, f, impl='cuda') * weights).sum().backward()
+        return x.grad, f.grad
+
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        first, second = grads(), grads()
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    expected = grads()  # the default (atomic) path, to float32 rounding
+    torch.testing.assert_close(first[0], expected[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(first[1], expected[1], rtol=1e-4, atol=1e-4)
 
 
 @needs_cuda_extension

@@ -65,6 +65,41 @@ def resample2d_reference(input, flow):
                         align_corners=True)
     return out.to(input.dtype)
 
+
+def scatter_grad_input(grad_output, flow):
+    """Gradient of resample2d w.r.t. its input, summed in an order that does not change between runs.
+
+    Each output gradient goes to the 4 corners of its sample position with the bilinear weights (the formula of
+    docs/resample2d.md); the contributions are summed with ``index_put_(accumulate=True)``, which torch computes
+    on CUDA by sorting them by target and summing each target's in order (no atomics), and serially on the CPU.
+
+    Args:
+        grad_output: (N, C, H, W) gradient of the warped map.
+        flow: (N, 2, H, W) displacement in pixels, channels (dx, dy).
+    Returns:
+        (N, C, H, W) gradient w.r.t. the input, in ``grad_output``'s dtype (summed in float32, or float64).
+    """
+    n, c, h, w = grad_output.shape
+    acc = torch.float64 if torch.float64 in (grad_output.dtype, flow.dtype) else torch.float32
+    xs = torch.arange(w, device=flow.device, dtype=acc).view(1, 1, w) + flow[:, 0].to(acc)  # (N, H, W)
+    ys = torch.arange(h, device=flow.device, dtype=acc).view(1, h, 1) + flow[:, 1].to(acc)
+    # As the kernel: positions clamped to [-1, size] first (huge flows), each corner clamped to the map.
+    xs, ys = xs.clamp(-1, w), ys.clamp(-1, h)
+    x0, y0 = xs.floor(), ys.floor()
+    alpha, beta = xs - x0, ys - y0
+    x0, y0 = x0.long(), y0.long()
+    left, right = x0.clamp(0, w - 1), (x0 + 1).clamp(0, w - 1)
+    top, bottom = y0.clamp(0, h - 1) * w, (y0 + 1).clamp(0, h - 1) * w
+    targets = torch.stack((top + left, top + right, bottom + left, bottom + right), dim=1).view(n, 4 * h * w)
+    weights = torch.stack(((1 - alpha) * (1 - beta), alpha * (1 - beta), (1 - alpha) * beta, alpha * beta), dim=1)
+    # (N, 4, H*W, C): channels last, so that one index moves a whole row of channels.
+    values = weights.view(n, 4, h * w, 1) * grad_output.to(acc).reshape(n, 1, c, h * w).transpose(2, 3)
+    batches = torch.arange(n, device=flow.device).view(n, 1).expand(n, 4 * h * w)
+    grad_input = torch.zeros(n, h * w, c, device=grad_output.device, dtype=acc)
+    grad_input.index_put_((batches, targets), values.reshape(n, 4 * h * w, c), accumulate=True)
+    return grad_input.transpose(1, 2).reshape(n, c, h, w).to(grad_output.dtype)
+
+
 class _Resample2dCUDA(torch.autograd.Function):
     """Autograd wrapper of the extension's operators (first-order gradients w.r.t. input and flow)."""
 
@@ -78,9 +113,25 @@ class _Resample2dCUDA(torch.autograd.Function):
     def backward(ctx, grad_output):
         input, flow = ctx.saved_tensors
         need_input, need_flow = ctx.needs_input_grad
-        grad_input, grad_flow = torch.ops.davss.resample2d_backward(grad_output, input, flow, need_input, need_flow,
-                                                                    False)
-        return (grad_input if need_input else None), (grad_flow if need_flow else None)
+        return cuda_backward(grad_output, input, flow, need_input, need_flow)
+
+
+def cuda_backward(grad_output, input, flow, need_input, need_flow, backward_op=None):
+    """Both gradients through the extension's backward operator (``backward_op``, default
+    ``torch.ops.davss.resample2d_backward``); None for a gradient not needed.
+
+    Under ``torch.use_deterministic_algorithms(True)`` no atomics are used: the kernel computes the flow gradient
+    with one thread per pixel over all channels, and the input gradient (a scatter) comes from
+    :func:`scatter_grad_input`. Otherwise the kernel computes both in one pass, with atomics.
+    """
+    if backward_op is None:
+        backward_op = torch.ops.davss.resample2d_backward
+    if torch.are_deterministic_algorithms_enabled():
+        grad_flow = backward_op(grad_output, input, flow, False, True, True)[1] if need_flow else None
+        grad_input = scatter_grad_input(grad_output, flow).to(input.dtype) if need_input else None
+        return grad_input, grad_flow
+    grad_input, grad_flow = backward_op(grad_output, input, flow, need_input, need_flow, False)
+    return (grad_input if need_input else None), (grad_flow if need_flow else None)
 
 
 if _EXTENSION_LOADED and hasattr(torch.library, 'register_fake'):  # register_fake: torch >= 2.4
