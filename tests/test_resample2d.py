@@ -709,7 +709,7 @@ def test_cuda_deterministic_backward_is_reproducible_and_right():
 @needs_cuda_extension
 @pytest.mark.slow
 def test_cuda_plane_past_2_30_pixels():
-    """H*W > 2^30: the dy flow channel and the second half of the map lie past 2^31 elements (about 30 GB)."""
+    """H*W > 2^30: the dy flow channel and the second half of the map lie past 2^31 elements (about 40 GB)."""
     if torch.cuda.get_device_properties(0).total_memory < 48 * 2 ** 30:
         pytest.skip('needs a GPU with at least 48 GB')
     h, w = 32768, 32769
