@@ -1,10 +1,11 @@
 # Two entry points a newcomer needs: `make demo` (the whole pipeline on synthetic video, CPU is enough) and
-# `make test`. Both create the virtual environment in .venv on first use.
+# `make test`. Both create the virtual environment in .venv on first use. `make gpu-check` is for a machine with
+# a GPU: every check of the CUDA path, one report (tools/gpu_check.sh).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test clean-venv
+.PHONY: setup demo test gpu-check clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest $(ARGS)
+
+# Not `gpu-check: setup`: without a GPU the script stops in one line before installing anything.
+gpu-check:
+	@PYTHON=$(PYTHON) VENV=$(VENV) tools/gpu_check.sh $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

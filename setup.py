@@ -8,7 +8,8 @@ without it and ``lib.ops.resample2d`` uses its PyTorch implementation. A compile
 broken kernel is caught wherever a toolkit exists. Environment:
 
 - ``DAVSS_BUILD_CUDA``: ``auto`` (default) builds when possible; ``1`` makes "cannot build" an error; ``0`` skips.
-- ``TORCH_CUDA_ARCH_LIST``: GPU architectures, default ``8.0;9.0+PTX`` (A100, H100/H200, PTX for newer GPUs).
+- ``TORCH_CUDA_ARCH_LIST``: GPU architectures. Default: the visible GPUs' when there are some, else every
+  architecture the installed torch supports (``torch.cuda.get_arch_list()``), plus PTX of the newest.
 - ``MAX_JOBS``: parallel compile jobs (ninja).
 """
 import importlib.util
@@ -19,7 +20,6 @@ from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join('lib', 'ops', 'csrc')
-DEFAULT_ARCH_LIST = '8.0;9.0+PTX'
 
 
 def load_toolkit_helpers():
@@ -54,8 +54,9 @@ def cuda_extension_kwargs():
 
     # Before torch.utils.cpp_extension is imported: it reads CUDA_HOME once, at import.
     os.environ['CUDA_HOME'] = toolkit.find_cuda_home()
-    # torch would otherwise compile for every architecture it supports when no GPU is visible (slow, and CI has none).
-    os.environ.setdefault('TORCH_CUDA_ARCH_LIST', DEFAULT_ARCH_LIST)
+    # torch's own default is the visible GPUs only, and it fails outright when none is visible (a CI machine, a
+    # login node); building for every architecture torch runs on makes the build work on any of them.
+    os.environ['TORCH_CUDA_ARCH_LIST'] = toolkit.arch_list_for_build()
     try:
         import ninja  # the pip package; pip does not put the venv's bin/ on PATH, where torch looks for ninja
         os.environ['PATH'] = getattr(ninja, 'BIN_DIR', '') + os.pathsep + os.environ.get('PATH', '')

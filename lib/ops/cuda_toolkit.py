@@ -7,6 +7,7 @@ import glob
 import os
 import re
 import shutil
+import struct
 import subprocess
 
 
@@ -92,3 +93,103 @@ def wheel_include_dirs():
     for root in getattr(nvidia, '__path__', []):
         found.extend(sorted(path for path in glob.glob(os.path.join(root, '*', 'include')) if os.path.isdir(path)))
     return found
+
+
+def arch_to_list_entry(arch):
+    """``'sm_86'`` -> ``'8.6'``, ``'sm_90a'`` -> ``'9.0a'`` (``TORCH_CUDA_ARCH_LIST`` spelling); None for others."""
+    match = re.fullmatch(r'sm_(\d+)(\d)([a-z]?)', arch)
+    return f'{match.group(1)}.{match.group(2)}{match.group(3)}' if match else None
+
+
+def default_arch_list():
+    """``TORCH_CUDA_ARCH_LIST`` to build for when the user gives none.
+
+    The visible GPUs' compute capabilities when there are some (capped at the newest architecture torch supports,
+    as torch does); otherwise every ``sm_*`` architecture the installed torch was built for, so the extension runs
+    on every GPU that torch itself runs on. PTX of the newest entry is added either way, for GPUs newer than the
+    toolkit.
+    """
+    import torch
+    supported = [entry for entry in map(arch_to_list_entry, torch.cuda.get_arch_list()) if entry is not None]
+    if not supported:
+        raise RuntimeError(f'torch {torch.__version__} lists no sm_* architecture ({torch.cuda.get_arch_list()})')
+
+    def key(entry):
+        major, minor = entry.rstrip('abcdefghijklmnopqrstuvwxyz').split('.')
+        return int(major), int(minor), entry
+
+    newest = max(key(entry)[:2] for entry in supported)
+    visible = []
+    for index in range(torch.cuda.device_count()):
+        capability = min(tuple(torch.cuda.get_device_capability(index)), newest)
+        visible.append(f'{capability[0]}.{capability[1]}')
+    chosen = sorted(set(visible or supported), key=key)
+    chosen[-1] += '+PTX'
+    return ';'.join(chosen)
+
+
+def arch_list_for_build(environ=None):
+    """``TORCH_CUDA_ARCH_LIST`` from the environment when set (the user's choice wins), else
+    :func:`default_arch_list`."""
+    environ = os.environ if environ is None else environ
+    return environ.get('TORCH_CUDA_ARCH_LIST', '').strip() or default_arch_list()
+
+
+# ---- reading which GPU code a built library holds, without cuobjdump ---------------------------------------------
+# A CUDA fat binary (ELF section .nv_fatbin) is a sequence of containers, each a 16-byte header (magic 0xBA55ED50,
+# u16 version, u16 header size, u64 payload size) followed by entries, each starting with a header: u16 kind
+# (1 = PTX, 2 = ELF/SASS), u16, u32 header size, u64 payload size, u32 compressed size, u32, u16 minor, u16 major,
+# u32 architecture (sm number, e.g. 86). The payload may be compressed; the headers never are.
+FATBIN_MAGIC = 0xBA55ED50
+FATBIN_KINDS = {1: 'ptx', 2: 'sass'}
+
+
+def _elf_section(data, name):
+    """Bytes of the section called ``name`` of a 64-bit little-endian ELF file, or None."""
+    if data[:4] != b'\x7fELF' or data[4] != 2 or data[5] != 1:
+        raise ValueError('not a 64-bit little-endian ELF file')
+    shoff, = struct.unpack_from('<Q', data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from('<HHH', data, 0x3A)
+    sections = [struct.unpack_from('<IIQQQQIIQQ', data, shoff + i * shentsize) for i in range(shnum)]
+    names_offset = sections[shstrndx][4]
+    for section in sections:
+        start = names_offset + section[0]
+        if data[start:data.index(b'\0', start)].decode() == name:
+            return data[section[4]:section[4] + section[5]]
+    return None
+
+
+def fatbin_kernels(path):
+    """The GPU code in a shared library: a sorted list of ``(kind, sm)``, kind ``'sass'`` or ``'ptx'``, e.g.
+    ``[('ptx', 120), ('sass', 75), ...]``; empty when it holds none."""
+    with open(path, 'rb') as handle:
+        data = handle.read()
+    fatbin = _elf_section(data, '.nv_fatbin')
+    found = set()
+    offset = 0
+    while fatbin is not None and offset + 16 <= len(fatbin):
+        magic, _, header_size, payload_size = struct.unpack_from('<IHHQ', fatbin, offset)
+        if magic != FATBIN_MAGIC:  # containers are padded to an alignment
+            offset += 8
+            continue
+        entry, end = offset + header_size, offset + header_size + payload_size
+        while entry < end:
+            kind, _, entry_header, entry_size = struct.unpack_from('<HHIQ', fatbin, entry)
+            arch, = struct.unpack_from('<I', fatbin, entry + 28)
+            if kind not in FATBIN_KINDS:
+                raise ValueError(f'{path}: unknown fatbin entry kind {kind} at offset {entry}')
+            found.add((FATBIN_KINDS[kind], arch))
+            entry += entry_header + entry_size
+        offset = end
+    return sorted(found)
+
+
+def kernel_for(arch_sm, kernels):
+    """The entry of ``kernels`` (from :func:`fatbin_kernels`) that a GPU of compute capability ``arch_sm`` (e.g.
+    86) runs: SASS of the same major version and a minor version not above it (the newest such), else PTX of a
+    version not above it (compiled by the driver on first use); None when there is none ("no kernel image")."""
+    sass = [sm for kind, sm in kernels if kind == 'sass' and sm // 10 == arch_sm // 10 and sm <= arch_sm]
+    if sass:
+        return 'sass', max(sass)
+    ptx = [sm for kind, sm in kernels if kind == 'ptx' and sm <= arch_sm]
+    return ('ptx', max(ptx)) if ptx else None

@@ -9,9 +9,12 @@ Two implementations with the same semantics (docs/resample2d.md):
 - the CUDA extension ``lib.ops._resample2d_cuda`` (built by setup.py where a CUDA toolkit exists), registered as
   ``torch.ops.davss.resample2d_forward`` / ``resample2d_backward``; one memory-bound pass per direction.
 ``resample2d`` picks one: the ``impl`` argument, else the ``DAVSS_RESAMPLE2D`` environment variable
-(``auto`` | ``cuda`` | ``torch``), else ``auto`` (the extension for CUDA tensors when it is built).
+(``auto`` | ``cuda`` | ``torch``), else ``auto``: the extension for CUDA tensors when it is built and runs on
+their GPU (checked once per GPU on a tiny case), the PyTorch path after a one-line warning otherwise; ``cuda``
+makes "cannot use the extension" an error instead.
 """
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -47,13 +50,54 @@ def resample2d_reference(input, flow):
         (N, C, H, W) warped features, same dtype as ``input``.
     """
     n, _, h, w = input.shape
-    ys = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
-    xs = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
-    x = xs + flow[:, 0]  # (N, H, W)
-    y = ys + flow[:, 1]
+    # Sample in float32 (float64 for double maps) whatever the storage dtype, as the CUDA kernel does: a half or
+    # bfloat16 grid puts positions up to 0.25 px off at width 512 (bfloat16), and grid_sample on half CPU maps
+    # returns garbage for large maps. For float32 and float64 maps the casts below are no-ops.
+    compute = torch.float64 if input.dtype == torch.float64 else torch.float32
+    position = torch.promote_types(compute, flow.dtype)
+    ys = torch.arange(h, device=flow.device, dtype=position).view(1, h, 1)
+    xs = torch.arange(w, device=flow.device, dtype=position).view(1, 1, w)
+    x = xs + flow[:, 0].to(position)  # (N, H, W)
+    y = ys + flow[:, 1].to(position)
     # align_corners=True maps pixel centres 0 and W-1 to -1 and 1; guard 1-pixel maps against division by zero.
     grid = torch.stack((2.0 * x / max(w - 1, 1) - 1.0, 2.0 * y / max(h - 1, 1) - 1.0), dim=-1)  # (N, H, W, 2)
-    return F.grid_sample(input, grid.to(input.dtype), mode='bilinear', padding_mode='border', align_corners=True)
+    out = F.grid_sample(input.to(compute), grid.to(compute), mode='bilinear', padding_mode='border',
+                        align_corners=True)
+    return out.to(input.dtype)
+
+
+def scatter_grad_input(grad_output, flow):
+    """Gradient of resample2d w.r.t. its input, summed in an order that does not change between runs.
+
+    Each output gradient goes to the 4 corners of its sample position with the bilinear weights (the formula of
+    docs/resample2d.md); the contributions are summed with ``index_put_(accumulate=True)``, which torch computes
+    on CUDA by sorting them by target and summing each target's in order (no atomics), and serially on the CPU.
+
+    Args:
+        grad_output: (N, C, H, W) gradient of the warped map.
+        flow: (N, 2, H, W) displacement in pixels, channels (dx, dy).
+    Returns:
+        (N, C, H, W) gradient w.r.t. the input, in ``grad_output``'s dtype (summed in float32, or float64).
+    """
+    n, c, h, w = grad_output.shape
+    acc = torch.float64 if torch.float64 in (grad_output.dtype, flow.dtype) else torch.float32
+    xs = torch.arange(w, device=flow.device, dtype=acc).view(1, 1, w) + flow[:, 0].to(acc)  # (N, H, W)
+    ys = torch.arange(h, device=flow.device, dtype=acc).view(1, h, 1) + flow[:, 1].to(acc)
+    # As the kernel: positions clamped to [-1, size] first (huge flows), each corner clamped to the map.
+    xs, ys = xs.clamp(-1, w), ys.clamp(-1, h)
+    x0, y0 = xs.floor(), ys.floor()
+    alpha, beta = xs - x0, ys - y0
+    x0, y0 = x0.long(), y0.long()
+    left, right = x0.clamp(0, w - 1), (x0 + 1).clamp(0, w - 1)
+    top, bottom = y0.clamp(0, h - 1) * w, (y0 + 1).clamp(0, h - 1) * w
+    targets = torch.stack((top + left, top + right, bottom + left, bottom + right), dim=1).view(n, 4 * h * w)
+    weights = torch.stack(((1 - alpha) * (1 - beta), alpha * (1 - beta), (1 - alpha) * beta, alpha * beta), dim=1)
+    # (N, 4, H*W, C): channels last, so that one index moves a whole row of channels.
+    values = weights.view(n, 4, h * w, 1) * grad_output.to(acc).reshape(n, 1, c, h * w).transpose(2, 3)
+    batches = torch.arange(n, device=flow.device).view(n, 1).expand(n, 4 * h * w)
+    grad_input = torch.zeros(n, h * w, c, device=grad_output.device, dtype=acc)
+    grad_input.index_put_((batches, targets), values.reshape(n, 4 * h * w, c), accumulate=True)
+    return grad_input.transpose(1, 2).reshape(n, c, h, w).to(grad_output.dtype)
 
 
 class _Resample2dCUDA(torch.autograd.Function):
@@ -69,8 +113,25 @@ class _Resample2dCUDA(torch.autograd.Function):
     def backward(ctx, grad_output):
         input, flow = ctx.saved_tensors
         need_input, need_flow = ctx.needs_input_grad
-        grad_input, grad_flow = torch.ops.davss.resample2d_backward(grad_output, input, flow, need_input, need_flow)
-        return (grad_input if need_input else None), (grad_flow if need_flow else None)
+        return cuda_backward(grad_output, input, flow, need_input, need_flow)
+
+
+def cuda_backward(grad_output, input, flow, need_input, need_flow, backward_op=None):
+    """Both gradients through the extension's backward operator (``backward_op``, default
+    ``torch.ops.davss.resample2d_backward``); None for a gradient not needed.
+
+    Under ``torch.use_deterministic_algorithms(True)`` no atomics are used: the kernel computes the flow gradient
+    with one thread per pixel over all channels, and the input gradient (a scatter) comes from
+    :func:`scatter_grad_input`. Otherwise the kernel computes both in one pass, with atomics.
+    """
+    if backward_op is None:
+        backward_op = torch.ops.davss.resample2d_backward
+    if torch.are_deterministic_algorithms_enabled():
+        grad_flow = backward_op(grad_output, input, flow, False, True, True)[1] if need_flow else None
+        grad_input = scatter_grad_input(grad_output, flow).to(input.dtype) if need_input else None
+        return grad_input, grad_flow
+    grad_input, grad_flow = backward_op(grad_output, input, flow, need_input, need_flow, False)
+    return (grad_input if need_input else None), (grad_flow if need_flow else None)
 
 
 if _EXTENSION_LOADED and hasattr(torch.library, 'register_fake'):  # register_fake: torch >= 2.4
@@ -80,7 +141,7 @@ if _EXTENSION_LOADED and hasattr(torch.library, 'register_fake'):  # register_fa
         return torch.empty_like(input, memory_format=torch.contiguous_format)
 
     @torch.library.register_fake('davss::resample2d_backward')
-    def _resample2d_backward_fake(grad_output, input, flow, need_input_grad, need_flow_grad):
+    def _resample2d_backward_fake(grad_output, input, flow, need_input_grad, need_flow_grad, deterministic=False):
         grad_input = torch.empty_like(input, memory_format=torch.contiguous_format) if need_input_grad \
             else input.new_empty(0)
         grad_flow = torch.empty_like(flow, memory_format=torch.contiguous_format) if need_flow_grad \
@@ -110,20 +171,69 @@ def requested_implementation(impl=None):
     return choice
 
 
-def _use_cuda_extension(input, impl):
+# torch.compiler.is_compiling: torch >= 2.3.
+_is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', lambda: False)
+# Why the extension cannot be used on a device (None: it can), found once per device by _probe_extension.
+_DEVICE_PROBLEMS = {}
+# Reasons already warned about, so that `auto` warns once per reason, not once per call.
+_WARNED = set()
+
+
+def _probe_extension(device):
+    """Run the extension once on a tiny case on ``device``; None when it runs and agrees with the reference, else
+    why not (one line). Catches a build without code for this GPU ("no kernel image is available") and launch
+    errors before they reach a model."""
+    generator = torch.Generator().manual_seed(0)
+    input = torch.randn(1, 3, 4, 5, generator=generator).to(device)
+    flow = (torch.rand(1, 2, 4, 5, generator=generator) * 6 - 3).to(device)
+    major, minor = torch.cuda.get_device_capability(device)
+    name = f'{device} ({torch.cuda.get_device_name(device)}, sm_{major}{minor})'
+    try:
+        out = torch.ops.davss.resample2d_forward(input, flow)
+        torch.ops.davss.resample2d_backward(torch.ones_like(out), input, flow, True, True, False)
+        torch.cuda.synchronize(device)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f'the CUDA extension cannot run on {name}: {first_line}'
+    if not torch.allclose(out, resample2d_reference(input, flow), rtol=1e-4, atol=1e-4):
+        return f'the CUDA extension gives wrong results on {name}'
+    return None
+
+
+def extension_problem(device):
+    """Why the CUDA extension cannot warp tensors on ``device`` (a CUDA ``torch.device``), or None when it can."""
+    if not _EXTENSION_LOADED:
+        return (f'the extension lib.ops._resample2d_cuda is not available ({_EXTENSION_ERROR}); build it with '
+                f'`pip install --no-build-isolation -e .` where nvcc exists')
+    if device not in _DEVICE_PROBLEMS:
+        # No probe while torch.compile traces or a CUDA graph is captured (it copies to the device and
+        # synchronises): the extension is used as built, and a missing kernel image fails there loudly.
+        if _is_compiling() or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
+            return None
+        _DEVICE_PROBLEMS[device] = _probe_extension(device)
+    return _DEVICE_PROBLEMS[device]
+
+
+def _use_cuda_extension(device, impl):
+    """True to warp tensors on ``device`` with the extension (see the module docstring)."""
     choice = requested_implementation(impl)
     if choice == 'torch':
         return False
-    if choice == 'auto':
-        return input.is_cuda and _EXTENSION_LOADED
-    if not _EXTENSION_LOADED:
-        raise RuntimeError(f'resample2d: the CUDA implementation was requested ({ENV_VAR}/impl=cuda) but the '
-                           f'extension lib.ops._resample2d_cuda is not available ({_EXTENSION_ERROR}); build it with '
-                           f'`pip install --no-build-isolation -e .` where nvcc exists, or use auto/torch')
-    if not input.is_cuda:
-        raise RuntimeError(f'resample2d: the CUDA implementation was requested ({ENV_VAR}/impl=cuda) but the input '
-                           f'is on {input.device}')
-    return True
+    if device.type != 'cuda':
+        if choice == 'cuda':
+            why = extension_problem(device) if not _EXTENSION_LOADED else f'the input is on {device}'
+            raise RuntimeError(f'resample2d: the CUDA implementation was requested ({ENV_VAR}/impl=cuda) but {why}')
+        return False
+    problem = extension_problem(device)
+    if problem is None:
+        return True
+    if choice == 'cuda':
+        raise RuntimeError(f'resample2d: the CUDA implementation was requested ({ENV_VAR}/impl=cuda) but {problem}')
+    if problem not in _WARNED:
+        _WARNED.add(problem)
+        warnings.warn(f'resample2d: {problem}; using the PyTorch implementation (set {ENV_VAR}=torch to silence '
+                      f'this, or {ENV_VAR}=cuda to make it an error)', RuntimeWarning, stacklevel=3)
+    return False
 
 
 def resample2d(input, flow, impl=None):
@@ -137,6 +247,6 @@ def resample2d(input, flow, impl=None):
         (N, C, H, W) warped features in ``input``'s dtype.
     """
     _check_shapes(input, flow)
-    if _use_cuda_extension(input, impl):
+    if _use_cuda_extension(input.device, impl):
         return _Resample2dCUDA.apply(input, flow)
     return resample2d_reference(input, flow)

@@ -17,7 +17,7 @@ PyObject* PyInit__resample2d_cuda(void) {
 TORCH_LIBRARY(davss, m) {
   m.def("resample2d_forward(Tensor input, Tensor flow) -> Tensor");
   m.def("resample2d_backward(Tensor grad_output, Tensor input, Tensor flow, bool need_input_grad, "
-        "bool need_flow_grad) -> (Tensor, Tensor)");
+        "bool need_flow_grad, bool deterministic=False) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(davss, CUDA, m) {

@@ -1,0 +1,81 @@
+"""tools/gpu_check.sh / gpu_check.py on a machine without a GPU: one-line refusal; and the commands of its
+training steps, run on the CPU instead, so that a GPU machine meets no typo in them."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import REPO_ROOT, load_tool
+
+gpu_check = load_tool('gpu_check')
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason='this machine has a GPU')
+
+
+@no_gpu
+@pytest.mark.parametrize('command', [['tools/gpu_check.sh'], [sys.executable, 'tools/gpu_check.py']])
+def test_without_a_gpu_it_says_so_in_one_line(command, tmp_path):
+    out_dir = tmp_path / 'report'
+    done = subprocess.run([*command, '--out-dir', str(out_dir)], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=REPO_ROOT, VENV=str(tmp_path / 'no_venv')))
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('gpu_check: needs') and 'GPU' in lines[0], done.stderr
+    assert not out_dir.exists() and not (tmp_path / 'no_venv').exists()  # nothing built, nothing written
+
+
+def test_refuses_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / 'notes.txt').write_text('mine')
+    with pytest.raises(SystemExit, match='non-empty folder without a gpu_check report.json'):
+        gpu_check.check_out_dir(str(tmp_path))
+    (tmp_path / 'report.json').write_text(json.dumps({'tool': 'gpu_check'}))
+    gpu_check.check_out_dir(str(tmp_path))  # its own earlier report: fine to overwrite
+    gpu_check.check_out_dir(str(tmp_path / 'new'))
+
+
+def test_report_quotes_the_benchmark_figures(tmp_path):
+    result = {'machine': 'GPU X', 'copy_bandwidth': {'gb_per_s': 1000.0},
+              'resample2d': [{'impl': 'cuda_extension', 'channels': 19, 'size': [256, 512], 'latency_ms': 0.05,
+                              'achieved_gb_per_s': 800.0, 'fraction_of_copy_bandwidth': 0.8}],
+              'sizes': [{'size': [512, 1024], 'comparisons': {'fast_speedup_key_frame': 2.5, 'other': 1},
+                         'agreement': {'fast_vs_exact': {'min': 0.999}}}],
+              'targets': [{'target': 't', 'measured': 0.8, 'holds': True}]}
+    path = tmp_path / 'benchmark.json'
+    path.write_text(json.dumps(result))
+    figures = gpu_check.benchmark_figures(str(path))
+    assert figures['resample2d'][0]['fraction_of_copy_bandwidth'] == 0.8
+    assert figures['fast_vs_fp32'] == [{'size': [512, 1024], 'fast_speedup_key_frame': 2.5, 'min_agreement': 0.999}]
+    report = {'summary': '0 failed, all passed', 'date': 'today', 'environment': {'torch': '2', 'cuda': '13'},
+              'steps': [{'step': 'benchmark', 'status': 'pass', 'seconds': 1.0, 'detail': 'a|b',
+                         'figures': figures}]}
+    text = gpu_check.markdown(report)
+    assert '| cuda_extension | 19 | [256, 512] | 0.050 | 800.0 | 0.80 |' in text and 'a\\|b' in text
+
+
+@pytest.mark.slow
+def test_training_step_commands_run(tmp_path, monkeypatch):
+    """The AMP chain (segmentation, flow, dmnet from both, correction from dmnet) with the check's own options,
+    on the CPU with bf16 autocast instead of the GPU."""
+    monkeypatch.setattr(gpu_check, 'DATA_OPTS',
+                        tuple('device=cpu' if opt == 'device=cuda' else opt for opt in gpu_check.DATA_OPTS))
+    runner = gpu_check.Runner(str(tmp_path / 'out'), timeout=600)
+    runner.env['OMP_NUM_THREADS'] = '1'
+    data = gpu_check.make_data(runner, str(tmp_path))
+    gpu_check.step_amp(runner, data, str(tmp_path), 'bf16')
+    assert [(step['step'], step['status']) for step in runner.steps] == [
+        (f'amp_bf16_{stage}', 'pass') for stage in gpu_check.STAGES], runner.steps
+
+
+def test_report_is_written_and_failures_set_the_exit_status(tmp_path, monkeypatch):
+    """main() with every GPU step left out and one recorded failure: report.json/report.md and exit status 1."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(gpu_check, 'step_pytest',
+                        lambda runner, name, paths, require_cuda: runner.record(name, 'fail', 1.0, 'boom'))
+    out = tmp_path / 'report'
+    skip = [step for step in gpu_check.STEPS if step != 'cuda_tests']
+    assert gpu_check.main(gpu_check.parse_args(['--out-dir', str(out), '--skip', *skip])) == 1
+    report = json.loads((out / 'report.json').read_text())
+    assert report['tool'] == 'gpu_check' and report['summary'] == '1 failed (cuda_tests)'
+    assert '| cuda_tests | fail | 1.0 | boom |' in (out / 'report.md').read_text()
