@@ -82,7 +82,7 @@ def parse_args(argv=None):
                         help='toy sizes and 2 iterations per stage: checks the chain in seconds (numbers meaningless)')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads (default: the CPUs this process may use; 1 with --quick)')
-    parser.add_argument('--opts', nargs='+', default=[], metavar='[STEP:]KEY=VALUE',
+    parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='[STEP:]KEY=VALUE',
                         help='config overrides of every stage, or of one step with a prefix: train.max_iters=50 '
                              'correction:train.cfnet_lr=2e-3 pda:eval.max_clips=4 (pda: also applies to show)')
     return parser.parse_args(argv)
