@@ -271,6 +271,28 @@ def _class_count_mismatch(model, report):
     return None
 
 
+def eval_model_cfg(cfg):
+    """The ``model:`` section the evaluation builds its network from: the resize convention is
+    ``eval.align_corners`` (what the dataset's original test script did), or ``model.align_corners`` when that is
+    null.  Returns ``(model_cfg, source)``, ``source`` naming the key the convention came from."""
+    chosen = cfg['eval'].get('align_corners')
+    if chosen is None:
+        return dict(cfg['model']), 'model.align_corners'
+    if not isinstance(chosen, bool):
+        raise PDAInputError(f'eval.align_corners: expected true, false or null, got {chosen!r}')
+    return dict(cfg['model'], align_corners=chosen), 'eval.align_corners'
+
+
+def protocol(model_cfg, source, batched, tf32):
+    """What the evaluation did, in words and flags, for ``pda.json`` / ``pda.md``."""
+    ac = bool(model_cfg['align_corners'])
+    return {'align_corners': ac, 'align_corners_from': source, 'tf32': bool(tf32), 'batched': bool(batched),
+            'flow': 'flownet(cat[frame j+1, frame j]) for j = t-d .. t-1, warping the logits and the 1/4 key image',
+            'resizes': f'bilinear, align_corners={ac}: key image and frame t to 1/4; logits, distortion and '
+                       f'correction x4 to full resolution',
+            'merge': 'argmax of propagated * (1 - distortion) + correction * distortion at full resolution'}
+
+
 def load_eval_model(model_cfg, checkpoint, device):
     """The ``SCNet`` of ``model_cfg`` with the weights of a whole-SCNet ``checkpoint``, in eval mode on ``device``.
 
