@@ -15,38 +15,15 @@ import sys
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from helpers import REPO_ROOT, load_tool
+from helpers import REPO_ROOT, TINY_OPTS, load_tool, varied_tiny_scnet
 from lib.dataset import build_dataset, build_loader
-from lib.model import build_scnet
 from lib.utils.config import DEFAULTS, load_config
 
-TINY = {'deeplab': {'width_mult': 0.125, 'middle_blocks': 1}, 'flownet': {'width_mult': 0.25},
-        'cfnet': {'width_mult': 0.25}}
-TINY_OPTS = ['model.deeplab.width_mult=0.125', 'model.deeplab.middle_blocks=1', 'model.flownet.width_mult=0.25',
-             'model.cfnet.width_mult=0.25', 'model.n_classes=19']
 # How each original test script called the resizes around the propagation.
 ORIGINAL_RESIZE = {'spatial_correction_cityscapes': {}, 'spatial_correction_camvid': {'align_corners': True}}
 DISTANCES = [1, 5, 9]
-
-
-def varied_tiny_net(seed=0):
-    """A random tiny SCNet whose argmax varies over the image and with the distance (see tests/test_pda.py)."""
-    torch.manual_seed(seed)
-    cfg = copy.deepcopy(DEFAULTS['model'])
-    cfg.update(copy.deepcopy(TINY))
-    net = build_scnet(cfg)
-    with torch.no_grad():
-        for sub in (net.deeplab, net.cfnet):
-            classifier = [m for m in sub.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 19][-1]
-            classifier.weight.normal_(0.0, 1.0)
-            classifier.bias.zero_()
-        for m in net.flownet.modules():
-            if isinstance(m, nn.Conv2d) and m.out_channels == 2:
-                m.weight.mul_(5.0)
-    return net.eval()
 
 
 @torch.no_grad()
@@ -87,7 +64,7 @@ def checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp('published')
     path = folder / 'spatial_correction_cityscapes.pth'
     # As the published files: a DDP state_dict with 'module.' prefixes.
-    torch.save({f'module.{k}': v for k, v in varied_tiny_net().state_dict().items()}, path)
+    torch.save({f'module.{k}': v for k, v in varied_tiny_scnet().state_dict().items()}, path)
     return path
 
 
@@ -117,7 +94,7 @@ def test_paper_config_labels_pixels_as_the_original_test_script(experiment, chec
     assert load_tool('test_pda').run(argv) == 0
     folder = tmp_path / experiment / 'spatial_correction_cityscapes'
     result = json.loads((folder / 'pda.json').read_text())
-    net = varied_tiny_net()
+    net = varied_tiny_scnet()
     expected = original_script_confusions(net, val_loader, DISTANCES, ORIGINAL_RESIZE[experiment])
     for i, d in enumerate(DISTANCES):
         assert torch.equal(torch.tensor(result['confusion']['davss'][i]), expected[d]), f'd={d}'

@@ -6,7 +6,9 @@
 Prints a table and writes ``<eval.result_root>/<experiment>/<checkpoint file stem>/pda.json`` and ``pda.md`` (so
 ``best.pth`` and a published file never overwrite each other's results); see docs/evaluation.md.  The resize
 convention is ``eval.align_corners`` (each paper config sets what its dataset's original test script did) and TF32
-is off unless ``eval.tf32``.
+is off unless ``eval.tf32``.  ``--save-predictions D`` also writes the DAVSS labels of distance D in the official
+Cityscapes format (label-id PNGs, ``<out>/predictions_d<D>/<city>_<seq>_<frame>_pred_labelIds.png``) for
+cityscapesscripts' evaluator or the benchmark server.
 Everything that can be checked before the long run (config, checkpoint against the config, every frame of every
 clip, the output folder) is checked first.
 """
@@ -20,6 +22,7 @@ import sys
 import torch
 
 from lib.dataset import DatasetError, build_dataset, build_loader
+from lib.engine import cityscapes_results
 from lib.engine.pda import (PDAInputError, check_clip_files, check_distances, eval_model_cfg, evaluate_pda,
                             format_markdown, load_eval_model, prepare_output_dir, protocol)
 from lib.utils import distributed
@@ -45,6 +48,8 @@ def parse_args(argv=None):
                         help='one network call over all distances: faster on GPU, may flip a few pixels')
     parser.add_argument('--output', default=None,
                         help='result folder (default <eval.result_root>/<experiment>/<checkpoint file stem>)')
+    parser.add_argument('--save-predictions', type=int, default=None, metavar='D',
+                        help='also write the labels of distance D as Cityscapes label-id PNGs (official format)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     return parser.parse_args(argv)
 
@@ -60,6 +65,19 @@ def default_output(cfg, config_path, checkpoint):
     """``<eval.result_root>/<experiment>/<checkpoint file stem>``: ``best.pth`` -> ``.../best``."""
     stem = os.path.splitext(os.path.basename(checkpoint))[0]
     return os.path.join(resolve_path(cfg['eval']['result_root']), experiment_name(cfg, config_path), stem)
+
+
+def prediction_dir(args, cfg, distances, out_dir):
+    """The folder of ``--save-predictions D`` (None without it), after checking D and the label format."""
+    if args.save_predictions is None:
+        return None
+    if args.save_predictions not in distances:
+        raise PDAInputError(f'--save-predictions: distance {args.save_predictions} is not evaluated '
+                            f'(eval.distances: {distances})')
+    if cfg['data']['name'] not in cityscapes_results.FORMATS:
+        raise PDAInputError(f'--save-predictions: writes Cityscapes label ids; data.name={cfg["data"]["name"]} '
+                            f'has no such format (expected one of {", ".join(cityscapes_results.FORMATS)})')
+    return os.path.join(out_dir, f'predictions_d{args.save_predictions}')
 
 
 def json_safe(value):
@@ -83,7 +101,10 @@ def setup(args):
     distances = check_distances(cfg['eval']['distances'])
     out_dir = args.output or default_output(cfg, args.config, args.checkpoint)
     # Every rank runs every check, so that bad input stops all of them (none is left waiting in a collective).
+    predictions = prediction_dir(args, cfg, distances, out_dir)
     prepare_output_dir(out_dir)
+    if predictions:
+        prepare_output_dir(predictions)
     dataset = build_dataset(cfg['data'], cfg['eval']['split'], 'pda')
     check_clip_files(dataset, range(min(len(dataset), max_clips or len(dataset))))
     device = distributed.init_distributed(cfg['device'])
@@ -91,7 +112,15 @@ def setup(args):
     loader = build_loader(dataset, batch_size=cfg['eval']['batch_size'], shuffle=False,
                           num_workers=cfg['data']['num_workers'], distributed=False,
                           pin_memory=cfg['data']['pin_memory'])
-    return cfg, distances, max_clips, out_dir, device, model, loader
+    return cfg, distances, max_clips, out_dir, device, model, loader, predictions
+
+
+def prediction_writer(dataset, folder, distance):
+    """``on_predictions`` of :func:`evaluate_pda`: the DAVSS labels of ``distance`` as Cityscapes PNGs."""
+    def write(clip_indices, preds):
+        for row, index in enumerate(clip_indices):
+            cityscapes_results.save_prediction(folder, dataset.frames[index].image, preds['davss'][distance][row])
+    return write
 
 
 def report(result, cfg, args, out_dir):
@@ -112,18 +141,21 @@ def report(result, cfg, args, out_dir):
     write_text(os.path.join(out_dir, 'pda.md'), header + table)
     print(table, end='')
     print(f'{result["n_clips"]} clips in {result["seconds"]:.1f} s; wrote {out_dir}/pda.json and pda.md')
+    if args.save_predictions is not None:
+        print(f'label-id PNGs of distance {args.save_predictions}: {out_dir}/predictions_d{args.save_predictions}/')
 
 
 def run(argv=None):
     args = parse_args(argv)
     try:
-        cfg, distances, max_clips, out_dir, device, model, loader = setup(args)
+        cfg, distances, max_clips, out_dir, device, model, loader, predictions = setup(args)
+        writer = prediction_writer(loader.dataset, predictions, args.save_predictions) if predictions else None
         with tf32(cfg['eval']['tf32']):
             result = evaluate_pda(model, loader, cfg['model']['n_classes'], distances=distances, device=device,
                                   per_frame=cfg['eval']['per_frame'] and not args.no_per_frame,
                                   propagation_only=cfg['eval']['propagation_only'] and not args.no_propagation_only,
                                   max_clips=max_clips,
-                                  progress=not args.no_progress, batched=args.batched)
+                                  progress=not args.no_progress, batched=args.batched, on_predictions=writer)
         if distributed.is_main_process():
             report(result, cfg, args, out_dir)
     except BAD_INPUT as err:

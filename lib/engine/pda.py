@@ -199,7 +199,7 @@ def _summary(meters):
 
 
 def evaluate_pda(model, loader, n_classes, distances=range(1, 10), device='cpu', per_frame=True,
-                 propagation_only=True, max_clips=None, progress=True, batched=False):
+                 propagation_only=True, max_clips=None, progress=True, batched=False, on_predictions=None):
     """Run the PDA protocol over a ``'pda'`` loader.
 
     Args:
@@ -214,6 +214,8 @@ def evaluate_pda(model, loader, n_classes, distances=range(1, 10), device='cpu',
         max_clips: evaluate only the first ``max_clips`` clips of the split.
         progress: show a tqdm bar (main process only).
         batched: one sub-network call over all distances; faster on GPU but not bit-exact (see module docstring).
+        on_predictions: optional ``f(clip_indices, preds)`` called for every batch with the dataset indices of its
+            clips and the :func:`predict_clip` output (e.g. to save the predictions).
     Returns:
         ``{'distances': [d...], 'davss': {'miou': [per d], 'iou': [[per class] per d], 'mean_miou'},
         'propagation_only': same or None, 'per_frame': {'miou', 'iou'} or None, 'confusion': {row: matrices},
@@ -234,10 +236,14 @@ def evaluate_pda(model, loader, n_classes, distances=range(1, 10), device='cpu',
     }
     start = time.perf_counter()
     bar = tqdm(total=len(indices), unit='clip', desc='PDA', disable=not (progress and distributed.is_main_process()))
+    done = 0
     for frames, label in loader:
         frames = frames.to(device, non_blocking=True)
         label = label.to(device, non_blocking=True)
         preds = predict_clip(model, frames, distances, per_frame, propagation_only, batched)
+        if on_predictions is not None:  # the loader visits this rank's clips in the order of ``indices``
+            on_predictions(indices[done:done + frames.shape[0]], preds)
+        done += frames.shape[0]
         for i, d in enumerate(distances):
             meters['davss'][i].update(preds['davss'][d], label)
             if propagation_only:
