@@ -255,3 +255,12 @@ def test_math_of_the_reference_is_adam():
     assert torch.allclose(moved, p.double() - 0.1 * torch.sign(g).double() * (1 - 1e-8 / (g.abs().double() + 1e-8)),
                           atol=1e-9)
     assert math.isclose(float(reference_adam(p, [g], [0.1], 2)[0]), 1.0 - 0.2, rel_tol=1e-6)
+
+
+def test_tf32_context_sets_and_restores_the_flags():
+    from lib.utils.precision import tf32
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    for enabled in (False, True):
+        with tf32(enabled):
+            assert torch.backends.cuda.matmul.allow_tf32 is enabled and torch.backends.cudnn.allow_tf32 is enabled
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before

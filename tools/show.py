@@ -29,6 +29,7 @@ from lib.utils.checkpoint import CheckpointError
 from lib.utils.config import ConfigError, load_config, resolve_path
 from lib.utils.distributed import pick_device
 from lib.utils.palette import class_names, palette_for
+from lib.utils.precision import tf32
 
 BAD_INPUT = (ConfigError, CheckpointError, DatasetError, PDAInputError)
 
@@ -132,7 +133,8 @@ def run(argv=None):
     vis.save_png(vis.legend(palette, class_names(name)), os.path.join(out_dir, 'legend.png'))
     for index in clips:
         frames, label = dataset[index]
-        trace = trace_clip(model, frames[None].to(device), args.distance)
+        with tf32(cfg['eval']['tf32']):  # plain fp32 by default, as the evaluation
+            trace = trace_clip(model, frames[None].to(device), args.distance)
         picture, animation = clip_pictures(trace, frames, label, tiles)
         stem = os.path.join(out_dir, f'clip{index}_d{args.distance}')
         vis.save_png(picture, f'{stem}.png')
