@@ -276,6 +276,7 @@ class Pipeline:
             self.announce('data', f'skipped, {shown(root)} holds the set already')
             return
         self.announce('data', f'generating the synthetic set in {root} ({reason})')
+        synthetic.claim_root(root)  # refuses a folder the generator did not make, before anything is removed
         remove(meta)  # marks the set unfinished until generate() writes it again
         self.timed('data', lambda: synthetic.generate(root, workers=max(1, torch.get_num_threads()), progress=True,
                                                       **options))
