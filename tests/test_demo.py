@@ -6,6 +6,7 @@ per stage, into temporary folders; the numbers it produces are meaningless, the 
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,31 @@ import yaml
 from tools import demo
 
 STAGES = ('segmentation', 'flow', 'dmnet', 'correction')
+ROOT_VARIABLES = ('SYNTHETIC_ROOT', 'SAVE_ROOT', 'RESULT_ROOT', 'TBLOG_ROOT')
+REAL_DATA_VARIABLES = ('CITYSCAPES_ROOT', 'CAMVID_ROOT', 'DATA_ROOT')
+
+
+def fake_cityscapes(folder):
+    """A folder holding a (tiny) dataset the demo did not make."""
+    for rel in ('leftImg8bit_sequence/val/a/a_000000_000019_leftImg8bit.png',
+                'gtFine/val/a/a_000000_000019_gtFine_labelTrainIds.png', 'list/val.txt'):
+        path = Path(folder) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b'user data ' + rel.encode())
+    return Path(folder)
+
+
+def clear_root_variables(monkeypatch):
+    """Unset the variables demo.main sets, so that monkeypatch puts back what was there before the test."""
+    for key in ROOT_VARIABLES:
+        monkeypatch.setenv(key, '')
+        monkeypatch.delenv(key)
+
+
+def snapshot(folder):
+    """Every path under ``folder`` with its bytes and modification time."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns)
+            for p in sorted(Path(folder).rglob('*'))}
 
 
 def skipped_steps(out):
@@ -23,14 +49,20 @@ def skipped_steps(out):
 
 @pytest.fixture(scope='module')
 def demo_run(tmp_path_factory):
-    """One --quick run into a temporary tree; the environment and torch's thread count are restored after."""
+    """One --quick run into a temporary tree, with the real-dataset variables (CITYSCAPES_ROOT, CAMVID_ROOT and the
+    old shared DATA_ROOT) pointing at a folder holding user data; the environment and torch's thread count are
+    restored after."""
     base = tmp_path_factory.mktemp('demo')
-    roots = {'root': base / 'data', 'save': base / 'saved', 'result': base / 'result'}
+    roots = {'root': base / 'data', 'save': base / 'saved', 'result': base / 'result',
+             'cityscapes': fake_cityscapes(base / 'cityscapes')}
+    roots['cityscapes_before'] = snapshot(roots['cityscapes'])
     argv = ['--quick', '--root', str(roots['root']), '--save-root', str(roots['save']),
             '--result-root', str(roots['result'])]
-    saved_env = {k: os.environ.get(k) for k in ('DATA_ROOT', 'SAVE_ROOT', 'RESULT_ROOT', 'TBLOG_ROOT')}
+    saved_env = {k: os.environ.get(k) for k in ROOT_VARIABLES + REAL_DATA_VARIABLES}
     threads = torch.get_num_threads()
     try:
+        for key in REAL_DATA_VARIABLES:
+            os.environ[key] = str(roots['cityscapes'])
         status = demo.main(argv)
     finally:
         torch.set_num_threads(threads)
@@ -60,6 +92,12 @@ def test_quick_demo_produces_every_output(demo_run):
     assert (result_dir / 'show' / 'clip0_d9.gif').is_file()
 
 
+def test_demo_writes_nothing_into_the_real_dataset_folders(demo_run):
+    status, roots, _ = demo_run
+    assert status == 0
+    assert snapshot(roots['cityscapes']) == roots['cityscapes_before']
+
+
 def test_stages_chain_their_checkpoints(demo_run):
     """Each stage was initialised from the final.pth of the ones before it (as the configs say)."""
     _, roots, _ = demo_run
@@ -72,8 +110,7 @@ def test_stages_chain_their_checkpoints(demo_run):
 
 def test_rerun_skips_done_steps_and_redo_cascades(demo_run, capsys, monkeypatch):
     _, roots, argv = demo_run
-    for key in ('DATA_ROOT', 'SAVE_ROOT', 'RESULT_ROOT', 'TBLOG_ROOT'):
-        monkeypatch.delenv(key, raising=False)
+    clear_root_variables(monkeypatch)
     finals = {s: roots['save'] / f'synthetic_{s}' / 'final.pth' for s in STAGES}
     before = {s: p.stat().st_mtime_ns for s, p in finals.items()}
     threads = torch.get_num_threads()
@@ -97,8 +134,7 @@ def test_rerun_skips_done_steps_and_redo_cascades(demo_run, capsys, monkeypatch)
 
 def test_changed_config_retrains_the_stage(demo_run, capsys, monkeypatch):
     _, roots, argv = demo_run
-    for key in ('DATA_ROOT', 'SAVE_ROOT', 'RESULT_ROOT', 'TBLOG_ROOT'):
-        monkeypatch.delenv(key, raising=False)
+    clear_root_variables(monkeypatch)
     threads = torch.get_num_threads()
     try:
         capsys.readouterr()
@@ -108,3 +144,45 @@ def test_changed_config_retrains_the_stage(demo_run, capsys, monkeypatch):
         assert 'segmentation: skipped' in out
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize('how', ['env', 'option'])
+def test_demo_refuses_a_data_folder_it_did_not_make(how, tmp_path, monkeypatch, capsys):
+    """SYNTHETIC_ROOT (or --root) pointing at a real dataset: one line naming it, nothing written anywhere."""
+    users = fake_cityscapes(tmp_path / 'cityscapes')
+    before = snapshot(users)
+    clear_root_variables(monkeypatch)
+    argv = ['--quick', '--save-root', str(tmp_path / 'saved'), '--result-root', str(tmp_path / 'result')]
+    if how == 'env':
+        monkeypatch.setenv('SYNTHETIC_ROOT', str(users))
+    else:
+        argv += ['--root', str(users)]
+    threads = torch.get_num_threads()
+    try:
+        capsys.readouterr()
+        assert demo.main(argv) == 1
+    finally:
+        torch.set_num_threads(threads)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f'error: {users}: holds files the synthetic generator did '
+                                                         f'not write'), err
+    assert snapshot(users) == before
+    assert sorted(os.listdir(tmp_path)) == ['cityscapes']
+
+
+def test_data_step_regenerates_a_set_written_before_the_marker(tmp_path, monkeypatch, capsys):
+    """A synthetic set from before the marker file (recognised by its metadata) whose options changed is
+    regenerated in place, not refused."""
+    from lib.dataset import synthetic
+    from lib.dataset.synthetic_layout import MARKER_FILE
+    root = tmp_path / 'synthetic'
+    synthetic.generate(str(root), size=(32, 64), n_train=1, n_val=1, workers=1, n_frames=12, labelled_frame=10)
+    os.remove(root / MARKER_FILE)
+    clear_root_variables(monkeypatch)
+    args = demo.parse_args(['--quick', '--root', str(root), '--save-root', str(tmp_path / 's'),
+                            '--result-root', str(tmp_path / 'r')])
+    demo.point_configs_at(args)
+    demo.Pipeline(args).data()
+    assert 'generating the synthetic set' in capsys.readouterr().out
+    assert (root / MARKER_FILE).is_file() and demo.dataset_mismatch(str(root), demo.generator_options(
+        demo.QUICK_DATASET)) is None

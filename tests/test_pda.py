@@ -184,14 +184,14 @@ def test_command_line_writes_table_json_and_markdown(tmp_path, synthetic_data_cf
     assert load_tool('test_pda').run([config, '--checkpoint', checkpoint, '--max-clips', '1', '--no-progress']) == 0
     out = capsys.readouterr().out
     assert '| distance | DAVSS mIoU | propagation only mIoU |' in out and 'upper bound' in out
-    with open(tmp_path / 'pda_test' / 'pda.json') as f:
+    with open(tmp_path / 'pda_test' / 'final' / 'pda.json') as f:  # <experiment>/<checkpoint file stem>
         result = json.load(f)  # strict JSON: NaN IoUs are written as null
     assert result['distances'] == [1, 9] and result['n_clips'] == 1 and result['align_corners'] is True
     assert len(result['davss']['iou']) == 2 and len(result['propagation_only']['miou']) == 2
     assert result['class_names'][0] == 'road'
-    markdown = (tmp_path / 'pda_test' / 'pda.md').read_text()
+    markdown = (tmp_path / 'pda_test' / 'final' / 'pda.md').read_text()
     assert '| d=1 | d=9 | per frame |' in markdown and '| road |' in markdown
-    assert not [p for p in os.listdir(tmp_path / 'pda_test') if p.endswith('.tmp')]
+    assert not [p for p in os.listdir(tmp_path / 'pda_test' / 'final') if p.endswith('.tmp')]
 
 
 def _fails_with(capsys, argv, *fragments):

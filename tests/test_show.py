@@ -39,7 +39,7 @@ def test_show_writes_grid_gif_and_legend(tmp_path, synthetic_data_cfg, capsys):
     config, checkpoint = write_experiment(tmp_path, synthetic_data_cfg, show_clips=[1])
     assert load_tool('show').run([config, '--checkpoint', checkpoint, '--distance', '3',
                                   '--tile-width', str(TILE_WIDTH)]) == 0
-    folder = tmp_path / 'pda_test' / 'show'
+    folder = tmp_path / 'pda_test' / 'final' / 'show'  # <experiment>/<checkpoint stem>/show
     assert sorted(os.listdir(folder)) == ['clip1_d3.gif', 'clip1_d3.png', 'legend.png']
 
     grid = Image.open(folder / 'clip1_d3.png')

@@ -21,7 +21,7 @@ from lib.utils.config import DEFAULTS, ConfigError, load_config  # noqa: E402
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--config', help='experiment config (its data: section is checked)')
-    parser.add_argument('--opts', nargs='*', default=[], help='config overrides, key.sub=value')
+    parser.add_argument('--opts', nargs='*', action='extend', default=[], help='config overrides, key.sub=value')
     parser.add_argument('--name', choices=('cityscapes', 'camvid', 'synthetic'), help='instead of --config')
     parser.add_argument('--root', help='dataset root (with --name)')
     parser.add_argument('--list', help='list file to check (with --name)')

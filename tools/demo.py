@@ -32,10 +32,10 @@ import yaml
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from lib.dataset import synthetic  # noqa: E402
+from lib.dataset import DatasetError, synthetic  # noqa: E402
 from lib.dataset.synthetic_layout import META_FILE  # noqa: E402
 from lib.utils.atomic import write_json
-from lib.utils.config import ConfigError, load_config, resolve_path  # noqa: E402
+from lib.utils.config import DEFAULTS, ConfigError, load_config, resolve_path  # noqa: E402
 from tools import show as show_tool  # noqa: E402
 from tools import test_pda as pda_tool  # noqa: E402
 from tools import train as train_tool  # noqa: E402
@@ -68,8 +68,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='The whole DAVSS pipeline on synthetic video (CPU is enough). '
                                                  'Relative paths are taken from the repository root.',
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument('--root', default=os.environ.get('DATA_ROOT', 'data/synthetic'),
-                        help='synthetic dataset folder (default data/synthetic, or $DATA_ROOT)')
+    parser.add_argument('--root', default=os.environ.get('SYNTHETIC_ROOT', 'data/synthetic'),
+                        help='synthetic dataset folder (default data/synthetic, or $SYNTHETIC_ROOT); a folder '
+                             'holding anything the generator did not write is refused')
     parser.add_argument('--save-root', default=os.environ.get('SAVE_ROOT', 'saved_model'),
                         help='checkpoints go to <save-root>/synthetic_<stage>/ (default saved_model, or $SAVE_ROOT)')
     parser.add_argument('--result-root', default=os.environ.get('RESULT_ROOT', 'result'),
@@ -82,7 +83,7 @@ def parse_args(argv=None):
                         help='toy sizes and 2 iterations per stage: checks the chain in seconds (numbers meaningless)')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads (default: the CPUs this process may use; 1 with --quick)')
-    parser.add_argument('--opts', nargs='+', default=[], metavar='[STEP:]KEY=VALUE',
+    parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='[STEP:]KEY=VALUE',
                         help='config overrides of every stage, or of one step with a prefix: train.max_iters=50 '
                              'correction:train.cfnet_lr=2e-3 pda:eval.max_clips=4 (pda: also applies to show)')
     return parser.parse_args(argv)
@@ -97,8 +98,9 @@ class DemoError(RuntimeError):
 
 
 def point_configs_at(args):
-    """The configs name their folders through DATA_ROOT / SAVE_ROOT / RESULT_ROOT (see lib/utils/config.py)."""
-    os.environ['DATA_ROOT'] = resolve_path(args.root)
+    """The synthetic configs name their folders through SYNTHETIC_ROOT / SAVE_ROOT / RESULT_ROOT (see
+    lib/utils/config.py); the variables of the real datasets (CITYSCAPES_ROOT, CAMVID_ROOT) are never read."""
+    os.environ['SYNTHETIC_ROOT'] = resolve_path(args.root)
     os.environ['SAVE_ROOT'] = resolve_path(args.save_root)
     os.environ['TBLOG_ROOT'] = resolve_path(args.save_root)
     os.environ['RESULT_ROOT'] = resolve_path(args.result_root)
@@ -187,10 +189,11 @@ def config_change(cfg, output_dir):
             used = yaml.safe_load(f)
     except (OSError, yaml.YAMLError):
         return 'the config it was trained with is missing'
-    # eval: only matters to the PDA step, which reads it from the config itself.
-    now, then = flatten(cfg), flatten(used or {})
+    # eval: only matters to the PDA step, which reads it from the config itself.  A key the schema gained after
+    # the stage ran is no change when it holds the default (the behaviour the run had).
+    now, then, defaults = flatten(cfg), flatten(used or {}), flatten(DEFAULTS)
     changed = sorted(key for key in now.keys() | then.keys() if not key.startswith('eval.') and
-                     now.get(key) != then.get(key))
+                     now.get(key) != then.get(key, defaults.get(key)))
     if changed:
         return f'its config changed ({", ".join(changed[:3])}{", ..." if len(changed) > 3 else ""})'
     return None
@@ -273,6 +276,7 @@ class Pipeline:
             self.announce('data', f'skipped, {shown(root)} holds the set already')
             return
         self.announce('data', f'generating the synthetic set in {root} ({reason})')
+        synthetic.claim_root(root)  # refuses a folder the generator did not make, before anything is removed
         remove(meta)  # marks the set unfinished until generate() writes it again
         self.timed('data', lambda: synthetic.generate(root, workers=max(1, torch.get_num_threads()), progress=True,
                                                       **options))
@@ -417,12 +421,12 @@ def main(argv=None):
     torch.set_num_threads(threads)
     point_configs_at(args)
     pipeline = Pipeline(args)
-    print(f'DAVSS demo: data {os.environ["DATA_ROOT"]}, checkpoints {os.environ["SAVE_ROOT"]}/synthetic_*, '
+    print(f'DAVSS demo: data {os.environ["SYNTHETIC_ROOT"]}, checkpoints {os.environ["SAVE_ROOT"]}/synthetic_*, '
           f'results {result_dir(args)}; {threads} torch thread(s){"; --quick" if args.quick else ""}', flush=True)
     start = time.perf_counter()
     try:
         pipeline.run()
-    except (DemoError, ConfigError) as err:
+    except (DemoError, ConfigError, DatasetError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     report(pipeline, time.perf_counter() - start)

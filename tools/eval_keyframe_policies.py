@@ -65,7 +65,7 @@ def parse_args(argv):
                         help='CPU threads for torch (default: torch\'s choice; 1 is much faster on a shared, '
                              'oversubscribed CPU)')
     parser.add_argument('--device', default=None, help='cpu | cuda (default: the config\'s device)')
-    parser.add_argument('--opts', nargs='*', default=[], help='config overrides key.sub=value')
+    parser.add_argument('--opts', nargs='*', action='extend', default=[], help='config overrides key.sub=value')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
     args = parser.parse_args(argv)
     for name in ('max_clips', 'max_frames', 'timing_repeats', 'max_interval'):

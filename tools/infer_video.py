@@ -51,7 +51,7 @@ def parse_args(argv):
                         help='CPU threads for torch (default: torch\'s choice; 1 is much faster on a shared, '
                              'oversubscribed CPU)')
     parser.add_argument('--device', default=None, help='cpu | cuda (default: the config\'s device)')
-    parser.add_argument('--opts', nargs='*', default=[], help='config overrides key.sub=value')
+    parser.add_argument('--opts', nargs='*', action='extend', default=[], help='config overrides key.sub=value')
     add_fast_arguments(parser)
     args = parser.parse_args(argv)
     if args.fps is not None and not args.fps > 0:

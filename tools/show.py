@@ -3,7 +3,7 @@
     python tools/show.py exp/spatial_correction_cityscapes/config.yaml --checkpoint saved_model/.../best.pth
 
 For each clip of ``eval.show_clips`` (indices into the ``eval.split`` list) it writes to
-``<eval.result_root>/<experiment>/show/``:
+``<eval.result_root>/<experiment>/<checkpoint file stem>/show/``:
 
 - ``clip<i>_d<d>.png``, a grid with one column per frame t-d .. t and the rows
   1. the video frames,
@@ -29,6 +29,7 @@ from lib.utils.checkpoint import CheckpointError
 from lib.utils.config import ConfigError, load_config, resolve_path
 from lib.utils.distributed import pick_device
 from lib.utils.palette import class_names, palette_for
+from lib.utils.precision import tf32
 
 BAD_INPUT = (ConfigError, CheckpointError, DatasetError, PDAInputError)
 
@@ -42,7 +43,8 @@ def parse_args(argv=None):
     parser.add_argument('--distance', type=int, default=9, help='key frame t-d (default 9, as the original)')
     parser.add_argument('--tile-width', type=int, default=256, help='width of one grid cell in pixels')
     parser.add_argument('--frame-ms', type=int, default=400, help='GIF frame duration in milliseconds')
-    parser.add_argument('--output', default=None, help='folder (default <eval.result_root>/<experiment>/show)')
+    parser.add_argument('--output', default=None,
+                        help='folder (default <eval.result_root>/<experiment>/<checkpoint file stem>/show)')
     return parser.parse_args(argv)
 
 
@@ -101,8 +103,9 @@ def clip_pictures(trace, frames, label, tiles):
 
 def setup(args):
     cfg = load_config(args.config, args.opts)
+    stem = os.path.splitext(os.path.basename(args.checkpoint))[0]  # results of different checkpoints stay apart
     out_dir = args.output or os.path.join(resolve_path(cfg['eval']['result_root']),
-                                          experiment_name(cfg, args.config), 'show')
+                                          experiment_name(cfg, args.config), stem, 'show')
     prepare_output_dir(out_dir)
     dataset = build_dataset(cfg['data'], cfg['eval']['split'], 'pda')
     clips = args.clips if args.clips is not None else list(cfg['eval']['show_clips'])
@@ -130,7 +133,8 @@ def run(argv=None):
     vis.save_png(vis.legend(palette, class_names(name)), os.path.join(out_dir, 'legend.png'))
     for index in clips:
         frames, label = dataset[index]
-        trace = trace_clip(model, frames[None].to(device), args.distance)
+        with tf32(cfg['eval']['tf32']):  # plain fp32 by default, as the evaluation
+            trace = trace_clip(model, frames[None].to(device), args.distance)
         picture, animation = clip_pictures(trace, frames, label, tiles)
         stem = os.path.join(out_dir, f'clip{index}_d{args.distance}')
         vis.save_png(picture, f'{stem}.png')

@@ -17,7 +17,7 @@ from lib.utils.config import ConfigError, load_config
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a DAVSS stage (segmentation | flow | dmnet | correction).')
     parser.add_argument('config', help='YAML config, e.g. exp/dmnet_cityscapes/config.yaml')
-    parser.add_argument('--opts', nargs='+', default=[], metavar='KEY=VALUE',
+    parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
                         help='config overrides, e.g. train.max_iters=100 data.num_workers=2')
     parser.add_argument('--resume', action='store_true',
                         help='continue from <train.save_root>/<experiment>/now.pth exactly where it stopped')

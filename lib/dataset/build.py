@@ -40,7 +40,7 @@ def _training_augment(data_cfg, with_scale):
                         scale_range=data_cfg.get('scale_range') if with_scale else None)
 
 
-def build_dataset(data_cfg, split, mode):
+def build_dataset(data_cfg, split, mode, seed=None):
     """A dataset of one split in one mode (see docs/design.md, "Data").
 
     Args:
@@ -49,6 +49,7 @@ def build_dataset(data_cfg, split, mode):
             (random crop to ``data.crop_size``, flip if ``data.hflip``, rescale in ``image`` mode); the other
             splits give full frames.
         mode: ``triplet | pda | image | flow`` (``flow`` needs the synthetic set).
+        seed: the run's seed; the paper's fixed triplet list (``data.intermediate: original``) is drawn from it.
     """
     if mode not in MODES:
         raise DatasetError(f'mode: expected one of {MODES}, got "{mode}"')
@@ -63,7 +64,8 @@ def build_dataset(data_cfg, split, mode):
     if mode == 'triplet':
         return TripletDataset(root, frames, n_classes, min_gap=int(data_cfg.get('min_gap', 2)),
                               max_gap=int(data_cfg.get('max_gap', 10)),
-                              augment=_training_augment(data_cfg, with_scale=False) if train else None)
+                              augment=_training_augment(data_cfg, with_scale=False) if train else None,
+                              intermediate=data_cfg.get('intermediate', 'resample'), seed=seed)
     if mode == 'pda':
         return ClipDataset(root, frames, n_classes, length=PDA_CLIP_LENGTH)
     if mode == 'image':

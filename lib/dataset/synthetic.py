@@ -19,7 +19,8 @@ objects and through facade gaps, thin structures (poles, fence slats), lighting 
 
 Files (see :mod:`lib.dataset.synthetic_layout`): ``leftImg8bit_sequence/<split>/<city>/
 <city>_<seq:06d>_<frame:06d>_leftImg8bit.png`` (``n_frames`` per snippet), ``gtFine/...`` for the labelled frame
-(19 by default, like Cityscapes), ``list/<split>.txt`` in the official format, ``synthetic_meta.json`` and
+(19 by default, like Cityscapes; train ids and label ids), ``list/<split>.txt`` in the official format,
+``synthetic_meta.json`` and
 ``synthetic_extra/{gtFine_sequence,flow}/`` with the label of every frame and the flow into every frame but
 the first.  Labels are Cityscapes train ids; the engine's hood at the bottom is 255 (ignore), as the ego
 vehicle is in Cityscapes.
@@ -36,9 +37,10 @@ import numpy as np
 
 from . import synthetic_layout as layout
 from .frame_list import format_line
-from .io import IGNORE_INDEX, write_png_atomic
+from .io import IGNORE_INDEX, DatasetError, write_png_atomic
 
 from lib.utils.atomic import atomic_path, write_text
+from lib.utils.palette import train_ids_to_label_ids
 
 # Cityscapes train ids of the classes the scenes use.
 ROAD, SIDEWALK, BUILDING, FENCE, POLE, SIGN, VEGETATION, SKY, PERSON, CAR = 0, 1, 2, 4, 5, 7, 8, 10, 11, 13
@@ -731,6 +733,7 @@ def render_snippet(job):
         _write_png(job.root, layout.sequence_label_path(image_rel), label)
         if frame == job.labelled_frame:
             _write_png(job.root, layout.label_path(job.split, city, seq, frame), label)
+            _write_png(job.root, layout.label_ids_path(job.split, city, seq, frame), train_ids_to_label_ids(label))
         if previous_surface is not None:
             valid = flow_validity(flow, surface, previous_surface)
             _write_flow(os.path.join(job.root, layout.flow_path(image_rel)), flow, valid)
@@ -750,12 +753,26 @@ def _write_flow(path, flow, valid):
         np.savez_compressed(tmp, flow=flow.astype(np.float16), valid=valid)
 
 
+def claim_root(root):
+    """Make ``root`` the generator's folder: create it and write the marker first, so that even an interrupted
+    run leaves it recognisable.  A folder that holds anything the generator did not write (a real dataset the
+    user pointed at) is refused with one line, before a single file is written."""
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise DatasetError(f'{root}: exists and is not a folder; the synthetic set needs a folder of its own')
+    if os.path.isdir(root) and os.listdir(root) and not layout.is_generated(root):
+        raise DatasetError(f'{root}: holds files the synthetic generator did not write (no {layout.MARKER_FILE}); '
+                           f'refusing to write the synthetic set into it; choose a new or empty folder')
+    os.makedirs(root, exist_ok=True)
+    write_text(os.path.join(root, layout.MARKER_FILE), layout.MARKER_TEXT)
+
+
 def generate(root, size=(128, 256), n_train=24, n_val=8, n_test=0, seed=0, difficulty='medium', n_frames=30,
              labelled_frame=19, workers=None, progress=False):
     """Write a synthetic Cityscapes-layout set under ``root`` and return its metadata.
 
     Args:
-        root: output folder (created; existing files of the same names are replaced).
+        root: output folder: new, empty, or one the generator made before (existing files of the same names
+            are replaced); any other folder is refused (:func:`claim_root`).
         size: (H, W) of the frames; multiples of 4.
         n_train, n_val, n_test: snippets per split (splits with 0 snippets are skipped).
         seed: the whole set is a function of ``seed`` and these options (each snippet has its own stream, so
@@ -777,6 +794,7 @@ def generate(root, size=(128, 256), n_train=24, n_val=8, n_test=0, seed=0, diffi
     else:
         difficulty_name = 'custom'
     counts = {'train': int(n_train), 'val': int(n_val), 'test': int(n_test)}
+    claim_root(root)
     jobs = [SnippetJob(root, split, index, height, width, n_frames, labelled_frame, seed, difficulty)
             for split, count in counts.items() for index in range(count)]
     workers = workers or min(os.cpu_count() or 1, 8)

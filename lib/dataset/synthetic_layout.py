@@ -1,8 +1,10 @@
 """Where the synthetic set keeps what Cityscapes lacks, and its metadata file.
 
 A synthetic root has the Cityscapes layout (``leftImg8bit_sequence/``, ``gtFine/`` with frame 19 of each
-snippet labelled, ``list/<split>.txt``) plus::
+snippet labelled in train ids and, as Cityscapes ships them, in label ids (``*_gtFine_labelIds.png``, what
+cityscapesscripts evaluates), ``list/<split>.txt``) plus::
 
+    .synthetic_set                                        written first: this folder belongs to the generator
     synthetic_meta.json                                   size, frames per snippet, labelled frame, seed, ...
     synthetic_extra/gtFine_sequence/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelTrainIds.png   every frame
     synthetic_extra/flow/<split>/<city>/<city>_<seq>_<frame>_flow.npz     frames 1.. of each snippet
@@ -18,6 +20,8 @@ import os
 from .io import DatasetError
 
 META_FILE = 'synthetic_meta.json'
+MARKER_FILE = '.synthetic_set'
+MARKER_TEXT = 'A synthetic set written by lib.dataset.synthetic; the generator may replace everything in this folder.\n'
 EXTRA_DIR = 'synthetic_extra'
 _SEQUENCE_DIR = 'leftImg8bit_sequence/'
 _FRAME_SUFFIX = '_leftImg8bit.png'
@@ -39,6 +43,11 @@ def label_path(split, city, seq, frame):
     return f'gtFine/{split}/{city}/{city}_{seq:06d}_{frame:06d}_gtFine_labelTrainIds.png'
 
 
+def label_ids_path(split, city, seq, frame):
+    """The same label in Cityscapes label ids (the format of cityscapesscripts and the benchmark server)."""
+    return f'gtFine/{split}/{city}/{city}_{seq:06d}_{frame:06d}_gtFine_labelIds.png'
+
+
 def sequence_label_path(frame_rel):
     """The every-frame label of a frame (relative path in, relative path out)."""
     return f'{EXTRA_DIR}/gtFine_sequence/{_frame_stem(frame_rel)}_gtFine_labelTrainIds.png'
@@ -47,6 +56,18 @@ def sequence_label_path(frame_rel):
 def flow_path(frame_rel):
     """The ground-truth backward flow into a frame (relative path in, relative path out)."""
     return f'{EXTRA_DIR}/flow/{_frame_stem(frame_rel)}_flow.npz'
+
+
+def is_generated(root):
+    """Whether ``root`` is a folder the generator made: it holds the marker, or (a set written before the marker
+    existed) the generator's own metadata file."""
+    if os.path.isfile(os.path.join(root, MARKER_FILE)):
+        return True
+    try:
+        with open(os.path.join(root, META_FILE)) as f:
+            return json.load(f).get('generator') == 'lib.dataset.synthetic'
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def read_meta(root):

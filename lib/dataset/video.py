@@ -2,9 +2,11 @@
 
 Each dataset reads a list of labelled frames (:mod:`lib.dataset.frame_list`) and loads the frames it needs
 around each one.  Frames are float32 RGB ``(3, H, W)`` in [0, 1]; labels int64 ``(H, W)`` with 255 = ignore.
-Random choices (the intermediate frame of a triplet, crops, flips) use torch's RNG inside ``__getitem__``.
+Random choices (the intermediate frame of a triplet, crops, flips) use torch's RNG inside ``__getitem__``; only
+the paper's fixed triplet list (``intermediate='original'``) is drawn once, from its own seeded ``random.Random``.
 """
 import os
+import random
 
 import numpy as np
 import torch
@@ -45,18 +47,38 @@ class _LabelledVideo(Dataset):
         return frames, label
 
 
+INTERMEDIATE_MODES = ('resample', 'original')
+
+
+def original_intermediates(n_lines, gaps, seed):
+    """The offsets ``i`` of the paper's triplet list: ``random.seed(seed)``, then ``random.randint(1, j - 1)`` for
+    each list line and each gap ``j`` in order (line-major), once for the whole training."""
+    rng = random.Random(seed)  # the same stream as random.seed(seed) followed by the module-level random.randint
+    return [rng.randint(1, gap - 1) for _ in range(n_lines) for gap in gaps]
+
+
 class TripletDataset(_LabelledVideo):
     """Training triplets ``[t - j, t - i, t]`` with the label of ``t``.
 
-    One item per list line and gap ``j`` in ``[min_gap, max_gap]``; ``i ~ U{1, ..., j - 1}`` is drawn anew at
-    every ``__getitem__`` (so each epoch sees different intermediate frames).
+    One item per list line and gap ``j`` in ``[min_gap, max_gap]`` (line-major).  ``intermediate='resample'``
+    draws ``i ~ U{1, ..., j - 1}`` anew at every ``__getitem__`` (each epoch sees other intermediate frames);
+    ``'original'`` fixes ``i`` per item as the paper's dataset did (:func:`original_intermediates` with ``seed``).
     """
 
-    def __init__(self, root, frames, n_classes, min_gap=2, max_gap=10, augment=None):
+    def __init__(self, root, frames, n_classes, min_gap=2, max_gap=10, augment=None, intermediate='resample',
+                 seed=None):
         super().__init__(root, frames, n_classes, augment)
         if not 2 <= min_gap <= max_gap:
             raise DatasetError(f'data.min_gap/max_gap: expected 2 <= min_gap <= max_gap, got {min_gap}, {max_gap}')
+        if intermediate not in INTERMEDIATE_MODES:
+            raise DatasetError(f'data.intermediate: expected one of {" | ".join(INTERMEDIATE_MODES)}, '
+                               f'got "{intermediate}"')
         self.gaps = list(range(min_gap, max_gap + 1))
+        self.intermediates = None
+        if intermediate == 'original':
+            if seed is None:
+                raise DatasetError('data.intermediate: "original" needs the run\'s seed to draw the triplet list')
+            self.intermediates = original_intermediates(len(frames), self.gaps, seed)
 
     def __len__(self):
         return len(self.frames) * len(self.gaps)
@@ -69,7 +91,10 @@ class TripletDataset(_LabelledVideo):
         """
         entry = self.frames[idx // len(self.gaps)]
         gap = self.gaps[idx % len(self.gaps)]
-        intermediate = int(torch.randint(1, gap, ()).item())
+        if self.intermediates is not None:
+            intermediate = self.intermediates[idx]
+        else:
+            intermediate = int(torch.randint(1, gap, ()).item())
         frames = self.load_clip(entry, (-gap, -intermediate, 0))  # (3, 3, H, W)
         label = self.load_label(entry.label, frames.shape[-2:])
         return self.finish(frames, label)

@@ -199,7 +199,7 @@ def _summary(meters):
 
 
 def evaluate_pda(model, loader, n_classes, distances=range(1, 10), device='cpu', per_frame=True,
-                 propagation_only=True, max_clips=None, progress=True, batched=False):
+                 propagation_only=True, max_clips=None, progress=True, batched=False, on_predictions=None):
     """Run the PDA protocol over a ``'pda'`` loader.
 
     Args:
@@ -214,6 +214,8 @@ def evaluate_pda(model, loader, n_classes, distances=range(1, 10), device='cpu',
         max_clips: evaluate only the first ``max_clips`` clips of the split.
         progress: show a tqdm bar (main process only).
         batched: one sub-network call over all distances; faster on GPU but not bit-exact (see module docstring).
+        on_predictions: optional ``f(clip_indices, preds)`` called for every batch with the dataset indices of its
+            clips and the :func:`predict_clip` output (e.g. to save the predictions).
     Returns:
         ``{'distances': [d...], 'davss': {'miou': [per d], 'iou': [[per class] per d], 'mean_miou'},
         'propagation_only': same or None, 'per_frame': {'miou', 'iou'} or None, 'confusion': {row: matrices},
@@ -234,10 +236,14 @@ def evaluate_pda(model, loader, n_classes, distances=range(1, 10), device='cpu',
     }
     start = time.perf_counter()
     bar = tqdm(total=len(indices), unit='clip', desc='PDA', disable=not (progress and distributed.is_main_process()))
+    done = 0
     for frames, label in loader:
         frames = frames.to(device, non_blocking=True)
         label = label.to(device, non_blocking=True)
         preds = predict_clip(model, frames, distances, per_frame, propagation_only, batched)
+        if on_predictions is not None:  # the loader visits this rank's clips in the order of ``indices``
+            on_predictions(indices[done:done + frames.shape[0]], preds)
+        done += frames.shape[0]
         for i, d in enumerate(distances):
             meters['davss'][i].update(preds['davss'][d], label)
             if propagation_only:
@@ -269,6 +275,28 @@ def _class_count_mismatch(model, report):
         if model_shape[0] == model.n_classes and file_shape[0] != model.n_classes and file_shape[1:] == model_shape[1:]:
             return key, file_shape[0]
     return None
+
+
+def eval_model_cfg(cfg):
+    """The ``model:`` section the evaluation builds its network from: the resize convention is
+    ``eval.align_corners`` (what the dataset's original test script did), or ``model.align_corners`` when that is
+    null.  Returns ``(model_cfg, source)``, ``source`` naming the key the convention came from."""
+    chosen = cfg['eval'].get('align_corners')
+    if chosen is None:
+        return dict(cfg['model']), 'model.align_corners'
+    if not isinstance(chosen, bool):
+        raise PDAInputError(f'eval.align_corners: expected true, false or null, got {chosen!r}')
+    return dict(cfg['model'], align_corners=chosen), 'eval.align_corners'
+
+
+def protocol(model_cfg, source, batched, tf32):
+    """What the evaluation did, in words and flags, for ``pda.json`` / ``pda.md``."""
+    ac = bool(model_cfg['align_corners'])
+    return {'align_corners': ac, 'align_corners_from': source, 'tf32': bool(tf32), 'batched': bool(batched),
+            'flow': 'flownet(cat[frame j+1, frame j]) for j = t-d .. t-1, warping the logits and the 1/4 key image',
+            'resizes': f'bilinear, align_corners={ac}: key image and frame t to 1/4; logits, distortion and '
+                       f'correction x4 to full resolution',
+            'merge': 'argmax of propagated * (1 - distortion) + correction * distortion at full resolution'}
 
 
 def load_eval_model(model_cfg, checkpoint, device):

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from lib.dataset import build_dataset
 from lib.engine import validation
 from lib.engine.checkpointing import CheckpointError, load_pretrained, load_submodule
+from lib.engine.optim import parameter_list
 from lib.engine.stage_nets import FlowStageNet, SegmentationStageNet
 from lib.model.scnet import build_scnet
 
@@ -73,7 +74,8 @@ class Stage:
     shards_itself: bool = False  # the validation function splits the samples over the ranks itself
 
     def param_groups(self, net, train_cfg):
-        return [{'name': name, 'params': list(getattr(net, name).parameters()), 'lr': float(train_cfg[key])}
+        mode = train_cfg.get('param_lists', 'unique')
+        return [{'name': name, 'params': parameter_list(getattr(net, name), mode), 'lr': float(train_cfg[key])}
                 for name, key in zip(self.trainable, self.lr_keys)]
 
     def losses(self, net, batch, device):

@@ -39,6 +39,7 @@ from lib.utils import distributed
 from lib.utils.atomic import save_torch
 from lib.utils.config import ConfigError, dump_config, resolve_path
 from lib.utils.logger import MetricLogger, ScalarWriter, close_text_log, setup_text_log
+from lib.utils.precision import tf32
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 VAL_SPLITS = ('train', 'val', 'test')
@@ -133,7 +134,7 @@ def epoch_seed(seed, rank, epoch):
 
 def build_train_loader(cfg, stage):
     data_cfg, train_cfg = cfg['data'], cfg['train']
-    dataset = build_dataset(data_cfg, 'train', stage.data_mode)
+    dataset = build_dataset(data_cfg, 'train', stage.data_mode, seed=cfg['seed'])
     sampler = ResumableSampler(dataset, distributed.get_world_size(), distributed.get_rank(), seed=cfg['seed'])
     workers = int(data_cfg['num_workers'])
     return DataLoader(dataset, batch_size=train_cfg['batch_size'], sampler=sampler, num_workers=workers,
@@ -238,6 +239,10 @@ def log_header(run, sources, resumed_from):
     frozen = sum(p.numel() for p in run.net.parameters() if not p.requires_grad)
     log.info(f'trainable: {", ".join(run.stage.trainable)} ({trainable} parameters); frozen: '
              f'{", ".join(run.stage.frozen) or "-"} ({frozen} parameters)')
+    lists = ', '.join(f'{g["name"]} {len(g["params"])} entries of {len({id(p) for p in g["params"]})} tensors'
+                      for g in run.optimizer.param_groups)
+    log.info(f'optimizer {type(run.optimizer).__name__}, train.param_lists {cfg["train"]["param_lists"]} ({lists}); '
+             f'data.intermediate {cfg["data"]["intermediate"]}; train.tf32 {cfg["train"]["tf32"]}')
     for name, path in sources.items():
         log.info(f'init {name} <- {path}')
     if resumed_from:
@@ -439,7 +444,7 @@ def fit(run):
 
 def main(cfg, resume=False, deterministic=False):
     """Train the stage ``cfg['stage']``; returns ``{'save_dir', 'iteration', 'metrics'}``."""
-    with determinism(deterministic or cfg['deterministic']):
+    with determinism(deterministic or cfg['deterministic']), tf32(cfg['train']['tf32']):
         run = setup(cfg, resume)
         try:
             metrics = None

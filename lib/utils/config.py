@@ -30,7 +30,7 @@ DEFAULTS = {
     },
     'data': {
         'name': 'cityscapes',  # cityscapes | camvid | synthetic
-        'root': '${DATA_ROOT:-data/cityscapes}',
+        'root': '${CITYSCAPES_ROOT:-data/cityscapes}',  # one variable per dataset: CITYSCAPES_ROOT, CAMVID_ROOT, ...
         'train_list': 'data/list/cityscapes/train.txt',
         'val_list': 'data/list/cityscapes/val.txt',
         'test_list': None,
@@ -39,6 +39,10 @@ DEFAULTS = {
         'scale_range': [1.0, 1.0],  # random rescale of the image dataset (segmentation stage)
         'min_gap': 2,  # training triplets: key = t - j for j in [min_gap, max_gap]
         'max_gap': 10,
+        # The intermediate frame t-i of each triplet: 'resample' draws i anew for every sample; 'original' draws it
+        # once per list line and gap right after seeding Python's random with ``seed``, as the paper's code did
+        # (one fixed list for all epochs, the list the published weights were trained on).
+        'intermediate': 'resample',
         'num_workers': 4,
         'pin_memory': True,
     },
@@ -57,6 +61,12 @@ DEFAULTS = {
         'cfnet_lr': 1.0e-4,
         'betas': [0.9, 0.999],
         'weight_decay': 0.0,
+        # Adam's parameter lists: 'unique' holds each tensor once; 'original' builds them as the paper's code did
+        # (``for m in net.X.modules(): for p in m.parameters()``, every tensor once per enclosing module) and steps
+        # them one tensor at a time as torch 1.5's Adam did, so each tensor takes 2-4 Adam updates per iteration
+        # (docs/training.md, "The optimizer").
+        'param_lists': 'unique',
+        'tf32': False,  # TF32 convolutions and matmuls on Ampere+ GPUs: faster, not the fp32 the paper ran
         'lr_decay_at': 0.5,  # fraction of the total iterations after which lr is multiplied by lr_decay
         'lr_decay': 0.1,
         'amp': None,  # None | bf16 | fp16
@@ -81,6 +91,10 @@ DEFAULTS = {
         'distances': [1, 2, 3, 4, 5, 6, 7, 8, 9],
         'per_frame': True,  # the key network on frame t (upper bound row)
         'propagation_only': True,  # propagation without correction (DFF-style row)
+        # Resize convention of the evaluation (the x1/4 and x4 resizes around the propagation); None = that of
+        # model.align_corners. The paper configs set what each dataset's original test script did.
+        'align_corners': None,
+        'tf32': False,  # TF32 in evaluation; off = plain fp32, as the original ran
         'batch_size': 1,
         'max_clips': None,
         'result_root': '${RESULT_ROOT:-result}',

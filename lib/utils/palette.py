@@ -1,4 +1,4 @@
-"""Class names and colours of the label sets, and label-map colouring for figures.
+"""Class names and colours of the label sets, label-map colouring for figures, and Cityscapes label ids.
 
 Colours are RGB.  Cityscapes uses the official cityscapesscripts colours of the 19 train ids; CamVid the
 11-class colours of the CamVid (SegNet) benchmark.  The ignore index (255) is drawn black.
@@ -13,6 +13,11 @@ CITYSCAPES_PALETTE = np.array([
     (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
     (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
 ], dtype=np.uint8)
+
+# The Cityscapes label id of each train id (cityscapesscripts.helpers.labels), the ids its evaluator and the
+# benchmark server read; the ignore index goes to 0 ('unlabeled', ignored in evaluation).
+CITYSCAPES_LABEL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+UNLABELED_ID = 0
 
 CAMVID_CLASSES = ('sky', 'building', 'pole', 'road', 'sidewalk', 'tree', 'sign symbol', 'fence', 'car',
                   'pedestrian', 'bicyclist')
@@ -68,3 +73,10 @@ def colorize(label, palette):
     table = np.zeros((256, 3), dtype=np.uint8)
     table[:len(palette)] = palette
     return table[np.clip(label, 0, 255).astype(np.uint8)]
+
+
+def train_ids_to_label_ids(label):
+    """(H, W) Cityscapes train ids (255 = ignore) -> (H, W) uint8 label ids, as ``*_gtFine_labelIds.png`` hold."""
+    table = np.full(256, UNLABELED_ID, dtype=np.uint8)
+    table[:len(CITYSCAPES_LABEL_IDS)] = CITYSCAPES_LABEL_IDS
+    return table[np.asarray(label, dtype=np.uint8)]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # PDA table of spatial_correction_cityscapes: mIoU per key-frame distance 1..9, per-frame and propagation-only rows (docs/evaluation.md).
 # CHECKPOINT (default: spatial_correction_cityscapes/best.pth) is relative to the repository root;
+# results go to ${RESULT_ROOT:-result}/<experiment>/<checkpoint file stem>/;
 # GPUS > 1 shards the clips over torchrun processes; extra arguments go to tools/test_pda.py.
 checkpoint="${CHECKPOINT:-${SAVE_ROOT:-saved_model}/spatial_correction_cityscapes/best.pth}"
 exec "$(dirname "$0")/../../../tools/launch.sh" 1 tools/test_pda.py exp/spatial_correction_cityscapes/config.yaml --checkpoint "$checkpoint" "$@"

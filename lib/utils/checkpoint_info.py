@@ -1,0 +1,165 @@
+"""What a checkpoint file is: its format, the networks it holds, their class count and whether their layout fits
+the project's networks, and which config or command uses it (``tools/inspect_checkpoint.py``).
+
+The published files (docs/models.md) are of four kinds::
+
+    scnet        a whole SCNet (deeplab, flownet, cfnet, dmnet): spatial_correction_<dataset>, test_PDA.sh / show.sh
+    scnet_dmnet  deeplab, flownet, dmnet: the whole DMNet-stage network; its dmnet is init.dmnet of stage 2
+    dmnet_only   bare DMNet keys (conv1.0.depthwise.weight, ...): dmnet_<dataset>, init.dmnet of stage 2
+    pretrained   deeplab and flownet: pretrained_<dataset>, init.pretrained of both stages
+"""
+import hashlib
+import os
+import zipfile
+from collections import Counter
+
+import torch
+
+from lib.model import DMNet, SCNet
+from lib.utils.checkpoint import WRAPPER_PREFIXES, CheckpointError, compare, strip_wrapper_prefixes
+
+NETWORKS = ('deeplab', 'flownet', 'cfnet', 'dmnet')
+DATASETS = {19: 'cityscapes', 11: 'camvid'}
+KINDS = {frozenset(NETWORKS): 'scnet', frozenset({'deeplab', 'flownet', 'dmnet'}): 'scnet_dmnet',
+         frozenset({'deeplab', 'flownet'}): 'pretrained'}
+CLASSIFIERS = ('deeplab.logits.weight', 'cfnet.predict_cc.weight')  # the tensors whose first dimension is C
+
+
+def sha256(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _state_dict(obj):
+    """The ``{name: tensor}`` mapping of a loaded file and where it sat (top level, or under 'model' etc.)."""
+    def is_state(value):
+        return isinstance(value, dict) and value and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+    if is_state(obj):
+        return obj, 'top level'
+    if isinstance(obj, dict):
+        for key in ('model', 'state_dict'):
+            if is_state(obj.get(key)):
+                return obj[key], f"'{key}' entry"
+    return None, None
+
+
+def _reference(n_classes, model_cfg):
+    """State-dict shapes of SCNet(n_classes) with the widths of ``model_cfg`` (published widths by default),
+    built on the meta device (no memory for the weights)."""
+    widths = {k: dict((model_cfg or {}).get(k) or {}) for k in ('deeplab', 'flownet', 'cfnet')}
+    with torch.device('meta'):
+        return SCNet(n_classes=n_classes, **widths)
+
+
+def uses(kind, dataset):
+    """Where a file of this kind goes and what reads it."""
+    if dataset is None or kind == 'unknown':
+        return 'no published role recognised'
+    return {
+        'scnet': f'CHECKPOINT=<file> bash exp/spatial_correction_{dataset}/script/test_PDA.sh (or show.sh); '
+                 f'published as spatial_correction_{dataset}',
+        'scnet_dmnet': f'init.dmnet of exp/spatial_correction_{dataset}/config.yaml (its DMNet is used)',
+        'dmnet_only': f'init.dmnet of exp/spatial_correction_{dataset}/config.yaml; published as dmnet_{dataset}',
+        'pretrained': f'init.pretrained of exp/dmnet_{dataset} and exp/spatial_correction_{dataset} '
+                      f'(saved_model/pretrained/pretrained_{dataset}.pth)',
+    }[kind]
+
+
+def describe(path, model_cfg=None):
+    """A dict describing the checkpoint at ``path``; raises CheckpointError (one line) if it cannot be read.
+
+    ``model_cfg`` (a config's ``model:`` section) sets the widths the layout is compared with; by default the
+    published networks'.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f'{path}: checkpoint file not found')
+    info = {'path': path, 'bytes': os.path.getsize(path), 'sha256': sha256(path),
+            'format': 'zip (torch >= 1.6)' if zipfile.is_zipfile(path) else 'legacy (torch <= 1.5, non-zip)'}
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # torch raises many types for a file it cannot read safely
+        raise CheckpointError(f'{path}: not a PyTorch checkpoint readable with weights_only=True '
+                              f'({type(err).__name__})') from None
+    raw, where = _state_dict(obj)
+    if raw is None:
+        raise CheckpointError(f'{path}: holds no state_dict (a mapping of parameter names to tensors)')
+    info['state_dict'] = where
+    if isinstance(obj, dict) and 'stage' in obj:
+        config = obj.get('config') if isinstance(obj.get('config'), dict) else {}
+        info['training'] = {'stage': obj.get('stage'), 'iteration': obj.get('iteration'),
+                            'epoch': obj.get('epoch'), 'experiment': config.get('experiment')}
+    info['tensors'] = len(raw)
+    info['prefixes'] = {p: sum(k.startswith(p) for k in raw) for p in WRAPPER_PREFIXES if any(
+        k.startswith(p) for k in raw)}
+    state = strip_wrapper_prefixes(raw)
+
+    dmnet_keys = set(DMNet().state_dict())
+    if set(state) <= dmnet_keys:
+        report = compare(DMNet(), state, 'dmnet')
+        info.update(kind='dmnet_only', n_classes=None, dataset=None, networks={'dmnet': _counts(report)},
+                    layout_match=not (report.missing or report.unexpected or report.mismatched))
+        info['uses'] = 'init.dmnet of exp/spatial_correction_<dataset>/config.yaml; published as dmnet_<dataset>'
+        return info
+
+    present = Counter(k.split('.', 1)[0] for k in state)
+    classes = {int(state[k].shape[0]) for k in CLASSIFIERS if k in state}
+    n_classes = classes.pop() if len(classes) == 1 else None
+    info['n_classes'] = n_classes
+    info['dataset'] = DATASETS.get(n_classes)
+    reference = _reference(n_classes or 19, model_cfg)
+    networks, match = {}, True
+    for name in NETWORKS:
+        if name not in present:
+            continue
+        part = {k.split('.', 1)[1]: v for k, v in state.items() if k.startswith(f'{name}.')}
+        report = compare(getattr(reference, name), part, name)
+        networks[name] = _counts(report)
+        match = match and not (report.missing or report.unexpected or report.mismatched)
+    others = sorted(set(present) - set(NETWORKS))
+    if others:
+        networks['other'] = {'top-level names': others, 'tensors': sum(present[o] for o in others)}
+    info['networks'] = networks
+    kind = KINDS.get(frozenset(n for n in NETWORKS if n in present), 'unknown') if not others else 'unknown'
+    info['kind'] = kind
+    info['layout_match'] = bool(match and kind != 'unknown' and n_classes is not None)
+    info['uses'] = uses(kind, info['dataset'])
+    return info
+
+
+def _counts(report):
+    return {'tensors': len(report.loaded) + len(report.mismatched) + len(report.unexpected),
+            'match': len(report.loaded), 'missing': len(report.missing), 'unexpected': len(report.unexpected),
+            'shape_mismatch': [k for k, _, _ in report.mismatched][:5]}
+
+
+def format_text(info):
+    """The description as a few readable lines."""
+    lines = [f'file      {info["path"]} ({info["bytes"] / 1e6:.1f} MB)', f'sha256    {info["sha256"]}',
+             f'format    {info["format"]}; loads with weights_only=True; state_dict at {info["state_dict"]}, '
+             f'{info["tensors"]} tensors',
+             'prefixes  ' + (', '.join(f'{p!r} on {n} keys (stripped when loading)' for p, n in
+                                       info['prefixes'].items()) or 'none')]
+    if 'training' in info:
+        t = info['training']
+        lines.append(f'training  checkpoint of this project: stage {t["stage"]}, iteration {t["iteration"]}, epoch '
+                     f'{t["epoch"]}, experiment {t["experiment"]}')
+    if info['kind'] == 'dmnet_only':
+        classes = '- (DMNet has no classifier: the same file serves any dataset it was trained on)'
+    else:
+        classes = f'{info["n_classes"]}' + (f' ({info["dataset"]})' if info.get('dataset') else '')
+    lines.append(f'kind      {info["kind"]}; classes {classes}')
+    for name, counts in info['networks'].items():
+        if name == 'other':
+            lines.append(f'  other   {counts["tensors"]} tensors under {", ".join(counts["top-level names"])}')
+            continue
+        extra = ''.join(f', {counts[key]} {key}' for key in ('missing', 'unexpected') if counts[key])
+        if counts['shape_mismatch']:
+            extra += f', other shapes: {", ".join(counts["shape_mismatch"])}'
+        lines.append(f'  {name:8s}{counts["match"]}/{counts["tensors"]} tensors fit{extra}')
+    lines.append(f'layout    {"matches" if info["layout_match"] else "does NOT match"} the project\'s networks')
+    lines.append(f'use       {info["uses"]}')
+    return '\n'.join(lines)

@@ -1,0 +1,42 @@
+"""What is this checkpoint?  Check a download (or a run's output) before a long job.
+
+    python tools/inspect_checkpoint.py saved_model/pretrained/spatial_correction_cityscapes.pth
+    python tools/inspect_checkpoint.py FILE --json                   # the same as JSON
+    python tools/inspect_checkpoint.py FILE --config exp/synthetic/correction.yaml   # compare with its widths
+
+Prints the format (zip, or the legacy non-zip format of torch <= 1.5), the sha256, the networks it holds and how
+many of their tensors fit the project's networks by name and shape, the class count (19 Cityscapes, 11 CamVid),
+``module.`` / ``_orig_mod.`` prefixes, and which config key or command uses a file of that kind (docs/models.md).
+Exit status 0 when the file is readable and fits, 1 when it is readable but does not fit, 2 on an unreadable file.
+"""
+import argparse
+import json
+import sys
+
+from lib.utils.checkpoint import CheckpointError
+from lib.utils.checkpoint_info import describe, format_text
+from lib.utils.config import ConfigError, load_config
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Describe a DAVSS checkpoint file.')
+    parser.add_argument('checkpoint', help='a .pth file')
+    parser.add_argument('--config', default=None, help='compare with the model widths of this config')
+    parser.add_argument('--json', action='store_true', help='print JSON instead of text')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        model_cfg = load_config(args.config)['model'] if args.config else None
+        info = describe(args.checkpoint, model_cfg)
+    except (CheckpointError, ConfigError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    print(json.dumps(info, indent=1) if args.json else format_text(info))
+    return 0 if info['layout_match'] else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
