@@ -1,0 +1,67 @@
+"""Distributed training on the CPU (gloo, 2 processes): the sharded validation that picks best.pth sees the
+BatchNorm statistics that are saved, and a hung rank stops the others after the collective timeout with one line."""
+import os
+import subprocess
+import sys
+
+import torch
+
+from lib.engine import train as engine
+from lib.utils.config import REPO_ROOT, load_config
+
+from test_train import TINY_MODEL
+from test_train_ddp import data_opts
+
+
+def torchrun(script_args, env_extra=None, timeout=300):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1', **(env_extra or {}))
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', *script_args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_validation_after_ddp_uses_the_saved_batchnorm_statistics(tmp_path, synthetic_data_cfg):
+    # bn_momentum 1: each rank's running statistics become those of its own last batch, so before the fix rank 1
+    # validated its half of the samples with statistics that differ from rank 0's (the saved ones).
+    config = os.path.join(REPO_ROOT, 'exp', 'synthetic', 'segmentation.yaml')
+    opts = data_opts(synthetic_data_cfg) + [
+        *TINY_MODEL, f'train.save_root={tmp_path}', f'train.tblog_root={tmp_path}', 'train.max_iters=1',
+        'train.batch_size=2', 'train.val_every=1', 'train.val_split=train', 'train.bn_momentum=1.0', 'seed=0',
+        'experiment=ddp']
+    done = torchrun([os.path.join(REPO_ROOT, 'tools', 'train.py'), config, '--opts', *opts])
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = torch.load(tmp_path / 'ddp' / 'final.pth', weights_only=True)
+
+    cfg = load_config(config, opts)
+    stage = engine.get_stage('segmentation')
+    net = stage.build_net(cfg['model'])
+    net.load_state_dict(saved['model'])
+    metrics = stage.validate(net, stage.val_loader(cfg, 'train'), cfg, torch.device('cpu'), False)
+    assert abs(metrics['miou'] - saved['progress']['best_score']) < 1e-9, (metrics['miou'],
+                                                                           saved['progress']['best_score'])
+
+
+HANG_SCRIPT = '''
+import os, sys, time
+from lib.utils import distributed
+try:
+    distributed.init_distributed('cpu')
+    if distributed.get_rank() == 1:
+        time.sleep(60)  # hangs: never joins the all-reduce
+    import torch
+    distributed.all_reduce_sum(torch.ones(1))
+except RuntimeError as err:
+    message = distributed.describe_failure(err)
+    if message is None:
+        raise
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(1)
+'''
+
+
+def test_a_hung_rank_stops_the_others_after_the_timeout_with_one_line(tmp_path):
+    script = tmp_path / 'hang.py'
+    script.write_text(HANG_SCRIPT)
+    done = torchrun([str(script)], env_extra={'DIST_TIMEOUT': '3'}, timeout=120)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith('error: rank 0 of 2')]
+    assert errors and 'did not answer within 3 s (DIST_TIMEOUT)' in errors[0], done.stderr[-3000:]
