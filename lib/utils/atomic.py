@@ -35,7 +35,11 @@ def atomic_path(path, sync=False):
     stem, ext = os.path.splitext(path)
     tmp = f'{stem}.tmp{os.getpid()}{ext}'
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as err:
+            # A failed write() names no file (or the temporary one): name the file the caller asked for.
+            raise OSError(f'{path}: could not write ({err.strerror or err})') from None
         if sync:
             _fsync(tmp)
         os.replace(tmp, path)
