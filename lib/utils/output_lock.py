@@ -76,10 +76,14 @@ class OutputLock:
         self.path = lock_path or os.path.join(self.folder, LOCK_NAME)
         self.fd = None
         self.torn_files = []  # removed temporary files of a dead earlier run
+        self.created = None  # the folder this lock created, removed again by release() if the run left it empty
 
     def acquire(self):
+        folder = os.path.dirname(os.path.abspath(self.path))
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            if not os.path.isdir(folder):
+                os.makedirs(folder)
+                self.created = folder
             while True:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
                 try:
@@ -87,6 +91,7 @@ class OutputLock:
                 except BlockingIOError:
                     holder = _describe(self._read(fd))
                     os.close(fd)
+                    self._remove_created()
                     raise OutputLockError(f'{self.folder}: in use by another run ({holder}); wait for it to end '
                                           f'or stop it (lock file {self.path})') from None
                 # The previous holder unlinks the file when it releases it: if that happened between our open and
@@ -99,6 +104,7 @@ class OutputLock:
                     break
                 os.close(fd)
         except OSError as err:
+            self._remove_created()
             raise OSError(f'{self.folder}: cannot create the output folder or its lock file '
                           f'({err.strerror or err})') from None
         if os.fstat(fd).st_size and self._read(fd) is None:
@@ -131,6 +137,15 @@ class OutputLock:
             pass
         os.close(self.fd)  # releases the flock
         self.fd = None
+        self._remove_created()
+
+    def _remove_created(self):
+        if self.created is not None:
+            try:
+                os.rmdir(self.created)  # only if empty: a failed run that wrote nothing leaves no trace
+            except OSError:
+                pass
+            self.created = None
 
     @property
     def held(self):
