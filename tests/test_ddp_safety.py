@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from lib.engine import train as engine
@@ -19,6 +20,7 @@ def torchrun(script_args, env_extra=None, timeout=300):
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_validation_after_ddp_uses_the_saved_batchnorm_statistics(tmp_path, synthetic_data_cfg):
     # bn_momentum 1: each rank's running statistics become those of its own last batch, so before the fix rank 1
     # validated its half of the samples with statistics that differ from rank 0's (the saved ones).
@@ -58,6 +60,7 @@ except RuntimeError as err:
 '''
 
 
+@pytest.mark.slow
 def test_a_hung_rank_stops_the_others_after_the_timeout_with_one_line(tmp_path):
     script = tmp_path / 'hang.py'
     script.write_text(HANG_SCRIPT)

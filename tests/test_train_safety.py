@@ -93,6 +93,7 @@ def test_resume_removes_the_torn_files_of_a_dead_run(tmp_path, synthetic_data_cf
 
 # --- defect 4: a diverging run segfaulted (NaN flow -> CPU grid_sample border backward) --------------------------------
 
+@pytest.mark.slow
 def test_diverging_flow_stops_with_the_non_finite_error_instead_of_a_segfault(tmp_path, synthetic_data_cfg):
     cfg = load_config(None, TINY_MODEL)
     torch.manual_seed(0)
@@ -188,6 +189,7 @@ def limited_file_size(limit):
     return apply
 
 
+@pytest.mark.slow
 def test_full_disk_while_checkpointing_is_a_one_line_error(tmp_path, synthetic_data_cfg):
     done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', 'train.py'), FLOW_CONFIG,
                            *cli_opts(synthetic_data_cfg, tmp_path)], env=env(), capture_output=True, text=True,

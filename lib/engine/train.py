@@ -45,6 +45,13 @@ from lib.utils.output_lock import OutputLockError
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 VAL_SPLITS = ('train', 'val', 'test')
+NUMBER_RANGES = {  # train.<key>: (what it must be, test)
+    'lr': ('a positive learning rate', lambda v: v > 0),
+    'cfnet_lr': ('a positive learning rate', lambda v: v > 0),
+    'lr_decay': ('a factor in (0, 1]', lambda v: 0 < v <= 1),
+    'lr_decay_at': ('a fraction of the run in [0, 1]', lambda v: 0 <= v <= 1),
+    'weight_decay': ('a non-negative number', lambda v: v >= 0),
+}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -104,20 +111,10 @@ def check_config(cfg):
             raise ConfigError(f'train.{key}: expected a non-negative integer, got {value!r}')
     if not train['val_distances'] or any(not 1 <= int(d) <= 9 for d in train['val_distances']):
         raise ConfigError(f'train.val_distances: expected distances in 1..9, got {train["val_distances"]}')
-    for key, low, high, what in (('lr', 0, None, 'a positive learning rate'),
-                                 ('cfnet_lr', 0, None, 'a positive learning rate'),
-                                 ('lr_decay', 0, 1, 'a factor in (0, 1]'),
-                                 ('lr_decay_at', None, None, 'a fraction of the run in [0, 1]'),
-                                 ('weight_decay', None, None, 'a non-negative number')):
+    for key, (what, valid) in NUMBER_RANGES.items():
         value = train[key]
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if ok and key == 'lr_decay_at':
-            ok = 0 <= value <= 1
-        elif ok and key == 'weight_decay':
-            ok = value >= 0
-        elif ok:
-            ok = value > low and (high is None or value <= high)
-        if not ok:
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                and valid(value)):
             raise ConfigError(f'train.{key}: expected {what}, got {value!r}')
     betas = train['betas']
     if not (isinstance(betas, list) and len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1
@@ -222,19 +219,6 @@ def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
                 raise CheckpointError(f'init.{key}: checkpoint {path} not found')
 
     device = distributed.init_distributed(cfg['device'])
-    lock, to_replace = claim_save_dir(save_dir, tblog_dir, resume, overwrite)
-    try:
-        return build_run(cfg, stage, device, save_dir, tblog_dir, resume_path if resume else None, init_cfg,
-                         lock, to_replace, restart_epoch)
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        raise
-
-
-def build_run(cfg, stage, device, save_dir, tblog_dir, resume_path, init_cfg, lock, to_replace, restart_epoch):
-    """The part of :func:`setup` that runs with the experiment folder locked."""
-    resume = resume_path is not None
     seed_everything(cfg['seed'])  # the same initial weights on every rank
     net = stage.build_net(cfg['model'])
     sources = {} if resume else initialise(stage, net, init_cfg)
@@ -262,23 +246,30 @@ def build_run(cfg, stage, device, save_dir, tblog_dir, resume_path, init_cfg, lo
     if cfg['train']['val_every']:
         val_loader = stage.val_loader(cfg, cfg['train']['val_split'])
 
-    progress = Progress()
-    if resume:
-        progress = load_training_state(resume_path, net, optimizer, scaler, cfg, data_layout(cfg, loader),
-                                       restart_epoch)
-    else:
-        seed_everything(cfg['seed'] + distributed.get_rank())  # different augmentations on every rank
+    # The inputs are good: claim the experiment folder before the first write to it.
+    lock, to_replace = claim_save_dir(save_dir, tblog_dir, resume, overwrite)
+    try:
+        progress = Progress()
+        if resume:
+            progress = load_training_state(resume_path, net, optimizer, scaler, cfg, data_layout(cfg, loader),
+                                           restart_epoch)
+        else:
+            seed_everything(cfg['seed'] + distributed.get_rank())  # different augmentations on every rank
 
-    if distributed.is_main_process():
-        replace_previous(to_replace)  # --overwrite: no checkpoint of the old run may survive beside the new config
-        os.makedirs(save_dir, exist_ok=True)
-        dump_config(cfg, os.path.join(save_dir, 'config.yaml'))
-    log = setup_text_log(os.path.join(save_dir, 'log.txt'))
-    writer = ScalarWriter(tblog_dir)
-    model = wrap_for_training(net, device, cfg)
-    run = Run(cfg, stage, device, net, model, optimizer, scaler, loader, val_loader, iters_per_epoch, total_iters,
-              n_epochs, save_dir, log, writer, progress, lock=lock, watch=NonFiniteWatch(net))
-    log_header(run, sources, resume_path)
+        if distributed.is_main_process():
+            replace_previous(to_replace)  # --overwrite: no file of the old run survives beside the new config
+            os.makedirs(save_dir, exist_ok=True)
+            dump_config(cfg, os.path.join(save_dir, 'config.yaml'))
+        log = setup_text_log(os.path.join(save_dir, 'log.txt'))
+        writer = ScalarWriter(tblog_dir)
+        model = wrap_for_training(net, device, cfg)
+        run = Run(cfg, stage, device, net, model, optimizer, scaler, loader, val_loader, iters_per_epoch,
+                  total_iters, n_epochs, save_dir, log, writer, progress, lock=lock, watch=NonFiniteWatch(net))
+        log_header(run, sources, resume_path if resume else None)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     return run
 
 
