@@ -133,7 +133,7 @@ def segment_video(model, source, policy, folder, args, palette, device):
     cpu_seconds = time.process_time() - start_cpu  # on a shared machine the fairer speed measure
     n_frames = index + 1
     return {'input': args.input, 'policy': policy.name, 'frames': n_frames,
-            'frames_announced': getattr(source, 'announced', None), 'frames_decoded': n_frames, 'key_frames': keys,
+            'frames_announced': source.announced, 'frames_decoded': n_frames, 'key_frames': keys,
             'frame_size': list(frame_size), 'model_size': list(model_size),
             'fast': None if fast is None else dataclasses.asdict(fast), 'video': writers.video_name,
             'seconds': round(seconds, 3), 'cpu_seconds': round(cpu_seconds, 3), 'frames_per_second': n_frames / seconds}
@@ -156,7 +156,7 @@ def main(argv=None):
         folder = OutputFolder(args.output, overwrite=args.overwrite, input_path=args.input)  # again, under the lock
         folder.start()
         summary = segment_video(model, source, policy, folder, args, palette, device)
-        mismatch = getattr(source, 'count_mismatch', lambda: None)()
+        mismatch = source.count_mismatch()
         if mismatch:
             print(f'{PROG}: warning: {mismatch}', file=sys.stderr)
         write_json(folder.file('summary.json'), summary, indent=2)

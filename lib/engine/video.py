@@ -36,6 +36,11 @@ class FrameSource:
     path = ''
     fps = 25.0
     count = None  # number of frames if known up front (for the progress bar), else None
+    announced = None  # the frame count a video container states (None: not a container, or it states none)
+
+    def count_mismatch(self):
+        """One line when the source turned out to hold another number of frames than it announced, else None."""
+        return None
 
     def _read(self):
         """Yields ``(where, frame)``: the path that names the frame in an error, and the RGB frame."""
