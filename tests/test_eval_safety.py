@@ -46,7 +46,7 @@ def lines_of(list_file):
         return [line.split() for line in f if line.strip()]
 
 
-# --- defect 3: a full disk cost the PDA table, with a 60-line traceback ----------------------------------------------
+# --- defect 3: a full disk cost the PDA table, with a 60-line traceback ---
 
 def test_full_disk_prints_the_table_then_fails_in_one_line(tmp_path, synthetic_data_cfg):
     config, checkpoint = write_experiment(tmp_path, synthetic_data_cfg)
@@ -65,7 +65,7 @@ def test_full_disk_prints_the_table_then_fails_in_one_line(tmp_path, synthetic_d
     assert os.listdir(tmp_path / 'pda_test') == []
 
 
-# --- defect 6: an evaluation lost at the end --------------------------------------------------------------------------
+# --- defect 6: an evaluation lost at the end ---
 
 def test_truncated_frame_in_the_last_clip_fails_before_the_evaluation(tmp_path, synthetic_root, synthetic_data_cfg,
                                                                       capsys):
@@ -78,6 +78,23 @@ def test_truncated_frame_in_the_last_clip_fails_before_the_evaluation(tmp_path, 
     assert test_pda.run([config, '--checkpoint', str(tmp_path / 'none.pth'), '--no-progress']) == 1
     line = one_error_line(capsys.readouterr().err)
     assert str(path) in line and 'truncated PNG' in line
+
+
+def test_frame_damaged_in_its_middle_fails_in_one_line_from_a_worker(tmp_path, synthetic_root, synthetic_data_cfg,
+                                                                     capsys):
+    root, data_cfg = copied_data(tmp_path, synthetic_root, synthetic_data_cfg)
+    config, checkpoint = write_experiment(tmp_path, dict(data_cfg, num_workers=1))
+    argv = [config, '--checkpoint', checkpoint, '--no-progress']
+    assert test_pda.run(argv) == 0
+    capsys.readouterr()
+    path = root / lines_of(data_cfg['train_list'])[-1][0]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)  # header and end intact: passes the pre-flight check
+    path.write_bytes(bytes(data))
+    assert test_pda.run(argv) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line == f'error: {path}: not a readable image (corrupt or unsupported format)'
+    assert sorted(os.listdir(tmp_path / 'pda_test')) == ['pda.previous.json', 'pda.previous.md']
 
 
 def test_interrupted_run_does_not_leave_the_previous_results_looking_current(tmp_path, synthetic_data_cfg,
@@ -100,7 +117,7 @@ def test_interrupted_run_does_not_leave_the_previous_results_looking_current(tmp
     assert sorted(os.listdir(out)) == ['pda.json', 'pda.md']
 
 
-# --- defect 2: result folders of test_pda / show are locked while written --------------------------------------------
+# --- defect 2: result folders of test_pda / show are locked while written ---
 
 def test_result_folders_are_locked_while_written(tmp_path, synthetic_data_cfg, capsys):
     config, checkpoint = write_experiment(tmp_path, synthetic_data_cfg)
@@ -113,7 +130,7 @@ def test_result_folders_are_locked_while_written(tmp_path, synthetic_data_cfg, c
     assert not os.path.exists(tmp_path / 'pda_test' / 'pda.json')
 
 
-# --- defect 8: tracebacks or wrong errors where one-line errors are promised ------------------------------------------
+# --- defect 8: tracebacks or wrong errors where one-line errors are promised ---
 
 def test_list_with_a_utf8_byte_order_mark_reads(tmp_path, synthetic_root, synthetic_data_cfg):
     root, data_cfg = copied_data(tmp_path, synthetic_root, synthetic_data_cfg)

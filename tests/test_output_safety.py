@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import pytest
 
@@ -17,7 +16,8 @@ from lib.engine.video import OutputFolder, VideoFileSource, VideoIOError
 from lib.utils.output_lock import OutputLock, OutputLockError, remove_torn_files
 from lib.utils.config import REPO_ROOT
 
-from test_infer_video import assert_one_line_error, model_files, moving_scene, run_tool, write_frame_folder  # noqa: F401
+from test_infer_video import (assert_one_line_error, model_files, moving_scene, run_tool,  # noqa: F401
+                              write_frame_folder)
 
 OPENCV_SAMPLES = '/tmp/opencv-doc/usr/share/doc/opencv-doc/examples/data'
 
@@ -47,7 +47,7 @@ def tree_listing(folder):
     return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder) for f in files)
 
 
-# --- defect 1: --overwrite deleted whatever folder was at OUTPUT ---------------------------------------------------
+# --- defect 1: --overwrite deleted whatever folder was at OUTPUT ---
 
 def test_overwrite_refuses_a_folder_infer_video_did_not_write(model_files, frames_in, tmp_path, capsys):
     out = tmp_path / 'photos'
@@ -78,7 +78,7 @@ def test_overwrite_replaces_an_earlier_output_of_the_tool(model_files, frames_in
     assert not os.path.exists(f'{out}.lock') and not os.path.exists(f'{out}.old')
 
 
-# --- defect 2: two runs into one OUTPUT shared one .partial ----------------------------------------------------------
+# --- defect 2: two runs into one OUTPUT shared one .partial ---
 
 def test_second_run_into_a_locked_output_refuses_and_names_the_holder(model_files, frames_in, tmp_path, capsys):
     out = tmp_path / 'out'
@@ -123,7 +123,7 @@ def test_a_foreign_file_named_like_the_lock_is_left_alone(tmp_path):
     assert (tmp_path / '.lock').read_text() == 'my notes'
 
 
-# --- defect 3: failed writes were committed as complete --------------------------------------------------------------
+# --- defect 3: failed writes were committed as complete ---
 
 def limited_file_size(limit):
     def apply():
@@ -149,7 +149,7 @@ def test_video_cut_by_a_size_limit_fails_and_leaves_only_the_partial(model_files
     assert not os.path.exists(f'{out}.partial/summary.json')
 
 
-# --- defect 5: damaged media passed silently -------------------------------------------------------------------------
+# --- defect 5: damaged media passed silently ---
 
 def test_damaged_sample_video_reports_announced_and_decoded_frames(model_files, opencv_samples, tmp_path, capsys):
     video = os.path.join(opencv_samples, 'tree.avi')  # the container announces 444 frames, 68 decode

@@ -44,7 +44,7 @@ def env():
     return dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1')
 
 
-# --- defect 2: a new run overwrote an earlier run's results ------------------------------------------------------------
+# --- defect 2: a new run overwrote an earlier run's results ---
 
 def test_existing_experiment_is_refused_unless_resume_or_overwrite(tmp_path, synthetic_data_cfg, monkeypatch):
     data = dict(synthetic_data_cfg, crop_size=[32, 64])
@@ -91,7 +91,7 @@ def test_resume_removes_the_torn_files_of_a_dead_run(tmp_path, synthetic_data_cf
     assert not torn.exists()
 
 
-# --- defect 4: a diverging run segfaulted (NaN flow -> CPU grid_sample border backward) --------------------------------
+# --- defect 4: a diverging run segfaulted (NaN flow -> CPU grid_sample border backward) ---
 
 @pytest.mark.slow
 def test_diverging_flow_stops_with_the_non_finite_error_instead_of_a_segfault(tmp_path, synthetic_data_cfg):
@@ -113,7 +113,7 @@ def test_diverging_flow_stops_with_the_non_finite_error_instead_of_a_segfault(tm
     assert not (tmp_path / 'run' / 'final.pth').exists()
 
 
-# --- defect 7: a resume with another batch size silently skipped data -----------------------------------------------
+# --- defect 7: a resume with another batch size silently skipped data ---
 
 def test_resume_with_another_data_layout_is_refused_unless_the_epoch_restarts(tmp_path, synthetic_data_cfg,
                                                                                monkeypatch):
@@ -158,7 +158,7 @@ def test_layout_check_names_world_size_and_dataset_length():
     assert engine.check_layout('now.pth', older, now, restart_epoch=True) == ['world_size 2 -> 1']
 
 
-# --- defect 8: tracebacks where one-line errors are promised -----------------------------------------------------------
+# --- defect 8: tracebacks where one-line errors are promised ---
 
 @pytest.mark.parametrize('opt, fragment', [
     ('train.lr=abc', '"train.lr" expected a number, got \'abc\''),
