@@ -42,29 +42,30 @@ def test_validation_after_ddp_uses_the_saved_batchnorm_statistics(tmp_path, synt
                                                                            saved['progress']['best_score'])
 
 
-HANG_SCRIPT = '''
+HANG_SCRIPT = """
 import os, sys, time
-from lib.utils import distributed
-try:
-    distributed.init_distributed('cpu')
-    if distributed.get_rank() == 1:
-        time.sleep(60)  # hangs: never joins the all-reduce
-    import torch
-    distributed.all_reduce_sum(torch.ones(1))
-except RuntimeError as err:
-    message = distributed.describe_failure(err)
-    if message is None:
-        raise
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(1)
-'''
+sys.path.insert(0, {tests!r})
+from helpers import load_tool
+from lib.engine import train as engine
+real_step = engine.train_step
+def hung_on_rank_1(run, data, accumulate):
+    if int(os.environ['RANK']) == 1:
+        time.sleep(60)  # never joins the collectives of its step
+    return real_step(run, data, accumulate)
+engine.train_step = hung_on_rank_1
+sys.exit(load_tool('train').run(sys.argv[1:]))
+"""
 
 
 @pytest.mark.slow
-def test_a_hung_rank_stops_the_others_after_the_timeout_with_one_line(tmp_path):
+def test_a_hung_rank_stops_the_others_after_the_timeout_with_one_line(tmp_path, synthetic_data_cfg):
     script = tmp_path / 'hang.py'
-    script.write_text(HANG_SCRIPT)
-    done = torchrun([str(script)], env_extra={'DIST_TIMEOUT': '3'}, timeout=120)
+    script.write_text(HANG_SCRIPT.format(tests=os.path.join(REPO_ROOT, 'tests')))
+    opts = data_opts(synthetic_data_cfg) + ['data.crop_size=[32,64]', 'model.flownet.width_mult=0.25',
+                                            f'train.save_root={tmp_path}', f'train.tblog_root={tmp_path}',
+                                            'train.max_iters=2', 'train.val_every=0', 'experiment=hang']
+    done = torchrun([str(script), os.path.join(REPO_ROOT, 'exp', 'synthetic', 'flow.yaml'), '--opts', *opts],
+                    env_extra={'DIST_TIMEOUT': '3'}, timeout=120)
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith('error: rank 0 of 2')]
     assert errors and 'did not answer within 3 s (DIST_TIMEOUT)' in errors[0], done.stderr[-3000:]
