@@ -11,10 +11,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
-from lib.engine.video import OutputFolder, VideoFileSource, VideoIOError
-from lib.utils.output_lock import OutputLock, OutputLockError, remove_torn_files
+from lib.engine.video import OutputFolder, VideoFileSource, VideoIOError, VideoWriter
+from lib.utils import atomic
 from lib.utils.config import REPO_ROOT
+from lib.utils.output_lock import OutputLock, OutputLockError, remove_torn_files
 
 from test_infer_video import (assert_one_line_error, model_files, moving_scene, run_tool,  # noqa: F401
                               write_frame_folder)
@@ -177,10 +179,28 @@ def test_intact_sample_video_gives_no_warning(opencv_samples):
 
 
 def test_video_writer_close_checks_the_finished_file(tmp_path):
-    from lib.engine.video import VideoWriter
     writer = VideoWriter(str(tmp_path / 'v'), 10, (32, 48))
     for frame in moving_scene(32, 48, 3):
         writer.write(frame)
     writer.frames += 2  # as if two writes had been reported done that never reached the file
     with pytest.raises(VideoIOError, match='decodes to 3 of the 5 frames'):
         writer.close()
+
+
+def test_checkpoints_and_results_are_flushed_before_the_rename(tmp_path, monkeypatch):
+    synced, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        synced.append(os.readlink(f'/proc/self/fd/{fd}'))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        synced.append(('rename', os.path.basename(dst)))
+        real_replace(src, dst)
+    monkeypatch.setattr(atomic.os, 'fsync', fsync)
+    monkeypatch.setattr(atomic.os, 'replace', replace)
+    atomic.save_torch({'w': torch.zeros(1)}, str(tmp_path / 'now.pth'))
+    atomic.write_json(str(tmp_path / 'pda.json'), {'miou': 0.5})
+    pid = os.getpid()
+    assert synced == [str(tmp_path / f'now.tmp{pid}.pth'), ('rename', 'now.pth'), str(tmp_path),
+                      str(tmp_path / f'pda.tmp{pid}.json'), ('rename', 'pda.json'), str(tmp_path)]
