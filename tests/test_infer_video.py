@@ -165,7 +165,7 @@ def test_resized_inference_restores_the_frame_size(model_files, frame_folder, tm
     assert label.shape == (61, 99)
     # Default output when no --save-* option is given: the video only.
     assert run_tool(model_files, frame_folder, tmp_path / 'video_only', '--size', 30, 50) == 0
-    assert sorted(os.listdir(tmp_path / 'video_only')) == ['segmentation.mp4', 'summary.json']
+    assert sorted(os.listdir(tmp_path / 'video_only')) == [OutputFolder.MARKER, 'segmentation.mp4', 'summary.json']
 
 
 def assert_one_line_error(capsys, *fragments):
@@ -211,13 +211,12 @@ def test_frame_size_change_mid_stream_leaves_only_a_marked_partial_output(model_
 
 def test_existing_output_is_refused_unless_overwrite(model_files, frame_folder, tmp_path, capsys):
     out = tmp_path / 'out'
-    out.mkdir()
-    (out / 'old.txt').write_text('keep me unless --overwrite')
+    assert run_tool(model_files, frame_folder, out, '--save-labels') == 0
     assert run_tool(model_files, frame_folder, out) == 2
     assert_one_line_error(capsys, str(out), '--overwrite')
-    assert (out / 'old.txt').exists()
+    assert (out / 'labels').is_dir()
     assert run_tool(model_files, frame_folder, out, '--overwrite', '--policy', 'fixed:6') == 0
-    assert sorted(os.listdir(out)) == ['segmentation.mp4', 'summary.json']
+    assert sorted(os.listdir(out)) == [OutputFolder.MARKER, 'segmentation.mp4', 'summary.json']
 
 
 def test_bad_policy_and_checkpoint(model_files, frame_folder, tmp_path, capsys):
@@ -267,7 +266,7 @@ def test_output_folder_commit_replaces_atomically(tmp_path):
     second = OutputFolder(str(target), overwrite=True)
     second.start()
     second.commit()
-    assert os.listdir(target) == [] and not os.path.exists(f'{target}.old')
+    assert os.listdir(target) == [OutputFolder.MARKER] and not os.path.exists(f'{target}.old')
 
 
 def test_streaming_segmenter_feeds_the_policy_the_merge_distortion():

@@ -296,7 +296,8 @@ class Pipeline:
             return
         self.announce(stage, f'training with {shown(stage_config_path(stage))} ({reason})')
         remove(final)
-        argv = [stage_config_path(stage)] + (['--opts', *opts] if opts else [])
+        # The demo owns its stage folders: a redone stage replaces the earlier run's outputs there.
+        argv = [stage_config_path(stage), '--overwrite'] + (['--opts', *opts] if opts else [])
         self.timed(stage, lambda: self.call(train_tool.run, argv, stage))
         if not os.path.exists(final):
             raise DemoError(f'{stage}: training ended without writing {final}')

@@ -6,11 +6,12 @@
 INPUT is a video file (anything OpenCV reads) or a folder of frames (image files in natural name order).  OUTPUT is a
 folder that receives ``segmentation.mp4`` (colour overlay video; ``.avi`` when this OpenCV cannot write mp4v) and,
 on request, ``labels/NNNNNN.png`` (trainIds), ``overlay/NNNNNN.png`` and always ``summary.json``.  It is written as
-``OUTPUT.partial/`` and renamed when complete.  See docs/inference.md.
+``OUTPUT.partial/`` and renamed when complete; every write is checked (the video must decode to every frame).
+``--overwrite`` replaces only an earlier output of this tool, and ``OUTPUT.lock`` keeps a second run out while one
+writes.  See docs/inference.md.
 """
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -22,8 +23,10 @@ from lib.engine.keyframe import PolicyError, parse_policy
 from lib.engine.video import (OutputFolder, StreamingSegmenter, VideoIOError, VideoWriter, frame_to_tensor,
                               labels_to_frame, load_model, open_frame_source, overlay, set_threads,
                               write_png)
+from lib.utils.atomic import write_json
 from lib.utils.config import ConfigError, load_config
 from lib.utils.distributed import pick_device
+from lib.utils.output_lock import OutputLock, OutputLockError
 from lib.utils.palette import colorize, palette_for
 
 PROG = 'infer_video'
@@ -40,7 +43,8 @@ def parse_args(argv):
                              '(default fixed:5)')
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
                         help='run the model at this size (default: the frame size); outputs keep the frame size')
-    parser.add_argument('--overwrite', action='store_true', help='replace OUTPUT if it exists')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace OUTPUT if an earlier infer_video run wrote it (any other folder is refused)')
     parser.add_argument('--save-labels', action='store_true', help='write labels/NNNNNN.png (trainIds, 255 = ignore)')
     parser.add_argument('--save-overlay', action='store_true', help='write overlay/NNNNNN.png (colour overlays)')
     parser.add_argument('--video', action='store_true',
@@ -88,6 +92,10 @@ class OutputWriters:
         if self.video is not None:
             self.video.close()
 
+    def abort(self):
+        if self.video is not None:
+            self.video.abort()
+
     @property
     def video_name(self):
         return None if self.video is None else os.path.basename(self.video.path)
@@ -113,14 +121,19 @@ def segment_video(model, source, policy, folder, args, palette, device):
             if is_key:
                 keys.append(index)
             writers.write(index, frame, labels_to_frame(labels, model_size, frame_size))
+    except BaseException:
+        if writers is not None:
+            writers.abort()
+        raise
     finally:
         progress.close()
-        if writers is not None:
-            writers.close()
+    if writers is not None:
+        writers.close()  # checks that the video decodes to every frame written
     seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - start_cpu  # on a shared machine the fairer speed measure
     n_frames = index + 1
-    return {'input': args.input, 'policy': policy.name, 'frames': n_frames, 'key_frames': keys,
+    return {'input': args.input, 'policy': policy.name, 'frames': n_frames,
+            'frames_announced': source.announced, 'frames_decoded': n_frames, 'key_frames': keys,
             'frame_size': list(frame_size), 'model_size': list(model_size),
             'fast': None if fast is None else dataclasses.asdict(fast), 'video': writers.video_name,
             'seconds': round(seconds, 3), 'cpu_seconds': round(cpu_seconds, 3), 'frames_per_second': n_frames / seconds}
@@ -129,25 +142,33 @@ def segment_video(model, source, policy, folder, args, palette, device):
 def main(argv=None):
     args = parse_args(argv)
     folder = None
+    lock = None
     try:
         policy = parse_policy(args.policy)
         source = open_frame_source(args.input)
-        folder = OutputFolder(args.output, overwrite=args.overwrite)
+        folder = OutputFolder(args.output, overwrite=args.overwrite, input_path=args.input)
         cfg = load_config(args.config, args.opts)
         set_threads(args.threads)
         device = pick_device(args.device or cfg['device'])
         model = load_model(cfg, args.checkpoint, device)
         palette = palette_for(cfg['data']['name'])
+        lock = OutputLock(folder.path, lock_path=folder.lock_path).acquire()
+        folder = OutputFolder(args.output, overwrite=args.overwrite, input_path=args.input)  # again, under the lock
         folder.start()
         summary = segment_video(model, source, policy, folder, args, palette, device)
-        with open(folder.file('summary.json'), 'w') as f:
-            json.dump(summary, f, indent=2)
+        mismatch = source.count_mismatch()
+        if mismatch:
+            print(f'{PROG}: warning: {mismatch}', file=sys.stderr)
+        write_json(folder.file('summary.json'), summary, indent=2)
         folder.commit()
-    except (VideoIOError, PolicyError, ConfigError, ValueError, OSError) as err:
+    except (VideoIOError, PolicyError, ConfigError, ValueError, OSError, OutputLockError) as err:
         print(f'{PROG}: error: {err}', file=sys.stderr)
         if folder is not None and folder.started and os.path.isdir(folder.partial):
             print(f'{PROG}: the incomplete output is left in {folder.partial}', file=sys.stderr)
         return 2
+    finally:
+        if lock is not None:
+            lock.release()
     print(f'{PROG}: {summary["frames"]} frames ({len(summary["key_frames"])} key frames, {summary["policy"]}) at '
           f'{summary["frames_per_second"]:.2f} frames/s -> {folder.path}')
     return 0

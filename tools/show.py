@@ -24,14 +24,16 @@ import numpy as np
 from lib.dataset import DatasetError, build_dataset
 from lib.engine.pda import (PDAInputError, check_clip_files, check_distances, load_eval_model, prepare_output_dir,
                             trace_clip)
+from lib.engine.result_dir import ResultFolderError, lock_results
 from lib.utils import visualize as vis
 from lib.utils.checkpoint import CheckpointError
 from lib.utils.config import ConfigError, load_config, resolve_path
 from lib.utils.distributed import pick_device
+from lib.utils.errors import one_line
 from lib.utils.palette import class_names, palette_for
 from lib.utils.precision import tf32
 
-BAD_INPUT = (ConfigError, CheckpointError, DatasetError, PDAInputError)
+BAD_INPUT = (ConfigError, CheckpointError, DatasetError, PDAInputError, ResultFolderError)
 
 
 def parse_args(argv=None):
@@ -124,9 +126,21 @@ def run(argv=None):
     args = parse_args(argv)
     try:
         cfg, out_dir, dataset, clips, device, model = setup(args)
+        lock = lock_results(out_dir)
     except BAD_INPUT as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
+    try:
+        write_pictures(args, cfg, out_dir, dataset, clips, device, model)
+    except (DatasetError, OSError) as err:
+        print(f'error: {one_line(err)}', file=sys.stderr)
+        return 1
+    finally:
+        lock.release()
+    return 0
+
+
+def write_pictures(args, cfg, out_dir, dataset, clips, device, model):
     name = cfg['data']['name']
     palette = palette_for(name)
     tiles = TileMaker(palette, args.tile_width)
@@ -141,7 +155,6 @@ def run(argv=None):
         vis.save_gif(animation, f'{stem}.gif', duration_ms=args.frame_ms)
         print(f'wrote {stem}.png and {stem}.gif')
     print(f'wrote {os.path.join(out_dir, "legend.png")}')
-    return 0
 
 
 if __name__ == '__main__':

@@ -10,7 +10,9 @@ is off unless ``eval.tf32``.  ``--save-predictions D`` also writes the DAVSS lab
 Cityscapes format (label-id PNGs, ``<out>/predictions_d<D>/<city>_<seq>_<frame>_pred_labelIds.png``) for
 cityscapesscripts' evaluator or the benchmark server.
 Everything that can be checked before the long run (config, checkpoint against the config, every frame of every
-clip, the output folder) is checked first.
+clip, the output folder) is checked first.  The result folder is locked while the run writes it; the previous
+``pda.json`` / ``pda.md`` are renamed ``pda.previous.*`` until the new ones are written, and the table is printed
+before the files are written (a full disk costs the files, not the numbers).
 """
 import argparse
 import json
@@ -25,14 +27,17 @@ from lib.dataset import DatasetError, build_dataset, build_loader
 from lib.engine import cityscapes_results
 from lib.engine.pda import (PDAInputError, check_clip_files, check_distances, eval_model_cfg, evaluate_pda,
                             format_markdown, load_eval_model, prepare_output_dir, protocol)
+from lib.engine.result_dir import ResultFolderError, drop_aside, lock_results, set_aside
 from lib.utils import distributed
 from lib.utils.atomic import write_text
 from lib.utils.checkpoint import CheckpointError
 from lib.utils.config import ConfigError, load_config, resolve_path
+from lib.utils.errors import one_line
 from lib.utils.palette import class_names
 from lib.utils.precision import tf32
 
-BAD_INPUT = (ConfigError, CheckpointError, DatasetError, PDAInputError)
+BAD_INPUT = (ConfigError, CheckpointError, DatasetError, PDAInputError, ResultFolderError)
+RESULT_FILES = ('pda.json', 'pda.md')
 
 
 def parse_args(argv=None):
@@ -133,13 +138,13 @@ def report(result, cfg, args, out_dir):
             'world_size': distributed.get_world_size(), 'torch': torch.__version__,
             'python': platform.python_version(), 'class_names': list(names)}
     text = json.dumps(json_safe({**meta, **result}), indent=1, allow_nan=False)
+    print(table, end='', flush=True)  # first: the numbers survive a failed write
     write_text(os.path.join(out_dir, 'pda.json'), text + '\n')
     header = (f'# PDA: {experiment_name(cfg, args.config)}\n\nsplit {cfg["eval"]["split"]}, '
               f'{result["n_clips"]} clips, checkpoint {args.checkpoint}\n\n'
               f'protocol: align_corners={p["align_corners"]} (from {p["align_corners_from"]}), tf32={p["tf32"]}, '
               f'batched={p["batched"]}; {p["flow"]}; resizes {p["resizes"]}; {p["merge"]}\n\n')
     write_text(os.path.join(out_dir, 'pda.md'), header + table)
-    print(table, end='')
     print(f'{result["n_clips"]} clips in {result["seconds"]:.1f} s; wrote {out_dir}/pda.json and pda.md')
     if args.save_predictions is not None:
         print(f'label-id PNGs of distance {args.save_predictions}: {out_dir}/predictions_d{args.save_predictions}/')
@@ -147,8 +152,11 @@ def report(result, cfg, args, out_dir):
 
 def run(argv=None):
     args = parse_args(argv)
+    lock = None
     try:
         cfg, distances, max_clips, out_dir, device, model, loader, predictions = setup(args)
+        lock = lock_results(out_dir)
+        previous = set_aside(out_dir, RESULT_FILES) if distributed.is_main_process() else []
         writer = prediction_writer(loader.dataset, predictions, args.save_predictions) if predictions else None
         with tf32(cfg['eval']['tf32']):
             result = evaluate_pda(model, loader, cfg['model']['n_classes'], distances=distances, device=device,
@@ -158,10 +166,13 @@ def run(argv=None):
                                   progress=not args.no_progress, batched=args.batched, on_predictions=writer)
         if distributed.is_main_process():
             report(result, cfg, args, out_dir)
-    except BAD_INPUT as err:
-        print(f'error: {err}', file=sys.stderr)
+            drop_aside(previous)
+    except BAD_INPUT + (OSError,) as err:
+        print(f'error: {one_line(err)}', file=sys.stderr)
         return 1
     finally:
+        if lock is not None:
+            lock.release()
         distributed.cleanup_distributed()
     return 0
 

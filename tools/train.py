@@ -9,9 +9,12 @@ import sys
 
 from lib.dataset import DatasetError
 from lib.engine.checkpointing import CheckpointError
+from lib.engine.run_dir import ExperimentFolderError
 from lib.engine.train import NonFiniteLossError, main
 from lib.utils import distributed
 from lib.utils.config import ConfigError, load_config
+from lib.utils.errors import one_line
+from lib.utils.output_lock import OutputLockError
 
 
 def parse_args(argv=None):
@@ -21,9 +24,18 @@ def parse_args(argv=None):
                         help='config overrides, e.g. train.max_iters=100 data.num_workers=2')
     parser.add_argument('--resume', action='store_true',
                         help='continue from <train.save_root>/<experiment>/now.pth exactly where it stopped')
+    parser.add_argument('--restart-epoch', action='store_true',
+                        help='with --resume: train the open epoch again from its first batch (needed when the batch '
+                             'size, accumulation, process count or dataset changed)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace the outputs of an earlier run in the experiment folder (config.yaml, log.txt, '
+                             'now/best/final.pth, TensorBoard events); without it such a folder is refused')
     parser.add_argument('--deterministic', action='store_true',
                         help='deterministic kernels (same as deterministic=true in the config)')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.restart_epoch and not args.resume:
+        parser.error('--restart-epoch: only with --resume')
+    return args
 
 
 def default_experiment(config_path):
@@ -39,9 +51,17 @@ def run(argv=None):
         cfg = load_config(args.config, args.opts)
         if not cfg['experiment']:
             cfg['experiment'] = default_experiment(args.config)
-        main(cfg, resume=args.resume, deterministic=args.deterministic)
-    except (ConfigError, CheckpointError, DatasetError, NonFiniteLossError) as err:
-        print(f'error: {err}', file=sys.stderr)
+        main(cfg, resume=args.resume, deterministic=args.deterministic, overwrite=args.overwrite,
+             restart_epoch=args.restart_epoch)
+    except (ConfigError, CheckpointError, DatasetError, NonFiniteLossError, ExperimentFolderError, OutputLockError,
+            OSError) as err:
+        print(f'error: {one_line(err)}', file=sys.stderr)
+        return 1
+    except RuntimeError as err:
+        message = distributed.describe_failure(err)
+        if message is None:
+            raise
+        print(f'error: {message}', file=sys.stderr)
         return 1
     finally:
         distributed.cleanup_distributed()

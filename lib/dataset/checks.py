@@ -7,7 +7,7 @@ from ..utils.config import resolve_path
 from . import synthetic_layout
 from .build import PDA_CLIP_LENGTH, list_path_of, num_classes
 from .frame_list import read_list
-from .io import DatasetError, read_flow, read_frame, read_label
+from .io import DatasetError, check_multiple_of_4, read_flow, read_frame, read_label
 from .video import snippet_offsets
 
 
@@ -25,6 +25,11 @@ def _frame_size(path, checked, problems):
 def _check_entry(root, entry, offsets, n_classes, checked, problems):
     target_path = os.path.join(root, entry.image)
     size = _frame_size(target_path, checked, problems)
+    if size is not None:
+        try:
+            check_multiple_of_4(target_path, *size)
+        except DatasetError as err:
+            problems.append(str(err))
     for offset in offsets:
         try:
             path = os.path.join(root, entry.frame(offset))

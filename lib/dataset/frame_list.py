@@ -74,7 +74,9 @@ def read_list(list_path, dataset_name, errors=None):
         raise DatasetError(f'{list_path}: list file not found')
     pattern = FRAME_PATTERNS[dataset_name]
     frames = []
-    with open(list_path) as f:
+    # utf-8-sig: a list saved by an editor that writes a byte-order mark must not turn its first path into
+    # '\ufeffleftImg8bit/...' (a "file not found" for a file that exists).
+    with open(list_path, encoding='utf-8-sig') as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -22,9 +22,30 @@ class DatasetError(ValueError):
     """A dataset file or list that cannot be used; the message names the file."""
 
 
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
 def _require_file(path):
     if not os.path.isfile(path):
         raise DatasetError(f'{path}: file not found')
+
+
+def file_kind(path):
+    """'PNG', 'JPEG' or None (other) from the first bytes of the file (its name may lie)."""
+    with open(path, 'rb') as f:
+        head = f.read(8)
+    if head == PNG_SIGNATURE:
+        return 'PNG'
+    if head[:3] == b'\xff\xd8\xff':
+        return 'JPEG'
+    return None
+
+
+def check_multiple_of_4(path, height, width):
+    """FlowNetS and the 1/4-resolution warp need frame sides that are multiples of 4."""
+    if height % 4 or width % 4:
+        raise DatasetError(f'{path}: frame is {height}x{width} (HxW); the networks need sides that are multiples '
+                           f'of 4: crop or pad the frames (or set data.crop_size for training)')
 
 
 def decode_frame(path):
@@ -64,6 +85,10 @@ def read_label(path, n_classes, size=None):
         size: expected ``(H, W)`` (the frame's), or None to skip the check.
     """
     _require_file(path)
+    kind = file_kind(path)
+    if kind != 'PNG':
+        # A JPEG label decodes, but its compression blurs the class ids at every boundary.
+        raise DatasetError(f'{path}: not a PNG file ({kind or "unknown"} data); labels must be lossless PNG')
     label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if label is None:
         raise DatasetError(f'{path}: not a readable image (corrupt or unsupported format)')

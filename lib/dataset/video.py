@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import synthetic_layout
-from .io import DatasetError, decode_frame, read_flow, read_frame, read_label
+from .io import DatasetError, check_multiple_of_4, decode_frame, read_flow, read_frame, read_label
 
 
 class _LabelledVideo(Dataset):
@@ -41,9 +41,11 @@ class _LabelledVideo(Dataset):
     def load_label(self, relative, size):
         return read_label(self._path(relative), self.n_classes, size)
 
-    def finish(self, frames, label):
+    def finish(self, frames, label, entry=None):
         if self.augment is not None:
             frames, label = self.augment(frames, label)
+        if entry is not None:  # frames that go through FlowNetS and the warp
+            check_multiple_of_4(self._path(entry.image), *frames.shape[-2:])
         return frames, label
 
 
@@ -97,7 +99,7 @@ class TripletDataset(_LabelledVideo):
             intermediate = int(torch.randint(1, gap, ()).item())
         frames = self.load_clip(entry, (-gap, -intermediate, 0))  # (3, 3, H, W)
         label = self.load_label(entry.label, frames.shape[-2:])
-        return self.finish(frames, label)
+        return self.finish(frames, label, entry)
 
 
 class ClipDataset(_LabelledVideo):
@@ -119,7 +121,7 @@ class ClipDataset(_LabelledVideo):
         entry = self.frames[idx]
         frames = self.load_clip(entry, self.offsets)
         label = self.load_label(entry.label, frames.shape[-2:])
-        return self.finish(frames, label)
+        return self.finish(frames, label, entry)
 
 
 class ImageDataset(_LabelledVideo):
@@ -187,7 +189,9 @@ class FlowPairDataset(_LabelledVideo):
         entry, offset = self.frames[idx]
         frames = self.load_clip(entry, (offset - 1, offset))
         flow, _ = read_flow(self._path(synthetic_layout.flow_path(entry.frame(offset))), frames.shape[-2:])
-        return self._augment(frames, flow)
+        frames, flow = self._augment(frames, flow)
+        check_multiple_of_4(self._path(entry.frame(offset)), *frames.shape[-2:])
+        return frames, flow
 
 
 def snippet_offsets(meta):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lib.utils import distributed
-from lib.utils.checkpoint import CheckpointError, load_checkpoint, strip_wrapper_prefixes
+from lib.utils.checkpoint import CheckpointError, describe_load_error, load_checkpoint, strip_wrapper_prefixes
 
 
 def capture_rng_state():
@@ -57,8 +57,7 @@ def read_checkpoint(path, what):
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # a torn, foreign or non-weights file: say which and stop
-        raise CheckpointError(f'{what}: {path} is not a loadable weights-only checkpoint '
-                              f'({err.__class__.__name__})') from None
+        raise CheckpointError(f'{what}: {describe_load_error(path, err)}') from None
 
 
 def model_state(checkpoint):

@@ -27,6 +27,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from lib.dataset.integrity import image_problem
+from lib.dataset.io import file_kind
 from lib.model import build_scnet
 from lib.utils import distributed
 from lib.utils.checkpoint import compare, load_checkpoint, strip_wrapper_prefixes
@@ -321,17 +323,41 @@ def load_eval_model(model_cfg, checkpoint, device):
 
 
 def check_clip_files(dataset, indices=None):
-    """Every frame and label that the clips ``indices`` (default: all) of a ``'pda'`` dataset read must exist;
-    checked up front, since a missing frame would otherwise stop the run after hours."""
+    """Every frame and label that the clips ``indices`` (default: all) of a ``'pda'`` dataset read must exist and
+    look whole (header, size and end of file: :mod:`lib.dataset.integrity`), frames of one size that is a multiple
+    of 4, labels PNG files of that size; checked up front, since a bad file would otherwise stop the run after hours
+    (at its last clip, with nothing written)."""
     indices = range(len(dataset)) if indices is None else indices
     missing = []
-    for entry in (dataset.frames[i] for i in indices):
+    entries = [dataset.frames[i] for i in indices]
+    for entry in entries:
         paths = [entry.frame(offset) for offset in dataset.offsets] + [entry.label]
         missing += [(entry.source, p) for p in paths if not os.path.isfile(os.path.join(dataset.root, p))]
     if missing:
         source, path = missing[0]
         raise PDAInputError(f'{source}: {len(missing)} file(s) the PDA clips need are missing under '
                             f'{dataset.root}, first: {path}')
+    problems, sizes = [], {}
+    for entry in entries:
+        label = os.path.join(dataset.root, entry.label)
+        for path in [os.path.join(dataset.root, entry.frame(offset)) for offset in dataset.offsets] + [label]:
+            if path not in sizes:
+                problem, sizes[path] = image_problem(path)
+                if problem is None and path == label and file_kind(path) != 'PNG':
+                    problem = 'not a PNG file; labels must be lossless PNG'
+                if problem:
+                    problems.append(f'{path}: {problem}')
+        size = sizes[os.path.join(dataset.root, entry.image)]
+        if size is not None and (size[0] % 4 or size[1] % 4):
+            problems.append(f'{os.path.join(dataset.root, entry.image)}: frame is {size[0]}x{size[1]} (HxW); the '
+                            f'networks need sides that are multiples of 4')
+        clip = [os.path.join(dataset.root, entry.frame(offset)) for offset in dataset.offsets] + [label]
+        problems += [f'{p}: {sizes[p][0]}x{sizes[p][1]} but frame t of its clip is {size[0]}x{size[1]}'
+                     for p in clip if size is not None and sizes[p] is not None and sizes[p] != size]
+    problems = list(dict.fromkeys(problems))
+    if problems:
+        raise PDAInputError(f'{len(problems)} problem(s) in the files the PDA clips read (tools/check_dataset.py '
+                            f'lists them all), first: {problems[0]}')
 
 
 def prepare_output_dir(path):

@@ -31,7 +31,9 @@ from tqdm import tqdm
 from lib.dataset import build_dataset, seed_worker
 from lib.engine.checkpointing import (CheckpointError, gather_rng_states, model_state, read_checkpoint,
                                       restore_rng_state)
+from lib.engine.guards import NonFiniteWatch
 from lib.engine.optim import apply_lr, build_optimizer
+from lib.engine.run_dir import ExperimentFolderError, claim, replace_previous
 from lib.engine.sampler import ResumableSampler
 from lib.engine.stage_nets import set_bn_momentum
 from lib.engine.stages import STAGES, Stage, check_init_config, get_stage, initialise
@@ -39,10 +41,18 @@ from lib.utils import distributed
 from lib.utils.atomic import save_torch
 from lib.utils.config import ConfigError, dump_config, resolve_path
 from lib.utils.logger import MetricLogger, ScalarWriter, close_text_log, setup_text_log
+from lib.utils.output_lock import OutputLockError
 from lib.utils.precision import tf32
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 VAL_SPLITS = ('train', 'val', 'test')
+NUMBER_RANGES = {  # train.<key>: (what it must be, test)
+    'lr': ('a positive learning rate', lambda v: v > 0),
+    'cfnet_lr': ('a positive learning rate', lambda v: v > 0),
+    'lr_decay': ('a factor in (0, 1]', lambda v: 0 < v <= 1),
+    'lr_decay_at': ('a fraction of the run in [0, 1]', lambda v: 0 <= v <= 1),
+    'weight_decay': ('a non-negative number', lambda v: v >= 0),
+}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -78,6 +88,8 @@ class Run:
     log: object
     writer: ScalarWriter
     progress: Progress
+    lock: object = None  # the experiment folder's OutputLock, held while the run writes it
+    watch: Optional[NonFiniteWatch] = None  # non-finite values in the losses and the flow, before each backward
 
 
 def check_config(cfg):
@@ -100,6 +112,15 @@ def check_config(cfg):
             raise ConfigError(f'train.{key}: expected a non-negative integer, got {value!r}')
     if not train['val_distances'] or any(not 1 <= int(d) <= 9 for d in train['val_distances']):
         raise ConfigError(f'train.val_distances: expected distances in 1..9, got {train["val_distances"]}')
+    for key, (what, valid) in NUMBER_RANGES.items():
+        value = train[key]
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                and valid(value)):
+            raise ConfigError(f'train.{key}: expected {what}, got {value!r}')
+    betas = train['betas']
+    if not (isinstance(betas, list) and len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1
+                                                                for b in betas)):
+        raise ConfigError(f'train.betas: expected two numbers in [0, 1), got {betas!r}')
 
 
 @contextmanager
@@ -165,7 +186,24 @@ def resolved_init(init_cfg):
     return {key: resolve_path(value) if value else None for key, value in init_cfg.items()}
 
 
-def setup(cfg, resume=False):
+def claim_save_dir(save_dir, tblog_dir, resume, overwrite):
+    """Rank 0 locks the experiment folder and checks it may write there (:mod:`lib.engine.run_dir`); every rank
+    learns the outcome, so that a refusal stops all of them with the same one-line error."""
+    lock, to_replace, error = None, [], None
+    if distributed.is_main_process():
+        try:
+            lock, to_replace = claim(save_dir, tblog_dir, resume=resume, overwrite=overwrite)
+        except (ExperimentFolderError, OutputLockError, OSError) as err:
+            error = str(err)
+    errors = [e for e in distributed.all_gather_object(error) if e]
+    if errors:
+        if lock is not None:
+            lock.release()
+        raise ExperimentFolderError(errors[0])
+    return lock, to_replace
+
+
+def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
     """Build the run: process group, network (initialised or resumed), optimiser, loaders, logs."""
     check_config(cfg)
     stage = get_stage(cfg['stage'])
@@ -209,21 +247,30 @@ def setup(cfg, resume=False):
     if cfg['train']['val_every']:
         val_loader = stage.val_loader(cfg, cfg['train']['val_split'])
 
-    progress = Progress()
-    if resume:
-        progress = load_training_state(resume_path, net, optimizer, scaler, cfg)
-    else:
-        seed_everything(cfg['seed'] + distributed.get_rank())  # different augmentations on every rank
+    # The inputs are good: claim the experiment folder before the first write to it.
+    lock, to_replace = claim_save_dir(save_dir, tblog_dir, resume, overwrite)
+    try:
+        progress = Progress()
+        if resume:
+            progress = load_training_state(resume_path, net, optimizer, scaler, cfg, data_layout(cfg, loader),
+                                           restart_epoch)
+        else:
+            seed_everything(cfg['seed'] + distributed.get_rank())  # different augmentations on every rank
 
-    if distributed.is_main_process():
-        os.makedirs(save_dir, exist_ok=True)
-        dump_config(cfg, os.path.join(save_dir, 'config.yaml'))
-    log = setup_text_log(os.path.join(save_dir, 'log.txt'))
-    writer = ScalarWriter(tblog_dir)
-    model = wrap_for_training(net, device, cfg)
-    run = Run(cfg, stage, device, net, model, optimizer, scaler, loader, val_loader, iters_per_epoch, total_iters,
-              n_epochs, save_dir, log, writer, progress)
-    log_header(run, sources, resume_path if resume else None)
+        if distributed.is_main_process():
+            replace_previous(to_replace)  # --overwrite: no file of the old run survives beside the new config
+            os.makedirs(save_dir, exist_ok=True)
+            dump_config(cfg, os.path.join(save_dir, 'config.yaml'))
+        log = setup_text_log(os.path.join(save_dir, 'log.txt'))
+        writer = ScalarWriter(tblog_dir)
+        model = wrap_for_training(net, device, cfg)
+        run = Run(cfg, stage, device, net, model, optimizer, scaler, loader, val_loader, iters_per_epoch,
+                  total_iters, n_epochs, save_dir, log, writer, progress, lock=lock, watch=NonFiniteWatch(net))
+        log_header(run, sources, resume_path if resume else None)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     return run
 
 
@@ -254,7 +301,29 @@ def log_header(run, sources, resumed_from):
                  'scripts do), so test results of best.pth are not held-out numbers')
 
 
-def load_training_state(path, net, optimizer, scaler, cfg):
+def data_layout(cfg, loader):
+    """What fixes the position of a batch in an epoch; a resume must see the same, or it skips or repeats data."""
+    return {'batch_size': cfg['train']['batch_size'], 'accumulate': cfg['train']['accumulate'],
+            'world_size': distributed.get_world_size(), 'dataset_length': len(loader.dataset)}
+
+
+def check_layout(path, checkpoint, layout, restart_epoch):
+    """Refuse a resume whose data layout differs from the checkpoint's (unless the open epoch is restarted)."""
+    saved = dict(checkpoint.get('layout') or {})
+    saved.setdefault('world_size', len(checkpoint.get('rng') or ()))  # older checkpoints: one RNG state per rank
+    saved_train = (checkpoint.get('config') or {}).get('train') or {}
+    for key in ('batch_size', 'accumulate'):
+        if key in saved_train:
+            saved.setdefault(key, saved_train[key])
+    changed = [f'{key} {saved[key]} -> {layout[key]}' for key in layout if key in saved and saved[key] != layout[key]]
+    if changed and not restart_epoch:
+        raise CheckpointError(f'--resume: {path} was written with another data layout ({", ".join(changed)}): the '
+                              f'rest of its epoch cannot be found again; resume with the same settings, or pass '
+                              f'--restart-epoch to train that epoch again from its first batch')
+    return changed
+
+
+def load_training_state(path, net, optimizer, scaler, cfg, layout, restart_epoch=False):
     checkpoint = read_checkpoint(path, '--resume')
     if not isinstance(checkpoint, dict) or checkpoint.get('stage') != cfg['stage']:
         found = checkpoint.get('stage') if isinstance(checkpoint, dict) else None
@@ -269,11 +338,14 @@ def load_training_state(path, net, optimizer, scaler, cfg):
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
         raise CheckpointError(f'--resume: {path} does not fit this config ({first_line})') from None
+    check_layout(path, checkpoint, layout, restart_epoch)
+    if restart_epoch and not progress.epoch_complete:
+        progress.batches_done = 0  # the open epoch runs again from its first batch
     rng = checkpoint['rng']
     rank = distributed.get_rank()
     if len(rng) == distributed.get_world_size():
         restore_rng_state(rng[rank])
-    else:  # another number of processes: same weights and position, fresh augmentation streams
+    else:  # another number of processes (--restart-epoch): same weights and position, fresh augmentation streams
         seed_everything(cfg['seed'] + rank + 1000 * progress.iteration)
     return progress
 
@@ -294,6 +366,7 @@ def save_checkpoint(run, names):
         'rng': rng,
         'config': run.cfg,
         'stage': run.stage.name,
+        'layout': data_layout(run.cfg, run.loader),
     }
     for name in names:
         save_torch(checkpoint, os.path.join(run.save_dir, name))
@@ -306,15 +379,30 @@ def autocast(run):
     return torch.autocast(device_type=run.device.type, dtype=AMP_DTYPES[amp])
 
 
+def non_finite_error(run, shown):
+    p = run.progress
+    kept = os.path.join(run.save_dir, 'now.pth')
+    return NonFiniteLossError(f'stage {run.stage.name}: non-finite {shown} at iteration {p.iteration} '
+                              f'(epoch {p.epoch}); stopped without updating the weights. Last good checkpoint: '
+                              f'{kept if os.path.isfile(kept) else "none written yet"}')
+
+
 def check_finite(run, losses):
     bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
     if bad:
-        p = run.progress
-        shown = ', '.join(f'{name}={value}' for name, value in bad.items())
-        kept = os.path.join(run.save_dir, 'now.pth')
-        raise NonFiniteLossError(f'stage {run.stage.name}: non-finite loss ({shown}) at iteration {p.iteration} '
-                                 f'(epoch {p.epoch}); stopped without updating the weights. Last good checkpoint: '
-                                 f'{kept if os.path.isfile(kept) else "none written yet"}')
+        raise non_finite_error(run, 'loss (' + ', '.join(f'{name}={value}' for name, value in bad.items()) + ')')
+
+
+def check_finite_before_backward(run, losses):
+    """Stop before the backward when a loss or the flow is not finite on any rank (all ranks stop together)."""
+    flags = run.watch.flags(losses)
+    found = distributed.all_reduce_sum(torch.stack(list(flags.values())).float()).tolist()
+    bad = [name for name, count in zip(flags, found) if count > 0]
+    if bad:
+        shown = [f'{name}={losses[name].item()}' if name in losses and distributed.get_world_size() == 1 else name
+                 for name in bad]
+        what = 'loss' if all(name in losses for name in bad) else 'value'
+        raise non_finite_error(run, f'{what} ({", ".join(shown)})')
 
 
 def train_step(run, data, accumulate):
@@ -330,6 +418,7 @@ def train_step(run, data, accumulate):
         with sync:
             with autocast(run):
                 losses = run.stage.losses(model, batch, run.device)
+            check_finite_before_backward(run, losses)
             loss = sum(losses.values())
             run.scaler.scale(loss / accumulate).backward()
         values = torch.stack([v.detach().float() for v in losses.values()])
@@ -427,6 +516,9 @@ def fit(run):
     for epoch in range(start_epoch, run.n_epochs):
         train_one_epoch(run, epoch, start_batch)
         start_batch = 0
+        # Each rank updated its BatchNorm running statistics with its own batches since DDP's last broadcast: give
+        # every rank those of rank 0 (the ones saved), so that the sharded validation sees one network.
+        distributed.broadcast_buffers(run.net)
         last = p.iteration >= run.total_iters
         names = ['now.pth']
         if should_validate(run, epoch, last):
@@ -442,10 +534,15 @@ def fit(run):
     return metrics
 
 
-def main(cfg, resume=False, deterministic=False):
-    """Train the stage ``cfg['stage']``; returns ``{'save_dir', 'iteration', 'metrics'}``."""
+def main(cfg, resume=False, deterministic=False, overwrite=False, restart_epoch=False):
+    """Train the stage ``cfg['stage']``; returns ``{'save_dir', 'iteration', 'metrics'}``.
+
+    ``resume`` continues ``now.pth`` (``restart_epoch``: from the first batch of its epoch, which also allows
+    another batch size, accumulation, process count or dataset); ``overwrite`` replaces an earlier run's outputs
+    in the experiment folder (:mod:`lib.engine.run_dir`).
+    """
     with determinism(deterministic or cfg['deterministic']), tf32(cfg['train']['tf32']):
-        run = setup(cfg, resume)
+        run = setup(cfg, resume, overwrite, restart_epoch)
         try:
             metrics = None
             if run.progress.iteration >= run.total_iters:
@@ -455,7 +552,10 @@ def main(cfg, resume=False, deterministic=False):
                 metrics = fit(run)
                 run.log.info(f'done: {os.path.join(run.save_dir, "final.pth")}')
         finally:
+            run.watch.remove()
             run.writer.close()
             close_text_log(run.log)
+            if run.lock is not None:
+                run.lock.release()
         distributed.barrier()
     return {'save_dir': run.save_dir, 'iteration': run.progress.iteration, 'metrics': metrics}

@@ -36,6 +36,11 @@ class FrameSource:
     path = ''
     fps = 25.0
     count = None  # number of frames if known up front (for the progress bar), else None
+    announced = None  # the frame count a video container states (None: not a container, or it states none)
+
+    def count_mismatch(self):
+        """One line when the source turned out to hold another number of frames than it announced, else None."""
+        return None
 
     def _read(self):
         """Yields ``(where, frame)``: the path that names the frame in an error, and the RGB frame."""
@@ -75,7 +80,11 @@ class ImageFolderSource(FrameSource):
 
 
 class VideoFileSource(FrameSource):
-    """A video file read through OpenCV's VideoCapture."""
+    """A video file read through OpenCV's VideoCapture.
+
+    ``announced`` is the frame count the container states (None when it states none); ``decoded`` is the number of
+    frames a full pass actually produced (None until one ended).  They differ for a damaged or truncated file.
+    """
 
     def __init__(self, path):
         self.path = path
@@ -91,19 +100,32 @@ class VideoFileSource(FrameSource):
         finally:
             capture.release()
         self.fps = fps if fps and np.isfinite(fps) and fps > 0 else 25.0
-        # Container frame counts are estimates (and 0 for some streams): only for the progress bar.
+        # Container frame counts are estimates (and 0 for some streams): the progress bar's total, and compared with
+        # what decodes at the end.
         self.count = count if count > 0 else None
+        self.announced = self.count
+        self.decoded = None
 
     def _read(self):
         capture = cv2.VideoCapture(self.path)
+        decoded = 0
         try:
             while True:
                 ok, bgr = capture.read()
                 if not ok:
+                    self.decoded = decoded
                     return
+                decoded += 1
                 yield self.path, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         finally:
             capture.release()
+
+    def count_mismatch(self):
+        """One line when the container announced another frame count than decoded, else None."""
+        if self.announced is None or self.decoded is None or self.announced == self.decoded:
+            return None
+        return (f'{self.path}: the container announces {self.announced} frames but {self.decoded} decoded '
+                f'(damaged or truncated video?)')
 
 
 def open_frame_source(path):
@@ -184,6 +206,7 @@ class VideoWriter:
             self.path = stem + extension
             self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*fourcc), fps, size)
             if self.writer.isOpened():
+                self.frames = 0  # frames written so far
                 return
             self.writer.release()
             if os.path.exists(self.path):
@@ -195,10 +218,41 @@ class VideoWriter:
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         if any(self.pad):
             bgr = cv2.copyMakeBorder(bgr, 0, self.pad[0], 0, self.pad[1], cv2.BORDER_REPLICATE)
-        self.writer.write(bgr)
+        # OpenCV >= 4.7 returns whether the frame was written (False on a full disk or a size limit); older builds
+        # return None, and close() still catches a short video.
+        if self.writer.write(bgr) is False:
+            raise VideoIOError(f'{self.path}: could not write frame {self.frames} (disk full or over a size limit?)')
+        self.frames += 1
 
     def close(self):
+        """Finish the file and prove it complete: it must decode to every frame written."""
+        if self.writer is None:
+            return
         self.writer.release()
+        self.writer = None
+        size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        decoded = count_decodable_frames(self.path) if size else 0
+        if decoded != self.frames:
+            raise VideoIOError(f'{self.path}: the finished video decodes to {decoded} of the {self.frames} frames '
+                               f'written ({size} bytes; disk full or over a size limit?)')
+
+    def abort(self):
+        """Release the file without checking it (the run failed anyway)."""
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+def count_decodable_frames(path):
+    """Number of frames OpenCV decodes from the video file ``path`` (0 if it does not open)."""
+    capture = cv2.VideoCapture(path)
+    try:
+        count = 0
+        while capture.isOpened() and capture.grab():
+            count += 1
+        return count
+    finally:
+        capture.release()
 
 
 def write_png(path, image):
@@ -210,28 +264,58 @@ def write_png(path, image):
 
 
 class OutputFolder:
-    """An output folder that appears under its final name only when complete.
+    """An output folder that appears under its final name only when complete, and replaces only its own kind.
 
-    :meth:`start` creates ``<path>.partial/``, everything is written there, and :meth:`commit` renames it to
-    ``<path>`` (replacing an old output only when ``overwrite``).  A run that fails before :meth:`commit` leaves
-    ``<path>.partial/`` for inspection: its name says it is incomplete, and the next run replaces it.
+    :meth:`start` creates ``<path>.partial/`` with a marker file (:data:`MARKER`), everything is written there, and
+    :meth:`commit` renames it to ``<path>``.  ``overwrite`` replaces an old ``<path>`` only when it holds the marker,
+    i.e. when an earlier run of this tool wrote it; any other folder (the user's data, a parent of the input) is
+    refused, as is an output equal to, inside or around the input.  A run that fails before :meth:`commit` leaves
+    ``<path>.partial/`` for inspection: its name says it is incomplete, and the next run replaces it.  Concurrent
+    runs are kept apart by the caller's :class:`lib.utils.output_lock.OutputLock` on ``<path>.lock``.
     """
 
-    def __init__(self, path, overwrite=False):
+    MARKER = '.infer_video'
+
+    def __init__(self, path, overwrite=False, input_path=None):
         self.path = os.path.normpath(path)
         self.partial = self.path + '.partial'
+        self.lock_path = self.path + '.lock'
         self.overwrite = overwrite
         self.started = False
+        if input_path is not None:
+            self._check_apart(input_path)
         if os.path.exists(self.path) and not overwrite:
             raise VideoIOError(f'{self.path}: output already exists (pass --overwrite to replace it)')
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise VideoIOError(f'{self.path}: output exists and is not a folder; refusing to replace a file')
+        if os.path.isdir(self.path) and not self.is_ours(self.path):
+            raise VideoIOError(f'{self.path}: exists and was not written by infer_video (no {self.MARKER} marker); '
+                               f'--overwrite replaces only earlier outputs of this tool, so choose another OUTPUT')
+        for scratch in (self.partial, self.path + '.old'):
+            if os.path.lexists(scratch) and not (os.path.isdir(scratch) and self.is_ours(scratch)):
+                raise VideoIOError(f'{scratch}: exists and is not a leftover of infer_video; refusing to replace it')
+
+    def _check_apart(self, input_path):
+        source = os.path.realpath(input_path)
+        for target in (self.path, self.partial):
+            target = os.path.realpath(target)
+            common = os.path.commonpath([source, target])
+            if common == source or common == target:
+                raise VideoIOError(f'{self.path}: OUTPUT must lie outside INPUT {input_path} and must not contain '
+                                   f'it (it is written as {os.path.basename(self.partial)} and then replaced)')
+
+    @classmethod
+    def is_ours(cls, folder):
+        """Whether ``folder`` was made by this class (holds the marker), or is an empty leftover."""
+        return os.path.isfile(os.path.join(folder, cls.MARKER)) or not os.listdir(folder)
 
     def start(self):
         """Create a fresh ``<path>.partial/`` (a leftover of an interrupted run is ours to replace)."""
         if os.path.isdir(self.partial):
             shutil.rmtree(self.partial)
         os.makedirs(self.partial)
+        with open(os.path.join(self.partial, self.MARKER), 'w') as f:
+            f.write('written by tools/infer_video.py; --overwrite may replace this folder\n')
         self.started = True
 
     def file(self, *parts):

@@ -1,5 +1,11 @@
 """Atomic file writes: every output of the project (checkpoints, results, pictures, data) goes through here, so an
-interrupted run never leaves a half-written file that looks complete."""
+interrupted run never leaves a half-written file that looks complete.
+
+Checkpoints, configs and results are also made durable (``sync=True``): the data is flushed to the disk before the
+rename and the rename itself after it, so that a power cut leaves the old file or the new one, never an empty file
+under the final name.  A write that fails (full disk, quota, per-file size limit) raises :class:`OSError` naming
+the file, and the final name keeps what it had.
+"""
 import json
 import os
 from contextlib import contextmanager
@@ -7,28 +13,45 @@ from contextlib import contextmanager
 import torch
 
 
+def _fsync(path, directory=False):
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
-def atomic_path(path):
+def atomic_path(path, sync=False):
     """Yield a temporary path in ``path``'s folder (created if needed) to write; it replaces ``path`` when the block
     ends without error and is removed otherwise.
 
     The temporary name keeps ``path``'s extension, because writers such as ``cv2.imwrite``, ``np.savez`` and
-    matplotlib's ``savefig`` choose the format from it.
+    matplotlib's ``savefig`` choose the format from it.  ``sync=True`` flushes the file and then the rename to the
+    disk (checkpoints and results; not worth it for thousands of generated images).
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     stem, ext = os.path.splitext(path)
     tmp = f'{stem}.tmp{os.getpid()}{ext}'
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as err:
+            # A failed write() names no file (or the temporary one): name the file the caller asked for.
+            raise OSError(f'{path}: could not write ({err.strerror or err})') from None
+        if sync:
+            _fsync(tmp)
         os.replace(tmp, path)
+        if sync:
+            _fsync(folder, directory=True)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
 def write_text(path, text):
-    with atomic_path(path) as tmp, open(tmp, 'w') as f:
+    with atomic_path(path, sync=True) as tmp, open(tmp, 'w') as f:
         f.write(text)
 
 
@@ -37,5 +60,12 @@ def write_json(path, data, indent=1, **kwargs):
 
 
 def save_torch(obj, path):
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path, sync=True) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as err:
+            # torch's zip writer reports a failed write (full disk, quota, size limit) as a RuntimeError with a
+            # C++ location; say what it means for this file.
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise OSError(f'{path}: could not write the checkpoint (disk full or over a size limit? torch: '
+                          f'{first})') from None

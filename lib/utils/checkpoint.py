@@ -9,6 +9,7 @@ Published files (see docs/models.md):
 Every file is read with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
 """
 import os
+import re
 from collections import Counter
 from typing import List, NamedTuple, Tuple
 
@@ -52,6 +53,20 @@ def _is_state_dict(obj):
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
+def describe_load_error(path, err):
+    """One line for a file ``torch.load(weights_only=True)`` refused: torch's reason and how to look safely."""
+    text = re.sub(r'\x1b\[[0-9;]*m', '', str(err))
+    match = re.search(r'WeightsUnpickler error: ([^\n]*?\.)(?: |$)', text, re.MULTILINE)
+    if match is None:
+        first = text.strip().splitlines()[0] if text.strip() else ''
+        return (f'{path}: not a PyTorch checkpoint readable with weights_only=True ({type(err).__name__}'
+                + (f': {first[:200]}' if first else '') + ')')
+    return (f'{path}: refused by torch.load(weights_only=True): {match.group(1)} The file needs code to load; '
+            f'list what it needs without running it: python -c "import torch; print(torch.serialization.'
+            f'get_unsafe_globals_in_checkpoint({path!r}))", and allow only what you trust '
+            f'(torch.serialization.add_safe_globals)')
+
+
 def load_checkpoint(path):
     """Read a state_dict (``{name: tensor}``) from ``path`` on the CPU.
 
@@ -64,8 +79,7 @@ def load_checkpoint(path):
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # torch raises many types (pickle, zip, unsupported global) for a bad file
-        raise CheckpointError(f'{path}: not a PyTorch checkpoint readable with weights_only=True '
-                              f'({type(err).__name__})') from None
+        raise CheckpointError(describe_load_error(path, err)) from None
     if _is_state_dict(obj):
         return obj
     if isinstance(obj, dict):

@@ -119,6 +119,32 @@ def _expand_env(value):
     return value
 
 
+def _typed(default, value, path, source):
+    """``value`` checked against the type of its default: a number where the default is a number (YAML reads
+    ``1e-4`` as a string: such strings are converted), an integer, a boolean, a list; None and keys whose default
+    is None take anything.  One-line :class:`ConfigError` otherwise."""
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), 'true or false'
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), 'an integer'
+    elif isinstance(default, float):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), 'a number'
+    elif isinstance(default, list):
+        ok, expected = isinstance(value, list), 'a list'
+    else:
+        return value
+    if not ok:
+        raise ConfigError(f'{source}: "{path}" expected {expected}, got {value!r}')
+    return value
+
+
 def _merge(base, override, where, source):
     for key, value in override.items():
         path = f'{where}.{key}' if where else key
@@ -129,7 +155,7 @@ def _merge(base, override, where, source):
                 raise ConfigError(f'{source}: "{path}" must be a mapping, got {type(value).__name__}')
             _merge(base[key], value, path, source)
         else:
-            base[key] = value
+            base[key] = _typed(base[key], value, path, source)
 
 
 def parse_override(text):

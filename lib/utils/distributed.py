@@ -3,6 +3,7 @@
 Every helper answers as if there were one process of rank 0 when no process group is initialised, so the same
 code runs under ``python tools/train.py`` and under ``torchrun --nproc_per_node=N tools/train.py``.
 """
+import datetime
 import os
 import re
 
@@ -59,8 +60,35 @@ def init_distributed(device='auto'):
         backend = 'nccl' if device.type == 'cuda' else 'gloo'
         # device_id binds NCCL to this GPU up front (no guessing in barrier()); gloo takes no device.
         kwargs = {'device_id': device} if device.type == 'cuda' else {}
-        dist.init_process_group(backend=backend, **kwargs)
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=collective_timeout()), **kwargs)
     return device
+
+
+def collective_timeout():
+    """Seconds a process waits in a collective for the others (``DIST_TIMEOUT``, default 600) before it stops
+    with :func:`describe_failure`'s message instead of waiting for a hung rank for ever."""
+    raw = os.environ.get('DIST_TIMEOUT', '600')
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1
+    if not seconds > 0:
+        raise ValueError(f'DIST_TIMEOUT={raw}: expected a positive number of seconds')
+    return seconds
+
+
+def describe_failure(err):
+    """One line for a collective that failed because another process hangs or died, else None."""
+    if not is_initialized() or not isinstance(err, RuntimeError):
+        return None
+    text = str(err).lower()
+    if 'timed out' in text or 'timeout' in text:
+        return (f'rank {get_rank()} of {get_world_size()}: the other processes did not answer within '
+                f'{collective_timeout():g} s (DIST_TIMEOUT); one of them hangs or died, see its own output')
+    if 'connection closed' in text or 'connection reset' in text or 'broken pipe' in text:
+        return (f'rank {get_rank()} of {get_world_size()}: another process left the run (connection closed); '
+                f'see its own output for why')
+    return None
 
 
 def cleanup_distributed():
@@ -83,6 +111,13 @@ def all_reduce_sum(tensor):
 def all_reduce_mean(tensor):
     """Average ``tensor`` over all processes, in place; returns it."""
     return all_reduce_sum(tensor).div_(get_world_size())
+
+
+def broadcast_buffers(module, src=0):
+    """Give every process rank ``src``'s buffers of ``module`` (BatchNorm running statistics), in place."""
+    if is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src)
 
 
 def all_gather_object(obj):

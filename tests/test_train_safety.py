@@ -1,0 +1,222 @@
+"""Training never overwrites another run, never segfaults on a diverging run, never resumes into skipped data, and
+fails in one line: experiment-folder claims and locks, the non-finite flow guard, the resume layout check, config
+values, full disks and errors from DataLoader workers (CPU, tiny synthetic set)."""
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import load_tool
+from lib.engine import train as engine
+from lib.engine.checkpointing import CheckpointError
+from lib.engine.run_dir import ExperimentFolderError
+from lib.model.scnet import build_scnet
+from lib.utils.config import REPO_ROOT, load_config
+from lib.utils.output_lock import OutputLock
+
+from test_train import TINY_MODEL, flow_cfg, make_cfg
+
+train_tool = load_tool('train')
+FLOW_CONFIG = os.path.join(REPO_ROOT, 'exp', 'synthetic', 'flow.yaml')
+
+
+def cli_opts(data_cfg, out, *extra):
+    return ['--opts', *[f'data.{k}={data_cfg[k]}' for k in ('name', 'root', 'train_list', 'val_list')],
+            'data.num_workers=0', 'data.crop_size=[32,64]', 'model.flownet.width_mult=0.25', f'train.save_root={out}',
+            f'train.tblog_root={out}', 'train.max_iters=1', 'train.val_every=0', 'train.batch_size=2',
+            'experiment=run', *extra]
+
+
+def one_error_line(text):
+    lines = [line for line in text.replace('\r', '\n').splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith('error:')]
+    assert len(errors) == 1 and 'Traceback' not in text, text[-3000:]
+    return errors[0]
+
+
+def env():
+    return dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1')
+
+
+# --- defect 2: a new run overwrote an earlier run's results ---
+
+def test_existing_experiment_is_refused_unless_resume_or_overwrite(tmp_path, synthetic_data_cfg, monkeypatch):
+    data = dict(synthetic_data_cfg, crop_size=[32, 64])
+    engine.main(make_cfg('flow', str(tmp_path), data))
+    folder = tmp_path / 'flow'
+    final = (folder / 'final.pth').read_bytes()
+    with pytest.raises(ExperimentFolderError, match=r'holds the outputs of an earlier run .*--resume .*--overwrite'):
+        engine.main(make_cfg('flow', str(tmp_path), data, 'train.lr=0.5'))
+    assert (folder / 'final.pth').read_bytes() == final
+    assert load_config(str(folder / 'config.yaml'))['train']['lr'] == 1e-4
+
+    # --overwrite removes the old run's outputs before anything new is written: a re-run killed at its first step
+    # leaves the new config alone, no old final.pth beside it.
+    def killed(run, data, accumulate):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(engine, 'train_step', killed)
+    with pytest.raises(KeyboardInterrupt):
+        engine.main(make_cfg('flow', str(tmp_path), data, 'train.lr=0.5'), overwrite=True)
+    assert load_config(str(folder / 'config.yaml'))['train']['lr'] == 0.5
+    assert not (folder / 'final.pth').exists() and not (folder / 'now.pth').exists()
+    assert len([n for n in os.listdir(folder) if n.startswith('events.out.tfevents')]) == 1
+    monkeypatch.undo()
+    (folder / 'notes.txt').write_text('mine')
+    engine.main(make_cfg('flow', str(tmp_path), data, 'train.lr=0.5'), overwrite=True)
+    assert (folder / 'final.pth').exists() and (folder / 'notes.txt').read_text() == 'mine'
+    assert not (folder / '.lock').exists()
+
+
+def test_concurrent_run_into_one_folder_is_refused_naming_the_holder(tmp_path, synthetic_data_cfg, capsys):
+    with OutputLock(str(tmp_path / 'run')):
+        assert train_tool.run([FLOW_CONFIG, *cli_opts(synthetic_data_cfg, tmp_path)]) == 1
+        line = one_error_line(capsys.readouterr().err)
+        assert 'in use by another run' in line and f'pid {os.getpid()}' in line
+    assert not (tmp_path / 'run' / 'config.yaml').exists()
+
+
+def test_resume_removes_the_torn_files_of_a_dead_run(tmp_path, synthetic_data_cfg):
+    data = dict(synthetic_data_cfg, crop_size=[32, 64])
+    engine.main(make_cfg('flow', str(tmp_path), data, 'train.max_iters=1'))
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    torn = tmp_path / 'flow' / f'now.tmp{int(dead.stdout)}.pth'
+    torn.write_bytes(b'half a checkpoint')
+    engine.main(make_cfg('flow', str(tmp_path), data, 'train.max_iters=2'), resume=True)
+    assert not torn.exists()
+
+
+# --- defect 4: a diverging run segfaulted (NaN flow -> CPU grid_sample border backward) ---
+
+@pytest.mark.slow
+def test_diverging_flow_stops_with_the_non_finite_error_instead_of_a_segfault(tmp_path, synthetic_data_cfg):
+    cfg = load_config(None, TINY_MODEL)
+    torch.manual_seed(0)
+    weights = tmp_path / 'scnet.pth'
+    torch.save(build_scnet(cfg['model'], 'correction').state_dict(), weights)
+    config = os.path.join(REPO_ROOT, 'exp', 'synthetic', 'correction.yaml')
+    opts = cli_opts(synthetic_data_cfg, tmp_path, *TINY_MODEL, *[f'init.{k}={weights}' for k in
+                                                                 ('deeplab', 'flownet', 'dmnet')],
+                    'train.lr=1000', 'train.max_iters=6', 'train.checkpoint_every=1')
+    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', 'train.py'), config, *opts], env=env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, f'rc {done.returncode} (-11 or 139: segfault): {done.stderr[-2000:]}'
+    line = one_error_line(done.stderr)
+    assert 'non-finite' in line and 'flownet output' in line and 'now.pth' in line
+    kept = torch.load(tmp_path / 'run' / 'now.pth', weights_only=True)
+    assert kept['iteration'] >= 1 and all(torch.isfinite(v).all() for v in kept['model'].values())
+    assert not (tmp_path / 'run' / 'final.pth').exists()
+
+
+# --- defect 7: a resume with another batch size silently skipped data ---
+
+def test_resume_with_another_data_layout_is_refused_unless_the_epoch_restarts(tmp_path, synthetic_data_cfg,
+                                                                               monkeypatch):
+    data = dict(synthetic_data_cfg, crop_size=[32, 64])
+    real_step, calls = engine.train_step, []
+
+    def killed_at_second_step(run, batches, accumulate):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_step(run, batches, accumulate)
+
+    monkeypatch.setattr(engine, 'train_step', killed_at_second_step)
+    with pytest.raises(KeyboardInterrupt):
+        engine.main(flow_cfg(str(tmp_path), data, 'killed', 'train.checkpoint_every=1'))
+    monkeypatch.setattr(engine, 'train_step', real_step)
+    saved = torch.load(tmp_path / 'killed' / 'now.pth', weights_only=True)
+    assert saved['progress']['batches_done'] == 1 and saved['layout']['batch_size'] == 16
+
+    with pytest.raises(CheckpointError, match=r'another data layout \(batch_size 16 -> 8\).*--restart-epoch'):
+        engine.main(flow_cfg(str(tmp_path), data, 'killed', 'train.batch_size=8'), resume=True)
+    with pytest.raises(CheckpointError, match=r'accumulate 1 -> 2'):
+        engine.main(flow_cfg(str(tmp_path), data, 'killed', 'train.batch_size=8', 'train.accumulate=2'),
+                    resume=True)
+    result = engine.main(flow_cfg(str(tmp_path), data, 'killed', 'train.batch_size=8'), resume=True,
+                         restart_epoch=True)
+    assert result['iteration'] == 5
+    final = torch.load(tmp_path / 'killed' / 'final.pth', weights_only=True)
+    # 58 pairs / 8 = 7 steps per epoch: the restarted epoch 0 runs from its first batch to iteration 5.
+    assert final['progress']['epoch'] == 0 and final['progress']['batches_done'] == 4
+
+
+def test_layout_check_names_world_size_and_dataset_length():
+    checkpoint = {'rng': [{}, {}], 'config': {'train': {'batch_size': 4, 'accumulate': 1}},
+                  'layout': {'batch_size': 4, 'accumulate': 1, 'world_size': 2, 'dataset_length': 100}}
+    now = {'batch_size': 4, 'accumulate': 1, 'world_size': 1, 'dataset_length': 90}
+    with pytest.raises(CheckpointError, match=r'world_size 2 -> 1, dataset_length 100 -> 90'):
+        engine.check_layout('now.pth', checkpoint, now, restart_epoch=False)
+    older = {'rng': [{}, {}], 'config': {'train': {'batch_size': 4, 'accumulate': 1}}}  # written before 'layout'
+    with pytest.raises(CheckpointError, match=r'\(world_size 2 -> 1\)'):
+        engine.check_layout('now.pth', older, now, restart_epoch=False)
+    assert engine.check_layout('now.pth', older, now, restart_epoch=True) == ['world_size 2 -> 1']
+
+
+# --- defect 8: tracebacks where one-line errors are promised ---
+
+@pytest.mark.parametrize('opt, fragment', [
+    ('train.lr=abc', '"train.lr" expected a number, got \'abc\''),
+    ('train.lr=-1', 'train.lr: expected a positive learning rate, got -1'),
+    ('train.betas=[0.9,2]', 'train.betas: expected two numbers in [0, 1)'),
+])
+def test_bad_config_values_are_one_line_errors(tmp_path, synthetic_data_cfg, capsys, opt, fragment):
+    assert train_tool.run([FLOW_CONFIG, *cli_opts(synthetic_data_cfg, tmp_path, opt)]) == 1
+    assert fragment in one_error_line(capsys.readouterr().err)
+
+
+def test_yaml_exponent_without_a_dot_still_reads_as_a_number():
+    assert load_config(None, ['train.lr=1e-3'])['train']['lr'] == 1e-3  # YAML 1.1 reads "1e-3" as a string
+
+
+def test_unwritable_output_folder_is_a_one_line_error(tmp_path, synthetic_data_cfg, capsys):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('not a folder')
+    assert train_tool.run([FLOW_CONFIG, *cli_opts(synthetic_data_cfg, blocker / 'sub')]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert str(blocker / 'sub' / 'run') in line and 'cannot create' in line
+
+
+def limited_file_size(limit):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.slow
+def test_full_disk_while_checkpointing_is_a_one_line_error(tmp_path, synthetic_data_cfg):
+    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', 'train.py'), FLOW_CONFIG,
+                           *cli_opts(synthetic_data_cfg, tmp_path)], env=env(), capture_output=True, text=True,
+                          timeout=300, preexec_fn=limited_file_size(200_000))
+    assert done.returncode == 1, done.stderr[-3000:]
+    line = one_error_line(done.stderr)
+    assert 'now.pth' in line and 'could not write' in line
+    assert sorted(n for n in os.listdir(tmp_path / 'run') if 'pth' in n) == []  # no torn file, no empty checkpoint
+
+
+def test_errors_inside_dataloader_workers_are_unwrapped(tmp_path, synthetic_root, synthetic_data_cfg, capsys):
+    root = tmp_path / 'data'
+    shutil.copytree(synthetic_root, root)
+    for folder, _, files in os.walk(root / 'leftImg8bit_sequence' / 'train'):
+        for name in files:
+            with open(os.path.join(folder, name), 'wb') as f:
+                f.write(b'not a png')
+    data = dict(synthetic_data_cfg, root=str(root), train_list=str(root / 'list' / 'train.txt'))
+    opts = cli_opts(data, tmp_path / 'out') + ['data.num_workers=1']
+    assert train_tool.run([FLOW_CONFIG, *opts]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f'error: {root}') and line.endswith('not a readable image (corrupt or unsupported format)')
+
+
+def test_checkpoint_summary_of_the_layout_is_json_friendly(tmp_path, synthetic_data_cfg):
+    data = dict(synthetic_data_cfg, crop_size=[32, 64])
+    engine.main(make_cfg('flow', str(tmp_path), data))
+    layout = torch.load(tmp_path / 'flow' / 'final.pth', weights_only=True)['layout']
+    assert json.loads(json.dumps(layout)) == {'batch_size': 2, 'accumulate': 1, 'world_size': 1,
+                                              'dataset_length': 58}
