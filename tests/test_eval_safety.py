@@ -62,7 +62,7 @@ def test_full_disk_prints_the_table_then_fails_in_one_line(tmp_path, synthetic_d
     assert done.returncode == 1, done.stderr[-3000:]
     assert '| distance | DAVSS mIoU |' in done.stdout and 'upper bound' in done.stdout
     assert 'pda.json' in one_error_line(done.stderr)
-    assert os.listdir(tmp_path / 'pda_test') == []
+    assert os.listdir(tmp_path / 'pda_test' / 'final') == []
 
 
 # --- defect 6: an evaluation lost at the end ---
@@ -94,7 +94,7 @@ def test_frame_damaged_in_its_middle_fails_in_one_line_from_a_worker(tmp_path, s
     assert test_pda.run(argv) == 1
     line = one_error_line(capsys.readouterr().err)
     assert line == f'error: {path}: not a readable image (corrupt or unsupported format)'
-    assert sorted(os.listdir(tmp_path / 'pda_test')) == ['pda.previous.json', 'pda.previous.md']
+    assert sorted(os.listdir(tmp_path / 'pda_test' / 'final')) == ['pda.previous.json', 'pda.previous.md']
 
 
 def test_interrupted_run_does_not_leave_the_previous_results_looking_current(tmp_path, synthetic_data_cfg,
@@ -102,7 +102,7 @@ def test_interrupted_run_does_not_leave_the_previous_results_looking_current(tmp
     config, checkpoint = write_experiment(tmp_path, synthetic_data_cfg)
     argv = [config, '--checkpoint', checkpoint, '--max-clips', '1', '--no-progress']
     assert test_pda.run(argv) == 0
-    out = tmp_path / 'pda_test'
+    out = tmp_path / 'pda_test' / 'final'  # <experiment>/<checkpoint file stem>
     old = (out / 'pda.json').read_text()
 
     def interrupted(*args, **kwargs):
@@ -121,13 +121,13 @@ def test_interrupted_run_does_not_leave_the_previous_results_looking_current(tmp
 
 def test_result_folders_are_locked_while_written(tmp_path, synthetic_data_cfg, capsys):
     config, checkpoint = write_experiment(tmp_path, synthetic_data_cfg)
-    with OutputLock(str(tmp_path / 'pda_test')):
+    with OutputLock(str(tmp_path / 'pda_test' / 'final')):
         assert test_pda.run([config, '--checkpoint', checkpoint, '--max-clips', '1', '--no-progress']) == 1
         assert 'in use by another run' in one_error_line(capsys.readouterr().err)
-    with OutputLock(str(tmp_path / 'pda_test' / 'show')):
+    with OutputLock(str(tmp_path / 'pda_test' / 'final' / 'show')):
         assert show.run([config, '--checkpoint', checkpoint, '--clips', '0']) == 1
         assert 'in use by another run' in one_error_line(capsys.readouterr().err)
-    assert not os.path.exists(tmp_path / 'pda_test' / 'pda.json')
+    assert not os.path.exists(tmp_path / 'pda_test' / 'final' / 'pda.json')
 
 
 # --- defect 8: tracebacks or wrong errors where one-line errors are promised ---
