@@ -2,7 +2,7 @@
 the results go.
 
 The reference below is written from the original ``test_PDA.py`` scripts: one distance at a time, the key frame
-through DeepLab, ``F.upsample(img, scale_factor=0.25, mode='bilinear')`` of the key image, flow
+through DeepLab, a bilinear ``scale_factor=0.25`` resize of the key image (the original's ``F.upsample``), flow
 ``flownet(cat[img_2, img_1])`` and warp of logits and image step by step, ``F.interpolate(.., scale_factor=4)``
 of the logits, of DMNet's map and of CFNet's logits, merge, argmax.  The Cityscapes script calls the resizes
 without ``align_corners`` (PyTorch's default, False), the CamVid script with ``align_corners=True``.

@@ -21,18 +21,22 @@ from lib.utils.output_lock import OutputLock, OutputLockError, remove_torn_files
 from test_infer_video import (assert_one_line_error, model_files, moving_scene, run_tool,  # noqa: F401
                               write_frame_folder)
 
-OPENCV_SAMPLES = '/tmp/opencv-doc/usr/share/doc/opencv-doc/examples/data'
+# A folder that already holds the extracted samples (opencv-doc's examples/data) saves the download.
+OPENCV_SAMPLES = os.environ.get('OPENCV_SAMPLES_DIR', '')
 
 
 @pytest.fixture(scope='session')
 def opencv_samples(tmp_path_factory):
     """The folder of OpenCV's sample videos (Debian's opencv-doc), extracted once; skipped only without apt."""
-    if glob.glob(os.path.join(OPENCV_SAMPLES, '*.avi')):
+    if OPENCV_SAMPLES and glob.glob(os.path.join(OPENCV_SAMPLES, '*.avi')):
         return OPENCV_SAMPLES
     if shutil.which('apt-get') is None or shutil.which('dpkg') is None:
         pytest.skip('needs the opencv-doc sample videos: apt-get / dpkg are not available here')
     where = tmp_path_factory.mktemp('opencv_doc')
     download = subprocess.run(['apt-get', 'download', 'opencv-doc'], cwd=where, capture_output=True, text=True)
+    if download.returncode != 0:  # a fresh machine has no package lists yet
+        subprocess.run(['apt-get', 'update', '-qq'], capture_output=True)
+        download = subprocess.run(['apt-get', 'download', 'opencv-doc'], cwd=where, capture_output=True, text=True)
     debs = glob.glob(str(where / 'opencv-doc_*.deb'))
     if download.returncode != 0 or not debs:
         pytest.skip(f'needs the opencv-doc sample videos: apt-get download failed ({download.stderr.strip()[:200]})')
