@@ -391,6 +391,13 @@ class StreamingSegmenter:
         """CFNet logits of ``image``; None lets ``SCNet.correct`` compute them."""
         return None
 
+    def propagate_and_correct(self, image):
+        """A non-key frame: the state carried from the previous frame to ``image``, and ``SCNet.correct``'s dict
+        (``merged``, ``distortion``, ...).  A runtime backend replaces this one call (lib/engine/backend.py)."""
+        state = self.model.propagate(self.state, self.flow(image, self.previous))
+        return state, self.model.correct(state, image, correction=self.correction(image),
+                                         full_resolution=self.tail == 'full')
+
     @torch.no_grad()
     def step(self, image):
         """One frame -> its labels and what the policy saw.
@@ -409,9 +416,7 @@ class StreamingSegmenter:
             self.state = self.key_frame(image)
             logits, distortion = self.state.logits, None  # (1, C, H/4, W/4)
         else:
-            self.state = self.model.propagate(self.state, self.flow(image, self.previous))
-            out = self.model.correct(self.state, image, correction=self.correction(image),
-                                     full_resolution=self.tail == 'full')
+            self.state, out = self.propagate_and_correct(image)
             logits, distortion = out['merged'], out['distortion']  # (1, C, ., .), (1, 1, ., .)
         self.policy.update(is_key, distortion)
         self.previous = image
