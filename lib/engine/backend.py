@@ -75,6 +75,18 @@ class OnnxRuntimeSCNet:
                 {'merged': out['merged'], 'distortion': out['distortion']})
 
 
+    def key_step(self, image):
+        """A key frame -> (PropagationState, labels (1, H, W) from the graph itself), as ``FastSCNet.key_step``."""
+        out = run_session(self.sessions(image.shape[-2:])['key_step'], 'key_step', (image,))
+        return PropagationState(out['logits'], out['image_quarter']), out['labels']
+
+    def non_key_step(self, state, current, previous):
+        """A non-key frame -> (PropagationState, labels (1, H, W) from the graph), as ``FastSCNet.non_key_step``."""
+        out = run_session(self.sessions(current.shape[-2:])['non_key_step'], 'non_key_step',
+                          (state.logits, state.image, current, previous))
+        return PropagationState(out['logits_out'], out['image_quarter_out']), out['labels']
+
+
 class OnnxRuntimeSegmenter(StreamingSegmenter):
     """StreamingSegmenter whose steps run in onnxruntime (``model`` is an :class:`OnnxRuntimeSCNet`)."""
 

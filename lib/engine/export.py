@@ -39,6 +39,13 @@ LOGIT_OUTPUTS = {'key_step': ('logits',), 'non_key_step': ('logits_out', 'merged
 PARITY_TOLERANCE = {'max_rel_logit_error': 1e-3, 'argmax_agreement': 0.999}
 
 
+def _graph_tail(tail):
+    """The tail that makes the labels in a graph: ``quarter_merge``'s labels are bilinear resize + argmax, computed
+    in PyTorch by a data-dependent shortcut (``lib.engine.fast.bilinear_argmax``) a static graph cannot hold; the
+    plain resize gives the same labels."""
+    return 'full' if tail == 'quarter_merge' else tail
+
+
 class KeyStep(nn.Module):
     """The key-frame graph: ``SCNet.key_frame`` plus the label map under ``tail``."""
 
@@ -55,7 +62,7 @@ class KeyStep(nn.Module):
             logits (N, C, H/4, W/4), image_quarter (N, 3, H/4, W/4), labels (N, H, W) int64.
         """
         state = self.net.key_frame(image)
-        labels = logits_to_labels(state.logits, image.shape[-2:], self.net.align_corners, self.tail)
+        labels = logits_to_labels(state.logits, image.shape[-2:], self.net.align_corners, _graph_tail(self.tail))
         return state.logits, state.image, labels
 
 
@@ -78,7 +85,7 @@ class NonKeyStep(nn.Module):
         """
         state = self.net.propagate(PropagationState(logits, image_quarter), self.net.estimate_flow(current, previous))
         out = self.net.correct(state, current, full_resolution=self.tail == 'full')
-        labels = logits_to_labels(out['merged'], current.shape[-2:], self.net.align_corners, self.tail)
+        labels = logits_to_labels(out['merged'], current.shape[-2:], self.net.align_corners, _graph_tail(self.tail))
         return state.logits, state.image, out['merged'], out['distortion'], labels
 
 
