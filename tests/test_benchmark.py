@@ -7,8 +7,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helpers import load_tool
-from lib.engine.fast import (EXACT, FastConfig, FastSCNet, add_fast_arguments, bilinear_argmax, channel_argmax,
-                             config_from_args, fold_batch_norms, logits_to_labels, resolve_dtype, upsample_labels)
+from lib.engine.fast import (DENSE_BOUNDARY_FRACTION, EXACT, FastConfig, FastSCNet, add_fast_arguments,
+                             bilinear_argmax, channel_argmax, config_from_args, fold_batch_norms, logits_to_labels,
+                             resolve_dtype, upsample_labels)
 from lib.model import build_scnet
 from lib.ops import resample2d_reference
 from lib.utils.config import load_config
@@ -108,22 +109,33 @@ def naive_bilinear_argmax(logits, size, align_corners):
 @pytest.mark.parametrize('align_corners', [True, False])
 def test_bilinear_argmax_matches_resize_then_argmax(align_corners):
     generator = torch.Generator().manual_seed(0)
-    # Region-like logits (few boundaries) and noisy ones (boundaries everywhere).
-    coarse = torch.randn(2, 19, 3, 5, generator=generator) * 3
-    smooth = F.interpolate(coarse, size=(12, 20), mode='bicubic', align_corners=False)
-    noisy = torch.randn(2, 19, 12, 20, generator=generator)
-    for logits in (smooth, noisy):
-        got = bilinear_argmax(logits, (48, 80), align_corners)
-        resized = F.interpolate(logits, size=(48, 80), mode='bilinear', align_corners=align_corners)
-        reference = naive_bilinear_argmax(logits, (48, 80), align_corners)
+    # Region-like logits (blocks of one class: few boundaries, the sparse path) and noise (boundaries everywhere:
+    # the dense path).
+    blocks = torch.randint(0, 19, (2, 3, 4), generator=generator).repeat_interleave(12, 1).repeat_interleave(12, 2)
+    one_hot = F.one_hot(blocks, 19).permute(0, 3, 1, 2).float()
+    smooth = 3 * one_hot + 0.3 * torch.randn(2, 19, 36, 48, generator=generator)
+    noisy = torch.randn(2, 19, 36, 48, generator=generator)
+    for logits, dense in ((smooth, False), (noisy, True)):
+        assert (boundary_cells(logits.argmax(1)) > DENSE_BOUNDARY_FRACTION) == dense
+        got = bilinear_argmax(logits, (144, 192), align_corners)
+        resized = F.interpolate(logits, size=(144, 192), mode='bilinear', align_corners=align_corners)
+        reference = naive_bilinear_argmax(logits, (144, 192), align_corners)
         # Where the two best classes are not within float32 rounding, all three agree exactly.
         top2 = resized.topk(2, dim=1).values
         clear = (top2[:, 0] - top2[:, 1]) > 1e-5
         assert torch.equal(got[clear], reference[clear])
         assert torch.equal(got[clear], resized.argmax(1)[clear])
         assert clear.float().mean() > 0.99
-    assert torch.equal(logits_to_labels(smooth, (48, 80), align_corners, 'quarter_merge'),
-                       bilinear_argmax(smooth, (48, 80), align_corners))
+    assert torch.equal(logits_to_labels(smooth, (144, 192), align_corners, 'quarter_merge'),
+                       bilinear_argmax(smooth, (144, 192), align_corners))
+
+
+def boundary_cells(labels):
+    """Fraction of 2x2 cells (last row/column paired with itself) holding more than one class."""
+    pad = torch.cat((labels, labels[:, -1:]), 1)
+    pad = torch.cat((pad, pad[:, :, -1:]), 2)
+    a, b, c, d = pad[:, :-1, :-1], pad[:, 1:, :-1], pad[:, :-1, 1:], pad[:, 1:, 1:]
+    return 1 - ((a == b) & (a == c) & (a == d)).float().mean().item()
 
 
 def test_fold_batch_norms_keeps_the_outputs(tmp_path):

@@ -118,7 +118,8 @@ def parse_args(argv=None):
     parser.add_argument('--compile-rows', action='store_true',
                         help='add key/non-key rows of the fast path under torch.compile (freezing); needs --fast')
     parser.add_argument('--onnxruntime', action='store_true',
-                        help='add key/non-key rows of the onnxruntime backend (fp32 graphs, the fast path\'s tail; CPU)')
+                        help='add key/non-key rows of the onnxruntime backend (fp32 graphs, the fast path\'s tail; '
+                             'CPU)')
     parser.add_argument('--agreement-config', default=None,
                         help='config of trained weights on which fast/exact agreement is measured (with '
                              '--agreement-checkpoint and --agreement-input)')

@@ -10,8 +10,9 @@ keeping the 1/4-resolution state between calls and choosing the key frames:
   (at (H, W) with the ``full`` tail, at (H/4, W/4) with the ``quarter_*`` tails, as ``SCNet.correct`` returns them)
   and ``labels (N, H, W)`` int64.
 
-Frames are RGB in [0, 1], float32, one at a time (N = 1); H and W are dynamic (any multiple of 4).  Both graphs are traced
-by ``torch.export`` and translated by the ONNX exporter of torch (``torch.onnx.export(dynamo=True)``), opset
+Frames are RGB in [0, 1], float32, one at a time (N = 1); H and W are dynamic (multiples of 4, at least
+:data:`MIN_SIZE`; ``lib.engine.backend`` exports smaller frames at a fixed size).  Both graphs are traced by
+``torch.export`` and translated by the ONNX exporter of torch (``torch.onnx.export(dynamo=True)``), opset
 :data:`OPSET`; resample2d is its PyTorch path, ``grid_sample`` (ONNX ``GridSample``, border padding,
 ``align_corners=True``).  The older TorchScript exporter is not used: with FlowNetS and CFNet in one graph it
 produced wrong CFNet logits (differences of order 1 against PyTorch; each network alone exported correctly).

@@ -29,6 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 TAILS = ('full', 'quarter_merge', 'quarter_argmax')
+# Above this fraction of 1/4-grid cells on a class boundary, bilinear_argmax resizes the whole map instead.
+DENSE_BOUNDARY_FRACTION = 0.25
 DTYPES = ('auto', 'fp32', 'bf16', 'fp16')
 _TORCH_DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -190,7 +192,8 @@ def bilinear_argmax(logits, size, align_corners):
     An output pixel is a convex combination of its 4 source pixels; where these 4 share one argmax class, that class
     is the argmax of the combination too (it is the largest term by term, and rounding is monotonic).  So the class
     map is the nearest source label there, and only pixels whose 4 sources disagree (class boundaries, a few percent)
-    are interpolated, in float32 and in the order of F.interpolate's formula.
+    are interpolated, in float32 and in the order of F.interpolate's formula.  Where more than
+    :data:`DENSE_BOUNDARY_FRACTION` of the cells are boundaries, the whole map is resized instead (cheaper then).
 
     Args:
         logits: (N, C, h, w) float.
@@ -211,6 +214,9 @@ def bilinear_argmax(logits, size, align_corners):
     right = torch.cat((labels[:, :, 1:], labels[:, :, -1:]), 2)
     diagonal = torch.cat((right[:, 1:], right[:, -1:]), 1)
     uniform = (labels == down) & (labels == right) & (labels == diagonal)  # (N, h, w)
+    if uniform.float().mean() < 1 - DENSE_BOUNDARY_FRACTION:
+        # Boundaries almost everywhere (noise-like logits): gathering them costs more than resizing everything.
+        return channel_argmax(F.interpolate(logits, size=tuple(size), mode='bilinear', align_corners=align_corners))
     # y1 is y0 + 1 or, on the last row, y0 itself, for which "uniform" is as strict as needed.
     out = labels.index_select(1, y0).index_select(2, x0)  # (N, H, W)
     mixed = ~uniform.index_select(1, y0).index_select(2, x0)
