@@ -175,3 +175,19 @@ def test_hubconf_entry_points_load_local_weights(model_files, tmp_path):
                        width_mult=0.0625, middle_blocks=1)
     seg = torch.hub.load(REPO_ROOT, 'video_segmenter', source='local', config=config, checkpoint=checkpoint)
     assert isinstance(seg, VideoSegmenter)
+
+
+def test_readme_snippet_runs(model_files, monkeypatch, capsys):
+    """The README's "Video in Python" block, run as written with the tiny model's config and weights."""
+    config, checkpoint, _ = model_files
+    with open(os.path.join(REPO_ROOT, 'README.md')) as f:
+        readme = f.read()
+    section = readme[readme.index('## Video in Python'):]
+    start = section.index('```python\n') + len('```python\n')
+    code = section[start:section.index('\n```', start)]
+    assert "config = 'exp/synthetic/correction.yaml'" in code
+    code = code.replace("'exp/synthetic/correction.yaml'", repr(config))
+    code = code.replace("'saved_model/synthetic_correction/final.pth'", repr(checkpoint))
+    exec(compile(code, 'README.md', 'exec'), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:6] == ['(128, 256) uint8'] * 6 and printed[6] == '[0, 5]'
