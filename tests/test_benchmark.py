@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from helpers import load_tool
 from lib.engine.fast import (DENSE_BOUNDARY_FRACTION, EXACT, FastConfig, FastSCNet, add_fast_arguments,
-                             bilinear_argmax, channel_argmax, config_from_args, fold_batch_norms, logits_to_labels,
-                             resolve_dtype, upsample_labels)
+                             ShiftedDepthwiseConv2d, bilinear_argmax, channel_argmax, config_from_args,
+                             fold_batch_norms, logits_to_labels, resolve_dtype, shift_dilated_depthwise,
+                             upsample_labels)
 from lib.model import build_scnet
 from lib.ops import resample2d_reference
 from lib.utils.config import load_config
@@ -158,6 +159,39 @@ def test_fold_batch_norms_keeps_the_outputs(tmp_path):
                                   (net.estimate_flow(frames[1], frames[0]), fast.estimate_flow(frames[1], frames[0])),
                                   (net.cfnet(frames[1]), fast.net.cfnet(frames[1]))):
             assert ((folded - reference).norm() / reference.norm()) < 1e-5
+
+
+@pytest.mark.parametrize('dilation, size', [(1, (9, 13)), (2, (8, 8)), (12, (8, 16)), (18, (32, 20)), (6, (5, 40))])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_shifted_depthwise_matches_conv2d(dilation, size, channels_last):
+    torch.manual_seed(dilation)
+    conv = nn.Conv2d(6, 6, 3, padding=dilation, dilation=dilation, groups=6, bias=True)
+    x = torch.randn(2, 6, *size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=dilation, dilation=dilation,
+                            groups=6)
+        got = ShiftedDepthwiseConv2d(conv)(x)
+    assert got.dtype == x.dtype and got.shape == expected.shape
+    assert torch.allclose(got.double(), expected, atol=1e-5)
+    if channels_last:
+        assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_shift_dilated_replaces_only_the_large_dilations():
+    net = tiny_scnet()
+    reference = FastSCNet(tiny_scnet(), FastConfig(dtype='fp32', channels_last=False, tail='full', fold_bn=False,
+                                                    shift_dilated=False))
+    shifted = FastSCNet(net, FastConfig(dtype='fp32', channels_last=False, tail='full', fold_bn=False,
+                                        shift_dilated=True))
+    replaced = [n for n, m in shifted.net.named_modules() if isinstance(m, ShiftedDepthwiseConv2d)]
+    assert replaced == ['deeplab.aspp2.atrous_convolution.depthwise', 'deeplab.aspp3.atrous_convolution.depthwise']
+    assert shift_dilated_depthwise(shifted.net) == 0
+    assert not any(isinstance(m, ShiftedDepthwiseConv2d) for m in net.modules())  # the network passed in is kept
+    frame = benchmark.synthetic_clip(1, (64, 128), seed=4)[0]
+    a, b = reference.key_frame(frame).logits, shifted.key_frame(frame).logits
+    assert ((a - b).norm() / a.norm()) < 1e-5
 
 
 def test_exact_runner_reproduces_scnet_bit_for_bit():

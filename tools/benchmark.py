@@ -513,6 +513,7 @@ def make_row(name, kind, path, seconds, peak, memory_method, params, flops):
         'params': params,
         'peak_memory_bytes': peak, 'peak_memory_method': memory_method,
         'achieved_gflops_per_s': None if not total else total / median / 1e9,
+        'frames_per_second': 1.0 / median if kind == 'frame' else None,
     }
 
 
@@ -524,7 +525,8 @@ def average_row(key, non_key, k, path):
     latency, flops = mix('latency_ms'), mix('flops')
     return {'name': f'average_k{k}', 'kind': 'derived', 'path': path, 'latency_ms': latency,
             'latency_ms_min': mix('latency_ms_min'), 'flops': flops,
-            'achieved_gflops_per_s': None if not flops else flops / (latency / 1e3) / 1e9}
+            'achieved_gflops_per_s': None if not flops else flops / (latency / 1e3) / 1e9,
+            'frames_per_second': 1e3 / latency}
 
 
 def benchmark_size(net, size, args, device, fast_config, flops):
@@ -569,8 +571,6 @@ def backend_runners(net, args, device, fast_config):
     if args.compile_rows:
         runners['compile'] = FastSCNet(copy.deepcopy(net), dataclasses.replace(fast_config, compile=True))
     if args.onnxruntime:
-        if device.type != 'cpu':
-            raise SystemExit('--onnxruntime: runs on the CPU (use --device cpu)')
         segmenter = build_segmenter(copy.deepcopy(net), FixedInterval(1), 'onnxruntime', fast_config, args.threads)
         runners['onnxruntime'] = segmenter.model
     return runners
@@ -980,6 +980,8 @@ def main(argv=None):
     fast_config = config_from_args(args)
     if fast_config is not None and fast_config.cuda_graphs and device.type != 'cuda':
         raise SystemExit('--fast-cuda-graphs: needs --device cuda')
+    if args.onnxruntime and device.type != 'cpu':
+        raise SystemExit('--onnxruntime: the onnxruntime backend runs on the CPU (use --device cpu)')
     if device.type == 'cuda':
         # Fixed shapes: let cuDNN pick its fastest algorithms, for every path alike; fp32 means fp32 unless --tf32.
         torch.backends.cudnn.benchmark = True

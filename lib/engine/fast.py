@@ -10,6 +10,8 @@ agreement with it for speed (``tools/benchmark.py`` reports the argmax agreement
 - ``torch.inference_mode`` (no autograd bookkeeping at all);
 - BatchNorm folded into the convolution before it (``fold_bn``): one pass over each activation less, on a copy of
   the network (the wrapped one is left as it is);
+- on CPU, the depthwise convolutions of large dilation (ASPP rates 12 and 18) as sums of shifted maps
+  (``shift_dilated``): oneDNN runs them 30-100x slower than their size warrants;
 - a cheaper non-key tail: ``quarter_merge`` merges propagated and correction logits at 1/4 resolution and
   upsamples the merged logits once (19 channels) instead of upsampling three maps (39 channels) and merging at
   full resolution; ``quarter_argmax`` also takes the argmax at 1/4 and upsamples the label map (nearest);
@@ -44,6 +46,8 @@ class FastConfig:
         channels_last: convert the network and the input frames to ``torch.channels_last``.
         tail: ``full | quarter_merge | quarter_argmax``: where the non-key merge and argmax happen (module doc).
         fold_bn: fold each BatchNorm into the convolution that feeds it (on a copy of the network).
+        shift_dilated: on CPU, compute the depthwise convolutions of large dilation (DeepLab's ASPP) as sums of
+            shifted maps (:class:`ShiftedDepthwiseConv2d`), on that copy.
         compile: wrap each step in ``torch.compile`` (first calls are slow: compilation).
         cuda_graphs: capture the non-key step in a CUDA graph (CUDA only; one capture per input shape).
     """
@@ -51,6 +55,7 @@ class FastConfig:
     channels_last: bool = True
     tail: str = 'quarter_merge'
     fold_bn: bool = True
+    shift_dilated: bool = True
     compile: bool = False
     cuda_graphs: bool = False
 
@@ -70,7 +75,8 @@ class FastConfig:
         return cls(**values)
 
 
-EXACT = FastConfig(dtype='fp32', channels_last=False, tail='full', fold_bn=False, compile=False, cuda_graphs=False)
+EXACT = FastConfig(dtype='fp32', channels_last=False, tail='full', fold_bn=False, shift_dilated=False, compile=False,
+                   cuda_graphs=False)
 
 
 def resolve_dtype(name, device_type):
@@ -101,6 +107,8 @@ def add_fast_arguments(parser):
     group.add_argument('--fast-cuda-graphs', action='store_true', help='CUDA graph for the non-key step (CUDA)')
     group.add_argument('--no-channels-last', action='store_true', help='keep NCHW in the fast path')
     group.add_argument('--no-fold-bn', action='store_true', help='keep BatchNorm separate in the fast path')
+    group.add_argument('--no-shift-dilated', action='store_true',
+                       help='keep oneDNN for the large-dilation depthwise convolutions (CPU)')
     return parser
 
 
@@ -109,7 +117,8 @@ def config_from_args(args):
     if not args.fast:
         return None
     return FastConfig(dtype=args.fast_dtype, channels_last=not args.no_channels_last, tail=args.fast_tail,
-                      fold_bn=not args.no_fold_bn, compile=args.fast_compile, cuda_graphs=args.fast_cuda_graphs)
+                      fold_bn=not args.no_fold_bn, shift_dilated=not args.no_shift_dilated, compile=args.fast_compile,
+                      cuda_graphs=args.fast_cuda_graphs)
 
 
 def upsample_labels(labels, size, align_corners):
@@ -280,6 +289,64 @@ def fold_batch_norms(net):
     return folded
 
 
+class ShiftedDepthwiseConv2d(nn.Module):
+    """A 'same'-size, stride-1 depthwise convolution computed as a sum of shifted copies of its input, one
+    multiply-add per kernel tap over the part of the map the tap reaches, accumulated in fp32.
+
+    oneDNN's CPU depthwise kernels slow down by 30-100x when the dilation is large against the map (DeepLab's ASPP
+    rates 12 and 18 on the 1/16 map: most taps read only padding); here a tap that reads only padding costs
+    nothing.  Output in the input's dtype and memory format.
+    """
+
+    def __init__(self, conv):
+        super().__init__()
+        self.dilation = conv.dilation
+        self.padding = conv.padding
+        self.weight = conv.weight  # (C, 1, kh, kw)
+        self.bias = conv.bias
+
+    def forward(self, x):
+        """x (N, C, H, W) -> (N, C, H, W)."""
+        c, _, kh, kw = self.weight.shape
+        h, w = x.shape[-2:]
+        source = x.float()
+        weight = self.weight.float()
+        out = None
+        for i in range(kh):
+            dy = i * self.dilation[0] - self.padding[0]
+            y0, y1 = max(0, -dy), min(h, h - dy)
+            for j in range(kw):
+                dx = j * self.dilation[1] - self.padding[1]
+                x0, x1 = max(0, -dx), min(w, w - dx)
+                if y0 >= y1 or x0 >= x1:
+                    continue  # this tap reads only zero padding
+                tap = weight[:, 0, i, j].view(1, c, 1, 1)
+                if out is None:
+                    out = torch.zeros_like(source)
+                out[..., y0:y1, x0:x1].addcmul_(source[..., y0 + dy:y1 + dy, x0 + dx:x1 + dx], tap)
+        if out is None:
+            out = torch.zeros_like(source)
+        if self.bias is not None:
+            out += self.bias.float().view(1, c, 1, 1)
+        return out.to(x.dtype)
+
+
+def shift_dilated_depthwise(net, min_dilation=8):
+    """Replace, in place, every 'same'-size stride-1 depthwise Conv2d with a dilation of at least ``min_dilation``
+    by a :class:`ShiftedDepthwiseConv2d` (same weights).  Returns how many were replaced."""
+    replaced = 0
+    for name, module in list(net.named_modules()):
+        if not (isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels
+                and module.stride == (1, 1) and module.padding_mode == 'zeros'
+                and max(module.dilation) >= min_dilation
+                and all(2 * p == d * (k - 1) for p, d, k in zip(module.padding, module.dilation, module.kernel_size))):
+            continue
+        parent_name, _, attr = name.rpartition('.')
+        setattr(net.get_submodule(parent_name) if parent_name else net, attr, ShiftedDepthwiseConv2d(module))
+        replaced += 1
+    return replaced
+
+
 class FastSCNet(nn.Module):
     """SCNet inference under a :class:`FastConfig`.
 
@@ -301,10 +368,13 @@ class FastSCNet(nn.Module):
         self.dtype = resolve_dtype(config.dtype, device.type)
         if config.cuda_graphs and device.type != 'cuda':
             raise ValueError('fast inference: cuda_graphs needs the model on a CUDA device')
-        if config.fold_bn:
+        if config.fold_bn or (config.shift_dilated and device.type == 'cpu'):
             net = copy.deepcopy(net)
-            fold_batch_norms(net)
             self.net = net
+        if config.fold_bn:
+            fold_batch_norms(net)
+        if config.shift_dilated and device.type == 'cpu':
+            shift_dilated_depthwise(net)
         if config.channels_last:
             net.to(memory_format=torch.channels_last)
         steps = {'key_frame': net.key_frame, 'estimate_flow': net.estimate_flow, 'propagate': net.propagate,
