@@ -10,7 +10,7 @@ from helpers import load_tool
 from lib.engine.fast import (DENSE_BOUNDARY_FRACTION, EXACT, FastConfig, FastSCNet, add_fast_arguments,
                              ShiftedDepthwiseConv2d, bilinear_argmax, channel_argmax, config_from_args,
                              fold_batch_norms, logits_to_labels, resolve_dtype, shift_dilated_depthwise,
-                             upsample_labels)
+                             sparse_merge_argmax, upsample_labels)
 from lib.model import build_scnet
 from lib.ops import resample2d_reference
 from lib.utils.config import load_config
@@ -129,6 +129,33 @@ def test_bilinear_argmax_matches_resize_then_argmax(align_corners):
         assert clear.float().mean() > 0.99
     assert torch.equal(logits_to_labels(smooth, (144, 192), align_corners, 'quarter_merge'),
                        bilinear_argmax(smooth, (144, 192), align_corners))
+
+
+@pytest.mark.parametrize('align_corners', [True, False])
+def test_sparse_merge_argmax_gives_the_full_tail_labels(align_corners):
+    generator = torch.Generator().manual_seed(1)
+    blocks = torch.randint(0, 19, (2, 3, 4), generator=generator).repeat_interleave(12, 1).repeat_interleave(12, 2)
+    propagated = 3 * F.one_hot(blocks, 19).permute(0, 3, 1, 2).float() + 0.3 * torch.randn(2, 19, 36, 48,
+                                                                                           generator=generator)
+    # CFNet mostly agrees, except in one block; the distortion is high there and varies smoothly elsewhere.
+    correction = propagated + 0.2 * torch.randn(2, 19, 36, 48, generator=generator)
+    correction[:, :, :12, :12] = torch.randn(2, 19, 12, 12, generator=generator) * 3
+    distortion = torch.rand(2, 1, 36, 48, generator=generator) * 0.3
+    distortion[:, :, :14, :14] = 0.9
+    for p, d, c in ((propagated, distortion, correction),
+                    (torch.randn(1, 19, 36, 48), torch.rand(1, 1, 36, 48), torch.randn(1, 19, 36, 48))):
+        size = (4 * p.shape[-2], 4 * p.shape[-1])
+        merged = {}
+        for name, dtype in (('float', torch.float32), ('double', torch.float64)):
+            up = [F.interpolate(x.to(dtype), size=size, mode='bilinear', align_corners=align_corners)
+                  for x in (p, d, c)]
+            merged[name] = up[0] * (1 - up[1]) + up[2] * up[1]
+        got = sparse_merge_argmax(p, d, c, size, align_corners)
+        top2 = merged['double'].topk(2, dim=1).values
+        clear = (top2[:, 0] - top2[:, 1]) > 1e-5
+        assert clear.float().mean() > 0.99
+        assert torch.equal(got[clear], merged['double'].argmax(1)[clear])
+        assert torch.equal(got[clear], merged['float'].argmax(1)[clear])
 
 
 def boundary_cells(labels):
@@ -257,7 +284,7 @@ def test_tiny_benchmark_run_writes_complete_json(tmp_path):
     rows = {(r['path'], r['name']): r for r in result['sizes'][0]['rows']}
     components = ('deeplab', 'resize_image', 'flownet', 'warp', 'dmnet', 'cfnet')
     expected = {(p, c) for p in ('exact', 'fast') for c in components}
-    expected |= {('exact', t) for t in ('tail_full', 'tail_quarter_merge', 'tail_quarter_argmax')}
+    expected |= {('exact', t) for t in ('tail_full', 'tail_sparse', 'tail_quarter_merge', 'tail_quarter_argmax')}
     expected |= {(p, f) for p in ('exact', 'fast') for f in ('key_frame', 'non_key_frame', 'average_k5', 'average_k10')}
     expected |= {('original', 'non_key_frame')}
     assert set(rows) == expected

@@ -131,7 +131,7 @@ def test_run_writes_what_the_command_line_tool_writes(model_files, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('tail', ['full', 'quarter_merge'])
+@pytest.mark.parametrize('tail', ['full', 'sparse', 'quarter_merge'])
 def test_onnxruntime_backend_gives_the_torch_labels(model_files, tail):
     pytest.importorskip('onnxruntime')
     config, checkpoint, _ = model_files

@@ -50,7 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import lib.ops
 from lib.engine.backend import build_segmenter
 from lib.engine.fast import (EXACT, FastConfig, FastSCNet, add_fast_arguments, config_from_args, resolve_dtype,
-                             upsample_labels)
+                             sparse_merge_argmax, upsample_labels)
 from lib.engine.keyframe import FixedInterval
 from lib.engine.video import frame_to_tensor, load_model, open_frame_source
 from lib.model import build_scnet
@@ -337,6 +337,12 @@ def tail_full(propagated, distortion, correction, align_corners):
     return (propagated * (1 - distortion) + correction * distortion).argmax(1)
 
 
+def tail_sparse(propagated, distortion, correction, align_corners):
+    """The original tail's labels, computed at full resolution only where they can change (fast.sparse_merge_argmax)."""
+    size = propagated.shape[-2] * 4, propagated.shape[-1] * 4
+    return sparse_merge_argmax(propagated, distortion, correction, size, align_corners)
+
+
 def tail_quarter_merge(propagated, distortion, correction, align_corners):
     """Merge at 1/4, upsample the merged logits once, argmax -> (N, H, W)."""
     merged = propagated * (1 - distortion) + correction * distortion  # (N, C, H/4, W/4)
@@ -350,7 +356,8 @@ def tail_quarter_argmax(propagated, distortion, correction, align_corners):
     return upsample_labels(merged.argmax(1), size, align_corners)
 
 
-TAILS = {'tail_full': tail_full, 'tail_quarter_merge': tail_quarter_merge, 'tail_quarter_argmax': tail_quarter_argmax}
+TAILS = {'tail_full': tail_full, 'tail_sparse': tail_sparse, 'tail_quarter_merge': tail_quarter_merge,
+         'tail_quarter_argmax': tail_quarter_argmax}
 
 
 def original_non_key_step(net, state, cur, prev):
@@ -623,7 +630,7 @@ def measure_agreement(runners, inputs_by_path, frames):
         result['exact_vs_original_non_key'] = _agree(exact_first, original)
         q = inputs.quarter
         reference = tail_full(q['propagated'], q['distortion'], q['correction'], net.align_corners)
-        for name in ('tail_quarter_merge', 'tail_quarter_argmax'):
+        for name in ('tail_sparse', 'tail_quarter_merge', 'tail_quarter_argmax'):
             labels = TAILS[name](q['propagated'], q['distortion'], q['correction'], net.align_corners)
             result[f'{name}_vs_tail_full'] = _agree(labels, reference)
         result['exact_label_stats'] = _label_stats(exact_first)

@@ -11,7 +11,7 @@ import tempfile
 
 import torch
 
-from lib.engine.export import MIN_SIZE, export_steps, ort_session, run_session
+from lib.engine.export import MIN_SIZE, export_steps, graph_tail, ort_session, run_session
 from lib.engine.fast import FastSCNet
 from lib.engine.video import StreamingSegmenter
 from lib.model.scnet import PropagationState
@@ -102,7 +102,7 @@ def build_segmenter(net, policy, backend='torch', fast=None, threads=None):
         policy: a key-frame policy (``lib.engine.keyframe.parse_policy``).
         backend: ``torch`` or ``onnxruntime``.
         fast: a ``lib.engine.fast.FastConfig`` or None (exact).  Under onnxruntime only its tail applies (the
-            graphs are fp32).
+            graphs are fp32; ``sparse`` is computed as ``full``, the same labels).
         threads: CPU threads of onnxruntime (default: torch's count, so that both backends use the same cores).
     """
     check_backend(backend)
@@ -111,5 +111,6 @@ def build_segmenter(net, policy, backend='torch', fast=None, threads=None):
         if next(net.parameters()).device.type != 'cpu':
             raise ValueError('backend onnxruntime: runs on the CPU (use --device cpu)')
         threads = threads or torch.get_num_threads()
+        tail = graph_tail(tail)  # the graphs compute the sparse tail's labels densely, as the full tail
         return OnnxRuntimeSegmenter(OnnxRuntimeSCNet(net, tail, threads), policy, tail=tail)
     return StreamingSegmenter(net if fast is None else FastSCNet(net, fast), policy, tail=tail)

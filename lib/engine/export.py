@@ -40,11 +40,10 @@ LOGIT_OUTPUTS = {'key_step': ('logits',), 'non_key_step': ('logits_out', 'merged
 PARITY_TOLERANCE = {'max_rel_logit_error': 1e-3, 'argmax_agreement': 0.999}
 
 
-def _graph_tail(tail):
-    """The tail that makes the labels in a graph: ``quarter_merge``'s labels are bilinear resize + argmax, computed
-    in PyTorch by a data-dependent shortcut (``lib.engine.fast.bilinear_argmax``) a static graph cannot hold; the
-    plain resize gives the same labels."""
-    return 'full' if tail == 'quarter_merge' else tail
+def graph_tail(tail):
+    """The tail a graph computes: ``sparse`` is the ``full`` tail computed only where it matters, a data-dependent
+    shortcut (``lib.engine.fast.sparse_merge_argmax``) a static graph cannot hold, so its graph is the ``full`` one."""
+    return 'full' if tail == 'sparse' else tail
 
 
 class KeyStep(nn.Module):
@@ -63,7 +62,9 @@ class KeyStep(nn.Module):
             logits (N, C, H/4, W/4), image_quarter (N, 3, H/4, W/4), labels (N, H, W) int64.
         """
         state = self.net.key_frame(image)
-        labels = logits_to_labels(state.logits, image.shape[-2:], self.net.align_corners, _graph_tail(self.tail))
+        # quarter_merge labels the 1/4 key logits by a data-dependent shortcut; the plain resize gives the same.
+        labels = logits_to_labels(state.logits, image.shape[-2:], self.net.align_corners,
+                                  'full' if self.tail == 'quarter_merge' else self.tail)
         return state.logits, state.image, labels
 
 
@@ -86,7 +87,8 @@ class NonKeyStep(nn.Module):
         """
         state = self.net.propagate(PropagationState(logits, image_quarter), self.net.estimate_flow(current, previous))
         out = self.net.correct(state, current, full_resolution=self.tail == 'full')
-        labels = logits_to_labels(out['merged'], current.shape[-2:], self.net.align_corners, _graph_tail(self.tail))
+        labels = logits_to_labels(out['merged'], current.shape[-2:], self.net.align_corners,
+                                  'full' if self.tail == 'quarter_merge' else self.tail)  # as in the key step
         return state.logits, state.image, out['merged'], out['distortion'], labels
 
 
@@ -94,6 +96,7 @@ def step_modules(net, tail='full'):
     """{'key_step': KeyStep, 'non_key_step': NonKeyStep} around ``net`` (an fp32 SCNet in eval mode)."""
     if tail not in TAILS:
         raise ValueError(f'export: tail must be one of {TAILS}, got "{tail}"')
+    tail = graph_tail(tail)
     return {'key_step': KeyStep(net, tail).eval(), 'non_key_step': NonKeyStep(net, tail).eval()}
 
 

@@ -12,7 +12,9 @@ agreement with it for speed (``tools/benchmark.py`` reports the argmax agreement
   the network (the wrapped one is left as it is);
 - on CPU, the depthwise convolutions of large dilation (ASPP rates 12 and 18) as sums of shifted maps
   (``shift_dilated``): oneDNN runs them 30-100x slower than their size warrants;
-- a cheaper non-key tail: ``quarter_merge`` merges propagated and correction logits at 1/4 resolution and
+- a cheaper non-key tail: ``sparse`` (the default) gives the labels of the exact tail (upsample propagated logits,
+  distortion and correction x4, merge, argmax) but computes that tail only at the pixels whose class it can
+  change (:func:`sparse_merge_argmax`); ``quarter_merge`` merges propagated and correction logits at 1/4 resolution and
   upsamples the merged logits once (19 channels) instead of upsampling three maps (39 channels) and merging at
   full resolution; ``quarter_argmax`` also takes the argmax at 1/4 and upsamples the label map (nearest);
 - optionally ``torch.compile`` of each step (with inductor's ``freezing``: weights become constants, so it
@@ -30,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-TAILS = ('full', 'quarter_merge', 'quarter_argmax')
+TAILS = ('full', 'sparse', 'quarter_merge', 'quarter_argmax')
 # Above this fraction of 1/4-grid cells on a class boundary, bilinear_argmax resizes the whole map instead.
 DENSE_BOUNDARY_FRACTION = 0.25
 DTYPES = ('auto', 'fp32', 'bf16', 'fp16')
@@ -44,7 +46,8 @@ class FastConfig:
     Attributes:
         dtype: ``auto | fp32 | bf16 | fp16``: the autocast dtype (``fp32`` disables autocast).
         channels_last: convert the network and the input frames to ``torch.channels_last``.
-        tail: ``full | quarter_merge | quarter_argmax``: where the non-key merge and argmax happen (module doc).
+        tail: ``full | sparse | quarter_merge | quarter_argmax``: how the non-key merge and argmax are computed
+            (module doc).
         fold_bn: fold each BatchNorm into the convolution that feeds it (on a copy of the network).
         shift_dilated: on CPU, compute the depthwise convolutions of large dilation (DeepLab's ASPP) as sums of
             shifted maps (:class:`ShiftedDepthwiseConv2d`), on that copy.
@@ -53,7 +56,7 @@ class FastConfig:
     """
     dtype: str = 'auto'
     channels_last: bool = True
-    tail: str = 'quarter_merge'
+    tail: str = 'sparse'
     fold_bn: bool = True
     shift_dilated: bool = True
     compile: bool = False
@@ -102,7 +105,7 @@ def add_fast_arguments(parser):
     group = parser.add_argument_group('fast inference (opt-in; accuracy cost measured by tools/benchmark.py)')
     group.add_argument('--fast', action='store_true', help='use the fast inference path (lib/engine/fast.py)')
     group.add_argument('--fast-dtype', choices=DTYPES, default='auto', help='autocast dtype of the fast path')
-    group.add_argument('--fast-tail', choices=TAILS, default='quarter_merge', help='non-key merge/argmax resolution')
+    group.add_argument('--fast-tail', choices=TAILS, default='sparse', help='non-key merge/argmax (lib/engine/fast.py)')
     group.add_argument('--fast-compile', action='store_true', help='torch.compile each step of the fast path')
     group.add_argument('--fast-cuda-graphs', action='store_true', help='CUDA graph for the non-key step (CUDA)')
     group.add_argument('--no-channels-last', action='store_true', help='keep NCHW in the fast path')
@@ -152,9 +155,9 @@ def logits_to_labels(logits, size, align_corners, tail='full'):
         logits: (N, C, h, w); at full resolution already, or 1/4.
         size: (H, W) of the frame.
         align_corners: the model's resize convention.
-        tail: ``full``: bilinear resize then argmax (the exact path); ``quarter_merge``: the same labels by
-            :func:`bilinear_argmax` (the resize only where it can change the argmax); ``quarter_argmax``: argmax
-            before resizing (nearest).
+        tail: ``full``: bilinear resize then argmax (the exact path); ``sparse`` and ``quarter_merge``: the same
+            labels by :func:`bilinear_argmax` (the resize only where it can change the argmax); ``quarter_argmax``:
+            argmax before resizing (nearest).
     Returns:
         (N, H, W) int64.
     """
@@ -163,7 +166,7 @@ def logits_to_labels(logits, size, align_corners, tail='full'):
         return logits.argmax(1)
     if tail == 'quarter_argmax':
         return upsample_labels(logits.argmax(1), size, align_corners)
-    if tail == 'quarter_merge':
+    if tail in ('sparse', 'quarter_merge'):
         return bilinear_argmax(logits.float(), size, align_corners)
     # fp32 for the resize: a bf16 upsample would create ties the argmax then breaks arbitrarily.
     upsampled = F.interpolate(logits.float(), size=size, mode='bilinear', align_corners=align_corners)
@@ -211,36 +214,82 @@ def bilinear_argmax(logits, size, align_corners):
     Returns:
         (N, H, W) int64.
     """
-    if logits.device.type == 'meta':
-        # Shapes only (FLOP counting): no values to find the boundaries with; the plain resize is the upper bound.
-        return F.interpolate(logits, size=tuple(size), mode='bilinear', align_corners=align_corners).argmax(1)
-    n, c, h, w = logits.shape
-    labels = channel_argmax(logits)  # (N, h, w)
-    y0, y1, ly = _bilinear_source(size[0], h, align_corners, logits.device)
-    x0, x1, lx = _bilinear_source(size[1], w, align_corners, logits.device)
-    # Does each source cell (row i and i+1, column j and j+1, clamped) hold one class?
-    down = torch.cat((labels[:, 1:], labels[:, -1:]), 1)
-    right = torch.cat((labels[:, :, 1:], labels[:, :, -1:]), 2)
+    def dense():
+        return channel_argmax(F.interpolate(logits, size=tuple(size), mode='bilinear', align_corners=align_corners))
+    return _sparse_argmax(logits, channel_argmax(logits), size, align_corners, lambda maps: maps, dense)
+
+
+def sparse_merge_argmax(propagated, distortion, correction, size, align_corners):
+    """The labels of the exact non-key tail, ``argmax(up(P) * (1 - up(D)) + up(C) * up(D))`` with ``up`` the
+    bilinear x4 resize, computed at full resolution only where the class can depend on the resize.
+
+    At an output pixel the merged logits are ``sum_k w_k ((1 - d) P_k + d C_k)`` over its 4 source pixels ``k``, with
+    ``d = up(D)`` in [0, 1]: a convex combination of the 8 vectors ``P_k, C_k``.  Where all 8 have one argmax class,
+    so does the merge; elsewhere the three maps are interpolated and merged as the exact tail does.
+
+    Args:
+        propagated, correction: (N, C, h, w); distortion: (N, 1, h, w); float, at 1/4 resolution.
+        size: (H, W) of the frame.
+        align_corners: the model's resize convention.
+    Returns:
+        (N, H, W) int64.
+    """
+    c = propagated.shape[1]
+    maps = torch.cat((propagated.float(), correction.float(), distortion.float()), 1)  # (N, 2C + 1, h, w)
+    label_p, label_c = channel_argmax(propagated), channel_argmax(correction)
+    key = torch.where(label_p == label_c, label_p, torch.full_like(label_p, -1))  # -1: the two disagree
+
+    def merge(values):  # (..., 2C + 1) interpolated maps -> (..., C) merged logits
+        p, q, d = values[..., :c], values[..., c:2 * c], values[..., 2 * c:]
+        return p * (1 - d) + q * d
+
+    def dense():
+        up = F.interpolate(maps, size=tuple(size), mode='bilinear', align_corners=align_corners)
+        return channel_argmax(merge(up.movedim(1, -1)).movedim(-1, 1))
+    return _sparse_argmax(maps, key, size, align_corners, merge, dense)
+
+
+def _sparse_argmax(maps, key, size, align_corners, combine, dense):
+    """Labels at ``size`` from 1/4 maps: ``key`` (N, h, w) where a source pixel decides the class alone (-1 where
+    not); output pixels whose 4 source pixels share one key take it, the others get ``argmax(combine(bilinear
+    sample of maps))``; ``dense()`` when boundaries are too many for that to pay."""
+    if maps.device.type == 'meta':
+        # Shapes only (FLOP counting): no values to find the boundaries with; the dense resize is the upper bound.
+        return dense()
+    n, k, h, w = maps.shape
+    y0, y1, ly = _bilinear_source(size[0], h, align_corners, maps.device)
+    x0, x1, lx = _bilinear_source(size[1], w, align_corners, maps.device)
+    # Does each source cell (row i and i+1, column j and j+1, clamped) hold one key?
+    down = torch.cat((key[:, 1:], key[:, -1:]), 1)
+    right = torch.cat((key[:, :, 1:], key[:, :, -1:]), 2)
     diagonal = torch.cat((right[:, 1:], right[:, -1:]), 1)
-    uniform = (labels == down) & (labels == right) & (labels == diagonal)  # (N, h, w)
+    uniform = (key >= 0) & (key == down) & (key == right) & (key == diagonal)  # (N, h, w)
     if uniform.float().mean() < 1 - DENSE_BOUNDARY_FRACTION:
         # Boundaries almost everywhere (noise-like logits): gathering them costs more than resizing everything.
-        return channel_argmax(F.interpolate(logits, size=tuple(size), mode='bilinear', align_corners=align_corners))
+        return dense()
     # y1 is y0 + 1 or, on the last row, y0 itself, for which "uniform" is as strict as needed.
-    out = labels.index_select(1, y0).index_select(2, x0)  # (N, H, W)
+    out = key.clamp_min(0).index_select(1, y0).index_select(2, x0)  # (N, H, W)
     mixed = ~uniform.index_select(1, y0).index_select(2, x0)
     b, row, col = mixed.nonzero(as_tuple=True)
     if b.numel():
-        flat = logits.permute(0, 2, 3, 1).reshape(n * h * w, c)  # (N*h*w, C): one gather per corner
+        flat = maps.permute(0, 2, 3, 1).reshape(n * h * w, k)  # (N*h*w, K): one gather per corner
 
         def corner(rows, cols):
-            return flat.index_select(0, (b * h + rows[row]) * w + cols[col])  # (K, C)
+            return flat.index_select(0, (b * h + rows[row]) * w + cols[col])  # (M, K)
 
         wy, wx = ly[row, None], lx[col, None]
         top = corner(y0, x0) * (1 - wx) + corner(y0, x1) * wx
         bottom = corner(y1, x0) * (1 - wx) + corner(y1, x1) * wx
-        out[b, row, col] = (top * (1 - wy) + bottom * wy).argmax(1)
+        out[b, row, col] = combine(top * (1 - wy) + bottom * wy).argmax(1)
     return out
+
+
+def correction_labels(out, size, align_corners, tail):
+    """Labels of a non-key frame from ``SCNet.correct``'s dict computed under ``tail`` (full resolution for
+    ``full``, 1/4 otherwise): the ``sparse`` tail reads the three maps, the others the merged logits."""
+    if tail == 'sparse':
+        return sparse_merge_argmax(out['propagated'], out['distortion'], out['correction'], size, align_corners)
+    return logits_to_labels(out['merged'], size, align_corners, tail)
 
 
 def _replace_state(state, logits, image):
@@ -463,8 +512,9 @@ class FastSCNet(nn.Module):
     def _non_key(self, state, cur, prev):
         flow = self.estimate_flow(cur, prev)
         state = self.propagate(state, flow)
-        merged = self.correct(state, cur)['merged']
-        return state, self.labels(merged, cur.shape[-2:])
+        out = self.correct(state, cur)
+        with torch.inference_mode():
+            return state, correction_labels(out, cur.shape[-2:], self.net.align_corners, self.config.tail)
 
     def _non_key_tensors(self, logits, image, cur, prev):
         """The non-key step on plain tensors (what a CUDA graph captures and replays)."""
