@@ -34,8 +34,8 @@ def check_backend(name):
 class OnnxRuntimeSCNet:
     """SCNet's two inference steps as onnxruntime sessions, exported from ``net`` for each frame size met.
 
-    Graphs of a fixed size are exported (the stream's size is known at its first frame, and a fixed size lets
-    onnxruntime plan its memory); frames of another size get their own pair of graphs.
+    The graphs are traced at the stream's size (known at its first frame): of dynamic size from
+    ``lib.engine.export.MIN_SIZE`` up, of that fixed size below it; frames of another size get their own pair.
 
     Args:
         net: SCNet on the CPU (fp32).
