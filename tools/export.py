@@ -6,7 +6,7 @@
 OUT receives ``key_step.onnx``, ``non_key_step.onnx`` (opset 18, dynamic height and width), ``parity.json``
 (onnxruntime against PyTorch at ``--size`` and at ``--parity-size``: ``max_rel_logit_error`` and
 ``argmax_agreement`` per graph) and, with ``--torch-export``, the ``torch.export`` programs ``<graph>.pt2``.  It is
-written as ``OUT.partial/`` and renamed when complete.  Exit status 1 when the parity check fails (the files are
+written as ``OUT.partial/`` and renamed when complete, under a lock (``OUT.lock``) against a concurrent export.  Exit status 1 when the parity check fails (the files are
 kept, to inspect); 2 for bad input.  Graph inputs and outputs: lib/engine/export.py and docs/inference.md.
 """
 import argparse
@@ -22,6 +22,7 @@ from lib.engine.video import load_model
 from lib.utils.atomic import write_json
 from lib.utils.checkpoint import CheckpointError
 from lib.utils.config import ConfigError, load_config
+from lib.utils.output_lock import OutputLock, OutputLockError
 
 PROG = 'export'
 OWN_FILES = {f'{g}.{ext}' for g in GRAPHS for ext in ('onnx', 'pt2')} | {'parity.json'}
@@ -86,13 +87,18 @@ def main(argv=None):
     args = parse_args(argv)
     out = os.path.normpath(args.out)
     partial = out + '.partial'
+    lock = None
     try:
         check_output(out, args.overwrite)
         cfg = load_config(args.config, args.opts)
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         net = load_model(cfg, args.checkpoint, torch.device('cpu'))
-        if os.path.isdir(partial):  # a leftover of an interrupted export: ours to replace
+        # The folder is replaced by a rename, so its lock lies beside it (as infer_video's).
+        lock = OutputLock(out, lock_path=out + '.lock').acquire()
+        check_output(out, args.overwrite)  # again, under the lock
+        check_output(partial, overwrite=True)  # a leftover of an interrupted export is ours to replace, nothing else
+        if os.path.isdir(partial):
             shutil.rmtree(partial)
         os.makedirs(partial)
         paths = export_steps(net, partial, tuple(args.size), tail=args.tail, torch_export=args.torch_export)
@@ -101,9 +107,12 @@ def main(argv=None):
         report.update(config=args.config, checkpoint=args.checkpoint, traced_size=list(args.size))
         write_json(os.path.join(partial, 'parity.json'), report, indent=2)
         commit(partial, out)
-    except (ConfigError, CheckpointError, ValueError, OSError) as err:
+    except (ConfigError, CheckpointError, ValueError, OSError, OutputLockError) as err:
         print(f'{PROG}: error: {err}', file=sys.stderr)
         return 2
+    finally:
+        if lock is not None:
+            lock.release()
     for graph in GRAPHS:
         print(f'{PROG}: {graph}.onnx: max relative logit error {report[graph]["max_rel_logit_error"]:.2e}, argmax '
               f'agreement {100 * report[graph]["argmax_agreement"]:.4f}% (onnxruntime vs PyTorch)')

@@ -9,6 +9,7 @@
 import dataclasses
 import os
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from lib.engine.video import (OutputFolder, VideoWriter, frame_to_tensor, labels
 from lib.utils.atomic import write_json
 from lib.utils.config import load_config
 from lib.utils.distributed import pick_device
+from lib.utils.output_lock import OutputLock
 from lib.utils.palette import colorize, palette_for
 
 CHANNEL_ORDERS = ('rgb', 'bgr')
@@ -133,14 +135,29 @@ class VideoSegmenter:
 
         Writes ``segmentation.mp4`` (``.avi`` where mp4v cannot be written; with ``video``), ``labels/NNNNNN.png``
         (``save_labels``), ``overlay/NNNNNN.png`` (``save_overlay``) and ``summary.json``, into ``out.partial/``
-        renamed to ``out`` when complete; an existing ``out`` is replaced only with ``overwrite``.
+        renamed to ``out`` when complete, under the tool's lock (``out.lock``); an existing ``out`` is replaced only
+        with ``overwrite`` and only if an earlier run wrote it (``lib.engine.video.OutputFolder``).
 
         Returns:
             the summary dict (frames, key frames, seconds, frames per second).
         """
         source = open_frame_source(path)
-        folder = OutputFolder(out, overwrite=overwrite)
-        folder.start()
+        folder = OutputFolder(out, overwrite=overwrite, input_path=path)
+        lock = OutputLock(folder.path, lock_path=folder.lock_path).acquire()
+        try:
+            folder = OutputFolder(out, overwrite=overwrite, input_path=path)  # again, under the lock
+            folder.start()
+            summary = self._write(source, folder, save_labels, save_overlay, video, fps)
+            mismatch = source.count_mismatch()
+            if mismatch:
+                warnings.warn(mismatch)
+            write_json(folder.file('summary.json'), summary, indent=2)
+            folder.commit()
+        finally:
+            lock.release()
+        return summary
+
+    def _write(self, source, folder, save_labels, save_overlay, video, fps):
         channels, self.channels = self.channels, 'rgb'  # sources yield RGB
         writer = None
         start = time.perf_counter()
@@ -157,19 +174,21 @@ class VideoSegmenter:
                         write_png(folder.file('overlay', name), blended)
                     if writer is not None:
                         writer.write(blended)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
         finally:
             self.channels = channels
-            if writer is not None:
-                writer.close()
+        if writer is not None:
+            writer.close()  # checks that the video decodes to every frame written
         seconds = time.perf_counter() - start
-        summary = {'input': path, 'policy': self.policy_text, 'backend': self.backend, 'frames': index + 1,
-                   'key_frames': list(self.key_frames), 'frame_size': list(frame.shape[:2]),
-                   'fast': None if self.fast is None else dataclasses.asdict(self.fast),
-                   'video': None if writer is None else os.path.basename(writer.path), 'seconds': round(seconds, 3),
-                   'frames_per_second': (index + 1) / seconds}
-        write_json(folder.file('summary.json'), summary, indent=2)
-        folder.commit()
-        return summary
+        return {'input': source.path, 'policy': self.policy_text, 'backend': self.backend, 'frames': index + 1,
+                'frames_announced': source.announced, 'key_frames': list(self.key_frames),
+                'frame_size': list(frame.shape[:2]),
+                'fast': None if self.fast is None else dataclasses.asdict(self.fast),
+                'video': None if writer is None else os.path.basename(writer.path), 'seconds': round(seconds, 3),
+                'frames_per_second': (index + 1) / seconds}
 
 
 def _paired(frames, segmenter):
