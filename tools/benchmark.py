@@ -7,7 +7,12 @@ non-key, average at key intervals), plus comparison rows measured in the same ru
 - a non-key frame done the original evaluation's way (three full-resolution upsamples, merge at full resolution,
   argmax) against ours;
 - resample2d: the CUDA extension against the grid_sample fallback, in GB/s next to the device's copy bandwidth;
-- fp32 against the fast path (``--fast``, lib/engine/fast.py), with the argmax agreement between them.
+- fp32 against the fast path (``--fast``, lib/engine/fast.py), with the argmax agreement between them (on the
+  benchmarked network, and with ``--agreement-checkpoint`` on trained weights and real frames);
+- the measured convolution peak of the device (dense 3x3 convolutions in bf16 and fp32, and TF32/fp16 on CUDA)
+  and each frame row of the fast path as a fraction of it (``peak_gflops``, ``fraction_of_peak``);
+- optional backend rows beside eager: ``--compile-rows`` (the fast path under torch.compile with freezing) and
+  ``--onnxruntime`` (the exported graphs in onnxruntime, CPU).
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts 2 FLOPs per multiply-add of
 convolutions and matrix products.  It does not count grid_sample/resample2d or resizes: those are counted by hand
@@ -16,6 +21,9 @@ convolutions and matrix products.  It does not count grid_sample/resample2d or r
 
 Examples:
     python3 tools/benchmark.py --device cpu --sizes 512x1024 --fast
+    python3 tools/benchmark.py --fast --compile-rows --onnxruntime --agreement-config exp/synthetic/correction.yaml \
+        --agreement-checkpoint saved_model/synthetic_correction/final.pth \
+        --agreement-input data/synthetic/leftImg8bit_sequence/val/synthberg
     python3 tools/benchmark.py --device cuda --sizes 512x1024 1024x2048 --fast --fast-cuda-graphs
     python3 tools/benchmark.py --sizes 64x128 --model-opts deeplab.width_mult=0.125 --out result/benchmark_tiny.json
 """
@@ -40,8 +48,11 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import lib.ops
+from lib.engine.backend import build_segmenter
 from lib.engine.fast import (EXACT, FastConfig, FastSCNet, add_fast_arguments, config_from_args, resolve_dtype,
-                             upsample_labels)
+                             sparse_merge_argmax, upsample_labels)
+from lib.engine.keyframe import FixedInterval
+from lib.engine.video import frame_to_tensor, load_model, open_frame_source
 from lib.model import build_scnet
 from lib.ops import resample2d, resample2d_reference
 from lib.utils.atomic import write_json, write_text
@@ -61,6 +72,9 @@ FLOP_CONVENTION = ('torch.utils.flop_counter.FlopCounterMode: 2 FLOPs per multip
 WARP_BYTES_MODEL = ('minimum traffic: each input value read once, the flow read once, each output value written once '
                     '((2*C + 2) values per pixel); the same model for every implementation')
 RESAMPLE_CHANNELS = (19, 256)
+COMPONENT_PATHS = ('exact', 'fast')
+# Dense 3x3 convolutions (channels, 1/4 .. 1/16 grid of a 512x1024 frame) whose best throughput is the peak.
+PEAK_SHAPES = ((256, 128, 256), (512, 64, 128), (1024, 32, 64))
 TARGET_SIZE = (1024, 2048)
 
 
@@ -101,12 +115,31 @@ def parse_args(argv=None):
                         help='overrides of the model section, e.g. deeplab.width_mult=0.5 (the "model." is optional)')
     parser.add_argument('--checkpoint', default=None, help='weights to load (default: random initialisation)')
     parser.add_argument('--tf32', action='store_true', help='allow TF32 in fp32 cuDNN convolutions (default off)')
+    parser.add_argument('--compile-rows', action='store_true',
+                        help='add key/non-key rows of the fast path under torch.compile (freezing); needs --fast')
+    parser.add_argument('--onnxruntime', action='store_true',
+                        help='add key/non-key rows of the onnxruntime backend (fp32 graphs, the fast path\'s tail; '
+                             'CPU)')
+    parser.add_argument('--agreement-config', default=None,
+                        help='config of trained weights on which fast/exact agreement is measured (with '
+                             '--agreement-checkpoint and --agreement-input)')
+    parser.add_argument('--agreement-checkpoint', default=None, help='trained whole-SCNet weights for the agreement')
+    parser.add_argument('--agreement-input', default=None,
+                        help='real frames for the agreement: a frame folder or a video file')
+    parser.add_argument('--agreement-interval', type=int, default=10,
+                        help='key-frame interval of the agreement run (10: distances 1..9 as in PDA)')
+    parser.add_argument('--agreement-max-frames', type=int, default=None, help='use only the first N frames')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', default=None, help=f'JSON output; a .md table is written next to it '
                                                     f'(default: {DEFAULT_OUT} under the repository root)')
     add_fast_arguments(parser)
     args = parser.parse_args(argv)
-    for name in ('repeats', 'warmup', 'agreement_frames', 'threads'):
+    agreement_options = (args.agreement_config, args.agreement_checkpoint, args.agreement_input)
+    if any(agreement_options) and not all(agreement_options):
+        parser.error('--agreement-config, --agreement-checkpoint and --agreement-input go together')
+    if args.compile_rows and not args.fast:
+        parser.error('--compile-rows: needs --fast (it compiles the fast path)')
+    for name in ('repeats', 'warmup', 'agreement_frames', 'threads', 'agreement_interval'):
         value = getattr(args, name)
         if value is not None and value < (0 if name == 'warmup' else 1):
             parser.error(f'--{name.replace("_", "-")}: expected a count >= {0 if name == "warmup" else 1}, got {value}')
@@ -304,6 +337,12 @@ def tail_full(propagated, distortion, correction, align_corners):
     return (propagated * (1 - distortion) + correction * distortion).argmax(1)
 
 
+def tail_sparse(propagated, distortion, correction, align_corners):
+    """The original tail's labels, computed at full resolution only where they can change (fast.sparse_merge_argmax)."""
+    size = propagated.shape[-2] * 4, propagated.shape[-1] * 4
+    return sparse_merge_argmax(propagated, distortion, correction, size, align_corners)
+
+
 def tail_quarter_merge(propagated, distortion, correction, align_corners):
     """Merge at 1/4, upsample the merged logits once, argmax -> (N, H, W)."""
     merged = propagated * (1 - distortion) + correction * distortion  # (N, C, H/4, W/4)
@@ -317,7 +356,8 @@ def tail_quarter_argmax(propagated, distortion, correction, align_corners):
     return upsample_labels(merged.argmax(1), size, align_corners)
 
 
-TAILS = {'tail_full': tail_full, 'tail_quarter_merge': tail_quarter_merge, 'tail_quarter_argmax': tail_quarter_argmax}
+TAILS = {'tail_full': tail_full, 'tail_sparse': tail_sparse, 'tail_quarter_merge': tail_quarter_merge,
+         'tail_quarter_argmax': tail_quarter_argmax}
 
 
 def original_non_key_step(net, state, cur, prev):
@@ -351,6 +391,15 @@ class Inputs:
             self.cur_q = resize(cur, 0.25, runner.net.align_corners)
         # the three 1/4 maps the tails combine
         self.quarter = runner.correct(self.state, cur, full_resolution=False)
+
+
+class FrameInputs:
+    """What the frame rows of a backend path read: the two frames and its own key-frame state."""
+
+    def __init__(self, runner, prev, cur):
+        self.prev, self.cur = prev, cur
+        with torch.inference_mode():
+            self.key_state, self.key_labels = runner.key_step(prev)
 
 
 def component_workloads(runner, inputs):
@@ -388,9 +437,15 @@ def tail_workloads(net, inputs):
 
 def frame_workloads(runner, inputs):
     net = runner.net
+
+    def call(fn):
+        def run():
+            with torch.inference_mode():
+                return fn()
+        return run
     return collections.OrderedDict([
-        ('key_frame', (lambda: runner.key_step(inputs.prev), count_params(net.deeplab))),
-        ('non_key_frame', (lambda: runner.non_key_step(inputs.key_state, inputs.cur, inputs.prev),
+        ('key_frame', (call(lambda: runner.key_step(inputs.prev)), count_params(net.deeplab))),
+        ('non_key_frame', (call(lambda: runner.non_key_step(inputs.key_state, inputs.cur, inputs.prev)),
                            count_params(net.flownet, net.dmnet, net.cfnet, net.warpnet))),
     ])
 
@@ -399,10 +454,13 @@ def workload_table(runners, inputs_by_path):
     """Every row to measure, in order: [(name, kind, {path: (callable, params)})].
 
     Paths: ``exact`` and ``fast`` (one runner each), and ``original`` for the non-key frame done the original
-    evaluation's way; the tails are plain fp32 tensor code, listed under ``exact``.
+    evaluation's way; the tails are plain fp32 tensor code, listed under ``exact``.  The backend paths
+    (``compile``, ``onnxruntime``) have the frame rows only.
     """
     table = collections.OrderedDict()
     for path, runner in runners.items():
+        if path not in COMPONENT_PATHS:
+            continue
         for name, work in component_workloads(runner, inputs_by_path[path]).items():
             table.setdefault((name, 'component'), {})[path] = work
     exact, exact_inputs = runners['exact'], inputs_by_path['exact']
@@ -462,6 +520,7 @@ def make_row(name, kind, path, seconds, peak, memory_method, params, flops):
         'params': params,
         'peak_memory_bytes': peak, 'peak_memory_method': memory_method,
         'achieved_gflops_per_s': None if not total else total / median / 1e9,
+        'frames_per_second': 1.0 / median if kind == 'frame' else None,
     }
 
 
@@ -473,7 +532,8 @@ def average_row(key, non_key, k, path):
     latency, flops = mix('latency_ms'), mix('flops')
     return {'name': f'average_k{k}', 'kind': 'derived', 'path': path, 'latency_ms': latency,
             'latency_ms_min': mix('latency_ms_min'), 'flops': flops,
-            'achieved_gflops_per_s': None if not flops else flops / (latency / 1e3) / 1e9}
+            'achieved_gflops_per_s': None if not flops else flops / (latency / 1e3) / 1e9,
+            'frames_per_second': 1e3 / latency}
 
 
 def benchmark_size(net, size, args, device, fast_config, flops):
@@ -483,6 +543,10 @@ def benchmark_size(net, size, args, device, fast_config, flops):
     if fast_config is not None:
         runners['fast'] = FastSCNet(copy.deepcopy(net), fast_config)
     inputs_by_path = {path: Inputs(runner, frames[0], frames[1]) for path, runner in runners.items()}
+    for path, runner in backend_runners(net, args, device, fast_config).items():
+        _progress(f'{_size_key(size)} preparing {path} (compilation / export: the first call is slow)')
+        runners[path] = runner
+        inputs_by_path[path] = FrameInputs(runner, frames[0], frames[1])
     rows = []
     for name, kind, paths in workload_table(runners, inputs_by_path):
         _progress(f'{_size_key(size)} {name} ({", ".join(paths)})')
@@ -490,7 +554,9 @@ def benchmark_size(net, size, args, device, fast_config, flops):
                                    args.row_budget, args.max_repeats)
         for path, (_fn, params) in paths.items():
             seconds, peak, method = timings[path]
-            row = make_row(name, kind, path, seconds, peak, method, params, flops.get((path, name)))
+            # A backend path computes what the fast path does (the exact one without --fast): same FLOPs.
+            row_flops = flops.get((path, name)) or flops.get(('fast' if fast_config is not None else 'exact', name))
+            row = make_row(name, kind, path, seconds, peak, method, params, row_flops)
             if name == 'warp':
                 state = inputs_by_path[path].key_state
                 n, c, h, w = state.logits.shape
@@ -501,7 +567,28 @@ def benchmark_size(net, size, args, device, fast_config, flops):
         by_name = {r['name']: r for r in rows if r['path'] == path}
         rows += [average_row(by_name['key_frame'], by_name['non_key_frame'], k, path) for k in args.key_intervals]
     agreement = measure_agreement(runners, inputs_by_path, frames)
-    return {'size': list(size), 'rows': rows, 'comparisons': comparisons(rows), 'agreement': agreement}
+    return {'size': list(size), 'rows': rows, 'comparisons': comparisons(rows), 'agreement': agreement,
+            'boundary_fraction': boundary_fraction(inputs_by_path['exact'].key_labels)}
+
+
+def backend_runners(net, args, device, fast_config):
+    """The optional backend paths: ``compile`` (the fast path under torch.compile with freezing) and
+    ``onnxruntime`` (the two exported graphs, fp32, with the fast path's tail)."""
+    runners = {}
+    if args.compile_rows:
+        runners['compile'] = FastSCNet(copy.deepcopy(net), dataclasses.replace(fast_config, compile=True))
+    if args.onnxruntime:
+        segmenter = build_segmenter(copy.deepcopy(net), FixedInterval(1), 'onnxruntime', fast_config, args.threads)
+        runners['onnxruntime'] = segmenter.model
+    return runners
+
+
+def boundary_fraction(labels):
+    """Fraction of 1/4-grid cells (2x2 source pixels) holding more than one class in a full-resolution label map,
+    sampled every 4th pixel: the share of pixels on which the fast tail has to interpolate the logits."""
+    quarter = labels[:, ::4, ::4]
+    a, b, c, d = quarter[:, :-1, :-1], quarter[:, 1:, :-1], quarter[:, :-1, 1:], quarter[:, 1:, 1:]
+    return 1.0 - ((a == b) & (a == c) & (a == d)).float().mean().item()
 
 
 def comparisons(rows):
@@ -543,10 +630,17 @@ def measure_agreement(runners, inputs_by_path, frames):
         result['exact_vs_original_non_key'] = _agree(exact_first, original)
         q = inputs.quarter
         reference = tail_full(q['propagated'], q['distortion'], q['correction'], net.align_corners)
-        for name in ('tail_quarter_merge', 'tail_quarter_argmax'):
+        for name in ('tail_sparse', 'tail_quarter_merge', 'tail_quarter_argmax'):
             labels = TAILS[name](q['propagated'], q['distortion'], q['correction'], net.align_corners)
             result[f'{name}_vs_tail_full'] = _agree(labels, reference)
         result['exact_label_stats'] = _label_stats(exact_first)
+        for path in runners:
+            if path in COMPONENT_PATHS:
+                continue
+            extra = inputs_by_path[path]
+            _, labels = runners[path].non_key_step(extra.key_state, inputs.cur, inputs.prev)
+            result[f'{path}_vs_exact'] = {'key_frame': _agree(extra.key_labels, inputs.key_labels),
+                                          'non_key_frame': _agree(labels, exact_first)}
         if 'fast' not in runners:
             return result
         fast = runners['fast']
@@ -629,6 +723,110 @@ def benchmark_resample(quarter_sizes, device, args, copy_gbps):
     return rows
 
 
+# ----------------------------------------------------------------------------------------------- convolution peak
+def peak_dtypes(device):
+    """{name: (dtype, allow_tf32)} of the peak rows: bf16 and fp32 everywhere, TF32 and fp16 on CUDA."""
+    dtypes = {'bf16_conv': (torch.bfloat16, False), 'fp32_conv': (torch.float32, False)}
+    if device.type == 'cuda':
+        dtypes.update(tf32_conv=(torch.float32, True), fp16_conv=(torch.float16, False))
+    return dtypes
+
+
+def conv_peak(device, args):
+    """GFLOP/s of dense 3x3 convolutions (channels_last, stride 1, :data:`PEAK_SHAPES`) in each dtype, measured
+    like every row; the peak of a dtype is its best shape.  It is what this machine's convolution library reaches
+    on the friendliest layers, the reference against which the network's rows are a fraction."""
+    result = {}
+    shapes = []
+    generator = torch.Generator().manual_seed(args.seed)
+    for name, (dtype, tf32) in peak_dtypes(device).items():
+        best = 0.0
+        for channels, h, w in PEAK_SHAPES:
+            x = torch.randn(1, channels, h, w, generator=generator).to(device, dtype)
+            x = x.contiguous(memory_format=torch.channels_last)
+            weight = (torch.randn(channels, channels, 3, 3, generator=generator) * 0.02).to(device, dtype)
+            weight = weight.contiguous(memory_format=torch.channels_last)
+            flops = 2 * channels * channels * 9 * h * w
+            _progress(f'peak {name} conv3x3 C={channels} {h}x{w}')
+            previous = torch.backends.cudnn.allow_tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+            try:
+                with torch.inference_mode():
+                    seconds = time_interleaved({'conv': lambda: F.conv2d(x, weight, padding=1)}, device, args.warmup,
+                                               args.repeats, args.row_budget, args.max_repeats)['conv'][0]
+            finally:
+                torch.backends.cudnn.allow_tf32 = previous
+            gflops = flops / statistics.median(seconds) / 1e9
+            shapes.append({'dtype': name, 'channels': channels, 'size': [h, w], 'gflops_per_s': gflops,
+                           'gflops_per_s_best_run': flops / min(seconds) / 1e9})
+            best = max(best, gflops)
+        result[name] = best
+    return result, shapes
+
+
+def best_run_peaks(shapes):
+    """{dtype name: best single-run GFLOP/s over the peak shapes}: the peak the least disturbed runs reach."""
+    out = {}
+    for shape in shapes:
+        out[shape['dtype']] = max(out.get(shape['dtype'], 0.0), shape['gflops_per_s_best_run'])
+    return out
+
+
+def fraction_of_peak(entry, peaks, fast_dtype, best_peaks):
+    """Achieved GFLOP/s of each path's key and non-key frame rows over the peak of the dtype that path runs in
+    (medians over medians); ``*_best_run``: the fastest run of each row over the peak's fastest run, the steadier
+    figure on a machine whose load changes during the run (on an idle machine both agree)."""
+    out = {}
+    for path in sorted({r['path'] for r in entry['rows']}):
+        peak_name = {None: 'fp32_conv', torch.bfloat16: 'bf16_conv', torch.float16: 'fp16_conv'}.get(
+            fast_dtype if path in ('fast', 'compile') else None, 'fp32_conv')
+        if peak_name not in peaks:
+            peak_name = 'fp32_conv'
+        rows = {r['name']: r for r in entry['rows'] if r['path'] == path}
+        rates = {name: r.get('achieved_gflops_per_s') for name, r in rows.items()}
+        if rates.get('key_frame') is None or rates.get('non_key_frame') is None:
+            continue
+        best = {name: rows[name]['flops'] / (rows[name]['latency_ms_min'] / 1e3) / 1e9
+                for name in ('key_frame', 'non_key_frame')}
+        out[path] = {'key_frame': rates['key_frame'] / peaks[peak_name],
+                     'non_key_frame': rates['non_key_frame'] / peaks[peak_name], 'peak': peak_name,
+                     'key_frame_best_run': best['key_frame'] / best_peaks[peak_name],
+                     'non_key_frame_best_run': best['non_key_frame'] / best_peaks[peak_name],
+                     'key_frame_of_fp32_peak': rates['key_frame'] / peaks['fp32_conv'],
+                     'non_key_frame_of_fp32_peak': rates['non_key_frame'] / peaks['fp32_conv']}
+    return out
+
+
+# -------------------------------------------------------------------------------------------- trained agreement
+def trained_agreement(args, device, fast_config):
+    """Fast against exact argmax agreement with trained weights on real frames, along key-frame intervals.
+
+    Both paths run ``StreamingSegmenter`` (key frame every ``--agreement-interval`` frames, as the PDA distances);
+    per frame the fraction of equal pixels, summarised per key-frame distance d.
+    """
+    cfg = load_config(args.agreement_config)
+    net = load_model(cfg, args.agreement_checkpoint, device)
+    source = open_frame_source(args.agreement_input)
+    paths = {'exact': build_segmenter(net, FixedInterval(args.agreement_interval), 'torch', None),
+             'fast': build_segmenter(net, FixedInterval(args.agreement_interval), 'torch', fast_config)}
+    by_distance = collections.defaultdict(list)
+    boundaries = []
+    for index, frame in enumerate(source):
+        if args.agreement_max_frames is not None and index >= args.agreement_max_frames:
+            break
+        image, _ = frame_to_tensor(frame, device=device)
+        labels = {path: segmenter.step(image)[0] for path, segmenter in paths.items()}
+        by_distance[index % args.agreement_interval].append(_agree(labels['fast'], labels['exact']))
+        boundaries.append(boundary_fraction(labels['exact']))
+    every = [a for values in by_distance.values() for a in values]
+    return {'config': args.agreement_config, 'checkpoint': args.agreement_checkpoint, 'input': args.agreement_input,
+            'frames': len(every), 'frame_size': list(image.shape[-2:]), 'interval': args.agreement_interval,
+            'min': min(every), 'mean': statistics.mean(every),
+            'per_distance_mean': {d: statistics.mean(v) for d, v in sorted(by_distance.items())},
+            'per_distance_min': {d: min(v) for d, v in sorted(by_distance.items())},
+            'boundary_fraction_mean': statistics.mean(boundaries)}
+
+
 # ------------------------------------------------------------------------------------------------------- targets
 def evaluate_targets(result):
     """Each target of the brief with its measured value; ``holds`` is None when this run could not measure it."""
@@ -654,6 +852,16 @@ def evaluate_targets(result):
                                f'({_size_key(entry["size"])})' + (', agreement >= 99.5%'
                                                                    if result['device'] == 'cpu' else ''),
                                {'speedup': speedups, 'min_agreement': agreement}, holds))
+    fraction = result.get('fraction_of_peak')
+    trained = result.get('agreement_trained')
+    if fraction is not None:
+        agreement = None if trained is None else trained['min']
+        for name, goal in (('key_frame', 0.65), ('non_key_frame', 0.45)):
+            holds = fraction[name] >= goal and agreement is not None and agreement >= 0.995
+            targets.append(_target(f'fast {name} >= {goal} of the {fraction["peak"]} peak ({fraction["size"]}, '
+                                   f'{result["device"]}), trained-weights agreement >= 99.5%',
+                                   {'fraction': fraction[name], 'trained_agreement_min': agreement},
+                                   None if agreement is None and fraction[name] >= goal else holds))
     quarter = (TARGET_SIZE[0] // 4, TARGET_SIZE[1] // 4)
     for channels in RESAMPLE_CHANNELS:
         row = next((r for r in result['resample2d'] if r['impl'] == 'cuda_extension' and r['channels'] == channels
@@ -706,6 +914,25 @@ def markdown(result):
             lines.append('| ' + ' | '.join(cells) + ' |')
         lines += ['', 'Comparisons: ' + ', '.join(f'{k} = {_fmt(v, 3)}' for k, v in entry['comparisons'].items()), '',
                   'Argmax agreement: ' + json.dumps(entry['agreement'], default=_round), '']
+    lines += ['## Convolution peak (same run)', '',
+              'Dense 3x3 convolutions, channels_last, best of ' + ', '.join(f'C={c} {h}x{w}' for c, h, w in PEAK_SHAPES)
+              + ': ' + ', '.join(f'{k} {v:.1f} GFLOP/s' for k, v in result['peak_gflops'].items()), '']
+    for entry in result['sizes']:
+        lines += [f'Fraction of peak at {_size_key(entry["size"])} (boundary cells of the exact key labels: '
+                  f'{entry["boundary_fraction"]:.3f}):', '', '| path | peak | key frame | non-key frame | key (best runs) '
+                  '| non-key (best runs) | key of fp32 peak | non-key of fp32 peak |',
+                  '|---|---|---:|---:|---:|---:|---:|---:|']
+        for path, f in entry['fraction_of_peak'].items():
+            lines.append(f'| {path} | {f["peak"]} | {f["key_frame"]:.3f} | {f["non_key_frame"]:.3f} | '
+                         f'{f["key_frame_best_run"]:.3f} | {f["non_key_frame_best_run"]:.3f} | '
+                         f'{f["key_frame_of_fp32_peak"]:.3f} | {f["non_key_frame_of_fp32_peak"]:.3f} |')
+        lines.append('')
+    if result.get('agreement_trained'):
+        t = result['agreement_trained']
+        lines += [f'Trained weights ({t["checkpoint"]}, {t["frames"]} frames of {t["input"]} at '
+                  f'{_size_key(t["frame_size"])}, key every {t["interval"]}): fast vs exact agreement min '
+                  f'{t["min"]:.5f}, mean {t["mean"]:.5f}; per distance (mean) '
+                  + ', '.join(f'{d}: {v:.5f}' for d, v in t['per_distance_mean'].items()), '']
     if result['flops_only']:
         lines += ['## FLOPs per frame', '', '| size | key GFLOPs | non-key GFLOPs | ratio |', '|---|---:|---:|---:|']
         for size, f in result['flops_only'].items():
@@ -777,6 +1004,8 @@ def main(argv=None):
     fast_config = config_from_args(args)
     if fast_config is not None and fast_config.cuda_graphs and device.type != 'cuda':
         raise SystemExit('--fast-cuda-graphs: needs --device cuda')
+    if args.onnxruntime and device.type != 'cpu':
+        raise SystemExit('--onnxruntime: the onnxruntime backend runs on the CPU (use --device cpu)')
     if device.type == 'cuda':
         # Fixed shapes: let cuDNN pick its fastest algorithms, for every path alike; fp32 means fp32 unless --tf32.
         torch.backends.cudnn.benchmark = True
@@ -787,9 +1016,20 @@ def main(argv=None):
     net = build_model(model_cfg, device, args.checkpoint)
 
     result = run_header(args, device, model_cfg, fast_config)
+    result['peak_gflops'], result['peak_shapes'] = conv_peak(device, args)
+    fast_dtype = None if fast_config is None else resolve_dtype(fast_config.dtype, device.type)
     for size in args.sizes:
         flops = _flops_for(model_cfg, size, net, device, fast_config, args.seed)
-        result['sizes'].append(benchmark_size(net, size, args, device, fast_config, flops))
+        entry = benchmark_size(net, size, args, device, fast_config, flops)
+        entry['fraction_of_peak'] = fraction_of_peak(entry, result['peak_gflops'], fast_dtype,
+                                                     best_run_peaks(result['peak_shapes']))
+        result['sizes'].append(entry)
+    first = result['sizes'][0]
+    if 'fast' in first['fraction_of_peak']:
+        result['fraction_of_peak'] = dict(first['fraction_of_peak']['fast'], size=_size_key(first['size']))
+    if args.agreement_config is not None and fast_config is not None:
+        _progress(f'agreement with trained weights on {args.agreement_input}')
+        result['agreement_trained'] = trained_agreement(args, device, fast_config)
     result['flops_only'] = frame_flops_table(result['sizes'], args.flops_sizes, model_cfg, fast_config)
     result['copy_bandwidth'] = copy_bandwidth(device, args)
     resample_sizes = args.resample_sizes if args.resample_sizes is not None else list(args.sizes) + [TARGET_SIZE]

@@ -18,9 +18,10 @@ import time
 
 from tqdm import tqdm
 
-from lib.engine.fast import FastSCNet, add_fast_arguments, config_from_args
+from lib.engine.backend import BACKENDS, build_segmenter, check_backend
+from lib.engine.fast import add_fast_arguments, config_from_args
 from lib.engine.keyframe import PolicyError, parse_policy
-from lib.engine.video import (OutputFolder, StreamingSegmenter, VideoIOError, VideoWriter, frame_to_tensor,
+from lib.engine.video import (OutputFolder, VideoIOError, VideoWriter, frame_to_tensor,
                               labels_to_frame, load_model, open_frame_source, overlay, set_threads,
                               write_png)
 from lib.utils.atomic import write_json
@@ -55,6 +56,9 @@ def parse_args(argv):
                         help='CPU threads for torch (default: torch\'s choice; 1 is much faster on a shared, '
                              'oversubscribed CPU)')
     parser.add_argument('--device', default=None, help='cpu | cuda (default: the config\'s device)')
+    parser.add_argument('--backend', choices=BACKENDS, default='torch',
+                        help='torch (default) or onnxruntime (CPU; the two steps exported at the frame size on the '
+                             'first frame, fp32; docs/inference.md)')
     parser.add_argument('--opts', nargs='*', action='extend', default=[], help='config overrides key.sub=value')
     add_fast_arguments(parser)
     args = parser.parse_args(argv)
@@ -104,9 +108,7 @@ class OutputWriters:
 def segment_video(model, source, policy, folder, args, palette, device):
     """Stream ``source`` through the model, writing each frame's outputs; returns the run's summary dict."""
     fast = config_from_args(args)
-    if fast is not None:
-        model = FastSCNet(model, fast)
-    segmenter = StreamingSegmenter(model, policy, tail='full' if fast is None else fast.tail)
+    segmenter = build_segmenter(model, policy, args.backend, fast, args.threads)
     writers = None
     keys = []
     start, start_cpu = time.perf_counter(), time.process_time()
@@ -135,7 +137,8 @@ def segment_video(model, source, policy, folder, args, palette, device):
     return {'input': args.input, 'policy': policy.name, 'frames': n_frames,
             'frames_announced': source.announced, 'frames_decoded': n_frames, 'key_frames': keys,
             'frame_size': list(frame_size), 'model_size': list(model_size),
-            'fast': None if fast is None else dataclasses.asdict(fast), 'video': writers.video_name,
+            'fast': None if fast is None else dataclasses.asdict(fast), 'backend': args.backend,
+            'video': writers.video_name,
             'seconds': round(seconds, 3), 'cpu_seconds': round(cpu_seconds, 3), 'frames_per_second': n_frames / seconds}
 
 
@@ -145,6 +148,7 @@ def main(argv=None):
     lock = None
     try:
         policy = parse_policy(args.policy)
+        check_backend(args.backend)
         source = open_frame_source(args.input)
         folder = OutputFolder(args.output, overwrite=args.overwrite, input_path=args.input)
         cfg = load_config(args.config, args.opts)

@@ -8,22 +8,33 @@ agreement with it for speed (``tools/benchmark.py`` reports the argmax agreement
   GPUs (no bf16 tensor cores there); convolutions run in it, reductions stay in fp32 by autocast's own rules;
 - ``channels_last`` memory format, the layout oneDNN and cuDNN convolutions are fastest in;
 - ``torch.inference_mode`` (no autograd bookkeeping at all);
-- a cheaper non-key tail: ``quarter_merge`` merges propagated and correction logits at 1/4 resolution and
+- BatchNorm folded into the convolution before it (``fold_bn``): one pass over each activation less, on a copy of
+  the network (the wrapped one is left as it is);
+- on CPU, the depthwise convolutions of large dilation (ASPP rates 12 and 18) as sums of shifted maps
+  (``shift_dilated``): oneDNN runs them 30-100x slower than their size warrants;
+- a cheaper non-key tail: ``sparse`` (the default) gives the labels of the exact tail (upsample propagated logits,
+  distortion and correction x4, merge, argmax) but computes that tail only at the pixels whose class it can
+  change (:func:`sparse_merge_argmax`); ``quarter_merge`` merges propagated and correction logits at 1/4 resolution and
   upsamples the merged logits once (19 channels) instead of upsampling three maps (39 channels) and merging at
   full resolution; ``quarter_argmax`` also takes the argmax at 1/4 and upsamples the label map (nearest);
-- optionally ``torch.compile`` of each step, and CUDA graphs for the fixed-shape non-key step.
+- optionally ``torch.compile`` of each step (with inductor's ``freezing``: weights become constants, so it
+  pre-packs them for oneDNN and fuses BatchNorm and activations into the convolutions), and CUDA graphs for the
+  fixed-shape non-key step.
 
 The propagated state (logits and 1/4 key image) is kept in fp32 between frames, so rounding does not accumulate
 over the up to 9 warps of the PDA protocol; it is small (1/4 resolution), so this costs little.
 """
 import contextlib
+import copy
 import dataclasses
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-TAILS = ('full', 'quarter_merge', 'quarter_argmax')
+TAILS = ('full', 'sparse', 'quarter_merge', 'quarter_argmax')
+# Above this fraction of 1/4-grid cells on a class boundary, bilinear_argmax resizes the whole map instead.
+DENSE_BOUNDARY_FRACTION = 0.25
 DTYPES = ('auto', 'fp32', 'bf16', 'fp16')
 _TORCH_DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -35,13 +46,19 @@ class FastConfig:
     Attributes:
         dtype: ``auto | fp32 | bf16 | fp16``: the autocast dtype (``fp32`` disables autocast).
         channels_last: convert the network and the input frames to ``torch.channels_last``.
-        tail: ``full | quarter_merge | quarter_argmax``: where the non-key merge and argmax happen (module doc).
+        tail: ``full | sparse | quarter_merge | quarter_argmax``: how the non-key merge and argmax are computed
+            (module doc).
+        fold_bn: fold each BatchNorm into the convolution that feeds it (on a copy of the network).
+        shift_dilated: on CPU, compute the depthwise convolutions of large dilation (DeepLab's ASPP) as sums of
+            shifted maps (:class:`ShiftedDepthwiseConv2d`), on that copy.
         compile: wrap each step in ``torch.compile`` (first calls are slow: compilation).
         cuda_graphs: capture the non-key step in a CUDA graph (CUDA only; one capture per input shape).
     """
     dtype: str = 'auto'
     channels_last: bool = True
-    tail: str = 'quarter_merge'
+    tail: str = 'sparse'
+    fold_bn: bool = True
+    shift_dilated: bool = True
     compile: bool = False
     cuda_graphs: bool = False
 
@@ -61,7 +78,8 @@ class FastConfig:
         return cls(**values)
 
 
-EXACT = FastConfig(dtype='fp32', channels_last=False, tail='full', compile=False, cuda_graphs=False)
+EXACT = FastConfig(dtype='fp32', channels_last=False, tail='full', fold_bn=False, shift_dilated=False, compile=False,
+                   cuda_graphs=False)
 
 
 def resolve_dtype(name, device_type):
@@ -87,10 +105,13 @@ def add_fast_arguments(parser):
     group = parser.add_argument_group('fast inference (opt-in; accuracy cost measured by tools/benchmark.py)')
     group.add_argument('--fast', action='store_true', help='use the fast inference path (lib/engine/fast.py)')
     group.add_argument('--fast-dtype', choices=DTYPES, default='auto', help='autocast dtype of the fast path')
-    group.add_argument('--fast-tail', choices=TAILS, default='quarter_merge', help='non-key merge/argmax resolution')
+    group.add_argument('--fast-tail', choices=TAILS, default='sparse', help='non-key merge/argmax (lib/engine/fast.py)')
     group.add_argument('--fast-compile', action='store_true', help='torch.compile each step of the fast path')
     group.add_argument('--fast-cuda-graphs', action='store_true', help='CUDA graph for the non-key step (CUDA)')
     group.add_argument('--no-channels-last', action='store_true', help='keep NCHW in the fast path')
+    group.add_argument('--no-fold-bn', action='store_true', help='keep BatchNorm separate in the fast path')
+    group.add_argument('--no-shift-dilated', action='store_true',
+                       help='keep oneDNN for the large-dilation depthwise convolutions (CPU)')
     return parser
 
 
@@ -99,7 +120,8 @@ def config_from_args(args):
     if not args.fast:
         return None
     return FastConfig(dtype=args.fast_dtype, channels_last=not args.no_channels_last, tail=args.fast_tail,
-                      compile=args.fast_compile, cuda_graphs=args.fast_cuda_graphs)
+                      fold_bn=not args.no_fold_bn, shift_dilated=not args.no_shift_dilated, compile=args.fast_compile,
+                      cuda_graphs=args.fast_cuda_graphs)
 
 
 def upsample_labels(labels, size, align_corners):
@@ -133,7 +155,9 @@ def logits_to_labels(logits, size, align_corners, tail='full'):
         logits: (N, C, h, w); at full resolution already, or 1/4.
         size: (H, W) of the frame.
         align_corners: the model's resize convention.
-        tail: ``quarter_argmax`` takes the argmax before resizing (nearest); otherwise bilinear then argmax.
+        tail: ``full``: bilinear resize then argmax (the exact path); ``sparse`` and ``quarter_merge``: the same
+            labels by :func:`bilinear_argmax` (the resize only where it can change the argmax); ``quarter_argmax``:
+            argmax before resizing (nearest).
     Returns:
         (N, H, W) int64.
     """
@@ -142,9 +166,131 @@ def logits_to_labels(logits, size, align_corners, tail='full'):
         return logits.argmax(1)
     if tail == 'quarter_argmax':
         return upsample_labels(logits.argmax(1), size, align_corners)
+    if tail in ('sparse', 'quarter_merge'):
+        return bilinear_argmax(logits.float(), size, align_corners)
     # fp32 for the resize: a bf16 upsample would create ties the argmax then breaks arbitrarily.
     upsampled = F.interpolate(logits.float(), size=size, mode='bilinear', align_corners=align_corners)
     return upsampled.argmax(1)  # (N, H, W)
+
+
+def channel_argmax(x):
+    """``x.argmax(1)`` for (N, C, H, W) with C small: one pass per channel over contiguous planes instead of a
+    strided reduction (several times faster on CPU for C = 19); the first maximal index wins, as in argmax."""
+    best = x[:, 0].clone()
+    index = torch.zeros(best.shape, dtype=torch.int64, device=x.device)
+    for c in range(1, x.shape[1]):
+        plane = x[:, c]
+        index.masked_fill_(plane > best, c)
+        torch.maximum(best, plane, out=best)
+    return index
+
+
+def _bilinear_source(n_out, n_in, align_corners, device):
+    """Source rows (or columns) of a bilinear resize, as ``F.interpolate`` computes them: lower index, upper
+    index (clamped to the map) and the weight of the upper one, float32."""
+    position = torch.arange(n_out, device=device, dtype=torch.float64)
+    if align_corners:
+        source = position * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    else:
+        source = ((position + 0.5) * (n_in / n_out) - 0.5).clamp_min(0)
+    lower = source.floor().long().clamp(0, n_in - 1)
+    upper = (lower + 1).clamp_max(n_in - 1)
+    return lower, upper, (source - lower).float()
+
+
+def bilinear_argmax(logits, size, align_corners):
+    """``F.interpolate(logits, size, 'bilinear').argmax(1)`` without resizing the logits where it is not needed.
+
+    An output pixel is a convex combination of its 4 source pixels; where these 4 share one argmax class, that class
+    is the argmax of the combination too (it is the largest term by term, and rounding is monotonic).  So the class
+    map is the nearest source label there, and only pixels whose 4 sources disagree (class boundaries, a few percent)
+    are interpolated, in float32 and in the order of F.interpolate's formula.  Where more than
+    :data:`DENSE_BOUNDARY_FRACTION` of the cells are boundaries, the whole map is resized instead (cheaper then).
+
+    Args:
+        logits: (N, C, h, w) float.
+        size: (H, W).
+        align_corners: the resize convention.
+    Returns:
+        (N, H, W) int64.
+    """
+    def dense():
+        return channel_argmax(F.interpolate(logits, size=tuple(size), mode='bilinear', align_corners=align_corners))
+    return _sparse_argmax(logits, channel_argmax(logits), size, align_corners, lambda maps: maps, dense)
+
+
+def sparse_merge_argmax(propagated, distortion, correction, size, align_corners):
+    """The labels of the exact non-key tail, ``argmax(up(P) * (1 - up(D)) + up(C) * up(D))`` with ``up`` the
+    bilinear x4 resize, computed at full resolution only where the class can depend on the resize.
+
+    At an output pixel the merged logits are ``sum_k w_k ((1 - d) P_k + d C_k)`` over its 4 source pixels ``k``, with
+    ``d = up(D)`` in [0, 1]: a convex combination of the 8 vectors ``P_k, C_k``.  Where all 8 have one argmax class,
+    so does the merge; elsewhere the three maps are interpolated and merged as the exact tail does.
+
+    Args:
+        propagated, correction: (N, C, h, w); distortion: (N, 1, h, w); float, at 1/4 resolution.
+        size: (H, W) of the frame.
+        align_corners: the model's resize convention.
+    Returns:
+        (N, H, W) int64.
+    """
+    c = propagated.shape[1]
+    maps = torch.cat((propagated.float(), correction.float(), distortion.float()), 1)  # (N, 2C + 1, h, w)
+    label_p, label_c = channel_argmax(propagated), channel_argmax(correction)
+    key = torch.where(label_p == label_c, label_p, torch.full_like(label_p, -1))  # -1: the two disagree
+
+    def merge(values):  # (..., 2C + 1) interpolated maps -> (..., C) merged logits
+        p, q, d = values[..., :c], values[..., c:2 * c], values[..., 2 * c:]
+        return p * (1 - d) + q * d
+
+    def dense():  # the original tail, with the faster argmax
+        up = [F.interpolate(x.float(), size=tuple(size), mode='bilinear', align_corners=align_corners)
+              for x in (propagated, distortion, correction)]
+        return channel_argmax(up[0] * (1 - up[1]) + up[2] * up[1])
+    return _sparse_argmax(maps, key, size, align_corners, merge, dense)
+
+
+def _sparse_argmax(maps, key, size, align_corners, combine, dense):
+    """Labels at ``size`` from 1/4 maps: ``key`` (N, h, w) where a source pixel decides the class alone (-1 where
+    not); output pixels whose 4 source pixels share one key take it, the others get ``argmax(combine(bilinear
+    sample of maps))``; ``dense()`` when boundaries are too many for that to pay."""
+    if maps.device.type == 'meta':
+        # Shapes only (FLOP counting): no values to find the boundaries with; the dense resize is the upper bound.
+        return dense()
+    n, k, h, w = maps.shape
+    y0, y1, ly = _bilinear_source(size[0], h, align_corners, maps.device)
+    x0, x1, lx = _bilinear_source(size[1], w, align_corners, maps.device)
+    # Does each source cell (row i and i+1, column j and j+1, clamped) hold one key?
+    down = torch.cat((key[:, 1:], key[:, -1:]), 1)
+    right = torch.cat((key[:, :, 1:], key[:, :, -1:]), 2)
+    diagonal = torch.cat((right[:, 1:], right[:, -1:]), 1)
+    uniform = (key >= 0) & (key == down) & (key == right) & (key == diagonal)  # (N, h, w)
+    if uniform.float().mean() < 1 - DENSE_BOUNDARY_FRACTION:
+        # Boundaries almost everywhere (noise-like logits): gathering them costs more than resizing everything.
+        return dense()
+    # y1 is y0 + 1 or, on the last row, y0 itself, for which "uniform" is as strict as needed.
+    out = key.clamp_min(0).index_select(1, y0).index_select(2, x0)  # (N, H, W)
+    mixed = ~uniform.index_select(1, y0).index_select(2, x0)
+    b, row, col = mixed.nonzero(as_tuple=True)
+    if b.numel():
+        flat = maps.permute(0, 2, 3, 1).reshape(n * h * w, k)  # (N*h*w, K): one gather per corner
+
+        def corner(rows, cols):
+            return flat.index_select(0, (b * h + rows[row]) * w + cols[col])  # (M, K)
+
+        wy, wx = ly[row, None], lx[col, None]
+        top = corner(y0, x0) * (1 - wx) + corner(y0, x1) * wx
+        bottom = corner(y1, x0) * (1 - wx) + corner(y1, x1) * wx
+        out[b, row, col] = combine(top * (1 - wy) + bottom * wy).argmax(1)
+    return out
+
+
+def correction_labels(out, size, align_corners, tail):
+    """Labels of a non-key frame from ``SCNet.correct``'s dict computed under ``tail`` (full resolution for
+    ``full``, 1/4 otherwise): the ``sparse`` tail reads the three maps, the others the merged logits."""
+    if tail == 'sparse':
+        return sparse_merge_argmax(out['propagated'], out['distortion'], out['correction'], size, align_corners)
+    return logits_to_labels(out['merged'], size, align_corners, tail)
 
 
 def _replace_state(state, logits, image):
@@ -162,6 +308,95 @@ def _state_to_fp32(state):
     return _replace_state(state, plain(state.logits), plain(state.image))
 
 
+def fold_batch_norms(net):
+    """Fold every ``BatchNorm2d`` (eval statistics) into the ``Conv2d`` that feeds it, in place; the BatchNorm
+    becomes ``nn.Identity``.
+
+    A pair is a Conv2d directly followed, in module registration order, by a BatchNorm2d over its output channels
+    (how every block of DeepLab, FlowNetS, DMNet and CFNet is written: ``conv, bn[, relu]``); a BatchNorm after
+    anything else (DMNet's BN after a ReLU) is left alone.  ``tests/test_benchmark.py`` checks the folded
+    network against the original in fp32.
+
+    Returns:
+        the number of BatchNorms folded.
+    """
+    leaves = [(name, m) for name, m in net.named_modules() if not list(m.children())]
+    folded = 0
+    for (_, conv), (bn_name, bn) in zip(leaves, leaves[1:]):
+        if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+                and bn.num_features == conv.out_channels and bn.track_running_stats):
+            continue
+        with torch.no_grad():
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
+                torch.rsqrt(bn.running_var + bn.eps)
+            shift = (bn.bias if bn.affine else 0) - bn.running_mean * scale
+            bias = shift if conv.bias is None else conv.bias * scale + shift
+            conv.weight.mul_(scale.view(-1, 1, 1, 1))
+            conv.bias = nn.Parameter(bias, requires_grad=False)
+        parent_name, _, attr = bn_name.rpartition('.')
+        setattr(net.get_submodule(parent_name) if parent_name else net, attr, nn.Identity())
+        folded += 1
+    return folded
+
+
+class ShiftedDepthwiseConv2d(nn.Module):
+    """A 'same'-size, stride-1 depthwise convolution computed as a sum of shifted copies of its input, one
+    multiply-add per kernel tap over the part of the map the tap reaches, accumulated in fp32.
+
+    oneDNN's CPU depthwise kernels slow down by 30-100x when the dilation is large against the map (DeepLab's ASPP
+    rates 12 and 18 on the 1/16 map: most taps read only padding); here a tap that reads only padding costs
+    nothing.  Output in the input's dtype and memory format.
+    """
+
+    def __init__(self, conv):
+        super().__init__()
+        self.dilation = conv.dilation
+        self.padding = conv.padding
+        self.weight = conv.weight  # (C, 1, kh, kw)
+        self.bias = conv.bias
+
+    def forward(self, x):
+        """x (N, C, H, W) -> (N, C, H, W)."""
+        c, _, kh, kw = self.weight.shape
+        h, w = x.shape[-2:]
+        source = x.float()
+        weight = self.weight.float()
+        out = None
+        for i in range(kh):
+            dy = i * self.dilation[0] - self.padding[0]
+            y0, y1 = max(0, -dy), min(h, h - dy)
+            for j in range(kw):
+                dx = j * self.dilation[1] - self.padding[1]
+                x0, x1 = max(0, -dx), min(w, w - dx)
+                if y0 >= y1 or x0 >= x1:
+                    continue  # this tap reads only zero padding
+                tap = weight[:, 0, i, j].view(1, c, 1, 1)
+                if out is None:
+                    out = torch.zeros_like(source)
+                out[..., y0:y1, x0:x1].addcmul_(source[..., y0 + dy:y1 + dy, x0 + dx:x1 + dx], tap)
+        if out is None:
+            out = torch.zeros_like(source)
+        if self.bias is not None:
+            out += self.bias.float().view(1, c, 1, 1)
+        return out.to(x.dtype)
+
+
+def shift_dilated_depthwise(net, min_dilation=8):
+    """Replace, in place, every 'same'-size stride-1 depthwise Conv2d with a dilation of at least ``min_dilation``
+    by a :class:`ShiftedDepthwiseConv2d` (same weights).  Returns how many were replaced."""
+    replaced = 0
+    for name, module in list(net.named_modules()):
+        if not (isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels
+                and module.stride == (1, 1) and module.padding_mode == 'zeros'
+                and max(module.dilation) >= min_dilation
+                and all(2 * p == d * (k - 1) for p, d, k in zip(module.padding, module.dilation, module.kernel_size))):
+            continue
+        parent_name, _, attr = name.rpartition('.')
+        setattr(net.get_submodule(parent_name) if parent_name else net, attr, ShiftedDepthwiseConv2d(module))
+        replaced += 1
+    return replaced
+
+
 class FastSCNet(nn.Module):
     """SCNet inference under a :class:`FastConfig`.
 
@@ -170,7 +405,8 @@ class FastSCNet(nn.Module):
     ``quarter_*`` tail ``correct`` returns 1/4-resolution maps: turn logits into labels with
     :func:`logits_to_labels` (or :meth:`labels`), not a bare ``argmax``.  Other attributes (``deeplab``,
     ``align_corners``, ``segment``, ...) are those of the wrapped network and run as they are there (fp32).  With
-    ``channels_last`` the wrapped network is converted in place.
+    ``fold_bn`` (the default) the wrapped network is a folded copy and the one passed in is left as it is; without
+    it, ``channels_last`` converts the network passed in, in place.
     """
 
     def __init__(self, net, config=EXACT):
@@ -182,11 +418,21 @@ class FastSCNet(nn.Module):
         self.dtype = resolve_dtype(config.dtype, device.type)
         if config.cuda_graphs and device.type != 'cuda':
             raise ValueError('fast inference: cuda_graphs needs the model on a CUDA device')
+        if config.fold_bn or (config.shift_dilated and device.type == 'cpu'):
+            net = copy.deepcopy(net)
+            self.net = net
+        if config.fold_bn:
+            fold_batch_norms(net)
+        if config.shift_dilated and device.type == 'cpu':
+            shift_dilated_depthwise(net)
         if config.channels_last:
             net.to(memory_format=torch.channels_last)
         steps = {'key_frame': net.key_frame, 'estimate_flow': net.estimate_flow, 'propagate': net.propagate,
                  'correct': net.correct}
-        self._steps = {name: torch.compile(fn, dynamic=False) if config.compile else fn for name, fn in steps.items()}
+        # freezing: parameters are constants of the compiled graph (inference only), which lets inductor fold and
+        # pre-pack them; the network must not be trained or changed afterwards.
+        self._steps = {name: torch.compile(fn, dynamic=False, options={'freezing': True}) if config.compile else fn
+                       for name, fn in steps.items()}
         self._graphed = _CudaGraphStep(self._non_key_tensors) if config.cuda_graphs else None
         self._state_template = None
 
@@ -267,8 +513,9 @@ class FastSCNet(nn.Module):
     def _non_key(self, state, cur, prev):
         flow = self.estimate_flow(cur, prev)
         state = self.propagate(state, flow)
-        merged = self.correct(state, cur)['merged']
-        return state, self.labels(merged, cur.shape[-2:])
+        out = self.correct(state, cur)
+        with torch.inference_mode():
+            return state, correction_labels(out, cur.shape[-2:], self.net.align_corners, self.config.tail)
 
     def _non_key_tensors(self, logits, image, cur, prev):
         """The non-key step on plain tensors (what a CUDA graph captures and replays)."""

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.engine.fast import logits_to_labels
+from lib.engine.fast import correction_labels, logits_to_labels
 from lib.model import build_scnet
 from lib.utils.checkpoint import CheckpointError, load_published
 
@@ -364,7 +364,7 @@ class StreamingSegmenter:
     Key frames: DeepLab logits.  Other frames: flow from the previous frame, one warp step of the propagated logits
     and 1/4 key image, then the DMNet + CFNet correction (``SCNet.correct``).  ``tail`` says where the merge and the
     argmax happen (``lib.engine.fast.TAILS``): ``full`` is the paper's (upsample, merge and argmax at full
-    resolution); the fast path's ``quarter_merge`` / ``quarter_argmax`` work at 1/4.  ``model`` may be an SCNet or a
+    resolution); the fast path's ``sparse`` / ``quarter_merge`` / ``quarter_argmax`` work from 1/4 maps.  ``model`` may be an SCNet or a
     ``lib.engine.fast.FastSCNet``.  The three network calls go through :meth:`key_frame`, :meth:`flow` and
     :meth:`correction` so that an evaluation can replay cached outputs of the frame-wise networks across policies.
     """
@@ -391,6 +391,13 @@ class StreamingSegmenter:
         """CFNet logits of ``image``; None lets ``SCNet.correct`` compute them."""
         return None
 
+    def propagate_and_correct(self, image):
+        """A non-key frame: the state carried from the previous frame to ``image``, and ``SCNet.correct``'s dict
+        (``merged``, ``distortion``, ...).  A runtime backend replaces this one call (lib/engine/backend.py)."""
+        state = self.model.propagate(self.state, self.flow(image, self.previous))
+        return state, self.model.correct(state, image, correction=self.correction(image),
+                                         full_resolution=self.tail == 'full')
+
     @torch.no_grad()
     def step(self, image):
         """One frame -> its labels and what the policy saw.
@@ -405,15 +412,13 @@ class StreamingSegmenter:
         """
         self.index += 1
         is_key = self.policy.is_key()
+        size, align_corners = image.shape[-2:], self.model.align_corners
         if is_key:
             self.state = self.key_frame(image)
-            logits, distortion = self.state.logits, None  # (1, C, H/4, W/4)
+            labels, distortion = logits_to_labels(self.state.logits, size, align_corners, self.tail), None
         else:
-            self.state = self.model.propagate(self.state, self.flow(image, self.previous))
-            out = self.model.correct(self.state, image, correction=self.correction(image),
-                                     full_resolution=self.tail == 'full')
-            logits, distortion = out['merged'], out['distortion']  # (1, C, ., .), (1, 1, ., .)
-        self.policy.update(is_key, distortion)
+            self.state, out = self.propagate_and_correct(image)
+            labels, distortion = correction_labels(out, size, align_corners, self.tail), out['distortion']
+        self.policy.update(is_key, distortion)  # labels: (1, H, W); distortion: (1, 1, ., .)
         self.previous = image
-        labels = logits_to_labels(logits, image.shape[-2:], self.model.align_corners, self.tail)  # (1, H, W)
         return labels, is_key, distortion

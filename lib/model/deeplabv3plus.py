@@ -3,7 +3,6 @@
 The layout follows the TensorFlow DeepLab model the published weights were converted from: every module name
 below is a checkpoint key. Input: RGB in [0, 1] without mean/std normalisation (the published weights expect it).
 """
-import math
 from functools import partial
 
 import torch
@@ -193,7 +192,6 @@ class DeepLabV3Plus(nn.Module):
         Returns:
             (N, n_classes, ceil(H/4), ceil(W/4)) logits.
         """
-        h, w = image.shape[-2:]
         features, low_level = self.xception_features(image)  # (N, 2048, H/16, W/16), (N, 256, H/4, W/4)
         pooled = self.image_pooling(features)  # (N, 256, 1, 1)
         # Bilinear upsampling of a 1x1 map is a broadcast.
@@ -201,7 +199,9 @@ class DeepLabV3Plus(nn.Module):
         branches = [pooled] + [branch(features) for branch in (self.aspp0, self.aspp1, self.aspp2, self.aspp3)]
         x = self.concat_projection(torch.cat(branches, dim=1))  # (N, 256, H/16, W/16)
         # Fixed to align_corners=True: it is part of the trained network, unlike the resizes around propagation.
-        x = F.interpolate(x, size=(math.ceil(h / 4), math.ceil(w / 4)), mode='bilinear', align_corners=True)
+        # The low-level map is ceil(H/4) x ceil(W/4); taking its shape (not Python arithmetic on H, W) keeps the size
+        # symbolic when the network is traced for export, so the exported graph accepts any frame size.
+        x = F.interpolate(x, size=low_level.shape[-2:], mode='bilinear', align_corners=True)
         low_level = self.feature_projection0_relu(self.feature_projection0_bn(self.feature_projection0_conv(low_level)))
         x = self.decoder(torch.cat((x, low_level), dim=1))  # (N, 256, H/4, W/4)
         return self.logits(x)  # (N, n_classes, H/4, W/4)

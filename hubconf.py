@@ -1,0 +1,72 @@
+"""torch.hub entry points of DAVSS.  Weights come from a local file only: nothing is downloaded.
+
+    import torch
+    net = torch.hub.load('/path/to/this/repo', 'scnet', source='local', n_classes=19,
+                         checkpoint='saved_model/pretrained/spatial_correction_cityscapes.pth')
+    seg = torch.hub.load('/path/to/this/repo', 'video_segmenter', source='local',
+                         config='exp/spatial_correction_cityscapes/config.yaml', checkpoint='.../best.pth')
+
+Without ``checkpoint`` the networks are randomly initialised.  The published files and where they go:
+docs/models.md.
+"""
+from lib import VideoSegmenter
+from lib.model import DeepLabV3Plus, build_scnet
+from lib.utils.checkpoint import load_pretrained, load_published
+from lib.utils.config import load_config
+
+dependencies = ['torch', 'torchvision', 'yaml', 'cv2', 'numpy']
+
+
+def _model_config(config, n_classes, overrides):
+    """The ``model:`` section: defaults (the published architecture), a YAML file, then keyword overrides."""
+    model = load_config(config)['model']
+    if n_classes is not None:
+        model['n_classes'] = n_classes
+    for key, value in overrides.items():
+        if key not in model:
+            raise ValueError(f'hubconf: unknown model option "{key}"; expected some of {sorted(model)}')
+        model[key] = value
+    return model
+
+
+def scnet(checkpoint=None, config=None, n_classes=None, **model_options):
+    """The whole DAVSS system (``lib.model.SCNet``) in eval mode.
+
+    Args:
+        checkpoint: local path of a whole-SCNet checkpoint (published ``spatial_correction_*`` or our own), loaded
+            strictly; None for random weights.
+        config: optional experiment YAML whose ``model:`` section builds the network (default: the published
+            architecture, 19 classes).
+        n_classes: 19 (Cityscapes) or 11 (CamVid), overriding the config's.
+        model_options: other ``model:`` keys (``align_corners``, ``deeplab={'width_mult': ...}``, ...).
+    """
+    net = build_scnet(_model_config(config, n_classes, model_options), stage='correction')
+    if checkpoint is not None:
+        load_published(net, checkpoint, strict=True)
+    return net.eval()
+
+
+def deeplabv3plus(checkpoint=None, n_classes=19, width_mult=1.0, middle_blocks=16):
+    """The key-frame network alone (DeepLabv3+, Xception-65), eval mode; logits at 1/4 resolution.
+
+    ``checkpoint``: a local file holding DeepLab weights: bare DeepLab keys, a whole SCNet, or the published
+    ``pretrained_<dataset>.pth`` (matched by name and shape, as ``lib.utils.checkpoint.load_pretrained``).
+    """
+    net = DeepLabV3Plus(n_classes, width_mult=width_mult, middle_blocks=middle_blocks)
+    if checkpoint is not None:
+        holder = build_scnet({'n_classes': n_classes, 'align_corners': True,
+                              'deeplab': {'width_mult': width_mult, 'middle_blocks': middle_blocks},
+                              'flownet': {}, 'cfnet': {}})
+        report = load_pretrained(holder, checkpoint)
+        prefix = {'model': 'deeplab.', 'deeplab': ''}.get(report.target)
+        loaded = set() if prefix is None else {k[len(prefix):] for k in report.loaded if k.startswith(prefix)}
+        missing = sorted(set(net.state_dict()) - loaded)
+        if missing:
+            raise ValueError(f'{checkpoint}: lacks {len(missing)} of the DeepLab tensors (first: {missing[0]})')
+        net.load_state_dict(holder.deeplab.state_dict())
+    return net.eval()
+
+
+def video_segmenter(config, checkpoint, policy='fixed:5', fast=False, backend='torch', **kwargs):
+    """``lib.VideoSegmenter.from_config``: iterate ``seg(frames)`` for label maps, ``seg.run(path, out)`` for files."""
+    return VideoSegmenter.from_config(config, checkpoint, policy=policy, fast=fast, backend=backend, **kwargs)

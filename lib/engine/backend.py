@@ -1,0 +1,116 @@
+"""Runtime backends of video inference: PyTorch (eager, optionally the fast path) or ONNX Runtime.
+
+``torch`` runs SCNet (or ``lib.engine.fast.FastSCNet``) step by step; it is the default and the only backend of the
+exact published-weights path in PyTorch.  ``onnxruntime`` exports the network's two steps (lib/engine/export.py)
+at the stream's frame size on the first frame, in fp32 with the tail of the chosen path, and runs them on the CPU
+with onnxruntime: the same outputs as the PyTorch steps up to float32 rounding (parity measured by
+``tools/export.py`` and tested).  Which is faster on a machine is measured by ``tools/benchmark.py --onnxruntime``
+(docs/benchmarks.md), not assumed.
+"""
+import tempfile
+
+import torch
+
+from lib.engine.export import MIN_SIZE, export_steps, graph_tail, ort_session, run_session
+from lib.engine.fast import FastSCNet
+from lib.engine.video import StreamingSegmenter
+from lib.model.scnet import PropagationState
+
+BACKENDS = ('torch', 'onnxruntime')
+
+
+def check_backend(name):
+    if name not in BACKENDS:
+        raise ValueError(f'backend must be one of {", ".join(BACKENDS)}, got "{name}"')
+    if name == 'onnxruntime':
+        try:
+            import onnxruntime  # noqa: F401  (only whether it imports)
+        except ImportError:
+            raise ValueError('backend onnxruntime: the onnxruntime package is not installed '
+                             '(pip install onnxruntime onnx onnxscript)') from None
+    return name
+
+
+class OnnxRuntimeSCNet:
+    """SCNet's two inference steps as onnxruntime sessions, exported from ``net`` for each frame size met.
+
+    The graphs are traced at the stream's size (known at its first frame): of dynamic size from
+    ``lib.engine.export.MIN_SIZE`` up, of that fixed size below it; frames of another size get their own pair.
+
+    Args:
+        net: SCNet on the CPU (fp32).
+        tail: the non-key tail of the graphs (``lib.engine.fast.TAILS``).
+        threads: onnxruntime intra-op threads (None: its default).
+    """
+
+    def __init__(self, net, tail='full', threads=None):
+        self.net = net.eval()
+        self.tail = tail
+        self.threads = threads
+        self.align_corners = net.align_corners
+        self._sessions = {}
+
+    def sessions(self, size):
+        """{graph: InferenceSession} for frames of ``size`` (H, W), exported on first use."""
+        size = tuple(size)
+        if size not in self._sessions:
+            with tempfile.TemporaryDirectory(prefix='davss_onnx_') as folder:
+                paths = export_steps(self.net, folder, size, tail=self.tail, dynamic=min(size) >= MIN_SIZE)
+                # A session holds its model in memory: the files are not needed once it is created.
+                self._sessions[size] = {graph: ort_session(p['onnx'], self.threads) for graph, p in paths.items()}
+        return self._sessions[size]
+
+    def key_frame(self, image):
+        """image (1, 3, H, W) -> PropagationState (fp32, 1/4 resolution), as ``SCNet.key_frame``."""
+        out = run_session(self.sessions(image.shape[-2:])['key_step'], 'key_step', (image,))
+        return PropagationState(out['logits'].to(image.device), out['image_quarter'].to(image.device))
+
+    def non_key(self, state, current, previous):
+        """Flow, one warp, correction -> (PropagationState of ``current``, dict ``merged``, ``distortion``) at the
+        resolution of the tail, as ``SCNet.correct``."""
+        out = run_session(self.sessions(current.shape[-2:])['non_key_step'], 'non_key_step',
+                          (state.logits, state.image, current, previous))
+        out = {name: value.to(current.device) for name, value in out.items()}
+        return (PropagationState(out['logits_out'], out['image_quarter_out']),
+                {'merged': out['merged'], 'distortion': out['distortion']})
+
+
+    def key_step(self, image):
+        """A key frame -> (PropagationState, labels (1, H, W) from the graph itself), as ``FastSCNet.key_step``."""
+        out = run_session(self.sessions(image.shape[-2:])['key_step'], 'key_step', (image,))
+        return PropagationState(out['logits'], out['image_quarter']), out['labels']
+
+    def non_key_step(self, state, current, previous):
+        """A non-key frame -> (PropagationState, labels (1, H, W) from the graph), as ``FastSCNet.non_key_step``."""
+        out = run_session(self.sessions(current.shape[-2:])['non_key_step'], 'non_key_step',
+                          (state.logits, state.image, current, previous))
+        return PropagationState(out['logits_out'], out['image_quarter_out']), out['labels']
+
+
+class OnnxRuntimeSegmenter(StreamingSegmenter):
+    """StreamingSegmenter whose steps run in onnxruntime (``model`` is an :class:`OnnxRuntimeSCNet`)."""
+
+    def propagate_and_correct(self, image):
+        return self.model.non_key(self.state, image, self.previous)
+
+
+def build_segmenter(net, policy, backend='torch', fast=None, threads=None):
+    """The streaming segmenter of a backend.
+
+    Args:
+        net: SCNet in eval mode.
+        policy: a key-frame policy (``lib.engine.keyframe.parse_policy``).
+        backend: ``torch`` or ``onnxruntime``.
+        fast: a ``lib.engine.fast.FastConfig`` or None (exact).  Under onnxruntime only its tail applies (the
+            graphs are fp32; ``sparse`` is computed as ``full``, the same labels).
+        threads: CPU threads of onnxruntime (default: torch's count, so that both backends use the same cores).
+    """
+    check_backend(backend)
+    tail = 'full' if fast is None else fast.tail
+    if backend == 'onnxruntime':
+        if next(net.parameters()).device.type != 'cpu':
+            raise ValueError('backend onnxruntime: runs on the CPU (use --device cpu)')
+        threads = threads or torch.get_num_threads()
+        tail = graph_tail(tail)  # the graphs compute the sparse tail's labels densely, as the full tail
+        return OnnxRuntimeSegmenter(OnnxRuntimeSCNet(net, tail, threads), policy, tail=tail)
+    return StreamingSegmenter(net if fast is None else FastSCNet(net, fast), policy, tail=tail)
