@@ -204,7 +204,9 @@ def test_scnet_training_step_losses_and_gradients():
     label[:, :8] = 255
     deeplab_stats = net.deeplab.feature_projection0_bn.running_mean.clone()
 
-    loss_semantic, loss_cfnet = net(frames, label)
+    losses = net(frames, label)
+    assert list(losses) == ['loss_semantic', 'loss_cfnet']
+    loss_semantic, loss_cfnet = losses['loss_semantic'], losses['loss_cfnet']
     assert loss_semantic.dim() == 0 and loss_cfnet.dim() == 0
     assert torch.isfinite(loss_semantic) and torch.isfinite(loss_cfnet) and loss_cfnet > 0
     (loss_semantic + loss_cfnet).backward()
@@ -221,7 +223,8 @@ def test_scnet_training_step_losses_and_gradients():
     with torch.no_grad():
         expected = paper_correction_losses(net, frames, label)
         got = net(frames, label)
-    assert torch.allclose(got[0], expected[0], rtol=1e-5) and torch.allclose(got[1], expected[1], rtol=1e-5)
+    assert torch.allclose(got['loss_semantic'], expected[0], rtol=1e-5)
+    assert torch.allclose(got['loss_cfnet'], expected[1], rtol=1e-5)
 
 
 def test_scnet_dmnet_training_step_gradients_and_loss():
@@ -231,7 +234,9 @@ def test_scnet_dmnet_training_step_gradients_and_loss():
     assert not hasattr(net, 'cfnet') or net.cfnet is None
     assert net.dmnet.training and not net.deeplab.training and not net.flownet.training
     frames = random_frames()
-    loss = net(frames)
+    losses = net(frames)
+    assert list(losses) == ['loss_dmnet']
+    loss = losses['loss_dmnet']
     assert loss.dim() == 0 and torch.isfinite(loss) and loss > 0
     loss.backward()
     assert all(p.grad is None for p in net.deeplab.parameters())
@@ -252,7 +257,7 @@ def test_scnet_dmnet_training_step_gradients_and_loss():
             target = (up(logits).argmax(1, keepdim=True) != up(net.deeplab(cur)).argmax(1, keepdim=True)).float()
             dm = up(net.dmnet(image, F.interpolate(cur, scale_factor=0.25, mode='bilinear', align_corners=True)))
             losses.append(F.binary_cross_entropy(dm, target))
-        assert torch.allclose(net(frames), sum(losses) / 2, rtol=1e-5)
+        assert torch.allclose(net(frames)['loss_dmnet'], sum(losses) / 2, rtol=1e-5)
 
 
 def test_correct_without_cfnet_needs_a_correction():

@@ -214,8 +214,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, synt
 
     def nan_at_second_call(self, frames, flow):
         calls.append(1)
-        loss = real_forward(self, frames, flow)
-        return loss * float('nan') if len(calls) == 2 else loss
+        losses = real_forward(self, frames, flow)
+        return {'loss_epe': losses['loss_epe'] * float('nan')} if len(calls) == 2 else losses
 
     monkeypatch.setattr(FlowStageNet, 'forward', nan_at_second_call)
     cfg = make_cfg('flow', str(tmp_path), synthetic_data_cfg, 'train.checkpoint_every=1')
@@ -250,3 +250,14 @@ def test_bn_momentum_option_reaches_the_trained_network_only(chain, tmp_path, sy
     moved_one = (momentum_one[key] - 1).abs().max().item()
     assert moved_one > 100 * moved_default > 0
     assert_same(part(momentum_one, 'deeplab'), part(default, 'deeplab'))  # frozen: untouched whatever the option
+
+
+def test_stage_losses_are_taken_by_name_not_position():
+    stage = engine.get_stage('correction')
+    batch = (torch.zeros(1), torch.zeros(1))
+    swapped = lambda frames, label: {'loss_cfnet': torch.tensor([2.0]), 'loss_semantic': torch.tensor([1.0])}  # noqa: E731
+    losses = stage.losses(swapped, batch, 'cpu')
+    assert list(losses) == ['loss_semantic', 'loss_cfnet'] and losses['loss_semantic'].item() == 1.0
+    renamed = lambda frames, label: {'loss_ce': torch.tensor(1.0)}  # noqa: E731
+    with pytest.raises(ValueError, match=r"correction stage: the network returned the losses \['loss_ce'\]"):
+        stage.losses(renamed, batch, 'cpu')

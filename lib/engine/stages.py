@@ -59,14 +59,14 @@ def _correction_net(model_cfg):
 @dataclass(frozen=True)
 class Stage:
     name: str
-    build_net: Callable  # model_cfg -> nn.Module whose forward returns the loss(es)
+    build_net: Callable  # model_cfg -> nn.Module whose forward returns {loss name: 0-dim loss}
     data_mode: str  # training samples: 'image' | 'flow' | 'triplet'
     net_inputs: int  # how many items of a batch the forward takes (DMNet's target comes from DeepLab, not labels)
     trainable: Tuple[str, ...]  # sub-networks in the optimiser ...
     lr_keys: Tuple[str, ...]  # ... and the train: key of each one's learning rate
     frozen: Tuple[str, ...]  # sub-networks kept fixed (requires_grad False, eval mode)
     required_init: Tuple[str, ...]  # sub-networks that must come from a checkpoint
-    loss_names: Tuple[str, ...]  # names of the forward's outputs
+    loss_names: Tuple[str, ...]  # the keys of the forward's loss dict, in the order they are summed and logged
     val_mode: str  # validation samples
     validate: Callable  # (net, loader, cfg, device, progress) -> metrics
     score: str  # the metric that selects best.pth
@@ -82,8 +82,10 @@ class Stage:
         """Forward one batch through the (possibly DDP-wrapped) net: ``{loss name: 0-dim tensor}``."""
         inputs = [x.to(device, non_blocking=True) for x in batch[:self.net_inputs]]
         out = net(*inputs)
-        out = out if isinstance(out, (tuple, list)) else (out,)
-        return {name: value.reshape(()) for name, value in zip(self.loss_names, out)}
+        if set(out) != set(self.loss_names):
+            raise ValueError(f'{self.name} stage: the network returned the losses {sorted(out)}, expected '
+                             f'{sorted(self.loss_names)}')
+        return {name: out[name].reshape(()) for name in self.loss_names}
 
     def val_loader(self, cfg, split):
         """The loader :attr:`validate` expects for ``split``, this rank's share of it unless it shards itself."""

@@ -424,7 +424,7 @@ def train_step(run, data, accumulate):
         values = torch.stack([v.detach().float() for v in losses.values()])
         totals = values if totals is None else totals + values
     averaged = distributed.all_reduce_mean(totals / accumulate).tolist()
-    losses = dict(zip(run.stage.loss_names, averaged))
+    losses = dict(zip(losses, averaged))  # the names of the last batch's losses, in the order of ``totals``
     check_finite(run, losses)  # every rank sees the same averages, so all stop together
     run.scaler.step(run.optimizer)
     run.scaler.update()
