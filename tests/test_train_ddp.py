@@ -54,8 +54,6 @@ def test_command_line_errors_are_one_line(capsys):
     assert tool.run([config, '--opts', 'data.root=/nonexistent', 'data.train_list=/nonexistent/list.txt']) == 1
     err = capsys.readouterr().err.strip()
     assert err.count('\n') == 0 and '/nonexistent/list.txt' in err
-    assert tool.default_experiment('exp/dmnet_cityscapes/config.yaml') == 'dmnet_cityscapes'
-    assert tool.default_experiment('exp/synthetic/flow.yaml') == 'synthetic_flow'
 
 
 def test_synthetic_train_sh_needs_a_stage():

@@ -24,14 +24,14 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lib.dataset import build_dataset
-from lib.engine.pda import CLIP_LENGTH, load_eval_model, predict_clip
+from lib.dataset import PDA_CLIP_LENGTH, build_dataset
+from lib.engine.pda import load_eval_model, predict_clip
 from lib.model import build_scnet
 from lib.utils.atomic import write_text
 from lib.utils.config import load_config, resolve_path
 from lib.utils.distributed import pick_device
 
-DISTANCES = list(range(1, CLIP_LENGTH))
+DISTANCES = list(range(1, PDA_CLIP_LENGTH))
 
 
 def parse_args(argv=None):
@@ -95,7 +95,7 @@ def load_clips(cfg, args, device):
         dataset = build_dataset(cfg['data'], cfg['eval']['split'], 'pda')
         return [dataset[i % len(dataset)][0][None].to(device) for i in range(n)]
     generator = torch.Generator().manual_seed(0)
-    return [torch.rand(1, CLIP_LENGTH, 3, *args.size, generator=generator).to(device) for _ in range(n)]
+    return [torch.rand(1, PDA_CLIP_LENGTH, 3, *args.size, generator=generator).to(device) for _ in range(n)]
 
 
 def run(argv=None):

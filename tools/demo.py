@@ -111,10 +111,7 @@ def stage_config_path(stage):
 
 
 def stage_config(stage, opts):
-    cfg = load_config(stage_config_path(stage), opts)
-    if not cfg['experiment']:
-        cfg['experiment'] = train_tool.default_experiment(stage_config_path(stage))
-    return cfg
+    return load_config(stage_config_path(stage), opts)
 
 
 def stage_dir(cfg):

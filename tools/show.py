@@ -21,13 +21,13 @@ import sys
 
 import numpy as np
 
-from lib.dataset import DatasetError, build_dataset
+from lib.dataset import DatasetError, build_dataset, check_class_count
 from lib.engine.pda import (PDAInputError, check_clip_files, check_distances, load_eval_model, prepare_output_dir,
                             trace_clip)
-from lib.engine.result_dir import ResultFolderError, lock_results
+from lib.engine.result_dir import ResultFolderError, default_result_dir, lock_results
 from lib.utils import visualize as vis
 from lib.utils.checkpoint import CheckpointError
-from lib.utils.config import ConfigError, load_config, resolve_path
+from lib.utils.config import ConfigError, load_config
 from lib.utils.distributed import pick_device
 from lib.utils.errors import one_line
 from lib.utils.palette import class_names, palette_for
@@ -48,12 +48,6 @@ def parse_args(argv=None):
     parser.add_argument('--output', default=None,
                         help='folder (default <eval.result_root>/<experiment>/<checkpoint file stem>/show)')
     return parser.parse_args(argv)
-
-
-def experiment_name(cfg, config_path):
-    if cfg['experiment']:
-        return cfg['experiment']
-    return os.path.basename(os.path.dirname(os.path.abspath(config_path)))
 
 
 class TileMaker:
@@ -105,9 +99,8 @@ def clip_pictures(trace, frames, label, tiles):
 
 def setup(args):
     cfg = load_config(args.config, args.opts)
-    stem = os.path.splitext(os.path.basename(args.checkpoint))[0]  # results of different checkpoints stay apart
-    out_dir = args.output or os.path.join(resolve_path(cfg['eval']['result_root']),
-                                          experiment_name(cfg, args.config), stem, 'show')
+    check_class_count(cfg)
+    out_dir = args.output or os.path.join(default_result_dir(cfg, args.checkpoint), 'show')
     prepare_output_dir(out_dir)
     dataset = build_dataset(cfg['data'], cfg['eval']['split'], 'pda')
     clips = args.clips if args.clips is not None else list(cfg['eval']['show_clips'])

@@ -23,15 +23,15 @@ import sys
 
 import torch
 
-from lib.dataset import DatasetError, build_dataset, build_loader
+from lib.dataset import DatasetError, build_dataset, build_loader, check_class_count
 from lib.engine import cityscapes_results
 from lib.engine.pda import (PDAInputError, check_clip_files, check_distances, eval_model_cfg, evaluate_pda,
                             format_markdown, load_eval_model, prepare_output_dir, protocol)
-from lib.engine.result_dir import ResultFolderError, drop_aside, lock_results, set_aside
+from lib.engine.result_dir import ResultFolderError, default_result_dir, drop_aside, lock_results, set_aside
 from lib.utils import distributed
 from lib.utils.atomic import write_text
 from lib.utils.checkpoint import CheckpointError
-from lib.utils.config import ConfigError, load_config, resolve_path
+from lib.utils.config import ConfigError, load_config
 from lib.utils.errors import one_line
 from lib.utils.palette import class_names
 from lib.utils.precision import tf32
@@ -57,19 +57,6 @@ def parse_args(argv=None):
                         help='also write the labels of distance D as Cityscapes label-id PNGs (official format)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     return parser.parse_args(argv)
-
-
-def experiment_name(cfg, config_path):
-    """``experiment`` of the config, else the folder of ``exp/<name>/config.yaml``."""
-    if cfg['experiment']:
-        return cfg['experiment']
-    return os.path.basename(os.path.dirname(os.path.abspath(config_path)))
-
-
-def default_output(cfg, config_path, checkpoint):
-    """``<eval.result_root>/<experiment>/<checkpoint file stem>``: ``best.pth`` -> ``.../best``."""
-    stem = os.path.splitext(os.path.basename(checkpoint))[0]
-    return os.path.join(resolve_path(cfg['eval']['result_root']), experiment_name(cfg, config_path), stem)
 
 
 def prediction_dir(args, cfg, distances, out_dir):
@@ -99,12 +86,13 @@ def json_safe(value):
 def setup(args):
     """Everything that can fail on bad input, before any clip is evaluated."""
     cfg = load_config(args.config, args.opts)
+    check_class_count(cfg)
     model_cfg = eval_model_cfg(cfg)[0]
     if args.max_clips is not None and args.max_clips < 1:
         raise PDAInputError(f'--max-clips: expected a positive number, got {args.max_clips}')
     max_clips = args.max_clips if args.max_clips is not None else cfg['eval']['max_clips']
     distances = check_distances(cfg['eval']['distances'])
-    out_dir = args.output or default_output(cfg, args.config, args.checkpoint)
+    out_dir = args.output or default_result_dir(cfg, args.checkpoint)
     # Every rank runs every check, so that bad input stops all of them (none is left waiting in a collective).
     predictions = prediction_dir(args, cfg, distances, out_dir)
     prepare_output_dir(out_dir)
@@ -140,7 +128,7 @@ def report(result, cfg, args, out_dir):
     text = json.dumps(json_safe({**meta, **result}), indent=1, allow_nan=False)
     print(table, end='', flush=True)  # first: the numbers survive a failed write
     write_text(os.path.join(out_dir, 'pda.json'), text + '\n')
-    header = (f'# PDA: {experiment_name(cfg, args.config)}\n\nsplit {cfg["eval"]["split"]}, '
+    header = (f'# PDA: {cfg["experiment"]}\n\nsplit {cfg["eval"]["split"]}, '
               f'{result["n_clips"]} clips, checkpoint {args.checkpoint}\n\n'
               f'protocol: align_corners={p["align_corners"]} (from {p["align_corners_from"]}), tf32={p["tf32"]}, '
               f'batched={p["batched"]}; {p["flow"]}; resizes {p["resizes"]}; {p["merge"]}\n\n')

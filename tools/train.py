@@ -4,7 +4,6 @@ Runs as one process (CPU or one GPU) or under torchrun (one process per GPU, sev
 docs/training.md and ``exp/<experiment>/script/train.sh``.
 """
 import argparse
-import os
 import sys
 
 from lib.dataset import DatasetError
@@ -38,19 +37,10 @@ def parse_args(argv=None):
     return args
 
 
-def default_experiment(config_path):
-    """``exp/<name>/config.yaml`` -> ``<name>``; ``exp/<name>/<stage>.yaml`` -> ``<name>_<stage>``."""
-    folder = os.path.basename(os.path.dirname(os.path.abspath(config_path)))
-    stem = os.path.splitext(os.path.basename(config_path))[0]
-    return folder if stem == 'config' else f'{folder}_{stem}'
-
-
 def run(argv=None):
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.opts)
-        if not cfg['experiment']:
-            cfg['experiment'] = default_experiment(args.config)
         main(cfg, resume=args.resume, deterministic=args.deterministic, overwrite=args.overwrite,
              restart_epoch=args.restart_epoch)
     except (ConfigError, CheckpointError, DatasetError, NonFiniteLossError, ExperimentFolderError, OutputLockError,

@@ -26,6 +26,15 @@ def num_classes(dataset_name):
     return N_CLASSES[dataset_name]
 
 
+def check_class_count(cfg):
+    """``model.n_classes`` must be the class count of ``data.name``: the classifier, the label check and the
+    confusion matrices all count classes, and a mismatch would train or score the wrong problem silently."""
+    expected = num_classes(cfg['data']['name'])
+    if cfg['model']['n_classes'] != expected:
+        raise DatasetError(f'model.n_classes: {cfg["model"]["n_classes"]}, but data.name={cfg["data"]["name"]} '
+                           f'has {expected} classes')
+
+
 def list_path_of(data_cfg, split):
     if split not in SPLITS:
         raise DatasetError(f'split: expected one of {SPLITS}, got "{split}"')

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from lib.dataset.build import PDA_CLIP_LENGTH
 from lib.dataset.integrity import image_problem
 from lib.dataset.io import file_kind
 from lib.model import build_scnet
@@ -34,14 +35,11 @@ from lib.utils import distributed
 from lib.utils.checkpoint import compare, load_checkpoint, strip_wrapper_prefixes
 from lib.utils.metrics import ConfusionMatrix
 
-CLIP_LENGTH = 10  # frames t-9 .. t of a 'pda' sample
-
-
 class PDAInputError(ValueError):
     """Bad input to the PDA evaluation (checkpoint, frame list, output folder), found before the work starts."""
 
 
-def check_distances(distances, clip_length=CLIP_LENGTH):
+def check_distances(distances, clip_length=PDA_CLIP_LENGTH):
     """Sorted unique distances, each in ``1 .. clip_length - 1``."""
     distances = sorted({int(d) for d in distances})
     if not distances or distances[0] < 1 or distances[-1] > clip_length - 1:
@@ -200,7 +198,7 @@ def _summary(meters):
     return {'miou': miou, 'iou': iou, 'mean_miou': float(sum(miou) / len(miou))}
 
 
-def evaluate_pda(model, loader, n_classes, distances=range(1, 10), device='cpu', per_frame=True,
+def evaluate_pda(model, loader, n_classes, distances=range(1, PDA_CLIP_LENGTH), device='cpu', per_frame=True,
                  propagation_only=True, max_clips=None, progress=True, batched=False, on_predictions=None):
     """Run the PDA protocol over a ``'pda'`` loader.
 

@@ -11,8 +11,7 @@ import torch.nn.functional as F
 
 from lib.model.deeplabv3plus import DeepLabV3Plus
 from lib.model.flownet import FlowNetS
-
-IGNORE_INDEX = 255
+from lib.utils.metrics import IGNORE_INDEX
 
 
 def set_bn_momentum(module, momentum):

@@ -28,7 +28,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lib.dataset import build_dataset, seed_worker
+from lib.dataset import PDA_CLIP_LENGTH, build_dataset, check_class_count, seed_worker
 from lib.engine.checkpointing import (CheckpointError, gather_rng_states, model_state, read_checkpoint,
                                       restore_rng_state)
 from lib.engine.guards import NonFiniteWatch
@@ -99,6 +99,7 @@ def check_config(cfg):
         raise ConfigError('experiment: not set (outputs go to <train.save_root>/<experiment>)')
     if cfg['stage'] not in STAGES:
         raise ConfigError(f'stage: expected one of {" | ".join(STAGES)}, got "{cfg["stage"]}"')
+    check_class_count(cfg)
     if train['amp'] not in (None, *AMP_DTYPES):
         raise ConfigError(f'train.amp: expected null | bf16 | fp16, got "{train["amp"]}"')
     if train['val_split'] not in VAL_SPLITS:
@@ -110,8 +111,9 @@ def check_config(cfg):
         value = train[key]
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ConfigError(f'train.{key}: expected a non-negative integer, got {value!r}')
-    if not train['val_distances'] or any(not 1 <= int(d) <= 9 for d in train['val_distances']):
-        raise ConfigError(f'train.val_distances: expected distances in 1..9, got {train["val_distances"]}')
+    if not train['val_distances'] or any(not 1 <= int(d) < PDA_CLIP_LENGTH for d in train['val_distances']):
+        raise ConfigError(f'train.val_distances: expected distances in 1..{PDA_CLIP_LENGTH - 1}, got '
+                          f'{train["val_distances"]}')
     for key, (what, valid) in NUMBER_RANGES.items():
         value = train[key]
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

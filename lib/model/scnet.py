@@ -22,8 +22,7 @@ from .dmnet import DMNet
 from .flownet import FlowNetS
 from .layers import check_multiple_of_4
 from .warp import Warp
-
-IGNORE_INDEX = 255
+from ..utils.metrics import IGNORE_INDEX
 
 
 class PropagationState(NamedTuple):

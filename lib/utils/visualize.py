@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from lib.utils.atomic import atomic_path
+from lib.utils.metrics import IGNORE_INDEX
 from lib.utils.palette import colorize
 
-IGNORE_INDEX = 255
 # Error maps: pixels the prediction gets right stay dark so that the mistakes (red) stand out.
 ERROR_COLOURS = {'correct': (40, 40, 40), 'wrong': (230, 30, 30), 'ignored': (0, 0, 0)}
 HEAT_COLORMAP = 'inferno'  # perceptually uniform: 0 = no distortion (black) .. 1 = distorted (yellow)
