@@ -11,8 +11,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip setuptools wheel
 
-$(VENV)/.installed: $(BIN)/python requirements.txt setup.py lib/ops/cuda_toolkit.py $(wildcard lib/ops/csrc/*)
-	$(BIN)/pip install -r requirements.txt
+$(VENV)/.installed: $(BIN)/python requirements.txt requirements-dev.txt setup.py lib/ops/cuda_toolkit.py $(wildcard lib/ops/csrc/*)
+	# Runtime and dev requirements first: the extension build below needs torch and ninja in place.
+	$(BIN)/pip install -r requirements-dev.txt
 	# No build isolation: the resample2d CUDA extension must compile against the torch installed above (where a
 	# CUDA toolkit exists; setup.py skips it otherwise). editable_mode=compat keeps `lib` importable from the
 	# checkout and puts the compiled module next to its sources.

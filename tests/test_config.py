@@ -126,3 +126,20 @@ def test_launch_runs_torchrun_of_the_same_interpreter_and_show_stays_one_process
                    os.path.join(REPO_ROOT, 'exp', 'synthetic', 'script', 'show.sh')):
         cwd, *argv = run_script(script, fake_python, GPUS='4')
         assert cwd == REPO_ROOT and argv[0] == 'tools/show.py' and 'torch.distributed.run' not in argv
+
+
+def test_packaging_separates_runtime_from_dev_requirements():
+    import setuptools  # noqa: F401  (first: it provides distutils on Python >= 3.12)
+    from distutils.core import run_setup
+    env = dict(os.environ)
+    os.environ['DAVSS_BUILD_CUDA'] = '0'  # metadata only: nothing is compiled
+    try:
+        dist = run_setup(os.path.join(REPO_ROOT, 'setup.py'), stop_after='init')
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    runtime = {r.split('>=')[0]: r for r in dist.install_requires}
+    assert {'torch', 'torchvision', 'numpy', 'PyYAML'} <= set(runtime) and not {'pytest', 'ninja'} & set(runtime)
+    assert runtime['torch'] == 'torch>=2.3'  # torch.amp.GradScaler(device) of the training engine
+    assert {r.split('>=')[0] for r in dist.extras_require['dev']} == {'pytest', 'ninja'}
+    assert 'Copyright (c) 2020 jfzhuang' in open(os.path.join(REPO_ROOT, 'LICENSE')).read()
