@@ -8,8 +8,7 @@ import torch
 import yaml
 
 from helpers import TINY_WIDTHS, load_tool, varied_tiny_scnet
-from lib.engine.pda import load_eval_model
-from lib.model import DMNet
+from lib.model import DMNet, load_scnet
 from lib.utils.checkpoint import load_checkpoint, load_published
 from lib.utils.config import DEFAULTS
 
@@ -41,7 +40,7 @@ def test_legacy_file_loads_with_weights_only(legacy_scnet):
     for key, value in net.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
     model_cfg = dict(DEFAULTS['model'], **TINY_WIDTHS)
-    evaluated = load_eval_model(model_cfg, str(path), 'cpu')  # what test_pda.py does with it
+    evaluated = load_scnet(model_cfg, str(path), 'cpu')  # what test_pda.py does with it
     assert torch.equal(evaluated.cfnet.predict_cc.weight, net.cfnet.predict_cc.weight)
 
 

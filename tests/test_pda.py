@@ -16,8 +16,8 @@ import torch.nn.functional as F
 import yaml
 
 from helpers import load_tool
-from lib.dataset import build_dataset, build_loader
-from lib.engine.pda import _clip_indices, evaluate_pda
+from lib.dataset import build_dataset, build_eval_loader, build_loader
+from lib.engine.pda import evaluate_pda
 from lib.model import build_scnet
 from lib.utils.config import DEFAULTS
 
@@ -136,9 +136,9 @@ def test_batched_clips_subset_of_distances_and_resize_convention(clips):
 
 
 def test_rows_can_be_switched_off_and_max_clips(net, clips):
-    loader = build_loader(clips, batch_size=1, shuffle=False, num_workers=0, distributed=False)
+    loader = build_eval_loader(clips, batch_size=1, max_items=1)
     result = evaluate_pda(net, loader, N_CLASSES, distances=[2, 9], per_frame=False, propagation_only=False,
-                          max_clips=1, progress=False)
+                          progress=False)
     assert result['per_frame'] is None and result['propagation_only'] is None
     assert set(result['confusion']) == {'davss'} and result['n_clips'] == 1
     labelled = int((clips[0][1] != 255).sum())
@@ -157,11 +157,17 @@ def test_batched_option_agrees(net, clips):
             assert (a - b).abs().sum() <= 0.002 * a.sum()
 
 
-def test_ranks_share_the_first_max_clips_without_overlap():
-    shards = [_clip_indices(10, 7, rank, 3) for rank in range(3)]
-    assert all(total == 7 for _, total in shards)
-    clips = sorted(i for indices, _ in shards for i in indices)
-    assert clips == list(range(7))  # every clip once: nothing padded, nothing counted twice
+def test_ranks_share_the_first_max_clips_without_overlap(monkeypatch):
+    import lib.dataset.build as build
+    shards = []
+    for rank in range(3):
+        monkeypatch.setattr(build, '_distributed', lambda: True)
+        monkeypatch.setattr(build.dist, 'get_rank', lambda rank=rank: rank)
+        monkeypatch.setattr(build.dist, 'get_world_size', lambda: 3)
+        shards.append(list(build_eval_loader(list(range(10)), max_items=7).sampler))
+    assert shards == [[0, 3, 6], [1, 4], [2, 5]]  # round-robin, in order: nothing padded, nothing counted twice
+    monkeypatch.undo()
+    assert list(build_eval_loader(list(range(10)), max_items=7).sampler) == list(range(7))
 
 
 # --- command line --------------------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lib.dataset import PDA_CLIP_LENGTH, build_dataset
-from lib.engine.pda import load_eval_model, predict_clip
-from lib.model import build_scnet
+from lib.engine.pda import predict_clip
+from lib.model import build_scnet, load_scnet
 from lib.utils.atomic import write_text
 from lib.utils.config import load_config, resolve_path
 from lib.utils.distributed import pick_device
@@ -105,7 +105,7 @@ def run(argv=None):
         torch.set_num_threads(args.threads)
     device = pick_device(cfg['device'])
     if args.checkpoint:
-        model = load_eval_model(cfg['model'], args.checkpoint, device)
+        model = load_scnet(cfg['model'], args.checkpoint, device)
     else:
         torch.manual_seed(0)
         model = build_scnet(cfg['model']).to(device).eval()

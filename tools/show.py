@@ -22,9 +22,9 @@ import sys
 import numpy as np
 
 from lib.dataset import DatasetError, build_dataset, check_class_count
-from lib.engine.pda import (PDAInputError, check_clip_files, check_distances, load_eval_model, prepare_output_dir,
-                            trace_clip)
+from lib.engine.pda import PDAInputError, check_clip_files, check_distances, prepare_output_dir, trace_clip
 from lib.engine.result_dir import ResultFolderError, default_result_dir, lock_results
+from lib.model import load_scnet
 from lib.utils import visualize as vis
 from lib.utils.checkpoint import CheckpointError
 from lib.utils.config import ConfigError, load_config
@@ -111,7 +111,7 @@ def setup(args):
     check_distances([args.distance])
     check_clip_files(dataset, clips)
     device = pick_device(cfg['device'])
-    model = load_eval_model(cfg['model'], args.checkpoint, device)
+    model = load_scnet(cfg['model'], args.checkpoint, device)
     return cfg, out_dir, dataset, clips, device, model
 
 

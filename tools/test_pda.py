@@ -23,13 +23,14 @@ import sys
 
 import torch
 
-from lib.dataset import DatasetError, build_dataset, build_loader, check_class_count
+from lib.dataset import DatasetError, build_dataset, build_eval_loader, check_class_count
 from lib.engine import cityscapes_results
 from lib.engine.pda import (PDAInputError, check_clip_files, check_distances, eval_model_cfg, evaluate_pda,
-                            format_markdown, load_eval_model, prepare_output_dir, protocol)
+                            format_markdown, prepare_output_dir, protocol)
 from lib.engine.result_dir import ResultFolderError, default_result_dir, drop_aside, lock_results, set_aside
 from lib.utils import distributed
 from lib.utils.atomic import write_text
+from lib.model import load_scnet
 from lib.utils.checkpoint import CheckpointError
 from lib.utils.config import ConfigError, load_config
 from lib.utils.errors import one_line
@@ -101,11 +102,10 @@ def setup(args):
     dataset = build_dataset(cfg['data'], cfg['eval']['split'], 'pda')
     check_clip_files(dataset, range(min(len(dataset), max_clips or len(dataset))))
     device = distributed.init_distributed(cfg['device'])
-    model = load_eval_model(model_cfg, args.checkpoint, device)
-    loader = build_loader(dataset, batch_size=cfg['eval']['batch_size'], shuffle=False,
-                          num_workers=cfg['data']['num_workers'], distributed=False,
-                          pin_memory=cfg['data']['pin_memory'])
-    return cfg, distances, max_clips, out_dir, device, model, loader, predictions
+    model = load_scnet(model_cfg, args.checkpoint, device)
+    loader = build_eval_loader(dataset, cfg['eval']['batch_size'], cfg['data']['num_workers'], max_items=max_clips,
+                               pin_memory=cfg['data']['pin_memory'])
+    return cfg, distances, out_dir, device, model, loader, predictions
 
 
 def prediction_writer(dataset, folder, distance):
@@ -142,7 +142,7 @@ def run(argv=None):
     args = parse_args(argv)
     lock = None
     try:
-        cfg, distances, max_clips, out_dir, device, model, loader, predictions = setup(args)
+        cfg, distances, out_dir, device, model, loader, predictions = setup(args)
         lock = lock_results(out_dir)
         previous = set_aside(out_dir, RESULT_FILES) if distributed.is_main_process() else []
         writer = prediction_writer(loader.dataset, predictions, args.save_predictions) if predictions else None
@@ -150,7 +150,6 @@ def run(argv=None):
             result = evaluate_pda(model, loader, cfg['model']['n_classes'], distances=distances, device=device,
                                   per_frame=cfg['eval']['per_frame'] and not args.no_per_frame,
                                   propagation_only=cfg['eval']['propagation_only'] and not args.no_propagation_only,
-                                  max_clips=max_clips,
                                   progress=not args.no_progress, batched=args.batched, on_predictions=writer)
         if distributed.is_main_process():
             report(result, cfg, args, out_dir)

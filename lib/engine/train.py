@@ -29,8 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lib.dataset import PDA_CLIP_LENGTH, build_dataset, check_class_count, seed_worker
-from lib.engine.checkpointing import (CheckpointError, gather_rng_states, model_state, read_checkpoint,
-                                      restore_rng_state)
+from lib.engine.checkpointing import gather_rng_states, model_state, restore_rng_state
 from lib.engine.guards import NonFiniteWatch
 from lib.engine.optim import apply_lr, build_optimizer
 from lib.engine.run_dir import ExperimentFolderError, claim, replace_previous
@@ -39,6 +38,7 @@ from lib.engine.stage_nets import set_bn_momentum
 from lib.engine.stages import STAGES, Stage, check_init_config, get_stage, initialise
 from lib.utils import distributed
 from lib.utils.atomic import save_torch
+from lib.utils.checkpoint import CheckpointError, read_checkpoint
 from lib.utils.config import ConfigError, dump_config, resolve_path
 from lib.utils.logger import MetricLogger, ScalarWriter, close_text_log, setup_text_log
 from lib.utils.output_lock import OutputLockError
