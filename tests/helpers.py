@@ -10,10 +10,13 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_tool(name):
-    """Import ``tools/<name>.py`` as a module (tools/ is a folder of scripts, not a package)."""
+    """The one way the tests load ``tools/<name>.py`` (tools/ is a folder of scripts, not a package): the module,
+    with ``run(argv)``, its command line in this process (``main(parse_args(argv))``, the exit status)."""
     spec = importlib.util.spec_from_file_location(f'tool_{name}', os.path.join(REPO_ROOT, 'tools', f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if not hasattr(module, 'run'):
+        module.run = lambda argv: module.main(module.parse_args(argv))
     return module
 
 

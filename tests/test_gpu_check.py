@@ -22,7 +22,7 @@ def test_without_a_gpu_it_says_so_in_one_line(command, tmp_path):
                           timeout=120, env=dict(os.environ, PYTHONPATH=REPO_ROOT, VENV=str(tmp_path / 'no_venv')))
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('gpu_check: needs') and 'GPU' in lines[0], done.stderr
+    assert len(lines) == 1 and lines[0].startswith('error: needs') and 'GPU' in lines[0], done.stderr
     assert not out_dir.exists() and not (tmp_path / 'no_venv').exists()  # nothing built, nothing written
 
 

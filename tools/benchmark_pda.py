@@ -24,12 +24,14 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lib.dataset import PDA_CLIP_LENGTH, build_dataset
+from lib.dataset import PDA_CLIP_LENGTH, DatasetError, build_dataset
 from lib.engine.pda import predict_clip
 from lib.model import build_scnet, load_scnet
 from lib.utils.atomic import write_text
-from lib.utils.config import load_config, resolve_path
+from lib.utils.checkpoint import CheckpointError
+from lib.utils.config import ConfigError, load_config, resolve_path
 from lib.utils.distributed import pick_device
+from lib.utils.errors import one_line
 
 DISTANCES = list(range(1, PDA_CLIP_LENGTH))
 
@@ -98,18 +100,23 @@ def load_clips(cfg, args, device):
     return [torch.rand(1, PDA_CLIP_LENGTH, 3, *args.size, generator=generator).to(device) for _ in range(n)]
 
 
-def run(argv=None):
-    args = parse_args(argv)
-    cfg = load_config(args.config, args.opts)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(cfg['device'])
-    if args.checkpoint:
-        model = load_scnet(cfg['model'], args.checkpoint, device)
-    else:
-        torch.manual_seed(0)
-        model = build_scnet(cfg['model']).to(device).eval()
-    clips = load_clips(cfg, args, device)
+def main(args):
+    try:
+        cfg = load_config(args.config, args.opts)
+        if args.threads is not None and args.threads < 1:
+            raise ConfigError(f'--threads: expected a positive number, got {args.threads}')
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        device = pick_device(cfg['device'])
+        if args.checkpoint:
+            model = load_scnet(cfg['model'], args.checkpoint, device)
+        else:
+            torch.manual_seed(0)
+            model = build_scnet(cfg['model']).to(device).eval()
+        clips = load_clips(cfg, args, device)
+    except (ConfigError, CheckpointError, DatasetError, OSError) as err:
+        print(f'error: {one_line(err)}', file=sys.stderr)
+        return 1
 
     timings, outputs = {}, {}
     timings['naive'], outputs['naive'] = time_per_clip(lambda c: naive_clip(model, c), clips, device)
@@ -148,4 +155,4 @@ def run(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(run())
+    sys.exit(main(parse_args()))

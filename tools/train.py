@@ -6,14 +6,10 @@ docs/training.md and ``exp/<experiment>/script/train.sh``.
 import argparse
 import sys
 
-from lib.dataset import DatasetError
-from lib.engine.checkpointing import CheckpointError
-from lib.engine.run_dir import ExperimentFolderError
-from lib.engine.train import NonFiniteLossError, main
+from lib.engine import train as engine
 from lib.utils import distributed
-from lib.utils.config import ConfigError, load_config
+from lib.utils.config import load_config
 from lib.utils.errors import one_line
-from lib.utils.output_lock import OutputLockError
 
 
 def parse_args(argv=None):
@@ -37,14 +33,11 @@ def parse_args(argv=None):
     return args
 
 
-def run(argv=None):
-    args = parse_args(argv)
+def main(args):
     try:
-        cfg = load_config(args.config, args.opts)
-        main(cfg, resume=args.resume, deterministic=args.deterministic, overwrite=args.overwrite,
-             restart_epoch=args.restart_epoch)
-    except (ConfigError, CheckpointError, DatasetError, NonFiniteLossError, ExperimentFolderError, OutputLockError,
-            OSError) as err:
+        engine.main(load_config(args.config, args.opts), resume=args.resume, deterministic=args.deterministic,
+                    overwrite=args.overwrite, restart_epoch=args.restart_epoch)
+    except engine.INPUT_ERRORS as err:
         print(f'error: {one_line(err)}', file=sys.stderr)
         return 1
     except RuntimeError as err:
@@ -59,4 +52,4 @@ def run(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(run())
+    sys.exit(main(parse_args()))

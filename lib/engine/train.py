@@ -28,7 +28,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lib.dataset import PDA_CLIP_LENGTH, build_dataset, check_class_count, seed_worker
+from lib.dataset import PDA_CLIP_LENGTH, DatasetError, build_dataset, check_class_count, seed_worker
 from lib.engine.checkpointing import gather_rng_states, model_state, restore_rng_state
 from lib.engine.guards import NonFiniteWatch
 from lib.engine.optim import apply_lr, build_optimizer
@@ -57,6 +57,12 @@ NUMBER_RANGES = {  # train.<key>: (what it must be, test)
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or infinite; the run stops and the last checkpoint on disk stays the last good one."""
+
+
+# Bad input or a stopped run: a one-line message for the user (the command line prints it after "error: " and
+# exits 1).
+INPUT_ERRORS = (ConfigError, CheckpointError, DatasetError, NonFiniteLossError, ExperimentFolderError,
+                OutputLockError, OSError)
 
 
 @dataclass
