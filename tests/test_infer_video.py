@@ -10,10 +10,10 @@ import yaml
 
 from helpers import load_tool
 from lib.engine.keyframe import parse_policy
-from lib.engine.video import (OutputFolder, StreamingSegmenter, VideoIOError, frame_to_tensor, labels_to_frame,
-                              pad_to_multiple)
+from lib.engine.video import StreamingSegmenter
 from lib.model import build_scnet
 from lib.utils.config import load_config
+from lib.utils.video_io import OutputFolder, VideoIOError, frame_to_tensor, labels_to_frame, pad_to_multiple
 
 N_FRAMES = 12
 TINY_MODEL = {'n_classes': 19, 'deeplab': {'width_mult': 0.0625, 'middle_blocks': 1},

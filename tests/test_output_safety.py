@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from lib.engine.video import OutputFolder, VideoFileSource, VideoIOError, VideoWriter
 from lib.utils import atomic
 from lib.utils.config import REPO_ROOT
 from lib.utils.output_lock import OutputLock, OutputLockError, remove_torn_files
+from lib.utils.video_io import OutputFolder, VideoFileSource, VideoIOError, VideoWriter
 
 from test_infer_video import (assert_one_line_error, model_files, moving_scene, run_tool,  # noqa: F401
                               write_frame_folder)

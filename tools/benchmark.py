@@ -52,12 +52,11 @@ from lib.engine.backend import build_segmenter
 from lib.engine.fast import (EXACT, FastConfig, FastSCNet, add_fast_arguments, config_from_args, resolve_dtype,
                              sparse_merge_argmax, upsample_labels)
 from lib.engine.keyframe import FixedInterval
-from lib.engine.video import frame_to_tensor, load_model, open_frame_source
-from lib.model import build_scnet
+from lib.model import build_scnet, load_scnet
 from lib.ops import resample2d, resample2d_reference
 from lib.utils.atomic import write_json, write_text
-from lib.utils.checkpoint import load_published
 from lib.utils.config import REPO_ROOT, ConfigError, load_config
+from lib.utils.video_io import frame_to_tensor, open_frame_source
 
 DEFAULT_OUT = os.path.join('result', 'benchmark.json')
 # FlopCounterMode does not count these; each output value of a bilinear sample costs 4 multiply-adds.
@@ -165,10 +164,9 @@ def model_config(args):
 
 
 def build_model(model_cfg, device, checkpoint=None):
-    net = build_scnet(model_cfg)
     if checkpoint is not None:
-        load_published(net, checkpoint)
-    return net.to(device).eval()
+        return load_scnet(model_cfg, checkpoint, device)
+    return build_scnet(model_cfg).to(device).eval()
 
 
 # --------------------------------------------------------------------------------------------------- measurement
@@ -805,7 +803,7 @@ def trained_agreement(args, device, fast_config):
     per frame the fraction of equal pixels, summarised per key-frame distance d.
     """
     cfg = load_config(args.agreement_config)
-    net = load_model(cfg, args.agreement_checkpoint, device)
+    net = load_scnet(cfg['model'], args.agreement_checkpoint, device)
     source = open_frame_source(args.agreement_input)
     paths = {'exact': build_segmenter(net, FixedInterval(args.agreement_interval), 'torch', None),
              'fast': build_segmenter(net, FixedInterval(args.agreement_interval), 'torch', fast_config)}

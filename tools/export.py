@@ -18,7 +18,7 @@ import torch
 
 from lib.engine.export import GRAPHS, MIN_SIZE, check_parity, export_steps
 from lib.engine.fast import TAILS
-from lib.engine.video import load_model
+from lib.model import load_scnet
 from lib.utils.atomic import write_json
 from lib.utils.checkpoint import CheckpointError
 from lib.utils.config import ConfigError, load_config
@@ -93,7 +93,7 @@ def main(argv=None):
         cfg = load_config(args.config, args.opts)
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        net = load_model(cfg, args.checkpoint, torch.device('cpu'))
+        net = load_scnet(cfg['model'], args.checkpoint, torch.device('cpu'))
         # The folder is replaced by a rename, so its lock lies beside it (as infer_video's).
         lock = OutputLock(out, lock_path=out + '.lock').acquire()
         check_output(out, args.overwrite)  # again, under the lock

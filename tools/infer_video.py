@@ -21,14 +21,15 @@ from tqdm import tqdm
 from lib.engine.backend import BACKENDS, build_segmenter, check_backend
 from lib.engine.fast import add_fast_arguments, config_from_args
 from lib.engine.keyframe import PolicyError, parse_policy
-from lib.engine.video import (OutputFolder, VideoIOError, VideoWriter, frame_to_tensor,
-                              labels_to_frame, load_model, open_frame_source, overlay, set_threads,
-                              write_png)
+from lib.engine.video import set_threads
+from lib.model import load_scnet
 from lib.utils.atomic import write_json
 from lib.utils.config import ConfigError, load_config
 from lib.utils.distributed import pick_device
 from lib.utils.output_lock import OutputLock, OutputLockError
 from lib.utils.palette import colorize, palette_for
+from lib.utils.video_io import (OutputFolder, VideoIOError, VideoWriter, frame_to_tensor, labels_to_frame,
+                                open_frame_source, overlay, write_png)
 
 PROG = 'infer_video'
 
@@ -154,7 +155,7 @@ def main(argv=None):
         cfg = load_config(args.config, args.opts)
         set_threads(args.threads)
         device = pick_device(args.device or cfg['device'])
-        model = load_model(cfg, args.checkpoint, device)
+        model = load_scnet(cfg['model'], args.checkpoint, device)
         palette = palette_for(cfg['data']['name'])
         lock = OutputLock(folder.path, lock_path=folder.lock_path).acquire()
         folder = OutputFolder(args.output, overwrite=args.overwrite, input_path=args.input)  # again, under the lock

@@ -15,7 +15,7 @@ from lib.dataset.frame_list import read_list
 from lib.dataset.video import snippet_offsets
 from lib.engine.fast import logits_to_labels
 from lib.engine.keyframe import DistortionTriggered, FixedInterval, PerFrame, PolicyError
-from lib.engine.video import StreamingSegmenter, pad_to_multiple, set_threads
+from lib.engine.video import StreamingSegmenter, set_threads
 from lib.model import load_scnet
 from lib.utils.atomic import write_json
 from lib.utils.checkpoint import CheckpointError
@@ -23,6 +23,7 @@ from lib.utils.config import ConfigError, load_config, resolve_path
 from lib.utils.distributed import pick_device
 from lib.utils.metrics import ConfusionMatrix
 from lib.utils.profiling import count_flops, median_ms
+from lib.utils.video_io import pad_to_multiple
 from lib.utils.visualize import plot_keyframe_curve
 
 DEFAULT_INTERVALS = (2, 3, 4, 5, 6, 8, 10)

@@ -1,6 +1,6 @@
 """``load_scnet``: the whole SCNet of a config with the weights of a file, the one entry point of every tool and API
 that needs a trained network for inference (evaluation, pictures, benchmarks, video)."""
-from ..utils.checkpoint import CheckpointError, compare, load_checkpoint, strip_wrapper_prefixes
+from ..utils.checkpoint import CheckpointError, compare, is_dmnet_only, load_checkpoint, strip_wrapper_prefixes
 from .scnet import build_scnet
 
 
@@ -28,8 +28,11 @@ def load_scnet(model_cfg, path, device='cpu'):
         key, n_file = classes
         raise CheckpointError(f'{path}: checkpoint predicts {n_file} classes ({key}) but the config has '
                               f'model.n_classes={model.n_classes}; use the config of the dataset it was trained on')
+    if is_dmnet_only(model, state):
+        raise CheckpointError(f'{path}: holds only the dmnet weights; inference needs a whole SCNet (the correction '
+                              f'stage output)')
     if not report.fits():
-        raise CheckpointError(f'{path}: not a whole SCNet of this config (model widths, stage?): '
-                              f'{report.summary()}')
+        raise CheckpointError(f'{path}: does not fit SCNet: not a whole SCNet of this config (model widths, '
+                              f'stage?): {report.problems()}')
     model.load_state_dict(state)
     return model.to(device).eval()

@@ -161,7 +161,7 @@ def _submodule(net, target):
     return net if target == 'model' else getattr(net, target)
 
 
-def _is_dmnet_only(net, state_dict):
+def is_dmnet_only(net, state_dict):
     """The stage-1 file: every key is a DMNet key (``conv1.0.depthwise.weight``) and none is a key of ``net``."""
     dmnet = getattr(net, 'dmnet', None)
     if dmnet is None:
@@ -190,7 +190,7 @@ def load_published(net, path, strict=True):
         LoadReport (``report.summary()`` is a one-line description).
     """
     state_dict = strip_wrapper_prefixes(load_checkpoint(path))
-    target = 'dmnet' if _is_dmnet_only(net, state_dict) else 'model'
+    target = 'dmnet' if is_dmnet_only(net, state_dict) else 'model'
     module = _submodule(net, target)
     report = compare(module, state_dict, target)
     if strict and not report.fits():
