@@ -273,10 +273,10 @@ def test_fast_config_validation_and_arguments():
 # ---------------------------------------------------------------------------------------------- end to end (tiny)
 def test_tiny_benchmark_run_writes_complete_json(tmp_path):
     out = tmp_path / 'bench.json'
-    result = benchmark.main([
+    result = benchmark.benchmark(benchmark.parse_args([
         '--device', 'cpu', '--sizes', '64x128', '--flops-sizes', '128x256', '--resample-sizes', '64x128',
         '--repeats', '2', '--row-budget', '0', '--warmup', '0', '--agreement-frames', '1', '--fast',
-        '--out', str(out), '--model-opts', *TINY_OPTS])
+        '--out', str(out), '--model-opts', *TINY_OPTS]))
     on_disk = json.loads(out.read_text())
     assert on_disk['sizes'][0]['size'] == [64, 128] and on_disk['device'] == 'cpu'
     assert (tmp_path / 'bench.md').read_text().startswith('# Benchmark: cpu')
@@ -313,7 +313,7 @@ def test_tiny_benchmark_run_writes_complete_json(tmp_path):
     assert set(result['flops_only']) == {'64x128', '128x256'}
     assert {r['impl'] for r in result['resample2d']} == {'grid_sample'}
     assert result['copy_bandwidth']['gb_per_s'] > 0
-    assert all({'target', 'measured', 'holds'} <= set(t) for t in result['targets'])
+    assert 'targets' not in result  # targets live in docs/benchmarks.md, not in the measuring code
 
     assert set(result['peak_gflops']) == {'bf16_conv', 'fp32_conv'} and min(result['peak_gflops'].values()) > 0
     fast_dtype = resolve_dtype('auto', 'cpu')
@@ -349,11 +349,11 @@ def test_benchmark_onnxruntime_rows_and_trained_agreement(tmp_path):
     for t, frame in enumerate(benchmark.synthetic_clip(5, (64, 128), seed=3)):
         rgb = (frame[0].permute(1, 2, 0).numpy() * 255).round().astype('uint8')
         cv2.imwrite(str(clip / f'{t}.png'), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    result = benchmark.main([
+    result = benchmark.benchmark(benchmark.parse_args([
         '--device', 'cpu', '--sizes', '64x128', '--flops-sizes', '--resample-sizes', '64x128', '--repeats', '1',
         '--row-budget', '0', '--warmup', '0', '--agreement-frames', '1', '--fast', '--onnxruntime', '--threads', '1',
         '--out', str(tmp_path / 'bench.json'), '--model-opts', *TINY_OPTS, '--agreement-config', str(config),
-        '--agreement-checkpoint', str(checkpoint), '--agreement-input', str(clip), '--agreement-interval', '3'])
+        '--agreement-checkpoint', str(checkpoint), '--agreement-input', str(clip), '--agreement-interval', '3']))
     entry = result['sizes'][0]
     rows = {(r['path'], r['name']) for r in entry['rows']}
     assert {('onnxruntime', 'key_frame'), ('onnxruntime', 'non_key_frame')} <= rows

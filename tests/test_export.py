@@ -43,7 +43,7 @@ def exported(model_files, tmp_path_factory):
     """One export by the tool (the slow part: tracing), shared by the tests of this module."""
     config, checkpoint, _ = model_files
     out = tmp_path_factory.mktemp('export') / 'tiny'
-    code = export_tool.main(['--config', config, '--checkpoint', checkpoint, '--out', str(out),
+    code = export_tool.run(['--config', config, '--checkpoint', checkpoint, '--out', str(out),
                              '--size', *map(str, SIZE), '--parity-size', *map(str, OTHER_SIZE), '--threads', '1'])
     return code, out
 
@@ -129,14 +129,14 @@ def test_export_refuses_existing_output_and_bad_sizes(model_files, tmp_path, cap
     out.mkdir()
     (out / 'notes.txt').write_text('keep me')
     args = ['--config', config, '--checkpoint', checkpoint, '--out', str(out), '--size', '128', '128']
-    assert export_tool.main(args) == 2
+    assert export_tool.run(args) == 1
     assert 'already exists' in capsys.readouterr().err
-    assert export_tool.main(args + ['--overwrite']) == 2
+    assert export_tool.run(args + ['--overwrite']) == 1
     assert 'does not write' in capsys.readouterr().err
     assert (out / 'notes.txt').read_text() == 'keep me' and os.listdir(out) == ['notes.txt']
     with pytest.raises(SystemExit):
         export_tool.parse_args(['--config', config, '--checkpoint', checkpoint, '--out', 'x', '--size', '130', '128'])
     assert '--size 130 128: expected multiples of 4' in capsys.readouterr().err
-    assert export_tool.main(['--config', config, '--checkpoint', str(tmp_path / 'none.pth'),
-                             '--out', str(tmp_path / 'new')]) == 2
+    assert export_tool.run(['--config', config, '--checkpoint', str(tmp_path / 'none.pth'),
+                             '--out', str(tmp_path / 'new')]) == 1
     assert not os.path.exists(tmp_path / 'new') and not os.path.exists(tmp_path / 'new.partial')

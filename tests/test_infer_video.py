@@ -77,7 +77,7 @@ def frame_folder(tmp_path_factory):
 
 def run_tool(model_files, *args):
     config, checkpoint = model_files
-    return infer_video.main(['--config', config, '--checkpoint', checkpoint, *map(str, args)])
+    return infer_video.run(['--config', config, '--checkpoint', checkpoint, *map(str, args)])
 
 
 def read_video(path):
@@ -171,7 +171,7 @@ def test_resized_inference_restores_the_frame_size(model_files, frame_folder, tm
 def assert_one_line_error(capsys, *fragments):
     err = capsys.readouterr().err
     # The progress bar shares stderr (carriage returns); the error is one line of its own.
-    errors = [line for line in err.replace('\r', '\n').splitlines() if line.startswith('infer_video: error:')]
+    errors = [line for line in err.replace('\r', '\n').splitlines() if line.startswith('error:')]
     assert len(errors) == 1, err
     for fragment in fragments:
         assert fragment in errors[0], err
@@ -180,20 +180,20 @@ def assert_one_line_error(capsys, *fragments):
 def test_unreadable_and_empty_videos(model_files, tmp_path, capsys):
     garbage = tmp_path / 'garbage.mp4'
     garbage.write_bytes(b'this is not a video' * 10)
-    assert run_tool(model_files, garbage, tmp_path / 'a') == 2
+    assert run_tool(model_files, garbage, tmp_path / 'a') == 1
     assert_one_line_error(capsys, str(garbage), 'cannot be opened as a video')
     empty = tmp_path / 'empty.mp4'
     empty.write_bytes(b'')
-    assert run_tool(model_files, empty, tmp_path / 'b') == 2
+    assert run_tool(model_files, empty, tmp_path / 'b') == 1
     assert_one_line_error(capsys, str(empty), 'zero length')
     no_frames = str(tmp_path / 'no_frames.mp4')  # a valid container header, zero frames
     cv2.VideoWriter(no_frames, cv2.VideoWriter_fourcc(*'mp4v'), 10, (64, 48)).release()
-    assert run_tool(model_files, no_frames, tmp_path / 'e') == 2
+    assert run_tool(model_files, no_frames, tmp_path / 'e') == 1
     assert_one_line_error(capsys, no_frames)
-    assert run_tool(model_files, tmp_path / 'missing.mp4', tmp_path / 'c') == 2
+    assert run_tool(model_files, tmp_path / 'missing.mp4', tmp_path / 'c') == 1
     assert_one_line_error(capsys, 'missing.mp4', 'no such')
     (tmp_path / 'no_images').mkdir()
-    assert run_tool(model_files, tmp_path / 'no_images', tmp_path / 'd') == 2
+    assert run_tool(model_files, tmp_path / 'no_images', tmp_path / 'd') == 1
     assert_one_line_error(capsys, 'no_images', 'no image files')
     for name in 'abcde':
         assert not (tmp_path / name).exists() and not (tmp_path / f'{name}.partial').exists()
@@ -203,7 +203,7 @@ def test_frame_size_change_mid_stream_leaves_only_a_marked_partial_output(model_
     frames = moving_scene(40, 60, 4) + moving_scene(44, 60, 2)
     folder = write_frame_folder(tmp_path / 'mixed', frames)
     out = tmp_path / 'out'
-    assert run_tool(model_files, folder, out, '--save-labels') == 2
+    assert run_tool(model_files, folder, out, '--save-labels') == 1
     assert_one_line_error(capsys, os.path.join(folder, 'frame4.png'), 'frame 4 is 60x44', 'started at 60x40')
     assert not out.exists()
     assert os.path.isdir(f'{out}.partial') and not os.path.exists(f'{out}.partial/summary.json')
@@ -212,7 +212,7 @@ def test_frame_size_change_mid_stream_leaves_only_a_marked_partial_output(model_
 def test_existing_output_is_refused_unless_overwrite(model_files, frame_folder, tmp_path, capsys):
     out = tmp_path / 'out'
     assert run_tool(model_files, frame_folder, out, '--save-labels') == 0
-    assert run_tool(model_files, frame_folder, out) == 2
+    assert run_tool(model_files, frame_folder, out) == 1
     assert_one_line_error(capsys, str(out), '--overwrite')
     assert (out / 'labels').is_dir()
     assert run_tool(model_files, frame_folder, out, '--overwrite', '--policy', 'fixed:6') == 0
@@ -220,17 +220,17 @@ def test_existing_output_is_refused_unless_overwrite(model_files, frame_folder, 
 
 
 def test_bad_policy_and_checkpoint(model_files, frame_folder, tmp_path, capsys):
-    assert run_tool(model_files, frame_folder, tmp_path / 'a', '--policy', 'sometimes') == 2
+    assert run_tool(model_files, frame_folder, tmp_path / 'a', '--policy', 'sometimes') == 1
     assert_one_line_error(capsys, 'sometimes', 'fixed:K')
     config, _ = model_files
     wrong = tmp_path / 'wrong.pth'
     torch.save({'deeplab.unknown.weight': torch.zeros(1)}, wrong)
-    assert infer_video.main(['--config', config, '--checkpoint', str(wrong), frame_folder, str(tmp_path / 'b')]) == 2
+    assert infer_video.run(['--config', config, '--checkpoint', str(wrong), frame_folder, str(tmp_path / 'b')]) == 1
     assert_one_line_error(capsys, 'wrong.pth', 'does not fit')
     dmnet_only = tmp_path / 'dmnet.pth'
     torch.save(build_scnet(load_config(config)['model']).dmnet.state_dict(), dmnet_only)
-    assert infer_video.main(['--config', config, '--checkpoint', str(dmnet_only), frame_folder,
-                             str(tmp_path / 'c')]) == 2
+    assert infer_video.run(['--config', config, '--checkpoint', str(dmnet_only), frame_folder,
+                             str(tmp_path / 'c')]) == 1
     assert_one_line_error(capsys, 'dmnet.pth', 'only the dmnet weights')
     for name in 'abc':
         assert not (tmp_path / name).exists()

@@ -118,7 +118,7 @@ def test_run_writes_what_the_command_line_tool_writes(model_files, tmp_path):
     seg = VideoSegmenter.from_config(config, checkpoint, policy='fixed:5')
     summary = seg.run(source, str(tmp_path / 'api'), save_labels=True)
     assert summary['frames'] == N_FRAMES and summary['key_frames'] == [0, 5]
-    assert infer_video.main(['--config', config, '--checkpoint', checkpoint, source, str(tmp_path / 'cli'),
+    assert infer_video.run(['--config', config, '--checkpoint', checkpoint, source, str(tmp_path / 'cli'),
                              '--save-labels', '--video']) == 0
     for t in range(N_FRAMES):
         api = cv2.imread(str(tmp_path / 'api' / 'labels' / f'{t:06d}.png'), cv2.IMREAD_UNCHANGED)
@@ -152,7 +152,7 @@ def test_infer_video_backend_option(model_files, tmp_path):
     config, checkpoint, _ = model_files
     source = write_folder(tmp_path / 'clip', moving_frames(62, 90, n_frames=3))
     out = tmp_path / 'out'
-    assert infer_video.main(['--config', config, '--checkpoint', checkpoint, source, str(out), '--backend',
+    assert infer_video.run(['--config', config, '--checkpoint', checkpoint, source, str(out), '--backend',
                              'onnxruntime', '--threads', '1', '--policy', 'fixed:2']) == 0
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['backend'] == 'onnxruntime' and summary['key_frames'] == [0, 2]

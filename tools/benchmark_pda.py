@@ -22,7 +22,6 @@ import sys
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from lib.dataset import PDA_CLIP_LENGTH, DatasetError, build_dataset
 from lib.engine.pda import predict_clip
@@ -32,6 +31,7 @@ from lib.utils.checkpoint import CheckpointError
 from lib.utils.config import ConfigError, load_config, resolve_path
 from lib.utils.distributed import pick_device
 from lib.utils.errors import one_line
+from lib.utils.profiling import count_flops, synchronize
 
 DISTANCES = list(range(1, PDA_CLIP_LENGTH))
 
@@ -65,14 +65,12 @@ def naive_clip(model, frames):
 
 def time_per_clip(fn, clips, device):
     fn(clips[0])  # warm-up: kernel selection and allocator growth are not part of the steady state
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     outputs = []
     for clip in clips[1:]:
         outputs.append(fn(clip))
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
+    synchronize(device)
     return (time.perf_counter() - start) / (len(clips) - 1), outputs
 
 
@@ -82,13 +80,7 @@ def flops_per_call(model, frame):
     quarter = model.to_quarter_resolution(frame)
     calls = {'deeplab': lambda: model.deeplab(frame), 'flownet': lambda: model.estimate_flow(frame, frame),
              'cfnet': lambda: model.cfnet(frame), 'dmnet': lambda: model.dmnet(quarter, quarter)}
-    out = {}
-    for name, call in calls.items():
-        counter = FlopCounterMode(display=False)
-        with counter:
-            call()
-        out[name] = counter.get_total_flops() / 1e9
-    return out
+    return {name: count_flops(call) / 1e9 for name, call in calls.items()}
 
 
 def load_clips(cfg, args, device):

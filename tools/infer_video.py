@@ -34,7 +34,7 @@ from lib.utils.video_io import (OutputFolder, VideoIOError, VideoWriter, frame_t
 PROG = 'infer_video'
 
 
-def parse_args(argv):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n')[0])
     parser.add_argument('input', help='video file or folder of frames')
     parser.add_argument('output', help='output folder (must not exist unless --overwrite)')
@@ -143,8 +143,7 @@ def segment_video(model, source, policy, folder, args, palette, device):
             'seconds': round(seconds, 3), 'cpu_seconds': round(cpu_seconds, 3), 'frames_per_second': n_frames / seconds}
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(args):
     folder = None
     lock = None
     try:
@@ -163,14 +162,14 @@ def main(argv=None):
         summary = segment_video(model, source, policy, folder, args, palette, device)
         mismatch = source.count_mismatch()
         if mismatch:
-            print(f'{PROG}: warning: {mismatch}', file=sys.stderr)
+            print(f'warning: {mismatch}', file=sys.stderr)
         write_json(folder.file('summary.json'), summary, indent=2)
         folder.commit()
     except (VideoIOError, PolicyError, ConfigError, ValueError, OSError, OutputLockError) as err:
-        print(f'{PROG}: error: {err}', file=sys.stderr)
+        print(f'error: {err}', file=sys.stderr)
         if folder is not None and folder.started and os.path.isdir(folder.partial):
-            print(f'{PROG}: the incomplete output is left in {folder.partial}', file=sys.stderr)
-        return 2
+            print(f'the incomplete output is left in {folder.partial}', file=sys.stderr)
+        return 1
     finally:
         if lock is not None:
             lock.release()
@@ -180,4 +179,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(parse_args()))
