@@ -9,6 +9,8 @@
   root and lists, ``crop_size: None``, ``num_workers: 0``, ``pin_memory: False``), built on
   ``lib.utils.config.DEFAULTS['data']``, ready for ``lib.dataset.build_dataset(cfg, split, mode)``.  Tests
   may modify their copy.
+- ``model_files`` (module): ``(config path, checkpoint path)`` of a random-init SCNet of ``TINY_VIDEO_MODEL``
+  (the video tests' network).
 """
 import copy
 import os
@@ -16,8 +18,12 @@ import os
 import pytest
 import torch
 
+import yaml
+
+from helpers import TINY_VIDEO_MODEL
 from lib.dataset import synthetic
-from lib.utils.config import DEFAULTS
+from lib.model import build_scnet
+from lib.utils.config import DEFAULTS, load_config
 
 TINY_SIZE = (64, 128)
 TINY_SNIPPETS = {'n_train': 2, 'n_val': 1}
@@ -56,3 +62,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def model_files(tmp_path_factory):
+    """A tiny config and a random-init checkpoint of it."""
+    root = tmp_path_factory.mktemp('model')
+    config = root / 'tiny.yaml'
+    config.write_text(yaml.safe_dump({'device': 'cpu', 'model': TINY_VIDEO_MODEL, 'data': {'name': 'cityscapes'}}))
+    torch.manual_seed(0)
+    model = build_scnet(load_config(str(config))['model'])
+    checkpoint = root / 'tiny.pth'
+    torch.save(model.state_dict(), checkpoint)
+    return str(config), str(checkpoint)

@@ -80,6 +80,7 @@ def test_generator_rewrites_its_own_folder_and_sets_written_before_the_marker(tm
     assert (empty / 'list' / 'train.txt').is_file()
 
 
+@pytest.mark.slow
 def test_make_synthetic_refuses_with_one_line(tmp_path):
     users = fake_dataset(tmp_path / 'cityscapes')
     before = tree(users)

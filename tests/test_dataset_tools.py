@@ -4,8 +4,7 @@ import os
 import cv2
 import numpy as np
 
-from helpers import load_tool
-from test_dataset import H, W, make_camvid, make_cityscapes
+from helpers import H, W, load_tool, make_camvid, make_cityscapes
 
 check_dataset = load_tool('check_dataset')
 make_lists = load_tool('make_lists')

@@ -76,6 +76,7 @@ def demo_run(tmp_path_factory):
     return status, roots, argv
 
 
+@pytest.mark.slow
 def test_quick_demo_produces_every_output(demo_run):
     status, roots, _ = demo_run
     assert status == 0
@@ -110,6 +111,7 @@ def test_stages_chain_their_checkpoints(demo_run):
     assert cfg['data']['root'] == str(roots['root'])
 
 
+@pytest.mark.slow
 def test_rerun_skips_done_steps_and_redo_cascades(demo_run, capsys, monkeypatch):
     _, roots, argv = demo_run
     clear_root_variables(monkeypatch)
@@ -134,6 +136,7 @@ def test_rerun_skips_done_steps_and_redo_cascades(demo_run, capsys, monkeypatch)
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_changed_config_retrains_the_stage(demo_run, capsys, monkeypatch):
     _, roots, argv = demo_run
     clear_root_variables(monkeypatch)

@@ -6,15 +6,13 @@ import pytest
 import torch
 import yaml
 
-from helpers import load_tool
+from helpers import TINY_VIDEO_MODEL, load_tool
 from lib.engine.export import GRAPHS, INPUTS, OUTPUTS, example_inputs, ort_session, run_session
 from lib.model import build_scnet
 from lib.utils.config import load_config
 
 pytest.importorskip('onnxruntime', reason='onnxruntime is in requirements.txt; the export cannot be checked without')
 
-TINY_MODEL = {'n_classes': 19, 'deeplab': {'width_mult': 0.0625, 'middle_blocks': 1},
-              'flownet': {'width_mult': 0.125}, 'cfnet': {'width_mult': 0.125}}
 SIZE = (128, 160)
 OTHER_SIZE = (192, 128)  # a different height and width: the graphs are dynamic
 
@@ -25,7 +23,7 @@ export_tool = load_tool('export')
 def model_files(tmp_path_factory):
     root = tmp_path_factory.mktemp('model')
     config = root / 'tiny.yaml'
-    config.write_text(yaml.safe_dump({'device': 'cpu', 'model': TINY_MODEL, 'data': {'name': 'cityscapes'}}))
+    config.write_text(yaml.safe_dump({'device': 'cpu', 'model': TINY_VIDEO_MODEL, 'data': {'name': 'cityscapes'}}))
     torch.manual_seed(0)
     net = build_scnet(load_config(str(config))['model']).eval()
     # Random BatchNorm statistics, so that the normalisation layers are exercised and not the identity.

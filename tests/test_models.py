@@ -11,16 +11,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers import TINY_WIDTHS
 from lib.model import CFNet, DeepLabV3Plus, DMNet, FlowNetS, PropagationState, SCNet, SCNetDMNet, Warp, build_scnet
 from lib.utils.config import DEFAULTS
 
 LAYOUT_FILE = os.path.join(os.path.dirname(__file__), 'data', 'state_dict_shapes.json')
-TINY = dict(deeplab={'width_mult': 0.125, 'middle_blocks': 1}, flownet={'width_mult': 0.25})
+TINY = {name: TINY_WIDTHS[name] for name in ('deeplab', 'flownet')}
 
 
 def tiny_scnet(n_classes=5, **kwargs):
     torch.manual_seed(0)
-    net = SCNet(n_classes, cfnet={'width_mult': 0.25}, **TINY, **kwargs)
+    net = SCNet(n_classes, cfnet=TINY_WIDTHS['cfnet'], **TINY, **kwargs)
     randomize_batchnorm_statistics(net)
     return net
 

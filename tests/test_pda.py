@@ -4,57 +4,20 @@ The reference loop below is written from the paper's test script (for each dista
 step-by-step flow + warp of logits and 1/4 image, DMNet and CFNet at t, x4 upsampling, merge, argmax), using only
 the sub-networks, so that it shares no code with ``lib.engine.pda``.
 """
-import copy
 import json
 import os
 import shutil
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 
-from helpers import load_tool
+from helpers import load_tool, tiny_model_cfg, varied_tiny_scnet, write_experiment
 from lib.dataset import build_dataset, build_eval_loader, build_loader
 from lib.engine.pda import evaluate_pda
 from lib.model import build_scnet
-from lib.utils.config import DEFAULTS
 
 N_CLASSES = 19
-TINY_WIDTHS = {'deeplab': {'width_mult': 0.125, 'middle_blocks': 1}, 'flownet': {'width_mult': 0.25},
-               'cfnet': {'width_mult': 0.25}}
-
-
-def tiny_model_cfg(align_corners=True, n_classes=N_CLASSES):
-    cfg = copy.deepcopy(DEFAULTS['model'])
-    cfg.update(copy.deepcopy(TINY_WIDTHS), n_classes=n_classes, align_corners=align_corners)
-    return cfg
-
-
-def _last_conv(module, out_channels):
-    return [m for m in module.modules() if isinstance(m, nn.Conv2d) and m.out_channels == out_channels][-1]
-
-
-def tiny_net(align_corners=True, n_classes=N_CLASSES, seed=0):
-    """A random tiny SCNet whose predictions vary over the image and with the distance.
-
-    At random init DeepLab predicts one class everywhere and FlowNetS hardly moves anything, which would make
-    every comparison trivially equal; the classifiers get unit-variance weights and the flow heads are scaled up.
-    """
-    torch.manual_seed(seed)
-    net = build_scnet(tiny_model_cfg(align_corners, n_classes))
-    with torch.no_grad():
-        for sub in (net.deeplab, net.cfnet):
-            classifier = _last_conv(sub, n_classes)
-            classifier.weight.normal_(0.0, 1.0)
-            classifier.bias.zero_()
-        for m in net.flownet.modules():
-            if isinstance(m, nn.Conv2d) and m.out_channels == 2:
-                m.weight.mul_(5.0)
-    return net.eval()
-
-
 def _resize(x, scale, align_corners):
     return F.interpolate(x, scale_factor=scale, mode='bilinear', align_corners=align_corners)
 
@@ -93,7 +56,7 @@ def reference_pda(net, loader, distances, align_corners, n=N_CLASSES):
 
 @pytest.fixture(scope='module')
 def net():
-    return tiny_net()
+    return varied_tiny_scnet()
 
 
 @pytest.fixture
@@ -127,7 +90,7 @@ def test_fast_path_matches_per_distance_loop(net, clips):
 
 def test_batched_clips_subset_of_distances_and_resize_convention(clips):
     """Batch of 2 clips, distances 1/4/9 only, ``align_corners=False`` (the original Cityscapes test script)."""
-    net = tiny_net(align_corners=False)
+    net = varied_tiny_scnet(align_corners=False)
     loader = build_loader(clips, batch_size=2, shuffle=False, num_workers=0, distributed=False)
     distances = [1, 4, 9]
     result = evaluate_pda(net, loader, N_CLASSES, distances=[9, 4, 1], progress=False)
@@ -171,19 +134,6 @@ def test_ranks_share_the_first_max_clips_without_overlap(monkeypatch):
 
 
 # --- command line --------------------------------------------------------------------------------------------
-
-def write_experiment(folder, data_cfg, n_classes=N_CLASSES, **eval_cfg):
-    """A config for the tiny synthetic set and a training-style checkpoint (``{'model': state_dict}``)."""
-    os.makedirs(folder, exist_ok=True)
-    cfg = {'experiment': 'pda_test', 'device': 'cpu', 'model': tiny_model_cfg(),
-           'data': data_cfg, 'eval': {'split': 'train', 'distances': [1, 9], 'result_root': str(folder), **eval_cfg}}
-    config = os.path.join(folder, 'config.yaml')
-    with open(config, 'w') as f:
-        yaml.safe_dump(cfg, f)
-    checkpoint = os.path.join(folder, 'final.pth')
-    torch.save({'model': tiny_net(n_classes=n_classes).state_dict()}, checkpoint)
-    return config, checkpoint
-
 
 def test_command_line_writes_table_json_and_markdown(tmp_path, synthetic_data_cfg, capsys):
     config, checkpoint = write_experiment(tmp_path, synthetic_data_cfg)

@@ -8,13 +8,11 @@ import pytest
 import torch
 import yaml
 
-from helpers import REPO_ROOT, load_tool
+from helpers import REPO_ROOT, TINY_VIDEO_MODEL, load_tool
 from lib import VideoSegmenter
 from lib.model import build_scnet
 from lib.utils.config import load_config
 
-TINY_MODEL = {'n_classes': 19, 'deeplab': {'width_mult': 0.0625, 'middle_blocks': 1},
-              'flownet': {'width_mult': 0.125}, 'cfnet': {'width_mult': 0.125}}
 N_FRAMES = 7
 
 infer_video = load_tool('infer_video')
@@ -36,7 +34,7 @@ def moving_frames(height, width, n_frames=N_FRAMES):
 def model_files(tmp_path_factory):
     root = tmp_path_factory.mktemp('model')
     config = root / 'tiny.yaml'
-    config.write_text(yaml.safe_dump({'device': 'cpu', 'model': TINY_MODEL, 'data': {'name': 'cityscapes'}}))
+    config.write_text(yaml.safe_dump({'device': 'cpu', 'model': TINY_VIDEO_MODEL, 'data': {'name': 'cityscapes'}}))
     torch.manual_seed(0)
     net = build_scnet(load_config(str(config))['model']).eval()
     checkpoint = root / 'tiny.pth'
