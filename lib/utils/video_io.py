@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lib.utils.metrics import IGNORE_INDEX
+
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
 
@@ -181,9 +183,9 @@ def labels_to_frame(labels, model_size, frame_size):
 
 
 def overlay(frame, colour, label, alpha=0.5):
-    """Blend a colourised label map over the RGB frame; ignored pixels (255) keep the frame as it is."""
+    """Blend a colourised label map over the RGB frame; ignored pixels (``IGNORE_INDEX``) keep the frame as it is."""
     blended = cv2.addWeighted(frame, 1.0 - alpha, colour, alpha, 0.0)
-    return np.where((label == 255)[..., None], frame, blended)
+    return np.where((label == IGNORE_INDEX)[..., None], frame, blended)
 
 
 class VideoWriter:
