@@ -10,7 +10,7 @@
   ``lib.utils.config.DEFAULTS['data']``, ready for ``lib.dataset.build_dataset(cfg, split, mode)``.  Tests
   may modify their copy.
 - ``model_files`` (module): ``(config path, checkpoint path)`` of a random-init SCNet of ``TINY_VIDEO_MODEL``
-  (the video tests' network).
+  (the video tests' network; ``helpers.write_video_model``).
 """
 import copy
 import os
@@ -18,12 +18,9 @@ import os
 import pytest
 import torch
 
-import yaml
-
-from helpers import TINY_VIDEO_MODEL
+from helpers import write_video_model
 from lib.dataset import synthetic
-from lib.model import build_scnet
-from lib.utils.config import DEFAULTS, load_config
+from lib.utils.config import DEFAULTS
 
 TINY_SIZE = (64, 128)
 TINY_SNIPPETS = {'n_train': 2, 'n_val': 1}
@@ -67,11 +64,5 @@ def one_torch_thread():
 @pytest.fixture(scope='module')
 def model_files(tmp_path_factory):
     """A tiny config and a random-init checkpoint of it."""
-    root = tmp_path_factory.mktemp('model')
-    config = root / 'tiny.yaml'
-    config.write_text(yaml.safe_dump({'device': 'cpu', 'model': TINY_VIDEO_MODEL, 'data': {'name': 'cityscapes'}}))
-    torch.manual_seed(0)
-    model = build_scnet(load_config(str(config))['model'])
-    checkpoint = root / 'tiny.pth'
-    torch.save(model.state_dict(), checkpoint)
-    return str(config), str(checkpoint)
+    config, checkpoint, _ = write_video_model(str(tmp_path_factory.mktemp('model')))
+    return config, checkpoint

@@ -113,6 +113,23 @@ def write_experiment(folder, data_cfg, n_classes=19, **eval_cfg):
     return config, checkpoint
 
 
+def write_video_model(folder, prepare=None):
+    """``folder/tiny.yaml`` (``TINY_VIDEO_MODEL``) and ``folder/tiny.pth``, a random-init SCNet of it (seed 0,
+    eval mode) after ``prepare(net)`` if given; returns ``(config path, checkpoint path, net)``."""
+    from lib.model import build_scnet
+    from lib.utils.config import load_config
+    config = os.path.join(folder, 'tiny.yaml')
+    with open(config, 'w') as f:
+        yaml.safe_dump({'device': 'cpu', 'model': TINY_VIDEO_MODEL, 'data': {'name': 'cityscapes'}}, f)
+    torch.manual_seed(0)
+    net = build_scnet(load_config(config)['model']).eval()
+    if prepare is not None:
+        prepare(net)
+    checkpoint = os.path.join(folder, 'tiny.pth')
+    torch.save(net.state_dict(), checkpoint)
+    return config, checkpoint, net
+
+
 # ----------------------------------------------------------------------------------------------- fake datasets
 H, W = 16, 32  # frame size of the fake Cityscapes / CamVid folders
 

@@ -4,12 +4,9 @@ import os
 
 import pytest
 import torch
-import yaml
 
-from helpers import TINY_VIDEO_MODEL, load_tool
+from helpers import load_tool, write_video_model
 from lib.engine.export import GRAPHS, INPUTS, OUTPUTS, example_inputs, ort_session, run_session
-from lib.model import build_scnet
-from lib.utils.config import load_config
 
 pytest.importorskip('onnxruntime', reason='onnxruntime is in requirements.txt; the export cannot be checked without')
 
@@ -19,21 +16,17 @@ OTHER_SIZE = (192, 128)  # a different height and width: the graphs are dynamic
 export_tool = load_tool('export')
 
 
-@pytest.fixture(scope='module')
-def model_files(tmp_path_factory):
-    root = tmp_path_factory.mktemp('model')
-    config = root / 'tiny.yaml'
-    config.write_text(yaml.safe_dump({'device': 'cpu', 'model': TINY_VIDEO_MODEL, 'data': {'name': 'cityscapes'}}))
-    torch.manual_seed(0)
-    net = build_scnet(load_config(str(config))['model']).eval()
-    # Random BatchNorm statistics, so that the normalisation layers are exercised and not the identity.
+def random_batchnorm_statistics(net):
+    """So that the normalisation layers are exercised and not the identity."""
     for module in net.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.2, 0.2)
             module.running_var.uniform_(0.5, 2.0)
-    checkpoint = root / 'tiny.pth'
-    torch.save(net.state_dict(), checkpoint)
-    return str(config), str(checkpoint), net
+
+
+@pytest.fixture(scope='module')
+def model_files(tmp_path_factory):
+    return write_video_model(str(tmp_path_factory.mktemp('model')), random_batchnorm_statistics)
 
 
 @pytest.fixture(scope='module')

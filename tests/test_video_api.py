@@ -6,12 +6,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from helpers import REPO_ROOT, TINY_VIDEO_MODEL, load_tool
+from helpers import REPO_ROOT, load_tool, write_video_model
 from lib import VideoSegmenter
-from lib.model import build_scnet
-from lib.utils.config import load_config
 
 N_FRAMES = 7
 
@@ -32,14 +29,7 @@ def moving_frames(height, width, n_frames=N_FRAMES):
 
 @pytest.fixture(scope='module')
 def model_files(tmp_path_factory):
-    root = tmp_path_factory.mktemp('model')
-    config = root / 'tiny.yaml'
-    config.write_text(yaml.safe_dump({'device': 'cpu', 'model': TINY_VIDEO_MODEL, 'data': {'name': 'cityscapes'}}))
-    torch.manual_seed(0)
-    net = build_scnet(load_config(str(config))['model']).eval()
-    checkpoint = root / 'tiny.pth'
-    torch.save(net.state_dict(), checkpoint)
-    return str(config), str(checkpoint), net
+    return write_video_model(str(tmp_path_factory.mktemp('model')))
 
 
 def reference_labels(net, frames, interval):
