@@ -143,3 +143,19 @@ def test_packaging_separates_runtime_from_dev_requirements():
     assert runtime['torch'] == 'torch>=2.3'  # torch.amp.GradScaler(device) of the training engine
     assert {r.split('>=')[0] for r in dist.extras_require['dev']} == {'pytest', 'ninja'}
     assert 'Copyright (c) 2020 jfzhuang' in open(os.path.join(REPO_ROOT, 'LICENSE')).read()
+
+
+def test_every_tool_is_parse_args_and_main_and_imports_no_other_tool():
+    import ast
+    tools = sorted(glob.glob(os.path.join(REPO_ROOT, 'tools', '*.py')))
+    names = {os.path.splitext(os.path.basename(p))[0] for p in tools}
+    for path in tools:
+        tree = ast.parse(open(path).read())
+        functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert 'parse_args' in functions and 'main' in functions, path
+        assert [a.arg for a in functions['main'].args.args] == ['args'], path
+        imported = {alias.name.split('.')[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {(node.module or '').split('.')[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not imported & (names | {'tools'}), (path, imported & names)
+        assert 'sys.path' not in open(path).read(), path

@@ -51,7 +51,7 @@ from lib.model import build_scnet, load_scnet
 from lib.ops import resample2d, resample2d_reference
 from lib.utils.atomic import write_json, write_text
 from lib.utils.config import REPO_ROOT, ConfigError, load_config
-from lib.utils.errors import one_line
+from lib.utils.errors import bad_input
 from lib.utils.profiling import count_params, flop_counts, time_interleaved
 from lib.utils.video_io import frame_to_tensor, open_frame_source
 
@@ -882,8 +882,7 @@ def main(args):
     try:
         benchmark(args)
     except (ValueError, OSError) as err:  # ConfigError, CheckpointError and DatasetError are ValueErrors
-        print(f'error: {one_line(err)}', file=sys.stderr)
-        return 1
+        return bad_input(err)
     return 0
 
 

@@ -19,6 +19,7 @@ import torch
 from lib.dataset import DatasetError, build_dataset, build_loader
 from lib.utils.atomic import write_json
 from lib.utils.config import DEFAULTS, ConfigError, load_config, resolve_path
+from lib.utils.errors import bad_input
 
 
 def parse_args(argv=None):
@@ -62,8 +63,7 @@ def main(args):
         cfg = data_config(args)
         dataset = build_dataset(cfg, args.split, 'pda')
     except (ConfigError, DatasetError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+        return bad_input(err)
     height, width = dataset[0][0].shape[-2:]
     results = []
     for workers in args.workers:

@@ -30,7 +30,7 @@ from lib.utils.atomic import write_text
 from lib.utils.checkpoint import CheckpointError
 from lib.utils.config import ConfigError, load_config, resolve_path
 from lib.utils.distributed import pick_device
-from lib.utils.errors import one_line
+from lib.utils.errors import bad_input
 from lib.utils.profiling import count_flops, synchronize
 
 DISTANCES = list(range(1, PDA_CLIP_LENGTH))
@@ -107,8 +107,7 @@ def main(args):
             model = build_scnet(cfg['model']).to(device).eval()
         clips = load_clips(cfg, args, device)
     except (ConfigError, CheckpointError, DatasetError, OSError) as err:
-        print(f'error: {one_line(err)}', file=sys.stderr)
-        return 1
+        return bad_input(err)
 
     timings, outputs = {}, {}
     timings['naive'], outputs['naive'] = time_per_clip(lambda c: naive_clip(model, c), clips, device)

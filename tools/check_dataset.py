@@ -15,6 +15,7 @@ import sys
 from lib.dataset import DatasetError
 from lib.dataset.checks import find_problems
 from lib.utils.config import DEFAULTS, ConfigError, load_config
+from lib.utils.errors import bad_input
 
 
 def parse_args(argv=None):
@@ -48,14 +49,12 @@ def main(args):
     try:
         configs = data_configs(args)
     except ConfigError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+        return bad_input(err)
     for split, cfg in configs:
         try:
             problems = find_problems(cfg, split, progress=not args.quiet)
         except DatasetError as err:  # no list to walk: nothing to report problem by problem
-            print(f'error: {err}', file=sys.stderr)
-            return 1
+            return bad_input(err)
         for problem in problems:
             print(problem)
         print(f'{split}: {len(problems)} problem(s)', file=sys.stderr)

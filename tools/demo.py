@@ -37,7 +37,7 @@ from lib.engine import train as engine
 from lib.utils import distributed
 from lib.utils.atomic import write_json
 from lib.utils.config import DEFAULTS, REPO_ROOT, ConfigError, load_config, resolve_path
-from lib.utils.errors import one_line
+from lib.utils.errors import bad_input
 
 STAGES = ('segmentation', 'flow', 'dmnet', 'correction')
 STEPS = ('data',) + STAGES + ('pda', 'show')
@@ -338,7 +338,7 @@ class Pipeline:
         try:
             work(*args, **kwargs)
         except input_errors as err:
-            print(f'error: {one_line(err)}', file=sys.stderr)
+            bad_input(err)
             raise DemoError(f'{step} failed; see the error above') from None
         finally:
             distributed.cleanup_distributed()
@@ -425,8 +425,7 @@ def main(args):
     try:
         pipeline.run()
     except (DemoError, ConfigError, DatasetError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+        return bad_input(err)
     report(pipeline, time.perf_counter() - start)
     return 0
 

@@ -21,7 +21,7 @@ import sys
 
 from lib.engine.keyframe_eval import (DEFAULT_INTERVALS, INPUT_ERRORS, KeyframeRun, format_table,
                                       run_keyframe_policies)
-from lib.utils.errors import one_line
+from lib.utils.errors import bad_input
 
 
 def parse_args(argv=None):
@@ -65,8 +65,7 @@ def main(args):
     try:
         report, out = run_keyframe_policies(run)
     except INPUT_ERRORS as err:
-        print(f'error: {one_line(err)}', file=sys.stderr)
-        return 1
+        return bad_input(err)
     print(format_table(report))
     print(f'wrote {out}/keyframe_policies.json and keyframe_policies.png')
     return 0

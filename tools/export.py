@@ -22,6 +22,7 @@ from lib.model import load_scnet
 from lib.utils.atomic import write_json
 from lib.utils.checkpoint import CheckpointError
 from lib.utils.config import ConfigError, load_config
+from lib.utils.errors import bad_input
 from lib.utils.output_lock import OutputLock, OutputLockError
 
 PROG = 'export'
@@ -107,8 +108,7 @@ def main(args):
         write_json(os.path.join(partial, 'parity.json'), report, indent=2)
         commit(partial, out)
     except (ConfigError, CheckpointError, ValueError, OSError, OutputLockError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+        return bad_input(err)
     finally:
         if lock is not None:
             lock.release()

@@ -18,6 +18,7 @@ from lib.dataset import DatasetError
 from lib.dataset.checks import find_problems
 from lib.dataset.list_builder import camvid_lines, cityscapes_lines, write_list
 from lib.utils.config import DEFAULTS
+from lib.utils.errors import bad_input
 
 
 def parse_offsets(items):
@@ -49,8 +50,7 @@ def main(args):
         else:
             lines = cityscapes_lines(args.root, args.split)
     except DatasetError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+        return bad_input(err)
     write_list(args.out, lines)
     print(f'{args.out}: {len(lines)} lines')
     if not args.check:

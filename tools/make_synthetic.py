@@ -20,6 +20,7 @@ from lib.dataset import synthetic
 from lib.dataset import synthetic_layout as layout
 from lib.dataset.io import read_flow
 from lib.utils.atomic import atomic_path
+from lib.utils.errors import bad_input
 from lib.utils.palette import CITYSCAPES_PALETTE, colorize
 from lib.utils.visualize import flows_to_rgb
 
@@ -81,8 +82,7 @@ def main(args):
                                   seed=args.seed, difficulty=difficulty, n_frames=args.frames,
                                   labelled_frame=args.labelled_frame, workers=args.workers, progress=True)
     except ValueError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+        return bad_input(err)
     meta['seconds'] = round(time.perf_counter() - start, 2)
     print(json.dumps({k: meta[k] for k in ('size', 'snippets', 'n_frames', 'difficulty', 'seed', 'seconds')}))
     print(f'lists: {os.path.join(args.root, "list")}/{{train,val}}.txt')

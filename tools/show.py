@@ -19,7 +19,7 @@ import argparse
 import sys
 
 from lib.engine.show import INPUT_ERRORS, ShowRun, run_show
-from lib.utils.errors import one_line
+from lib.utils.errors import bad_input
 
 
 def parse_args(argv=None):
@@ -42,8 +42,7 @@ def main(args):
     try:
         run_show(run)
     except INPUT_ERRORS as err:
-        print(f'error: {one_line(err)}', file=sys.stderr)
-        return 1
+        return bad_input(err)
     return 0
 
 

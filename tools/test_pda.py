@@ -17,7 +17,7 @@ import sys
 
 from lib.engine.pda_run import INPUT_ERRORS, PDARun, run_pda
 from lib.utils import distributed
-from lib.utils.errors import one_line
+from lib.utils.errors import bad_input
 
 
 def parse_args(argv=None):
@@ -46,8 +46,7 @@ def main(args):
     try:
         run_pda(run)
     except INPUT_ERRORS as err:
-        print(f'error: {one_line(err)}', file=sys.stderr)
-        return 1
+        return bad_input(err)
     finally:
         distributed.cleanup_distributed()
     return 0

@@ -9,7 +9,7 @@ import sys
 from lib.engine import train as engine
 from lib.utils import distributed
 from lib.utils.config import load_config
-from lib.utils.errors import one_line
+from lib.utils.errors import bad_input
 
 
 def parse_args(argv=None):
@@ -38,8 +38,7 @@ def main(args):
         engine.main(load_config(args.config, args.opts), resume=args.resume, deterministic=args.deterministic,
                     overwrite=args.overwrite, restart_epoch=args.restart_epoch)
     except engine.INPUT_ERRORS as err:
-        print(f'error: {one_line(err)}', file=sys.stderr)
-        return 1
+        return bad_input(err)
     except RuntimeError as err:
         message = distributed.describe_failure(err)
         if message is None:
