@@ -1,18 +1,20 @@
 # Two entry points a newcomer needs: `make demo` (the whole pipeline on synthetic video, CPU is enough) and
-# `make test`. Both create the virtual environment in .venv on first use. `make gpu-check` is for a machine with
-# a GPU: every check of the CUDA path, one report (tools/gpu_check.sh).
+# `make test` (`make test-fast` leaves out the slow end-to-end tests). Both create the virtual environment in .venv
+# on first use. `make gpu-check` is for a machine with a GPU: every check of the CUDA path, one report
+# (tools/gpu_check.sh).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test gpu-check clean-venv
+.PHONY: setup demo test test-fast gpu-check clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip setuptools wheel
 
-$(VENV)/.installed: $(BIN)/python requirements.txt setup.py lib/ops/cuda_toolkit.py $(wildcard lib/ops/csrc/*)
-	$(BIN)/pip install -r requirements.txt
+$(VENV)/.installed: $(BIN)/python requirements.txt requirements-dev.txt setup.py lib/ops/cuda_toolkit.py $(wildcard lib/ops/csrc/*)
+	# Runtime and dev requirements first: the extension build below needs torch and ninja in place.
+	$(BIN)/pip install -r requirements-dev.txt
 	# No build isolation: the resample2d CUDA extension must compile against the torch installed above (where a
 	# CUDA toolkit exists; setup.py skips it otherwise). editable_mode=compat keeps `lib` importable from the
 	# checkout and puts the compiled module next to its sources.
@@ -27,6 +29,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest $(ARGS)
+
+# The suite without the end-to-end tests marked slow (subprocesses, whole pipelines): for the edit-test loop.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 # Not `gpu-check: setup`: without a GPU the script stops in one line before installing anything.
 gpu-check:

@@ -10,8 +10,8 @@ Without ``checkpoint`` the networks are randomly initialised.  The published fil
 docs/models.md.
 """
 from lib import VideoSegmenter
-from lib.model import DeepLabV3Plus, build_scnet
-from lib.utils.checkpoint import load_pretrained, load_published
+from lib.model import DeepLabV3Plus, build_scnet, load_scnet
+from lib.utils.checkpoint import load_pretrained
 from lib.utils.config import load_config
 
 dependencies = ['torch', 'torchvision', 'yaml', 'cv2', 'numpy']
@@ -40,10 +40,10 @@ def scnet(checkpoint=None, config=None, n_classes=None, **model_options):
         n_classes: 19 (Cityscapes) or 11 (CamVid), overriding the config's.
         model_options: other ``model:`` keys (``align_corners``, ``deeplab={'width_mult': ...}``, ...).
     """
-    net = build_scnet(_model_config(config, n_classes, model_options), stage='correction')
+    model_cfg = _model_config(config, n_classes, model_options)
     if checkpoint is not None:
-        load_published(net, checkpoint, strict=True)
-    return net.eval()
+        return load_scnet(model_cfg, checkpoint)
+    return build_scnet(model_cfg, stage='correction').eval()
 
 
 def deeplabv3plus(checkpoint=None, n_classes=19, width_mult=1.0, middle_blocks=16):

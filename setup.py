@@ -31,6 +31,13 @@ def load_toolkit_helpers():
     return module
 
 
+def requirements(name):
+    """The requirement lines of ``name`` (comments, blank lines and ``-r`` includes left out)."""
+    with open(os.path.join(ROOT, name)) as f:
+        lines = (line.split('#', 1)[0].strip() for line in f)
+        return [line for line in lines if line and not line.startswith('-')]
+
+
 def say(message):
     print(f'[davss setup] {message}', file=sys.stderr, flush=True)
 
@@ -81,5 +88,8 @@ setup(
     description='Video semantic segmentation with distortion-aware feature correction (DAVSS), in PyTorch 2',
     packages=find_packages(include=['lib', 'lib.*']),
     python_requires='>=3.9',
+    install_requires=requirements('requirements.txt'),
+    extras_require={'dev': requirements('requirements-dev.txt')},
+    license='MIT',
     **cuda_extension_kwargs(),
 )

@@ -9,6 +9,8 @@
   root and lists, ``crop_size: None``, ``num_workers: 0``, ``pin_memory: False``), built on
   ``lib.utils.config.DEFAULTS['data']``, ready for ``lib.dataset.build_dataset(cfg, split, mode)``.  Tests
   may modify their copy.
+- ``model_files`` (module): ``(config path, checkpoint path)`` of a random-init SCNet of ``TINY_VIDEO_MODEL``
+  (the video tests' network; ``helpers.write_video_model``).
 """
 import copy
 import os
@@ -16,6 +18,7 @@ import os
 import pytest
 import torch
 
+from helpers import write_video_model
 from lib.dataset import synthetic
 from lib.utils.config import DEFAULTS
 
@@ -56,3 +59,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def model_files(tmp_path_factory):
+    """A tiny config and a random-init checkpoint of it."""
+    config, checkpoint, _ = write_video_model(str(tmp_path_factory.mktemp('model')))
+    return config, checkpoint

@@ -1,12 +1,13 @@
 """tools/benchmark.py (FLOP counting, a tiny end-to-end run) and lib/engine/fast.py (the fast inference path)."""
 import json
+import statistics
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from helpers import load_tool
+from helpers import load_tool, width_opts
 from lib.engine.fast import (DENSE_BOUNDARY_FRACTION, EXACT, FastConfig, FastSCNet, add_fast_arguments,
                              ShiftedDepthwiseConv2d, bilinear_argmax, channel_argmax, config_from_args,
                              fold_batch_norms, logits_to_labels, resolve_dtype, shift_dilated_depthwise,
@@ -15,7 +16,7 @@ from lib.model import build_scnet
 from lib.ops import resample2d_reference
 from lib.utils.config import load_config
 
-TINY_OPTS = ['deeplab.width_mult=0.125', 'deeplab.middle_blocks=1', 'flownet.width_mult=0.25', 'cfnet.width_mult=0.25']
+TINY_OPTS = width_opts(prefix='')  # --model-opts takes the keys without 'model.'
 
 
 benchmark = load_tool('benchmark')
@@ -271,12 +272,13 @@ def test_fast_config_validation_and_arguments():
 
 
 # ---------------------------------------------------------------------------------------------- end to end (tiny)
+@pytest.mark.slow
 def test_tiny_benchmark_run_writes_complete_json(tmp_path):
     out = tmp_path / 'bench.json'
-    result = benchmark.main([
+    result = benchmark.benchmark(benchmark.parse_args([
         '--device', 'cpu', '--sizes', '64x128', '--flops-sizes', '128x256', '--resample-sizes', '64x128',
         '--repeats', '2', '--row-budget', '0', '--warmup', '0', '--agreement-frames', '1', '--fast',
-        '--out', str(out), '--model-opts', *TINY_OPTS])
+        '--out', str(out), '--model-opts', *TINY_OPTS]))
     on_disk = json.loads(out.read_text())
     assert on_disk['sizes'][0]['size'] == [64, 128] and on_disk['device'] == 'cpu'
     assert (tmp_path / 'bench.md').read_text().startswith('# Benchmark: cpu')
@@ -289,9 +291,11 @@ def test_tiny_benchmark_run_writes_complete_json(tmp_path):
     expected |= {('original', 'non_key_frame')}
     assert set(rows) == expected
     for key, row in rows.items():
-        assert row['latency_ms'] > 0, key
         if row['kind'] != 'derived':
             assert len(row['latency_ms_runs']) == 2 and row['peak_memory_bytes'] is not None, key
+            # the reported latency is the median of the timed runs, the minimum their least disturbed one
+            assert row['latency_ms'] == pytest.approx(statistics.median(row['latency_ms_runs'])), key
+            assert row['latency_ms_min'] == min(row['latency_ms_runs']), key
 
     net = tiny_scnet()
     assert rows[('exact', 'deeplab')]['params'] == sum(p.numel() for p in net.deeplab.parameters())
@@ -307,13 +311,14 @@ def test_tiny_benchmark_run_writes_complete_json(tmp_path):
 
     entry = result['sizes'][0]
     assert entry['agreement']['exact_vs_original_non_key'] == 1.0
-    assert 0.0 <= entry['agreement']['fast_vs_exact']['min'] <= 1.0
+    chain = entry['agreement']['fast_vs_exact']
+    assert chain['min'] == min([chain['key_frame']] + chain['non_key_frames'])  # the worst frame of the chain
     assert 0.0 < entry['agreement']['fast_vs_exact']['state_logits_rel_error'][0] < 0.05  # bf16: ~0.4% per value
     assert len(entry['agreement']['fast_vs_exact']['non_key_frames']) == 1
     assert set(result['flops_only']) == {'64x128', '128x256'}
     assert {r['impl'] for r in result['resample2d']} == {'grid_sample'}
     assert result['copy_bandwidth']['gb_per_s'] > 0
-    assert all({'target', 'measured', 'holds'} <= set(t) for t in result['targets'])
+    assert 'targets' not in result  # targets live in docs/benchmarks.md, not in the measuring code
 
     assert set(result['peak_gflops']) == {'bf16_conv', 'fp32_conv'} and min(result['peak_gflops'].values()) > 0
     fast_dtype = resolve_dtype('auto', 'cpu')
@@ -323,7 +328,16 @@ def test_tiny_benchmark_run_writes_complete_json(tmp_path):
     assert result['fraction_of_peak']['non_key_frame'] == pytest.approx(
         rows[('fast', 'non_key_frame')]['achieved_gflops_per_s'] / peak)
     assert entry['fraction_of_peak']['exact']['peak'] == 'fp32_conv'
-    assert 0.0 <= entry['boundary_fraction'] <= 1.0
+    assert isinstance(entry['boundary_fraction'], float)
+
+
+def test_boundary_fraction_counts_the_quarter_cells_holding_two_classes():
+    labels = torch.zeros(1, 16, 16, dtype=torch.int64)
+    assert benchmark.boundary_fraction(labels) == 0.0
+    labels[:, :, 8:] = 1  # samples at columns 0, 4, 8, 12: one of the three cell columns straddles the edge
+    assert benchmark.boundary_fraction(labels) == pytest.approx(1 / 3)
+    labels[:, ::4, ::4] = torch.tensor([[0, 1, 0, 1], [1, 0, 1, 0]] * 2)  # a checkerboard of samples
+    assert benchmark.boundary_fraction(labels) == 1.0
 
 
 def test_bad_size_is_one_clear_error(capsys):
@@ -349,11 +363,11 @@ def test_benchmark_onnxruntime_rows_and_trained_agreement(tmp_path):
     for t, frame in enumerate(benchmark.synthetic_clip(5, (64, 128), seed=3)):
         rgb = (frame[0].permute(1, 2, 0).numpy() * 255).round().astype('uint8')
         cv2.imwrite(str(clip / f'{t}.png'), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    result = benchmark.main([
+    result = benchmark.benchmark(benchmark.parse_args([
         '--device', 'cpu', '--sizes', '64x128', '--flops-sizes', '--resample-sizes', '64x128', '--repeats', '1',
         '--row-budget', '0', '--warmup', '0', '--agreement-frames', '1', '--fast', '--onnxruntime', '--threads', '1',
         '--out', str(tmp_path / 'bench.json'), '--model-opts', *TINY_OPTS, '--agreement-config', str(config),
-        '--agreement-checkpoint', str(checkpoint), '--agreement-input', str(clip), '--agreement-interval', '3'])
+        '--agreement-checkpoint', str(checkpoint), '--agreement-input', str(clip), '--agreement-interval', '3']))
     entry = result['sizes'][0]
     rows = {(r['path'], r['name']) for r in entry['rows']}
     assert {('onnxruntime', 'key_frame'), ('onnxruntime', 'non_key_frame')} <= rows

@@ -4,15 +4,16 @@ import os
 import pytest
 import torch
 
+from helpers import TINY_WIDTHS
 from lib.model import SCNet, SCNetDMNet
 from lib.utils.checkpoint import CheckpointError, load_checkpoint, load_pretrained, load_published, save_checkpoint
 
-TINY = dict(deeplab={'width_mult': 0.125, 'middle_blocks': 1}, flownet={'width_mult': 0.25})
+TINY = {name: TINY_WIDTHS[name] for name in ('deeplab', 'flownet')}
 
 
 def tiny_scnet(seed, n_classes=5):
     torch.manual_seed(seed)
-    return SCNet(n_classes, cfnet={'width_mult': 0.25}, **TINY)
+    return SCNet(n_classes, cfnet=TINY_WIDTHS['cfnet'], **TINY)
 
 
 def assert_same_tensors(a, b):

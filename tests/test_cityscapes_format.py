@@ -73,7 +73,7 @@ def test_bad_save_predictions_is_a_one_line_error_before_any_write(synthetic_roo
     assert tool.run(pda_argv(synthetic_root, checkpoint, out, '--save-predictions', '4')) == 1
     err = capsys.readouterr().err.strip()
     assert err == 'error: --save-predictions: distance 4 is not evaluated (eval.distances: [1, 5, 9])'
-    argv = pda_argv(synthetic_root, checkpoint, out, '--save-predictions', '5') + ['data.name=camvid']
+    argv = pda_argv(synthetic_root, checkpoint, out, '--save-predictions', '5') + ['data.name=camvid', 'model.n_classes=11']
     assert tool.run(argv) == 1
     assert 'data.name=camvid has no such format' in capsys.readouterr().err
     assert not out.exists()

@@ -80,6 +80,7 @@ def test_generator_rewrites_its_own_folder_and_sets_written_before_the_marker(tm
     assert (empty / 'list' / 'train.txt').is_file()
 
 
+@pytest.mark.slow
 def test_make_synthetic_refuses_with_one_line(tmp_path):
     users = fake_dataset(tmp_path / 'cityscapes')
     before = tree(users)
@@ -87,7 +88,7 @@ def test_make_synthetic_refuses_with_one_line(tmp_path):
                            str(users), '--size', '32', '64', '--train', '1', '--val', '0', '--frames', '12',
                            '--labelled-frame', '10', '--workers', '1'], capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
-    assert done.stderr.strip().splitlines() == [f'make_synthetic: {users}: holds files the synthetic generator did '
+    assert done.stderr.strip().splitlines() == [f'error: {users}: holds files the synthetic generator did '
                                                 f'not write (no {layout.MARKER_FILE}); refusing to write the '
                                                 f'synthetic set into it; choose a new or empty folder']
     assert tree(users) == before

@@ -11,54 +11,7 @@ from lib.dataset import DatasetError, build_dataset, build_loader
 from lib.dataset.frame_list import read_list
 from lib.utils.config import DEFAULTS
 
-H, W = 16, 32
-
-
-def _index_frame(index):
-    """A frame whose pixels encode its frame index (so order is checkable) plus a gradient (so crops are)."""
-    frame = np.zeros((H, W, 3), dtype=np.uint8)
-    frame[..., 0] = index * 8
-    frame[..., 1] = np.arange(W, dtype=np.uint8)[None, :] * 7
-    frame[..., 2] = np.arange(H, dtype=np.uint8)[:, None] * 15
-    return frame  # BGR as written; red channel of the decoded RGB frame = gradient over rows
-
-
-def _label():
-    label = (np.arange(H * W).reshape(H, W) % 19).astype(np.uint8)
-    label[0, :4] = 255
-    return label
-
-
-def _write(path, image):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    assert cv2.imwrite(path, image)
-
-
-def make_cityscapes(root, labelled=(19,), first=0, last=29, city='aachen', seq=0):
-    """A fake Cityscapes sequence folder with frames first..last and labels of ``labelled``; returns the list."""
-    for index in range(first, last + 1):
-        _write(os.path.join(root, f'leftImg8bit_sequence/train/{city}/{city}_{seq:06d}_{index:06d}_leftImg8bit.png'),
-               _index_frame(index))
-    lines = []
-    for index in labelled:
-        label_rel = f'gtFine/train/{city}/{city}_{seq:06d}_{index:06d}_gtFine_labelTrainIds.png'
-        _write(os.path.join(root, label_rel), _label())
-        lines.append(f'leftImg8bit_sequence/train/{city}/{city}_{seq:06d}_{index:06d}_leftImg8bit.png {label_rel}\n')
-    list_path = os.path.join(root, 'list.txt')
-    with open(list_path, 'w') as f:
-        f.writelines(lines)
-    return list_path
-
-
-def make_camvid(root, labelled_video_frame=30):
-    for index in range(labelled_video_frame - 12, labelled_video_frame + 1):
-        _write(os.path.join(root, f'video_image/0001TP/0001TP_{index:06d}.png'), _index_frame(index % 25))
-    _write(os.path.join(root, 'label/0001TP_006690.png'), (_label() % 11).astype(np.uint8))
-    list_path = os.path.join(root, 'list.txt')
-    with open(list_path, 'w') as f:
-        f.write(f'video_image/0001TP/0001TP_{labelled_video_frame:06d}.png label/0001TP_006690.png\n')
-    return list_path
-
+from helpers import H, W, fake_label, make_camvid, make_cityscapes
 
 def data_cfg(name, root, list_path, **overrides):
     cfg = copy.deepcopy(DEFAULTS['data'])
@@ -68,7 +21,7 @@ def data_cfg(name, root, list_path, **overrides):
 
 
 def frame_indices(frames):
-    """Frame indices encoded by :func:`_index_frame` in each frame's blue channel (RGB index 2)."""
+    """Frame indices encoded by :func:`helpers.index_frame` in each frame's blue channel (RGB index 2)."""
     return [round(float(frame[2, 0, 0]) * 255 / 8) for frame in frames]
 
 
@@ -81,7 +34,7 @@ def test_pda_clip_is_frames_t_minus_9_to_t_cityscapes(tmp_path):
     assert frames.shape == (10, 3, H, W) and frames.dtype == torch.float32
     assert label.dtype == torch.int64 and label.shape == (H, W)
     assert frame_indices(frames) == list(range(10, 20))
-    assert torch.equal(label, torch.from_numpy(_label().astype(np.int64)))
+    assert torch.equal(label, torch.from_numpy(fake_label().astype(np.int64)))
 
 
 def test_pda_clip_camvid_naming_counts_decoded_frames(tmp_path):
@@ -121,7 +74,7 @@ def test_triplet_is_reproducible_under_torch_seed(tmp_path):
 def test_crop_and_flip_are_shared_by_frames_and_label(tmp_path):
     cfg = data_cfg('cityscapes', tmp_path, make_cityscapes(str(tmp_path)), crop_size=[8, 16], hflip=True)
     dataset = build_dataset(cfg, 'train', 'triplet')
-    full_label = torch.from_numpy(_label().astype(np.int64))
+    full_label = torch.from_numpy(fake_label().astype(np.int64))
     rows = torch.arange(H, dtype=torch.float32).view(H, 1).expand(H, W) * 15 / 255
     cols = torch.arange(W, dtype=torch.float32).view(1, W).expand(H, W) * 7 / 255
     flips = set()
@@ -232,7 +185,7 @@ def test_label_of_wrong_size(tmp_path):
 def test_label_with_values_out_of_range(tmp_path):
     cfg = data_cfg('cityscapes', tmp_path, make_cityscapes(str(tmp_path)))
     label_path = tmp_path / 'gtFine/train/aachen/aachen_000000_000019_gtFine_labelTrainIds.png'
-    label = _label()
+    label = fake_label()
     label[3, 3] = 19
     label[4, 4] = 200
     cv2.imwrite(str(label_path), label)
@@ -244,7 +197,7 @@ def test_label_with_values_out_of_range(tmp_path):
 
 def test_camvid_labels_are_checked_against_11_classes(tmp_path):
     list_path = make_camvid(str(tmp_path))
-    label = (_label() % 11).astype(np.uint8)
+    label = (fake_label() % 11).astype(np.uint8)
     label[0, 5] = 11
     cv2.imwrite(str(tmp_path / 'label/0001TP_006690.png'), label)
     _expect_error(data_cfg('camvid', tmp_path, list_path), 'pda', '[0, 11)')

@@ -1,15 +1,13 @@
 """tools/check_dataset.py and tools/make_lists.py: every problem reported at once; lists rebuilt exactly."""
 import os
-import sys
 
 import cv2
 import numpy as np
 
-from test_dataset import H, W, make_camvid, make_cityscapes
+from helpers import H, W, load_tool, make_camvid, make_cityscapes
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
-import check_dataset  # noqa: E402
-import make_lists  # noqa: E402
+check_dataset = load_tool('check_dataset')
+make_lists = load_tool('make_lists')
 
 
 def test_check_dataset_reports_every_problem(tmp_path, capsys):
@@ -20,7 +18,7 @@ def test_check_dataset_reports_every_problem(tmp_path, capsys):
     os.remove(os.path.join(root, 'leftImg8bit_sequence/train/aachen/aachen_000000_000012_leftImg8bit.png'))
     cv2.imwrite(os.path.join(root, 'gtFine/train/aachen/aachen_000000_000025_gtFine_labelTrainIds.png'),
                 np.full((H, W), 77, dtype=np.uint8))
-    status = check_dataset.main(['--name', 'cityscapes', '--root', root, '--list', list_path, '--quiet'])
+    status = check_dataset.run(['--name', 'cityscapes', '--root', root, '--list', list_path, '--quiet'])
     out = capsys.readouterr().out.splitlines()
     assert status == 1
     assert len(out) == 3, out
@@ -30,14 +28,14 @@ def test_check_dataset_reports_every_problem(tmp_path, capsys):
 
 
 def test_check_dataset_passes_the_synthetic_set(synthetic_root):
-    status = check_dataset.main(['--name', 'synthetic', '--root', synthetic_root, '--quiet',
+    status = check_dataset.run(['--name', 'synthetic', '--root', synthetic_root, '--quiet',
                                  '--list', os.path.join(synthetic_root, 'list', 'train.txt')])
     assert status == 0
 
 
 def test_make_lists_rebuilds_the_synthetic_lists(synthetic_root, tmp_path):
     out = str(tmp_path / 'val.txt')
-    assert make_lists.main(['--name', 'synthetic', '--root', synthetic_root, '--split', 'val', '--out', out,
+    assert make_lists.run(['--name', 'synthetic', '--root', synthetic_root, '--split', 'val', '--out', out,
                             '--check']) == 0
     with open(out) as f, open(os.path.join(synthetic_root, 'list', 'val.txt')) as g:
         assert f.read() == g.read()
@@ -49,7 +47,7 @@ def test_make_lists_camvid_frame_numbering(tmp_path):
     os.makedirs(os.path.join(root, 'video_image/Seq05VD'))
     cv2.imwrite(os.path.join(root, 'label/Seq05VD_f00030.png'), np.zeros((H, W), np.uint8))
     out = str(tmp_path / 'camvid.txt')
-    assert make_lists.main(['--name', 'camvid', '--root', root, '--out', out]) == 0
+    assert make_lists.run(['--name', 'camvid', '--root', root, '--out', out]) == 0
     with open(out) as f:
         lines = f.read().splitlines()
     # The official lists pair these names exactly (data/list/camvid/*.txt).

@@ -10,8 +10,7 @@ import torch
 from lib.engine import train as engine
 from lib.utils.config import REPO_ROOT, load_config
 
-from test_train import TINY_MODEL
-from test_train_ddp import data_opts
+from helpers import data_opts, width_opts
 
 
 def torchrun(script_args, env_extra=None, timeout=300):
@@ -26,7 +25,7 @@ def test_validation_after_ddp_uses_the_saved_batchnorm_statistics(tmp_path, synt
     # validated its half of the samples with statistics that differ from rank 0's (the saved ones).
     config = os.path.join(REPO_ROOT, 'exp', 'synthetic', 'segmentation.yaml')
     opts = data_opts(synthetic_data_cfg) + [
-        *TINY_MODEL, f'train.save_root={tmp_path}', f'train.tblog_root={tmp_path}', 'train.max_iters=1',
+        *width_opts(), f'train.save_root={tmp_path}', f'train.tblog_root={tmp_path}', 'train.max_iters=1',
         'train.batch_size=2', 'train.val_every=1', 'train.val_split=train', 'train.bn_momentum=1.0', 'seed=0',
         'experiment=ddp']
     done = torchrun([os.path.join(REPO_ROOT, 'tools', 'train.py'), config, '--opts', *opts])

@@ -12,7 +12,9 @@ import pytest
 import torch
 import yaml
 
-from tools import demo
+from helpers import load_tool
+
+demo = load_tool('demo')
 
 STAGES = ('segmentation', 'flow', 'dmnet', 'correction')
 ROOT_VARIABLES = ('SYNTHETIC_ROOT', 'SAVE_ROOT', 'RESULT_ROOT', 'TBLOG_ROOT')
@@ -63,7 +65,7 @@ def demo_run(tmp_path_factory):
     try:
         for key in REAL_DATA_VARIABLES:
             os.environ[key] = str(roots['cityscapes'])
-        status = demo.main(argv)
+        status = demo.run(argv)
     finally:
         torch.set_num_threads(threads)
         for key, value in saved_env.items():
@@ -74,6 +76,7 @@ def demo_run(tmp_path_factory):
     return status, roots, argv
 
 
+@pytest.mark.slow
 def test_quick_demo_produces_every_output(demo_run):
     status, roots, _ = demo_run
     assert status == 0
@@ -108,6 +111,7 @@ def test_stages_chain_their_checkpoints(demo_run):
     assert cfg['data']['root'] == str(roots['root'])
 
 
+@pytest.mark.slow
 def test_rerun_skips_done_steps_and_redo_cascades(demo_run, capsys, monkeypatch):
     _, roots, argv = demo_run
     clear_root_variables(monkeypatch)
@@ -116,13 +120,13 @@ def test_rerun_skips_done_steps_and_redo_cascades(demo_run, capsys, monkeypatch)
     threads = torch.get_num_threads()
     try:
         capsys.readouterr()
-        assert demo.main(argv) == 0
+        assert demo.run(argv) == 0
         out = capsys.readouterr().out
         assert skipped_steps(out) == 7, out
         assert {s: p.stat().st_mtime_ns for s, p in finals.items()} == before
 
         # Redoing DMNet changes what correction, PDA and show are built on: they are redone, the others not.
-        assert demo.main(argv + ['--redo', 'dmnet']) == 0
+        assert demo.run(argv + ['--redo', 'dmnet']) == 0
         out = capsys.readouterr().out
         after = {s: p.stat().st_mtime_ns for s, p in finals.items()}
         assert after['segmentation'] == before['segmentation'] and after['flow'] == before['flow']
@@ -132,13 +136,14 @@ def test_rerun_skips_done_steps_and_redo_cascades(demo_run, capsys, monkeypatch)
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_changed_config_retrains_the_stage(demo_run, capsys, monkeypatch):
     _, roots, argv = demo_run
     clear_root_variables(monkeypatch)
     threads = torch.get_num_threads()
     try:
         capsys.readouterr()
-        assert demo.main(argv + ['--opts', 'correction:train.cfnet_lr=0.002']) == 0
+        assert demo.run(argv + ['--opts', 'correction:train.cfnet_lr=0.002']) == 0
         out = capsys.readouterr().out
         assert 'correction: training' in out and 'config changed (train.cfnet_lr)' in out, out
         assert 'segmentation: skipped' in out
@@ -160,7 +165,7 @@ def test_demo_refuses_a_data_folder_it_did_not_make(how, tmp_path, monkeypatch, 
     threads = torch.get_num_threads()
     try:
         capsys.readouterr()
-        assert demo.main(argv) == 1
+        assert demo.run(argv) == 1
     finally:
         torch.set_num_threads(threads)
     err = capsys.readouterr().err.strip()

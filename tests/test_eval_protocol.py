@@ -110,6 +110,7 @@ def test_paper_config_labels_pixels_as_the_original_test_script(experiment, chec
     assert f'protocol: align_corners={ac} (from eval.align_corners), tf32=False' in markdown
 
 
+@pytest.mark.slow
 def test_test_pda_script_writes_one_folder_per_checkpoint(checkpoint, synthetic_root, tmp_path):
     """``CHECKPOINT=<file> bash exp/<exp>/script/test_PDA.sh``: results under result/<exp>/<file stem>/, moved by
     RESULT_ROOT; a second checkpoint does not touch the first one's results."""

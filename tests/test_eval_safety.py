@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_tool
+from helpers import load_tool, write_experiment
 from lib.dataset import DatasetError, build_dataset
+from lib.engine import pda_run
 from lib.dataset.checks import find_problems
 from lib.dataset.io import read_label
 from lib.utils.checkpoint import CheckpointError, load_checkpoint
 from lib.utils.config import REPO_ROOT
 from lib.utils.output_lock import OutputLock
 
-from test_pda import write_experiment
 
 test_pda = load_tool('test_pda')
 show = load_tool('show')
@@ -48,6 +48,7 @@ def lines_of(list_file):
 
 # --- defect 3: a full disk cost the PDA table, with a 60-line traceback ---
 
+@pytest.mark.slow
 def test_full_disk_prints_the_table_then_fails_in_one_line(tmp_path, synthetic_data_cfg):
     config, checkpoint = write_experiment(tmp_path, synthetic_data_cfg)
 
@@ -97,6 +98,7 @@ def test_frame_damaged_in_its_middle_fails_in_one_line_from_a_worker(tmp_path, s
     assert sorted(os.listdir(tmp_path / 'pda_test' / 'final')) == ['pda.previous.json', 'pda.previous.md']
 
 
+@pytest.mark.slow
 def test_interrupted_run_does_not_leave_the_previous_results_looking_current(tmp_path, synthetic_data_cfg,
                                                                              monkeypatch):
     config, checkpoint = write_experiment(tmp_path, synthetic_data_cfg)
@@ -107,7 +109,7 @@ def test_interrupted_run_does_not_leave_the_previous_results_looking_current(tmp
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(test_pda, 'evaluate_pda', interrupted)
+    monkeypatch.setattr(pda_run, 'evaluate_pda', interrupted)
     with pytest.raises(KeyboardInterrupt):
         test_pda.run(argv)
     assert sorted(os.listdir(out)) == ['pda.previous.json', 'pda.previous.md']

@@ -4,38 +4,29 @@ import os
 
 import pytest
 import torch
-import yaml
 
-from helpers import load_tool
+from helpers import load_tool, write_video_model
 from lib.engine.export import GRAPHS, INPUTS, OUTPUTS, example_inputs, ort_session, run_session
-from lib.model import build_scnet
-from lib.utils.config import load_config
 
 pytest.importorskip('onnxruntime', reason='onnxruntime is in requirements.txt; the export cannot be checked without')
 
-TINY_MODEL = {'n_classes': 19, 'deeplab': {'width_mult': 0.0625, 'middle_blocks': 1},
-              'flownet': {'width_mult': 0.125}, 'cfnet': {'width_mult': 0.125}}
 SIZE = (128, 160)
 OTHER_SIZE = (192, 128)  # a different height and width: the graphs are dynamic
 
 export_tool = load_tool('export')
 
 
-@pytest.fixture(scope='module')
-def model_files(tmp_path_factory):
-    root = tmp_path_factory.mktemp('model')
-    config = root / 'tiny.yaml'
-    config.write_text(yaml.safe_dump({'device': 'cpu', 'model': TINY_MODEL, 'data': {'name': 'cityscapes'}}))
-    torch.manual_seed(0)
-    net = build_scnet(load_config(str(config))['model']).eval()
-    # Random BatchNorm statistics, so that the normalisation layers are exercised and not the identity.
+def random_batchnorm_statistics(net):
+    """So that the normalisation layers are exercised and not the identity."""
     for module in net.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.2, 0.2)
             module.running_var.uniform_(0.5, 2.0)
-    checkpoint = root / 'tiny.pth'
-    torch.save(net.state_dict(), checkpoint)
-    return str(config), str(checkpoint), net
+
+
+@pytest.fixture(scope='module')
+def model_files(tmp_path_factory):
+    return write_video_model(str(tmp_path_factory.mktemp('model')), random_batchnorm_statistics)
 
 
 @pytest.fixture(scope='module')
@@ -43,7 +34,7 @@ def exported(model_files, tmp_path_factory):
     """One export by the tool (the slow part: tracing), shared by the tests of this module."""
     config, checkpoint, _ = model_files
     out = tmp_path_factory.mktemp('export') / 'tiny'
-    code = export_tool.main(['--config', config, '--checkpoint', checkpoint, '--out', str(out),
+    code = export_tool.run(['--config', config, '--checkpoint', checkpoint, '--out', str(out),
                              '--size', *map(str, SIZE), '--parity-size', *map(str, OTHER_SIZE), '--threads', '1'])
     return code, out
 
@@ -129,14 +120,14 @@ def test_export_refuses_existing_output_and_bad_sizes(model_files, tmp_path, cap
     out.mkdir()
     (out / 'notes.txt').write_text('keep me')
     args = ['--config', config, '--checkpoint', checkpoint, '--out', str(out), '--size', '128', '128']
-    assert export_tool.main(args) == 2
+    assert export_tool.run(args) == 1
     assert 'already exists' in capsys.readouterr().err
-    assert export_tool.main(args + ['--overwrite']) == 2
+    assert export_tool.run(args + ['--overwrite']) == 1
     assert 'does not write' in capsys.readouterr().err
     assert (out / 'notes.txt').read_text() == 'keep me' and os.listdir(out) == ['notes.txt']
     with pytest.raises(SystemExit):
         export_tool.parse_args(['--config', config, '--checkpoint', checkpoint, '--out', 'x', '--size', '130', '128'])
     assert '--size 130 128: expected multiples of 4' in capsys.readouterr().err
-    assert export_tool.main(['--config', config, '--checkpoint', str(tmp_path / 'none.pth'),
-                             '--out', str(tmp_path / 'new')]) == 2
+    assert export_tool.run(['--config', config, '--checkpoint', str(tmp_path / 'none.pth'),
+                             '--out', str(tmp_path / 'new')]) == 1
     assert not os.path.exists(tmp_path / 'new') and not os.path.exists(tmp_path / 'new.partial')

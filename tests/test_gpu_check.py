@@ -22,7 +22,7 @@ def test_without_a_gpu_it_says_so_in_one_line(command, tmp_path):
                           timeout=120, env=dict(os.environ, PYTHONPATH=REPO_ROOT, VENV=str(tmp_path / 'no_venv')))
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('gpu_check: needs') and 'GPU' in lines[0], done.stderr
+    assert len(lines) == 1 and lines[0].startswith('error: needs') and 'GPU' in lines[0], done.stderr
     assert not out_dir.exists() and not (tmp_path / 'no_venv').exists()  # nothing built, nothing written
 
 
@@ -40,8 +40,7 @@ def test_report_quotes_the_benchmark_figures(tmp_path):
               'resample2d': [{'impl': 'cuda_extension', 'channels': 19, 'size': [256, 512], 'latency_ms': 0.05,
                               'achieved_gb_per_s': 800.0, 'fraction_of_copy_bandwidth': 0.8}],
               'sizes': [{'size': [512, 1024], 'comparisons': {'fast_speedup_key_frame': 2.5, 'other': 1},
-                         'agreement': {'fast_vs_exact': {'min': 0.999}}}],
-              'targets': [{'target': 't', 'measured': 0.8, 'holds': True}]}
+                         'agreement': {'fast_vs_exact': {'min': 0.999}}}]}
     path = tmp_path / 'benchmark.json'
     path.write_text(json.dumps(result))
     figures = gpu_check.benchmark_figures(str(path))

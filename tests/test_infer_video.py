@@ -6,47 +6,18 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from helpers import load_tool
+from helpers import assert_one_line_error, load_tool, moving_scene, run_infer_video, write_frame_folder
 from lib.engine.keyframe import parse_policy
-from lib.engine.video import (OutputFolder, StreamingSegmenter, VideoIOError, frame_to_tensor, labels_to_frame,
-                              pad_to_multiple)
+from lib.engine.video import StreamingSegmenter
 from lib.model import build_scnet
 from lib.utils.config import load_config
+from lib.utils.video_io import OutputFolder, VideoIOError, frame_to_tensor, labels_to_frame, pad_to_multiple
 
-N_FRAMES = 12
-TINY_MODEL = {'n_classes': 19, 'deeplab': {'width_mult': 0.0625, 'middle_blocks': 1},
-              'flownet': {'width_mult': 0.125}, 'cfnet': {'width_mult': 0.125}}
+N_FRAMES = 12  # of moving_scene
 
 
 infer_video = load_tool('infer_video')
-
-
-def moving_scene(height, width, n_frames=N_FRAMES):
-    """RGB uint8 frames of a textured background with a bright square moving right by 3 pixels per frame."""
-    rng = np.random.default_rng(0)
-    background = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (7, 7), 0)
-    frames = []
-    for t in range(n_frames):
-        frame = np.roll(background, t, axis=1).copy()
-        x = 5 + 3 * t
-        frame[height // 4: height // 4 + 15, x:x + 15] = (250, 240, 30)
-        frames.append(frame)
-    return frames
-
-
-@pytest.fixture(scope='module')
-def model_files(tmp_path_factory):
-    """A tiny config and a random-init checkpoint of it."""
-    root = tmp_path_factory.mktemp('model')
-    config = root / 'tiny.yaml'
-    config.write_text(yaml.safe_dump({'device': 'cpu', 'model': TINY_MODEL, 'data': {'name': 'cityscapes'}}))
-    torch.manual_seed(0)
-    model = build_scnet(load_config(str(config))['model'])
-    checkpoint = root / 'tiny.pth'
-    torch.save(model.state_dict(), checkpoint)
-    return str(config), str(checkpoint)
 
 
 @pytest.fixture(scope='module')
@@ -61,23 +32,10 @@ def video_file(tmp_path_factory):
     return path
 
 
-def write_frame_folder(folder, frames):
-    os.makedirs(folder, exist_ok=True)
-    for t, frame in enumerate(frames):
-        # Unpadded numbers on purpose: frame10 must come after frame9.
-        cv2.imwrite(os.path.join(folder, f'frame{t}.png'), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    return str(folder)
-
-
 @pytest.fixture(scope='module')
 def frame_folder(tmp_path_factory):
     """12 PNG frames of the odd size 61x99 (lossless, so the outputs can be checked against a reference)."""
     return write_frame_folder(tmp_path_factory.mktemp('frames') / 'clip', moving_scene(61, 99))
-
-
-def run_tool(model_files, *args):
-    config, checkpoint = model_files
-    return infer_video.main(['--config', config, '--checkpoint', checkpoint, *map(str, args)])
 
 
 def read_video(path):
@@ -100,7 +58,7 @@ def read_video(path):
 ])
 def test_video_in_all_outputs_out(model_files, video_file, tmp_path, policy, expected_keys):
     out = tmp_path / 'out'
-    assert run_tool(model_files, video_file, out, '--policy', policy, '--save-labels', '--save-overlay',
+    assert run_infer_video(model_files, video_file, out, '--policy', policy, '--save-labels', '--save-overlay',
                     '--video') == 0
     assert not os.path.exists(f'{out}.partial')
     labels = sorted(os.listdir(out / 'labels'))
@@ -142,7 +100,7 @@ def reference_logits(model, frames, keys):
 
 def test_labels_match_the_hand_written_protocol_on_an_odd_frame_size(model_files, frame_folder, tmp_path):
     out = tmp_path / 'out'
-    assert run_tool(model_files, frame_folder, out, '--policy', 'fixed:4', '--save-labels') == 0
+    assert run_infer_video(model_files, frame_folder, out, '--policy', 'fixed:4', '--save-labels') == 0
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['video'] is None and summary['model_size'] == [61, 99]
     assert not (out / 'overlay').exists()
@@ -158,42 +116,33 @@ def test_labels_match_the_hand_written_protocol_on_an_odd_frame_size(model_files
 
 def test_resized_inference_restores_the_frame_size(model_files, frame_folder, tmp_path):
     out = tmp_path / 'out'
-    assert run_tool(model_files, frame_folder, out, '--size', 30, 50, '--save-labels', '--policy', 'fixed:3') == 0
+    assert run_infer_video(model_files, frame_folder, out, '--size', 30, 50, '--save-labels', '--policy', 'fixed:3') == 0
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['model_size'] == [30, 50] and summary['frame_size'] == [61, 99]
     label = cv2.imread(str(out / 'labels' / '000007.png'), cv2.IMREAD_UNCHANGED)
     assert label.shape == (61, 99)
     # Default output when no --save-* option is given: the video only.
-    assert run_tool(model_files, frame_folder, tmp_path / 'video_only', '--size', 30, 50) == 0
+    assert run_infer_video(model_files, frame_folder, tmp_path / 'video_only', '--size', 30, 50) == 0
     assert sorted(os.listdir(tmp_path / 'video_only')) == [OutputFolder.MARKER, 'segmentation.mp4', 'summary.json']
-
-
-def assert_one_line_error(capsys, *fragments):
-    err = capsys.readouterr().err
-    # The progress bar shares stderr (carriage returns); the error is one line of its own.
-    errors = [line for line in err.replace('\r', '\n').splitlines() if line.startswith('infer_video: error:')]
-    assert len(errors) == 1, err
-    for fragment in fragments:
-        assert fragment in errors[0], err
 
 
 def test_unreadable_and_empty_videos(model_files, tmp_path, capsys):
     garbage = tmp_path / 'garbage.mp4'
     garbage.write_bytes(b'this is not a video' * 10)
-    assert run_tool(model_files, garbage, tmp_path / 'a') == 2
+    assert run_infer_video(model_files, garbage, tmp_path / 'a') == 1
     assert_one_line_error(capsys, str(garbage), 'cannot be opened as a video')
     empty = tmp_path / 'empty.mp4'
     empty.write_bytes(b'')
-    assert run_tool(model_files, empty, tmp_path / 'b') == 2
+    assert run_infer_video(model_files, empty, tmp_path / 'b') == 1
     assert_one_line_error(capsys, str(empty), 'zero length')
     no_frames = str(tmp_path / 'no_frames.mp4')  # a valid container header, zero frames
     cv2.VideoWriter(no_frames, cv2.VideoWriter_fourcc(*'mp4v'), 10, (64, 48)).release()
-    assert run_tool(model_files, no_frames, tmp_path / 'e') == 2
+    assert run_infer_video(model_files, no_frames, tmp_path / 'e') == 1
     assert_one_line_error(capsys, no_frames)
-    assert run_tool(model_files, tmp_path / 'missing.mp4', tmp_path / 'c') == 2
+    assert run_infer_video(model_files, tmp_path / 'missing.mp4', tmp_path / 'c') == 1
     assert_one_line_error(capsys, 'missing.mp4', 'no such')
     (tmp_path / 'no_images').mkdir()
-    assert run_tool(model_files, tmp_path / 'no_images', tmp_path / 'd') == 2
+    assert run_infer_video(model_files, tmp_path / 'no_images', tmp_path / 'd') == 1
     assert_one_line_error(capsys, 'no_images', 'no image files')
     for name in 'abcde':
         assert not (tmp_path / name).exists() and not (tmp_path / f'{name}.partial').exists()
@@ -203,7 +152,7 @@ def test_frame_size_change_mid_stream_leaves_only_a_marked_partial_output(model_
     frames = moving_scene(40, 60, 4) + moving_scene(44, 60, 2)
     folder = write_frame_folder(tmp_path / 'mixed', frames)
     out = tmp_path / 'out'
-    assert run_tool(model_files, folder, out, '--save-labels') == 2
+    assert run_infer_video(model_files, folder, out, '--save-labels') == 1
     assert_one_line_error(capsys, os.path.join(folder, 'frame4.png'), 'frame 4 is 60x44', 'started at 60x40')
     assert not out.exists()
     assert os.path.isdir(f'{out}.partial') and not os.path.exists(f'{out}.partial/summary.json')
@@ -211,26 +160,26 @@ def test_frame_size_change_mid_stream_leaves_only_a_marked_partial_output(model_
 
 def test_existing_output_is_refused_unless_overwrite(model_files, frame_folder, tmp_path, capsys):
     out = tmp_path / 'out'
-    assert run_tool(model_files, frame_folder, out, '--save-labels') == 0
-    assert run_tool(model_files, frame_folder, out) == 2
+    assert run_infer_video(model_files, frame_folder, out, '--save-labels') == 0
+    assert run_infer_video(model_files, frame_folder, out) == 1
     assert_one_line_error(capsys, str(out), '--overwrite')
     assert (out / 'labels').is_dir()
-    assert run_tool(model_files, frame_folder, out, '--overwrite', '--policy', 'fixed:6') == 0
+    assert run_infer_video(model_files, frame_folder, out, '--overwrite', '--policy', 'fixed:6') == 0
     assert sorted(os.listdir(out)) == [OutputFolder.MARKER, 'segmentation.mp4', 'summary.json']
 
 
 def test_bad_policy_and_checkpoint(model_files, frame_folder, tmp_path, capsys):
-    assert run_tool(model_files, frame_folder, tmp_path / 'a', '--policy', 'sometimes') == 2
+    assert run_infer_video(model_files, frame_folder, tmp_path / 'a', '--policy', 'sometimes') == 1
     assert_one_line_error(capsys, 'sometimes', 'fixed:K')
     config, _ = model_files
     wrong = tmp_path / 'wrong.pth'
     torch.save({'deeplab.unknown.weight': torch.zeros(1)}, wrong)
-    assert infer_video.main(['--config', config, '--checkpoint', str(wrong), frame_folder, str(tmp_path / 'b')]) == 2
+    assert infer_video.run(['--config', config, '--checkpoint', str(wrong), frame_folder, str(tmp_path / 'b')]) == 1
     assert_one_line_error(capsys, 'wrong.pth', 'does not fit')
     dmnet_only = tmp_path / 'dmnet.pth'
     torch.save(build_scnet(load_config(config)['model']).dmnet.state_dict(), dmnet_only)
-    assert infer_video.main(['--config', config, '--checkpoint', str(dmnet_only), frame_folder,
-                             str(tmp_path / 'c')]) == 2
+    assert infer_video.run(['--config', config, '--checkpoint', str(dmnet_only), frame_folder,
+                             str(tmp_path / 'c')]) == 1
     assert_one_line_error(capsys, 'dmnet.pth', 'only the dmnet weights')
     for name in 'abc':
         assert not (tmp_path / name).exists()
@@ -283,8 +232,8 @@ def test_streaming_segmenter_feeds_the_policy_the_merge_distortion():
 
 
 def test_fast_path_runs_and_mostly_agrees_with_the_exact_path(model_files, frame_folder, tmp_path):
-    assert run_tool(model_files, frame_folder, tmp_path / 'exact', '--policy', 'fixed:4', '--save-labels') == 0
-    assert run_tool(model_files, frame_folder, tmp_path / 'fast', '--policy', 'fixed:4', '--save-labels',
+    assert run_infer_video(model_files, frame_folder, tmp_path / 'exact', '--policy', 'fixed:4', '--save-labels') == 0
+    assert run_infer_video(model_files, frame_folder, tmp_path / 'fast', '--policy', 'fixed:4', '--save-labels',
                     '--fast', '--fast-dtype', 'fp32') == 0
     summary = json.loads((tmp_path / 'fast' / 'summary.json').read_text())
     assert summary['fast']['tail'] == 'sparse' and summary['key_frames'] == [0, 4, 8]

@@ -8,8 +8,7 @@ import torch
 import yaml
 
 from helpers import TINY_WIDTHS, load_tool, varied_tiny_scnet
-from lib.engine.pda import load_eval_model
-from lib.model import DMNet
+from lib.model import DMNet, load_scnet
 from lib.utils.checkpoint import load_checkpoint, load_published
 from lib.utils.config import DEFAULTS
 
@@ -41,14 +40,14 @@ def test_legacy_file_loads_with_weights_only(legacy_scnet):
     for key, value in net.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
     model_cfg = dict(DEFAULTS['model'], **TINY_WIDTHS)
-    evaluated = load_eval_model(model_cfg, str(path), 'cpu')  # what test_pda.py does with it
+    evaluated = load_scnet(model_cfg, str(path), 'cpu')  # what test_pda.py does with it
     assert torch.equal(evaluated.cfnet.predict_cc.weight, net.cfnet.predict_cc.weight)
 
 
 def test_inspect_describes_a_published_style_file(legacy_scnet, tiny_config, capsys):
     _, path = legacy_scnet
     tool = load_tool('inspect_checkpoint')
-    assert tool.main([str(path), '--config', str(tiny_config), '--json']) == 0
+    assert tool.run([str(path), '--config', str(tiny_config), '--json']) == 0
     info = json.loads(capsys.readouterr().out)
     assert info['format'] == 'legacy (torch <= 1.5, non-zip)' and info['kind'] == 'scnet'
     assert info['sha256'] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -57,7 +56,7 @@ def test_inspect_describes_a_published_style_file(legacy_scnet, tiny_config, cap
     assert set(info['networks']) == {'deeplab', 'flownet', 'cfnet', 'dmnet'}
     assert all(c['match'] == c['tensors'] for c in info['networks'].values())
     assert 'spatial_correction_cityscapes/script/test_PDA.sh' in info['uses']
-    assert tool.main([str(path), '--config', str(tiny_config)]) == 0
+    assert tool.run([str(path), '--config', str(tiny_config)]) == 0
     text = capsys.readouterr().out
     assert 'legacy (torch <= 1.5, non-zip)' in text and "'module.' on" in text and 'matches' in text
 
@@ -66,25 +65,25 @@ def test_inspect_tells_kinds_and_mismatches_apart(tmp_path, tiny_config, capsys)
     tool = load_tool('inspect_checkpoint')
     dmnet = tmp_path / 'dmnet_cityscapes.pth'
     torch.save(DMNet().state_dict(), dmnet)
-    assert tool.main([str(dmnet), '--json']) == 0
+    assert tool.run([str(dmnet), '--json']) == 0
     assert json.loads(capsys.readouterr().out)['kind'] == 'dmnet_only'
 
     camvid = varied_tiny_scnet(n_classes=11).state_dict()
     pretrained = tmp_path / 'pretrained_camvid.pth'
     torch.save({k: v for k, v in camvid.items() if k.startswith(('deeplab.', 'flownet.'))}, pretrained)
-    assert tool.main([str(pretrained), '--config', str(tiny_config), '--json']) == 0
+    assert tool.run([str(pretrained), '--config', str(tiny_config), '--json']) == 0
     info = json.loads(capsys.readouterr().out)
     assert info['kind'] == 'pretrained' and info['n_classes'] == 11 and info['dataset'] == 'camvid'
     assert 'init.pretrained of exp/dmnet_camvid' in info['uses']
 
     # Against the published (full) widths the tiny file does not fit: readable, exit status 1, and it says so.
-    assert tool.main([str(pretrained)]) == 1
+    assert tool.run([str(pretrained)]) == 1
     assert 'does NOT match' in capsys.readouterr().out
 
     training = tmp_path / 'now.pth'
     torch.save({'model': camvid, 'stage': 'correction', 'iteration': 7, 'epoch': 1,
                 'config': {'experiment': 'x'}}, training)
-    assert tool.main([str(training), '--config', str(tiny_config), '--json']) == 0
+    assert tool.run([str(training), '--config', str(tiny_config), '--json']) == 0
     info = json.loads(capsys.readouterr().out)
     assert info['training'] == {'stage': 'correction', 'iteration': 7, 'epoch': 1, 'experiment': 'x'}
     assert info['state_dict'] == "'model' entry" and info['kind'] == 'scnet'
@@ -95,7 +94,7 @@ def test_unreadable_file_is_a_one_line_error(content, tmp_path, capsys):
     path = tmp_path / 'broken.pth'
     if content is not None:
         path.write_bytes(content)
-    assert load_tool('inspect_checkpoint').main([str(path)]) == 2
+    assert load_tool('inspect_checkpoint').run([str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f'error: {path}: ')
 
@@ -107,6 +106,6 @@ class Payload:
 def test_code_carrying_pickle_is_refused(tmp_path, capsys):
     path = tmp_path / 'code.pth'
     torch.save({'x': Payload()}, path)
-    assert load_tool('inspect_checkpoint').main([str(path)]) == 2
+    assert load_tool('inspect_checkpoint').run([str(path)]) == 2
     assert 'not a PyTorch checkpoint readable with weights_only=True' in capsys.readouterr().err
     assert os.path.isfile(path)

@@ -11,16 +11,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers import TINY_WIDTHS
 from lib.model import CFNet, DeepLabV3Plus, DMNet, FlowNetS, PropagationState, SCNet, SCNetDMNet, Warp, build_scnet
 from lib.utils.config import DEFAULTS
 
 LAYOUT_FILE = os.path.join(os.path.dirname(__file__), 'data', 'state_dict_shapes.json')
-TINY = dict(deeplab={'width_mult': 0.125, 'middle_blocks': 1}, flownet={'width_mult': 0.25})
+TINY = {name: TINY_WIDTHS[name] for name in ('deeplab', 'flownet')}
 
 
 def tiny_scnet(n_classes=5, **kwargs):
     torch.manual_seed(0)
-    net = SCNet(n_classes, cfnet={'width_mult': 0.25}, **TINY, **kwargs)
+    net = SCNet(n_classes, cfnet=TINY_WIDTHS['cfnet'], **TINY, **kwargs)
     randomize_batchnorm_statistics(net)
     return net
 
@@ -204,7 +205,9 @@ def test_scnet_training_step_losses_and_gradients():
     label[:, :8] = 255
     deeplab_stats = net.deeplab.feature_projection0_bn.running_mean.clone()
 
-    loss_semantic, loss_cfnet = net(frames, label)
+    losses = net(frames, label)
+    assert list(losses) == ['loss_semantic', 'loss_cfnet']
+    loss_semantic, loss_cfnet = losses['loss_semantic'], losses['loss_cfnet']
     assert loss_semantic.dim() == 0 and loss_cfnet.dim() == 0
     assert torch.isfinite(loss_semantic) and torch.isfinite(loss_cfnet) and loss_cfnet > 0
     (loss_semantic + loss_cfnet).backward()
@@ -221,7 +224,8 @@ def test_scnet_training_step_losses_and_gradients():
     with torch.no_grad():
         expected = paper_correction_losses(net, frames, label)
         got = net(frames, label)
-    assert torch.allclose(got[0], expected[0], rtol=1e-5) and torch.allclose(got[1], expected[1], rtol=1e-5)
+    assert torch.allclose(got['loss_semantic'], expected[0], rtol=1e-5)
+    assert torch.allclose(got['loss_cfnet'], expected[1], rtol=1e-5)
 
 
 def test_scnet_dmnet_training_step_gradients_and_loss():
@@ -231,7 +235,9 @@ def test_scnet_dmnet_training_step_gradients_and_loss():
     assert not hasattr(net, 'cfnet') or net.cfnet is None
     assert net.dmnet.training and not net.deeplab.training and not net.flownet.training
     frames = random_frames()
-    loss = net(frames)
+    losses = net(frames)
+    assert list(losses) == ['loss_dmnet']
+    loss = losses['loss_dmnet']
     assert loss.dim() == 0 and torch.isfinite(loss) and loss > 0
     loss.backward()
     assert all(p.grad is None for p in net.deeplab.parameters())
@@ -252,7 +258,7 @@ def test_scnet_dmnet_training_step_gradients_and_loss():
             target = (up(logits).argmax(1, keepdim=True) != up(net.deeplab(cur)).argmax(1, keepdim=True)).float()
             dm = up(net.dmnet(image, F.interpolate(cur, scale_factor=0.25, mode='bilinear', align_corners=True)))
             losses.append(F.binary_cross_entropy(dm, target))
-        assert torch.allclose(net(frames), sum(losses) / 2, rtol=1e-5)
+        assert torch.allclose(net(frames)['loss_dmnet'], sum(losses) / 2, rtol=1e-5)
 
 
 def test_correct_without_cfnet_needs_a_correction():

@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from lib.engine.video import OutputFolder, VideoFileSource, VideoIOError, VideoWriter
+from helpers import assert_one_line_error, moving_scene, run_infer_video, write_frame_folder
 from lib.utils import atomic
 from lib.utils.config import REPO_ROOT
 from lib.utils.output_lock import OutputLock, OutputLockError, remove_torn_files
+from lib.utils.video_io import OutputFolder, VideoFileSource, VideoIOError, VideoWriter
 
-from test_infer_video import (assert_one_line_error, model_files, moving_scene, run_tool,  # noqa: F401
-                              write_frame_folder)
 
 # A folder that already holds the extracted samples (opencv-doc's examples/data) saves the download.
 OPENCV_SAMPLES = os.environ.get('OPENCV_SAMPLES_DIR', '')
@@ -59,7 +58,7 @@ def test_overwrite_refuses_a_folder_infer_video_did_not_write(model_files, frame
     out = tmp_path / 'photos'
     out.mkdir()
     (out / 'holiday.jpg').write_text('precious')
-    assert run_tool(model_files, frames_in, out, '--overwrite') == 2
+    assert run_infer_video(model_files, frames_in, out, '--overwrite') == 1
     assert_one_line_error(capsys, str(out), 'not written by infer_video')
     assert (out / 'holiday.jpg').read_text() == 'precious'
     assert not os.path.exists(f'{out}.partial')
@@ -70,16 +69,16 @@ def test_output_equal_to_inside_or_around_the_input_is_refused(model_files, tmp_
     frames = write_frame_folder(tmp_path / 'data' / 'clip', moving_scene(40, 60, 3))
     out = {'same': frames, 'inside': os.path.join(frames, 'seg'), 'parent': str(tmp_path / 'data')}[where]
     before = tree_listing(tmp_path / 'data')
-    assert run_tool(model_files, frames, out, '--overwrite') == 2
+    assert run_infer_video(model_files, frames, out, '--overwrite') == 1
     assert_one_line_error(capsys, 'OUTPUT must lie outside INPUT')
     assert tree_listing(tmp_path / 'data') == before
 
 
 def test_overwrite_replaces_an_earlier_output_of_the_tool(model_files, frames_in, tmp_path):
     out = tmp_path / 'out'
-    assert run_tool(model_files, frames_in, out, '--save-labels') == 0
+    assert run_infer_video(model_files, frames_in, out, '--save-labels') == 0
     assert (out / OutputFolder.MARKER).is_file()
-    assert run_tool(model_files, frames_in, out, '--overwrite') == 0
+    assert run_infer_video(model_files, frames_in, out, '--overwrite') == 0
     assert sorted(os.listdir(out)) == [OutputFolder.MARKER, 'segmentation.mp4', 'summary.json']
     assert not os.path.exists(f'{out}.lock') and not os.path.exists(f'{out}.old')
 
@@ -94,14 +93,14 @@ def test_second_run_into_a_locked_output_refuses_and_names_the_holder(model_file
                               env=dict(os.environ, PYTHONPATH=REPO_ROOT), stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == 'locked'
-        assert run_tool(model_files, frames_in, out) == 2
+        assert run_infer_video(model_files, frames_in, out) == 1
         assert_one_line_error(capsys, str(out), 'in use by another run', f'pid {holder.pid}')
         assert not out.exists() and not os.path.exists(f'{out}.partial')
     finally:
         holder.kill()
         holder.wait()
     # The holder died without releasing: its lock is taken over.
-    assert run_tool(model_files, frames_in, out) == 0
+    assert run_infer_video(model_files, frames_in, out) == 0
     assert not os.path.exists(f'{out}.lock')
 
 
@@ -148,8 +147,8 @@ def test_video_cut_by_a_size_limit_fails_and_leaves_only_the_partial(model_files
                            '--checkpoint', checkpoint, frames, str(out), '--threads', '1'],
                           env=dict(os.environ, PYTHONPATH=REPO_ROOT), capture_output=True, text=True, timeout=300,
                           preexec_fn=limited_file_size(60_000))
-    errors = [line for line in done.stderr.replace('\r', '\n').splitlines() if 'infer_video: error:' in line]
-    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.replace('\r', '\n').splitlines() if 'error:' in line]
+    assert done.returncode == 1, done.stderr[-2000:]
     assert len(errors) == 1 and 'segmentation.mp4' in errors[0] and 'size limit' in errors[0], done.stderr[-2000:]
     assert not out.exists() and os.path.isdir(f'{out}.partial')
     assert not os.path.exists(f'{out}.partial/summary.json')
@@ -157,6 +156,7 @@ def test_video_cut_by_a_size_limit_fails_and_leaves_only_the_partial(model_files
 
 # --- defect 5: damaged media passed silently ---
 
+@pytest.mark.slow
 def test_damaged_sample_video_reports_announced_and_decoded_frames(model_files, opencv_samples, tmp_path, capsys):
     video = os.path.join(opencv_samples, 'tree.avi')  # the container announces 444 frames, 68 decode
     source = VideoFileSource(video)
@@ -165,9 +165,9 @@ def test_damaged_sample_video_reports_announced_and_decoded_frames(model_files, 
     assert '444 frames but 68 decoded' in source.count_mismatch()
 
     out = tmp_path / 'out'
-    assert run_tool(model_files, video, out, '--size', '24', '32', '--policy', 'fixed:10', '--threads', '1') == 0
+    assert run_infer_video(model_files, video, out, '--size', '24', '32', '--policy', 'fixed:10', '--threads', '1') == 0
     err = capsys.readouterr().err.replace('\r', '\n')
-    warnings = [line for line in err.splitlines() if line.startswith('infer_video: warning:')]
+    warnings = [line for line in err.splitlines() if line.startswith('warning:')]
     assert len(warnings) == 1 and 'tree.avi' in warnings[0] and '444 frames but 68 decoded' in warnings[0], err
     summary = json.loads((out / 'summary.json').read_text())
     assert (summary['frames'], summary['frames_announced'], summary['frames_decoded']) == (68, 444, 68)

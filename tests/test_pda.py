@@ -4,57 +4,20 @@ The reference loop below is written from the paper's test script (for each dista
 step-by-step flow + warp of logits and 1/4 image, DMNet and CFNet at t, x4 upsampling, merge, argmax), using only
 the sub-networks, so that it shares no code with ``lib.engine.pda``.
 """
-import copy
 import json
 import os
 import shutil
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 
-from helpers import load_tool
-from lib.dataset import build_dataset, build_loader
-from lib.engine.pda import _clip_indices, evaluate_pda
+from helpers import load_tool, tiny_model_cfg, varied_tiny_scnet, write_experiment
+from lib.dataset import build_dataset, build_eval_loader, build_loader
+from lib.engine.pda import evaluate_pda
 from lib.model import build_scnet
-from lib.utils.config import DEFAULTS
 
 N_CLASSES = 19
-TINY_WIDTHS = {'deeplab': {'width_mult': 0.125, 'middle_blocks': 1}, 'flownet': {'width_mult': 0.25},
-               'cfnet': {'width_mult': 0.25}}
-
-
-def tiny_model_cfg(align_corners=True, n_classes=N_CLASSES):
-    cfg = copy.deepcopy(DEFAULTS['model'])
-    cfg.update(copy.deepcopy(TINY_WIDTHS), n_classes=n_classes, align_corners=align_corners)
-    return cfg
-
-
-def _last_conv(module, out_channels):
-    return [m for m in module.modules() if isinstance(m, nn.Conv2d) and m.out_channels == out_channels][-1]
-
-
-def tiny_net(align_corners=True, n_classes=N_CLASSES, seed=0):
-    """A random tiny SCNet whose predictions vary over the image and with the distance.
-
-    At random init DeepLab predicts one class everywhere and FlowNetS hardly moves anything, which would make
-    every comparison trivially equal; the classifiers get unit-variance weights and the flow heads are scaled up.
-    """
-    torch.manual_seed(seed)
-    net = build_scnet(tiny_model_cfg(align_corners, n_classes))
-    with torch.no_grad():
-        for sub in (net.deeplab, net.cfnet):
-            classifier = _last_conv(sub, n_classes)
-            classifier.weight.normal_(0.0, 1.0)
-            classifier.bias.zero_()
-        for m in net.flownet.modules():
-            if isinstance(m, nn.Conv2d) and m.out_channels == 2:
-                m.weight.mul_(5.0)
-    return net.eval()
-
-
 def _resize(x, scale, align_corners):
     return F.interpolate(x, scale_factor=scale, mode='bilinear', align_corners=align_corners)
 
@@ -93,7 +56,7 @@ def reference_pda(net, loader, distances, align_corners, n=N_CLASSES):
 
 @pytest.fixture(scope='module')
 def net():
-    return tiny_net()
+    return varied_tiny_scnet()
 
 
 @pytest.fixture
@@ -127,7 +90,7 @@ def test_fast_path_matches_per_distance_loop(net, clips):
 
 def test_batched_clips_subset_of_distances_and_resize_convention(clips):
     """Batch of 2 clips, distances 1/4/9 only, ``align_corners=False`` (the original Cityscapes test script)."""
-    net = tiny_net(align_corners=False)
+    net = varied_tiny_scnet(align_corners=False)
     loader = build_loader(clips, batch_size=2, shuffle=False, num_workers=0, distributed=False)
     distances = [1, 4, 9]
     result = evaluate_pda(net, loader, N_CLASSES, distances=[9, 4, 1], progress=False)
@@ -136,9 +99,9 @@ def test_batched_clips_subset_of_distances_and_resize_convention(clips):
 
 
 def test_rows_can_be_switched_off_and_max_clips(net, clips):
-    loader = build_loader(clips, batch_size=1, shuffle=False, num_workers=0, distributed=False)
+    loader = build_eval_loader(clips, batch_size=1, max_items=1)
     result = evaluate_pda(net, loader, N_CLASSES, distances=[2, 9], per_frame=False, propagation_only=False,
-                          max_clips=1, progress=False)
+                          progress=False)
     assert result['per_frame'] is None and result['propagation_only'] is None
     assert set(result['confusion']) == {'davss'} and result['n_clips'] == 1
     labelled = int((clips[0][1] != 255).sum())
@@ -157,27 +120,20 @@ def test_batched_option_agrees(net, clips):
             assert (a - b).abs().sum() <= 0.002 * a.sum()
 
 
-def test_ranks_share_the_first_max_clips_without_overlap():
-    shards = [_clip_indices(10, 7, rank, 3) for rank in range(3)]
-    assert all(total == 7 for _, total in shards)
-    clips = sorted(i for indices, _ in shards for i in indices)
-    assert clips == list(range(7))  # every clip once: nothing padded, nothing counted twice
+def test_ranks_share_the_first_max_clips_without_overlap(monkeypatch):
+    import lib.dataset.build as build
+    shards = []
+    for rank in range(3):
+        monkeypatch.setattr(build, '_distributed', lambda: True)
+        monkeypatch.setattr(build.dist, 'get_rank', lambda rank=rank: rank)
+        monkeypatch.setattr(build.dist, 'get_world_size', lambda: 3)
+        shards.append(list(build_eval_loader(list(range(10)), max_items=7).sampler))
+    assert shards == [[0, 3, 6], [1, 4], [2, 5]]  # round-robin, in order: nothing padded, nothing counted twice
+    monkeypatch.undo()
+    assert list(build_eval_loader(list(range(10)), max_items=7).sampler) == list(range(7))
 
 
 # --- command line --------------------------------------------------------------------------------------------
-
-def write_experiment(folder, data_cfg, n_classes=N_CLASSES, **eval_cfg):
-    """A config for the tiny synthetic set and a training-style checkpoint (``{'model': state_dict}``)."""
-    os.makedirs(folder, exist_ok=True)
-    cfg = {'experiment': 'pda_test', 'device': 'cpu', 'model': tiny_model_cfg(),
-           'data': data_cfg, 'eval': {'split': 'train', 'distances': [1, 9], 'result_root': str(folder), **eval_cfg}}
-    config = os.path.join(folder, 'config.yaml')
-    with open(config, 'w') as f:
-        yaml.safe_dump(cfg, f)
-    checkpoint = os.path.join(folder, 'final.pth')
-    torch.save({'model': tiny_net(n_classes=n_classes).state_dict()}, checkpoint)
-    return config, checkpoint
-
 
 def test_command_line_writes_table_json_and_markdown(tmp_path, synthetic_data_cfg, capsys):
     config, checkpoint = write_experiment(tmp_path, synthetic_data_cfg)

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from helpers import width_opts
 from lib.dataset import build_dataset, read_frame
 from lib.engine import train as engine
 from lib.engine.loop_adam import LoopAdam
@@ -20,8 +21,6 @@ from lib.model import CFNet, DMNet, FlowNetS
 from lib.model.scnet import build_scnet
 from lib.utils.config import ConfigError, DEFAULTS, REPO_ROOT, load_config
 
-TINY_MODEL = ['model.deeplab.width_mult=0.125', 'model.deeplab.middle_blocks=1', 'model.flownet.width_mult=0.25',
-              'model.cfnet.width_mult=0.25']
 
 
 # --- parameter lists -----------------------------------------------------------------------------------------
@@ -50,7 +49,7 @@ def test_original_lists_are_the_double_loop_of_the_paper(name):
 
 
 def test_stage_groups_follow_param_lists():
-    net = build_scnet(load_config(None, TINY_MODEL)['model'], 'correction')
+    net = build_scnet(load_config(None, width_opts())['model'], 'correction')
     stage = engine.get_stage('correction')
     train_cfg = dict(DEFAULTS['train'], param_lists='original')
     optimizer = build_optimizer(stage.param_groups(net, train_cfg), train_cfg)
@@ -63,7 +62,7 @@ def test_stage_groups_follow_param_lists():
 
 
 def test_bad_param_lists_and_fp16_with_original_are_config_errors():
-    net = build_scnet(load_config(None, TINY_MODEL)['model'], 'dmnet')
+    net = build_scnet(load_config(None, width_opts())['model'], 'dmnet')
     stage = engine.get_stage('dmnet')
     with pytest.raises(ConfigError, match='train.param_lists: expected one of unique | original, got "twice"'):
         stage.param_groups(net, dict(DEFAULTS['train'], param_lists='twice'))
@@ -156,7 +155,7 @@ def test_loop_adam_state_round_trip_continues_exactly():
 def flow_cfg(out, root, *opts):
     cfg = load_config(None, ['stage=flow', 'experiment=flow', f'train.save_root={out}', f'train.tblog_root={out}',
                              'train.batch_size=4', 'train.max_iters=2', 'train.val_every=0', 'train.log_every=1',
-                             'seed=0', 'deterministic=true', *TINY_MODEL, *opts])
+                             'seed=0', 'deterministic=true', *width_opts(), *opts])
     cfg['data'].update({'name': 'synthetic', 'root': root, 'train_list': os.path.join(root, 'list', 'train.txt'),
                         'val_list': os.path.join(root, 'list', 'val.txt'), 'crop_size': [32, 64],
                         'num_workers': 0, 'pin_memory': False})

@@ -8,8 +8,7 @@ from PIL import Image
 
 from lib.utils import visualize as vis
 from lib.utils.palette import CITYSCAPES_PALETTE
-from helpers import load_tool
-from test_pda import write_experiment
+from helpers import load_tool, write_experiment
 
 TILE_WIDTH = 64
 

@@ -4,20 +4,16 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from helpers import load_tool
+from helpers import data_opts, load_tool, model_weights
 from lib.engine import train as engine
 from lib.utils.config import REPO_ROOT, load_config
 
-from test_train import model_weights
 
 
-def data_opts(data_cfg):
-    return [f'data.{key}={data_cfg[key]}' for key in ('name', 'root', 'train_list', 'val_list')] + [
-        'data.num_workers=0', 'data.crop_size=null', 'data.hflip=false']
-
-
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process_with_the_combined_batch(tmp_path, synthetic_data_cfg):
     # FlowNetS has no BatchNorm, so the mean of the two ranks' gradients equals the gradient of the combined
     # batch: the DistributedSampler deals ranks 0 and 1 the even and odd positions of the same permutation.
@@ -54,8 +50,6 @@ def test_command_line_errors_are_one_line(capsys):
     assert tool.run([config, '--opts', 'data.root=/nonexistent', 'data.train_list=/nonexistent/list.txt']) == 1
     err = capsys.readouterr().err.strip()
     assert err.count('\n') == 0 and '/nonexistent/list.txt' in err
-    assert tool.default_experiment('exp/dmnet_cityscapes/config.yaml') == 'dmnet_cityscapes'
-    assert tool.default_experiment('exp/synthetic/flow.yaml') == 'synthetic_flow'
 
 
 def test_synthetic_train_sh_needs_a_stage():

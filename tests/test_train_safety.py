@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from helpers import load_tool
+from helpers import flow_cfg, load_tool, train_cfg, width_opts
 from lib.engine import train as engine
 from lib.engine.checkpointing import CheckpointError
 from lib.engine.run_dir import ExperimentFolderError
@@ -20,7 +20,6 @@ from lib.model.scnet import build_scnet
 from lib.utils.config import REPO_ROOT, load_config
 from lib.utils.output_lock import OutputLock
 
-from test_train import TINY_MODEL, flow_cfg, make_cfg
 
 train_tool = load_tool('train')
 FLOW_CONFIG = os.path.join(REPO_ROOT, 'exp', 'synthetic', 'flow.yaml')
@@ -48,11 +47,11 @@ def env():
 
 def test_existing_experiment_is_refused_unless_resume_or_overwrite(tmp_path, synthetic_data_cfg, monkeypatch):
     data = dict(synthetic_data_cfg, crop_size=[32, 64])
-    engine.main(make_cfg('flow', str(tmp_path), data))
+    engine.main(train_cfg('flow', str(tmp_path), data))
     folder = tmp_path / 'flow'
     final = (folder / 'final.pth').read_bytes()
     with pytest.raises(ExperimentFolderError, match=r'holds the outputs of an earlier run .*--resume .*--overwrite'):
-        engine.main(make_cfg('flow', str(tmp_path), data, 'train.lr=0.5'))
+        engine.main(train_cfg('flow', str(tmp_path), data, 'train.lr=0.5'))
     assert (folder / 'final.pth').read_bytes() == final
     assert load_config(str(folder / 'config.yaml'))['train']['lr'] == 1e-4
 
@@ -62,13 +61,13 @@ def test_existing_experiment_is_refused_unless_resume_or_overwrite(tmp_path, syn
         raise KeyboardInterrupt
     monkeypatch.setattr(engine, 'train_step', killed)
     with pytest.raises(KeyboardInterrupt):
-        engine.main(make_cfg('flow', str(tmp_path), data, 'train.lr=0.5'), overwrite=True)
+        engine.main(train_cfg('flow', str(tmp_path), data, 'train.lr=0.5'), overwrite=True)
     assert load_config(str(folder / 'config.yaml'))['train']['lr'] == 0.5
     assert not (folder / 'final.pth').exists() and not (folder / 'now.pth').exists()
     assert len([n for n in os.listdir(folder) if n.startswith('events.out.tfevents')]) == 1
     monkeypatch.undo()
     (folder / 'notes.txt').write_text('mine')
-    engine.main(make_cfg('flow', str(tmp_path), data, 'train.lr=0.5'), overwrite=True)
+    engine.main(train_cfg('flow', str(tmp_path), data, 'train.lr=0.5'), overwrite=True)
     assert (folder / 'final.pth').exists() and (folder / 'notes.txt').read_text() == 'mine'
     assert not (folder / '.lock').exists()
 
@@ -83,11 +82,11 @@ def test_concurrent_run_into_one_folder_is_refused_naming_the_holder(tmp_path, s
 
 def test_resume_removes_the_torn_files_of_a_dead_run(tmp_path, synthetic_data_cfg):
     data = dict(synthetic_data_cfg, crop_size=[32, 64])
-    engine.main(make_cfg('flow', str(tmp_path), data, 'train.max_iters=1'))
+    engine.main(train_cfg('flow', str(tmp_path), data, 'train.max_iters=1'))
     dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
     torn = tmp_path / 'flow' / f'now.tmp{int(dead.stdout)}.pth'
     torn.write_bytes(b'half a checkpoint')
-    engine.main(make_cfg('flow', str(tmp_path), data, 'train.max_iters=2'), resume=True)
+    engine.main(train_cfg('flow', str(tmp_path), data, 'train.max_iters=2'), resume=True)
     assert not torn.exists()
 
 
@@ -95,12 +94,12 @@ def test_resume_removes_the_torn_files_of_a_dead_run(tmp_path, synthetic_data_cf
 
 @pytest.mark.slow
 def test_diverging_flow_stops_with_the_non_finite_error_instead_of_a_segfault(tmp_path, synthetic_data_cfg):
-    cfg = load_config(None, TINY_MODEL)
+    cfg = load_config(None, width_opts())
     torch.manual_seed(0)
     weights = tmp_path / 'scnet.pth'
     torch.save(build_scnet(cfg['model'], 'correction').state_dict(), weights)
     config = os.path.join(REPO_ROOT, 'exp', 'synthetic', 'correction.yaml')
-    opts = cli_opts(synthetic_data_cfg, tmp_path, *TINY_MODEL, *[f'init.{k}={weights}' for k in
+    opts = cli_opts(synthetic_data_cfg, tmp_path, *width_opts(), *[f'init.{k}={weights}' for k in
                                                                  ('deeplab', 'flownet', 'dmnet')],
                     'train.lr=1000', 'train.max_iters=6', 'train.checkpoint_every=1')
     done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', 'train.py'), config, *opts], env=env(),
@@ -216,7 +215,7 @@ def test_errors_inside_dataloader_workers_are_unwrapped(tmp_path, synthetic_root
 
 def test_checkpoint_summary_of_the_layout_is_json_friendly(tmp_path, synthetic_data_cfg):
     data = dict(synthetic_data_cfg, crop_size=[32, 64])
-    engine.main(make_cfg('flow', str(tmp_path), data))
+    engine.main(train_cfg('flow', str(tmp_path), data))
     layout = torch.load(tmp_path / 'flow' / 'final.pth', weights_only=True)['layout']
     assert json.loads(json.dumps(layout)) == {'batch_size': 2, 'accumulate': 1, 'world_size': 1,
                                               'dataset_length': 58}

@@ -6,15 +6,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from helpers import REPO_ROOT, load_tool
+from helpers import REPO_ROOT, load_tool, write_video_model
 from lib import VideoSegmenter
-from lib.model import build_scnet
-from lib.utils.config import load_config
 
-TINY_MODEL = {'n_classes': 19, 'deeplab': {'width_mult': 0.0625, 'middle_blocks': 1},
-              'flownet': {'width_mult': 0.125}, 'cfnet': {'width_mult': 0.125}}
 N_FRAMES = 7
 
 infer_video = load_tool('infer_video')
@@ -34,14 +29,7 @@ def moving_frames(height, width, n_frames=N_FRAMES):
 
 @pytest.fixture(scope='module')
 def model_files(tmp_path_factory):
-    root = tmp_path_factory.mktemp('model')
-    config = root / 'tiny.yaml'
-    config.write_text(yaml.safe_dump({'device': 'cpu', 'model': TINY_MODEL, 'data': {'name': 'cityscapes'}}))
-    torch.manual_seed(0)
-    net = build_scnet(load_config(str(config))['model']).eval()
-    checkpoint = root / 'tiny.pth'
-    torch.save(net.state_dict(), checkpoint)
-    return str(config), str(checkpoint), net
+    return write_video_model(str(tmp_path_factory.mktemp('model')))
 
 
 def reference_labels(net, frames, interval):
@@ -118,7 +106,7 @@ def test_run_writes_what_the_command_line_tool_writes(model_files, tmp_path):
     seg = VideoSegmenter.from_config(config, checkpoint, policy='fixed:5')
     summary = seg.run(source, str(tmp_path / 'api'), save_labels=True)
     assert summary['frames'] == N_FRAMES and summary['key_frames'] == [0, 5]
-    assert infer_video.main(['--config', config, '--checkpoint', checkpoint, source, str(tmp_path / 'cli'),
+    assert infer_video.run(['--config', config, '--checkpoint', checkpoint, source, str(tmp_path / 'cli'),
                              '--save-labels', '--video']) == 0
     for t in range(N_FRAMES):
         api = cv2.imread(str(tmp_path / 'api' / 'labels' / f'{t:06d}.png'), cv2.IMREAD_UNCHANGED)
@@ -152,7 +140,7 @@ def test_infer_video_backend_option(model_files, tmp_path):
     config, checkpoint, _ = model_files
     source = write_folder(tmp_path / 'clip', moving_frames(62, 90, n_frames=3))
     out = tmp_path / 'out'
-    assert infer_video.main(['--config', config, '--checkpoint', checkpoint, source, str(out), '--backend',
+    assert infer_video.run(['--config', config, '--checkpoint', checkpoint, source, str(out), '--backend',
                              'onnxruntime', '--threads', '1', '--policy', 'fixed:2']) == 0
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['backend'] == 'onnxruntime' and summary['key_frames'] == [0, 2]

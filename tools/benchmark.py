@@ -30,34 +30,30 @@ Examples:
 import argparse
 import collections
 import copy
-import ctypes
-import ctypes.util
 import dataclasses
 import json
 import math
 import os
 import platform
 import re
-import resource
 import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 import lib.ops
 from lib.engine.backend import build_segmenter
 from lib.engine.fast import (EXACT, FastConfig, FastSCNet, add_fast_arguments, config_from_args, resolve_dtype,
                              sparse_merge_argmax, upsample_labels)
 from lib.engine.keyframe import FixedInterval
-from lib.engine.video import frame_to_tensor, load_model, open_frame_source
-from lib.model import build_scnet
+from lib.model import build_scnet, load_scnet
 from lib.ops import resample2d, resample2d_reference
 from lib.utils.atomic import write_json, write_text
-from lib.utils.checkpoint import load_published
 from lib.utils.config import REPO_ROOT, ConfigError, load_config
+from lib.utils.errors import bad_input
+from lib.utils.profiling import count_params, flop_counts, time_interleaved
+from lib.utils.video_io import frame_to_tensor, open_frame_source
 
 DEFAULT_OUT = os.path.join('result', 'benchmark.json')
 # FlopCounterMode does not count these; each output value of a bilinear sample costs 4 multiply-adds.
@@ -75,7 +71,7 @@ RESAMPLE_CHANNELS = (19, 256)
 COMPONENT_PATHS = ('exact', 'fast')
 # Dense 3x3 convolutions (channels, 1/4 .. 1/16 grid of a 512x1024 frame) whose best throughput is the peak.
 PEAK_SHAPES = ((256, 128, 256), (512, 64, 128), (1024, 32, 64))
-TARGET_SIZE = (1024, 2048)
+FULL_SIZE = (1024, 2048)  # a whole Cityscapes frame
 
 
 # ----------------------------------------------------------------------------------------------------- arguments
@@ -94,7 +90,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--sizes', nargs='+', type=parse_size, default=None,
                         help='frame sizes HxW (default: 512x1024 on CPU, 512x1024 1024x2048 on CUDA)')
-    parser.add_argument('--flops-sizes', nargs='*', type=parse_size, default=[TARGET_SIZE],
+    parser.add_argument('--flops-sizes', nargs='*', type=parse_size, default=[FULL_SIZE],
                         help='extra sizes for which only FLOPs are counted (on the meta device, no compute)')
     parser.add_argument('--resample-sizes', nargs='*', type=parse_size, default=None,
                         help='frame sizes whose 1/4 grid the resample2d rows use (default: --sizes and 1024x2048)')
@@ -152,7 +148,7 @@ def resolve_device(name):
     if name is None:
         name = 'cuda' if torch.cuda.is_available() else 'cpu'
     if name == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit('--device cuda: no CUDA device is available')
+        raise ValueError('--device cuda: no CUDA device is available')
     return torch.device(name)
 
 
@@ -161,120 +157,16 @@ def model_config(args):
     try:
         return load_config(args.config, opts)['model']
     except ConfigError as err:
-        raise SystemExit(f'benchmark: {err}') from None
+        raise ValueError(str(err)) from None
 
 
 def build_model(model_cfg, device, checkpoint=None):
-    net = build_scnet(model_cfg)
     if checkpoint is not None:
-        load_published(net, checkpoint)
-    return net.to(device).eval()
+        return load_scnet(model_cfg, checkpoint, device)
+    return build_scnet(model_cfg).to(device).eval()
 
 
 # --------------------------------------------------------------------------------------------------- measurement
-def synchronize(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-class PeakMemory:
-    """Peak memory of one call above what was allocated before it.
-
-    CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.  CPU: growth of the resident set's
-    high-water mark (``VmHWM``, reset by writing 5 to ``/proc/self/clear_refs``, Linux) over the resident set before
-    the call, after freed heap pages are returned to the OS; small temporaries served from pages the allocator
-    still holds are not seen (rows of a few MiB read 0).  Where ``clear_refs`` is not writable,
-    ``resource.getrusage`` gives only the process-lifetime peak and the row is marked so.
-    """
-
-    def __init__(self, device):
-        self.device = device
-        self.method = 'cuda.max_memory_allocated' if device.type == 'cuda' else 'rss_hwm'
-        self.base = 0
-
-    def start(self):
-        if self.device.type == 'cuda':
-            synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-            return
-        _release_free_heap()
-        try:
-            with open('/proc/self/clear_refs', 'w') as f:
-                f.write('5')
-            self.base = _proc_status_kib('VmRSS') * 1024
-        except OSError:
-            self.method = 'ru_maxrss_lifetime'
-            self.base = 0
-
-    def stop(self):
-        if self.device.type == 'cuda':
-            synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device) - self.base
-        if self.method == 'rss_hwm':
-            return _proc_status_kib('VmHWM') * 1024 - self.base
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _release_free_heap():
-    """Return freed heap pages to the OS (glibc ``malloc_trim``), so that memory a call reuses from earlier calls
-    shows up as growth of the resident set; a no-op where glibc is not the allocator."""
-    try:
-        ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _proc_status_kib(field):
-    with open('/proc/self/status') as f:
-        match = re.search(rf'^{field}:\s+(\d+) kB', f.read(), re.MULTILINE)
-    if match is None:
-        raise OSError(f'/proc/self/status has no {field}')
-    return int(match.group(1))
-
-
-def time_interleaved(fns, device, warmup, repeats, budget_s=0.0, max_repeats=25):
-    """Latencies of several callables measured round-robin, so that the load of a shared machine falls on all alike.
-
-    Args:
-        fns: {label: zero-argument callable}.
-        repeats: timed rounds at least; more (up to ``max_repeats``) while all rounds so far took under
-            ``budget_s`` seconds, so cheap rows get a steadier median at little cost.
-    Returns:
-        {label: (list of seconds, peak memory bytes of its first timed call, memory method)}.
-    """
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    synchronize(device)
-    seconds = {label: [] for label in fns}
-    peaks = {}
-    i = 0
-    while i < repeats or (i < max_repeats and sum(sum(v) for v in seconds.values()) * (i + 1) / i < budget_s):
-        i += 1
-        for label, fn in fns.items():
-            memory = PeakMemory(device) if i == 1 else None
-            if memory is not None:
-                memory.start()
-            seconds[label].append(_time_one(fn, device))
-            if memory is not None:
-                peaks[label] = (memory.stop(), memory.method)
-    return {label: (seconds[label],) + peaks[label] for label in fns}
-
-
-def _time_one(fn, device):
-    if device.type == 'cuda':
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1000.0
-    tic = time.perf_counter()
-    fn()
-    return time.perf_counter() - tic
-
-
 def _bilinear_flops(*args, out_shape=None, **kwargs):
     return BILINEAR_FLOPS_PER_VALUE * math.prod(out_shape)
 
@@ -293,16 +185,10 @@ def count_flops(fn):
     for packet in HAND_COUNTED_OPS + _extension_ops():
         mapping[packet] = _bilinear_flops
         mapping.update({getattr(packet, overload): _bilinear_flops for overload in packet.overloads()})
-    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        fn()
-    per_op = {str(op): int(n) for op, n in counter.get_flop_counts().get('Global', {}).items()}
+    per_op = flop_counts(fn, mapping)
     hand_names = {str(op) for op in HAND_COUNTED_OPS}
     hand = sum(n for name, n in per_op.items() if name in hand_names)
     return sum(per_op.values()) - hand, hand, per_op
-
-
-def count_params(*modules):
-    return sum(p.numel() for m in modules for p in m.parameters())
 
 
 # ------------------------------------------------------------------------------------------------------- inputs
@@ -805,7 +691,7 @@ def trained_agreement(args, device, fast_config):
     per frame the fraction of equal pixels, summarised per key-frame distance d.
     """
     cfg = load_config(args.agreement_config)
-    net = load_model(cfg, args.agreement_checkpoint, device)
+    net = load_scnet(cfg['model'], args.agreement_checkpoint, device)
     source = open_frame_source(args.agreement_input)
     paths = {'exact': build_segmenter(net, FixedInterval(args.agreement_interval), 'torch', None),
              'fast': build_segmenter(net, FixedInterval(args.agreement_interval), 'torch', fast_config)}
@@ -825,55 +711,6 @@ def trained_agreement(args, device, fast_config):
             'per_distance_mean': {d: statistics.mean(v) for d, v in sorted(by_distance.items())},
             'per_distance_min': {d: min(v) for d, v in sorted(by_distance.items())},
             'boundary_fraction_mean': statistics.mean(boundaries)}
-
-
-# ------------------------------------------------------------------------------------------------------- targets
-def evaluate_targets(result):
-    """Each target of the brief with its measured value; ``holds`` is None when this run could not measure it."""
-    targets = []
-    flops_ratio = result['flops_only'].get(_size_key(TARGET_SIZE), {}).get('non_key_over_key_flops')
-    targets.append(_target('non-key FLOPs <= 15% of a key frame at 1024x2048', flops_ratio,
-                           None if flops_ratio is None else flops_ratio <= 0.15))
-    for entry in result['sizes']:
-        ratio = entry['comparisons']['exact_over_original_non_key_latency']
-        targets.append(_target(f'exact non-key no slower than the original way ({_size_key(entry["size"])}, '
-                               f'{result["device"]})', ratio, ratio <= 1.0))
-    fast_target = {'cpu': 1.5, 'cuda': 2.0}[result['device']]
-    for entry in result['sizes']:
-        comp = entry['comparisons']
-        if 'fast_speedup_key_frame' not in comp:
-            continue
-        speedups = {k: comp[f'fast_speedup_{k}'] for k in ('key_frame', 'non_key_frame')}
-        agreement = entry['agreement']['fast_vs_exact']['min']
-        holds = min(speedups.values()) >= fast_target
-        if result['device'] == 'cpu':
-            holds = holds and agreement >= 0.995
-        targets.append(_target(f'fast path >= {fast_target}x exact on {result["device"]} '
-                               f'({_size_key(entry["size"])})' + (', agreement >= 99.5%'
-                                                                   if result['device'] == 'cpu' else ''),
-                               {'speedup': speedups, 'min_agreement': agreement}, holds))
-    fraction = result.get('fraction_of_peak')
-    trained = result.get('agreement_trained')
-    if fraction is not None:
-        agreement = None if trained is None else trained['min']
-        for name, goal in (('key_frame', 0.65), ('non_key_frame', 0.45)):
-            holds = fraction[name] >= goal and agreement is not None and agreement >= 0.995
-            targets.append(_target(f'fast {name} >= {goal} of the {fraction["peak"]} peak ({fraction["size"]}, '
-                                   f'{result["device"]}), trained-weights agreement >= 99.5%',
-                                   {'fraction': fraction[name], 'trained_agreement_min': agreement},
-                                   None if agreement is None and fraction[name] >= goal else holds))
-    quarter = (TARGET_SIZE[0] // 4, TARGET_SIZE[1] // 4)
-    for channels in RESAMPLE_CHANNELS:
-        row = next((r for r in result['resample2d'] if r['impl'] == 'cuda_extension' and r['channels'] == channels
-                    and tuple(r['size']) == quarter), None)
-        value = None if row is None else row['fraction_of_copy_bandwidth']
-        targets.append(_target(f'resample2d CUDA >= 70% of copy bandwidth, C={channels} at {quarter[0]}x{quarter[1]}',
-                               value, None if value is None else value >= 0.7))
-    return targets
-
-
-def _target(name, measured, holds):
-    return {'target': name, 'measured': measured, 'holds': holds}
 
 
 def _size_key(size):
@@ -945,10 +782,6 @@ def markdown(result):
     for r in result['resample2d']:
         lines.append(f'| {r["impl"]} | {r["channels"]} | {_size_key(r["size"])} | {r["latency_ms"]:.3f} | '
                      f'{r["achieved_gb_per_s"]:.1f} | {r["fraction_of_copy_bandwidth"]:.2f} |')
-    lines += ['', '## Targets', '', '| target | measured | holds |', '|---|---|---|']
-    for t in result['targets']:
-        holds = 'not measured' if t['holds'] is None else ('yes' if t['holds'] else 'NO')
-        lines.append(f'| {t["target"]} | {json.dumps(t["measured"], default=_round)} | {holds} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -985,11 +818,12 @@ def _progress(text):
 
 
 # ---------------------------------------------------------------------------------------------------------- main
-def main(argv=None):
-    args = parse_args(argv)
+def benchmark(args):
+    """Measure what ``args`` (:func:`parse_args`) asks for; writes the JSON and Markdown reports and returns the
+    result.  Bad options raise ValueError."""
     device = resolve_device(args.device)
     if args.sizes is None:
-        args.sizes = [(512, 1024)] if device.type == 'cpu' else [(512, 1024), TARGET_SIZE]
+        args.sizes = [(512, 1024)] if device.type == 'cpu' else [(512, 1024), FULL_SIZE]
     if args.repeats is None:
         args.repeats = 3 if device.type == 'cpu' else 20
     if args.warmup is None:
@@ -1003,9 +837,9 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     fast_config = config_from_args(args)
     if fast_config is not None and fast_config.cuda_graphs and device.type != 'cuda':
-        raise SystemExit('--fast-cuda-graphs: needs --device cuda')
+        raise ValueError('--fast-cuda-graphs: needs --device cuda')
     if args.onnxruntime and device.type != 'cpu':
-        raise SystemExit('--onnxruntime: the onnxruntime backend runs on the CPU (use --device cpu)')
+        raise ValueError('--onnxruntime: the onnxruntime backend runs on the CPU (use --device cpu)')
     if device.type == 'cuda':
         # Fixed shapes: let cuDNN pick its fastest algorithms, for every path alike; fp32 means fp32 unless --tf32.
         torch.backends.cudnn.benchmark = True
@@ -1032,10 +866,9 @@ def main(argv=None):
         result['agreement_trained'] = trained_agreement(args, device, fast_config)
     result['flops_only'] = frame_flops_table(result['sizes'], args.flops_sizes, model_cfg, fast_config)
     result['copy_bandwidth'] = copy_bandwidth(device, args)
-    resample_sizes = args.resample_sizes if args.resample_sizes is not None else list(args.sizes) + [TARGET_SIZE]
+    resample_sizes = args.resample_sizes if args.resample_sizes is not None else list(args.sizes) + [FULL_SIZE]
     quarter_sizes = sorted({(h // 4, w // 4) for h, w in resample_sizes})
     result['resample2d'] = benchmark_resample(quarter_sizes, device, args, result['copy_bandwidth']['gb_per_s'])
-    result['targets'] = evaluate_targets(result)
     result['load_average_end'] = _load_average()
 
     out = args.out or os.path.join(REPO_ROOT, DEFAULT_OUT)
@@ -1043,6 +876,14 @@ def main(argv=None):
     write_text(os.path.splitext(out)[0] + '.md', markdown(result))
     _progress(f'wrote {out}')
     return result
+
+
+def main(args):
+    try:
+        benchmark(args)
+    except (ValueError, OSError) as err:  # ConfigError, CheckpointError and DatasetError are ValueErrors
+        return bad_input(err)
+    return 0
 
 
 def run_header(args, device, model_cfg, fast_config):
@@ -1058,7 +899,7 @@ def run_header(args, device, model_cfg, fast_config):
         'weights': args.checkpoint or f'random initialisation (seed {args.seed})',
         'inputs': 'synthetic panning clip (smooth random colour field moving 3 px right, 2 px down per frame)',
         'model': model_cfg, 'flop_convention': FLOP_CONVENTION, 'warp_bytes_model': WARP_BYTES_MODEL,
-        'sizes': [], 'flops_only': {}, 'resample2d': [], 'copy_bandwidth': None, 'targets': [],
+        'sizes': [], 'flops_only': {}, 'resample2d': [], 'copy_bandwidth': None,
     }
 
 
@@ -1097,4 +938,4 @@ def _flops_summary(model_cfg, size, fast_config):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main(parse_args()))

@@ -16,11 +16,10 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from lib.dataset import DatasetError, build_dataset, build_loader  # noqa: E402
+from lib.dataset import DatasetError, build_dataset, build_loader
 from lib.utils.atomic import write_json
-from lib.utils.config import DEFAULTS, ConfigError, load_config, resolve_path  # noqa: E402
+from lib.utils.config import DEFAULTS, ConfigError, load_config, resolve_path
+from lib.utils.errors import bad_input
 
 
 def parse_args(argv=None):
@@ -59,13 +58,12 @@ def measure(dataset, workers, clips):
     return time.perf_counter() - start, frames
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(args):
     try:
         cfg = data_config(args)
         dataset = build_dataset(cfg, args.split, 'pda')
     except (ConfigError, DatasetError) as err:
-        sys.exit(f'benchmark_loader: {err}')
+        return bad_input(err)
     height, width = dataset[0][0].shape[-2:]
     results = []
     for workers in args.workers:
@@ -83,4 +81,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(parse_args()))

@@ -22,16 +22,18 @@ import sys
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from lib.dataset import build_dataset
-from lib.engine.pda import CLIP_LENGTH, load_eval_model, predict_clip
-from lib.model import build_scnet
+from lib.dataset import PDA_CLIP_LENGTH, DatasetError, build_dataset
+from lib.engine.pda import predict_clip
+from lib.model import build_scnet, load_scnet
 from lib.utils.atomic import write_text
-from lib.utils.config import load_config, resolve_path
+from lib.utils.checkpoint import CheckpointError
+from lib.utils.config import ConfigError, load_config, resolve_path
 from lib.utils.distributed import pick_device
+from lib.utils.errors import bad_input
+from lib.utils.profiling import count_flops, synchronize
 
-DISTANCES = list(range(1, CLIP_LENGTH))
+DISTANCES = list(range(1, PDA_CLIP_LENGTH))
 
 
 def parse_args(argv=None):
@@ -63,14 +65,12 @@ def naive_clip(model, frames):
 
 def time_per_clip(fn, clips, device):
     fn(clips[0])  # warm-up: kernel selection and allocator growth are not part of the steady state
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     outputs = []
     for clip in clips[1:]:
         outputs.append(fn(clip))
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
+    synchronize(device)
     return (time.perf_counter() - start) / (len(clips) - 1), outputs
 
 
@@ -80,13 +80,7 @@ def flops_per_call(model, frame):
     quarter = model.to_quarter_resolution(frame)
     calls = {'deeplab': lambda: model.deeplab(frame), 'flownet': lambda: model.estimate_flow(frame, frame),
              'cfnet': lambda: model.cfnet(frame), 'dmnet': lambda: model.dmnet(quarter, quarter)}
-    out = {}
-    for name, call in calls.items():
-        counter = FlopCounterMode(display=False)
-        with counter:
-            call()
-        out[name] = counter.get_total_flops() / 1e9
-    return out
+    return {name: count_flops(call) / 1e9 for name, call in calls.items()}
 
 
 def load_clips(cfg, args, device):
@@ -95,21 +89,25 @@ def load_clips(cfg, args, device):
         dataset = build_dataset(cfg['data'], cfg['eval']['split'], 'pda')
         return [dataset[i % len(dataset)][0][None].to(device) for i in range(n)]
     generator = torch.Generator().manual_seed(0)
-    return [torch.rand(1, CLIP_LENGTH, 3, *args.size, generator=generator).to(device) for _ in range(n)]
+    return [torch.rand(1, PDA_CLIP_LENGTH, 3, *args.size, generator=generator).to(device) for _ in range(n)]
 
 
-def run(argv=None):
-    args = parse_args(argv)
-    cfg = load_config(args.config, args.opts)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(cfg['device'])
-    if args.checkpoint:
-        model = load_eval_model(cfg['model'], args.checkpoint, device)
-    else:
-        torch.manual_seed(0)
-        model = build_scnet(cfg['model']).to(device).eval()
-    clips = load_clips(cfg, args, device)
+def main(args):
+    try:
+        cfg = load_config(args.config, args.opts)
+        if args.threads is not None and args.threads < 1:
+            raise ConfigError(f'--threads: expected a positive number, got {args.threads}')
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        device = pick_device(cfg['device'])
+        if args.checkpoint:
+            model = load_scnet(cfg['model'], args.checkpoint, device)
+        else:
+            torch.manual_seed(0)
+            model = build_scnet(cfg['model']).to(device).eval()
+        clips = load_clips(cfg, args, device)
+    except (ConfigError, CheckpointError, DatasetError, OSError) as err:
+        return bad_input(err)
 
     timings, outputs = {}, {}
     timings['naive'], outputs['naive'] = time_per_clip(lambda c: naive_clip(model, c), clips, device)
@@ -148,4 +146,4 @@ def run(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(run())
+    sys.exit(main(parse_args()))

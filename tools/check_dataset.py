@@ -12,10 +12,10 @@ import copy
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from lib.dataset.checks import find_problems  # noqa: E402
-from lib.utils.config import DEFAULTS, ConfigError, load_config  # noqa: E402
+from lib.dataset import DatasetError
+from lib.dataset.checks import find_problems
+from lib.utils.config import DEFAULTS, ConfigError, load_config
+from lib.utils.errors import bad_input
 
 
 def parse_args(argv=None):
@@ -35,23 +35,26 @@ def data_configs(args):
     """``[(split, data_cfg), ...]`` to check."""
     if args.name:
         if not (args.root and args.list):
-            sys.exit('check_dataset: --name needs --root and --list')
+            raise ConfigError('--name: needs --root and --list')
         cfg = copy.deepcopy(DEFAULTS['data'])
         cfg.update(name=args.name, root=os.path.abspath(args.root), val_list=os.path.abspath(args.list))
         return [('val', cfg)]
-    try:
-        cfg = load_config(args.config, args.opts)['data']
-    except ConfigError as err:
-        sys.exit(f'check_dataset: {err}')
+    cfg = load_config(args.config, args.opts)['data']
     splits = args.split or [s for s in ('train', 'val', 'test') if cfg.get(f'{s}_list')]
     return [(split, cfg) for split in splits]
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(args):
     total = 0
-    for split, cfg in data_configs(args):
-        problems = find_problems(cfg, split, progress=not args.quiet)
+    try:
+        configs = data_configs(args)
+    except ConfigError as err:
+        return bad_input(err)
+    for split, cfg in configs:
+        try:
+            problems = find_problems(cfg, split, progress=not args.quiet)
+        except DatasetError as err:  # no list to walk: nothing to report problem by problem
+            return bad_input(err)
         for problem in problems:
             print(problem)
         print(f'{split}: {len(problems)} problem(s)', file=sys.stderr)
@@ -60,4 +63,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(parse_args()))

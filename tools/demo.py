@@ -16,7 +16,8 @@ Steps, in order (see docs/demo.md):
 A step whose output exists is skipped (and says so) unless that output is older than one of its inputs, its
 config changed since it was written, or ``--force`` / ``--redo`` names it.  A step that is redone first removes
 its old output, so an interrupted run never leaves a stale result that looks finished.  The tools are called in
-this process (their ``run(argv)`` entry points), so torch is imported once and the thread count set here holds.
+this process (the library functions behind them: ``lib.engine.train.main``, ``lib.engine.pda_run.run_pda``,
+``lib.engine.show.run_show``), so torch is imported once and the thread count set here holds.
 """
 import argparse
 import json
@@ -29,16 +30,14 @@ from dataclasses import asdict
 import torch
 import yaml
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
-
-from lib.dataset import DatasetError, synthetic  # noqa: E402
-from lib.dataset.synthetic_layout import META_FILE  # noqa: E402
+from lib.dataset import DatasetError, synthetic
+from lib.dataset.synthetic_layout import META_FILE
+from lib.engine import pda_run, show
+from lib.engine import train as engine
+from lib.utils import distributed
 from lib.utils.atomic import write_json
-from lib.utils.config import DEFAULTS, ConfigError, load_config, resolve_path  # noqa: E402
-from tools import show as show_tool  # noqa: E402
-from tools import test_pda as pda_tool  # noqa: E402
-from tools import train as train_tool  # noqa: E402
+from lib.utils.config import DEFAULTS, REPO_ROOT, ConfigError, load_config, resolve_path
+from lib.utils.errors import bad_input
 
 STAGES = ('segmentation', 'flow', 'dmnet', 'correction')
 STEPS = ('data',) + STAGES + ('pda', 'show')
@@ -111,10 +110,7 @@ def stage_config_path(stage):
 
 
 def stage_config(stage, opts):
-    cfg = load_config(stage_config_path(stage), opts)
-    if not cfg['experiment']:
-        cfg['experiment'] = train_tool.default_experiment(stage_config_path(stage))
-    return cfg
+    return load_config(stage_config_path(stage), opts)
 
 
 def stage_dir(cfg):
@@ -297,8 +293,8 @@ class Pipeline:
         self.announce(stage, f'training with {shown(stage_config_path(stage))} ({reason})')
         remove(final)
         # The demo owns its stage folders: a redone stage replaces the earlier run's outputs there.
-        argv = [stage_config_path(stage), '--overwrite'] + (['--opts', *opts] if opts else [])
-        self.timed(stage, lambda: self.call(train_tool.run, argv, stage))
+        self.timed(stage, lambda: self.call(stage, engine.INPUT_ERRORS, engine.main, stage_config(stage, opts),
+                                                overwrite=True))
         if not os.path.exists(final):
             raise DemoError(f'{stage}: training ended without writing {final}')
         self.redone(stage)
@@ -313,9 +309,8 @@ class Pipeline:
             return
         self.announce('pda', f'PDA evaluation on the val split ({reason})')
         remove(table)
-        argv = [os.path.join(REPO_ROOT, EVAL_CONFIG), '--checkpoint', checkpoint, '--output', out_dir]
-        argv += ['--opts', *self.opts_of('pda')] if self.opts_of('pda') else []
-        self.timed('pda', lambda: self.call(pda_tool.run, argv, 'pda'))
+        run = pda_run.PDARun(os.path.join(REPO_ROOT, EVAL_CONFIG), checkpoint, self.opts_of('pda'), output=out_dir)
+        self.timed('pda', lambda: self.call('pda', pda_run.INPUT_ERRORS, pda_run.run_pda, run))
         self.redone('pda')
 
     def show_outputs(self):
@@ -333,17 +328,20 @@ class Pipeline:
         self.announce('show', f'pictures of {len(pictures)} val clips from key frame t-{SHOW_DISTANCE} ({reason})')
         for path in pictures:
             remove(path)
-        argv = [os.path.join(REPO_ROOT, EVAL_CONFIG), '--checkpoint', checkpoint,
-                '--output', os.path.dirname(pictures[0]), '--distance', str(SHOW_DISTANCE),
-                '--clips', *map(str, self.show_clips)]
-        argv += ['--opts', *self.opts_of('pda')] if self.opts_of('pda') else []
-        self.timed('show', lambda: self.call(show_tool.run, argv, 'show'))
+        run = show.ShowRun(os.path.join(REPO_ROOT, EVAL_CONFIG), checkpoint, self.opts_of('pda'),
+                           clips=self.show_clips, distance=SHOW_DISTANCE, output=os.path.dirname(pictures[0]))
+        self.timed('show', lambda: self.call('show', show.INPUT_ERRORS, show.run_show, run))
 
     @staticmethod
-    def call(tool_run, argv, step):
-        status = tool_run(argv)
-        if status:
-            raise DemoError(f'{step} failed (exit status {status}); see the error above')
+    def call(step, input_errors, work, *args, **kwargs):
+        """``work(*args, **kwargs)``; its bad input is printed in one line (as its tool does) and stops the demo."""
+        try:
+            work(*args, **kwargs)
+        except input_errors as err:
+            bad_input(err)
+            raise DemoError(f'{step} failed; see the error above') from None
+        finally:
+            distributed.cleanup_distributed()
 
     def run(self):
         self.data()
@@ -412,8 +410,7 @@ def usable_cpus():
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(args):
     # --quick runs inside the test suite, next to other jobs: one thread wastes no time in thread barriers.
     threads = args.threads or (1 if args.quick else usable_cpus())
     if threads < 1:
@@ -428,11 +425,10 @@ def main(argv=None):
     try:
         pipeline.run()
     except (DemoError, ConfigError, DatasetError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+        return bad_input(err)
     report(pipeline, time.perf_counter() - start)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(parse_args()))

@@ -18,17 +18,18 @@ import torch
 
 from lib.engine.export import GRAPHS, MIN_SIZE, check_parity, export_steps
 from lib.engine.fast import TAILS
-from lib.engine.video import load_model
+from lib.model import load_scnet
 from lib.utils.atomic import write_json
 from lib.utils.checkpoint import CheckpointError
 from lib.utils.config import ConfigError, load_config
+from lib.utils.errors import bad_input
 from lib.utils.output_lock import OutputLock, OutputLockError
 
 PROG = 'export'
 OWN_FILES = {f'{g}.{ext}' for g in GRAPHS for ext in ('onnx', 'pt2')} | {'parity.json'}
 
 
-def parse_args(argv):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n')[0])
     parser.add_argument('--config', required=True, help='experiment YAML (its model: section builds the network)')
     parser.add_argument('--checkpoint', required=True, help='trained SCNet weights (.pth)')
@@ -83,8 +84,7 @@ def commit(partial, path):
         os.replace(partial, path)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(args):
     out = os.path.normpath(args.out)
     partial = out + '.partial'
     lock = None
@@ -93,7 +93,7 @@ def main(argv=None):
         cfg = load_config(args.config, args.opts)
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        net = load_model(cfg, args.checkpoint, torch.device('cpu'))
+        net = load_scnet(cfg['model'], args.checkpoint, torch.device('cpu'))
         # The folder is replaced by a rename, so its lock lies beside it (as infer_video's).
         lock = OutputLock(out, lock_path=out + '.lock').acquire()
         check_output(out, args.overwrite)  # again, under the lock
@@ -108,8 +108,7 @@ def main(argv=None):
         write_json(os.path.join(partial, 'parity.json'), report, indent=2)
         commit(partial, out)
     except (ConfigError, CheckpointError, ValueError, OSError, OutputLockError) as err:
-        print(f'{PROG}: error: {err}', file=sys.stderr)
-        return 2
+        return bad_input(err)
     finally:
         if lock is not None:
             lock.release()
@@ -117,7 +116,7 @@ def main(argv=None):
         print(f'{PROG}: {graph}.onnx: max relative logit error {report[graph]["max_rel_logit_error"]:.2e}, argmax '
               f'agreement {100 * report[graph]["argmax_agreement"]:.4f}% (onnxruntime vs PyTorch)')
     if not report['ok']:
-        print(f'{PROG}: error: parity check FAILED (tolerance {report["tolerance"]}); see {out}/parity.json',
+        print(f'error: parity check FAILED (tolerance {report["tolerance"]}); see {out}/parity.json',
               file=sys.stderr)
         return 1
     print(f'{PROG}: wrote {out}')
@@ -125,4 +124,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(parse_args()))

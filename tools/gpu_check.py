@@ -34,11 +34,9 @@ import time
 
 import torch
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
-
-from lib.ops import cuda_extension_available, cuda_toolkit  # noqa: E402
-from lib.utils.atomic import write_json, write_text  # noqa: E402
+from lib.ops import cuda_extension_available, cuda_toolkit
+from lib.utils.atomic import write_json, write_text
+from lib.utils.config import REPO_ROOT
 
 STEPS = ('environment', 'cuda_tests', 'suite', 'ddp_syncbn', 'amp', 'fast_cuda_graphs', 'benchmark')
 STAGES = ('segmentation', 'flow', 'dmnet', 'correction')
@@ -69,10 +67,10 @@ def check_out_dir(path):
         except (OSError, ValueError, AttributeError):
             ours = False
         if not ours:
-            raise SystemExit(f'gpu_check: --out-dir {path} is a non-empty folder without a gpu_check report.json; '
+            raise SystemExit(f'error: --out-dir {path} is a non-empty folder without a gpu_check report.json; '
                              f'give an empty or new folder')
     elif os.path.exists(path) and not os.path.isdir(path):
-        raise SystemExit(f'gpu_check: --out-dir {path} exists and is not a folder')
+        raise SystemExit(f'error: --out-dir {path} exists and is not a folder')
 
 
 class Runner:
@@ -205,7 +203,6 @@ def benchmark_figures(path):
          **{key: value for key, value in entry.get('comparisons', {}).items() if key.startswith('fast_speedup')},
          'min_agreement': (entry.get('agreement') or {}).get('fast_vs_exact', {}).get('min')}
         for entry in result.get('sizes', [])]
-    figures['targets'] = result.get('targets', [])
     return figures
 
 
@@ -240,14 +237,13 @@ def markdown(report):
         for row in figures['resample2d']:
             lines.append(f'| {row["impl"]} | {row["channels"]} | {row["size"]} | {row["latency_ms"]:.3f} | '
                          f'{row["achieved_gb_per_s"]:.1f} | {row["fraction_of_copy_bandwidth"]:.2f} |')
-        lines += ['', 'Fast path against fp32: ' + json.dumps(figures['fast_vs_fp32']), '',
-                  'Targets: ' + json.dumps(figures['targets'])]
+        lines += ['', 'Fast path against fp32: ' + json.dumps(figures['fast_vs_fp32'])]
     return '\n'.join(lines) + '\n'
 
 
 def main(args):
     if not torch.cuda.is_available():
-        raise SystemExit(f'gpu_check: needs a CUDA GPU (torch {torch.__version__} sees none on this machine); '
+        raise SystemExit(f'error: needs a CUDA GPU (torch {torch.__version__} sees none on this machine); '
                          f'nothing was run')
     check_out_dir(args.out_dir)
     runner = Runner(args.out_dir, args.step_timeout)

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
-  echo "gpu_check: needs an NVIDIA GPU (nvidia-smi lists none on this machine); nothing was run" >&2
+  echo "error: needs an NVIDIA GPU (nvidia-smi lists none on this machine); nothing was run" >&2
   exit 1
 fi
 venv="${VENV:-.venv}"

@@ -21,19 +21,20 @@ from tqdm import tqdm
 from lib.engine.backend import BACKENDS, build_segmenter, check_backend
 from lib.engine.fast import add_fast_arguments, config_from_args
 from lib.engine.keyframe import PolicyError, parse_policy
-from lib.engine.video import (OutputFolder, VideoIOError, VideoWriter, frame_to_tensor,
-                              labels_to_frame, load_model, open_frame_source, overlay, set_threads,
-                              write_png)
+from lib.engine.video import set_threads
+from lib.model import load_scnet
 from lib.utils.atomic import write_json
 from lib.utils.config import ConfigError, load_config
 from lib.utils.distributed import pick_device
 from lib.utils.output_lock import OutputLock, OutputLockError
 from lib.utils.palette import colorize, palette_for
+from lib.utils.video_io import (OutputFolder, VideoIOError, VideoWriter, frame_to_tensor, labels_to_frame,
+                                open_frame_source, overlay, write_png)
 
 PROG = 'infer_video'
 
 
-def parse_args(argv):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n')[0])
     parser.add_argument('input', help='video file or folder of frames')
     parser.add_argument('output', help='output folder (must not exist unless --overwrite)')
@@ -142,8 +143,7 @@ def segment_video(model, source, policy, folder, args, palette, device):
             'seconds': round(seconds, 3), 'cpu_seconds': round(cpu_seconds, 3), 'frames_per_second': n_frames / seconds}
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(args):
     folder = None
     lock = None
     try:
@@ -154,7 +154,7 @@ def main(argv=None):
         cfg = load_config(args.config, args.opts)
         set_threads(args.threads)
         device = pick_device(args.device or cfg['device'])
-        model = load_model(cfg, args.checkpoint, device)
+        model = load_scnet(cfg['model'], args.checkpoint, device)
         palette = palette_for(cfg['data']['name'])
         lock = OutputLock(folder.path, lock_path=folder.lock_path).acquire()
         folder = OutputFolder(args.output, overwrite=args.overwrite, input_path=args.input)  # again, under the lock
@@ -162,14 +162,14 @@ def main(argv=None):
         summary = segment_video(model, source, policy, folder, args, palette, device)
         mismatch = source.count_mismatch()
         if mismatch:
-            print(f'{PROG}: warning: {mismatch}', file=sys.stderr)
+            print(f'warning: {mismatch}', file=sys.stderr)
         write_json(folder.file('summary.json'), summary, indent=2)
         folder.commit()
     except (VideoIOError, PolicyError, ConfigError, ValueError, OSError, OutputLockError) as err:
-        print(f'{PROG}: error: {err}', file=sys.stderr)
+        print(f'error: {err}', file=sys.stderr)
         if folder is not None and folder.started and os.path.isdir(folder.partial):
-            print(f'{PROG}: the incomplete output is left in {folder.partial}', file=sys.stderr)
-        return 2
+            print(f'the incomplete output is left in {folder.partial}', file=sys.stderr)
+        return 1
     finally:
         if lock is not None:
             lock.release()
@@ -179,4 +179,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(parse_args()))

@@ -14,7 +14,7 @@ import json
 import sys
 
 from lib.utils.checkpoint import CheckpointError
-from lib.utils.checkpoint_info import describe, format_text
+from lib.model.checkpoint_info import describe, format_text
 from lib.utils.config import ConfigError, load_config
 
 
@@ -26,8 +26,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(args):
     try:
         model_cfg = load_config(args.config)['model'] if args.config else None
         info = describe(args.checkpoint, model_cfg)
@@ -39,4 +38,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(parse_args()))

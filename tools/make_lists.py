@@ -14,12 +14,11 @@ import copy
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from lib.dataset import DatasetError  # noqa: E402
-from lib.dataset.checks import find_problems  # noqa: E402
-from lib.dataset.list_builder import camvid_lines, cityscapes_lines, write_list  # noqa: E402
-from lib.utils.config import DEFAULTS  # noqa: E402
+from lib.dataset import DatasetError
+from lib.dataset.checks import find_problems
+from lib.dataset.list_builder import camvid_lines, cityscapes_lines, write_list
+from lib.utils.config import DEFAULTS
+from lib.utils.errors import bad_input
 
 
 def parse_offsets(items):
@@ -27,7 +26,7 @@ def parse_offsets(items):
     for item in items:
         seq, sep, value = item.partition('=')
         if not sep or not value.lstrip('-').isdigit():
-            sys.exit(f'make_lists: --offset expects SEQ=INTEGER, got "{item}"')
+            raise DatasetError(f'--offset: expected SEQ=INTEGER, got "{item}"')
         offsets[seq] = int(value)
     return offsets
 
@@ -44,15 +43,14 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(args):
     try:
         if args.name == 'camvid':
             lines = camvid_lines(args.root, args.sequences, parse_offsets(args.offset))
         else:
             lines = cityscapes_lines(args.root, args.split)
     except DatasetError as err:
-        sys.exit(f'make_lists: {err}')
+        return bad_input(err)
     write_list(args.out, lines)
     print(f'{args.out}: {len(lines)} lines')
     if not args.check:
@@ -67,4 +65,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(parse_args()))

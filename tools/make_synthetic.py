@@ -16,13 +16,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from lib.dataset import synthetic  # noqa: E402
-from lib.dataset import synthetic_layout as layout  # noqa: E402
-from lib.dataset.io import read_flow  # noqa: E402
+from lib.dataset import synthetic
+from lib.dataset import synthetic_layout as layout
+from lib.dataset.io import read_flow
 from lib.utils.atomic import atomic_path
-from lib.utils.palette import CITYSCAPES_PALETTE, colorize  # noqa: E402
+from lib.utils.errors import bad_input
+from lib.utils.palette import CITYSCAPES_PALETTE, colorize
+from lib.utils.visualize import flows_to_rgb
 
 
 def parse_args(argv=None):
@@ -45,32 +45,21 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def flow_to_rgb(flow, max_magnitude=None):
-    """HSV colour coding of a (2, H, W) flow: hue = direction, value = magnitude."""
-    dx, dy = flow[0].astype(np.float32), flow[1].astype(np.float32)
-    magnitude, angle = cv2.cartToPolar(dx, dy, angleInDegrees=True)
-    scale = max_magnitude or max(float(magnitude.max()), 1e-6)
-    hsv = np.zeros(flow.shape[1:] + (3,), dtype=np.uint8)
-    hsv[..., 0] = (angle / 2).astype(np.uint8)
-    hsv[..., 1] = 255
-    hsv[..., 2] = np.clip(magnitude / scale * 255, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-
-
 def write_preview(root, out_dir, meta):
     """A strip of frames (top), their labels (middle) and flow (bottom) of one snippet, as a small PNG."""
     split = 'val' if meta['snippets'].get('val') else 'train'
     city, seq = synthetic.snippet_name(split, 0)
     labelled = meta['labelled_frame']
     frames = [labelled - 9, labelled - 5, labelled - 1, labelled]
-    rows = [[], [], []]
+    rows, flows = [[], []], []
     for frame in frames:
         image_rel = layout.frame_path(split, city, seq, frame)
         rows[0].append(cv2.cvtColor(cv2.imread(os.path.join(root, image_rel)), cv2.COLOR_BGR2RGB))
         label = cv2.imread(os.path.join(root, layout.sequence_label_path(image_rel)), cv2.IMREAD_UNCHANGED)
         rows[1].append(colorize(label, CITYSCAPES_PALETTE))
         flow, _ = read_flow(os.path.join(root, layout.flow_path(image_rel)))
-        rows[2].append(flow_to_rgb(flow.numpy(), max_magnitude=12.0))
+        flows.append(flow)
+    rows.append(flows_to_rgb(flows))  # one colour scale for the strip
     sheet = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, 'synthetic_example.png')
@@ -81,8 +70,7 @@ def write_preview(root, out_dir, meta):
     return path
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(args):
     start = time.perf_counter()
     try:
         difficulty = args.difficulty
@@ -94,13 +82,14 @@ def main(argv=None):
                                   seed=args.seed, difficulty=difficulty, n_frames=args.frames,
                                   labelled_frame=args.labelled_frame, workers=args.workers, progress=True)
     except ValueError as err:
-        sys.exit(f'make_synthetic: {err}')
+        return bad_input(err)
     meta['seconds'] = round(time.perf_counter() - start, 2)
     print(json.dumps({k: meta[k] for k in ('size', 'snippets', 'n_frames', 'difficulty', 'seed', 'seconds')}))
     print(f'lists: {os.path.join(args.root, "list")}/{{train,val}}.txt')
     if args.preview:
         print(f'preview: {write_preview(args.root, args.preview, meta)}')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main(parse_args()))

@@ -4,17 +4,12 @@ Runs as one process (CPU or one GPU) or under torchrun (one process per GPU, sev
 docs/training.md and ``exp/<experiment>/script/train.sh``.
 """
 import argparse
-import os
 import sys
 
-from lib.dataset import DatasetError
-from lib.engine.checkpointing import CheckpointError
-from lib.engine.run_dir import ExperimentFolderError
-from lib.engine.train import NonFiniteLossError, main
+from lib.engine import train as engine
 from lib.utils import distributed
-from lib.utils.config import ConfigError, load_config
-from lib.utils.errors import one_line
-from lib.utils.output_lock import OutputLockError
+from lib.utils.config import load_config
+from lib.utils.errors import bad_input
 
 
 def parse_args(argv=None):
@@ -38,25 +33,12 @@ def parse_args(argv=None):
     return args
 
 
-def default_experiment(config_path):
-    """``exp/<name>/config.yaml`` -> ``<name>``; ``exp/<name>/<stage>.yaml`` -> ``<name>_<stage>``."""
-    folder = os.path.basename(os.path.dirname(os.path.abspath(config_path)))
-    stem = os.path.splitext(os.path.basename(config_path))[0]
-    return folder if stem == 'config' else f'{folder}_{stem}'
-
-
-def run(argv=None):
-    args = parse_args(argv)
+def main(args):
     try:
-        cfg = load_config(args.config, args.opts)
-        if not cfg['experiment']:
-            cfg['experiment'] = default_experiment(args.config)
-        main(cfg, resume=args.resume, deterministic=args.deterministic, overwrite=args.overwrite,
-             restart_epoch=args.restart_epoch)
-    except (ConfigError, CheckpointError, DatasetError, NonFiniteLossError, ExperimentFolderError, OutputLockError,
-            OSError) as err:
-        print(f'error: {one_line(err)}', file=sys.stderr)
-        return 1
+        engine.main(load_config(args.config, args.opts), resume=args.resume, deterministic=args.deterministic,
+                    overwrite=args.overwrite, restart_epoch=args.restart_epoch)
+    except engine.INPUT_ERRORS as err:
+        return bad_input(err)
     except RuntimeError as err:
         message = distributed.describe_failure(err)
         if message is None:
@@ -69,4 +51,4 @@ def run(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(run())
+    sys.exit(main(parse_args()))

@@ -1,4 +1,5 @@
-"""``build_dataset`` / ``build_loader``: datasets and loaders from the ``data:`` section of a config."""
+"""``build_dataset`` / ``build_loader`` / ``build_eval_loader``: datasets and loaders from the ``data:`` section of a
+config."""
 import random
 
 import numpy as np
@@ -24,6 +25,15 @@ def num_classes(dataset_name):
     if dataset_name not in N_CLASSES:
         raise DatasetError(f'data.name: expected one of {sorted(N_CLASSES)}, got "{dataset_name}"')
     return N_CLASSES[dataset_name]
+
+
+def check_class_count(cfg):
+    """``model.n_classes`` must be the class count of ``data.name``: the classifier, the label check and the
+    confusion matrices all count classes, and a mismatch would train or score the wrong problem silently."""
+    expected = num_classes(cfg['data']['name'])
+    if cfg['model']['n_classes'] != expected:
+        raise DatasetError(f'model.n_classes: {cfg["model"]["n_classes"]}, but data.name={cfg["data"]["name"]} '
+                           f'has {expected} classes')
 
 
 def list_path_of(data_cfg, split):
@@ -124,3 +134,18 @@ def build_loader(dataset, batch_size, shuffle, num_workers, distributed=None, dr
                       pin_memory=pin_memory and torch.cuda.is_available(), drop_last=drop_last,
                       worker_init_fn=seed_worker, generator=generator,
                       persistent_workers=num_workers > 0)
+
+
+def build_eval_loader(dataset, batch_size=1, num_workers=0, max_items=None, pin_memory=True):
+    """The loader an evaluation iterates (the evaluator only iterates it and reduces).
+
+    The first ``max_items`` samples of ``dataset`` (all by default), in order; under torch.distributed each rank
+    takes every world_size-th of them, without the padding of :class:`DistributedSampler` (a padded sample would be
+    counted twice), so the sums of all ranks are the totals.  ``loader.sampler`` is the list of this rank's
+    dataset indices.  ``pin_memory`` only takes effect when CUDA is available.
+    """
+    total = len(dataset) if max_items is None else min(len(dataset), max_items)
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
+    indices = list(range(total))[rank::world_size]
+    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
+                      pin_memory=pin_memory and torch.cuda.is_available(), worker_init_fn=seed_worker)

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from lib.utils.atomic import atomic_path
+from lib.utils.metrics import IGNORE_INDEX
 
-IGNORE_INDEX = 255
 
 # OpenCV's own worker threads fight with DataLoader workers on small machines; each worker decodes one image at a
 # time, so a single OpenCV thread is the faster setting.

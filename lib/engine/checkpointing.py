@@ -9,18 +9,17 @@ A training checkpoint is a dict that ``torch.load(..., weights_only=True)`` acce
     rng         per-rank RNG states (python, numpy, torch, cuda) as plain lists and tensors
     config      the resolved config;  stage: its stage name
 
-``lib.utils.checkpoint.load_checkpoint`` returns the ``model`` entry of such a file (``init:`` files are read
-through it), so every stage's output can be the ``init:`` of the next one and ``final.pth`` of the correction
+Files are read by ``lib.utils.checkpoint`` (the one reader); its ``load_checkpoint`` returns the ``model`` entry of
+such a file (``init:`` files are read through it), so every stage's output can be the ``init:`` of the next one and ``final.pth`` of the correction
 stage is what ``tools/test_pda.py`` loads.
 """
-import os
 import random
 
 import numpy as np
 import torch
 
 from lib.utils import distributed
-from lib.utils.checkpoint import CheckpointError, describe_load_error, load_checkpoint, strip_wrapper_prefixes
+from lib.utils.checkpoint import CheckpointError, compare, load_checkpoint, strip_wrapper_prefixes, submodule_weights
 
 
 def capture_rng_state():
@@ -50,79 +49,41 @@ def gather_rng_states():
     return distributed.all_gather_object(capture_rng_state())
 
 
-def read_checkpoint(path, what):
-    """Load a checkpoint file safely; ``what`` names the config key or option it came from."""
-    if path is None or not os.path.isfile(path):
-        raise CheckpointError(f'{what}: checkpoint {path} not found')
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # a torn, foreign or non-weights file: say which and stop
-        raise CheckpointError(f'{what}: {describe_load_error(path, err)}') from None
-
-
 def model_state(checkpoint):
     """The model state dict inside a loaded training checkpoint, wrapper prefixes (``module.``) dropped."""
     return strip_wrapper_prefixes(checkpoint['model'])
 
 
-def _describe_mismatch(expected, given):
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(given) if tuple(expected[k].shape) != tuple(given[k].shape))
-    parts = []
-    if missing:
-        parts.append(f'{len(missing)} missing keys (e.g. {missing[0]})')
-    if unexpected:
-        parts.append(f'{len(unexpected)} unexpected keys (e.g. {unexpected[0]})')
-    if shapes:
-        key = shapes[0]
-        parts.append(f'{len(shapes)} shape mismatches (e.g. {key}: file {tuple(given[key].shape)} vs model '
-                     f'{tuple(expected[key].shape)})')
-    return '; '.join(parts)
-
-
-def submodule_weights(state, name):
-    """Weights of sub-network ``name`` from a state dict in the SCNet layout (``name.*`` keys), or from a file
-    that holds only that sub-network (the published DMNet file has bare keys)."""
-    prefix = f'{name}.'
-    selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return selected if selected else state
-
-
-def read_weights(path, what):
-    """The model state dict of a checkpoint file (training checkpoint or bare state dict), wrapper prefixes
-    dropped; errors name the config key ``what``."""
-    try:
-        return strip_wrapper_prefixes(load_checkpoint(path))
-    except CheckpointError as err:
-        raise CheckpointError(f'{what}: {err}') from None
+def _load_part(net, name, weights, path, what):
+    """Load ``net.<name>`` strictly from ``weights`` (its keys or the SCNet layout); a mismatch is one line."""
+    module = getattr(net, name)
+    part = submodule_weights(weights, name)
+    report = compare(module, part, name)
+    if not report.fits():
+        raise CheckpointError(f'{what}: {path} does not fit {name} ({type(module).__name__}) of this config: '
+                              f'{report.problems()}')
+    module.load_state_dict(part, strict=True)
 
 
 def load_submodule(net, name, path, what):
-    """Load sub-network ``net.<name>`` strictly from ``path``; a missing file or a mismatch is one-line error."""
-    module = getattr(net, name)
-    weights = submodule_weights(read_weights(path, what), name)
-    expected = module.state_dict()
-    problem = _describe_mismatch(expected, weights)
-    if problem:
-        raise CheckpointError(f'{what}: {path} does not fit {name} ({type(module).__name__}) of this config: '
-                              f'{problem}')
-    module.load_state_dict(weights, strict=True)
+    """Load sub-network ``net.<name>`` strictly from ``path``; a missing file or a mismatch is one-line error
+    after ``what``, the config key the path came from."""
+    _load_part(net, name, strip_wrapper_prefixes(load_checkpoint(path, what)), path, what)
 
 
 SUB_NETWORKS = ('deeplab', 'flownet', 'cfnet', 'dmnet')
 
 
-def load_pretrained(net, path, what, required):
+def load_init_pretrained(net, path, what, required):
     """Load a published-style checkpoint (SCNet keys, e.g. DeepLab + FlowNet) into the sub-networks of ``net``
-    it covers.
+    it covers (``init.pretrained``).
 
     Like the paper's non-strict load, sub-networks the file does not hold are left alone (the published file has
     no DMNet/CFNet), sub-networks ``net`` does not have are skipped (the segmentation stage takes only DeepLab)
     and keys outside the SCNet layout are ignored; unlike it, every sub-network that is loaded must fit
     completely and every name in ``required`` must be present.  Returns the names of the loaded sub-networks.
     """
-    weights = read_weights(path, what)
+    weights = strip_wrapper_prefixes(load_checkpoint(path, what))
     present = {key.split('.', 1)[0] for key in weights}
     loaded = [name for name in SUB_NETWORKS if name in present and hasattr(net, name)]
     absent = [name for name in required if name not in loaded]
@@ -130,11 +91,5 @@ def load_pretrained(net, path, what, required):
         raise CheckpointError(f'{what}: {path} holds no weights for {", ".join(absent)} '
                               f'(top-level names in the file: {", ".join(sorted(present)) or "none"})')
     for name in loaded:
-        module = getattr(net, name)
-        part = submodule_weights(weights, name)
-        problem = _describe_mismatch(module.state_dict(), part)
-        if problem:
-            raise CheckpointError(f'{what}: {path} does not fit {name} ({type(module).__name__}) of this config: '
-                                  f'{problem}')
-        module.load_state_dict(part, strict=True)
+        _load_part(net, name, weights, path, what)
     return loaded

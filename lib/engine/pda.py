@@ -24,24 +24,19 @@ import tempfile
 import time
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from lib.dataset.build import PDA_CLIP_LENGTH
 from lib.dataset.integrity import image_problem
 from lib.dataset.io import file_kind
-from lib.model import build_scnet
 from lib.utils import distributed
-from lib.utils.checkpoint import compare, load_checkpoint, strip_wrapper_prefixes
 from lib.utils.metrics import ConfusionMatrix
-
-CLIP_LENGTH = 10  # frames t-9 .. t of a 'pda' sample
-
 
 class PDAInputError(ValueError):
     """Bad input to the PDA evaluation (checkpoint, frame list, output folder), found before the work starts."""
 
 
-def check_distances(distances, clip_length=CLIP_LENGTH):
+def check_distances(distances, clip_length=PDA_CLIP_LENGTH):
     """Sorted unique distances, each in ``1 .. clip_length - 1``."""
     distances = sorted({int(d) for d in distances})
     if not distances or distances[0] < 1 or distances[-1] > clip_length - 1:
@@ -178,42 +173,25 @@ def trace_clip(model, frames, distance):
     return trace
 
 
-def _clip_indices(n_clips, max_clips, rank, world_size):
-    """The clips this process evaluates: the first ``max_clips`` of the split, dealt round-robin to the ranks."""
-    total = n_clips if max_clips is None else min(n_clips, max_clips)
-    return list(range(total))[rank::world_size], total
-
-
-def _restrict_loader(loader, indices):
-    """The same loader over a subset of its dataset, in order, without the padding of DistributedSampler (a padded
-    clip would be counted twice)."""
-    workers = loader.num_workers
-    return DataLoader(loader.dataset, batch_size=loader.batch_size or 1, sampler=indices, num_workers=workers,
-                      pin_memory=loader.pin_memory, collate_fn=loader.collate_fn,
-                      worker_init_fn=loader.worker_init_fn, persistent_workers=False,
-                      prefetch_factor=loader.prefetch_factor if workers > 0 else None)
-
-
 def _summary(meters):
     iou = [m.iou().tolist() for m in meters]
     miou = [float(m.miou()) for m in meters]
     return {'miou': miou, 'iou': iou, 'mean_miou': float(sum(miou) / len(miou))}
 
 
-def evaluate_pda(model, loader, n_classes, distances=range(1, 10), device='cpu', per_frame=True,
-                 propagation_only=True, max_clips=None, progress=True, batched=False, on_predictions=None):
-    """Run the PDA protocol over a ``'pda'`` loader.
+def evaluate_pda(model, loader, n_classes, distances=range(1, PDA_CLIP_LENGTH), device='cpu', per_frame=True,
+                 propagation_only=True, progress=True, batched=False, on_predictions=None):
+    """Run the PDA protocol over a ``'pda'`` loader: iterate it, then reduce.
 
     Args:
         model: an ``SCNet`` (set to eval mode here and left so).
-        loader: DataLoader of ``(frames (N, 10, 3, H, W), label (N, H, W))``; under torch.distributed each rank
-            evaluates every world_size-th clip (the loader's own sampler is replaced) and the confusion matrices
-            are all-reduced, so every rank returns the totals.
+        loader: DataLoader of ``(frames (N, 10, 3, H, W), label (N, H, W))`` over the clips to evaluate, in order
+            (:func:`lib.dataset.build_eval_loader`: under torch.distributed this rank's share); the confusion
+            matrices are all-reduced, so every rank returns the totals.
         n_classes: number of classes of the labels (255 is ignored).
         distances: key-frame distances to report.
         device: where the model lives; clips are moved there.
         per_frame, propagation_only: compute the two reference rows.
-        max_clips: evaluate only the first ``max_clips`` clips of the split.
         progress: show a tqdm bar (main process only).
         batched: one sub-network call over all distances; faster on GPU but not bit-exact (see module docstring).
         on_predictions: optional ``f(clip_indices, preds)`` called for every batch with the dataset indices of its
@@ -225,10 +203,7 @@ def evaluate_pda(model, loader, n_classes, distances=range(1, 10), device='cpu',
         out of the mean.
     """
     distances = check_distances(distances)
-    rank, world_size = distributed.get_rank(), distributed.get_world_size()
-    indices, n_total = _clip_indices(len(loader.dataset), max_clips, rank, world_size)
-    if world_size > 1 or n_total < len(loader.dataset):
-        loader = _restrict_loader(loader, indices)
+    indices = list(loader.sampler)  # the dataset index of every clip the loader visits, in its order
     model.eval()
     meters = {
         'davss': [ConfusionMatrix(n_classes, device=device) for _ in distances],
@@ -257,8 +232,9 @@ def evaluate_pda(model, loader, n_classes, distances=range(1, 10), device='cpu',
     for row in meters.values():
         for meter in row or ():
             meter.all_reduce()
+    n_clips = int(distributed.all_reduce_sum(torch.tensor([done], dtype=torch.int64, device=device)).item())
 
-    result = {'distances': distances, 'n_clips': n_total, 'seconds': time.perf_counter() - start,
+    result = {'distances': distances, 'n_clips': n_clips, 'seconds': time.perf_counter() - start,
               'confusion': {}}
     for name, row in meters.items():
         if row is None:
@@ -269,14 +245,6 @@ def evaluate_pda(model, loader, n_classes, distances=range(1, 10), device='cpu',
     if per_frame:
         result['per_frame'] = {'miou': result['per_frame']['miou'][0], 'iou': result['per_frame']['iou'][0]}
     return result
-
-
-def _class_count_mismatch(model, report):
-    """(key, classes in the file) for a classifier whose output count differs from the model's, else None."""
-    for key, file_shape, model_shape in report.mismatched:
-        if model_shape[0] == model.n_classes and file_shape[0] != model.n_classes and file_shape[1:] == model_shape[1:]:
-            return key, file_shape[0]
-    return None
 
 
 def eval_model_cfg(cfg):
@@ -299,27 +267,6 @@ def protocol(model_cfg, source, batched, tf32):
             'resizes': f'bilinear, align_corners={ac}: key image and frame t to 1/4; logits, distortion and '
                        f'correction x4 to full resolution',
             'merge': 'argmax of propagated * (1 - distortion) + correction * distortion at full resolution'}
-
-
-def load_eval_model(model_cfg, checkpoint, device):
-    """The ``SCNet`` of ``model_cfg`` with the weights of a whole-SCNet ``checkpoint``, in eval mode on ``device``.
-
-    The file is checked against the config before anything is loaded: a checkpoint of another dataset (class
-    count) or of another stage (a DMNet-only or pretrained file) is refused with one line saying so.
-    """
-    model = build_scnet(model_cfg, stage='correction')
-    state = strip_wrapper_prefixes(load_checkpoint(checkpoint))
-    report = compare(model, state)
-    classes = _class_count_mismatch(model, report)
-    if classes is not None:
-        key, n_file = classes
-        raise PDAInputError(f'{checkpoint}: checkpoint predicts {n_file} classes ({key}) but the config has '
-                            f'model.n_classes={model.n_classes}; use the config of the dataset it was trained on')
-    if report.missing or report.unexpected or report.mismatched:
-        raise PDAInputError(f'{checkpoint}: not a whole SCNet of this config (model widths, stage?): '
-                            f'{report.summary()}')
-    model.load_state_dict(state)
-    return model.to(device).eval()
 
 
 def check_clip_files(dataset, indices=None):

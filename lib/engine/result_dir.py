@@ -9,11 +9,19 @@ a name that says what they are); a run that completes writes the new files and r
 import os
 
 from lib.utils import distributed
+from lib.utils.config import resolve_path
 from lib.utils.output_lock import OutputLock, OutputLockError
 
 
 class ResultFolderError(ValueError):
     """The result folder is in use or cannot be written (the message names it)."""
+
+
+def default_result_dir(cfg, checkpoint):
+    """``<eval.result_root>/<experiment>/<checkpoint file stem>``: ``best.pth`` -> ``.../best``, so the results of
+    different checkpoints of one experiment stay apart."""
+    stem = os.path.splitext(os.path.basename(checkpoint))[0]
+    return os.path.join(resolve_path(cfg['eval']['result_root']), cfg['experiment'], stem)
 
 
 def previous_name(path):

@@ -17,13 +17,14 @@ import torch
 from lib.engine.backend import build_segmenter, check_backend
 from lib.engine.fast import EXACT, FastConfig
 from lib.engine.keyframe import parse_policy
-from lib.engine.video import (OutputFolder, VideoWriter, frame_to_tensor, labels_to_frame, load_model,
-                              open_frame_source, overlay, pad_to_multiple, write_png)
+from lib.model import load_scnet
 from lib.utils.atomic import write_json
 from lib.utils.config import load_config
 from lib.utils.distributed import pick_device
 from lib.utils.output_lock import OutputLock
 from lib.utils.palette import colorize, palette_for
+from lib.utils.video_io import (OutputFolder, VideoWriter, frame_to_tensor, labels_to_frame, open_frame_source,
+                                overlay, pad_to_multiple, write_png)
 
 CHANNEL_ORDERS = ('rgb', 'bgr')
 
@@ -76,7 +77,7 @@ class VideoSegmenter:
         """Build from an experiment YAML (path, or a config dict from ``lib.utils.config.load_config``) and a
         whole-SCNet checkpoint; ``device`` defaults to the config's (``auto`` picks CUDA when present)."""
         cfg = load_config(config, opts) if isinstance(config, (str, os.PathLike)) else config
-        net = load_model(cfg, checkpoint, pick_device(device or cfg.get('device', 'cpu')))
+        net = load_scnet(cfg['model'], checkpoint, pick_device(device or cfg.get('device', 'cpu')))
         kwargs.setdefault('palette', palette_for(cfg['data']['name']))
         return cls(net, policy=policy, fast=fast, backend=backend, **kwargs)
 

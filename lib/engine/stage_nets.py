@@ -2,8 +2,8 @@
 
 Each wrapper holds its network under the attribute name SCNet uses (``deeplab``, ``flownet``), so its state dict
 has the SCNet key layout (``deeplab.*``, ``flownet.*``) and a checkpoint of the stage is directly the
-``init.deeplab`` / ``init.flownet`` of the later stages.  ``forward`` returns the loss, which lets
-DistributedDataParallel wrap the whole thing like it wraps ``SCNet``.
+``init.deeplab`` / ``init.flownet`` of the later stages.  ``forward`` returns the loss by name, as SCNet's does,
+which lets DistributedDataParallel and the training engine treat every stage alike.
 """
 import torch
 import torch.nn as nn
@@ -11,8 +11,7 @@ import torch.nn.functional as F
 
 from lib.model.deeplabv3plus import DeepLabV3Plus
 from lib.model.flownet import FlowNetS
-
-IGNORE_INDEX = 255
+from lib.utils.metrics import IGNORE_INDEX
 
 
 def set_bn_momentum(module, momentum):
@@ -52,9 +51,9 @@ class SegmentationStageNet(nn.Module):
             image: (N, 3, H, W) RGB in [0, 1].
             label: (N, H, W) int64, 255 = ignore.
         Returns:
-            0-dim mean cross-entropy over the labelled pixels.
+            ``{'loss_ce': 0-dim}``: mean cross-entropy over the labelled pixels.
         """
-        return F.cross_entropy(self.predict(image), label, ignore_index=IGNORE_INDEX)
+        return {'loss_ce': F.cross_entropy(self.predict(image), label, ignore_index=IGNORE_INDEX)}
 
 
 def quarter_resolution_flow(flow, size, align_corners):
@@ -99,8 +98,8 @@ class FlowStageNet(nn.Module):
             frames: (N, 2, 3, H, W) [t-1, t], RGB in [0, 1].
             flow: (N, 2, H, W) ground-truth backward flow (dx, dy) in full-resolution pixels.
         Returns:
-            0-dim mean end-point error on the 1/4 grid, in 1/4-resolution pixels.
+            ``{'loss_epe': 0-dim}``: mean end-point error on the 1/4 grid, in 1/4-resolution pixels.
         """
         pred = self.predict(frames)  # (N, 2, H/4, W/4)
         target = quarter_resolution_flow(flow, pred.shape[-2:], self.align_corners)
-        return end_point_error(pred, target).mean()
+        return {'loss_epe': end_point_error(pred, target).mean()}

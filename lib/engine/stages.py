@@ -13,14 +13,13 @@ come along unchanged), correction -> the full model of ``tools/test_pda.py``.
 from dataclasses import dataclass
 from typing import Callable, Tuple
 
-from torch.utils.data import DataLoader
-
-from lib.dataset import build_dataset
+from lib.dataset import build_dataset, build_eval_loader
 from lib.engine import validation
-from lib.engine.checkpointing import CheckpointError, load_pretrained, load_submodule
+from lib.engine.checkpointing import load_init_pretrained, load_submodule
 from lib.engine.optim import parameter_list
 from lib.engine.stage_nets import FlowStageNet, SegmentationStageNet
 from lib.model.scnet import build_scnet
+from lib.utils.checkpoint import CheckpointError
 
 
 def _validate_segmentation(net, loader, cfg, device, progress):
@@ -37,7 +36,7 @@ def _validate_distortion(net, loader, cfg, device, progress):
 
 def _validate_pda(net, loader, cfg, device, progress):
     return validation.validate_pda(net, loader, cfg['model']['n_classes'], list(cfg['train']['val_distances']),
-                                   device, cfg['train']['val_max_clips'], progress)
+                                   device, progress)
 
 
 def _segmentation_net(model_cfg):
@@ -59,19 +58,18 @@ def _correction_net(model_cfg):
 @dataclass(frozen=True)
 class Stage:
     name: str
-    build_net: Callable  # model_cfg -> nn.Module whose forward returns the loss(es)
+    build_net: Callable  # model_cfg -> nn.Module whose forward returns {loss name: 0-dim loss}
     data_mode: str  # training samples: 'image' | 'flow' | 'triplet'
     net_inputs: int  # how many items of a batch the forward takes (DMNet's target comes from DeepLab, not labels)
     trainable: Tuple[str, ...]  # sub-networks in the optimiser ...
     lr_keys: Tuple[str, ...]  # ... and the train: key of each one's learning rate
     frozen: Tuple[str, ...]  # sub-networks kept fixed (requires_grad False, eval mode)
     required_init: Tuple[str, ...]  # sub-networks that must come from a checkpoint
-    loss_names: Tuple[str, ...]  # names of the forward's outputs
+    loss_names: Tuple[str, ...]  # the keys of the forward's loss dict, in the order they are summed and logged
     val_mode: str  # validation samples
     validate: Callable  # (net, loader, cfg, device, progress) -> metrics
     score: str  # the metric that selects best.pth
     higher_is_better: bool
-    shards_itself: bool = False  # the validation function splits the samples over the ranks itself
 
     def param_groups(self, net, train_cfg):
         mode = train_cfg.get('param_lists', 'unique')
@@ -82,17 +80,17 @@ class Stage:
         """Forward one batch through the (possibly DDP-wrapped) net: ``{loss name: 0-dim tensor}``."""
         inputs = [x.to(device, non_blocking=True) for x in batch[:self.net_inputs]]
         out = net(*inputs)
-        out = out if isinstance(out, (tuple, list)) else (out,)
-        return {name: value.reshape(()) for name, value in zip(self.loss_names, out)}
+        if set(out) != set(self.loss_names):
+            raise ValueError(f'{self.name} stage: the network returned the losses {sorted(out)}, expected '
+                             f'{sorted(self.loss_names)}')
+        return {name: out[name].reshape(()) for name in self.loss_names}
 
     def val_loader(self, cfg, split):
-        """The loader :attr:`validate` expects for ``split``, this rank's share of it unless it shards itself."""
+        """The loader :attr:`validate` iterates for ``split``: this rank's share of its first
+        ``train.val_max_clips`` samples."""
         data_cfg, train_cfg = cfg['data'], cfg['train']
-        dataset = build_dataset(data_cfg, split, self.val_mode)
-        batch_size, workers = int(train_cfg['val_batch_size']), int(data_cfg['num_workers'])
-        if self.shards_itself:
-            return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-        return validation.shard_loader(dataset, batch_size, workers, train_cfg['val_max_clips'])
+        return build_eval_loader(build_dataset(data_cfg, split, self.val_mode), int(train_cfg['val_batch_size']),
+                                 int(data_cfg['num_workers']), train_cfg['val_max_clips'])
 
 
 STAGES = {
@@ -112,7 +110,7 @@ STAGES = {
         name='correction', build_net=_correction_net, data_mode='triplet', net_inputs=2,
         trainable=('flownet', 'cfnet'), lr_keys=('lr', 'cfnet_lr'), frozen=('deeplab', 'dmnet'),
         required_init=('deeplab', 'flownet', 'dmnet'), loss_names=('loss_semantic', 'loss_cfnet'), val_mode='pda',
-        validate=_validate_pda, score='miou', higher_is_better=True, shards_itself=True),
+        validate=_validate_pda, score='miou', higher_is_better=True),
 }
 
 
@@ -144,7 +142,7 @@ def initialise(stage, net, init_cfg):
     sub_networks = [name for name in ('deeplab', 'flownet', 'dmnet', 'cfnet') if hasattr(net, name)]
     if init_cfg['pretrained']:
         wanted = [name for name in ('deeplab', 'flownet') if name in stage.required_init]
-        for name in load_pretrained(net, init_cfg['pretrained'], 'init.pretrained', required=wanted):
+        for name in load_init_pretrained(net, init_cfg['pretrained'], 'init.pretrained', required=wanted):
             sources[name] = init_cfg['pretrained']
     for name in ('deeplab', 'flownet', 'dmnet'):
         if not init_cfg[name]:

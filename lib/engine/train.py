@@ -28,9 +28,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lib.dataset import build_dataset, seed_worker
-from lib.engine.checkpointing import (CheckpointError, gather_rng_states, model_state, read_checkpoint,
-                                      restore_rng_state)
+from lib.dataset import PDA_CLIP_LENGTH, DatasetError, build_dataset, check_class_count, seed_worker
+from lib.engine.checkpointing import gather_rng_states, model_state, restore_rng_state
 from lib.engine.guards import NonFiniteWatch
 from lib.engine.optim import apply_lr, build_optimizer
 from lib.engine.run_dir import ExperimentFolderError, claim, replace_previous
@@ -39,6 +38,7 @@ from lib.engine.stage_nets import set_bn_momentum
 from lib.engine.stages import STAGES, Stage, check_init_config, get_stage, initialise
 from lib.utils import distributed
 from lib.utils.atomic import save_torch
+from lib.utils.checkpoint import CheckpointError, read_checkpoint
 from lib.utils.config import ConfigError, dump_config, resolve_path
 from lib.utils.logger import MetricLogger, ScalarWriter, close_text_log, setup_text_log
 from lib.utils.output_lock import OutputLockError
@@ -57,6 +57,12 @@ NUMBER_RANGES = {  # train.<key>: (what it must be, test)
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or infinite; the run stops and the last checkpoint on disk stays the last good one."""
+
+
+# Bad input or a stopped run: a one-line message for the user (the command line prints it after "error: " and
+# exits 1).
+INPUT_ERRORS = (ConfigError, CheckpointError, DatasetError, NonFiniteLossError, ExperimentFolderError,
+                OutputLockError, OSError)
 
 
 @dataclass
@@ -99,6 +105,7 @@ def check_config(cfg):
         raise ConfigError('experiment: not set (outputs go to <train.save_root>/<experiment>)')
     if cfg['stage'] not in STAGES:
         raise ConfigError(f'stage: expected one of {" | ".join(STAGES)}, got "{cfg["stage"]}"')
+    check_class_count(cfg)
     if train['amp'] not in (None, *AMP_DTYPES):
         raise ConfigError(f'train.amp: expected null | bf16 | fp16, got "{train["amp"]}"')
     if train['val_split'] not in VAL_SPLITS:
@@ -110,8 +117,9 @@ def check_config(cfg):
         value = train[key]
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ConfigError(f'train.{key}: expected a non-negative integer, got {value!r}')
-    if not train['val_distances'] or any(not 1 <= int(d) <= 9 for d in train['val_distances']):
-        raise ConfigError(f'train.val_distances: expected distances in 1..9, got {train["val_distances"]}')
+    if not train['val_distances'] or any(not 1 <= int(d) < PDA_CLIP_LENGTH for d in train['val_distances']):
+        raise ConfigError(f'train.val_distances: expected distances in 1..{PDA_CLIP_LENGTH - 1}, got '
+                          f'{train["val_distances"]}')
     for key, (what, valid) in NUMBER_RANGES.items():
         value = train[key]
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -424,7 +432,7 @@ def train_step(run, data, accumulate):
         values = torch.stack([v.detach().float() for v in losses.values()])
         totals = values if totals is None else totals + values
     averaged = distributed.all_reduce_mean(totals / accumulate).tolist()
-    losses = dict(zip(run.stage.loss_names, averaged))
+    losses = dict(zip(losses, averaged))  # the names of the last batch's losses, in the order of ``totals``
     check_finite(run, losses)  # every rank sees the same averages, so all stop together
     run.scaler.step(run.optimizer)
     run.scaler.update()

@@ -6,25 +6,16 @@
   where the propagated prediction disagrees with DeepLab's prediction on the same frame, per key distance;
 - correction: the PDA mIoU per key distance (``lib.engine.pda.evaluate_pda``).
 
-Under torch.distributed each rank takes every world_size-th sample (no padding, so nothing is counted twice) and
-the sums are all-reduced.
+Each function iterates the loader it is given (``lib.dataset.build_eval_loader``: under torch.distributed each
+rank's share, without padding, so nothing is counted twice) and all-reduces the sums.
 """
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lib.engine.pda import evaluate_pda
 from lib.engine.stage_nets import end_point_error, quarter_resolution_flow, upsample_to
 from lib.utils import distributed
 from lib.utils.metrics import ConfusionMatrix
-
-
-def shard_loader(dataset, batch_size, num_workers, max_items=None):
-    """This rank's share of the first ``max_items`` samples, in order."""
-    total = len(dataset) if max_items is None else min(len(dataset), max_items)
-    indices = list(range(total))[distributed.get_rank()::distributed.get_world_size()]
-    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
-                      pin_memory=torch.cuda.is_available())
 
 
 def _progress(loader, desc, enabled):
@@ -90,10 +81,10 @@ def validate_distortion(net, loader, distances, device, progress=True):
     return result
 
 
-def validate_pda(net, loader, n_classes, distances, device, max_clips=None, progress=True):
+def validate_pda(net, loader, n_classes, distances, device, progress=True):
     """PDA mIoU of the corrected predictions: ``{'miou_d<d>': ..., 'miou': mean over distances}``."""
     out = evaluate_pda(net, loader, n_classes, distances=distances, device=device, per_frame=False,
-                       propagation_only=False, max_clips=max_clips, progress=progress)
+                       propagation_only=False, progress=progress)
     result = {f'miou_d{d}': value for d, value in zip(out['distances'], out['davss']['miou'])}
     result['miou'] = out['davss']['mean_miou']
     return result

@@ -3,8 +3,9 @@ from .cfnet import CFNet
 from .deeplabv3plus import DeepLabV3Plus
 from .dmnet import DMNet
 from .flownet import FlowNetS
+from .load import load_scnet
 from .scnet import PropagationState, SCNet, SCNetDMNet, build_scnet
 from .warp import Warp
 
 __all__ = ['CFNet', 'DMNet', 'DeepLabV3Plus', 'FlowNetS', 'PropagationState', 'SCNet', 'SCNetDMNet', 'Warp',
-           'build_scnet']
+           'build_scnet', 'load_scnet']

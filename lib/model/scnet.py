@@ -8,7 +8,7 @@ Inference is a short protocol shared by evaluation, video inference and benchmar
     out = net.correct(state, cur)                             # out['merged']: the corrected logits
 
 Training forwards (``SCNet.forward``, ``SCNetDMNet.forward``) reuse exactly these steps and return the losses the
-paper's code optimises.
+paper's code optimises, as a dict by name (``{'loss_semantic': ..., 'loss_cfnet': ...}``).
 """
 from typing import NamedTuple
 
@@ -22,8 +22,7 @@ from .dmnet import DMNet
 from .flownet import FlowNetS
 from .layers import check_multiple_of_4
 from .warp import Warp
-
-IGNORE_INDEX = 255
+from ..utils.metrics import IGNORE_INDEX
 
 
 class PropagationState(NamedTuple):
@@ -171,10 +170,10 @@ class SCNet(_PropagationNet):
             frames: (N, 3, 3, H, W) [key, intermediate, target] frames, RGB in [0, 1].
             label: (N, H, W) int64 ground truth of the target frame (255 = ignore).
         Returns:
-            loss_semantic: 0-dim, mean of the cross-entropies of the propagated and of the merged logits on the
-                intermediate frame (against DeepLab's own prediction there) and on the target frame (against
-                ``label``).
-            loss_cfnet: 0-dim, mean over both frames of CFNet's distortion-weighted cross-entropy.
+            dict of 0-dim losses by name (the training engine sums them and logs each under its key):
+            ``'loss_semantic'``: mean of the cross-entropies of the propagated and of the merged logits on the
+            intermediate frame (against DeepLab's own prediction there) and on the target frame (against
+            ``label``); ``'loss_cfnet'``: mean over both frames of CFNet's distortion-weighted cross-entropy.
         """
         self.check_frames(frames)
         key, intermediate, target = frames.unbind(1)  # each (N, 3, H, W)
@@ -190,7 +189,7 @@ class SCNet(_PropagationNet):
             loss_semantic = loss_semantic + F.cross_entropy(out['propagated'], truth, ignore_index=IGNORE_INDEX)
             loss_cfnet = loss_cfnet + distortion_weighted_cross_entropy(out['correction'], truth, out['distortion'])
             loss_semantic = loss_semantic + F.cross_entropy(out['merged'], truth, ignore_index=IGNORE_INDEX)
-        return loss_semantic / 4, loss_cfnet / 2
+        return {'loss_semantic': loss_semantic / 4, 'loss_cfnet': loss_cfnet / 2}
 
 
 class SCNetDMNet(_PropagationNet):
@@ -212,8 +211,9 @@ class SCNetDMNet(_PropagationNet):
         Args:
             frames: (N, 3, 3, H, W) [key, intermediate, target] frames, RGB in [0, 1].
         Returns:
-            0-dim mean over the two propagated frames of the binary cross-entropy between the upsampled distortion
-            map and the mask of pixels where the propagated argmax differs from DeepLab's argmax on that frame.
+            ``{'loss_dmnet': 0-dim}``: mean over the two propagated frames of the binary cross-entropy between the
+            upsampled distortion map and the mask of pixels where the propagated argmax differs from DeepLab's
+            argmax on that frame.
         """
         self.check_frames(frames)
         key, intermediate, target = frames.unbind(1)  # each (N, 3, H, W)
@@ -230,7 +230,7 @@ class SCNetDMNet(_PropagationNet):
             # binary_cross_entropy refuses to run under CUDA autocast (unsafe in half precision): do it in fp32.
             with torch.autocast(distortion.device.type, enabled=False):
                 loss_dmnet = loss_dmnet + F.binary_cross_entropy(distortion.float(), distorted)
-        return loss_dmnet / 2
+        return {'loss_dmnet': loss_dmnet / 2}
 
 
 def build_scnet(model_cfg, stage='correction'):

@@ -1,4 +1,7 @@
-"""Reading and writing model weights, including the published DAVSS checkpoints.
+"""Reading and writing model weights, including the published DAVSS checkpoints: the one low-level home (read a
+file safely, strip wrapper prefixes, compare with a network, describe what does not fit, save atomically).
+``lib.model.load_scnet`` builds the whole SCNet of a config from a file; ``lib.engine.checkpointing`` adds what a
+training run needs (RNG states, the ``init:`` sub-networks).
 
 Published files (see docs/models.md):
 - ``<stage>_<dataset>/best.pth``: a whole SCNet saved from DistributedDataParallel (keys prefixed ``module.``);
@@ -40,6 +43,23 @@ class LoadReport(NamedTuple):
                 f'into {self.target}; missing: {_group(self.missing)}; unexpected: {_group(self.unexpected)}; '
                 f'shape mismatches: {_group([k for k, _, _ in self.mismatched])}')
 
+    def fits(self):
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def problems(self, shown=5):
+        """What does not fit, in one line: the missing, unexpected and differently shaped keys (first ``shown``)."""
+        def listed(keys):
+            return ', '.join(keys[:shown]) + (', ...' if len(keys) > shown else '')
+        parts = []
+        if self.missing:
+            parts.append(f'{len(self.missing)} missing ({listed(self.missing)})')
+        if self.unexpected:
+            parts.append(f'{len(self.unexpected)} unexpected ({listed(self.unexpected)})')
+        if self.mismatched:
+            shapes = [f'{k}: file {list(a)} vs model {list(b)}' for k, a, b in self.mismatched]
+            parts.append(f'{len(self.mismatched)} with another shape ({listed(shapes)})')
+        return '; '.join(parts)
+
 
 def _group(keys):
     if not keys:
@@ -67,27 +87,36 @@ def describe_load_error(path, err):
             f'(torch.serialization.add_safe_globals)')
 
 
-def load_checkpoint(path):
-    """Read a state_dict (``{name: tensor}``) from ``path`` on the CPU.
+def read_checkpoint(path, what=None):
+    """The object saved at ``path`` (a training checkpoint or a bare state dict), read on the CPU.
 
-    A file holding ``{'model': state_dict, ...}`` or ``{'state_dict': state_dict, ...}`` gives the nested one.
-    Raises CheckpointError (one line, naming the file) for a missing file, a file torch cannot read with
-    ``weights_only=True`` or content that is not a mapping of names to tensors.
+    Raises CheckpointError (one line naming the file, after ``what``, the option or config key the path came
+    from, when given) for a missing file or one torch cannot read with ``weights_only=True``.
     """
-    if not os.path.isfile(path):
-        raise CheckpointError(f'{path}: checkpoint file not found')
+    prefix = f'{what}: ' if what else ''
+    if path is None or not os.path.isfile(path):
+        raise CheckpointError(f'{prefix}{path}: checkpoint file not found')
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
+        return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # torch raises many types (pickle, zip, unsupported global) for a bad file
-        raise CheckpointError(describe_load_error(path, err)) from None
+        raise CheckpointError(prefix + describe_load_error(path, err)) from None
+
+
+def load_checkpoint(path, what=None):
+    """Read a state_dict (``{name: tensor}``) from ``path`` on the CPU (errors as :func:`read_checkpoint`).
+
+    A file holding ``{'model': state_dict, ...}`` or ``{'state_dict': state_dict, ...}`` gives the nested one;
+    content that is not a mapping of names to tensors is a CheckpointError.
+    """
+    obj = read_checkpoint(path, what)
     if _is_state_dict(obj):
         return obj
     if isinstance(obj, dict):
         for key in NESTED_STATE_KEYS:
             if _is_state_dict(obj.get(key)):
                 return obj[key]
-    raise CheckpointError(f'{path}: expected a state_dict (a mapping of parameter names to tensors), '
-                          f'got {type(obj).__name__}')
+    raise CheckpointError(f'{f"{what}: " if what else ""}{path}: expected a state_dict (a mapping of parameter '
+                          f'names to tensors), got {type(obj).__name__}')
 
 
 def strip_wrapper_prefixes(state_dict):
@@ -98,6 +127,14 @@ def strip_wrapper_prefixes(state_dict):
             key = key.split('.', 1)[1]
         stripped[key] = value
     return stripped
+
+
+def submodule_weights(state, name):
+    """Weights of sub-network ``name`` from a state dict in the SCNet layout (``name.*`` keys), or from a file
+    that holds only that sub-network (the published DMNet file has bare keys)."""
+    prefix = f'{name}.'
+    selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return selected if selected else state
 
 
 def save_checkpoint(obj, path):
@@ -124,7 +161,7 @@ def _submodule(net, target):
     return net if target == 'model' else getattr(net, target)
 
 
-def _is_dmnet_only(net, state_dict):
+def is_dmnet_only(net, state_dict):
     """The stage-1 file: every key is a DMNet key (``conv1.0.depthwise.weight``) and none is a key of ``net``."""
     dmnet = getattr(net, 'dmnet', None)
     if dmnet is None:
@@ -134,20 +171,8 @@ def _is_dmnet_only(net, state_dict):
 
 
 def _mismatch_message(path, net, report):
-    shown = 5
-    parts = []
-    if report.missing:
-        parts.append(f'{len(report.missing)} missing ({", ".join(report.missing[:shown])}'
-                     f'{", ..." if len(report.missing) > shown else ""})')
-    if report.unexpected:
-        parts.append(f'{len(report.unexpected)} unexpected ({", ".join(report.unexpected[:shown])}'
-                     f'{", ..." if len(report.unexpected) > shown else ""})')
-    if report.mismatched:
-        shapes = ', '.join(f'{k}: file {list(a)} vs model {list(b)}' for k, a, b in report.mismatched[:shown])
-        parts.append(f'{len(report.mismatched)} with another shape ({shapes}'
-                     f'{", ..." if len(report.mismatched) > shown else ""})')
     where = type(net).__name__ + ('' if report.target == 'model' else f'.{report.target}')
-    return f'{path}: does not fit {where}: ' + '; '.join(parts)
+    return f'{path}: does not fit {where}: {report.problems()}'
 
 
 def _load_matching(module, state_dict, report):
@@ -165,10 +190,10 @@ def load_published(net, path, strict=True):
         LoadReport (``report.summary()`` is a one-line description).
     """
     state_dict = strip_wrapper_prefixes(load_checkpoint(path))
-    target = 'dmnet' if _is_dmnet_only(net, state_dict) else 'model'
+    target = 'dmnet' if is_dmnet_only(net, state_dict) else 'model'
     module = _submodule(net, target)
     report = compare(module, state_dict, target)
-    if strict and (report.missing or report.unexpected or report.mismatched):
+    if strict and not report.fits():
         raise CheckpointError(_mismatch_message(path, net, report))
     if not report.loaded:
         raise CheckpointError(f'{path}: no tensor matches {type(net).__name__} by name and shape')

@@ -1,8 +1,11 @@
 """Experiment configuration: YAML files merged over one schema of defaults.
 
 Every key a config may hold is listed in ``DEFAULTS``; a key that is not there is an error (a typo must not be
-silently ignored).  Values may name environment variables as ``${NAME}`` or ``${NAME:-default}``; relative
-paths are resolved against the repository root by :func:`resolve_path`, never against the working directory.
+silently ignored).  A file may start from others, as mmsegmentation's configs do: ``_base_: [a.yaml, b.yaml]``
+(paths relative to the file) are merged first, in order, and the file then states only what differs.  Values may
+name environment variables as ``${NAME}`` or ``${NAME:-default}``; relative paths are resolved against the
+repository root by :func:`resolve_path`, never against the working directory.  The experiment's name (its output
+folders) is ``experiment:`` or, unset, follows from the file's place (:func:`experiment_name`).
 """
 import copy
 import os
@@ -102,6 +105,7 @@ DEFAULTS = {
     },
 }
 
+BASE_KEY = '_base_'  # a config's list of files merged before it
 _ENV_PATTERN = re.compile(r'\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}')
 
 
@@ -173,26 +177,55 @@ def _nest(dotted_key, value):
     return nested
 
 
+def _merge_file(cfg, path, chain=()):
+    """Merge the YAML file at ``path`` into ``cfg``: its ``_base_`` files first (in order), then its own keys."""
+    if not os.path.isfile(path):
+        where = f' ({BASE_KEY} of {chain[-1]})' if chain else ''
+        raise ConfigError(f'{path}: config file not found{where}')
+    if os.path.realpath(path) in map(os.path.realpath, chain):
+        raise ConfigError(f'{path}: {BASE_KEY} files include each other ({" -> ".join(chain + (path,))})')
+    with open(path) as f:
+        try:
+            loaded = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f'{path}: not valid YAML ({err.__class__.__name__})') from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f'{path}: expected a mapping at the top level')
+    bases = loaded.pop(BASE_KEY, None) or []
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f'{path}: "{BASE_KEY}" expected a file name or a list of them, got {bases!r}')
+    for base in bases:
+        _merge_file(cfg, os.path.join(os.path.dirname(path), base), chain + (path,))
+    _merge(cfg, loaded, '', path)
+
+
+def experiment_name(cfg, config_path):
+    """The name of the experiment's output folders: ``experiment:`` if set, else from the file's place,
+    ``exp/<name>/config.yaml`` -> ``<name>`` and ``exp/<name>/<stage>.yaml`` -> ``<name>_<stage>`` (a copied
+    experiment folder is a new experiment without an edit)."""
+    if cfg['experiment']:
+        return cfg['experiment']
+    folder = os.path.basename(os.path.dirname(os.path.abspath(config_path)))
+    stem = os.path.splitext(os.path.basename(config_path))[0]
+    return folder if stem == 'config' else f'{folder}_{stem}'
+
+
 def load_config(path=None, opts=()):
-    """Defaults, then the YAML file at ``path`` (if any), then ``opts`` (``key.sub=value`` strings).
+    """Defaults, then the YAML file at ``path`` (if any, with its ``_base_`` files), then ``opts``
+    (``key.sub=value`` strings).  Without an ``experiment`` the name follows from ``path``
+    (:func:`experiment_name`).
 
     Returns a plain nested dict with environment variables expanded.
     """
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
-        if not os.path.isfile(path):
-            raise ConfigError(f'{path}: config file not found')
-        with open(path) as f:
-            try:
-                loaded = yaml.safe_load(f) or {}
-            except yaml.YAMLError as err:
-                raise ConfigError(f'{path}: not valid YAML ({err.__class__.__name__})') from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f'{path}: expected a mapping at the top level')
-        _merge(cfg, loaded, '', path)
+        _merge_file(cfg, path)
     for text in opts:
         key, value = parse_override(text)
         _merge(cfg, _nest(key, value), '', '--opts')
+    if path is not None:
+        cfg['experiment'] = experiment_name(cfg, path)
     return _expand_env(cfg)
 
 

@@ -1,5 +1,8 @@
-"""The one-line message of an error, as the command-line tools print it."""
+"""How every command-line tool reports bad input: ``error: <one line>`` on stderr and exit status 1."""
 import re
+import sys
+
+BAD_INPUT_STATUS = 1
 
 
 def one_line(err):
@@ -12,3 +15,9 @@ def one_line(err):
         if match:
             return match.group(1)
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def bad_input(err):
+    """Print ``err`` as every tool reports bad input (``error: <one line>`` on stderr); returns the exit status."""
+    print(f'error: {one_line(err)}', file=sys.stderr)
+    return BAD_INPUT_STATUS

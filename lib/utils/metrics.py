@@ -3,6 +3,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+IGNORE_INDEX = 255  # the label value of pixels that no loss and no metric counts (every dataset's "void")
+
 
 def _as_tensor(x, device):
     if isinstance(x, np.ndarray):
@@ -22,7 +24,7 @@ class ConfusionMatrix:
     trains is not punished for them.  A class predicted but absent from the ground truth has IoU 0.
     """
 
-    def __init__(self, n_classes, ignore_index=255, device=None):
+    def __init__(self, n_classes, ignore_index=IGNORE_INDEX, device=None):
         self.n_classes = n_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)

@@ -6,12 +6,14 @@ through a temporary name and ``os.replace`` so that an interrupted run leaves no
 
 import matplotlib
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
+from torchvision.utils import flow_to_image
 
 from lib.utils.atomic import atomic_path
+from lib.utils.metrics import IGNORE_INDEX
 from lib.utils.palette import colorize
 
-IGNORE_INDEX = 255
 # Error maps: pixels the prediction gets right stay dark so that the mistakes (red) stand out.
 ERROR_COLOURS = {'correct': (40, 40, 40), 'wrong': (230, 30, 30), 'ignored': (0, 0, 0)}
 HEAT_COLORMAP = 'inferno'  # perceptually uniform: 0 = no distortion (black) .. 1 = distorted (yellow)
@@ -36,6 +38,13 @@ def heat_map(values):
         values = values.detach().float().cpu().numpy()
     rgba = matplotlib.colormaps[HEAT_COLORMAP](np.clip(values, 0.0, 1.0), bytes=True)  # (H, W, 4) uint8
     return np.ascontiguousarray(rgba[..., :3])
+
+
+def flows_to_rgb(flows):
+    """Flow fields ``(2, H, W)`` (dx, dy) -> uint8 RGB ``(H, W, 3)`` each, the usual colour wheel (hue =
+    direction, saturation = magnitude) on one scale: the largest motion of all of them is the full colour."""
+    batch = torch.stack([torch.as_tensor(f, dtype=torch.float32) for f in flows])  # (N, 2, H, W)
+    return [np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()) for rgb in flow_to_image(batch)]
 
 
 def error_map(pred, label, ignore_index=IGNORE_INDEX):
@@ -126,3 +135,84 @@ def save_gif(images, path, duration_ms=300):
     frames = [Image.fromarray(image) for image in images]
     with atomic_path(path) as tmp:
         frames[0].save(tmp, format='GIF', save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+
+
+class TileMaker:
+    """Turns tensors into captioned tiles of one width (labels resized nearest, images bilinear)."""
+
+    def __init__(self, palette, width):
+        self.palette = palette
+        self.width = width
+
+    def image(self, frame, text):
+        return caption(resize(frame_to_rgb(frame), self.width, nearest=False), text)
+
+    def label(self, label, text):
+        return caption(resize(label_to_rgb(label, self.palette), self.width, nearest=True), text)
+
+    def heat(self, values, text):
+        return caption(resize(heat_map(values), self.width, nearest=False), text)
+
+    def errors(self, pred, label, text):
+        rate = error_rate(pred.cpu().numpy(), label.cpu().numpy())
+        tile = error_map(pred, label)
+        return caption(resize(tile, self.width, nearest=True), f'{text} {100 * rate:.1f}%')
+
+
+def step_name(frame_index, last):
+    return 't' if frame_index == last else f't-{last - frame_index}'
+
+
+def clip_pictures(trace, frames, label, tiles):
+    """The grid (uint8 image) and GIF frames (list of uint8 images) of one traced clip (batch index 0)."""
+    last = frames.shape[0] - 1
+    names = [step_name(j, last) for j in trace['frames']]
+    row_frames = [tiles.image(frames[j], f'frame {n}') for j, n in zip(trace['frames'], names)]
+    row_propagated = [tiles.label(p[0], f'{"key" if k == 0 else "propagated"} {n}')
+                      for k, (p, n) in enumerate(zip(trace['propagated'], names))]
+    row_distortion = [None if dm is None else tiles.heat(dm[0], f'distortion {n}')
+                      for dm, n in zip(trace['distortion'], names)]
+    row_merged = [tiles.label(p[0], f'{"key" if k == 0 else "corrected"} {n}')
+                  for k, (p, n) in enumerate(zip(trace['merged'], names))]
+    row_truth = [tiles.label(label, 'ground truth t'), tiles.label(trace['per_frame'][0], 'key network on t'),
+                 tiles.errors(trace['propagated'][-1][0], label, 'err propagated'),
+                 tiles.errors(trace['merged'][-1][0], label, 'err corrected')]
+    picture = grid([row_frames, row_propagated, row_distortion, row_merged, row_truth])
+    blank = np.zeros_like(row_frames[0])
+    animation = [np.concatenate([f, p, blank if d is None else d, m], axis=1)
+                 for f, p, d, m in zip(row_frames, row_propagated, row_distortion, row_merged)]
+    return picture, animation
+
+
+def _policy_label(policy_name):
+    """``distortion:0.3,max=10`` -> ``τ=0.3`` (a point label of the key-frame policy plot)."""
+    return policy_name.split(',')[0].replace('distortion:', 'τ=')
+
+
+def plot_keyframe_curve(fixed, distortion, costs, path, title):
+    """mIoU against the key-frame fraction (bottom axis) and the average GFLOPs per frame (top axis)."""
+    matplotlib.use('Agg')  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    for results, style, label, offset in ((fixed, 'o-', 'fixed interval', (3, 4)),
+                                          (distortion, 's--', 'distortion-triggered', (3, -10))):
+        results = sorted(results, key=lambda r: r['key_fraction'])
+        ax.plot([100 * r['key_fraction'] for r in results], [100 * r['miou'] for r in results], style, label=label)
+        for r in results:
+            ax.annotate(_policy_label(r['policy']), (100 * r['key_fraction'], 100 * r['miou']),
+                        textcoords='offset points', xytext=offset, fontsize=7)
+    ax.set_xlabel('key frames (% of frames)')
+    ax.set_ylabel('mIoU (%)')
+    key, nonkey = costs['key']['gflops'], costs['nonkey']['gflops']
+    if abs(key - nonkey) > 1e-3 * max(key, nonkey):
+        top = ax.secondary_xaxis('top', functions=(lambda pct: nonkey + pct / 100 * (key - nonkey),
+                                                   lambda g: 100 * (g - nonkey) / (key - nonkey)))
+        top.set_xlabel(f'GFLOPs per frame (key {key:.3g}, non-key {nonkey:.3g})')
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which='both')
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)

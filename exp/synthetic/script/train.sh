@@ -10,7 +10,8 @@ if [[ $# -gt 0 && "$1" != -* ]]; then
 fi
 case "$stage" in
   segmentation|flow|dmnet|correction) ;;
-  *) echo "exp/synthetic/script/train.sh: expected a stage (segmentation|flow|dmnet|correction) as first argument or STAGE, got '$stage'" >&2
+  *) echo "$0: expected a stage (segmentation|flow|dmnet|correction) as first argument or STAGE, got '$stage'" >&2
      exit 2 ;;
 esac
-exec "$(dirname "$0")/../../../tools/launch.sh" 1 tools/train.py "exp/synthetic/${stage}.yaml" "$@"
+experiment="$(cd "$(dirname "$0")/.." && pwd)"
+exec "$experiment/../../tools/launch.sh" 1 tools/train.py "$experiment/${stage}.yaml" "$@"

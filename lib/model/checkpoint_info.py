@@ -15,8 +15,9 @@ from collections import Counter
 
 import torch
 
-from lib.model import DMNet, SCNet
-from lib.utils.checkpoint import WRAPPER_PREFIXES, CheckpointError, compare, strip_wrapper_prefixes
+from ..utils.checkpoint import WRAPPER_PREFIXES, CheckpointError, compare, strip_wrapper_prefixes
+from .dmnet import DMNet
+from .scnet import SCNet
 
 NETWORKS = ('deeplab', 'flownet', 'cfnet', 'dmnet')
 DATASETS = {19: 'cityscapes', 11: 'camvid'}

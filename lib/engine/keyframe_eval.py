@@ -1,0 +1,280 @@
+"""Accuracy against cost of key-frame policies (``tools/eval_keyframe_policies.py`` is its command line and says
+what is measured): every policy streams every clip, the frame-wise networks' outputs are replayed for all
+policies, and each ``distortion:tau`` policy is compared with the ``fixed:k`` curve at the same average cost."""
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lib.dataset import DatasetError, build_dataset, num_classes, read_frame, read_label, synthetic_layout
+from lib.dataset.build import list_path_of
+from lib.dataset.frame_list import read_list
+from lib.dataset.video import snippet_offsets
+from lib.engine.fast import logits_to_labels
+from lib.engine.keyframe import DistortionTriggered, FixedInterval, PerFrame, PolicyError
+from lib.engine.video import StreamingSegmenter, set_threads
+from lib.model import load_scnet
+from lib.utils.atomic import write_json
+from lib.utils.checkpoint import CheckpointError
+from lib.utils.config import ConfigError, load_config, resolve_path
+from lib.utils.distributed import pick_device
+from lib.utils.metrics import ConfusionMatrix
+from lib.utils.profiling import count_flops, median_ms
+from lib.utils.video_io import pad_to_multiple
+from lib.utils.visualize import plot_keyframe_curve
+
+DEFAULT_INTERVALS = (2, 3, 4, 5, 6, 8, 10)
+DEFAULT_QUANTILES = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9)
+# Bad input: a one-line message for the user (the command line prints it after "error: " and exits 1).
+INPUT_ERRORS = (ConfigError, CheckpointError, DatasetError, PolicyError, ValueError, OSError)
+
+
+@dataclass
+class KeyframeRun:
+    """What to evaluate (the options of ``tools/eval_keyframe_policies.py``)."""
+    config: str
+    checkpoint: str
+    opts: Sequence[str] = field(default_factory=list)
+    split: Optional[str] = None  # None: eval.split
+    max_clips: Optional[int] = None
+    max_frames: Optional[int] = None
+    timing_repeats: int = 5
+    intervals: Sequence[int] = DEFAULT_INTERVALS
+    thresholds: Optional[List[float]] = None  # None: quantiles of the scores seen under fixed:max_interval
+    max_interval: int = 10
+    stat: str = 'mean'
+    out: Optional[str] = None  # None: <eval.result_root>/<experiment>
+    threads: Optional[int] = None
+    device: Optional[str] = None  # None: the config's device
+    progress: bool = True
+
+
+# ---------------------------------------------------------------------------------------------------- clips
+
+def synthetic_clips(cfg, split, n_classes):
+    """Whole synthetic snippets: ``(frames (T, 3, H, W), labels [T x (H, W) int64 or None])``, every frame labelled."""
+    root = resolve_path(cfg['data']['root'])
+    offsets = snippet_offsets(synthetic_layout.read_meta(root))
+    for entry in read_list(list_path_of(cfg['data'], split), 'synthetic'):
+        relatives = [entry.frame(offset) for offset in offsets]
+        frames = torch.stack([read_frame(os.path.join(root, rel)) for rel in relatives])
+        labels = []
+        for offset, rel in zip(offsets, relatives):
+            path = os.path.join(root, synthetic_layout.sequence_label_path(rel))
+            if os.path.isfile(path):
+                labels.append(read_label(path, n_classes, frames.shape[-2:]))
+            else:
+                labels.append(read_label(os.path.join(root, entry.label), n_classes) if offset == 0 else None)
+        yield frames, labels
+
+
+def pda_clips(cfg, split):
+    """PDA clips ``(frames (10, 3, H, W), [None x 9, label (H, W)])``: only the last frame is labelled."""
+    dataset = build_dataset(cfg['data'], split, 'pda')
+    for index in range(len(dataset)):
+        frames, label = dataset[index]
+        yield frames, [None] * (len(frames) - 1) + [label]
+
+
+def load_clips(cfg, split, n_classes, max_clips=None, max_frames=None):
+    clips = synthetic_clips(cfg, split, n_classes) if cfg['data']['name'] == 'synthetic' else pda_clips(cfg, split)
+    for index, (frames, labels) in enumerate(clips):
+        if max_clips is not None and index >= max_clips:
+            return
+        if max_frames is not None:
+            frames, labels = frames[:max_frames], labels[:max_frames]
+        yield frames, labels
+
+
+# ---------------------------------------------------------------------------------------------------- replay
+
+class ReplaySegmenter(StreamingSegmenter):
+    """The streaming segmenter with the frame-wise networks' outputs memoised per frame of the current clip."""
+
+    def start_clip(self):
+        self.cache = {'key': {}, 'flow': {}, 'correction': {}}
+        self.reset()
+
+    def _memo(self, kind, compute):
+        store = self.cache[kind]
+        if self.index not in store:
+            store[self.index] = compute()
+        return store[self.index]
+
+    def key_frame(self, image):
+        return self._memo('key', lambda: self.model.key_frame(image))
+
+    def flow(self, image, previous):
+        return self._memo('flow', lambda: self.model.estimate_flow(image, previous))
+
+    def correction(self, image):
+        return self._memo('correction', lambda: self.model.cfnet(image))
+
+
+class PolicyTally:
+    """Key / non-key frame counts, the confusion matrix, and the distortion scores of one policy."""
+
+    def __init__(self, policy, n_classes, device):
+        self.policy = policy
+        self.n_key = 0
+        self.n_frames = 0
+        self.confusion = ConfusionMatrix(n_classes, device=device)
+        self.scores = []
+
+    def summary(self, costs):
+        n_nonkey = self.n_frames - self.n_key
+        per_frame = {name: (self.n_key * costs['key'][name] + n_nonkey * costs['nonkey'][name]) / self.n_frames
+                     for name in ('gflops', 'ms')}
+        return {'policy': self.policy.name, 'frames': self.n_frames, 'key_frames': self.n_key,
+                'key_fraction': self.n_key / self.n_frames, 'gflops_per_frame': per_frame['gflops'],
+                'ms_per_frame': per_frame['ms'], 'miou': float(self.confusion.miou()),
+                'mean_distortion_score': float(np.mean(self.scores)) if self.scores else None}
+
+
+def run_clip(segmenter, frames, truth, tallies, device):
+    """Stream one clip through every policy of ``tallies`` (sharing the memoised frame-wise networks)."""
+    padded, (height, width) = pad_to_multiple(frames.to(device))  # (T, 3, H', W')
+    segmenter.start_clip()
+    for tally in tallies:
+        segmenter.policy = tally.policy
+        segmenter.reset()
+        for t in range(len(padded)):
+            labels, is_key, _ = segmenter.step(padded[t:t + 1])  # (1, H', W')
+            tally.n_frames += 1
+            tally.n_key += int(is_key)
+            score = getattr(tally.policy, 'last_score', None)
+            if not is_key and score is not None:
+                tally.scores.append(score)
+            if truth[t] is not None:
+                tally.confusion.update(labels[:, :height, :width], truth[t].to(device).unsqueeze(0))
+
+
+def evaluate_policies(model, clips, policies, n_classes, device, progress, desc):
+    segmenter = ReplaySegmenter(model, policies[0])
+    tallies = [PolicyTally(policy, n_classes, device) for policy in policies]
+    for frames, labels in tqdm(clips, desc=desc, unit='clip', disable=not progress):
+        run_clip(segmenter, frames, labels, tallies, device)
+    return tallies
+
+
+# ---------------------------------------------------------------------------------------------------- costs
+
+@torch.no_grad()
+def measure_step_costs(model, image, previous, repeats=3):
+    """GFLOPs and milliseconds of one key step and one non-key step on ``image`` (1, 3, H, W)."""
+    state = model.key_frame(previous)
+    size = image.shape[-2:]
+
+    def key_step():
+        return logits_to_labels(model.key_frame(image).logits, size, model.align_corners)
+
+    def nonkey_step():
+        propagated = model.propagate(state, model.estimate_flow(image, previous))
+        return logits_to_labels(model.correct(propagated, image)['merged'], size, model.align_corners)
+
+    return {name: {'gflops': count_flops(step) / 1e9, 'ms': median_ms(step, repeats, image.device)}
+            for name, step in (('key', key_step), ('nonkey', nonkey_step))}
+
+
+# ---------------------------------------------------------------------------------------------------- report
+
+def fixed_curve_at(fixed, key_fraction):
+    """mIoU of the fixed-interval curve linearly interpolated at ``key_fraction`` (None outside its range)."""
+    points = sorted((r['key_fraction'], r['miou']) for r in fixed)
+    fractions = [f for f, _ in points]
+    if not fractions[0] <= key_fraction <= fractions[-1]:
+        return None
+    return float(np.interp(key_fraction, fractions, [m for _, m in points]))
+
+
+def compare_at_equal_cost(fixed, distortion):
+    """For each distortion policy: its mIoU minus the fixed curve's at the same average cost.
+
+    The average cost ``nonkey + key_fraction * (key - nonkey)`` is affine in the key-frame fraction, so "equal cost"
+    is "equal key-frame fraction" whatever the two step costs are (FLOPs or ms, this model or the full-size one);
+    the comparison is made on the fraction, which also stays defined when both steps cost about the same.
+    """
+    rows = []
+    for result in distortion:
+        reference = fixed_curve_at(fixed, result['key_fraction'])
+        rows.append({'policy': result['policy'], 'key_fraction': result['key_fraction'],
+                     'gflops_per_frame': result['gflops_per_frame'], 'miou': result['miou'],
+                     'fixed_miou_at_equal_cost': reference,
+                     'delta_miou': None if reference is None else result['miou'] - reference})
+    deltas = [row['delta_miou'] for row in rows if row['delta_miou'] is not None]
+    verdict = {'compared': len(deltas), 'better': sum(d > 0 for d in deltas), 'worse': sum(d < 0 for d in deltas),
+               'mean_delta_miou': float(np.mean(deltas)) if deltas else None,
+               'best_delta_miou': float(max(deltas)) if deltas else None}
+    return rows, verdict
+
+
+def auto_thresholds(scores, quantiles=DEFAULT_QUANTILES):
+    """Thresholds at quantiles of the observed distortion scores, rounded and deduplicated."""
+    if not scores:
+        raise ValueError('no distortion scores were observed (clips of a single frame?); pass --thresholds')
+    return sorted({round(float(np.quantile(scores, q)), 4) for q in quantiles})
+
+
+def run_keyframe_policies(run):
+    """Evaluate the policies of ``run`` (a :class:`KeyframeRun`); writes ``keyframe_policies.json`` and ``.png`` into
+    its folder and returns ``(report, folder)``.  Bad input raises one of :data:`INPUT_ERRORS`."""
+    cfg = load_config(run.config, run.opts)
+    split = run.split or cfg['eval']['split']
+    n_classes = num_classes(cfg['data']['name'])
+    set_threads(run.threads)
+    device = pick_device(run.device or cfg['device'])
+    model = load_scnet(cfg['model'], run.checkpoint, device)
+    fixed_policies = [PerFrame()] + [FixedInterval(k) for k in sorted(set(run.intervals)) if k > 1]
+    reference = DistortionTriggered(1.0, max_interval=run.max_interval, stat=run.stat)  # never triggers
+    progress = run.progress
+
+    def clips():
+        return load_clips(cfg, split, n_classes, run.max_clips, run.max_frames)
+
+    tallies = evaluate_policies(model, clips(), fixed_policies + [reference], n_classes, device, progress,
+                                'fixed intervals')
+    thresholds = run.thresholds or auto_thresholds(tallies[-1].scores)
+    distortion_policies = [DistortionTriggered(tau, max_interval=run.max_interval, stat=run.stat)
+                           for tau in thresholds]
+    tallies = tallies[:-1] + evaluate_policies(model, clips(), distortion_policies, n_classes, device, progress,
+                                               'distortion policies')
+
+    frames, _ = next(iter(clips()))
+    padded, _ = pad_to_multiple(frames[:2].to(device))
+    costs = measure_step_costs(model, padded[1:2], padded[0:1], repeats=run.timing_repeats)
+    results = [tally.summary(costs) for tally in tallies]
+    fixed = results[:len(fixed_policies)]
+    distortion = results[len(fixed_policies):]
+    rows, verdict = compare_at_equal_cost(fixed, distortion)
+
+    out = run.out or os.path.join(resolve_path(cfg['eval']['result_root']), cfg['experiment'])
+    os.makedirs(out, exist_ok=True)
+    report = {'config': run.config, 'checkpoint': run.checkpoint, 'split': split, 'device': str(device),
+              'frame_size': list(frames.shape[-2:]), 'step_costs': costs,
+              'every_frame_labelled': cfg['data']['name'] == 'synthetic', 'fixed': fixed, 'distortion': distortion,
+              'equal_cost_comparison': rows, 'verdict': verdict}
+    write_json(os.path.join(out, 'keyframe_policies.json'), report, indent=2)
+    plot_keyframe_curve(fixed, distortion, costs, os.path.join(out, 'keyframe_policies.png'),
+               f'{cfg["experiment"]}: {split}, '
+               f'{"every frame" if report["every_frame_labelled"] else "labelled frames"}')
+    return report, out
+
+
+def format_table(report):
+    """The report as a text table and a one-line verdict."""
+    lines = []
+    lines.append(f'{"policy":32s} {"key%":>6s} {"GFLOPs/f":>9s} {"ms/f":>8s} {"mIoU":>7s}')
+    for r in report['fixed'] + report['distortion']:
+        lines.append(f'{r["policy"]:32s} {100 * r["key_fraction"]:6.1f} {r["gflops_per_frame"]:9.3f} '
+              f'{r["ms_per_frame"]:8.2f} {100 * r["miou"]:7.2f}')
+    verdict = report['verdict']
+    if verdict['compared']:
+        lines.append(f'distortion vs fixed at equal cost: better in {verdict["better"]}, worse in {verdict["worse"]} of '
+              f'{verdict["compared"]} settings; delta mIoU mean {100 * verdict["mean_delta_miou"]:+.2f}, best '
+              f'{100 * verdict["best_delta_miou"]:+.2f} points')
+    else:
+        lines.append('distortion vs fixed: no distortion setting fell inside the fixed curve\'s cost range')
+    return '\n'.join(lines)

@@ -1,0 +1,149 @@
+"""A PDA evaluation of one checkpoint into its result folder: every input checked first, then the evaluation, the
+table on stdout, ``pda.json`` and ``pda.md`` (``tools/test_pda.py`` is its command line; ``tools/demo.py`` runs it
+in process).
+
+The result folder is locked while the run writes it; the previous ``pda.json`` / ``pda.md`` are renamed
+``pda.previous.*`` until the new ones are written, and the table is printed before the files are written (a full
+disk costs the files, not the numbers).
+"""
+import json
+import math
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+
+from lib.dataset import DatasetError, build_dataset, build_eval_loader, check_class_count
+from lib.engine import cityscapes_results
+from lib.engine.pda import (PDAInputError, check_clip_files, check_distances, eval_model_cfg, evaluate_pda,
+                            format_markdown, prepare_output_dir, protocol)
+from lib.engine.result_dir import ResultFolderError, default_result_dir, drop_aside, lock_results, set_aside
+from lib.model import load_scnet
+from lib.utils import distributed
+from lib.utils.atomic import write_text
+from lib.utils.checkpoint import CheckpointError
+from lib.utils.config import ConfigError, load_config
+from lib.utils.palette import class_names
+from lib.utils.precision import tf32
+
+# Bad input: a one-line message for the user (the command line prints it after "error: " and exits 1).
+INPUT_ERRORS = (ConfigError, CheckpointError, DatasetError, PDAInputError, ResultFolderError, OSError)
+RESULT_FILES = ('pda.json', 'pda.md')
+
+
+@dataclass
+class PDARun:
+    """What to evaluate (the options of ``tools/test_pda.py``)."""
+    config: str
+    checkpoint: str
+    opts: Sequence[str] = field(default_factory=list)
+    max_clips: Optional[int] = None  # None: eval.max_clips
+    per_frame: bool = True  # with eval.per_frame: the key network on frame t (upper bound row)
+    propagation_only: bool = True  # with eval.propagation_only: the row without correction
+    batched: bool = False
+    output: Optional[str] = None  # None: <eval.result_root>/<experiment>/<checkpoint file stem>
+    save_predictions: Optional[int] = None  # a distance whose labels go out as Cityscapes label-id PNGs
+    progress: bool = True
+
+
+def prediction_dir(run, cfg, distances, out_dir):
+    """The folder of ``--save-predictions D`` (None without it), after checking D and the label format."""
+    if run.save_predictions is None:
+        return None
+    if run.save_predictions not in distances:
+        raise PDAInputError(f'--save-predictions: distance {run.save_predictions} is not evaluated '
+                            f'(eval.distances: {distances})')
+    if cfg['data']['name'] not in cityscapes_results.FORMATS:
+        raise PDAInputError(f'--save-predictions: writes Cityscapes label ids; data.name={cfg["data"]["name"]} '
+                            f'has no such format (expected one of {", ".join(cityscapes_results.FORMATS)})')
+    return os.path.join(out_dir, f'predictions_d{run.save_predictions}')
+
+
+def json_safe(value):
+    """NaN (the IoU of a class absent from labels and predictions) -> None, so that the file is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def setup(run):
+    """Everything that can fail on bad input, before any clip is evaluated."""
+    cfg = load_config(run.config, run.opts)
+    check_class_count(cfg)
+    model_cfg = eval_model_cfg(cfg)[0]
+    if run.max_clips is not None and run.max_clips < 1:
+        raise PDAInputError(f'--max-clips: expected a positive number, got {run.max_clips}')
+    max_clips = run.max_clips if run.max_clips is not None else cfg['eval']['max_clips']
+    distances = check_distances(cfg['eval']['distances'])
+    out_dir = run.output or default_result_dir(cfg, run.checkpoint)
+    # Every rank runs every check, so that bad input stops all of them (none is left waiting in a collective).
+    predictions = prediction_dir(run, cfg, distances, out_dir)
+    prepare_output_dir(out_dir)
+    if predictions:
+        prepare_output_dir(predictions)
+    dataset = build_dataset(cfg['data'], cfg['eval']['split'], 'pda')
+    check_clip_files(dataset, range(min(len(dataset), max_clips or len(dataset))))
+    device = distributed.init_distributed(cfg['device'])
+    model = load_scnet(model_cfg, run.checkpoint, device)
+    loader = build_eval_loader(dataset, cfg['eval']['batch_size'], cfg['data']['num_workers'], max_items=max_clips,
+                               pin_memory=cfg['data']['pin_memory'])
+    return cfg, distances, out_dir, device, model, loader, predictions
+
+
+def prediction_writer(dataset, folder, distance):
+    """``on_predictions`` of :func:`evaluate_pda`: the DAVSS labels of ``distance`` as Cityscapes PNGs."""
+    def write(clip_indices, preds):
+        for row, index in enumerate(clip_indices):
+            cityscapes_results.save_prediction(folder, dataset.frames[index].image, preds['davss'][distance][row])
+    return write
+
+
+def report(result, cfg, run, out_dir):
+    """Table on stdout, ``pda.json`` and ``pda.md`` in ``out_dir``."""
+    names = class_names(cfg['data']['name'])
+    table = format_markdown(result, names)
+    p = protocol(*eval_model_cfg(cfg), run.batched, cfg['eval']['tf32'])
+    meta = {'config': run.config, 'checkpoint': run.checkpoint, 'split': cfg['eval']['split'],
+            'align_corners': p['align_corners'], 'protocol': p, 'batched': run.batched,
+            'world_size': distributed.get_world_size(), 'torch': torch.__version__,
+            'python': platform.python_version(), 'class_names': list(names)}
+    text = json.dumps(json_safe({**meta, **result}), indent=1, allow_nan=False)
+    print(table, end='', flush=True)  # first: the numbers survive a failed write
+    write_text(os.path.join(out_dir, 'pda.json'), text + '\n')
+    header = (f'# PDA: {cfg["experiment"]}\n\nsplit {cfg["eval"]["split"]}, '
+              f'{result["n_clips"]} clips, checkpoint {run.checkpoint}\n\n'
+              f'protocol: align_corners={p["align_corners"]} (from {p["align_corners_from"]}), tf32={p["tf32"]}, '
+              f'batched={p["batched"]}; {p["flow"]}; resizes {p["resizes"]}; {p["merge"]}\n\n')
+    write_text(os.path.join(out_dir, 'pda.md'), header + table)
+    print(f'{result["n_clips"]} clips in {result["seconds"]:.1f} s; wrote {out_dir}/pda.json and pda.md')
+    if run.save_predictions is not None:
+        print(f'label-id PNGs of distance {run.save_predictions}: {out_dir}/predictions_d{run.save_predictions}/')
+
+
+def run_pda(run):
+    """Evaluate ``run`` (a :class:`PDARun`); returns the result folder.  Bad input raises one of
+    :data:`INPUT_ERRORS` before anything is written."""
+    lock = None
+    try:
+        cfg, distances, out_dir, device, model, loader, predictions = setup(run)
+        lock = lock_results(out_dir)
+        previous = set_aside(out_dir, RESULT_FILES) if distributed.is_main_process() else []
+        writer = prediction_writer(loader.dataset, predictions, run.save_predictions) if predictions else None
+        with tf32(cfg['eval']['tf32']):
+            result = evaluate_pda(model, loader, cfg['model']['n_classes'], distances=distances, device=device,
+                                  per_frame=cfg['eval']['per_frame'] and run.per_frame,
+                                  propagation_only=cfg['eval']['propagation_only'] and run.propagation_only,
+                                  progress=run.progress, batched=run.batched, on_predictions=writer)
+        if distributed.is_main_process():
+            report(result, cfg, run, out_dir)
+            drop_aside(previous)
+    finally:
+        if lock is not None:
+            lock.release()
+    return out_dir

@@ -1,0 +1,337 @@
+"""Streaming video input and output for inference: frame sources, padding, and an all-or-nothing output folder.
+
+Nothing here holds more than one frame: a source yields frames one by one, the writers write each frame as it comes.
+Frames leave a source as RGB ``uint8`` arrays ``(H, W, 3)``; :func:`frame_to_tensor` turns one into the model's
+float input ``(1, 3, H', W')`` (resized, padded to a multiple of 4) and :func:`labels_to_frame` brings a prediction
+back to the source frame's size.
+"""
+import os
+import re
+import shutil
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lib.utils.metrics import IGNORE_INDEX
+
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
+
+
+class VideoIOError(ValueError):
+    """A video input or output that cannot be used; the message is one line naming the path."""
+
+
+def _natural_key(name):
+    # 'frame2.png' before 'frame10.png': frame folders are rarely zero-padded consistently.
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r'(\d+)', name)]
+
+
+class FrameSource:
+    """Base of the frame sources: iterate to get RGB uint8 frames; all frames must share the first one's size."""
+
+    path = ''
+    fps = 25.0
+    count = None  # number of frames if known up front (for the progress bar), else None
+    announced = None  # the frame count a video container states (None: not a container, or it states none)
+
+    def count_mismatch(self):
+        """One line when the source turned out to hold another number of frames than it announced, else None."""
+        return None
+
+    def _read(self):
+        """Yields ``(where, frame)``: the path that names the frame in an error, and the RGB frame."""
+        raise NotImplementedError
+
+    def __iter__(self):
+        size = None
+        for index, (where, frame) in enumerate(self._read()):
+            if size is None:
+                size = frame.shape[:2]
+            elif frame.shape[:2] != size:
+                raise VideoIOError(f'{where}: frame {index} is {frame.shape[1]}x{frame.shape[0]} (WxH) but the stream '
+                                   f'started at {size[1]}x{size[0]}; all frames must have one size')
+            yield frame
+        if size is None:
+            raise VideoIOError(f'{self.path}: contains no frames')
+
+
+class ImageFolderSource(FrameSource):
+    """A folder of image files, in natural sort order of their names."""
+
+    def __init__(self, path, fps=25.0):
+        self.path = path
+        self.fps = fps
+        self.files = sorted((f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS)), key=_natural_key)
+        if not self.files:
+            raise VideoIOError(f'{path}: folder holds no image files (expected {", ".join(IMAGE_EXTENSIONS)})')
+        self.count = len(self.files)
+
+    def _read(self):
+        for name in self.files:
+            file = os.path.join(self.path, name)
+            bgr = cv2.imread(file, cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise VideoIOError(f'{file}: not a readable image')
+            yield file, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class VideoFileSource(FrameSource):
+    """A video file read through OpenCV's VideoCapture.
+
+    ``announced`` is the frame count the container states (None when it states none); ``decoded`` is the number of
+    frames a full pass actually produced (None until one ended).  They differ for a damaged or truncated file.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        capture = cv2.VideoCapture(path)
+        try:
+            if not capture.isOpened():
+                raise VideoIOError(f'{path}: cannot be opened as a video (unknown format, unreadable, or no frames)')
+            # Decode one frame now, so that a container without decodable frames fails before any output exists.
+            if not capture.read()[0]:
+                raise VideoIOError(f'{path}: contains no decodable frames (zero-length video?)')
+            fps = capture.get(cv2.CAP_PROP_FPS)
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        finally:
+            capture.release()
+        self.fps = fps if fps and np.isfinite(fps) and fps > 0 else 25.0
+        # Container frame counts are estimates (and 0 for some streams): the progress bar's total, and compared with
+        # what decodes at the end.
+        self.count = count if count > 0 else None
+        self.announced = self.count
+        self.decoded = None
+
+    def _read(self):
+        capture = cv2.VideoCapture(self.path)
+        decoded = 0
+        try:
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    self.decoded = decoded
+                    return
+                decoded += 1
+                yield self.path, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        finally:
+            capture.release()
+
+    def count_mismatch(self):
+        """One line when the container announced another frame count than decoded, else None."""
+        if self.announced is None or self.decoded is None or self.announced == self.decoded:
+            return None
+        return (f'{self.path}: the container announces {self.announced} frames but {self.decoded} decoded '
+                f'(damaged or truncated video?)')
+
+
+def open_frame_source(path):
+    """A folder of images or a video file -> a :class:`FrameSource`; a clear :class:`VideoIOError` otherwise."""
+    if os.path.isdir(path):
+        return ImageFolderSource(path)
+    if not os.path.exists(path):
+        raise VideoIOError(f'{path}: no such video file or frame folder')
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise VideoIOError(f'{path}: not a readable file')
+    if os.path.getsize(path) == 0:
+        raise VideoIOError(f'{path}: empty file (zero length), not a video')
+    return VideoFileSource(path)
+
+
+def padded_size(height, width, multiple=4):
+    """The smallest size >= (height, width) whose sides are multiples of ``multiple``."""
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def pad_to_multiple(x, multiple=4):
+    """``x (N, C, H, W)`` -> ``(padded (N, C, H', W'), (H, W))`` with H', W' multiples of ``multiple``.
+
+    Pads at the bottom and right by replicating the border: a constant (black) border would be a fake edge that the
+    flow and segmentation networks react to.
+    """
+    height, width = x.shape[-2:]
+    target_h, target_w = padded_size(height, width, multiple)
+    if (target_h, target_w) == (height, width):
+        return x, (height, width)
+    return F.pad(x, (0, target_w - width, 0, target_h - height), mode='replicate'), (height, width)
+
+
+def frame_to_tensor(frame, size=None, multiple=4, device='cpu'):
+    """RGB uint8 ``(H, W, 3)`` -> float ``(1, 3, H', W')`` in [0, 1] and the unpadded model-side size ``(h, w)``.
+
+    ``size=(h, w)`` resizes the frame first (bilinear); the result is padded to a multiple of ``multiple``.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    if size is not None and tuple(size) != tuple(frame.shape[:2]):
+        x = F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=False)  # (1, 3, h, w)
+    return pad_to_multiple(x, multiple)
+
+
+def labels_to_frame(labels, model_size, frame_size):
+    """Labels ``(1, H', W')`` on the padded model grid -> trainId map ``uint8 (H, W)`` of the source frame.
+
+    Crops the padding away (``model_size``), then resizes with nearest neighbour to ``frame_size`` (nearest:
+    interpolating class ids would invent classes at boundaries).
+    """
+    height, width = model_size
+    label = labels[:, None, :height, :width].to(torch.uint8)  # (1, 1, h, w)
+    if (height, width) != tuple(frame_size):
+        label = F.interpolate(label, size=tuple(frame_size), mode='nearest')
+    return label[0, 0].cpu().numpy()
+
+
+def overlay(frame, colour, label, alpha=0.5):
+    """Blend a colourised label map over the RGB frame; ignored pixels (``IGNORE_INDEX``) keep the frame as it is."""
+    blended = cv2.addWeighted(frame, 1.0 - alpha, colour, alpha, 0.0)
+    return np.where((label == IGNORE_INDEX)[..., None], frame, blended)
+
+
+class VideoWriter:
+    """cv2.VideoWriter that picks the first codec this OpenCV build can write: mp4v (.mp4), else MJPG (.avi).
+
+    These codecs store 4:2:0 chroma and silently drop an odd last row or column, so odd frame sizes are padded by
+    one replicated row / column to even ones; the label and overlay PNGs keep the exact frame size.
+    """
+
+    CODECS = (('mp4v', '.mp4'), ('MJPG', '.avi'))
+
+    def __init__(self, stem, fps, frame_size):
+        height, width = frame_size
+        self.pad = (height % 2, width % 2)  # rows, columns to add
+        size = (width + self.pad[1], height + self.pad[0])
+        for fourcc, extension in self.CODECS:
+            self.path = stem + extension
+            self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*fourcc), fps, size)
+            if self.writer.isOpened():
+                self.frames = 0  # frames written so far
+                return
+            self.writer.release()
+            if os.path.exists(self.path):
+                os.remove(self.path)
+        raise VideoIOError(f'{stem}: this OpenCV build can write none of the codecs '
+                           f'{", ".join(c for c, _ in self.CODECS)}')
+
+    def write(self, rgb):
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        if any(self.pad):
+            bgr = cv2.copyMakeBorder(bgr, 0, self.pad[0], 0, self.pad[1], cv2.BORDER_REPLICATE)
+        # OpenCV >= 4.7 returns whether the frame was written (False on a full disk or a size limit); older builds
+        # return None, and close() still catches a short video.
+        if self.writer.write(bgr) is False:
+            raise VideoIOError(f'{self.path}: could not write frame {self.frames} (disk full or over a size limit?)')
+        self.frames += 1
+
+    def close(self):
+        """Finish the file and prove it complete: it must decode to every frame written."""
+        if self.writer is None:
+            return
+        self.writer.release()
+        self.writer = None
+        size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        decoded = count_decodable_frames(self.path) if size else 0
+        if decoded != self.frames:
+            raise VideoIOError(f'{self.path}: the finished video decodes to {decoded} of the {self.frames} frames '
+                               f'written ({size} bytes; disk full or over a size limit?)')
+
+    def abort(self):
+        """Release the file without checking it (the run failed anyway)."""
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+def count_decodable_frames(path):
+    """Number of frames OpenCV decodes from the video file ``path`` (0 if it does not open)."""
+    capture = cv2.VideoCapture(path)
+    try:
+        count = 0
+        while capture.isOpened() and capture.grab():
+            count += 1
+        return count
+    finally:
+        capture.release()
+
+
+def write_png(path, image):
+    """Write an RGB (H, W, 3) or single-channel (H, W) uint8 image as PNG; a failed write is an error."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(path, image):
+        raise VideoIOError(f'{path}: could not write the image')
+
+
+class OutputFolder:
+    """An output folder that appears under its final name only when complete, and replaces only its own kind.
+
+    :meth:`start` creates ``<path>.partial/`` with a marker file (:data:`MARKER`), everything is written there, and
+    :meth:`commit` renames it to ``<path>``.  ``overwrite`` replaces an old ``<path>`` only when it holds the marker,
+    i.e. when an earlier run of this tool wrote it; any other folder (the user's data, a parent of the input) is
+    refused, as is an output equal to, inside or around the input.  A run that fails before :meth:`commit` leaves
+    ``<path>.partial/`` for inspection: its name says it is incomplete, and the next run replaces it.  Concurrent
+    runs are kept apart by the caller's :class:`lib.utils.output_lock.OutputLock` on ``<path>.lock``.
+    """
+
+    MARKER = '.infer_video'
+
+    def __init__(self, path, overwrite=False, input_path=None):
+        self.path = os.path.normpath(path)
+        self.partial = self.path + '.partial'
+        self.lock_path = self.path + '.lock'
+        self.overwrite = overwrite
+        self.started = False
+        if input_path is not None:
+            self._check_apart(input_path)
+        if os.path.exists(self.path) and not overwrite:
+            raise VideoIOError(f'{self.path}: output already exists (pass --overwrite to replace it)')
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise VideoIOError(f'{self.path}: output exists and is not a folder; refusing to replace a file')
+        if os.path.isdir(self.path) and not self.is_ours(self.path):
+            raise VideoIOError(f'{self.path}: exists and was not written by infer_video (no {self.MARKER} marker); '
+                               f'--overwrite replaces only earlier outputs of this tool, so choose another OUTPUT')
+        for scratch in (self.partial, self.path + '.old'):
+            if os.path.lexists(scratch) and not (os.path.isdir(scratch) and self.is_ours(scratch)):
+                raise VideoIOError(f'{scratch}: exists and is not a leftover of infer_video; refusing to replace it')
+
+    def _check_apart(self, input_path):
+        source = os.path.realpath(input_path)
+        for target in (self.path, self.partial):
+            target = os.path.realpath(target)
+            common = os.path.commonpath([source, target])
+            if common == source or common == target:
+                raise VideoIOError(f'{self.path}: OUTPUT must lie outside INPUT {input_path} and must not contain '
+                                   f'it (it is written as {os.path.basename(self.partial)} and then replaced)')
+
+    @classmethod
+    def is_ours(cls, folder):
+        """Whether ``folder`` was made by this class (holds the marker), or is an empty leftover."""
+        return os.path.isfile(os.path.join(folder, cls.MARKER)) or not os.listdir(folder)
+
+    def start(self):
+        """Create a fresh ``<path>.partial/`` (a leftover of an interrupted run is ours to replace)."""
+        if os.path.isdir(self.partial):
+            shutil.rmtree(self.partial)
+        os.makedirs(self.partial)
+        with open(os.path.join(self.partial, self.MARKER), 'w') as f:
+            f.write('written by tools/infer_video.py; --overwrite may replace this folder\n')
+        self.started = True
+
+    def file(self, *parts):
+        """A path inside the partial folder, creating its sub-folder."""
+        path = os.path.join(self.partial, *parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+    def commit(self):
+        if os.path.isdir(self.path):
+            # Move the old output aside first so that a crash in between never leaves neither.
+            old = self.path + '.old'
+            if os.path.isdir(old):
+                shutil.rmtree(old)
+            os.replace(self.path, old)
+            os.replace(self.partial, self.path)
+            shutil.rmtree(old)
+        else:
+            os.replace(self.partial, self.path)
+        return self.path

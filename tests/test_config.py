@@ -1,0 +1,161 @@
+"""Configs by behaviour: ``_base_`` inheritance, the one experiment-naming rule, the class-count check, every
+experiment of exp/ loading with an ``init:`` chain of existing stages, and scripts that find their own config."""
+import glob
+import os
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from lib.dataset import DatasetError, check_class_count
+from lib.engine.stages import STAGES
+from lib.utils.config import DEFAULTS, REPO_ROOT, ConfigError, experiment_name, load_config
+
+EXPERIMENTS = sorted(p for p in glob.glob(os.path.join(REPO_ROOT, 'exp', '*', '*.yaml'))
+                     if os.sep + '_base_' + os.sep not in p)
+
+
+def write(path, content):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        yaml.safe_dump(content, f)
+    return str(path)
+
+
+def test_base_files_are_merged_first_in_order_then_the_file_itself(tmp_path):
+    write(tmp_path / 'base' / 'a.yaml', {'seed': 1, 'train': {'lr': 0.5, 'epochs': 3}, 'data': {'hflip': True}})
+    write(tmp_path / 'base' / 'b.yaml', {'_base_': 'a.yaml', 'train': {'epochs': 7}})
+    child = write(tmp_path / 'exp' / 'config.yaml', {'_base_': ['../base/b.yaml'], 'train': {'lr': 0.25}})
+    cfg = load_config(child)
+    # b over a, the file over both; keys none of them states keep the defaults.
+    assert (cfg['seed'], cfg['train']['epochs'], cfg['train']['lr'], cfg['data']['hflip']) == (1, 7, 0.25, True)
+    assert cfg['train']['batch_size'] == DEFAULTS['train']['batch_size']
+    assert '_base_' not in cfg
+
+
+def test_base_errors_name_the_file(tmp_path):
+    child = write(tmp_path / 'config.yaml', {'_base_': ['missing.yaml']})
+    with pytest.raises(ConfigError, match=r'missing\.yaml: config file not found \(_base_ of .*config\.yaml\)'):
+        load_config(child)
+    write(tmp_path / 'typo.yaml', {'train': {'learning_rate': 1}})
+    child = write(tmp_path / 'config.yaml', {'_base_': 'typo.yaml'})
+    with pytest.raises(ConfigError, match=r'typo\.yaml: unknown config key "train\.learning_rate"'):
+        load_config(child)
+    write(tmp_path / 'a.yaml', {'_base_': 'b.yaml'})
+    write(tmp_path / 'b.yaml', {'_base_': 'a.yaml'})
+    with pytest.raises(ConfigError, match='include each other'):
+        load_config(str(tmp_path / 'a.yaml'))
+    child = write(tmp_path / 'config.yaml', {'_base_': {'a': 1}})
+    with pytest.raises(ConfigError, match='expected a file name or a list of them'):
+        load_config(child)
+
+
+def test_experiment_name_follows_the_file_unless_set(tmp_path):
+    assert experiment_name({'experiment': None}, 'exp/dmnet_cityscapes/config.yaml') == 'dmnet_cityscapes'
+    assert experiment_name({'experiment': None}, 'exp/synthetic/flow.yaml') == 'synthetic_flow'
+    assert experiment_name({'experiment': 'mine'}, 'exp/synthetic/flow.yaml') == 'mine'
+    copied = write(tmp_path / 'my_copy' / 'config.yaml', {'stage': 'dmnet'})
+    assert load_config(copied)['experiment'] == 'my_copy'
+    assert load_config(copied, ['experiment=other'])['experiment'] == 'other'
+    assert load_config()['experiment'] is None
+
+
+@pytest.mark.parametrize('path', EXPERIMENTS, ids=lambda p: os.path.relpath(p, REPO_ROOT))
+def test_every_experiment_loads_and_its_init_chain_names_existing_stages(path):
+    cfg = load_config(path)
+    assert cfg['stage'] in STAGES and cfg['experiment'] == experiment_name({'experiment': None}, path)
+    check_class_count(cfg)
+    outputs = {experiment_name({'experiment': None}, p): load_config(p)['stage'] for p in EXPERIMENTS}
+    save_root = cfg['train']['save_root']
+    for key, checkpoint in cfg['init'].items():
+        if not checkpoint or key == 'pretrained':
+            continue
+        producer = os.path.relpath(checkpoint, save_root).split(os.sep)[0]
+        assert producer in outputs, f'init.{key}: {checkpoint} is the output of no experiment of exp/'
+        # init.dmnet comes from a dmnet (or correction) run, init.deeplab from segmentation, ...
+        assert outputs[producer] in {'deeplab': ('segmentation', 'dmnet', 'correction'),
+                                     'flownet': ('flow', 'dmnet', 'correction'),
+                                     'dmnet': ('dmnet', 'correction')}[key], (key, producer)
+
+
+def test_model_classes_must_match_the_dataset():
+    cfg = load_config(os.path.join(REPO_ROOT, 'exp', 'spatial_correction_camvid', 'config.yaml'))
+    check_class_count(cfg)
+    cfg['model']['n_classes'] = 19
+    with pytest.raises(DatasetError, match='model.n_classes: 19, but data.name=camvid has 11 classes'):
+        check_class_count(cfg)
+
+
+@pytest.fixture
+def fake_python(tmp_path):
+    """An interpreter stand-in that prints its command line and the folder it runs in, one argument per line."""
+    script = tmp_path / 'fake_python'
+    script.write_text('#!/usr/bin/env bash\npwd\nprintf "%s\\n" "$@"\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+def run_script(script, fake_python, **env):
+    done = subprocess.run(['bash', script], env=dict(os.environ, PYTHON=fake_python, **env), capture_output=True,
+                          text=True, timeout=60, cwd='/')
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_a_copied_experiment_folder_runs_its_own_config(tmp_path, fake_python):
+    copy = os.path.join(REPO_ROOT, 'exp', f'_test_copy_{os.getpid()}')
+    shutil.copytree(os.path.join(REPO_ROOT, 'exp', 'spatial_correction_cityscapes'), copy)
+    try:
+        cwd, *argv = run_script(os.path.join(copy, 'script', 'test_PDA.sh'), fake_python, GPUS='1', SAVE_ROOT='s')
+        assert cwd == REPO_ROOT
+        assert argv == ['tools/test_pda.py', os.path.join(copy, 'config.yaml'), '--checkpoint',
+                        f's/{os.path.basename(copy)}/best.pth']
+        assert load_config(os.path.join(copy, 'config.yaml'))['experiment'] == os.path.basename(copy)
+        cwd, *argv = run_script(os.path.join(copy, 'script', 'train.sh'), fake_python, GPUS='1')
+        assert argv == ['tools/train.py', os.path.join(copy, 'config.yaml')]
+    finally:
+        shutil.rmtree(copy)
+
+
+def test_launch_runs_torchrun_of_the_same_interpreter_and_show_stays_one_process(fake_python):
+    experiment = os.path.join(REPO_ROOT, 'exp', 'spatial_correction_cityscapes')
+    _, *argv = run_script(os.path.join(experiment, 'script', 'train.sh'), fake_python, GPUS='2')
+    assert argv[:3] == ['-m', 'torch.distributed.run', '--standalone'] and '--nproc_per_node=2' in argv
+    for script in (os.path.join(experiment, 'script', 'show.sh'),
+                   os.path.join(REPO_ROOT, 'exp', 'synthetic', 'script', 'show.sh')):
+        cwd, *argv = run_script(script, fake_python, GPUS='4')
+        assert cwd == REPO_ROOT and argv[0] == 'tools/show.py' and 'torch.distributed.run' not in argv
+
+
+def test_packaging_separates_runtime_from_dev_requirements():
+    import setuptools  # noqa: F401  (first: it provides distutils on Python >= 3.12)
+    from distutils.core import run_setup
+    env = dict(os.environ)
+    os.environ['DAVSS_BUILD_CUDA'] = '0'  # metadata only: nothing is compiled
+    try:
+        dist = run_setup(os.path.join(REPO_ROOT, 'setup.py'), stop_after='init')
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    runtime = {r.split('>=')[0]: r for r in dist.install_requires}
+    assert {'torch', 'torchvision', 'numpy', 'PyYAML'} <= set(runtime) and not {'pytest', 'ninja'} & set(runtime)
+    assert runtime['torch'] == 'torch>=2.3'  # torch.amp.GradScaler(device) of the training engine
+    assert {r.split('>=')[0] for r in dist.extras_require['dev']} == {'pytest', 'ninja'}
+    assert 'Copyright (c) 2020 jfzhuang' in open(os.path.join(REPO_ROOT, 'LICENSE')).read()
+
+
+def test_every_tool_is_parse_args_and_main_and_imports_no_other_tool():
+    import ast
+    tools = sorted(glob.glob(os.path.join(REPO_ROOT, 'tools', '*.py')))
+    names = {os.path.splitext(os.path.basename(p))[0] for p in tools}
+    for path in tools:
+        tree = ast.parse(open(path).read())
+        functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert 'parse_args' in functions and 'main' in functions, path
+        assert [a.arg for a in functions['main'].args.args] == ['args'], path
+        imported = {alias.name.split('.')[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {(node.module or '').split('.')[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not imported & (names | {'tools'}), (path, imported & names)
+        assert 'sys.path' not in open(path).read(), path
