@@ -6,6 +6,7 @@ import os
 
 import cv2
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 import yaml
@@ -218,3 +219,19 @@ def assert_one_line_error(capsys, *fragments):
     assert len(errors) == 1, err
     for fragment in fragments:
         assert fragment in errors[0], err
+
+
+def train_killed_at_step(monkeypatch, engine, step, cfg):
+    """``engine.main(cfg)`` killed (KeyboardInterrupt) at its ``step``-th ``train_step``, as a SIGINT would."""
+    real_step, calls = engine.train_step, []
+
+    def killed(run, data, accumulate):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return real_step(run, data, accumulate)
+
+    monkeypatch.setattr(engine, 'train_step', killed)
+    with pytest.raises(KeyboardInterrupt):
+        engine.main(cfg)
+    monkeypatch.setattr(engine, 'train_step', real_step)

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from helpers import flow_cfg, model_weights, train_cfg, width_opts
+from helpers import flow_cfg, model_weights, train_cfg, train_killed_at_step, width_opts
 from lib.engine import train as engine
 from lib.engine.checkpointing import CheckpointError
 from lib.engine.optim import build_optimizer, lr_factor
@@ -130,18 +130,7 @@ def test_killed_and_resumed_run_ends_with_identical_weights(tmp_path, synthetic_
     opts = ['train.checkpoint_every=1', 'deterministic=true']
     engine.main(flow_cfg(str(tmp_path), data, 'whole', *opts))
 
-    real_step, calls = engine.train_step, []
-
-    def killed_at_fifth_step(run, data, accumulate):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return real_step(run, data, accumulate)
-
-    monkeypatch.setattr(engine, 'train_step', killed_at_fifth_step)
-    with pytest.raises(KeyboardInterrupt):
-        engine.main(flow_cfg(str(tmp_path), data, 'killed', *opts))
-    monkeypatch.setattr(engine, 'train_step', real_step)
+    train_killed_at_step(monkeypatch, engine, 5, flow_cfg(str(tmp_path), data, 'killed', *opts))
     interrupted = torch.load(tmp_path / 'killed' / 'now.pth', weights_only=True)
     assert interrupted['progress'] == {'iteration': 4, 'epoch': 1, 'batches_done': 1, 'epoch_complete': False,
                                        'best_score': None}

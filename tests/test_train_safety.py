@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from helpers import flow_cfg, load_tool, train_cfg, width_opts
+from helpers import flow_cfg, load_tool, train_cfg, train_killed_at_step, width_opts
 from lib.engine import train as engine
 from lib.engine.checkpointing import CheckpointError
 from lib.engine.run_dir import ExperimentFolderError
@@ -117,18 +117,7 @@ def test_diverging_flow_stops_with_the_non_finite_error_instead_of_a_segfault(tm
 def test_resume_with_another_data_layout_is_refused_unless_the_epoch_restarts(tmp_path, synthetic_data_cfg,
                                                                                monkeypatch):
     data = dict(synthetic_data_cfg, crop_size=[32, 64])
-    real_step, calls = engine.train_step, []
-
-    def killed_at_second_step(run, batches, accumulate):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_step(run, batches, accumulate)
-
-    monkeypatch.setattr(engine, 'train_step', killed_at_second_step)
-    with pytest.raises(KeyboardInterrupt):
-        engine.main(flow_cfg(str(tmp_path), data, 'killed', 'train.checkpoint_every=1'))
-    monkeypatch.setattr(engine, 'train_step', real_step)
+    train_killed_at_step(monkeypatch, engine, 2, flow_cfg(str(tmp_path), data, 'killed', 'train.checkpoint_every=1'))
     saved = torch.load(tmp_path / 'killed' / 'now.pth', weights_only=True)
     assert saved['progress']['batches_done'] == 1 and saved['layout']['batch_size'] == 16
 
