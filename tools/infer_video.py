@@ -27,9 +27,9 @@ from lib.utils.atomic import write_json
 from lib.utils.config import ConfigError, load_config
 from lib.utils.distributed import pick_device
 from lib.utils.output_lock import OutputLock, OutputLockError
-from lib.utils.palette import colorize, palette_for
-from lib.utils.video_io import (OutputFolder, VideoIOError, VideoWriter, frame_to_tensor, labels_to_frame,
-                                open_frame_source, overlay, write_png)
+from lib.utils.palette import palette_for
+from lib.utils.video_io import (FrameOutputs, OutputFolder, VideoIOError, frame_to_tensor, labels_to_frame,
+                                open_frame_source)
 
 PROG = 'infer_video'
 
@@ -72,66 +72,29 @@ def parse_args(argv=None):
     return args
 
 
-class OutputWriters:
-    """The per-frame outputs requested on the command line, all inside the partial output folder."""
-
-    def __init__(self, folder, args, fps, frame_size, palette):
-        self.folder = folder
-        self.palette = palette
-        self.save_labels = args.save_labels
-        self.save_overlay = args.save_overlay
-        self.video = VideoWriter(folder.file('segmentation'), fps, frame_size) if args.video else None
-
-    def write(self, index, frame, label):
-        name = f'{index:06d}.png'
-        if self.save_labels:
-            write_png(self.folder.file('labels', name), label)
-        if self.save_overlay or self.video is not None:
-            blended = overlay(frame, colorize(label, self.palette), label)
-            if self.save_overlay:
-                write_png(self.folder.file('overlay', name), blended)
-            if self.video is not None:
-                self.video.write(blended)
-
-    def close(self):
-        if self.video is not None:
-            self.video.close()
-
-    def abort(self):
-        if self.video is not None:
-            self.video.abort()
-
-    @property
-    def video_name(self):
-        return None if self.video is None else os.path.basename(self.video.path)
-
-
 def segment_video(model, source, policy, folder, args, palette, device):
     """Stream ``source`` through the model, writing each frame's outputs; returns the run's summary dict."""
     fast = config_from_args(args)
     segmenter = build_segmenter(model, policy, args.backend, fast, args.threads)
-    writers = None
+    writers = FrameOutputs(folder, args.fps or source.fps, palette, save_labels=args.save_labels,
+                           save_overlay=args.save_overlay, video=args.video)
     keys = []
     start, start_cpu = time.perf_counter(), time.process_time()
     progress = tqdm(source, total=source.count, unit='frame', desc=PROG, dynamic_ncols=True)
     try:
         for index, frame in enumerate(progress):
             frame_size = frame.shape[:2]
-            if writers is None:
-                writers = OutputWriters(folder, args, args.fps or source.fps, frame_size, palette)
             image, model_size = frame_to_tensor(frame, args.size, device=device)  # (1, 3, H', W')
             labels, is_key, _ = segmenter.step(image)
             if is_key:
                 keys.append(index)
             writers.write(index, frame, labels_to_frame(labels, model_size, frame_size))
     except BaseException:
-        if writers is not None:
-            writers.abort()
+        writers.abort()
         raise
     finally:
         progress.close()
-    if writers is not None:
-        writers.close()  # checks that the video decodes to every frame written
+    writers.close()  # checks that the video decodes to every frame written
     seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - start_cpu  # on a shared machine the fairer speed measure
     n_frames = index + 1

@@ -22,9 +22,9 @@ from lib.utils.atomic import write_json
 from lib.utils.config import load_config
 from lib.utils.distributed import pick_device
 from lib.utils.output_lock import OutputLock
-from lib.utils.palette import colorize, palette_for
-from lib.utils.video_io import (OutputFolder, VideoWriter, frame_to_tensor, labels_to_frame, open_frame_source,
-                                overlay, pad_to_multiple, write_png)
+from lib.utils.palette import palette_for
+from lib.utils.video_io import (FrameOutputs, OutputFolder, frame_to_tensor, labels_to_frame, open_frame_source,
+                                pad_to_multiple)
 
 CHANNEL_ORDERS = ('rgb', 'bgr')
 
@@ -160,35 +160,24 @@ class VideoSegmenter:
 
     def _write(self, source, folder, save_labels, save_overlay, video, fps):
         channels, self.channels = self.channels, 'rgb'  # sources yield RGB
-        writer = None
+        writer = FrameOutputs(folder, fps or source.fps, self.palette, save_labels=save_labels,
+                              save_overlay=save_overlay, video=video)
         start = time.perf_counter()
         try:
             for index, (frame, label) in enumerate(_paired(iter(source), self)):
-                if writer is None and video:
-                    writer = VideoWriter(folder.file('segmentation'), fps or source.fps, frame.shape[:2])
-                name = f'{index:06d}.png'
-                if save_labels:
-                    write_png(folder.file('labels', name), label)
-                if save_overlay or writer is not None:
-                    blended = overlay(frame, colorize(label, self.palette), label)
-                    if save_overlay:
-                        write_png(folder.file('overlay', name), blended)
-                    if writer is not None:
-                        writer.write(blended)
+                writer.write(index, frame, label)
         except BaseException:
-            if writer is not None:
-                writer.abort()
+            writer.abort()
             raise
         finally:
             self.channels = channels
-        if writer is not None:
-            writer.close()  # checks that the video decodes to every frame written
+        writer.close()  # checks that the video decodes to every frame written
         seconds = time.perf_counter() - start
         return {'input': source.path, 'policy': self.policy_text, 'backend': self.backend, 'frames': index + 1,
                 'frames_announced': source.announced, 'key_frames': list(self.key_frames),
                 'frame_size': list(frame.shape[:2]),
                 'fast': None if self.fast is None else dataclasses.asdict(self.fast),
-                'video': None if writer is None else os.path.basename(writer.path), 'seconds': round(seconds, 3),
+                'video': writer.video_name, 'seconds': round(seconds, 3),
                 'frames_per_second': (index + 1) / seconds}
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from lib.utils.metrics import IGNORE_INDEX
+from lib.utils.palette import colorize
 
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
@@ -260,6 +261,48 @@ def write_png(path, image):
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(path, image):
         raise VideoIOError(f'{path}: could not write the image')
+
+
+class FrameOutputs:
+    """The per-frame outputs of a segmentation run inside its (partial) output folder: ``labels/NNNNNN.png``,
+    ``overlay/NNNNNN.png`` and the segmentation video (overlays), each only when asked for.  The video is opened at
+    the first frame, whose size it takes."""
+
+    def __init__(self, folder, fps, palette, save_labels=False, save_overlay=False, video=True):
+        self.folder = folder
+        self.fps = fps
+        self.palette = palette
+        self.save_labels = save_labels
+        self.save_overlay = save_overlay
+        self.want_video = video
+        self.video = None
+
+    def write(self, index, frame, label):
+        """``frame`` RGB uint8 (H, W, 3) and its ``label`` uint8 (H, W) map."""
+        if self.want_video and self.video is None:
+            self.video = VideoWriter(self.folder.file('segmentation'), self.fps, frame.shape[:2])
+        name = f'{index:06d}.png'
+        if self.save_labels:
+            write_png(self.folder.file('labels', name), label)
+        if self.save_overlay or self.video is not None:
+            blended = overlay(frame, colorize(label, self.palette), label)
+            if self.save_overlay:
+                write_png(self.folder.file('overlay', name), blended)
+            if self.video is not None:
+                self.video.write(blended)
+
+    def close(self):
+        """Finish the video; it must decode to every frame written (:meth:`VideoWriter.close`)."""
+        if self.video is not None:
+            self.video.close()
+
+    def abort(self):
+        if self.video is not None:
+            self.video.abort()
+
+    @property
+    def video_name(self):
+        return None if self.video is None else os.path.basename(self.video.path)
 
 
 class OutputFolder:
