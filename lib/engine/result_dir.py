@@ -51,15 +51,5 @@ def drop_aside(paths):
 def lock_results(folder):
     """Rank 0 locks ``folder``; every rank learns the outcome (a refusal stops all of them with one line).
     Returns the lock on rank 0, None elsewhere."""
-    lock, error = None, None
-    if distributed.is_main_process():
-        try:
-            lock = OutputLock(folder).acquire()
-        except (OutputLockError, OSError) as err:
-            error = str(err)
-    errors = [e for e in distributed.all_gather_object(error) if e]
-    if errors:
-        if lock is not None:
-            lock.release()
-        raise ResultFolderError(errors[0])
-    return lock
+    return distributed.locked_on_main(lambda: (OutputLock(folder).acquire(), None), (OutputLockError, OSError),
+                                      ResultFolderError)[0]

@@ -197,18 +197,10 @@ def resolved_init(init_cfg):
 def claim_save_dir(save_dir, tblog_dir, resume, overwrite):
     """Rank 0 locks the experiment folder and checks it may write there (:mod:`lib.engine.run_dir`); every rank
     learns the outcome, so that a refusal stops all of them with the same one-line error."""
-    lock, to_replace, error = None, [], None
-    if distributed.is_main_process():
-        try:
-            lock, to_replace = claim(save_dir, tblog_dir, resume=resume, overwrite=overwrite)
-        except (ExperimentFolderError, OutputLockError, OSError) as err:
-            error = str(err)
-    errors = [e for e in distributed.all_gather_object(error) if e]
-    if errors:
-        if lock is not None:
-            lock.release()
-        raise ExperimentFolderError(errors[0])
-    return lock, to_replace
+    lock, to_replace = distributed.locked_on_main(
+        lambda: claim(save_dir, tblog_dir, resume=resume, overwrite=overwrite),
+        (ExperimentFolderError, OutputLockError, OSError), ExperimentFolderError)
+    return lock, to_replace or []
 
 
 def setup(cfg, resume=False, overwrite=False, restart_epoch=False):

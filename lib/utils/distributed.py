@@ -120,6 +120,24 @@ def broadcast_buffers(module, src=0):
             dist.broadcast(buffer, src)
 
 
+def locked_on_main(take, refusals, error_type):
+    """Rank 0 calls ``take()``, which returns ``(lock, value)``; every rank learns whether it refused (raised one of
+    ``refusals``), so that a refusal stops all of them with the same one-line ``error_type``, not only rank 0 (the
+    others would wait in the next collective).  Returns ``(lock, value)`` on rank 0, ``(None, None)`` elsewhere."""
+    lock, value, error = None, None, None
+    if is_main_process():
+        try:
+            lock, value = take()
+        except refusals as err:
+            error = str(err)
+    errors = [e for e in all_gather_object(error) if e]
+    if errors:
+        if lock is not None:
+            lock.release()
+        raise error_type(errors[0])
+    return lock, value
+
+
 def all_gather_object(obj):
     """``[obj of rank 0, obj of rank 1, ...]``; ``[obj]`` in a single process."""
     if not is_initialized():
