@@ -45,8 +45,8 @@ def snapshot(folder):
 
 
 def skipped_steps(out):
-    """How many step headers (``[i/7] step: ...``) of the demo's output say skipped."""
-    return len(re.findall(r'^\[\d/7\] \w+: skipped', out, flags=re.M))
+    """How many step headers (``[i/8] step: ...``) of the demo's output say skipped."""
+    return len(re.findall(r'^\[\d/8\] \w+: skipped', out, flags=re.M))
 
 
 @pytest.fixture(scope='module')
@@ -90,9 +90,31 @@ def test_quick_demo_produces_every_output(demo_run):
     assert result['per_frame']['miou'] is not None
     assert result['n_clips'] == 1
     assert (result_dir / 'pda.md').is_file()
+    for name in ('pda.png', 'tradeoff.png'):
+        assert (result_dir / name).stat().st_size > 0, name
+    timings = json.loads((result_dir / 'demo_timings.json').read_text())
+    assert timings['total'] >= sum(timings[step] for step in demo.STEPS if step in timings) > 0
     picture = result_dir / 'show' / 'clip0_d9.png'
     assert picture.is_file() and picture.stat().st_size > 0
     assert (result_dir / 'show' / 'clip0_d9.gif').is_file()
+
+
+@pytest.mark.slow
+def test_quick_demo_tradeoff_has_every_interval_and_the_cost_ratio(demo_run):
+    status, roots, _ = demo_run
+    assert status == 0
+    tradeoff = json.loads((roots['result'] / 'synthetic' / 'tradeoff.json').read_text())
+    intervals = ['per-frame'] + [f'fixed:{k}' for k in range(2, 11)]
+    assert [r['policy'] for r in tradeoff['fixed']] == intervals
+    assert [r['policy'] for r in tradeoff['propagation']] == intervals
+    assert tradeoff['marked'] == 'fixed:10'
+    costs = tradeoff['step_costs']
+    assert tradeoff['non_key_over_key_flops'] == pytest.approx(costs['nonkey']['gflops'] / costs['key']['gflops'])
+    # The same key frames in both rows; only the non-key step differs, and propagation's is the cheaper part of it.
+    for davss, propagation in zip(tradeoff['fixed'], tradeoff['propagation']):
+        assert davss['key_frames'] == propagation['key_frames'] and davss['frames'] == propagation['frames']
+    assert tradeoff['fixed'][0]['miou'] == tradeoff['propagation'][0]['miou']
+    assert 0 < costs['propagation']['gflops'] < costs['nonkey']['gflops']
 
 
 def test_demo_writes_nothing_into_the_real_dataset_folders(demo_run):
@@ -122,7 +144,7 @@ def test_rerun_skips_done_steps_and_redo_cascades(demo_run, capsys, monkeypatch)
         capsys.readouterr()
         assert demo.run(argv) == 0
         out = capsys.readouterr().out
-        assert skipped_steps(out) == 7, out
+        assert skipped_steps(out) == 8, out
         assert {s: p.stat().st_mtime_ns for s, p in finals.items()} == before
 
         # Redoing DMNet changes what correction, PDA and show are built on: they are redone, the others not.

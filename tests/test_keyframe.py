@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from helpers import TINY_VIDEO_MODEL, load_tool
@@ -148,6 +149,30 @@ def test_replayed_networks_give_the_same_labels_as_streaming():
     assert len(replay.cache['key']) == 6 and len(replay.cache['flow']) == 5
 
 
+def test_propagation_only_streaming_is_key_logits_warped_step_by_step():
+    """correct=False: the key frame's DeepLab logits carried frame to frame by FlowNetS and the warp alone, upsampled
+    and argmaxed (written out here from the networks, not through the segmenter)."""
+    model = tiny_model()
+    frames = torch.rand(5, 3, 24, 32)
+    segmenter = StreamingSegmenter(model, parse_policy('fixed:3'), correct=False)
+    with torch.no_grad():
+        for t in range(len(frames)):
+            labels, is_key, distortion = segmenter.step(frames[t:t + 1])
+            if t % 3 == 0:
+                logits = model.deeplab(frames[t:t + 1])
+            else:
+                flow = model.flownet(torch.cat((frames[t:t + 1], frames[t - 1:t]), dim=1))
+                logits = model.warpnet(logits, flow)
+            want = F.interpolate(logits, size=(24, 32), mode='bilinear', align_corners=model.align_corners).argmax(1)
+            assert is_key == (t % 3 == 0) and distortion is None
+            assert torch.equal(labels, want), f'frame {t}'
+    # A policy that needs the distortion map cannot drive the propagation-only row.
+    segmenter = StreamingSegmenter(model, parse_policy('distortion:0.5'), correct=False)
+    segmenter.step(frames[:1])
+    with pytest.raises(ValueError, match='distortion map'):
+        segmenter.step(frames[1:2])
+
+
 def test_equal_cost_comparison_interpolates_the_fixed_curve():
     fixed = [{'policy': 'per-frame', 'key_fraction': 1.0, 'miou': 0.7},
              {'policy': 'fixed:5', 'key_fraction': 0.2, 'miou': 0.5}]
@@ -186,3 +211,9 @@ def test_policy_evaluation_on_synthetic_video(synthetic_data_cfg, tmp_path):
     assert fixed3['gflops_per_frame'] == pytest.approx((costs['key']['gflops'] + 2 * costs['nonkey']['gflops']) / 3)
     assert by_name['per-frame']['gflops_per_frame'] == pytest.approx(costs['key']['gflops'])
     assert len(report['equal_cost_comparison']) == 2
+    # Propagation only: the fixed policies again, with the flow-and-warp step's cost for their non-key frames.
+    propagation = {r['policy']: r for r in report['propagation']}
+    assert set(propagation) == {'per-frame', 'fixed:3'} and propagation['fixed:3']['key_frames'] == 4
+    assert propagation['fixed:3']['gflops_per_frame'] == pytest.approx(
+        (costs['key']['gflops'] + 2 * costs['propagation']['gflops']) / 3)
+    assert report['non_key_over_key_flops'] == pytest.approx(costs['nonkey']['gflops'] / costs['key']['gflops'])

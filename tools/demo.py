@@ -10,14 +10,18 @@ Steps, in order (see docs/demo.md):
 1. ``data``: the synthetic set (:func:`lib.dataset.synthetic.generate`) in ``--root``;
 2. ``segmentation``, ``flow``, ``dmnet``, ``correction``: ``exp/synthetic/<stage>.yaml`` through the one training
    engine (``tools/train.py``), each writing ``<save root>/synthetic_<stage>/final.pth``, the ``init`` of the next;
-3. ``pda``: ``tools/test_pda.py`` on the val split -> ``<result root>/synthetic/pda.json`` and ``pda.md``;
-4. ``show``: ``tools/show.py`` -> ``<result root>/synthetic/show/clip<i>_d9.png`` (and GIFs).
+3. ``pda``: ``tools/test_pda.py`` on the val split -> ``<result root>/synthetic/pda.json``, ``pda.md`` and
+   ``pda.png`` (mIoU against the key-frame distance);
+4. ``tradeoff``: ``tools/eval_keyframe_policies.py`` on the val split -> ``<result root>/synthetic/tradeoff.json``
+   and ``tradeoff.png``: mIoU against GFLOPs and measured ms per frame for per-frame DeepLab, propagation only and
+   DAVSS with a key frame every k = 1..10 frames, and the distortion-triggered policy;
+5. ``show``: ``tools/show.py`` -> ``<result root>/synthetic/show/clip<i>_d9.png`` (and GIFs).
 
 A step whose output exists is skipped (and says so) unless that output is older than one of its inputs, its
 config changed since it was written, or ``--force`` / ``--redo`` names it.  A step that is redone first removes
 its old output, so an interrupted run never leaves a stale result that looks finished.  The tools are called in
 this process (the library functions behind them: ``lib.engine.train.main``, ``lib.engine.pda_run.run_pda``,
-``lib.engine.show.run_show``), so torch is imported once and the thread count set here holds.
+``lib.engine.keyframe_eval.run_keyframe_policies``, ``lib.engine.show.run_show``), so torch is imported once and the thread count set here holds.
 """
 import argparse
 import json
@@ -32,19 +36,24 @@ import yaml
 
 from lib.dataset import DatasetError, synthetic
 from lib.dataset.synthetic_layout import META_FILE
-from lib.engine import pda_run, show
+from lib.engine import keyframe_eval, pda_run, show
 from lib.engine import train as engine
 from lib.utils import distributed
 from lib.utils.atomic import write_json
 from lib.utils.config import DEFAULTS, REPO_ROOT, ConfigError, load_config, resolve_path
 from lib.utils.errors import bad_input
+from lib.utils.visualize import plot_pda
 
 STAGES = ('segmentation', 'flow', 'dmnet', 'correction')
-STEPS = ('data',) + STAGES + ('pda', 'show')
+STEPS = ('data',) + STAGES + ('pda', 'tradeoff', 'show')
 EXPERIMENT_DIR = os.path.join('exp', 'synthetic')
 EVAL_CONFIG = os.path.join(EXPERIMENT_DIR, 'correction.yaml')  # the whole SCNet; its eval: section
 RESULT_NAME = 'synthetic'
 SHOW_DISTANCE = 9
+# The tradeoff picture: a key frame every k = 1..10 frames; the paper's PDA protocol (a key frame, then the
+# distances d = 1..9) is a key frame every 10 frames, the point marked on the picture.
+TRADEOFF_INTERVALS = tuple(range(2, 11))
+PAPER_SETTING = 'fixed:10'
 
 # The synthetic set of the demo (docs/demo.md says why these values): the frame size must match data.crop_size of
 # exp/synthetic/segmentation.yaml.  The 'medium' preset seen through a longer lens (focal 1.6 image widths instead of
@@ -84,7 +93,7 @@ def parse_args(argv=None):
                         help='torch CPU threads (default: the CPUs this process may use; 1 with --quick)')
     parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='[STEP:]KEY=VALUE',
                         help='config overrides of every stage, or of one step with a prefix: train.max_iters=50 '
-                             'correction:train.cfnet_lr=2e-3 pda:eval.max_clips=4 (pda: also applies to show)')
+                             'correction:train.cfnet_lr=2e-3 pda:eval.max_clips=4 (pda: also applies to tradeoff and show)')
     return parser.parse_args(argv)
 
 
@@ -313,6 +322,23 @@ class Pipeline:
         self.timed('pda', lambda: self.call('pda', pda_run.INPUT_ERRORS, pda_run.run_pda, run))
         self.redone('pda')
 
+    def tradeoff(self):
+        checkpoint = final_checkpoint('correction', self.opts_of('correction'))
+        out_dir = result_dir(self.args)
+        report = os.path.join(out_dir, 'tradeoff.json')
+        reason = why_redo('tradeoff', report, [checkpoint], self.redo)
+        if reason is None:
+            self.announce('tradeoff', f'skipped, {shown(report)} is up to date')
+            return
+        self.announce('tradeoff', f'accuracy against cost of key-frame policies on the val split ({reason})')
+        remove(report)
+        max_clips = load_config(os.path.join(REPO_ROOT, EVAL_CONFIG), self.opts_of('pda'))['eval']['max_clips']
+        run = keyframe_eval.KeyframeRun(os.path.join(REPO_ROOT, EVAL_CONFIG), checkpoint, self.opts_of('pda'),
+                                        max_clips=max_clips, intervals=TRADEOFF_INTERVALS, out=out_dir, name='tradeoff',
+                                        mark=PAPER_SETTING, timing_repeats=3 if self.args.quick else 10)
+        self.timed('tradeoff', lambda: self.call('tradeoff', keyframe_eval.INPUT_ERRORS,
+                                                 keyframe_eval.run_keyframe_policies, run))
+
     def show_outputs(self):
         folder = os.path.join(result_dir(self.args), 'show')
         return [os.path.join(folder, f'clip{i}_d{SHOW_DISTANCE}.png') for i in self.show_clips]
@@ -348,6 +374,7 @@ class Pipeline:
         for stage in STAGES:
             self.stage(stage)
         self.pda()
+        self.tradeoff()
         self.show()
 
 
@@ -388,17 +415,48 @@ def recovery_line(result):
             f'DAVSS wins back {100 * (davss - prop):.1f} of them ({share})')
 
 
+def cost_lines(tradeoff):
+    """What a non-key step costs against a key step, and what each key-frame interval buys."""
+    costs = tradeoff['step_costs']
+    size = 'x'.join(map(str, tradeoff['frame_size']))
+    lines = [f'cost at {size}: key step (DeepLab) {costs["key"]["gflops"]:.3f} GFLOPs, {costs["key"]["ms"]:.1f} ms; '
+             f'non-key step (flow, warp, DMNet, CFNet) {costs["nonkey"]["gflops"]:.3f} GFLOPs, '
+             f'{costs["nonkey"]["ms"]:.1f} ms ({tradeoff["threads"]} thread(s))',
+             f'non-key / key: {100 * tradeoff["non_key_over_key_flops"]:.1f}% of the FLOPs, '
+             f'{100 * tradeoff["non_key_over_key_ms"]:.1f}% of the time (paper: 14% of the FLOPs)',
+             f'{"key frame every k":30s}' + ''.join(f'{k:>7d}' for k in (1,) + TRADEOFF_INTERVALS)]
+    for name, label in (('fixed', 'DAVSS mIoU (%)'), ('propagation', 'propagation only mIoU (%)')):
+        lines.append(f'{label:30s}' + ''.join(f'{percent(r["miou"]):>7s}' for r in tradeoff[name]))
+    lines.append(f'{"DAVSS GFLOPs per frame":30s}' + ''.join(f'{r["gflops_per_frame"]:7.3f}'
+                                                              for r in tradeoff['fixed']))
+    lines.append(f'{"DAVSS ms per frame":30s}' + ''.join(f'{r["ms_per_frame"]:7.1f}' for r in tradeoff['fixed']))
+    verdict = tradeoff['verdict']
+    if verdict['compared']:
+        lines.append(f'distortion-triggered key frames vs fixed intervals at equal cost: better in '
+                     f'{verdict["better"]} of {verdict["compared"]} settings, mean {100 * verdict["mean_delta_miou"]:+.2f} '
+                     f'mIoU points (docs/inference.md: the spread over seeds)')
+    return lines
+
+
 def report(pipeline, total_seconds):
     out_dir = result_dir(pipeline.args)
     with open(os.path.join(out_dir, 'pda.json')) as f:
         result = json.load(f)
+    with open(os.path.join(out_dir, 'tradeoff.json')) as f:
+        tradeoff = json.load(f)
     print(f'\nPDA on the synthetic {result.get("split", "val")} split ({result["n_clips"]} clips):')
     print(summary_table(result))
     line = recovery_line(result)
     if line:
         print(line)
+    print('\n' + '\n'.join(cost_lines(tradeoff)))
+    # Drawn from pda.json each time: a picture of the table just printed.
+    plot_pda(result, os.path.join(out_dir, 'pda.png'), f'PDA on the synthetic {result.get("split", "val")} split '
+                                                        f'({result["n_clips"]} clips)')
     print(f'\nfull table: {os.path.join(out_dir, "pda.md")}')
-    print('pictures:   ' + '\n            '.join(pipeline.show_outputs()))
+    print(f'pictures:   {os.path.join(out_dir, "pda.png")} (mIoU against d), '
+          f'{os.path.join(out_dir, "tradeoff.png")} (mIoU against cost)')
+    print('            ' + '\n            '.join(pipeline.show_outputs()))
     timings = dict(pipeline.timings, total=round(total_seconds, 1), threads=torch.get_num_threads(),
                    quick=pipeline.args.quick)
     write_json(os.path.join(out_dir, 'demo_timings.json'), timings)

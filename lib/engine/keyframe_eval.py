@@ -1,6 +1,8 @@
 """Accuracy against cost of key-frame policies (``tools/eval_keyframe_policies.py`` is its command line and says
 what is measured): every policy streams every clip, the frame-wise networks' outputs are replayed for all
-policies, and each ``distortion:tau`` policy is compared with the ``fixed:k`` curve at the same average cost."""
+policies, and each ``distortion:tau`` policy is compared with the ``fixed:k`` curve at the same average cost.
+The ``fixed:k`` policies also run propagation-only (flow and warp, no correction): the DFF-style curve that the
+correction is there to lift."""
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
@@ -24,7 +26,7 @@ from lib.utils.distributed import pick_device
 from lib.utils.metrics import ConfusionMatrix
 from lib.utils.profiling import count_flops, median_ms
 from lib.utils.video_io import pad_to_multiple
-from lib.utils.visualize import plot_keyframe_curve
+from lib.utils.visualize import plot_tradeoff
 
 DEFAULT_INTERVALS = (2, 3, 4, 5, 6, 8, 10)
 DEFAULT_QUANTILES = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9)
@@ -47,6 +49,8 @@ class KeyframeRun:
     max_interval: int = 10
     stat: str = 'mean'
     out: Optional[str] = None  # None: <eval.result_root>/<experiment>
+    name: str = 'keyframe_policies'  # <out>/<name>.json and <name>.png
+    mark: Optional[str] = None  # a fixed:k policy to mark on the picture (the demo marks the paper's setting)
     threads: Optional[int] = None
     device: Optional[str] = None  # None: the config's device
     progress: bool = True
@@ -114,21 +118,29 @@ class ReplaySegmenter(StreamingSegmenter):
         return self._memo('correction', lambda: self.model.cfnet(image))
 
 
-class PolicyTally:
-    """Key / non-key frame counts, the confusion matrix, and the distortion scores of one policy."""
+ROWS = ('davss', 'propagation')  # non-key frames corrected (SCNet.correct) / propagated only
 
-    def __init__(self, policy, n_classes, device):
+
+class PolicyTally:
+    """Key / non-key frame counts, the confusion matrix, and the distortion scores of one policy in one row."""
+
+    def __init__(self, policy, n_classes, device, row='davss'):
+        if row not in ROWS:
+            raise ValueError(f'PolicyTally: row must be one of {ROWS}, got "{row}"')
         self.policy = policy
+        self.row = row
         self.n_key = 0
         self.n_frames = 0
         self.confusion = ConfusionMatrix(n_classes, device=device)
         self.scores = []
 
     def summary(self, costs):
+        """The policy's point: counts, key-frame fraction, average GFLOPs and ms per frame, mIoU."""
         n_nonkey = self.n_frames - self.n_key
-        per_frame = {name: (self.n_key * costs['key'][name] + n_nonkey * costs['nonkey'][name]) / self.n_frames
+        nonkey = costs['nonkey' if self.row == 'davss' else 'propagation']
+        per_frame = {name: (self.n_key * costs['key'][name] + n_nonkey * nonkey[name]) / self.n_frames
                      for name in ('gflops', 'ms')}
-        return {'policy': self.policy.name, 'frames': self.n_frames, 'key_frames': self.n_key,
+        return {'policy': self.policy.name, 'row': self.row, 'frames': self.n_frames, 'key_frames': self.n_key,
                 'key_fraction': self.n_key / self.n_frames, 'gflops_per_frame': per_frame['gflops'],
                 'ms_per_frame': per_frame['ms'], 'miou': float(self.confusion.miou()),
                 'mean_distortion_score': float(np.mean(self.scores)) if self.scores else None}
@@ -140,6 +152,7 @@ def run_clip(segmenter, frames, truth, tallies, device):
     segmenter.start_clip()
     for tally in tallies:
         segmenter.policy = tally.policy
+        segmenter.correct = tally.row == 'davss'
         segmenter.reset()
         for t in range(len(padded)):
             labels, is_key, _ = segmenter.step(padded[t:t + 1])  # (1, H', W')
@@ -152,9 +165,9 @@ def run_clip(segmenter, frames, truth, tallies, device):
                 tally.confusion.update(labels[:, :height, :width], truth[t].to(device).unsqueeze(0))
 
 
-def evaluate_policies(model, clips, policies, n_classes, device, progress, desc):
-    segmenter = ReplaySegmenter(model, policies[0])
-    tallies = [PolicyTally(policy, n_classes, device) for policy in policies]
+def evaluate_policies(model, clips, tallies, device, progress, desc):
+    """Stream every clip through every tally's policy (:class:`PolicyTally`, updated in place); returns them."""
+    segmenter = ReplaySegmenter(model, tallies[0].policy)
     for frames, labels in tqdm(clips, desc=desc, unit='clip', disable=not progress):
         run_clip(segmenter, frames, labels, tallies, device)
     return tallies
@@ -164,7 +177,8 @@ def evaluate_policies(model, clips, policies, n_classes, device, progress, desc)
 
 @torch.no_grad()
 def measure_step_costs(model, image, previous, repeats=3):
-    """GFLOPs and milliseconds of one key step and one non-key step on ``image`` (1, 3, H, W)."""
+    """GFLOPs and milliseconds of one key step, one non-key step and one propagation-only step (flow and warp, no
+    correction) on ``image`` (1, 3, H, W), each ending in the frame's labels."""
     state = model.key_frame(previous)
     size = image.shape[-2:]
 
@@ -175,8 +189,12 @@ def measure_step_costs(model, image, previous, repeats=3):
         propagated = model.propagate(state, model.estimate_flow(image, previous))
         return logits_to_labels(model.correct(propagated, image)['merged'], size, model.align_corners)
 
+    def propagation_step():
+        propagated = model.propagate(state, model.estimate_flow(image, previous))
+        return logits_to_labels(propagated.logits, size, model.align_corners)
+
     return {name: {'gflops': count_flops(step) / 1e9, 'ms': median_ms(step, repeats, image.device)}
-            for name, step in (('key', key_step), ('nonkey', nonkey_step))}
+            for name, step in (('key', key_step), ('nonkey', nonkey_step), ('propagation', propagation_step))}
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -227,39 +245,49 @@ def run_keyframe_policies(run):
     set_threads(run.threads)
     device = pick_device(run.device or cfg['device'])
     model = load_scnet(cfg['model'], run.checkpoint, device)
-    fixed_policies = [PerFrame()] + [FixedInterval(k) for k in sorted(set(run.intervals)) if k > 1]
-    reference = DistortionTriggered(1.0, max_interval=run.max_interval, stat=run.stat)  # never triggers
+    intervals = sorted({k for k in run.intervals if k > 1})
+    if run.mark is not None and run.mark not in [f'fixed:{k}' for k in intervals]:
+        raise ValueError(f'mark "{run.mark}": expected one of the evaluated fixed:k policies (--intervals)')
     progress = run.progress
 
     def clips():
         return load_clips(cfg, split, n_classes, run.max_clips, run.max_frames)
 
-    tallies = evaluate_policies(model, clips(), fixed_policies + [reference], n_classes, device, progress,
-                                'fixed intervals')
-    thresholds = run.thresholds or auto_thresholds(tallies[-1].scores)
-    distortion_policies = [DistortionTriggered(tau, max_interval=run.max_interval, stat=run.stat)
-                           for tau in thresholds]
-    tallies = tallies[:-1] + evaluate_policies(model, clips(), distortion_policies, n_classes, device, progress,
-                                               'distortion policies')
+    def fixed_tallies(row):
+        return [PolicyTally(policy, n_classes, device, row) for policy in
+                [PerFrame()] + [FixedInterval(k) for k in intervals]]
+
+    reference = PolicyTally(DistortionTriggered(1.0, max_interval=run.max_interval, stat=run.stat), n_classes,
+                            device)  # never triggers: the scores seen under fixed:max_interval
+    tallies = evaluate_policies(model, clips(), fixed_tallies('davss') + fixed_tallies('propagation') + [reference],
+                                device, progress, 'fixed intervals')
+    thresholds = run.thresholds or auto_thresholds(reference.scores)
+    tallies = tallies[:-1] + evaluate_policies(
+        model, clips(), [PolicyTally(DistortionTriggered(tau, max_interval=run.max_interval, stat=run.stat),
+                                     n_classes, device) for tau in thresholds], device, progress,
+        'distortion policies')
 
     frames, _ = next(iter(clips()))
     padded, _ = pad_to_multiple(frames[:2].to(device))
     costs = measure_step_costs(model, padded[1:2], padded[0:1], repeats=run.timing_repeats)
     results = [tally.summary(costs) for tally in tallies]
-    fixed = results[:len(fixed_policies)]
-    distortion = results[len(fixed_policies):]
+    n_fixed = 1 + len(intervals)
+    fixed, propagation, distortion = results[:n_fixed], results[n_fixed:2 * n_fixed], results[2 * n_fixed:]
     rows, verdict = compare_at_equal_cost(fixed, distortion)
 
     out = run.out or os.path.join(resolve_path(cfg['eval']['result_root']), cfg['experiment'])
     os.makedirs(out, exist_ok=True)
     report = {'config': run.config, 'checkpoint': run.checkpoint, 'split': split, 'device': str(device),
-              'frame_size': list(frames.shape[-2:]), 'step_costs': costs,
-              'every_frame_labelled': cfg['data']['name'] == 'synthetic', 'fixed': fixed, 'distortion': distortion,
+              'threads': torch.get_num_threads(), 'frame_size': list(frames.shape[-2:]), 'step_costs': costs,
+              'non_key_over_key_flops': costs['nonkey']['gflops'] / costs['key']['gflops'],
+              'non_key_over_key_ms': costs['nonkey']['ms'] / costs['key']['ms'],
+              'every_frame_labelled': cfg['data']['name'] == 'synthetic', 'fixed': fixed,
+              'propagation': propagation, 'distortion': distortion, 'marked': run.mark,
               'equal_cost_comparison': rows, 'verdict': verdict}
-    write_json(os.path.join(out, 'keyframe_policies.json'), report, indent=2)
-    plot_keyframe_curve(fixed, distortion, costs, os.path.join(out, 'keyframe_policies.png'),
-               f'{cfg["experiment"]}: {split}, '
-               f'{"every frame" if report["every_frame_labelled"] else "labelled frames"}')
+    write_json(os.path.join(out, f'{run.name}.json'), report, indent=2)
+    plot_tradeoff(report, os.path.join(out, f'{run.name}.png'),
+                  f'{cfg["experiment"]}: {split}, {"every frame" if report["every_frame_labelled"] else "labelled frames"}'
+                  f', {report["frame_size"][0]}x{report["frame_size"][1]}')
     return report, out
 
 
@@ -267,8 +295,9 @@ def format_table(report):
     """The report as a text table and a one-line verdict."""
     lines = []
     lines.append(f'{"policy":32s} {"key%":>6s} {"GFLOPs/f":>9s} {"ms/f":>8s} {"mIoU":>7s}')
-    for r in report['fixed'] + report['distortion']:
-        lines.append(f'{r["policy"]:32s} {100 * r["key_fraction"]:6.1f} {r["gflops_per_frame"]:9.3f} '
+    for r in report['fixed'] + report['propagation'][1:] + report['distortion']:
+        name = r['policy'] + (' (propagation only)' if r['row'] == 'propagation' else '')
+        lines.append(f'{name:32s} {100 * r["key_fraction"]:6.1f} {r["gflops_per_frame"]:9.3f} '
               f'{r["ms_per_frame"]:8.2f} {100 * r["miou"]:7.2f}')
     verdict = report['verdict']
     if verdict['compared']:

@@ -21,14 +21,17 @@ class StreamingSegmenter:
     and 1/4 key image, then the DMNet + CFNet correction (``SCNet.correct``).  ``tail`` says where the merge and the
     argmax happen (``lib.engine.fast.TAILS``): ``full`` is the paper's (upsample, merge and argmax at full
     resolution); the fast path's ``sparse`` / ``quarter_merge`` / ``quarter_argmax`` work from 1/4 maps.  ``model`` may be an SCNet or a
-    ``lib.engine.fast.FastSCNet``.  The three network calls go through :meth:`key_frame`, :meth:`flow` and
-    :meth:`correction` so that an evaluation can replay cached outputs of the frame-wise networks across policies.
+    ``lib.engine.fast.FastSCNet``.  ``correct=False`` is the propagation-only baseline (DFF-style: flow and warp,
+    no DMNet, no CFNet; only a policy that needs no distortion map can drive it).  The three network calls go
+    through :meth:`key_frame`, :meth:`flow` and :meth:`correction` so that an evaluation can replay cached outputs
+    of the frame-wise networks across policies.
     """
 
-    def __init__(self, model, policy, tail='full'):
+    def __init__(self, model, policy, tail='full', correct=True):
         self.model = model
         self.policy = policy
         self.tail = tail
+        self.correct = correct
         self.reset()
 
     def reset(self):
@@ -64,13 +67,16 @@ class StreamingSegmenter:
             labels: (1, H, W) int64 class map.
             is_key: whether the frame went through DeepLab.
             distortion: DMNet's map of a non-key frame, (1, 1, H, W) (``tail='full'``) or (1, 1, H/4, W/4); None
-                for a key frame.
+                for a key frame and with ``correct=False``.
         """
         self.index += 1
         is_key = self.policy.is_key()
         size, align_corners = image.shape[-2:], self.model.align_corners
         if is_key:
             self.state = self.key_frame(image)
+            labels, distortion = logits_to_labels(self.state.logits, size, align_corners, self.tail), None
+        elif not self.correct:
+            self.state = self.model.propagate(self.state, self.flow(image, self.previous))
             labels, distortion = logits_to_labels(self.state.logits, size, align_corners, self.tail), None
         else:
             self.state, out = self.propagate_and_correct(image)

@@ -184,35 +184,72 @@ def clip_pictures(trace, frames, label, tiles):
     return picture, animation
 
 
-def _policy_label(policy_name):
-    """``distortion:0.3,max=10`` -> ``τ=0.3`` (a point label of the key-frame policy plot)."""
-    return policy_name.split(',')[0].replace('distortion:', 'τ=')
+def _save_figure(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
 
 
-def plot_keyframe_curve(fixed, distortion, costs, path, title):
-    """mIoU against the key-frame fraction (bottom axis) and the average GFLOPs per frame (top axis)."""
+def plot_tradeoff(report, path, title):
+    """mIoU against the average cost per frame, in GFLOPs (left) and measured ms (right), of the key-frame policies
+    of a ``lib.engine.keyframe_eval`` report: DAVSS and propagation only at fixed intervals (points labelled k), the
+    distortion-triggered policies (labelled by their threshold), per-frame DeepLab, and ``report['marked']``."""
     matplotlib.use('Agg')  # files only, no display
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.8, 4.6))
-    for results, style, label, offset in ((fixed, 'o-', 'fixed interval', (3, 4)),
-                                          (distortion, 's--', 'distortion-triggered', (3, -10))):
-        results = sorted(results, key=lambda r: r['key_fraction'])
-        ax.plot([100 * r['key_fraction'] for r in results], [100 * r['miou'] for r in results], style, label=label)
-        for r in results:
-            ax.annotate(_policy_label(r['policy']), (100 * r['key_fraction'], 100 * r['miou']),
-                        textcoords='offset points', xytext=offset, fontsize=7)
-    ax.set_xlabel('key frames (% of frames)')
-    ax.set_ylabel('mIoU (%)')
-    key, nonkey = costs['key']['gflops'], costs['nonkey']['gflops']
-    if abs(key - nonkey) > 1e-3 * max(key, nonkey):
-        top = ax.secondary_xaxis('top', functions=(lambda pct: nonkey + pct / 100 * (key - nonkey),
-                                                   lambda g: 100 * (g - nonkey) / (key - nonkey)))
-        top.set_xlabel(f'GFLOPs per frame (key {key:.3g}, non-key {nonkey:.3g})')
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3, which='both')
-    ax.legend()
+    def interval(result):
+        return 1 if result['policy'] == 'per-frame' else int(result['policy'].split(':')[1])
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    costs = report['step_costs']
+    for ax, cost, unit in zip(axes, ('gflops_per_frame', 'ms_per_frame'), ('GFLOPs', 'ms')):
+        curves = (('fixed', 'o-', 'DAVSS, key frame every k'), ('propagation', '^:', 'propagation only, every k'),
+                  ('distortion', 's--', 'DAVSS, distortion-triggered'))
+        for name, style, label in curves:
+            results = sorted(report[name], key=lambda r: r[cost])
+            ax.plot([r[cost] for r in results], [100 * r['miou'] for r in results], style, label=label, ms=4)
+            if name == 'distortion':
+                continue
+            for r in results:
+                if interval(r) > 1:
+                    ax.annotate(str(interval(r)), (r[cost], 100 * r['miou']), textcoords='offset points',
+                                xytext=(2, 4 if name == 'fixed' else -10), fontsize=7)
+        per_frame = report['fixed'][0]
+        ax.plot([per_frame[cost]], [100 * per_frame['miou']], '*', ms=12, color='black', label='per-frame DeepLab')
+        marked = [r for r in report['fixed'] if r['policy'] == report.get('marked')]
+        for r in marked:
+            ax.plot([r[cost]], [100 * r['miou']], 'o', ms=13, mfc='none', mec='red', mew=1.5,
+                    label=f'paper\'s setting ({r["policy"]})')
+        ax.set_xlabel(f'average {unit} per frame (key {costs["key"][cost.split("_")[0]]:.3g}, '
+                      f'non-key {costs["nonkey"][cost.split("_")[0]]:.3g})')
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel('mIoU (%)')
+    axes[0].legend(fontsize=8, loc='lower right')
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_pda(result, path, title):
+    """mIoU against the key-frame distance d of a ``pda.json`` (lib.engine.pda): per-frame, propagation only and
+    DAVSS (the rows that are present)."""
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    distances = result['distances']
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    if result.get('per_frame'):
+        ax.axhline(100 * result['per_frame']['miou'], color='black', ls='--', label='per-frame (key network on t)')
+    for key, style, label in (('propagation_only', '^:', 'propagation only (DFF-style)'),
+                              ('davss', 'o-', 'DAVSS (corrected)')):
+        if result.get(key):
+            ax.plot(distances, [None if v is None else 100 * v for v in result[key]['miou']], style, label=label)
+    ax.set_xlabel('distance d to the key frame (frames)')
+    ax.set_ylabel('mIoU (%)')
+    ax.set_xticks(distances)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path)
     plt.close(fig)
