@@ -173,6 +173,38 @@ def test_propagation_only_streaming_is_key_logits_warped_step_by_step():
         segmenter.step(frames[1:2])
 
 
+def test_area_score_is_the_share_of_the_map_above_one_half():
+    distortion = torch.tensor([0.2, 0.5, 0.51, 0.9, 1.0, 0.0, 0.7, 0.3]).reshape(1, 1, 2, 4)
+    assert distortion_score(distortion, 'area') == pytest.approx(4 / 8)  # 0.51, 0.9, 1.0, 0.7; 0.5 is not above
+    assert parse_policy('distortion:0.3,stat=area').name == 'distortion:0.3,max=10,stat=area'
+
+
+def test_spearman_with_ties_matches_the_pearson_correlation_of_average_ranks():
+    assert keyframe_eval.spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(1 - 6 * 2 / (4 * 15))
+    # Ties share the mean of their ranks: x ranks (0.5, 0.5, 2, 3), y ranks (0, 1, 2, 3).
+    rx, ry = [0.5, 0.5, 2.0, 3.0], [0.0, 1.0, 2.0, 3.0]
+    mx, my = sum(rx) / 4, sum(ry) / 4
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    want = cov / (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    assert keyframe_eval.spearman([5.0, 5.0, 7.0, 9.0], [10, 20, 30, 40]) == pytest.approx(want)
+    assert keyframe_eval.spearman([1, 2], [2, 1]) is None and keyframe_eval.spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_score_against_loss_pairs_scores_with_the_loss_to_the_key_network():
+    per_frame, reference = (keyframe_eval.PolicyTally(PerFrame(), 2, 'cpu') for _ in range(2))
+    # Clip 0, frames 1..3 at distances 1, 2, 3 (and a second clip at the same distances); loss = reference error
+    # minus per-frame error of the same frame.
+    for clip, offsets in ((0, [0.1, 0.2, 0.3]), (1, [0.3, 0.1, 0.2])):
+        for t, loss in enumerate(offsets, start=1):
+            per_frame.errors[clip, t] = 0.05
+            reference.errors[clip, t] = 0.05 + loss
+            reference.scored[clip, t] = (t, loss * 2)  # a score that orders the losses perfectly
+    result = keyframe_eval.score_against_loss(per_frame, reference)
+    assert result['frames'] == 6 and result['spearman_all'] == pytest.approx(1.0)
+    assert result['spearman_within_distance'] == {}  # 2 frames per distance: too few for a correlation
+    assert result['mean_spearman_within_distance'] is None
+
+
 def test_equal_cost_comparison_interpolates_the_fixed_curve():
     fixed = [{'policy': 'per-frame', 'key_fraction': 1.0, 'miou': 0.7},
              {'policy': 'fixed:5', 'key_fraction': 0.2, 'miou': 0.5}]
@@ -217,3 +249,5 @@ def test_policy_evaluation_on_synthetic_video(synthetic_data_cfg, tmp_path):
     assert propagation['fixed:3']['gflops_per_frame'] == pytest.approx(
         (costs['key']['gflops'] + 2 * costs['propagation']['gflops']) / 3)
     assert report['non_key_over_key_flops'] == pytest.approx(costs['nonkey']['gflops'] / costs['key']['gflops'])
+    tracking = report['score_vs_loss']  # the never-triggering max=5 reference: keys 0, 5, 10; 9 non-key frames
+    assert tracking['frames'] == 9 and set(tracking['spearman_within_distance']) <= {'1', '2', '3', '4'}

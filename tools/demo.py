@@ -21,7 +21,8 @@ A step whose output exists is skipped (and says so) unless that output is older 
 config changed since it was written, or ``--force`` / ``--redo`` names it.  A step that is redone first removes
 its old output, so an interrupted run never leaves a stale result that looks finished.  The tools are called in
 this process (the library functions behind them: ``lib.engine.train.main``, ``lib.engine.pda_run.run_pda``,
-``lib.engine.keyframe_eval.run_keyframe_policies``, ``lib.engine.show.run_show``), so torch is imported once and the thread count set here holds.
+``lib.engine.keyframe_eval.run_keyframe_policies``, ``lib.engine.show.run_show``), so torch is imported once and
+the thread count set here holds.
 """
 import argparse
 import json
@@ -60,6 +61,10 @@ PAPER_SETTING = 'fixed:10'
 # 0.8): poles, signs and people are twice as large in pixels, which a network predicting at 1/4 resolution needs.
 DATASET = {'size': (128, 256), 'n_train': 24, 'n_val': 8, 'seed': 0, 'difficulty': ('medium', {'focal': 1.6}),
            'n_frames': 30, 'labelled_frame': 19}
+# --difficulty: the generator preset of the same set.  'cityscapes-like' moves less, so that propagation loses about
+# what it loses on Cityscapes (docs/demo.md: how it was calibrated); its data, checkpoints and results get their
+# own default folders, so that both demos can sit side by side.
+DIFFICULTIES = {'medium': ('medium', {'focal': 1.6}), 'cityscapes-like': ('cityscapes-like', {})}
 SHOW_CLIPS = (0, 1, 2)
 
 # --quick: the same chain on a toy problem (tiny frames, tiny networks, 2 iterations per stage), for the tests.
@@ -76,12 +81,16 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='The whole DAVSS pipeline on synthetic video (CPU is enough). '
                                                  'Relative paths are taken from the repository root.',
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument('--root', default=os.environ.get('SYNTHETIC_ROOT', 'data/synthetic'),
+    parser.add_argument('--difficulty', default='medium', choices=sorted(DIFFICULTIES),
+                        help='the synthetic video: medium (default) or cityscapes-like (less motion; its default '
+                             'folders are data/synthetic_cityscapes-like, saved_model/cityscapes-like and '
+                             'result/.../synthetic_cityscapes-like)')
+    parser.add_argument('--root', default=None,
                         help='synthetic dataset folder (default data/synthetic, or $SYNTHETIC_ROOT); a folder '
                              'holding anything the generator did not write is refused')
-    parser.add_argument('--save-root', default=os.environ.get('SAVE_ROOT', 'saved_model'),
+    parser.add_argument('--save-root', default=None,
                         help='checkpoints go to <save-root>/synthetic_<stage>/ (default saved_model, or $SAVE_ROOT)')
-    parser.add_argument('--result-root', default=os.environ.get('RESULT_ROOT', 'result'),
+    parser.add_argument('--result-root', default=None,
                         help='PDA table and pictures go to <result-root>/synthetic/ (default result, or '
                              '$RESULT_ROOT)')
     parser.add_argument('--force', action='store_true', help='redo every step, even those whose outputs exist')
@@ -93,8 +102,17 @@ def parse_args(argv=None):
                         help='torch CPU threads (default: the CPUs this process may use; 1 with --quick)')
     parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='[STEP:]KEY=VALUE',
                         help='config overrides of every stage, or of one step with a prefix: train.max_iters=50 '
-                             'correction:train.cfnet_lr=2e-3 pda:eval.max_clips=4 (pda: also applies to tradeoff and show)')
-    return parser.parse_args(argv)
+                             'correction:train.cfnet_lr=2e-3 pda:eval.max_clips=4 (pda: also applies to tradeoff '
+                             'and show)')
+    args = parser.parse_args(argv)
+    # Options first, then the environment, then the difficulty's own default folder.
+    suffix = '' if args.difficulty == 'medium' else f'_{args.difficulty}'
+    args.root = args.root or os.environ.get('SYNTHETIC_ROOT') or f'data/synthetic{suffix}'
+    args.save_root = args.save_root or os.environ.get('SAVE_ROOT') or (
+        'saved_model' if not suffix else f'saved_model/{args.difficulty}')
+    args.result_root = args.result_root or os.environ.get('RESULT_ROOT') or 'result'
+    args.result_name = RESULT_NAME + suffix
+    return args
 
 
 class DemoError(RuntimeError):
@@ -131,7 +149,7 @@ def final_checkpoint(stage, opts):
 
 
 def result_dir(args):
-    return os.path.join(resolve_path(args.result_root), RESULT_NAME)
+    return os.path.join(resolve_path(args.result_root), args.result_name)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -247,7 +265,7 @@ class Pipeline:
         self.args = args
         self.opts = list(QUICK_OPTS if args.quick else ())
         self.step_opts = split_step_opts(args.opts)
-        self.dataset = QUICK_DATASET if args.quick else DATASET
+        self.dataset = QUICK_DATASET if args.quick else dict(DATASET, difficulty=DIFFICULTIES[args.difficulty])
         self.show_clips = QUICK_SHOW_CLIPS if args.quick else SHOW_CLIPS
         asked = STEPS if args.force else args.redo
         self.redo = {step: 'asked to: --force / --redo' for step in asked}  # step -> why it is redone
@@ -433,8 +451,8 @@ def cost_lines(tradeoff):
     verdict = tradeoff['verdict']
     if verdict['compared']:
         lines.append(f'distortion-triggered key frames vs fixed intervals at equal cost: better in '
-                     f'{verdict["better"]} of {verdict["compared"]} settings, mean {100 * verdict["mean_delta_miou"]:+.2f} '
-                     f'mIoU points (docs/inference.md: the spread over seeds)')
+                     f'{verdict["better"]} of {verdict["compared"]} settings, mean '
+                     f'{100 * verdict["mean_delta_miou"]:+.2f} mIoU points (docs/inference.md: the spread over seeds)')
     return lines
 
 

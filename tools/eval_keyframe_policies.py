@@ -39,7 +39,7 @@ def parse_args(argv=None):
                         help='tau of the distortion:tau policies (default: quantiles of the distortion scores seen '
                              'under fixed:MAX, so the sweep covers the model\'s own range)')
     parser.add_argument('--max-interval', type=int, default=10, help='max=N of the distortion policies')
-    parser.add_argument('--stat', default='mean', help='distortion score: mean or a percentile pNN')
+    parser.add_argument('--stat', default='mean', help='distortion score: mean, area (fraction above 0.5) or a percentile pNN')
     parser.add_argument('--out', default=None, help='output folder (default: <eval.result_root>/<experiment>)')
     parser.add_argument('--threads', type=int, default=None,
                         help='CPU threads for torch (default: torch\'s choice; 1 is much faster on a shared, '

@@ -41,7 +41,7 @@ def parse_args(argv=None):
     parser.add_argument('--config', required=True, help='experiment YAML (its model: section builds the network)')
     parser.add_argument('--checkpoint', required=True, help='trained SCNet weights (.pth)')
     parser.add_argument('--policy', default='fixed:5',
-                        help='key-frame policy: fixed:K | distortion:TAU[,max=N][,stat=mean|pNN] | per-frame '
+                        help='key-frame policy: fixed:K | distortion:TAU[,max=N][,stat=mean|area|pNN] | per-frame '
                              '(default fixed:5)')
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
                         help='run the model at this size (default: the frame size); outputs keep the frame size')

@@ -15,10 +15,11 @@ A policy is a small state machine driven by the inference loop::
 Policies:
 
 - ``fixed:k``: a key frame every ``k`` frames (frames 0, k, 2k, ...), the paper's setting.
-- ``distortion:tau[,max=M][,stat=mean|pNN]``: after each non-key frame the distortion map that DMNet produced for
-  the merge is reduced to one score (its mean, or its NN-th percentile); when the score exceeds ``tau`` the *next*
-  frame becomes a key frame.  A key frame is forced at the latest ``M`` frames after the previous one (default 10),
-  so that the policy never costs less than ``fixed:M`` and never drifts unboundedly.
+- ``distortion:tau[,max=M][,stat=mean|area|pNN]``: after each non-key frame the distortion map that DMNet produced
+  for the merge is reduced to one score (its mean, the fraction of it above 0.5, or its NN-th percentile); when the
+  score exceeds ``tau`` the *next* frame becomes a key frame.  A key frame is forced at the latest ``M`` frames
+  after the previous one (default 10), so that the policy never costs less than ``fixed:M`` and never drifts
+  unboundedly.
 - ``per-frame``: every frame is a key frame (the accuracy reference; ``fixed:1`` in disguise).
 
 Why the decision acts on the next frame and not on the current one: the score of frame t only exists after frame t's
@@ -85,10 +86,14 @@ class PerFrame(FixedInterval):
 
 
 def distortion_score(distortion, stat='mean'):
-    """One number from a distortion map ``(N, 1, h, w)`` in [0, 1]: its mean, or a percentile for ``stat='pNN'``."""
+    """One number from a distortion map ``(N, 1, h, w)`` in [0, 1]: its mean, the fraction of it above 0.5 for
+    ``stat='area'`` (the share of the frame that the merge hands mostly to CFNet), or a percentile for
+    ``stat='pNN'``."""
     values = distortion.detach().double().flatten()  # float64: a mean over a large map without rounding drift
     if stat == 'mean':
         return values.mean().item()
+    if stat == 'area':
+        return (values > 0.5).double().mean().item()
     return torch.quantile(values, float(stat[1:]) / 100.0).item()
 
 
@@ -128,8 +133,9 @@ class DistortionTriggered(KeyFramePolicy):
 
 def _check_stat(stat):
     match = re.fullmatch(r'p(\d+(?:\.\d+)?)', stat)
-    if stat != 'mean' and (match is None or not 0.0 <= float(match.group(1)) <= 100.0):
-        raise PolicyError(f'distortion: stat={stat}: expected "mean" or a percentile "p0".."p100" such as "p90"')
+    if stat not in ('mean', 'area') and (match is None or not 0.0 <= float(match.group(1)) <= 100.0):
+        raise PolicyError(f'distortion: stat={stat}: expected "mean", "area" or a percentile "p0".."p100" such as '
+                          '"p90"')
 
 
 def _parse_positive_int(text, where):
@@ -154,7 +160,7 @@ def _parse_distortion(args, text):
     for part in parts[1:]:
         key, sep, value = part.partition('=')
         if not sep or key not in options:
-            raise PolicyError(f'policy "{text}": unknown option "{part}" (expected max=N or stat=mean|pNN)')
+            raise PolicyError(f'policy "{text}": unknown option "{part}" (expected max=N or stat=mean|area|pNN)')
         options[key] = _parse_positive_int(value, f'policy "{text}": max') if key == 'max' else value
     return DistortionTriggered(threshold, max_interval=options['max'], stat=options['stat'])
 
@@ -172,8 +178,8 @@ def parse_policy(text):
         return FixedInterval(_parse_positive_int(args, f'policy "{text}": interval'))
     if kind == 'distortion' and sep:
         return _parse_distortion(args, text)
-    raise PolicyError(f'unknown key-frame policy "{text}": expected fixed:K, distortion:TAU[,max=N][,stat=mean|pNN] '
-                      'or per-frame')
+    raise PolicyError(f'unknown key-frame policy "{text}": expected fixed:K, '
+                      'distortion:TAU[,max=N][,stat=mean|area|pNN] or per-frame')
 
 
 def key_frame_schedule(policy, scores):

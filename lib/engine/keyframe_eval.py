@@ -23,7 +23,7 @@ from lib.utils.atomic import write_json
 from lib.utils.checkpoint import CheckpointError
 from lib.utils.config import ConfigError, load_config, resolve_path
 from lib.utils.distributed import pick_device
-from lib.utils.metrics import ConfusionMatrix
+from lib.utils.metrics import IGNORE_INDEX, ConfusionMatrix
 from lib.utils.profiling import count_flops, median_ms
 from lib.utils.video_io import pad_to_multiple
 from lib.utils.visualize import plot_tradeoff
@@ -133,6 +133,8 @@ class PolicyTally:
         self.n_frames = 0
         self.confusion = ConfusionMatrix(n_classes, device=device)
         self.scores = []
+        self.errors = {}  # (clip, t) -> share of the labelled pixels of frame t that are wrong
+        self.scored = {}  # (clip, t) -> (frames since the key frame, distortion score) of a non-key frame
 
     def summary(self, costs):
         """The policy's point: counts, key-frame fraction, average GFLOPs and ms per frame, mIoU."""
@@ -146,8 +148,9 @@ class PolicyTally:
                 'mean_distortion_score': float(np.mean(self.scores)) if self.scores else None}
 
 
-def run_clip(segmenter, frames, truth, tallies, device):
-    """Stream one clip through every policy of ``tallies`` (sharing the memoised frame-wise networks)."""
+def run_clip(segmenter, frames, truth, tallies, device, clip=0):
+    """Stream one clip (number ``clip``) through every policy of ``tallies`` (sharing the memoised frame-wise
+    networks)."""
     padded, (height, width) = pad_to_multiple(frames.to(device))  # (T, 3, H', W')
     segmenter.start_clip()
     for tally in tallies:
@@ -161,16 +164,64 @@ def run_clip(segmenter, frames, truth, tallies, device):
             score = getattr(tally.policy, 'last_score', None)
             if not is_key and score is not None:
                 tally.scores.append(score)
+                tally.scored[clip, t] = (tally.policy.since_key, score)
             if truth[t] is not None:
-                tally.confusion.update(labels[:, :height, :width], truth[t].to(device).unsqueeze(0))
+                target = truth[t].to(device).unsqueeze(0)
+                prediction = labels[:, :height, :width]
+                tally.confusion.update(prediction, target)
+                valid = target != IGNORE_INDEX
+                tally.errors[clip, t] = ((prediction != target) & valid).sum().item() / max(1, valid.sum().item())
 
 
 def evaluate_policies(model, clips, tallies, device, progress, desc):
     """Stream every clip through every tally's policy (:class:`PolicyTally`, updated in place); returns them."""
     segmenter = ReplaySegmenter(model, tallies[0].policy)
-    for frames, labels in tqdm(clips, desc=desc, unit='clip', disable=not progress):
-        run_clip(segmenter, frames, labels, tallies, device)
+    for clip, (frames, labels) in enumerate(tqdm(clips, desc=desc, unit='clip', disable=not progress)):
+        run_clip(segmenter, frames, labels, tallies, device, clip)
     return tallies
+
+
+# ----------------------------------------------------------------------------------- does the score track the loss?
+
+def average_ranks(values):
+    """Ranks 0..n-1 of ``values``, tied values sharing the mean of their ranks (Spearman's convention)."""
+    values = np.asarray(values, dtype=np.float64)
+    ranks = np.empty(len(values))
+    ranks[np.argsort(values, kind='stable')] = np.arange(len(values))
+    _, group = np.unique(values, return_inverse=True)
+    return (np.bincount(group, weights=ranks) / np.bincount(group))[group]
+
+
+def spearman(x, y):
+    """Spearman's rank correlation of two sequences (None when fewer than 3 pairs or one side is constant)."""
+    if len(x) < 3:
+        return None
+    rx, ry = average_ranks(x), average_ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def score_against_loss(per_frame, reference):
+    """How well DMNet's distortion score predicts what propagation costs a frame, which is all a distortion policy
+    can exploit.
+
+    For every labelled non-key frame of ``reference`` (a policy that never triggers, i.e. ``fixed:max_interval``):
+    its score and its loss = error rate of its DAVSS labels minus that of the key network on the same frame
+    (``per_frame``).  Both grow with the distance d to the key frame, which a fixed interval already knows; so the
+    rank correlation is also given within each d: only there can the score tell frames apart that a fixed schedule
+    treats alike.
+    """
+    pairs = {}
+    for frame, (distance, score) in reference.scored.items():
+        if frame in reference.errors and frame in per_frame.errors:
+            pairs.setdefault(distance, []).append((score, reference.errors[frame] - per_frame.errors[frame]))
+    every = [pair for group in pairs.values() for pair in group]
+    within = {str(d): spearman(*zip(*group)) for d, group in sorted(pairs.items()) if len(group) >= 3}  # JSON keys
+    measured = [rho for rho in within.values() if rho is not None]
+    return {'frames': len(every), 'spearman_all': spearman(*zip(*every)) if every else None,
+            'spearman_within_distance': within,
+            'mean_spearman_within_distance': float(np.mean(measured)) if measured else None}
 
 
 # ---------------------------------------------------------------------------------------------------- costs
@@ -262,6 +313,7 @@ def run_keyframe_policies(run):
     tallies = evaluate_policies(model, clips(), fixed_tallies('davss') + fixed_tallies('propagation') + [reference],
                                 device, progress, 'fixed intervals')
     thresholds = run.thresholds or auto_thresholds(reference.scores)
+    score_loss = score_against_loss(tallies[0], reference)
     tallies = tallies[:-1] + evaluate_policies(
         model, clips(), [PolicyTally(DistortionTriggered(tau, max_interval=run.max_interval, stat=run.stat),
                                      n_classes, device) for tau in thresholds], device, progress,
@@ -283,11 +335,11 @@ def run_keyframe_policies(run):
               'non_key_over_key_ms': costs['nonkey']['ms'] / costs['key']['ms'],
               'every_frame_labelled': cfg['data']['name'] == 'synthetic', 'fixed': fixed,
               'propagation': propagation, 'distortion': distortion, 'marked': run.mark,
-              'equal_cost_comparison': rows, 'verdict': verdict}
+              'equal_cost_comparison': rows, 'verdict': verdict, 'score_vs_loss': score_loss}
     write_json(os.path.join(out, f'{run.name}.json'), report, indent=2)
+    counted = 'every frame' if report['every_frame_labelled'] else 'labelled frames'
     plot_tradeoff(report, os.path.join(out, f'{run.name}.png'),
-                  f'{cfg["experiment"]}: {split}, {"every frame" if report["every_frame_labelled"] else "labelled frames"}'
-                  f', {report["frame_size"][0]}x{report["frame_size"][1]}')
+                  f'{cfg["experiment"]}: {split}, {counted}, {report["frame_size"][0]}x{report["frame_size"][1]}')
     return report, out
 
 
@@ -306,4 +358,9 @@ def format_table(report):
               f'{100 * verdict["best_delta_miou"]:+.2f} points')
     else:
         lines.append('distortion vs fixed: no distortion setting fell inside the fixed curve\'s cost range')
+    tracking = report['score_vs_loss']
+    if tracking['mean_spearman_within_distance'] is not None:
+        lines.append(f'distortion score vs the frame\'s loss to the key network ({tracking["frames"]} frames): '
+                     f'Spearman {tracking["spearman_all"]:+.2f} over all, '
+                     f'{tracking["mean_spearman_within_distance"]:+.2f} within a distance d (mean over d)')
     return '\n'.join(lines)
