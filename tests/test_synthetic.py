@@ -139,3 +139,18 @@ def test_flow_dataset_flip_keeps_warp_consistent(synthetic_data_cfg):
 def test_bad_sizes_are_rejected(tmp_path, size):
     with pytest.raises(ValueError, match='size'):
         synthetic.generate(str(tmp_path), size=size, n_train=1, n_val=0, workers=1)
+
+
+def test_cityscapes_like_moves_an_order_of_magnitude_less_than_medium(tmp_path):
+    """The preset's purpose (docs/demo.md): the same streets with about a twelfth of medium's image motion."""
+    magnitudes = {}
+    for name in ('medium', 'cityscapes-like'):
+        root = str(tmp_path / name)
+        # The demo's lens on both, so that only the motion differs.
+        difficulty = synthetic.difficulty_with(name, focal=1.6)
+        synthetic.generate(root, size=(64, 128), n_train=1, n_val=0, seed=5, workers=1, difficulty=difficulty,
+                           n_frames=12, labelled_frame=10)
+        magnitudes[name] = np.mean([float(flow.norm(dim=0).mean())
+                                    for _, _, flow, _, _, _ in _pairs(root, 'train', 0, range(1, 12), 'synthtown')])
+    assert synthetic.DIFFICULTIES['cityscapes-like'].focal == 1.6
+    assert 0 < magnitudes['cityscapes-like'] < 0.2 * magnitudes['medium']

@@ -14,7 +14,13 @@ merge computes anyway, so it adds nothing.  The frame-wise networks (DeepLab, Fl
 policy, so their outputs are computed once per clip and replayed for every policy: the predictions are those of
 ``tools/infer_video.py``, the evaluation just does not pay for them once per policy.
 
-Writes ``<out>/keyframe_policies.json`` and ``<out>/keyframe_policies.png`` (mIoU against GFLOPs per frame).
+The ``fixed:k`` policies are also run propagation-only (flow and warp, no DMNet, no CFNet: the DFF-style baseline),
+and the report says how well DMNet's score ranks the frames by what propagation costs them (Spearman correlation
+with the loss to the key network, over all frames and within each distance to the key frame), the one thing a
+distortion-triggered policy can exploit.
+
+Writes ``<out>/keyframe_policies.json`` and ``<out>/keyframe_policies.png`` (mIoU against GFLOPs and against ms per
+frame).
 """
 import argparse
 import sys
@@ -39,7 +45,8 @@ def parse_args(argv=None):
                         help='tau of the distortion:tau policies (default: quantiles of the distortion scores seen '
                              'under fixed:MAX, so the sweep covers the model\'s own range)')
     parser.add_argument('--max-interval', type=int, default=10, help='max=N of the distortion policies')
-    parser.add_argument('--stat', default='mean', help='distortion score: mean, area (fraction above 0.5) or a percentile pNN')
+    parser.add_argument('--stat', default='mean',
+                        help='distortion score: mean, area (fraction above 0.5) or a percentile pNN')
     parser.add_argument('--out', default=None, help='output folder (default: <eval.result_root>/<experiment>)')
     parser.add_argument('--threads', type=int, default=None,
                         help='CPU threads for torch (default: torch\'s choice; 1 is much faster on a shared, '
