@@ -437,9 +437,9 @@ def cost_lines(tradeoff):
     """What a non-key step costs against a key step, and what each key-frame interval buys."""
     costs = tradeoff['step_costs']
     size = 'x'.join(map(str, tradeoff['frame_size']))
-    lines = [f'cost at {size}: key step (DeepLab) {costs["key"]["gflops"]:.3f} GFLOPs, {costs["key"]["ms"]:.1f} ms; '
-             f'non-key step (flow, warp, DMNet, CFNet) {costs["nonkey"]["gflops"]:.3f} GFLOPs, '
-             f'{costs["nonkey"]["ms"]:.1f} ms ({tradeoff["threads"]} thread(s))',
+    lines = [f'cost at {size}, {tradeoff["threads"]} thread(s): key step (DeepLab) {costs["key"]["gflops"]:.3f} '
+             f'GFLOPs, {costs["key"]["ms"]:.1f} ms; non-key step (flow, warp, DMNet, CFNet) {costs["nonkey"]["gflops"]:.3f} '
+             f'GFLOPs, {costs["nonkey"]["ms"]:.1f} ms',
              f'non-key / key: {100 * tradeoff["non_key_over_key_flops"]:.1f}% of the FLOPs, '
              f'{100 * tradeoff["non_key_over_key_ms"]:.1f}% of the time (paper: 14% of the FLOPs)',
              f'{"key frame every k":30s}' + ''.join(f'{k:>7d}' for k in (1,) + TRADEOFF_INTERVALS)]
@@ -452,7 +452,7 @@ def cost_lines(tradeoff):
     if verdict['compared']:
         lines.append(f'distortion-triggered key frames vs fixed intervals at equal cost: better in '
                      f'{verdict["better"]} of {verdict["compared"]} settings, mean '
-                     f'{100 * verdict["mean_delta_miou"]:+.2f} mIoU points (docs/inference.md: the spread over seeds)')
+                     f'{100 * verdict["mean_delta_miou"]:+.2f} mIoU points')
     return lines
 
 
