@@ -438,8 +438,8 @@ def cost_lines(tradeoff):
     costs = tradeoff['step_costs']
     size = 'x'.join(map(str, tradeoff['frame_size']))
     lines = [f'cost at {size}, {tradeoff["threads"]} thread(s): key step (DeepLab) {costs["key"]["gflops"]:.3f} '
-             f'GFLOPs, {costs["key"]["ms"]:.1f} ms; non-key step (flow, warp, DMNet, CFNet) {costs["nonkey"]["gflops"]:.3f} '
-             f'GFLOPs, {costs["nonkey"]["ms"]:.1f} ms',
+             f'GFLOPs, {costs["key"]["ms"]:.1f} ms; non-key step (flow, warp, DMNet, CFNet) '
+             f'{costs["nonkey"]["gflops"]:.3f} GFLOPs, {costs["nonkey"]["ms"]:.1f} ms',
              f'non-key / key: {100 * tradeoff["non_key_over_key_flops"]:.1f}% of the FLOPs, '
              f'{100 * tradeoff["non_key_over_key_ms"]:.1f}% of the time (paper: 14% of the FLOPs)',
              f'{"key frame every k":30s}' + ''.join(f'{k:>7d}' for k in (1,) + TRADEOFF_INTERVALS)]
