@@ -36,7 +36,8 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--difficulty', default='medium', choices=sorted(synthetic.DIFFICULTIES))
     parser.add_argument('--focal', type=float, default=None,
-                        help="focal length in image widths (default: the preset's, 0.8; 1.6 for cityscapes-like and tools/demo.py)")
+                        help="focal length in image widths (default: the preset's, 0.8; 1.6 for cityscapes-like and "
+                             "tools/demo.py)")
     parser.add_argument('--frames', type=int, default=30, help='frames per snippet')
     parser.add_argument('--labelled-frame', type=int, default=19)
     parser.add_argument('--workers', type=int, default=None, help='processes (default: CPU count)')
