@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from helpers import load_tool
+from lib.dataset import synthetic
 
 demo = load_tool('demo')
 
@@ -213,3 +214,21 @@ def test_data_step_regenerates_a_set_written_before_the_marker(tmp_path, monkeyp
     assert 'generating the synthetic set' in capsys.readouterr().out
     assert (root / MARKER_FILE).is_file() and demo.dataset_mismatch(str(root), demo.generator_options(
         demo.QUICK_DATASET)) is None
+
+
+def test_cityscapes_like_difficulty_gets_its_own_folders_and_preset(monkeypatch):
+    clear_root_variables(monkeypatch)
+    medium, other = demo.parse_args([]), demo.parse_args(['--difficulty', 'cityscapes-like'])
+    assert (medium.root, medium.save_root, medium.result_name) == ('data/synthetic', 'saved_model', 'synthetic')
+    assert (other.root, other.save_root, other.result_name) == ('data/synthetic_cityscapes-like',
+                                                               'saved_model/cityscapes-like',
+                                                               'synthetic_cityscapes-like')
+    assert demo.result_dir(other) != demo.result_dir(medium)
+    options = demo.generator_options(demo.Pipeline(other).dataset)
+    assert options['difficulty'] == synthetic.DIFFICULTIES['cityscapes-like']
+    assert demo.generator_options(demo.Pipeline(medium).dataset)['difficulty'] == synthetic.difficulty_with(
+        'medium', focal=1.6)
+    # An option or a variable still names the folder.
+    monkeypatch.setenv('SYNTHETIC_ROOT', '/elsewhere')
+    assert demo.parse_args(['--difficulty', 'cityscapes-like']).root == '/elsewhere'
+    assert demo.parse_args(['--difficulty', 'cityscapes-like', '--root', 'mine']).root == 'mine'
