@@ -224,6 +224,11 @@ def test_cityscapes_like_difficulty_gets_its_own_folders_and_preset(monkeypatch)
                                                                'saved_model/cityscapes-like',
                                                                'synthetic_cityscapes-like')
     assert demo.result_dir(other) != demo.result_dir(medium)
+    # The slow video's correction stage keeps the flow of the flow stage (tools/demo.py says why); --opts still wins.
+    assert demo.Pipeline(other).opts_of('correction') == ['train.lr=1e-6']
+    assert demo.Pipeline(other).opts_of('segmentation') == [] and demo.Pipeline(medium).opts_of('correction') == []
+    assert demo.Pipeline(demo.parse_args(['--difficulty', 'cityscapes-like', '--opts', 'correction:train.lr=1e-4'])
+                         ).opts_of('correction') == ['train.lr=1e-6', 'train.lr=1e-4']
     options = demo.generator_options(demo.Pipeline(other).dataset)
     assert options['difficulty'] == synthetic.DIFFICULTIES['cityscapes-like']
     assert demo.generator_options(demo.Pipeline(medium).dataset)['difficulty'] == synthetic.difficulty_with(
