@@ -94,7 +94,9 @@ def test_quick_demo_produces_every_output(demo_run):
     for name in ('pda.png', 'tradeoff.png'):
         assert (result_dir / name).stat().st_size > 0, name
     timings = json.loads((result_dir / 'demo_timings.json').read_text())
-    assert timings['total'] >= sum(timings[step] for step in demo.STEPS if step in timings) > 0
+    steps = [timings[step] for step in demo.STEPS if step in timings]
+    # Each figure is rounded to 0.1 s on its own.
+    assert timings['total'] + 0.05 * (len(steps) + 1) >= sum(steps) > 0
     picture = result_dir / 'show' / 'clip0_d9.png'
     assert picture.is_file() and picture.stat().st_size > 0
     assert (result_dir / 'show' / 'clip0_d9.gif').is_file()

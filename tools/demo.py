@@ -330,36 +330,38 @@ class Pipeline:
             raise DemoError(f'{stage}: training ended without writing {final}')
         self.redone(stage)
 
-    def pda(self):
+    def evaluation(self, step, output, what, input_errors, work, make_run):
+        """An evaluation of the final SCNet into ``output`` (skipped when up to date); True when it ran."""
         checkpoint = final_checkpoint('correction', self.opts_of('correction'))
-        out_dir = result_dir(self.args)
-        table = os.path.join(out_dir, 'pda.json')
-        reason = why_redo('pda', table, [checkpoint], self.redo)
+        reason = why_redo(step, output, [checkpoint], self.redo)
         if reason is None:
-            self.announce('pda', f'skipped, {shown(table)} is up to date')
-            return
-        self.announce('pda', f'PDA evaluation on the val split ({reason})')
-        remove(table)
-        run = pda_run.PDARun(os.path.join(REPO_ROOT, EVAL_CONFIG), checkpoint, self.opts_of('pda'), output=out_dir)
-        self.timed('pda', lambda: self.call('pda', pda_run.INPUT_ERRORS, pda_run.run_pda, run))
-        self.redone('pda')
+            self.announce(step, f'skipped, {shown(output)} is up to date')
+            return False
+        self.announce(step, f'{what} ({reason})')
+        remove(output)
+        run = make_run(checkpoint)
+        self.timed(step, lambda: self.call(step, input_errors, work, run))
+        return True
+
+    def pda(self):
+        out_dir = result_dir(self.args)
+        if self.evaluation('pda', os.path.join(out_dir, 'pda.json'), 'PDA evaluation on the val split',
+                           pda_run.INPUT_ERRORS, pda_run.run_pda,
+                           lambda checkpoint: pda_run.PDARun(os.path.join(REPO_ROOT, EVAL_CONFIG), checkpoint,
+                                                             self.opts_of('pda'), output=out_dir)):
+            self.redone('pda')
 
     def tradeoff(self):
-        checkpoint = final_checkpoint('correction', self.opts_of('correction'))
         out_dir = result_dir(self.args)
-        report = os.path.join(out_dir, 'tradeoff.json')
-        reason = why_redo('tradeoff', report, [checkpoint], self.redo)
-        if reason is None:
-            self.announce('tradeoff', f'skipped, {shown(report)} is up to date')
-            return
-        self.announce('tradeoff', f'accuracy against cost of key-frame policies on the val split ({reason})')
-        remove(report)
-        max_clips = load_config(os.path.join(REPO_ROOT, EVAL_CONFIG), self.opts_of('pda'))['eval']['max_clips']
-        run = keyframe_eval.KeyframeRun(os.path.join(REPO_ROOT, EVAL_CONFIG), checkpoint, self.opts_of('pda'),
-                                        max_clips=max_clips, intervals=TRADEOFF_INTERVALS, out=out_dir, name='tradeoff',
-                                        mark=PAPER_SETTING, timing_repeats=3 if self.args.quick else 10)
-        self.timed('tradeoff', lambda: self.call('tradeoff', keyframe_eval.INPUT_ERRORS,
-                                                 keyframe_eval.run_keyframe_policies, run))
+        config = os.path.join(REPO_ROOT, EVAL_CONFIG)
+        max_clips = load_config(config, self.opts_of('pda'))['eval']['max_clips']
+        self.evaluation('tradeoff', os.path.join(out_dir, 'tradeoff.json'),
+                        'accuracy against cost of key-frame policies on the val split', keyframe_eval.INPUT_ERRORS,
+                        keyframe_eval.run_keyframe_policies,
+                        lambda checkpoint: keyframe_eval.KeyframeRun(
+                            config, checkpoint, self.opts_of('pda'), max_clips=max_clips,
+                            intervals=TRADEOFF_INTERVALS, out=out_dir, name='tradeoff', mark=PAPER_SETTING,
+                            timing_repeats=3 if self.args.quick else 10))
 
     def show_outputs(self):
         folder = os.path.join(result_dir(self.args), 'show')
