@@ -192,7 +192,7 @@ def _save_figure(fig, path):
 def plot_tradeoff(report, path, title):
     """mIoU against the average cost per frame, in GFLOPs (left) and measured ms (right), of the key-frame policies
     of a ``lib.engine.keyframe_eval`` report: DAVSS and propagation only at fixed intervals (points labelled k), the
-    distortion-triggered policies (labelled by their threshold), per-frame DeepLab, and ``report['marked']``."""
+    distortion-triggered policies (one curve over their thresholds), per-frame DeepLab, and ``report['marked']``."""
     matplotlib.use('Agg')  # files only, no display
     import matplotlib.pyplot as plt
 
