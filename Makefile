@@ -15,11 +15,12 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python requirements.txt requirements-dev.txt setup.py lib/ops/cuda_toolkit.py $(wildcard lib/ops/csrc/*)
 	# Runtime and dev requirements first: the extension build below needs torch and ninja in place.
 	$(BIN)/pip install -r requirements-dev.txt
-	# No build isolation: the resample2d CUDA extension must compile against the torch installed above (where a
-	# CUDA toolkit exists; setup.py skips it otherwise). editable_mode=compat keeps `lib` importable from the
-	# checkout and puts the compiled module next to its sources.
+	# No build isolation: the extensions (resample2d for CUDA where a toolkit exists, the CPU label kernels where a
+	# C++ compiler does; setup.py skips either otherwise) must compile against the torch installed above.
+	# editable_mode=compat keeps `lib` importable from the checkout and puts the compiled modules next to their sources.
 	$(BIN)/pip install --no-build-isolation -e . --config-settings editable_mode=compat
 	$(BIN)/python -c "import lib.ops; print('resample2d CUDA extension built:', lib.ops.cuda_extension_available())"
+	$(BIN)/python -c "from lib.ops import upsample_argmax; print('CPU label kernels built:', upsample_argmax.available())"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -8,10 +8,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helpers import load_tool, width_opts
+import lib.engine.fast as fast_module
 from lib.engine.fast import (DENSE_BOUNDARY_FRACTION, EXACT, FastConfig, FastSCNet, add_fast_arguments,
                              ShiftedDepthwiseConv2d, bilinear_argmax, channel_argmax, config_from_args,
-                             fold_batch_norms, logits_to_labels, resolve_dtype, shift_dilated_depthwise,
-                             sparse_merge_argmax, upsample_labels)
+                             default_min_dilation, fold_batch_norms, logits_to_labels, resolve_dtype,
+                             shift_dilated_depthwise, sparse_merge_argmax, upsample_labels)
+from lib.ops import upsample_argmax as compiled_labels
 from lib.model import build_scnet
 from lib.ops import resample2d_reference
 from lib.utils.config import load_config
@@ -20,6 +22,17 @@ TINY_OPTS = width_opts(prefix='')  # --model-opts takes the keys without 'model.
 
 
 benchmark = load_tool('benchmark')
+
+
+@pytest.fixture(params=['compiled', 'torch'])
+def label_kernels(request, monkeypatch):
+    """Runs a test with the compiled CPU label kernels and again with the PyTorch computation they replace."""
+    if request.param == 'compiled':
+        if not compiled_labels.available():
+            pytest.skip('the CPU label kernels are not built (no C++ compiler at install time)')
+    else:
+        monkeypatch.setattr(fast_module, '_use_fused', lambda maps: False)
+    return request.param
 
 
 def tiny_scnet(seed=0):
@@ -109,7 +122,7 @@ def naive_bilinear_argmax(logits, size, align_corners):
 
 
 @pytest.mark.parametrize('align_corners', [True, False])
-def test_bilinear_argmax_matches_resize_then_argmax(align_corners):
+def test_bilinear_argmax_matches_resize_then_argmax(align_corners, label_kernels):
     generator = torch.Generator().manual_seed(0)
     # Region-like logits (blocks of one class: few boundaries, the sparse path) and noise (boundaries everywhere:
     # the dense path).
@@ -133,7 +146,7 @@ def test_bilinear_argmax_matches_resize_then_argmax(align_corners):
 
 
 @pytest.mark.parametrize('align_corners', [True, False])
-def test_sparse_merge_argmax_gives_the_full_tail_labels(align_corners):
+def test_sparse_merge_argmax_gives_the_full_tail_labels(align_corners, label_kernels):
     generator = torch.Generator().manual_seed(1)
     blocks = torch.randint(0, 19, (2, 3, 4), generator=generator).repeat_interleave(12, 1).repeat_interleave(12, 2)
     propagated = 3 * F.one_hot(blocks, 19).permute(0, 3, 1, 2).float() + 0.3 * torch.randn(2, 19, 36, 48,
@@ -214,8 +227,13 @@ def test_shift_dilated_replaces_only_the_large_dilations():
     shifted = FastSCNet(net, FastConfig(dtype='fp32', channels_last=False, tail='full', fold_bn=False,
                                         shift_dilated=True))
     replaced = [n for n, m in shifted.net.named_modules() if isinstance(m, ShiftedDepthwiseConv2d)]
-    assert replaced == ['deeplab.aspp2.atrous_convolution.depthwise', 'deeplab.aspp3.atrous_convolution.depthwise']
+    # ASPP's rates are 6, 12 and 18; the default threshold depends on the CPU (default_min_dilation).
+    aspp = {6: 'deeplab.aspp1', 12: 'deeplab.aspp2', 18: 'deeplab.aspp3'}
+    assert replaced == [f'{name}.atrous_convolution.depthwise' for rate, name in aspp.items()
+                        if rate >= default_min_dilation()]
     assert shift_dilated_depthwise(shifted.net) == 0
+    for min_dilation, expected in ((8, 2), (3, 3), (19, 0)):
+        assert shift_dilated_depthwise(tiny_scnet(), min_dilation) == expected
     assert not any(isinstance(m, ShiftedDepthwiseConv2d) for m in net.modules())  # the network passed in is kept
     frame = benchmark.synthetic_clip(1, (64, 128), seed=4)[0]
     a, b = reference.key_frame(frame).logits, shifted.key_frame(frame).logits

@@ -4,6 +4,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -128,21 +129,44 @@ def test_launch_runs_torchrun_of_the_same_interpreter_and_show_stays_one_process
         assert cwd == REPO_ROOT and argv[0] == 'tools/show.py' and 'torch.distributed.run' not in argv
 
 
-def test_packaging_separates_runtime_from_dev_requirements():
+def setup_distribution(**environ):
+    """setup.py's distribution object under ``environ`` (stopped after reading it: nothing is compiled)."""
     import setuptools  # noqa: F401  (first: it provides distutils on Python >= 3.12)
     from distutils.core import run_setup
     env = dict(os.environ)
-    os.environ['DAVSS_BUILD_CUDA'] = '0'  # metadata only: nothing is compiled
+    os.environ.update(environ)
     try:
-        dist = run_setup(os.path.join(REPO_ROOT, 'setup.py'), stop_after='init')
+        return run_setup(os.path.join(REPO_ROOT, 'setup.py'), stop_after='init')
     finally:
         os.environ.clear()
         os.environ.update(env)
+
+
+def test_packaging_separates_runtime_from_dev_requirements():
+    dist = setup_distribution(DAVSS_BUILD_CUDA='0', DAVSS_BUILD_CPU='0')
+    assert not dist.ext_modules
     runtime = {r.split('>=')[0]: r for r in dist.install_requires}
     assert {'torch', 'torchvision', 'numpy', 'PyYAML'} <= set(runtime) and not {'pytest', 'ninja'} & set(runtime)
     assert runtime['torch'] == 'torch>=2.3'  # torch.amp.GradScaler(device) of the training engine
     assert {r.split('>=')[0] for r in dist.extras_require['dev']} == {'pytest', 'ninja'}
     assert 'Copyright (c) 2020 jfzhuang' in open(os.path.join(REPO_ROOT, 'LICENSE')).read()
+
+
+def test_setup_builds_the_cpu_label_kernels_where_a_compiler_is(tmp_path):
+    if shutil.which(os.environ.get('CXX', 'c++')) is None:
+        pytest.skip('no C++ compiler on PATH')
+    (extension,) = setup_distribution(DAVSS_BUILD_CUDA='0', DAVSS_BUILD_CPU='auto').ext_modules
+    assert extension.name == 'lib.ops._upsample_argmax_cpu'
+    assert '-ffp-contract=off' in extension.extra_compile_args  # the kernels round as their reference does
+    assert setup_distribution(DAVSS_BUILD_CUDA='0', DAVSS_BUILD_CPU='auto', CXX=str(tmp_path / 'no-cxx')).ext_modules \
+        in (None, [])
+    # run_setup swallows SystemExit: the refusals are checked on the command line, as pip would meet them.
+    for environ, message in (({'DAVSS_BUILD_CPU': '1', 'CXX': str(tmp_path / 'no-cxx')},
+                              'DAVSS_BUILD_CPU=1 but the C++ compiler'),
+                             ({'DAVSS_BUILD_CPU': 'yes'}, 'DAVSS_BUILD_CPU must be auto, 0 or 1')):
+        done = subprocess.run([sys.executable, 'setup.py', '--name'], cwd=REPO_ROOT, capture_output=True, text=True,
+                              env={**os.environ, 'DAVSS_BUILD_CUDA': '0', **environ})
+        assert done.returncode != 0 and message in done.stderr
 
 
 def test_every_tool_is_parse_args_and_main_and_imports_no_other_tool():

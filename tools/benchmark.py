@@ -224,7 +224,8 @@ def tail_full(propagated, distortion, correction, align_corners):
 
 
 def tail_sparse(propagated, distortion, correction, align_corners):
-    """The original tail's labels, computed at full resolution only where they can change (fast.sparse_merge_argmax)."""
+    """The original tail's labels as the fast path computes them (fast.sparse_merge_argmax: the fused kernel on CPU,
+    elsewhere full resolution only where the class can change)."""
     size = propagated.shape[-2] * 4, propagated.shape[-1] * 4
     return sparse_merge_argmax(propagated, distortion, correction, size, align_corners)
 

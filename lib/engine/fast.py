@@ -10,11 +10,14 @@ agreement with it for speed (``tools/benchmark.py`` reports the argmax agreement
 - ``torch.inference_mode`` (no autograd bookkeeping at all);
 - BatchNorm folded into the convolution before it (``fold_bn``): one pass over each activation less, on a copy of
   the network (the wrapped one is left as it is);
-- on CPU, the depthwise convolutions of large dilation (ASPP rates 12 and 18) as sums of shifted maps
-  (``shift_dilated``): oneDNN runs them 30-100x slower than their size warrants;
+- on CPU, the depthwise convolutions of large dilation (ASPP's rates; which ones depends on the CPU) as sums of
+  shifted maps (``shift_dilated``): oneDNN runs them 10-100x slower than their size warrants;
+- on CPU with glibc, freed activations kept in the process (``retain_memory``), so each frame does not page-fault
+  its working memory in again;
 - a cheaper non-key tail: ``sparse`` (the default) gives the labels of the exact tail (upsample propagated logits,
-  distortion and correction x4, merge, argmax) but computes that tail only at the pixels whose class it can
-  change (:func:`sparse_merge_argmax`); ``quarter_merge`` merges propagated and correction logits at 1/4 resolution and
+  distortion and correction x4, merge, argmax): on CPU with a fused kernel that never stores the upsampled maps
+  (:mod:`lib.ops.upsample_argmax`), elsewhere only at the pixels whose class it can change
+  (:func:`sparse_merge_argmax`); ``quarter_merge`` merges propagated and correction logits at 1/4 resolution and
   upsamples the merged logits once (19 channels) instead of upsampling three maps (39 channels) and merging at
   full resolution; ``quarter_argmax`` also takes the argmax at 1/4 and upsamples the label map (nearest);
 - optionally ``torch.compile`` of each step (with inductor's ``freezing``: weights become constants, so it
@@ -26,11 +29,16 @@ over the up to 9 warps of the PDA protocol; it is small (1/4 resolution), so thi
 """
 import contextlib
 import copy
+import ctypes
+import ctypes.util
 import dataclasses
+import platform
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from lib.ops import upsample_argmax as fused_labels
 
 TAILS = ('full', 'sparse', 'quarter_merge', 'quarter_argmax')
 # Above this fraction of 1/4-grid cells on a class boundary, bilinear_argmax resizes the whole map instead.
@@ -51,6 +59,8 @@ class FastConfig:
         fold_bn: fold each BatchNorm into the convolution that feeds it (on a copy of the network).
         shift_dilated: on CPU, compute the depthwise convolutions of large dilation (DeepLab's ASPP) as sums of
             shifted maps (:class:`ShiftedDepthwiseConv2d`), on that copy.
+        retain_memory: on CPU with glibc, keep freed blocks of up to 32 MiB in the process for the next frame
+            (:func:`retain_freed_memory`; process-wide).
         compile: wrap each step in ``torch.compile`` (first calls are slow: compilation).
         cuda_graphs: capture the non-key step in a CUDA graph (CUDA only; one capture per input shape).
     """
@@ -59,6 +69,7 @@ class FastConfig:
     tail: str = 'sparse'
     fold_bn: bool = True
     shift_dilated: bool = True
+    retain_memory: bool = True
     compile: bool = False
     cuda_graphs: bool = False
 
@@ -78,8 +89,8 @@ class FastConfig:
         return cls(**values)
 
 
-EXACT = FastConfig(dtype='fp32', channels_last=False, tail='full', fold_bn=False, shift_dilated=False, compile=False,
-                   cuda_graphs=False)
+EXACT = FastConfig(dtype='fp32', channels_last=False, tail='full', fold_bn=False, shift_dilated=False,
+                   retain_memory=False, compile=False, cuda_graphs=False)
 
 
 def resolve_dtype(name, device_type):
@@ -112,6 +123,8 @@ def add_fast_arguments(parser):
     group.add_argument('--no-fold-bn', action='store_true', help='keep BatchNorm separate in the fast path')
     group.add_argument('--no-shift-dilated', action='store_true',
                        help='keep oneDNN for the large-dilation depthwise convolutions (CPU)')
+    group.add_argument('--no-retain-memory', action='store_true',
+                       help='leave glibc malloc as it is (CPU; the fast path keeps freed activations otherwise)')
     return parser
 
 
@@ -120,7 +133,8 @@ def config_from_args(args):
     if not args.fast:
         return None
     return FastConfig(dtype=args.fast_dtype, channels_last=not args.no_channels_last, tail=args.fast_tail,
-                      fold_bn=not args.no_fold_bn, shift_dilated=not args.no_shift_dilated, compile=args.fast_compile,
+                      fold_bn=not args.no_fold_bn, shift_dilated=not args.no_shift_dilated,
+                      retain_memory=not args.no_retain_memory, compile=args.fast_compile,
                       cuda_graphs=args.fast_cuda_graphs)
 
 
@@ -198,6 +212,16 @@ def _bilinear_source(n_out, n_in, align_corners, device):
     return lower, upper, (source - lower).float()
 
 
+def _bilinear_grid(source_size, size, align_corners, device):
+    """The bilinear resize from ``source_size`` to ``size`` as the compiled kernels take it: rows then columns."""
+    return (*_bilinear_source(size[0], source_size[0], align_corners, device),
+            *_bilinear_source(size[1], source_size[1], align_corners, device))
+
+
+def _use_fused(maps):
+    return maps.device.type == 'cpu' and fused_labels.available()
+
+
 def bilinear_argmax(logits, size, align_corners):
     """``F.interpolate(logits, size, 'bilinear').argmax(1)`` without resizing the logits where it is not needed.
 
@@ -214,6 +238,10 @@ def bilinear_argmax(logits, size, align_corners):
     Returns:
         (N, H, W) int64.
     """
+    if _use_fused(logits):
+        return fused_labels.upsample_argmax(logits, _bilinear_grid(logits.shape[-2:], size, align_corners,
+                                                                   logits.device))
+
     def dense():
         return channel_argmax(F.interpolate(logits, size=tuple(size), mode='bilinear', align_corners=align_corners))
     return _sparse_argmax(logits, channel_argmax(logits), size, align_corners, lambda maps: maps, dense)
@@ -225,7 +253,9 @@ def sparse_merge_argmax(propagated, distortion, correction, size, align_corners)
 
     At an output pixel the merged logits are ``sum_k w_k ((1 - d) P_k + d C_k)`` over its 4 source pixels ``k``, with
     ``d = up(D)`` in [0, 1]: a convex combination of the 8 vectors ``P_k, C_k``.  Where all 8 have one argmax class,
-    so does the merge; elsewhere the three maps are interpolated and merged as the exact tail does.
+    so does the merge; elsewhere the three maps are interpolated and merged as the exact tail does.  On the CPU,
+    with the compiled kernels (:mod:`lib.ops.upsample_argmax`), every pixel is computed that way, row by row
+    without storing the full-resolution maps.
 
     Args:
         propagated, correction: (N, C, h, w); distortion: (N, 1, h, w); float, at 1/4 resolution.
@@ -234,6 +264,9 @@ def sparse_merge_argmax(propagated, distortion, correction, size, align_corners)
     Returns:
         (N, H, W) int64.
     """
+    if _use_fused(propagated):
+        grid = _bilinear_grid(propagated.shape[-2:], size, align_corners, propagated.device)
+        return fused_labels.upsample_merge_argmax(propagated, distortion, correction, grid)
     c = propagated.shape[1]
     maps = torch.cat((propagated.float(), correction.float(), distortion.float()), 1)  # (N, 2C + 1, h, w)
     label_p, label_c = channel_argmax(propagated), channel_argmax(correction)
@@ -381,9 +414,49 @@ class ShiftedDepthwiseConv2d(nn.Module):
         return out.to(x.dtype)
 
 
-def shift_dilated_depthwise(net, min_dilation=8):
+def default_min_dilation():
+    """The smallest dilation :func:`shift_dilated_depthwise` replaces on this CPU.
+
+    Measured on the 1/16 map of a 512x1024 frame (2048 channels, 32x64, fp32, 2 threads): on an AVX2 CPU (Zen 3)
+    oneDNN takes 256 / 180 ms at rates 6 / 12 against 30 / 25 ms for the shifted sums, and 2.5 ms at rate 2
+    (fast); on an AVX-512 CPU (Zen 4) it runs rate 6 in 4 ms and only rates 12 and 18 are slow.
+    """
+    return 8 if torch.backends.cpu.get_cpu_capability().startswith('AVX512') else 3
+
+
+def retain_freed_memory():
+    """Keep freed heap blocks of up to 32 MiB in the process instead of returning them to the kernel (glibc).
+
+    A key frame at 512x1024 allocates and frees about 0.7 GB of activations; glibc returns most of it to the kernel
+    (large blocks are unmapped, the heap top is trimmed), so the next frame page-faults and zeroes it again: on a
+    2-core Zen 3 that was 178,000 page faults and 10-15% of a key frame.  Fixing glibc's mmap threshold at its
+    maximum (32 MiB) and never trimming the heap makes the process keep what it once needed (its resident size
+    stays at the high-water mark).  Process-wide, for the rest of the process.  Returns True when applied (glibc).
+    """
+    if platform.system() != 'Linux':
+        return False
+    name = ctypes.util.find_library('c')
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    if mallopt is None:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc's <malloc.h>
+    # The top pad makes each heap extension 256 MiB larger (address space, not resident until touched): fewer
+    # extensions, and the per-thread arenas keep their memory too (measured: 92,000 faults a key frame without it,
+    # 16,000 with it).
+    settings = ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 2 ** 31 - 1), (m_top_pad, 256 << 20))
+    return all(mallopt(option, value) == 1 for option, value in settings)
+
+
+def shift_dilated_depthwise(net, min_dilation=None):
     """Replace, in place, every 'same'-size stride-1 depthwise Conv2d with a dilation of at least ``min_dilation``
-    by a :class:`ShiftedDepthwiseConv2d` (same weights).  Returns how many were replaced."""
+    (default: :func:`default_min_dilation`) by a :class:`ShiftedDepthwiseConv2d` (same weights).  Returns how many
+    were replaced."""
+    if min_dilation is None:
+        min_dilation = default_min_dilation()
     replaced = 0
     for name, module in list(net.named_modules()):
         if not (isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels
@@ -427,6 +500,8 @@ class FastSCNet(nn.Module):
             shift_dilated_depthwise(net)
         if config.channels_last:
             net.to(memory_format=torch.channels_last)
+        if config.retain_memory and device.type == 'cpu':
+            retain_freed_memory()
         steps = {'key_frame': net.key_frame, 'estimate_flow': net.estimate_flow, 'propagate': net.propagate,
                  'correct': net.correct}
         # freezing: parameters are constants of the compiled graph (inference only), which lets inductor fold and

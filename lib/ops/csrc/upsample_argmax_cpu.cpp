@@ -1,0 +1,203 @@
+// Labels of bilinearly upsampled logits, fused on the CPU: torch.ops.davss.upsample_argmax and
+// torch.ops.davss.upsample_merge_argmax (importing lib.ops._upsample_argmax_cpu registers them).
+//
+// What they compute is, for every output pixel, exactly what the full-resolution tail of the exact path computes:
+//   upsample_argmax:        argmax_c up(L)_c
+//   upsample_merge_argmax:  argmax_c up(P)_c * (1 - up(D)) + up(Q)_c * up(D)
+// with up() the bilinear resize of F.interpolate given by its source rows/columns and weights (computed by the
+// caller, lib/engine/fast.py, so there is one definition of the grid).  The resized maps are never stored: each
+// output row is interpolated from two source rows that were first interpolated along the width, and both stay in
+// the cache; the memory traffic is the small 1/4 maps in and the label map out (the tail it replaces writes and
+// reads 2C + 1 full-resolution planes).
+//
+// Float32 arithmetic in the order of the reference (tests/test_benchmark.py):
+//   row  = s[y][x0] * (1 - wx) + s[y][x1] * wx
+//   up   = top * (1 - wy) + bottom * wy
+// compiled with -ffp-contract=off so no multiply-add is fused and every clone of the loops rounds alike.  The first
+// maximal class wins, as in torch.argmax.
+#include <Python.h>
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+extern "C" {
+// No Python attributes: the operators are reached through torch.ops.davss.
+PyObject* PyInit__upsample_argmax_cpu(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_upsample_argmax_cpu", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace {
+
+// The vector width is picked at load time (GCC function multi-versioning); the loops are plain C++ that each
+// clone vectorises for its instruction set.
+#define DAVSS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+// Interpolate `channels` planes of one source row along the width: out[c * W + X] for X < W.
+DAVSS_CLONES
+void width_row(const float* src, int64_t plane, int64_t channels, const int64_t* x0, const int64_t* x1,
+               const float* wx, int64_t W, float* out) {
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* s = src + c * plane;
+    float* o = out + c * W;
+    for (int64_t X = 0; X < W; ++X) {
+      o[X] = s[x0[X]] * (1.0f - wx[X]) + s[x1[X]] * wx[X];
+    }
+  }
+}
+
+// One output row: the class of each pixel from the width-interpolated rows above (top) and below (bottom), whose
+// channels 0..C-1 are the logits.
+DAVSS_CLONES
+void label_row(const float* top, const float* bottom, float wy, int64_t classes, int64_t W, float* best,
+               int64_t* label) {
+  const float uy = 1.0f - wy;
+  for (int64_t X = 0; X < W; ++X) {
+    best[X] = top[X] * uy + bottom[X] * wy;
+    label[X] = 0;
+  }
+  for (int64_t c = 1; c < classes; ++c) {
+    const float* t = top + c * W;
+    const float* b = bottom + c * W;
+    for (int64_t X = 0; X < W; ++X) {
+      const float v = t[X] * uy + b[X] * wy;
+      if (v > best[X]) {
+        best[X] = v;
+        label[X] = c;
+      }
+    }
+  }
+}
+
+// The same for the merge: channels 0..C-1 of the rows are P, C..2C-1 are Q and 2C is D.
+DAVSS_CLONES
+void merge_label_row(const float* top, const float* bottom, float wy, int64_t classes, int64_t W, float* best,
+                     float* weight, int64_t* label) {
+  const float uy = 1.0f - wy;
+  const float* dt = top + 2 * classes * W;
+  const float* db = bottom + 2 * classes * W;
+  for (int64_t X = 0; X < W; ++X) weight[X] = dt[X] * uy + db[X] * wy;
+  for (int64_t c = 0; c < classes; ++c) {
+    const float* pt = top + c * W;
+    const float* pb = bottom + c * W;
+    const float* qt = top + (classes + c) * W;
+    const float* qb = bottom + (classes + c) * W;
+    for (int64_t X = 0; X < W; ++X) {
+      const float d = weight[X];
+      const float v = (pt[X] * uy + pb[X] * wy) * (1.0f - d) + (qt[X] * uy + qb[X] * wy) * d;
+      if (c == 0 || v > best[X]) {
+        best[X] = v;
+        label[X] = c;
+      }
+    }
+  }
+}
+
+// maps: (N, K, h, w) float32 contiguous, K = C (plain) or 2C + 1 (merge: P, Q, D stacked).
+at::Tensor labels_of_upsampled(const at::Tensor& maps, int64_t classes, bool merge, const at::Tensor& y0,
+                               const at::Tensor& y1, const at::Tensor& wy, const at::Tensor& x0,
+                               const at::Tensor& x1, const at::Tensor& wx) {
+  const int64_t n = maps.size(0), k = maps.size(1), h = maps.size(2), w = maps.size(3);
+  const int64_t H = y0.size(0), W = x0.size(0);
+  auto out = at::empty({n, H, W}, maps.options().dtype(at::kLong));
+  const float* src = maps.data_ptr<float>();
+  const int64_t *py0 = y0.data_ptr<int64_t>(), *py1 = y1.data_ptr<int64_t>();
+  const int64_t *px0 = x0.data_ptr<int64_t>(), *px1 = x1.data_ptr<int64_t>();
+  const float *pwy = wy.data_ptr<float>(), *pwx = wx.data_ptr<float>();
+  int64_t* dst = out.data_ptr<int64_t>();
+  // Rows of all images in one range; each task keeps the two width-interpolated source rows it last used, so
+  // consecutive output rows (4 per source row at x4) reuse them.
+  at::parallel_for(0, n * H, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> rows(2 * k * W), best(W), weight(W);
+    float* slot[2] = {rows.data(), rows.data() + k * W};
+    int64_t held[2] = {-1, -1};  // the (image, source row) each slot holds, as image * h + row
+    auto row_for = [&](int64_t image, int64_t r) -> const float* {
+      const int64_t id = image * h + r;
+      for (int s = 0; s < 2; ++s) {
+        if (held[s] == id) return slot[s];
+      }
+      // Replace the slot not holding the other row needed now (rows only move down within a task).
+      const int s = (held[0] < held[1]) ? 0 : 1;
+      width_row(src + (image * k * h + r) * w, h * w, k, px0, px1, pwx, W, slot[s]);
+      held[s] = id;
+      return slot[s];
+    };
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t image = index / H, Y = index % H;
+      const float* top = row_for(image, py0[Y]);
+      const float* bottom = row_for(image, py1[Y]);
+      if (merge) {
+        merge_label_row(top, bottom, pwy[Y], classes, W, best.data(), weight.data(), dst + index * W);
+      } else {
+        label_row(top, bottom, pwy[Y], classes, W, best.data(), dst + index * W);
+      }
+    }
+  });
+  return out;
+}
+
+void check_grid(const at::Tensor& lower, const at::Tensor& upper, const at::Tensor& weight, int64_t source_size,
+                const char* axis) {
+  TORCH_CHECK(lower.dim() == 1 && upper.sizes() == lower.sizes() && weight.sizes() == lower.sizes(),
+              "upsample_argmax: the ", axis, " indices and weights must be 1-D of one length");
+  TORCH_CHECK(lower.scalar_type() == at::kLong && upper.scalar_type() == at::kLong &&
+                  weight.scalar_type() == at::kFloat,
+              "upsample_argmax: ", axis, " indices must be int64 and weights float32");
+  TORCH_CHECK(lower.is_contiguous() && upper.is_contiguous() && weight.is_contiguous(),
+              "upsample_argmax: ", axis, " grid must be contiguous");
+  if (lower.numel()) {
+    TORCH_CHECK(lower.min().item<int64_t>() >= 0 && upper.max().item<int64_t>() < source_size &&
+                    lower.max().item<int64_t>() < source_size && upper.min().item<int64_t>() >= 0,
+                "upsample_argmax: ", axis, " source index outside the map");
+  }
+}
+
+void check_maps(const at::Tensor& maps, const char* name) {
+  TORCH_CHECK(maps.device().is_cpu() && maps.scalar_type() == at::kFloat && maps.dim() == 4 && maps.is_contiguous(),
+              "upsample_argmax: ", name, " must be a contiguous (N, C, h, w) float32 CPU tensor");
+}
+
+at::Tensor upsample_argmax(const at::Tensor& logits, const at::Tensor& y0, const at::Tensor& y1,
+                           const at::Tensor& wy, const at::Tensor& x0, const at::Tensor& x1, const at::Tensor& wx) {
+  check_maps(logits, "logits");
+  TORCH_CHECK(logits.size(1) >= 1, "upsample_argmax: logits need at least one channel");
+  check_grid(y0, y1, wy, logits.size(2), "row");
+  check_grid(x0, x1, wx, logits.size(3), "column");
+  return labels_of_upsampled(logits, logits.size(1), false, y0, y1, wy, x0, x1, wx);
+}
+
+at::Tensor upsample_merge_argmax(const at::Tensor& propagated, const at::Tensor& distortion,
+                                 const at::Tensor& correction, const at::Tensor& y0, const at::Tensor& y1,
+                                 const at::Tensor& wy, const at::Tensor& x0, const at::Tensor& x1,
+                                 const at::Tensor& wx) {
+  check_maps(propagated, "propagated");
+  check_maps(distortion, "distortion");
+  check_maps(correction, "correction");
+  const int64_t c = propagated.size(1);
+  TORCH_CHECK(c >= 1 && correction.sizes() == propagated.sizes() && distortion.size(1) == 1 &&
+                  distortion.size(0) == propagated.size(0) && distortion.size(2) == propagated.size(2) &&
+                  distortion.size(3) == propagated.size(3),
+              "upsample_merge_argmax: propagated and correction must be (N, C, h, w) and distortion (N, 1, h, w)");
+  check_grid(y0, y1, wy, propagated.size(2), "row");
+  check_grid(x0, x1, wx, propagated.size(3), "column");
+  // One (N, 2C + 1, h, w) block so a source row of all three maps is interpolated in one pass.
+  const at::Tensor maps = at::cat({propagated, correction, distortion}, 1);
+  return labels_of_upsampled(maps, c, true, y0, y1, wy, x0, x1, wx);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(davss, m) {
+  m.def("upsample_argmax(Tensor logits, Tensor y0, Tensor y1, Tensor wy, Tensor x0, Tensor x1, Tensor wx) -> Tensor");
+  m.def("upsample_merge_argmax(Tensor propagated, Tensor distortion, Tensor correction, Tensor y0, Tensor y1, "
+        "Tensor wy, Tensor x0, Tensor x1, Tensor wx) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(davss, CPU, m) {
+  m.impl("upsample_argmax", &upsample_argmax);
+  m.impl("upsample_merge_argmax", &upsample_merge_argmax);
+}
