@@ -376,9 +376,9 @@ class ShiftedDepthwiseConv2d(nn.Module):
     """A 'same'-size, stride-1 depthwise convolution computed as a sum of shifted copies of its input, one
     multiply-add per kernel tap over the part of the map the tap reaches, accumulated in fp32.
 
-    oneDNN's CPU depthwise kernels slow down by 30-100x when the dilation is large against the map (DeepLab's ASPP
-    rates 12 and 18 on the 1/16 map: most taps read only padding); here a tap that reads only padding costs
-    nothing.  Output in the input's dtype and memory format.
+    oneDNN's CPU depthwise kernels slow down by 10-100x when dilated (on AVX-512 CPUs at ASPP's rates 12 and 18 on
+    the 1/16 map, where most taps read only padding; on AVX2 CPUs from rate 6 on: :func:`default_min_dilation`);
+    here a tap that reads only padding costs nothing.  Output in the input's dtype and memory format.
     """
 
     def __init__(self, conv):

@@ -20,7 +20,6 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <vector>
 
 extern "C" {
@@ -120,7 +119,7 @@ at::Tensor labels_of_upsampled(const at::Tensor& maps, int64_t classes, bool mer
       for (int s = 0; s < 2; ++s) {
         if (held[s] == id) return slot[s];
       }
-      // Replace the slot not holding the other row needed now (rows only move down within a task).
+      // Replace the older row: source rows only move down within a task, so it is never the other one needed now.
       const int s = (held[0] < held[1]) ? 0 : 1;
       width_row(src + (image * k * h + r) * w, h * w, k, px0, px1, pwx, W, slot[s]);
       held[s] = id;
