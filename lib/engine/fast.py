@@ -435,13 +435,9 @@ def retain_freed_memory():
     """
     if platform.system() != 'Linux':
         return False
-    name = ctypes.util.find_library('c')
     try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-    if mallopt is None:
+        mallopt = ctypes.CDLL(ctypes.util.find_library('c')).mallopt
+    except (OSError, AttributeError):  # no C library found, or not glibc (musl has no mallopt)
         return False
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc's <malloc.h>
     # The top pad makes each heap extension 256 MiB larger (address space, not resident until touched): fewer
