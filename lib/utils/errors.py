@@ -1,13 +1,19 @@
-"""How every command-line tool reports bad input: ``error: <one line>`` on stderr and exit status 1."""
-import re
-import sys
+"""The one way a command fails on bad input: :class:`UserError`, printed as ``error: <one line>``, exit status 1.
 
-BAD_INPUT_STATUS = 1
+Library code raises ``UserError`` for anything the user can fix (a config value, a file, an option, a folder that
+is not the command's to write); the tools' wrapper (:func:`lib.utils.cli.run`) prints it in one line.  Any other
+exception is a bug and keeps its traceback.
+"""
+import re
+
+
+class UserError(Exception):
+    """Bad input or a refused action; the message is one line naming the file or option and what was expected."""
 
 
 def one_line(err):
-    """``str(err)``, except that an error re-raised from a DataLoader worker process (whose text is a whole
-    traceback) gives back the original message; anything left multi-line is cut to its first line."""
+    """``str(err)`` on one line.  An error re-raised from a DataLoader worker (whose text is a whole traceback)
+    gives back the worker's own message."""
     text = str(err).strip()
     if 'DataLoader worker process' in text and 'Original Traceback' in text:
         lines = [line for line in text.splitlines() if line.strip()]
@@ -18,6 +24,7 @@ def one_line(err):
 
 
 def bad_input(err):
-    """Print ``err`` as every tool reports bad input (``error: <one line>`` on stderr); returns the exit status."""
+    # Transitional: tools move to lib.utils.cli.run.
+    import sys
     print(f'error: {one_line(err)}', file=sys.stderr)
-    return BAD_INPUT_STATUS
+    return 1

@@ -1,0 +1,102 @@
+"""What every command-line tool shares: the config arguments, the thread count, and how it ends.
+
+    def parse_args(argv=None):
+        parser = argparse.ArgumentParser(...)
+        cli.add_config_arguments(parser)        # CONFIG positional, --opts KEY=VALUE ...
+        cli.add_threads_argument(parser)        # --threads N
+        ...
+    def main(args): ...
+    if __name__ == '__main__':
+        cli.run(main, parse_args())
+
+:func:`run` turns a :class:`~lib.utils.errors.UserError` (and the environment's own failures: a full disk, no
+memory) into ``error: <one line>`` with exit status 1, and Ctrl-C into ``interrupted: <what is left>`` with 130.
+"""
+import os
+import sys
+
+import torch
+
+from lib.utils import distributed
+from lib.utils.errors import UserError, one_line
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
+
+def add_config_arguments(parser, required=True):
+    """The experiment config as the first positional argument and ``--opts KEY=VALUE ...`` overrides of it."""
+    parser.add_argument('config', nargs=None if required else '?', default=None,
+                        help='experiment YAML, e.g. exp/spatial_correction_cityscapes/config.yaml')
+    parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
+                        help='config overrides, e.g. train.max_iters=100 eval.split=test')
+    return parser
+
+
+def default_threads():
+    """The CPUs this process may use: ``OMP_NUM_THREADS`` when set, else the CPU affinity mask's size."""
+    raw = os.environ.get('OMP_NUM_THREADS', '').strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise UserError(f'OMP_NUM_THREADS={raw}: expected a positive number of threads')
+        return int(raw)
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+
+def positive_int(text):
+    """argparse type of counts (threads, clips, frames): a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        import argparse
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got "{text}"')
+    return value
+
+
+def add_threads_argument(parser):
+    parser.add_argument('--threads', type=positive_int, default=None,
+                        help='CPU threads of torch (default: OMP_NUM_THREADS, else the CPUs this process may use; '
+                             'on a machine shared with other jobs 1 is often much faster)')
+    return parser
+
+
+def set_threads(threads=None):
+    """torch's intra-op threads: ``threads``, or :func:`default_threads`."""
+    torch.set_num_threads(threads or default_threads())
+    return torch.get_num_threads()
+
+
+def _out_of_memory(err):
+    return isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+
+
+def run(main, args):
+    """``sys.exit(main(args))``, with bad input in one line (exit 1) and Ctrl-C in one line (exit 130).
+
+    A ``KeyboardInterrupt`` raised with a message (the code that was interrupted says what is left and how to
+    continue) prints that message.
+    """
+    try:
+        status = main(args)
+    except UserError as err:
+        print(f'error: {one_line(err)}', file=sys.stderr)
+        status = EXIT_ERROR
+    except KeyboardInterrupt as err:
+        print(f'interrupted{": " + one_line(err) if str(err) else ""}', file=sys.stderr)
+        status = EXIT_INTERRUPTED
+    except OSError as err:  # the environment's failures: a full disk, a permission, a vanished file
+        where = f'{err.filename}: ' if err.filename and str(err.filename) not in str(err) else ''
+        print(f'error: {where}{one_line(err)}', file=sys.stderr)
+        status = EXIT_ERROR
+    except (MemoryError, RuntimeError) as err:
+        if not _out_of_memory(err):
+            raise
+        print(f'error: out of memory ({one_line(err)[:160]}); use smaller frames (--size) or batches',
+              file=sys.stderr)
+        status = EXIT_ERROR
+    finally:
+        distributed.cleanup_distributed()
+    sys.exit(status or 0)
