@@ -17,8 +17,8 @@ import os
 
 import pytest
 import torch
-
 from helpers import write_video_model
+
 from lib.dataset import synthetic
 from lib.utils.config import DEFAULTS
 

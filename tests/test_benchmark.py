@@ -6,16 +6,30 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from helpers import load_tool, width_opts
+
 import lib.engine.fast as fast_module
-from lib.engine.fast import (DENSE_BOUNDARY_FRACTION, EXACT, FastConfig, FastSCNet, add_fast_arguments,
-                             ShiftedDepthwiseConv2d, bilinear_argmax, channel_argmax, config_from_args,
-                             default_min_dilation, fold_batch_norms, logits_to_labels, resolve_dtype,
-                             shift_dilated_depthwise, sparse_merge_argmax, upsample_labels)
-from lib.ops import upsample_argmax as compiled_labels
+from lib.engine.fast import (
+    DENSE_BOUNDARY_FRACTION,
+    EXACT,
+    FastConfig,
+    FastSCNet,
+    ShiftedDepthwiseConv2d,
+    add_fast_arguments,
+    bilinear_argmax,
+    channel_argmax,
+    config_from_args,
+    default_min_dilation,
+    fold_batch_norms,
+    logits_to_labels,
+    resolve_dtype,
+    shift_dilated_depthwise,
+    sparse_merge_argmax,
+    upsample_labels,
+)
 from lib.model import build_scnet
 from lib.ops import resample2d_reference
+from lib.ops import upsample_argmax as compiled_labels
 from lib.utils.config import load_config
 
 TINY_OPTS = width_opts(prefix='')  # --model-opts takes the keys without 'model.'

@@ -3,10 +3,11 @@ import os
 
 import pytest
 import torch
-
 from helpers import TINY_WIDTHS
+
 from lib.model import SCNet, SCNetDMNet
-from lib.utils.checkpoint import CheckpointError, load_checkpoint, load_pretrained, load_published, save_checkpoint
+from lib.utils.checkpoint import load_checkpoint, load_pretrained, load_published, save_checkpoint
+from lib.utils.errors import UserError
 
 TINY = {name: TINY_WIDTHS[name] for name in ('deeplab', 'flownet')}
 
@@ -63,20 +64,20 @@ def test_malformed_file_gives_one_line_error_naming_it(tmp_path, content, messag
             f.write(content)
     else:
         torch.save(content, path)
-    with pytest.raises(CheckpointError, match=message) as err:
+    with pytest.raises(UserError, match=message) as err:
         load_published(tiny_scnet(0), path)
     assert str(err.value).startswith(path) and '\n' not in str(err.value)
 
 
 def test_pickled_code_is_refused(tmp_path):
     path = str(tmp_path / 'code.pth')
-    torch.save({'w': torch.zeros(1), 'obj': CheckpointError('not a tensor')}, path)
-    with pytest.raises(CheckpointError, match='weights_only=True'):
+    torch.save({'w': torch.zeros(1), 'obj': UserError('not a tensor')}, path)
+    with pytest.raises(UserError, match='weights_only=True'):
         load_checkpoint(path)
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(CheckpointError, match='checkpoint file not found'):
+    with pytest.raises(UserError, match='checkpoint file not found'):
         load_checkpoint(str(tmp_path / 'absent.pth'))
 
 
@@ -89,7 +90,7 @@ def test_mismatched_checkpoint_lists_every_kind_of_problem(tmp_path):
     net = tiny_scnet(1, n_classes=5)
     before = {k: v.clone() for k, v in net.state_dict().items()}
 
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(UserError) as err:
         load_published(net, path)
     message = str(err.value)
     assert message.startswith(f'{path}: does not fit SCNet:') and '\n' not in message
@@ -107,7 +108,7 @@ def test_dmnet_stage_checkpoint_does_not_fit_scnet(tmp_path):
     torch.manual_seed(0)
     path = str(tmp_path / 'dmnet_stage.pth')
     torch.save(SCNetDMNet(5, **TINY).state_dict(), path)
-    with pytest.raises(CheckpointError, match=r'does not fit SCNet: 66 missing \(cfnet\.conv1\.0\.weight'):
+    with pytest.raises(UserError, match=r'does not fit SCNet: 66 missing \(cfnet\.conv1\.0\.weight'):
         load_published(tiny_scnet(0), path)
 
 
@@ -134,5 +135,5 @@ def test_pretrained_file_of_bare_deeplab_keys(tmp_path):
 def test_pretrained_file_matching_nothing(tmp_path):
     path = str(tmp_path / 'unrelated.pth')
     torch.save({'encoder.weight': torch.zeros(3)}, path)
-    with pytest.raises(CheckpointError, match='no tensor matches SCNet'):
+    with pytest.raises(UserError, match='no tensor matches SCNet'):
         load_pretrained(tiny_scnet(0), path)

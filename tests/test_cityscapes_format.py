@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs_eval
+from helpers import REPO_ROOT, TINY_OPTS, load_tool, varied_tiny_scnet
 from PIL import Image
 
-from helpers import REPO_ROOT, TINY_OPTS, load_tool, varied_tiny_scnet
 from lib.engine.cityscapes_results import prediction_name
 from lib.utils.palette import CITYSCAPES_CLASSES
 

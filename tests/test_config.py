@@ -9,9 +9,10 @@ import sys
 import pytest
 import yaml
 
-from lib.dataset import DatasetError, check_class_count
+from lib.dataset import check_class_count
 from lib.engine.stages import STAGES
-from lib.utils.config import DEFAULTS, REPO_ROOT, ConfigError, experiment_name, load_config
+from lib.utils.config import DEFAULTS, REPO_ROOT, experiment_name, load_config
+from lib.utils.errors import UserError
 
 EXPERIMENTS = sorted(p for p in glob.glob(os.path.join(REPO_ROOT, 'exp', '*', '*.yaml'))
                      if os.sep + '_base_' + os.sep not in p)
@@ -37,18 +38,18 @@ def test_base_files_are_merged_first_in_order_then_the_file_itself(tmp_path):
 
 def test_base_errors_name_the_file(tmp_path):
     child = write(tmp_path / 'config.yaml', {'_base_': ['missing.yaml']})
-    with pytest.raises(ConfigError, match=r'missing\.yaml: config file not found \(_base_ of .*config\.yaml\)'):
+    with pytest.raises(UserError, match=r'missing\.yaml: config file not found \(_base_ of .*config\.yaml\)'):
         load_config(child)
     write(tmp_path / 'typo.yaml', {'train': {'learning_rate': 1}})
     child = write(tmp_path / 'config.yaml', {'_base_': 'typo.yaml'})
-    with pytest.raises(ConfigError, match=r'typo\.yaml: unknown config key "train\.learning_rate"'):
+    with pytest.raises(UserError, match=r'typo\.yaml: unknown config key "train\.learning_rate"'):
         load_config(child)
     write(tmp_path / 'a.yaml', {'_base_': 'b.yaml'})
     write(tmp_path / 'b.yaml', {'_base_': 'a.yaml'})
-    with pytest.raises(ConfigError, match='include each other'):
+    with pytest.raises(UserError, match='include each other'):
         load_config(str(tmp_path / 'a.yaml'))
     child = write(tmp_path / 'config.yaml', {'_base_': {'a': 1}})
-    with pytest.raises(ConfigError, match='expected a file name or a list of them'):
+    with pytest.raises(UserError, match='expected a file name or a list of them'):
         load_config(child)
 
 
@@ -84,7 +85,7 @@ def test_model_classes_must_match_the_dataset():
     cfg = load_config(os.path.join(REPO_ROOT, 'exp', 'spatial_correction_camvid', 'config.yaml'))
     check_class_count(cfg)
     cfg['model']['n_classes'] = 19
-    with pytest.raises(DatasetError, match='model.n_classes: 19, but data.name=camvid has 11 classes'):
+    with pytest.raises(UserError, match='model.n_classes: 19, but data.name=camvid has 11 classes'):
         check_class_count(cfg)
 
 
@@ -131,8 +132,9 @@ def test_launch_runs_torchrun_of_the_same_interpreter_and_show_stays_one_process
 
 def setup_distribution(**environ):
     """setup.py's distribution object under ``environ`` (stopped after reading it: nothing is compiled)."""
-    import setuptools  # noqa: F401  (first: it provides distutils on Python >= 3.12)
     from distutils.core import run_setup
+
+    import setuptools  # noqa: F401  (first: it provides distutils on Python >= 3.12)
     env = dict(os.environ)
     os.environ.update(environ)
     try:

@@ -8,11 +8,12 @@ import cv2
 import numpy as np
 import pytest
 from cityscapesscripts.helpers import labels as cs_labels
-
 from helpers import REPO_ROOT
-from lib.dataset import DatasetError, synthetic
+
+from lib.dataset import synthetic
 from lib.dataset import synthetic_layout as layout
 from lib.utils.config import load_config
+from lib.utils.errors import UserError
 from lib.utils.palette import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_IDS, train_ids_to_label_ids
 
 CONFIGS = {
@@ -56,12 +57,12 @@ def tree(folder):
 def test_generator_refuses_a_folder_holding_other_files(tmp_path):
     users = fake_dataset(tmp_path / 'cityscapes')
     before = tree(users)
-    with pytest.raises(DatasetError, match=f'{users}: holds files the synthetic generator did not write'):
+    with pytest.raises(UserError, match=f'{users}: holds files the synthetic generator did not write'):
         synthetic.generate(str(users), size=(32, 64), n_train=1, n_val=0, workers=1, n_frames=12, labelled_frame=10)
     assert tree(users) == before
     a_file = tmp_path / 'file'
     a_file.write_text('x')
-    with pytest.raises(DatasetError, match='exists and is not a folder'):
+    with pytest.raises(UserError, match='exists and is not a folder'):
         synthetic.generate(str(a_file), size=(32, 64), n_train=1, n_val=0, workers=1, n_frames=12, labelled_frame=10)
 
 

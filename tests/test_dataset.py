@@ -6,12 +6,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import H, W, fake_label, make_camvid, make_cityscapes
 
-from lib.dataset import DatasetError, build_dataset, build_loader
+from lib.dataset import build_dataset, build_loader
 from lib.dataset.frame_list import read_list
 from lib.utils.config import DEFAULTS
+from lib.utils.errors import UserError
 
-from helpers import H, W, fake_label, make_camvid, make_cityscapes
 
 def data_cfg(name, root, list_path, **overrides):
     cfg = copy.deepcopy(DEFAULTS['data'])
@@ -130,7 +131,7 @@ def test_loader_collates_and_reseeds_workers(tmp_path):
 
 
 def _expect_error(cfg, mode, needle, index=0):
-    with pytest.raises(DatasetError) as info:
+    with pytest.raises(UserError) as info:
         build_dataset(cfg, 'val', mode)[index]
     assert needle in str(info.value), str(info.value)
     return str(info.value)

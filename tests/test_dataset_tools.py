@@ -3,7 +3,6 @@ import os
 
 import cv2
 import numpy as np
-
 from helpers import H, W, load_tool, make_camvid, make_cityscapes
 
 check_dataset = load_tool('check_dataset')

@@ -6,11 +6,10 @@ import sys
 
 import pytest
 import torch
+from helpers import data_opts, width_opts
 
 from lib.engine import train as engine
 from lib.utils.config import REPO_ROOT, load_config
-
-from helpers import data_opts, width_opts
 
 
 def torchrun(script_args, env_extra=None, timeout=300):

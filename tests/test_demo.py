@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from helpers import load_tool
+
 from lib.dataset import synthetic
 
 demo = load_tool('demo')

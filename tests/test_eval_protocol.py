@@ -16,8 +16,8 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import REPO_ROOT, TINY_OPTS, load_tool, varied_tiny_scnet
+
 from lib.dataset import build_dataset, build_loader
 from lib.utils.config import DEFAULTS, load_config
 

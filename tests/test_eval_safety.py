@@ -12,16 +12,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from helpers import load_tool, write_experiment
-from lib.dataset import DatasetError, build_dataset
-from lib.engine import pda_run
+
+from lib.dataset import build_dataset
 from lib.dataset.checks import find_problems
 from lib.dataset.io import read_label
-from lib.utils.checkpoint import CheckpointError, load_checkpoint
+from lib.engine import pda_run
+from lib.utils.checkpoint import load_checkpoint
 from lib.utils.config import REPO_ROOT
+from lib.utils.errors import UserError
 from lib.utils.output_lock import OutputLock
-
 
 test_pda = load_tool('test_pda')
 show = load_tool('show')
@@ -149,7 +149,7 @@ def test_jpeg_renamed_png_label_is_refused_and_reported(tmp_path, synthetic_root
     label = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
     ok, jpeg = cv2.imencode('.jpg', label)
     label_path.write_bytes(jpeg.tobytes())
-    with pytest.raises(DatasetError, match=r'not a PNG file \(JPEG data\); labels must be lossless PNG'):
+    with pytest.raises(UserError, match=r'not a PNG file \(JPEG data\); labels must be lossless PNG'):
         read_label(str(label_path), 19)
     problems = find_problems(data_cfg, 'val', progress=False)
     assert len(problems) == 1 and str(label_path) in problems[0] and 'JPEG' in problems[0]
@@ -162,7 +162,7 @@ def test_frames_whose_size_is_not_a_multiple_of_4_are_named(tmp_path, synthetic_
             if name.endswith('.png'):
                 path = os.path.join(folder, name)
                 cv2.imwrite(path, cv2.imread(path, cv2.IMREAD_UNCHANGED)[:62, :126])
-    with pytest.raises(DatasetError, match=r'frame is 62x126 \(HxW\); the networks need sides that are multiples'):
+    with pytest.raises(UserError, match=r'frame is 62x126 \(HxW\); the networks need sides that are multiples'):
         build_dataset(data_cfg, 'val', 'pda')[0]
     problems = find_problems(data_cfg, 'val', progress=False)
     assert any('62x126' in p and 'multiples of 4' in p for p in problems)
@@ -174,7 +174,7 @@ def test_frames_whose_size_is_not_a_multiple_of_4_are_named(tmp_path, synthetic_
 def test_checkpoint_refused_by_weights_only_shows_the_reason_and_a_safe_look(tmp_path, synthetic_data_cfg, capsys):
     path = tmp_path / 'numpy_inside.pth'
     torch.save({'model': {'w': torch.zeros(1)}, 'best': np.float64(0.5)}, path)
-    with pytest.raises(CheckpointError) as caught:
+    with pytest.raises(UserError) as caught:
         load_checkpoint(str(path))
     message = str(caught.value)
     assert '\n' not in message and 'Unsupported global: GLOBAL numpy' in message

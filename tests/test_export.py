@@ -4,8 +4,8 @@ import os
 
 import pytest
 import torch
-
 from helpers import load_tool, write_video_model
+
 from lib.engine.export import GRAPHS, INPUTS, OUTPUTS, example_inputs, ort_session, run_session
 
 pytest.importorskip('onnxruntime', reason='onnxruntime is in requirements.txt; the export cannot be checked without')

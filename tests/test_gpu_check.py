@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-
 from helpers import REPO_ROOT, load_tool
 
 gpu_check = load_tool('gpu_check')

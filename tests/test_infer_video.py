@@ -6,13 +6,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from helpers import assert_one_line_error, load_tool, moving_scene, run_infer_video, write_frame_folder
+
 from lib.engine.keyframe import parse_policy
 from lib.engine.video import StreamingSegmenter
 from lib.model import build_scnet
 from lib.utils.config import load_config
-from lib.utils.video_io import OutputFolder, VideoIOError, frame_to_tensor, labels_to_frame, pad_to_multiple
+from lib.utils.errors import UserError
+from lib.utils.video_io import OutputFolder, frame_to_tensor, labels_to_frame, pad_to_multiple
 
 N_FRAMES = 12  # of moving_scene
 
@@ -210,7 +211,7 @@ def test_output_folder_commit_replaces_atomically(tmp_path):
     assert not target.exists()
     folder.commit()
     assert (target / 'labels' / 'x.png').read_text() == 'new'
-    with pytest.raises(VideoIOError, match='--overwrite'):
+    with pytest.raises(UserError, match='--overwrite'):
         OutputFolder(str(target))
     second = OutputFolder(str(target), overwrite=True)
     second.start()

@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 import yaml
-
 from helpers import TINY_WIDTHS, load_tool, varied_tiny_scnet
+
 from lib.model import DMNet, load_scnet
 from lib.utils.checkpoint import load_checkpoint, load_published
 from lib.utils.config import DEFAULTS

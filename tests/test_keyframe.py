@@ -5,14 +5,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-
 from helpers import TINY_VIDEO_MODEL, load_tool
-from lib.engine.keyframe import (DistortionTriggered, FixedInterval, PerFrame, PolicyError, distortion_score,
-                                 key_frame_schedule, parse_policy)
+
 from lib.engine import keyframe_eval
+from lib.engine.keyframe import (
+    DistortionTriggered,
+    FixedInterval,
+    PerFrame,
+    distortion_score,
+    key_frame_schedule,
+    parse_policy,
+)
 from lib.engine.video import StreamingSegmenter
 from lib.model import build_scnet
 from lib.utils.config import load_config
+from lib.utils.errors import UserError
 
 
 @pytest.mark.parametrize('interval, n, expected', [
@@ -116,7 +123,7 @@ def test_parse_policy(text, cls, attrs):
     ('distortion:0.3,stat=p101', 'percentile'),
 ])
 def test_parse_policy_errors_are_one_line_and_name_the_problem(text, message):
-    with pytest.raises(PolicyError, match=message) as info:
+    with pytest.raises(UserError, match=message) as info:
         parse_policy(text)
     assert '\n' not in str(info.value)
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from helpers import TINY_WIDTHS
+
 from lib.model import CFNet, DeepLabV3Plus, DMNet, FlowNetS, PropagationState, SCNet, SCNetDMNet, Warp, build_scnet
 from lib.utils.config import DEFAULTS
 

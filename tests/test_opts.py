@@ -1,7 +1,6 @@
 """``--opts`` given several times: every tool keeps every group, in order (argparse's plain ``nargs`` keeps only
 the last one, which silently drops overrides)."""
 import pytest
-
 from helpers import load_tool
 
 # Each tool with the least it needs to parse.

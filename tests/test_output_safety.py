@@ -12,13 +12,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from helpers import assert_one_line_error, moving_scene, run_infer_video, write_frame_folder
+
 from lib.utils import atomic
 from lib.utils.config import REPO_ROOT
-from lib.utils.output_lock import OutputLock, OutputLockError, remove_torn_files
-from lib.utils.video_io import OutputFolder, VideoFileSource, VideoIOError, VideoWriter
-
+from lib.utils.errors import UserError
+from lib.utils.output_lock import OutputLock, remove_torn_files
+from lib.utils.video_io import OutputFolder, VideoFileSource, VideoWriter
 
 # A folder that already holds the extracted samples (opencv-doc's examples/data) saves the download.
 OPENCV_SAMPLES = os.environ.get('OPENCV_SAMPLES_DIR', '')
@@ -115,7 +115,7 @@ def test_lock_of_a_dead_run_is_taken_over_and_its_torn_files_removed(tmp_path):
     with OutputLock(str(folder)) as lock:
         assert lock.torn_files == [f'now.tmp{dead_pid}.pth']
         assert json.loads((folder / '.lock').read_text())['pid'] == os.getpid()
-        with pytest.raises(OutputLockError, match=rf'in use by another run \(pid {os.getpid()} '):
+        with pytest.raises(UserError, match=rf'in use by another run \(pid {os.getpid()} '):
             OutputLock(str(folder)).acquire()
     assert sorted(os.listdir(folder)) == ['now.pth']
     assert remove_torn_files(str(folder)) == []
@@ -123,7 +123,7 @@ def test_lock_of_a_dead_run_is_taken_over_and_its_torn_files_removed(tmp_path):
 
 def test_a_foreign_file_named_like_the_lock_is_left_alone(tmp_path):
     (tmp_path / '.lock').write_text('my notes')
-    with pytest.raises(OutputLockError, match='not a lock file'):
+    with pytest.raises(UserError, match='not a lock file'):
         OutputLock(str(tmp_path)).acquire()
     assert (tmp_path / '.lock').read_text() == 'my notes'
 
@@ -187,7 +187,7 @@ def test_video_writer_close_checks_the_finished_file(tmp_path):
     for frame in moving_scene(32, 48, 3):
         writer.write(frame)
     writer.frames += 2  # as if two writes had been reported done that never reached the file
-    with pytest.raises(VideoIOError, match='decodes to 3 of the 5 frames'):
+    with pytest.raises(UserError, match='decodes to 3 of the 5 frames'):
         writer.close()
 
 

@@ -11,8 +11,8 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import load_tool, tiny_model_cfg, varied_tiny_scnet, write_experiment
+
 from lib.dataset import build_dataset, build_eval_loader, build_loader
 from lib.engine.pda import evaluate_pda
 from lib.model import build_scnet

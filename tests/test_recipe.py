@@ -11,17 +11,16 @@ import random
 import pytest
 import torch
 import torch.nn as nn
-
 from helpers import width_opts
+
 from lib.dataset import build_dataset, read_frame
 from lib.engine import train as engine
 from lib.engine.loop_adam import LoopAdam
 from lib.engine.optim import build_optimizer, original_param_list
 from lib.model import CFNet, DMNet, FlowNetS
 from lib.model.scnet import build_scnet
-from lib.utils.config import ConfigError, DEFAULTS, REPO_ROOT, load_config
-
-
+from lib.utils.config import DEFAULTS, REPO_ROOT, load_config
+from lib.utils.errors import UserError
 
 # --- parameter lists -----------------------------------------------------------------------------------------
 
@@ -64,10 +63,10 @@ def test_stage_groups_follow_param_lists():
 def test_bad_param_lists_and_fp16_with_original_are_config_errors():
     net = build_scnet(load_config(None, width_opts())['model'], 'dmnet')
     stage = engine.get_stage('dmnet')
-    with pytest.raises(ConfigError, match='train.param_lists: expected one of unique | original, got "twice"'):
+    with pytest.raises(UserError, match='train.param_lists: expected one of unique | original, got "twice"'):
         stage.param_groups(net, dict(DEFAULTS['train'], param_lists='twice'))
     train_cfg = dict(DEFAULTS['train'], param_lists='original', amp='fp16')
-    with pytest.raises(ConfigError, match='fp16 cannot be combined with train.param_lists: original'):
+    with pytest.raises(UserError, match='fp16 cannot be combined with train.param_lists: original'):
         build_optimizer(stage.param_groups(net, train_cfg), train_cfg)
 
 
@@ -180,7 +179,7 @@ def test_engine_trains_with_the_original_lists_and_resumes(tmp_path, synthetic_r
     for key, value in checkpoint['model'].items():
         assert torch.equal(value, weights[key]), key
     # A run of the other variant does not silently continue from these lists.
-    with pytest.raises(engine.CheckpointError, match='does not fit this config'):
+    with pytest.raises(engine.UserError, match='does not fit this config'):
         engine.main(flow_cfg(split, synthetic_root, 'train.max_iters=3'), resume=True)
 
 
@@ -229,10 +228,10 @@ def test_original_intermediate_is_fixed_and_loaded(synthetic_data_cfg):
 
 
 def test_bad_intermediate_mode_and_missing_seed_are_errors(synthetic_data_cfg):
-    from lib.dataset import DatasetError
-    with pytest.raises(DatasetError, match='data.intermediate: expected one of resample | original, got "fixed"'):
+    from lib.dataset import UserError
+    with pytest.raises(UserError, match='data.intermediate: expected one of resample | original, got "fixed"'):
         build_dataset(dict(synthetic_data_cfg, intermediate='fixed'), 'train', 'triplet')
-    with pytest.raises(DatasetError, match='needs the run\'s seed'):
+    with pytest.raises(UserError, match='needs the run\'s seed'):
         build_dataset(dict(synthetic_data_cfg, intermediate='original'), 'train', 'triplet')
 
 

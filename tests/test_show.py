@@ -4,11 +4,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import load_tool, write_experiment
 from PIL import Image
 
 from lib.utils import visualize as vis
 from lib.utils.palette import CITYSCAPES_PALETTE
-from helpers import load_tool, write_experiment
 
 TILE_WIDTH = 64
 

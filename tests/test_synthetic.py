@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.dataset import build_dataset, read_flow, read_frame, read_label
-from lib.dataset import synthetic
+from lib.dataset import build_dataset, read_flow, read_frame, read_label, synthetic
 from lib.dataset import synthetic_layout as layout
 from lib.ops import resample2d
 

@@ -6,15 +6,16 @@ import os
 
 import pytest
 import torch
-
 from helpers import flow_cfg, model_weights, train_cfg, train_killed_at_step, width_opts
+
 from lib.engine import train as engine
-from lib.engine.checkpointing import CheckpointError
 from lib.engine.optim import build_optimizer, lr_factor
 from lib.engine.stage_nets import FlowStageNet, SegmentationStageNet
 from lib.model.dmnet import DMNet
 from lib.model.scnet import build_scnet
-from lib.utils.config import ConfigError, DEFAULTS, load_config
+from lib.utils.config import DEFAULTS, load_config
+from lib.utils.errors import UserError
+
 
 def data_cfg_for(root):
     cfg = copy.deepcopy(DEFAULTS['data'])
@@ -159,11 +160,11 @@ def test_gradient_accumulation_matches_a_larger_batch(tmp_path, synthetic_data_c
 
 
 def test_missing_init_or_resume_checkpoint_is_an_error_before_any_work(tmp_path, synthetic_data_cfg):
-    with pytest.raises(CheckpointError, match=r'init\.deeplab, init\.flownet \(or init\.pretrained\)'):
+    with pytest.raises(UserError, match=r'init\.deeplab, init\.flownet \(or init\.pretrained\)'):
         engine.main(train_cfg('dmnet', str(tmp_path), synthetic_data_cfg))
-    with pytest.raises(CheckpointError, match=r'init\.flownet: checkpoint .*absent\.pth not found'):
+    with pytest.raises(UserError, match=r'init\.flownet: checkpoint .*absent\.pth not found'):
         engine.main(train_cfg('flow', str(tmp_path), synthetic_data_cfg, f'init.flownet={tmp_path}/absent.pth'))
-    with pytest.raises(CheckpointError, match=r'--resume: .*flow/now\.pth not found'):
+    with pytest.raises(UserError, match=r'--resume: .*flow/now\.pth not found'):
         engine.main(train_cfg('flow', str(tmp_path), synthetic_data_cfg), resume=True)
     assert not (tmp_path / 'dmnet').exists() and not (tmp_path / 'flow').exists()
 
@@ -174,10 +175,10 @@ def test_mismatched_init_names_the_key_and_the_problem(tmp_path, synthetic_data_
                wider)
     flow_only = tmp_path / 'flow.pth'
     torch.save(FlowStageNet(flownet={'width_mult': 0.25}).state_dict(), flow_only)
-    with pytest.raises(CheckpointError,
+    with pytest.raises(UserError,
                        match=r'init\.deeplab: .*wider\.pth does not fit deeplab .*\d+ with another shape \(\S+: file \['):
         engine.main(train_cfg('segmentation', str(tmp_path), synthetic_data_cfg, f'init.deeplab={wider}'))
-    with pytest.raises(CheckpointError, match=r'init\.pretrained: .*holds no weights for deeplab'):
+    with pytest.raises(UserError, match=r'init\.pretrained: .*holds no weights for deeplab'):
         engine.main(train_cfg('dmnet', str(tmp_path), synthetic_data_cfg, f'init.pretrained={flow_only}'))
 
 
@@ -191,7 +192,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, synt
 
     monkeypatch.setattr(FlowStageNet, 'forward', nan_at_second_call)
     cfg = train_cfg('flow', str(tmp_path), synthetic_data_cfg, 'train.checkpoint_every=1')
-    with pytest.raises(engine.NonFiniteLossError, match=r'non-finite loss \(loss_epe=nan\) at iteration 1.*now\.pth'):
+    with pytest.raises(engine.UserError, match=r'non-finite loss \(loss_epe=nan\) at iteration 1.*now\.pth'):
         engine.main(cfg)
     kept = torch.load(tmp_path / 'flow' / 'now.pth', weights_only=True)
     assert kept['iteration'] == 1
@@ -200,11 +201,11 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, synt
 
 
 def test_bad_config_values_are_one_line_errors(tmp_path, synthetic_data_cfg):
-    with pytest.raises(ConfigError, match='unknown config key "train.learning_rate"'):
+    with pytest.raises(UserError, match='unknown config key "train.learning_rate"'):
         load_config(None, ['train.learning_rate=1'])
-    with pytest.raises(ConfigError, match='train.amp: expected null | bf16 | fp16'):
+    with pytest.raises(UserError, match='train.amp: expected null | bf16 | fp16'):
         engine.main(train_cfg('flow', str(tmp_path), synthetic_data_cfg, 'train.amp=fp8'))
-    with pytest.raises(ConfigError, match='stage: expected one of'):
+    with pytest.raises(UserError, match='stage: expected one of'):
         engine.main(train_cfg('flw', str(tmp_path), synthetic_data_cfg))
 
 

@@ -6,11 +6,10 @@ import sys
 
 import pytest
 import torch
-
 from helpers import data_opts, load_tool, model_weights
+
 from lib.engine import train as engine
 from lib.utils.config import REPO_ROOT, load_config
-
 
 
 @pytest.mark.slow

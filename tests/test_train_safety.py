@@ -11,15 +11,13 @@ import sys
 
 import pytest
 import torch
-
 from helpers import flow_cfg, load_tool, train_cfg, train_killed_at_step, width_opts
+
 from lib.engine import train as engine
-from lib.engine.checkpointing import CheckpointError
-from lib.engine.run_dir import ExperimentFolderError
 from lib.model.scnet import build_scnet
 from lib.utils.config import REPO_ROOT, load_config
+from lib.utils.errors import UserError
 from lib.utils.output_lock import OutputLock
-
 
 train_tool = load_tool('train')
 FLOW_CONFIG = os.path.join(REPO_ROOT, 'exp', 'synthetic', 'flow.yaml')
@@ -50,7 +48,7 @@ def test_existing_experiment_is_refused_unless_resume_or_overwrite(tmp_path, syn
     engine.main(train_cfg('flow', str(tmp_path), data))
     folder = tmp_path / 'flow'
     final = (folder / 'final.pth').read_bytes()
-    with pytest.raises(ExperimentFolderError, match=r'holds the outputs of an earlier run .*--resume .*--overwrite'):
+    with pytest.raises(UserError, match=r'holds the outputs of an earlier run .*--resume .*--overwrite'):
         engine.main(train_cfg('flow', str(tmp_path), data, 'train.lr=0.5'))
     assert (folder / 'final.pth').read_bytes() == final
     assert load_config(str(folder / 'config.yaml'))['train']['lr'] == 1e-4
@@ -121,9 +119,9 @@ def test_resume_with_another_data_layout_is_refused_unless_the_epoch_restarts(tm
     saved = torch.load(tmp_path / 'killed' / 'now.pth', weights_only=True)
     assert saved['progress']['batches_done'] == 1 and saved['layout']['batch_size'] == 16
 
-    with pytest.raises(CheckpointError, match=r'another data layout \(batch_size 16 -> 8\).*--restart-epoch'):
+    with pytest.raises(UserError, match=r'another data layout \(batch_size 16 -> 8\).*--restart-epoch'):
         engine.main(flow_cfg(str(tmp_path), data, 'killed', 'train.batch_size=8'), resume=True)
-    with pytest.raises(CheckpointError, match=r'accumulate 1 -> 2'):
+    with pytest.raises(UserError, match=r'accumulate 1 -> 2'):
         engine.main(flow_cfg(str(tmp_path), data, 'killed', 'train.batch_size=8', 'train.accumulate=2'),
                     resume=True)
     result = engine.main(flow_cfg(str(tmp_path), data, 'killed', 'train.batch_size=8'), resume=True,
@@ -138,10 +136,10 @@ def test_layout_check_names_world_size_and_dataset_length():
     checkpoint = {'rng': [{}, {}], 'config': {'train': {'batch_size': 4, 'accumulate': 1}},
                   'layout': {'batch_size': 4, 'accumulate': 1, 'world_size': 2, 'dataset_length': 100}}
     now = {'batch_size': 4, 'accumulate': 1, 'world_size': 1, 'dataset_length': 90}
-    with pytest.raises(CheckpointError, match=r'world_size 2 -> 1, dataset_length 100 -> 90'):
+    with pytest.raises(UserError, match=r'world_size 2 -> 1, dataset_length 100 -> 90'):
         engine.check_layout('now.pth', checkpoint, now, restart_epoch=False)
     older = {'rng': [{}, {}], 'config': {'train': {'batch_size': 4, 'accumulate': 1}}}  # written before 'layout'
-    with pytest.raises(CheckpointError, match=r'\(world_size 2 -> 1\)'):
+    with pytest.raises(UserError, match=r'\(world_size 2 -> 1\)'):
         engine.check_layout('now.pth', older, now, restart_epoch=False)
     assert engine.check_layout('now.pth', older, now, restart_epoch=True) == ['world_size 2 -> 1']
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from helpers import REPO_ROOT, load_tool, write_video_model
+
 from lib import VideoSegmenter
 
 N_FRAMES = 7

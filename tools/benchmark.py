@@ -44,14 +44,23 @@ import torch.nn.functional as F
 
 import lib.ops
 from lib.engine.backend import build_segmenter
-from lib.engine.fast import (EXACT, FastConfig, FastSCNet, add_fast_arguments, config_from_args, resolve_dtype,
-                             sparse_merge_argmax, upsample_labels)
+from lib.engine.fast import (
+    EXACT,
+    FastConfig,
+    FastSCNet,
+    add_fast_arguments,
+    config_from_args,
+    resolve_dtype,
+    sparse_merge_argmax,
+    upsample_labels,
+)
 from lib.engine.keyframe import FixedInterval
 from lib.model import build_scnet, load_scnet
 from lib.ops import resample2d, resample2d_reference
+from lib.utils import cli
 from lib.utils.atomic import write_json, write_text
-from lib.utils.config import REPO_ROOT, ConfigError, load_config
-from lib.utils.errors import bad_input
+from lib.utils.config import REPO_ROOT, load_config
+from lib.utils.errors import UserError
 from lib.utils.profiling import count_params, flop_counts, time_interleaved
 from lib.utils.video_io import frame_to_tensor, open_frame_source
 
@@ -148,16 +157,13 @@ def resolve_device(name):
     if name is None:
         name = 'cuda' if torch.cuda.is_available() else 'cpu'
     if name == 'cuda' and not torch.cuda.is_available():
-        raise ValueError('--device cuda: no CUDA device is available')
+        raise UserError('--device cuda: no CUDA device is available')
     return torch.device(name)
 
 
 def model_config(args):
     opts = [text if text.startswith('model.') else f'model.{text}' for text in args.model_opts]
-    try:
-        return load_config(args.config, opts)['model']
-    except ConfigError as err:
-        raise ValueError(str(err)) from None
+    return load_config(args.config, opts)['model']
 
 
 def build_model(model_cfg, device, checkpoint=None):
@@ -838,9 +844,9 @@ def benchmark(args):
         torch.set_num_threads(args.threads)
     fast_config = config_from_args(args)
     if fast_config is not None and fast_config.cuda_graphs and device.type != 'cuda':
-        raise ValueError('--fast-cuda-graphs: needs --device cuda')
+        raise UserError('--fast-cuda-graphs: needs --device cuda')
     if args.onnxruntime and device.type != 'cpu':
-        raise ValueError('--onnxruntime: the onnxruntime backend runs on the CPU (use --device cpu)')
+        raise UserError('--onnxruntime: the onnxruntime backend runs on the CPU (use --device cpu)')
     if device.type == 'cuda':
         # Fixed shapes: let cuDNN pick its fastest algorithms, for every path alike; fp32 means fp32 unless --tf32.
         torch.backends.cudnn.benchmark = True
@@ -880,10 +886,7 @@ def benchmark(args):
 
 
 def main(args):
-    try:
-        benchmark(args)
-    except (ValueError, OSError) as err:  # ConfigError, CheckpointError and DatasetError are ValueErrors
-        return bad_input(err)
+    benchmark(args)
     return 0
 
 
@@ -939,4 +942,4 @@ def _flops_summary(model_cfg, size, fast_config):
 
 
 if __name__ == '__main__':
-    sys.exit(main(parse_args()))
+    cli.run(main, parse_args())

@@ -11,15 +11,14 @@ import copy
 import json
 import os
 import platform
-import sys
 import time
 
 import torch
 
-from lib.dataset import DatasetError, build_dataset, build_loader
+from lib.dataset import build_dataset, build_loader
+from lib.utils import cli
 from lib.utils.atomic import write_json
-from lib.utils.config import DEFAULTS, ConfigError, load_config, resolve_path
-from lib.utils.errors import bad_input
+from lib.utils.config import DEFAULTS, load_config, resolve_path
 
 
 def parse_args(argv=None):
@@ -59,11 +58,8 @@ def measure(dataset, workers, clips):
 
 
 def main(args):
-    try:
-        cfg = data_config(args)
-        dataset = build_dataset(cfg, args.split, 'pda')
-    except (ConfigError, DatasetError) as err:
-        return bad_input(err)
+    cfg = data_config(args)
+    dataset = build_dataset(cfg, args.split, 'pda')
     height, width = dataset[0][0].shape[-2:]
     results = []
     for workers in args.workers:
@@ -81,4 +77,4 @@ def main(args):
 
 
 if __name__ == '__main__':
-    sys.exit(main(parse_args()))
+    cli.run(main, parse_args())

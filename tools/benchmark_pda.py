@@ -18,19 +18,18 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 
 import torch
 
-from lib.dataset import PDA_CLIP_LENGTH, DatasetError, build_dataset
+from lib.dataset import PDA_CLIP_LENGTH, build_dataset
 from lib.engine.pda import predict_clip
 from lib.model import build_scnet, load_scnet
+from lib.utils import cli
 from lib.utils.atomic import write_text
-from lib.utils.checkpoint import CheckpointError
-from lib.utils.config import ConfigError, load_config, resolve_path
+from lib.utils.config import load_config, resolve_path
 from lib.utils.distributed import pick_device
-from lib.utils.errors import bad_input
+from lib.utils.errors import UserError
 from lib.utils.profiling import count_flops, synchronize
 
 DISTANCES = list(range(1, PDA_CLIP_LENGTH))
@@ -93,21 +92,18 @@ def load_clips(cfg, args, device):
 
 
 def main(args):
-    try:
-        cfg = load_config(args.config, args.opts)
-        if args.threads is not None and args.threads < 1:
-            raise ConfigError(f'--threads: expected a positive number, got {args.threads}')
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        device = pick_device(cfg['device'])
-        if args.checkpoint:
-            model = load_scnet(cfg['model'], args.checkpoint, device)
-        else:
-            torch.manual_seed(0)
-            model = build_scnet(cfg['model']).to(device).eval()
-        clips = load_clips(cfg, args, device)
-    except (ConfigError, CheckpointError, DatasetError, OSError) as err:
-        return bad_input(err)
+    cfg = load_config(args.config, args.opts)
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f'--threads: expected a positive number, got {args.threads}')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(cfg['device'])
+    if args.checkpoint:
+        model = load_scnet(cfg['model'], args.checkpoint, device)
+    else:
+        torch.manual_seed(0)
+        model = build_scnet(cfg['model']).to(device).eval()
+    clips = load_clips(cfg, args, device)
 
     timings, outputs = {}, {}
     timings['naive'], outputs['naive'] = time_per_clip(lambda c: naive_clip(model, c), clips, device)
@@ -146,4 +142,4 @@ def main(args):
 
 
 if __name__ == '__main__':
-    sys.exit(main(parse_args()))
+    cli.run(main, parse_args())

@@ -1,6 +1,6 @@
 """Check a whole dataset split and report every problem at once (exit status 1 if there is any).
 
-    python3 tools/check_dataset.py --config exp/<experiment>/config.yaml [--split train val]
+    python3 tools/check_dataset.py exp/<experiment>/config.yaml [--split train val]
     python3 tools/check_dataset.py --name synthetic --root data/synthetic --list data/synthetic/list/val.txt
 
 Checks list syntax, every frame a training triplet or PDA clip needs (exists, decodes, same size as the
@@ -12,17 +12,16 @@ import copy
 import os
 import sys
 
-from lib.dataset import DatasetError
 from lib.dataset.checks import find_problems
-from lib.utils.config import DEFAULTS, ConfigError, load_config
-from lib.utils.errors import bad_input
+from lib.utils import cli
+from lib.utils.config import DEFAULTS, load_config
+from lib.utils.errors import UserError
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--config', help='experiment config (its data: section is checked)')
-    parser.add_argument('--opts', nargs='*', action='extend', default=[], help='config overrides, key.sub=value')
-    parser.add_argument('--name', choices=('cityscapes', 'camvid', 'synthetic'), help='instead of --config')
+    cli.add_config_arguments(parser, required=False)
+    parser.add_argument('--name', choices=('cityscapes', 'camvid', 'synthetic'), help='instead of a config')
     parser.add_argument('--root', help='dataset root (with --name)')
     parser.add_argument('--list', help='list file to check (with --name)')
     parser.add_argument('--split', nargs='*', default=None,
@@ -35,7 +34,9 @@ def data_configs(args):
     """``[(split, data_cfg), ...]`` to check."""
     if args.name:
         if not (args.root and args.list):
-            raise ConfigError('--name: needs --root and --list')
+            raise UserError('--name: needs --root and --list')
+    if not args.config:
+        raise UserError('expected a CONFIG, or --name with --root and --list')
         cfg = copy.deepcopy(DEFAULTS['data'])
         cfg.update(name=args.name, root=os.path.abspath(args.root), val_list=os.path.abspath(args.list))
         return [('val', cfg)]
@@ -46,15 +47,8 @@ def data_configs(args):
 
 def main(args):
     total = 0
-    try:
-        configs = data_configs(args)
-    except ConfigError as err:
-        return bad_input(err)
-    for split, cfg in configs:
-        try:
-            problems = find_problems(cfg, split, progress=not args.quiet)
-        except DatasetError as err:  # no list to walk: nothing to report problem by problem
-            return bad_input(err)
+    for split, cfg in data_configs(args):
+        problems = find_problems(cfg, split, progress=not args.quiet)
         for problem in problems:
             print(problem)
         print(f'{split}: {len(problems)} problem(s)', file=sys.stderr)
@@ -63,4 +57,4 @@ def main(args):
 
 
 if __name__ == '__main__':
-    sys.exit(main(parse_args()))
+    cli.run(main, parse_args())

@@ -28,21 +28,20 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict
 
 import torch
 import yaml
 
-from lib.dataset import DatasetError, synthetic
+from lib.dataset import synthetic
 from lib.dataset.synthetic_layout import META_FILE
 from lib.engine import keyframe_eval, pda_run, show
 from lib.engine import train as engine
-from lib.utils import distributed
+from lib.utils import cli, distributed
 from lib.utils.atomic import write_json
-from lib.utils.config import DEFAULTS, REPO_ROOT, ConfigError, load_config, resolve_path
-from lib.utils.errors import bad_input
+from lib.utils.config import DEFAULTS, REPO_ROOT, load_config, resolve_path
+from lib.utils.errors import UserError
 from lib.utils.visualize import plot_pda
 
 STAGES = ('segmentation', 'flow', 'dmnet', 'correction')
@@ -119,8 +118,6 @@ def parse_args(argv=None):
     return args
 
 
-class DemoError(RuntimeError):
-    """A step failed; its tool has printed why."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -246,7 +243,7 @@ def split_step_opts(opts):
         if rest and prefix in by_step:
             by_step[prefix].append(rest)
         elif rest and '=' not in prefix:
-            raise ConfigError(f'--opts: unknown step "{prefix}" in "{text}" (expected one of {" | ".join(by_step)})')
+            raise UserError(f'--opts: unknown step "{prefix}" in "{text}" (expected one of {" | ".join(by_step)})')
         else:
             for overrides in by_step.values():
                 overrides.append(text)
@@ -303,8 +300,6 @@ class Pipeline:
             self.announce('data', f'skipped, {shown(root)} holds the set already')
             return
         self.announce('data', f'generating the synthetic set in {root} ({reason})')
-        synthetic.claim_root(root)  # refuses a folder the generator did not make, before anything is removed
-        remove(meta)  # marks the set unfinished until generate() writes it again
         self.timed('data', lambda: synthetic.generate(root, workers=max(1, torch.get_num_threads()), progress=True,
                                                       **options))
         self.redone('data')
@@ -324,13 +319,13 @@ class Pipeline:
         self.announce(stage, f'training with {shown(stage_config_path(stage))} ({reason})')
         remove(final)
         # The demo owns its stage folders: a redone stage replaces the earlier run's outputs there.
-        self.timed(stage, lambda: self.call(stage, engine.INPUT_ERRORS, engine.main, stage_config(stage, opts),
+        self.timed(stage, lambda: self.call(stage, engine.main, stage_config(stage, opts),
                                                 overwrite=True))
         if not os.path.exists(final):
-            raise DemoError(f'{stage}: training ended without writing {final}')
+            raise UserError(f'{stage}: training ended without writing {final}')
         self.redone(stage)
 
-    def evaluation(self, step, output, what, input_errors, work, make_run):
+    def evaluation(self, step, output, what, work, make_run):
         """An evaluation of the final SCNet into ``output`` (skipped when up to date); True when it ran."""
         checkpoint = final_checkpoint('correction', self.opts_of('correction'))
         reason = why_redo(step, output, [checkpoint], self.redo)
@@ -340,13 +335,13 @@ class Pipeline:
         self.announce(step, f'{what} ({reason})')
         remove(output)
         run = make_run(checkpoint)
-        self.timed(step, lambda: self.call(step, input_errors, work, run))
+        self.timed(step, lambda: self.call(step, work, run))
         return True
 
     def pda(self):
         out_dir = result_dir(self.args)
         if self.evaluation('pda', os.path.join(out_dir, 'pda.json'), 'PDA evaluation on the val split',
-                           pda_run.INPUT_ERRORS, pda_run.run_pda,
+                           pda_run.run_pda,
                            lambda checkpoint: pda_run.PDARun(os.path.join(REPO_ROOT, EVAL_CONFIG), checkpoint,
                                                              self.opts_of('pda'), output=out_dir)):
             self.redone('pda')
@@ -356,7 +351,7 @@ class Pipeline:
         config = os.path.join(REPO_ROOT, EVAL_CONFIG)
         max_clips = load_config(config, self.opts_of('pda'))['eval']['max_clips']
         self.evaluation('tradeoff', os.path.join(out_dir, 'tradeoff.json'),
-                        'accuracy against cost of key-frame policies on the val split', keyframe_eval.INPUT_ERRORS,
+                        'accuracy against cost of key-frame policies on the val split',
                         keyframe_eval.run_keyframe_policies,
                         lambda checkpoint: keyframe_eval.KeyframeRun(
                             config, checkpoint, self.opts_of('pda'), max_clips=max_clips,
@@ -380,16 +375,15 @@ class Pipeline:
             remove(path)
         run = show.ShowRun(os.path.join(REPO_ROOT, EVAL_CONFIG), checkpoint, self.opts_of('pda'),
                            clips=self.show_clips, distance=SHOW_DISTANCE, output=os.path.dirname(pictures[0]))
-        self.timed('show', lambda: self.call('show', show.INPUT_ERRORS, show.run_show, run))
+        self.timed('show', lambda: self.call('show', show.run_show, run))
 
     @staticmethod
-    def call(step, input_errors, work, *args, **kwargs):
-        """``work(*args, **kwargs)``; its bad input is printed in one line (as its tool does) and stops the demo."""
+    def call(step, work, *args, **kwargs):
+        """``work(*args, **kwargs)``; its bad input stops the demo with one line naming the step."""
         try:
             work(*args, **kwargs)
-        except input_errors as err:
-            bad_input(err)
-            raise DemoError(f'{step} failed; see the error above') from None
+        except UserError as err:
+            raise UserError(f'{step}: {err}') from None
         finally:
             distributed.cleanup_distributed()
 
@@ -495,22 +489,16 @@ def usable_cpus():
 def main(args):
     # --quick runs inside the test suite, next to other jobs: one thread wastes no time in thread barriers.
     threads = args.threads or (1 if args.quick else usable_cpus())
-    if threads < 1:
-        print(f'error: --threads: expected a positive number, got {threads}', file=sys.stderr)
-        return 2
     torch.set_num_threads(threads)
     point_configs_at(args)
     pipeline = Pipeline(args)
     print(f'DAVSS demo: data {os.environ["SYNTHETIC_ROOT"]}, checkpoints {os.environ["SAVE_ROOT"]}/synthetic_*, '
           f'results {result_dir(args)}; {threads} torch thread(s){"; --quick" if args.quick else ""}', flush=True)
     start = time.perf_counter()
-    try:
-        pipeline.run()
-    except (DemoError, ConfigError, DatasetError) as err:
-        return bad_input(err)
+    pipeline.run()
     report(pipeline, time.perf_counter() - start)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main(parse_args()))
+    cli.run(main, parse_args())

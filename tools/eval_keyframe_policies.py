@@ -23,16 +23,14 @@ Writes ``<out>/keyframe_policies.json`` and ``<out>/keyframe_policies.png`` (mIo
 frame).
 """
 import argparse
-import sys
 
-from lib.engine.keyframe_eval import (DEFAULT_INTERVALS, INPUT_ERRORS, KeyframeRun, format_table,
-                                      run_keyframe_policies)
-from lib.utils.errors import bad_input
+from lib.engine.keyframe_eval import DEFAULT_INTERVALS, KeyframeRun, format_table, run_keyframe_policies
+from lib.utils import cli
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='experiment YAML')
+    cli.add_config_arguments(parser)
     parser.add_argument('--checkpoint', required=True, help='trained SCNet weights (.pth)')
     parser.add_argument('--split', default=None, help='train | val | test (default: the config\'s eval.split)')
     parser.add_argument('--max-clips', type=int, default=None, help='evaluate only the first N clips')
@@ -47,12 +45,10 @@ def parse_args(argv=None):
     parser.add_argument('--max-interval', type=int, default=10, help='max=N of the distortion policies')
     parser.add_argument('--stat', default='mean',
                         help='distortion score: mean, area (fraction above 0.5) or a percentile pNN')
-    parser.add_argument('--out', default=None, help='output folder (default: <eval.result_root>/<experiment>)')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='CPU threads for torch (default: torch\'s choice; 1 is much faster on a shared, '
-                             'oversubscribed CPU)')
+    parser.add_argument('--output', default=None,
+                        help='result folder (default <eval.result_root>/<experiment>/<checkpoint file stem>)')
     parser.add_argument('--device', default=None, help='cpu | cuda (default: the config\'s device)')
-    parser.add_argument('--opts', nargs='*', action='extend', default=[], help='config overrides key.sub=value')
+    cli.add_threads_argument(parser)
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
     args = parser.parse_args(argv)
     for name in ('max_clips', 'max_frames', 'timing_repeats', 'max_interval'):
@@ -67,16 +63,14 @@ def parse_args(argv=None):
 def main(args):
     run = KeyframeRun(args.config, args.checkpoint, args.opts, split=args.split, max_clips=args.max_clips,
                       max_frames=args.max_frames, timing_repeats=args.timing_repeats, intervals=args.intervals,
-                      thresholds=args.thresholds, max_interval=args.max_interval, stat=args.stat, out=args.out,
-                      threads=args.threads, device=args.device, progress=not args.no_progress)
-    try:
-        report, out = run_keyframe_policies(run)
-    except INPUT_ERRORS as err:
-        return bad_input(err)
+                      thresholds=args.thresholds, max_interval=args.max_interval, stat=args.stat, out=args.output,
+                      device=args.device, progress=not args.no_progress)
+    cli.set_threads(args.threads)
+    report, out = run_keyframe_policies(run)
     print(format_table(report))
     print(f'wrote {out}/keyframe_policies.json and keyframe_policies.png')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main(parse_args()))
+    cli.run(main, parse_args())

@@ -7,15 +7,14 @@
 Prints the format (zip, or the legacy non-zip format of torch <= 1.5), the sha256, the networks it holds and how
 many of their tensors fit the project's networks by name and shape, the class count (19 Cityscapes, 11 CamVid),
 ``module.`` / ``_orig_mod.`` prefixes, and which config key or command uses a file of that kind (docs/models.md).
-Exit status 0 when the file is readable and fits, 1 when it is readable but does not fit, 2 on an unreadable file.
+Exit status 0 when the file is readable and fits, 1 when it does not fit or cannot be read.
 """
 import argparse
 import json
-import sys
 
-from lib.utils.checkpoint import CheckpointError
 from lib.model.checkpoint_info import describe, format_text
-from lib.utils.config import ConfigError, load_config
+from lib.utils import cli
+from lib.utils.config import load_config
 
 
 def parse_args(argv=None):
@@ -27,15 +26,11 @@ def parse_args(argv=None):
 
 
 def main(args):
-    try:
-        model_cfg = load_config(args.config)['model'] if args.config else None
-        info = describe(args.checkpoint, model_cfg)
-    except (CheckpointError, ConfigError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+    model_cfg = load_config(args.config)['model'] if args.config else None
+    info = describe(args.checkpoint, model_cfg)
     print(json.dumps(info, indent=1) if args.json else format_text(info))
     return 0 if info['layout_match'] else 1
 
 
 if __name__ == '__main__':
-    sys.exit(main(parse_args()))
+    cli.run(main, parse_args())

@@ -1,8 +1,8 @@
 """Regenerate list files (official DAVSS format) from a dataset folder, written atomically.
 
     python3 tools/make_lists.py --name cityscapes --root data/cityscapes --split val \
-        --out data/list/cityscapes/val.txt
-    python3 tools/make_lists.py --name camvid --root data/camvid --sequences 0006R0 0016E5 --out my_camvid.txt
+        --output data/list/cityscapes/val.txt
+    python3 tools/make_lists.py --name camvid --root data/camvid --sequences 0006R0 0016E5 --output my_camvid.txt
     python3 tools/make_lists.py ... --check      # then check every line (tools/check_dataset.py)
 
 Cityscapes (and the synthetic set): one line per ``gtFine/<split>/<city>/*_gtFine_labelTrainIds.png``.
@@ -14,11 +14,11 @@ import copy
 import os
 import sys
 
-from lib.dataset import DatasetError
 from lib.dataset.checks import find_problems
 from lib.dataset.list_builder import camvid_lines, cityscapes_lines, write_list
+from lib.utils import cli
 from lib.utils.config import DEFAULTS
-from lib.utils.errors import bad_input
+from lib.utils.errors import UserError
 
 
 def parse_offsets(items):
@@ -26,7 +26,7 @@ def parse_offsets(items):
     for item in items:
         seq, sep, value = item.partition('=')
         if not sep or not value.lstrip('-').isdigit():
-            raise DatasetError(f'--offset: expected SEQ=INTEGER, got "{item}"')
+            raise UserError(f'--offset: expected SEQ=INTEGER, got "{item}"')
         offsets[seq] = int(value)
     return offsets
 
@@ -38,25 +38,22 @@ def parse_args(argv=None):
     parser.add_argument('--split', default='train', help='Cityscapes/synthetic split folder (train, val, test)')
     parser.add_argument('--sequences', nargs='*', default=None, help='CamVid sequences to include (default: all)')
     parser.add_argument('--offset', nargs='*', default=[], metavar='SEQ=N', help='CamVid frame-number offsets')
-    parser.add_argument('--out', required=True, help='list file to write')
+    parser.add_argument('--output', required=True, help='list file to write')
     parser.add_argument('--check', action='store_true', help='check every frame and label of the new list')
     return parser.parse_args(argv)
 
 
 def main(args):
-    try:
-        if args.name == 'camvid':
-            lines = camvid_lines(args.root, args.sequences, parse_offsets(args.offset))
-        else:
-            lines = cityscapes_lines(args.root, args.split)
-    except DatasetError as err:
-        return bad_input(err)
-    write_list(args.out, lines)
-    print(f'{args.out}: {len(lines)} lines')
+    if args.name == 'camvid':
+        lines = camvid_lines(args.root, args.sequences, parse_offsets(args.offset))
+    else:
+        lines = cityscapes_lines(args.root, args.split)
+    write_list(args.output, lines)
+    print(f'{args.output}: {len(lines)} lines')
     if not args.check:
         return 0
     cfg = copy.deepcopy(DEFAULTS['data'])
-    cfg.update(name=args.name, root=os.path.abspath(args.root), val_list=os.path.abspath(args.out))
+    cfg.update(name=args.name, root=os.path.abspath(args.root), val_list=os.path.abspath(args.output))
     problems = find_problems(cfg, 'val')
     for problem in problems:
         print(problem)
@@ -65,4 +62,4 @@ def main(args):
 
 
 if __name__ == '__main__':
-    sys.exit(main(parse_args()))
+    cli.run(main, parse_args())

@@ -9,7 +9,6 @@ The result is a function of the options only (same options, same files).  See do
 import argparse
 import json
 import os
-import sys
 import time
 
 import cv2
@@ -19,8 +18,9 @@ from PIL import Image
 from lib.dataset import synthetic
 from lib.dataset import synthetic_layout as layout
 from lib.dataset.io import read_flow
+from lib.utils import cli
 from lib.utils.atomic import atomic_path
-from lib.utils.errors import bad_input
+from lib.utils.errors import UserError
 from lib.utils.palette import CITYSCAPES_PALETTE, colorize
 from lib.utils.visualize import flows_to_rgb
 
@@ -40,7 +40,7 @@ def parse_args(argv=None):
                              "tools/demo.py)")
     parser.add_argument('--frames', type=int, default=30, help='frames per snippet')
     parser.add_argument('--labelled-frame', type=int, default=19)
-    parser.add_argument('--workers', type=int, default=None, help='processes (default: CPU count)')
+    parser.add_argument('--workers', type=cli.positive_int, default=None, help='processes (default: CPU count)')
     parser.add_argument('--preview', metavar='DIR', default=None,
                         help='also write example frames / labels / flow of the first val snippet to DIR')
     return parser.parse_args(argv)
@@ -73,17 +73,14 @@ def write_preview(root, out_dir, meta):
 
 def main(args):
     start = time.perf_counter()
-    try:
-        difficulty = args.difficulty
-        if args.focal is not None:
-            if args.focal <= 0:
-                raise ValueError(f'--focal: expected a positive number of image widths, got {args.focal}')
-            difficulty = synthetic.difficulty_with(args.difficulty, focal=args.focal)
-        meta = synthetic.generate(args.root, size=args.size, n_train=args.train, n_val=args.val, n_test=args.test,
-                                  seed=args.seed, difficulty=difficulty, n_frames=args.frames,
-                                  labelled_frame=args.labelled_frame, workers=args.workers, progress=True)
-    except ValueError as err:
-        return bad_input(err)
+    difficulty = args.difficulty
+    if args.focal is not None:
+        if args.focal <= 0:
+            raise UserError(f'--focal: expected a positive number of image widths, got {args.focal}')
+        difficulty = synthetic.difficulty_with(args.difficulty, focal=args.focal)
+    meta = synthetic.generate(args.root, size=args.size, n_train=args.train, n_val=args.val, n_test=args.test,
+                              seed=args.seed, difficulty=difficulty, n_frames=args.frames,
+                              labelled_frame=args.labelled_frame, workers=args.workers, progress=True)
     meta['seconds'] = round(time.perf_counter() - start, 2)
     print(json.dumps({k: meta[k] for k in ('size', 'snippets', 'n_frames', 'difficulty', 'seed', 'seconds')}))
     print(f'lists: {os.path.join(args.root, "list")}/{{train,val}}.txt')
@@ -93,4 +90,4 @@ def main(args):
 
 
 if __name__ == '__main__':
-    sys.exit(main(parse_args()))
+    cli.run(main, parse_args())

@@ -16,35 +16,32 @@ For each clip of ``eval.show_clips`` (indices into the ``eval.split`` list) it w
 - ``legend.png``, the class colours of the dataset.
 """
 import argparse
-import sys
 
-from lib.engine.show import INPUT_ERRORS, ShowRun, run_show
-from lib.utils.errors import bad_input
+from lib.engine.show import ShowRun, run_show
+from lib.utils import cli
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Image grids and GIFs of the propagation of chosen PDA clips.')
-    parser.add_argument('config', help='YAML config, e.g. exp/spatial_correction_cityscapes/config.yaml')
+    cli.add_config_arguments(parser)
     parser.add_argument('--checkpoint', required=True, help='a whole SCNet checkpoint (best.pth / final.pth)')
-    parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='KEY=VALUE', help='config overrides')
     parser.add_argument('--clips', type=int, nargs='+', default=None, help='clip indices (default eval.show_clips)')
     parser.add_argument('--distance', type=int, default=9, help='key frame t-d (default 9, as the original)')
-    parser.add_argument('--tile-width', type=int, default=256, help='width of one grid cell in pixels')
-    parser.add_argument('--frame-ms', type=int, default=400, help='GIF frame duration in milliseconds')
+    parser.add_argument('--tile-width', type=cli.positive_int, default=256, help='width of one grid cell in pixels')
+    parser.add_argument('--frame-ms', type=cli.positive_int, default=400, help='GIF frame duration in milliseconds')
     parser.add_argument('--output', default=None,
                         help='folder (default <eval.result_root>/<experiment>/<checkpoint file stem>/show)')
+    cli.add_threads_argument(parser)
     return parser.parse_args(argv)
 
 
 def main(args):
     run = ShowRun(args.config, args.checkpoint, args.opts, clips=args.clips, distance=args.distance,
                   tile_width=args.tile_width, frame_ms=args.frame_ms, output=args.output)
-    try:
-        run_show(run)
-    except INPUT_ERRORS as err:
-        return bad_input(err)
+    cli.set_threads(args.threads)
+    run_show(run)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main(parse_args()))
+    cli.run(main, parse_args())

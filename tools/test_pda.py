@@ -13,20 +13,16 @@ Everything that can be checked before the long run (config, checkpoint against t
 clip, the output folder) is checked first (``lib/engine/pda_run.py`` does the work).
 """
 import argparse
-import sys
 
-from lib.engine.pda_run import INPUT_ERRORS, PDARun, run_pda
-from lib.utils import distributed
-from lib.utils.errors import bad_input
+from lib.engine.pda_run import PDARun, run_pda
+from lib.utils import cli
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='PDA evaluation: mIoU per distance between key and labelled frame.')
-    parser.add_argument('config', help='YAML config, e.g. exp/spatial_correction_cityscapes/config.yaml')
+    cli.add_config_arguments(parser)
     parser.add_argument('--checkpoint', required=True, help='a whole SCNet checkpoint (best.pth / final.pth)')
-    parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
-                        help='config overrides, e.g. model.align_corners=false eval.split=test')
-    parser.add_argument('--max-clips', type=int, default=None, help='evaluate only the first N clips')
+    parser.add_argument('--max-clips', type=cli.positive_int, default=None, help='evaluate only the first N clips')
     parser.add_argument('--no-per-frame', action='store_true', help='skip the per-frame key network row')
     parser.add_argument('--no-propagation-only', action='store_true', help='skip the propagation-only row')
     parser.add_argument('--batched', action='store_true',
@@ -36,6 +32,7 @@ def parse_args(argv=None):
     parser.add_argument('--save-predictions', type=int, default=None, metavar='D',
                         help='also write the labels of distance D as Cityscapes label-id PNGs (official format)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    cli.add_threads_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -43,14 +40,10 @@ def main(args):
     run = PDARun(args.config, args.checkpoint, args.opts, max_clips=args.max_clips, per_frame=not args.no_per_frame,
                  propagation_only=not args.no_propagation_only, batched=args.batched, output=args.output,
                  save_predictions=args.save_predictions, progress=not args.no_progress)
-    try:
-        run_pda(run)
-    except INPUT_ERRORS as err:
-        return bad_input(err)
-    finally:
-        distributed.cleanup_distributed()
+    cli.set_threads(args.threads)
+    run_pda(run)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main(parse_args()))
+    cli.run(main, parse_args())

@@ -4,19 +4,15 @@ Runs as one process (CPU or one GPU) or under torchrun (one process per GPU, sev
 docs/training.md and ``exp/<experiment>/script/train.sh``.
 """
 import argparse
-import sys
 
 from lib.engine import train as engine
-from lib.utils import distributed
+from lib.utils import cli
 from lib.utils.config import load_config
-from lib.utils.errors import bad_input
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a DAVSS stage (segmentation | flow | dmnet | correction).')
-    parser.add_argument('config', help='YAML config, e.g. exp/dmnet_cityscapes/config.yaml')
-    parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
-                        help='config overrides, e.g. train.max_iters=100 data.num_workers=2')
+    cli.add_config_arguments(parser)
     parser.add_argument('--resume', action='store_true',
                         help='continue from <train.save_root>/<experiment>/now.pth exactly where it stopped')
     parser.add_argument('--restart-epoch', action='store_true',
@@ -27,6 +23,7 @@ def parse_args(argv=None):
                              'now/best/final.pth, TensorBoard events); without it such a folder is refused')
     parser.add_argument('--deterministic', action='store_true',
                         help='deterministic kernels (same as deterministic=true in the config)')
+    cli.add_threads_argument(parser)
     args = parser.parse_args(argv)
     if args.restart_epoch and not args.resume:
         parser.error('--restart-epoch: only with --resume')
@@ -34,21 +31,11 @@ def parse_args(argv=None):
 
 
 def main(args):
-    try:
-        engine.main(load_config(args.config, args.opts), resume=args.resume, deterministic=args.deterministic,
-                    overwrite=args.overwrite, restart_epoch=args.restart_epoch)
-    except engine.INPUT_ERRORS as err:
-        return bad_input(err)
-    except RuntimeError as err:
-        message = distributed.describe_failure(err)
-        if message is None:
-            raise
-        print(f'error: {message}', file=sys.stderr)
-        return 1
-    finally:
-        distributed.cleanup_distributed()
+    cli.set_threads(args.threads)
+    engine.main(load_config(args.config, args.opts), resume=args.resume, deterministic=args.deterministic,
+                overwrite=args.overwrite, restart_epoch=args.restart_epoch)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main(parse_args()))
+    cli.run(main, parse_args())

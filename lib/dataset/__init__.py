@@ -1,10 +1,9 @@
 """Video segmentation datasets (Cityscapes, CamVid, synthetic street video) in the official DAVSS list format."""
-from .build import (N_CLASSES, PDA_CLIP_LENGTH, build_dataset, build_eval_loader, build_loader, check_class_count,
-                    num_classes, seed_worker)
-from .io import IGNORE_INDEX, DatasetError, read_flow, read_frame, read_label
+from .build import PDA_CLIP_LENGTH, build_dataset, build_eval_loader, build_loader, num_classes, seed_worker
+from .io import IGNORE_INDEX, read_flow, read_frame, read_label
 from .video import ClipDataset, FlowPairDataset, ImageDataset, TripletDataset
 
-__all__ = ['N_CLASSES', 'PDA_CLIP_LENGTH', 'IGNORE_INDEX', 'DatasetError', 'build_dataset', 'build_eval_loader', 'build_loader',
-           'check_class_count', 'num_classes',
+__all__ = ['PDA_CLIP_LENGTH', 'IGNORE_INDEX', 'build_dataset', 'build_eval_loader', 'build_loader',
+           'num_classes',
            'seed_worker', 'read_frame', 'read_label', 'read_flow', 'TripletDataset', 'ClipDataset',
            'ImageDataset', 'FlowPairDataset']

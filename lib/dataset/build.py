@@ -7,41 +7,37 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..utils.config import resolve_path
+from lib.utils.errors import UserError
+
+from ..utils.config import DATASET_CLASSES, PDA_CLIP_LENGTH, resolve_path
 from . import synthetic_layout
 from .frame_list import read_list
-from .io import DatasetError
 from .transforms import JointAugment
-from .video import (ClipDataset, FlowPairDataset, ImageDataset, TripletDataset, synthetic_flow_items,
-                    synthetic_image_items)
+from .video import (
+    ClipDataset,
+    FlowPairDataset,
+    ImageDataset,
+    TripletDataset,
+    synthetic_flow_items,
+    synthetic_image_items,
+)
 
-N_CLASSES = {'cityscapes': 19, 'synthetic': 19, 'camvid': 11}
 SPLITS = ('train', 'val', 'test')
 MODES = ('triplet', 'pda', 'image', 'flow')
-PDA_CLIP_LENGTH = 10  # key frames t-9 .. t-1 and the labelled frame t
 
 
 def num_classes(dataset_name):
-    if dataset_name not in N_CLASSES:
-        raise DatasetError(f'data.name: expected one of {sorted(N_CLASSES)}, got "{dataset_name}"')
-    return N_CLASSES[dataset_name]
-
-
-def check_class_count(cfg):
-    """``model.n_classes`` must be the class count of ``data.name``: the classifier, the label check and the
-    confusion matrices all count classes, and a mismatch would train or score the wrong problem silently."""
-    expected = num_classes(cfg['data']['name'])
-    if cfg['model']['n_classes'] != expected:
-        raise DatasetError(f'model.n_classes: {cfg["model"]["n_classes"]}, but data.name={cfg["data"]["name"]} '
-                           f'has {expected} classes')
+    if dataset_name not in DATASET_CLASSES:
+        raise UserError(f'data.name: expected one of {sorted(DATASET_CLASSES)}, got "{dataset_name}"')
+    return DATASET_CLASSES[dataset_name]
 
 
 def list_path_of(data_cfg, split):
     if split not in SPLITS:
-        raise DatasetError(f'split: expected one of {SPLITS}, got "{split}"')
+        raise UserError(f'split: expected one of {SPLITS}, got "{split}"')
     path = resolve_path(data_cfg.get(f'{split}_list'))
     if path is None:
-        raise DatasetError(f'data.{split}_list: not set, but the {split} split was requested')
+        raise UserError(f'data.{split}_list: not set, but the {split} split was requested')
     return path
 
 
@@ -62,12 +58,12 @@ def build_dataset(data_cfg, split, mode, seed=None):
         seed: the run's seed; the paper's fixed triplet list (``data.intermediate: original``) is drawn from it.
     """
     if mode not in MODES:
-        raise DatasetError(f'mode: expected one of {MODES}, got "{mode}"')
+        raise UserError(f'mode: expected one of {MODES}, got "{mode}"')
     name = data_cfg.get('name')
     n_classes = num_classes(name)
     root = resolve_path(data_cfg.get('root'))
     if root is None:
-        raise DatasetError('data.root: not set')
+        raise UserError('data.root: not set')
     frames = read_list(list_path_of(data_cfg, split), name)
     train = split == 'train'
 
@@ -87,7 +83,7 @@ def build_dataset(data_cfg, split, mode, seed=None):
         return ImageDataset(root, items, n_classes,
                             augment=_training_augment(data_cfg, with_scale=True) if train else None)
     if name != 'synthetic':
-        raise DatasetError(f'mode "flow": needs ground-truth flow, which only data.name=synthetic has (got "{name}")')
+        raise UserError(f'mode "flow": needs ground-truth flow, which only data.name=synthetic has (got "{name}")')
     items = synthetic_flow_items(synthetic_layout.read_meta(root), frames)
     return FlowPairDataset(root, items, crop_size=data_cfg.get('crop_size') if train else None,
                            hflip=bool(data_cfg.get('hflip', False)) and train)

@@ -3,11 +3,13 @@ import os
 
 from tqdm import tqdm
 
+from lib.utils.errors import UserError
+
 from ..utils.config import resolve_path
 from . import synthetic_layout
 from .build import PDA_CLIP_LENGTH, list_path_of, num_classes
 from .frame_list import read_list
-from .io import DatasetError, check_multiple_of_4, read_flow, read_frame, read_label
+from .io import check_multiple_of_4, read_flow, read_frame, read_label
 from .video import snippet_offsets
 
 
@@ -16,7 +18,7 @@ def _frame_size(path, checked, problems):
     if path not in checked:
         try:
             checked[path] = tuple(read_frame(path).shape[-2:])
-        except DatasetError as err:
+        except UserError as err:
             problems.append(str(err))
             checked[path] = None
     return checked[path]
@@ -28,12 +30,12 @@ def _check_entry(root, entry, offsets, n_classes, checked, problems):
     if size is not None:
         try:
             check_multiple_of_4(target_path, *size)
-        except DatasetError as err:
+        except UserError as err:
             problems.append(str(err))
     for offset in offsets:
         try:
             path = os.path.join(root, entry.frame(offset))
-        except DatasetError as err:
+        except UserError as err:
             problems.append(str(err))
             continue
         frame_size = _frame_size(path, checked, problems)
@@ -42,7 +44,7 @@ def _check_entry(root, entry, offsets, n_classes, checked, problems):
                             f'{size[0]}x{size[1]}')
     try:
         read_label(os.path.join(root, entry.label), n_classes, size)
-    except DatasetError as err:
+    except UserError as err:
         problems.append(str(err))
 
 
@@ -54,7 +56,7 @@ def _check_synthetic_extras(root, entry, meta, n_classes, problems):
             read_label(os.path.join(root, synthetic_layout.sequence_label_path(frame)), n_classes)
             if offset != offsets[0]:  # the first frame of a snippet has no flow into it
                 read_flow(os.path.join(root, synthetic_layout.flow_path(frame)))
-        except DatasetError as err:
+        except UserError as err:
             problems.append(str(err))
 
 
@@ -71,7 +73,7 @@ def find_problems(data_cfg, split, progress=True):
     problems = []
     try:
         entries = read_list(list_path_of(data_cfg, split), name, errors=problems)
-    except DatasetError as err:
+    except UserError as err:
         return [str(err)]
     history = max(PDA_CLIP_LENGTH - 1, int(data_cfg.get('max_gap', 10)))
     offsets = range(-history, 1)
@@ -79,7 +81,7 @@ def find_problems(data_cfg, split, progress=True):
     if name == 'synthetic':
         try:
             meta = synthetic_layout.read_meta(root)
-        except DatasetError as err:
+        except UserError as err:
             problems.append(str(err))
     checked = {}
     for entry in tqdm(entries, desc=f'checking {split}', disable=not progress):

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from .io import DatasetError
+from lib.utils.errors import UserError
 
 # <prefix><6-digit frame index><suffix>: Cityscapes "..._000019_leftImg8bit.png", CamVid "..._000030.png".
 FRAME_PATTERNS = {
@@ -42,21 +42,21 @@ class LabelledFrame:
         """Relative path of frame ``t + offset`` (offset <= 0 for the frames before ``t``)."""
         index = self.index + offset
         if index < 0:
-            raise DatasetError(f'{self.source}: frame {self.index}{offset:+d} = {index} does not exist '
-                               f'(the list line needs earlier frames than the video has)')
+            raise UserError(f'{self.source}: frame {self.index}{offset:+d} = {index} does not exist '
+                            f'(the list line needs earlier frames than the video has)')
         return f'{self.prefix}{index:06d}{self.suffix}'
 
 
 def parse_line(line, pattern, source):
-    """``'<image> <label>'`` -> :class:`LabelledFrame`; raises :class:`DatasetError` naming ``source``."""
+    """``'<image> <label>'`` -> :class:`LabelledFrame`; raises :class:`UserError` naming ``source``."""
     fields = line.split()
     if len(fields) != 2:
-        raise DatasetError(f'{source}: expected "<frame image> <label image>", got {len(fields)} fields')
+        raise UserError(f'{source}: expected "<frame image> <label image>", got {len(fields)} fields')
     image, label = fields
     match = pattern.match(image)
     if match is None:
-        raise DatasetError(f'{source}: frame name "{image}" does not end in a 6-digit frame index '
-                           f'(expected {pattern.pattern})')
+        raise UserError(f'{source}: frame name "{image}" does not end in a 6-digit frame index '
+                        f'(expected {pattern.pattern})')
     return LabelledFrame(match['prefix'], int(match['index']), match['suffix'], label, source)
 
 
@@ -69,9 +69,9 @@ def read_list(list_path, dataset_name, errors=None):
         errors: None to raise on the first bad line; a list to append every problem to and skip the line.
     """
     if dataset_name not in FRAME_PATTERNS:
-        raise DatasetError(f'data.name: expected one of {sorted(FRAME_PATTERNS)}, got "{dataset_name}"')
+        raise UserError(f'data.name: expected one of {sorted(FRAME_PATTERNS)}, got "{dataset_name}"')
     if list_path is None or not os.path.isfile(list_path):
-        raise DatasetError(f'{list_path}: list file not found')
+        raise UserError(f'{list_path}: list file not found')
     pattern = FRAME_PATTERNS[dataset_name]
     frames = []
     # utf-8-sig: a list saved by an editor that writes a byte-order mark must not turn its first path into
@@ -82,12 +82,12 @@ def read_list(list_path, dataset_name, errors=None):
                 continue
             try:
                 frames.append(parse_line(line, pattern, f'{list_path}:{number}'))
-            except DatasetError as err:
+            except UserError as err:
                 if errors is None:
                     raise
                 errors.append(str(err))
     if not frames and errors is None:
-        raise DatasetError(f'{list_path}: the list holds no frames')
+        raise UserError(f'{list_path}: the list holds no frames')
     return frames
 
 

@@ -1,6 +1,6 @@
 """Reading frames, labels and flow files, with one clear error per bad file.
 
-Every reader raises :class:`DatasetError` naming the file and what was expected, so a broken dataset fails on
+Every reader raises :class:`UserError` naming the file and what was expected, so a broken dataset fails on
 the first bad sample with a message a user can act on (``tools/check_dataset.py`` collects all of them).
 """
 import os
@@ -10,16 +10,12 @@ import numpy as np
 import torch
 
 from lib.utils.atomic import atomic_path
+from lib.utils.errors import UserError
 from lib.utils.metrics import IGNORE_INDEX
-
 
 # OpenCV's own worker threads fight with DataLoader workers on small machines; each worker decodes one image at a
 # time, so a single OpenCV thread is the faster setting.
 cv2.setNumThreads(1)
-
-
-class DatasetError(ValueError):
-    """A dataset file or list that cannot be used; the message names the file."""
 
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -27,7 +23,7 @@ PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 def _require_file(path):
     if not os.path.isfile(path):
-        raise DatasetError(f'{path}: file not found')
+        raise UserError(f'{path}: file not found')
 
 
 def file_kind(path):
@@ -44,8 +40,8 @@ def file_kind(path):
 def check_multiple_of_4(path, height, width):
     """FlowNetS and the 1/4-resolution warp need frame sides that are multiples of 4."""
     if height % 4 or width % 4:
-        raise DatasetError(f'{path}: frame is {height}x{width} (HxW); the networks need sides that are multiples '
-                           f'of 4: crop or pad the frames (or set data.crop_size for training)')
+        raise UserError(f'{path}: frame is {height}x{width} (HxW); the networks need sides that are multiples '
+                        f'of 4: crop or pad the frames (or set data.crop_size for training)')
 
 
 def decode_frame(path):
@@ -57,7 +53,7 @@ def decode_frame(path):
     _require_file(path)
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
-        raise DatasetError(f'{path}: not a readable image (corrupt or unsupported format)')
+        raise UserError(f'{path}: not a readable image (corrupt or unsupported format)')
     chw = np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32)  # BGR -> RGB, (3, H, W)
     chw *= 1.0 / 255.0
     return chw
@@ -88,20 +84,20 @@ def read_label(path, n_classes, size=None):
     kind = file_kind(path)
     if kind != 'PNG':
         # A JPEG label decodes, but its compression blurs the class ids at every boundary.
-        raise DatasetError(f'{path}: not a PNG file ({kind or "unknown"} data); labels must be lossless PNG')
+        raise UserError(f'{path}: not a PNG file ({kind or "unknown"} data); labels must be lossless PNG')
     label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if label is None:
-        raise DatasetError(f'{path}: not a readable image (corrupt or unsupported format)')
+        raise UserError(f'{path}: not a readable image (corrupt or unsupported format)')
     if label.ndim != 2 or label.dtype != np.uint8:
-        raise DatasetError(f'{path}: expected a single-channel 8-bit train-id label map, got shape '
-                           f'{label.shape} dtype {label.dtype}')
+        raise UserError(f'{path}: expected a single-channel 8-bit train-id label map, got shape '
+                        f'{label.shape} dtype {label.dtype}')
     if size is not None and label.shape != tuple(size):
-        raise DatasetError(f'{path}: label is {label.shape[0]}x{label.shape[1]} but the frame is '
-                           f'{size[0]}x{size[1]}')
+        raise UserError(f'{path}: label is {label.shape[0]}x{label.shape[1]} but the frame is '
+                        f'{size[0]}x{size[1]}')
     bad = _invalid_label_values(label, n_classes)
     if bad:
         shown = ', '.join(str(v) for v in bad[:8]) + (', ...' if len(bad) > 8 else '')
-        raise DatasetError(f'{path}: label values must be in [0, {n_classes}) or {IGNORE_INDEX}, found {shown}')
+        raise UserError(f'{path}: label values must be in [0, {n_classes}) or {IGNORE_INDEX}, found {shown}')
     return torch.from_numpy(label.astype(np.int64))
 
 
@@ -113,12 +109,12 @@ def read_flow(path, size=None):
             flow = data['flow'].astype(np.float32)
             valid = data['valid'].astype(bool)
     except (OSError, ValueError, KeyError, EOFError) as err:
-        raise DatasetError(f'{path}: not a readable flow file with "flow" and "valid" arrays '
-                           f'({err.__class__.__name__})') from None
+        raise UserError(f'{path}: not a readable flow file with "flow" and "valid" arrays '
+                        f'({err.__class__.__name__})') from None
     if flow.ndim != 3 or flow.shape[0] != 2 or valid.shape != flow.shape[1:]:
-        raise DatasetError(f'{path}: expected flow (2, H, W) and valid (H, W), got {flow.shape} and {valid.shape}')
+        raise UserError(f'{path}: expected flow (2, H, W) and valid (H, W), got {flow.shape} and {valid.shape}')
     if size is not None and flow.shape[1:] != tuple(size):
-        raise DatasetError(f'{path}: flow is {flow.shape[1]}x{flow.shape[2]} but the frame is {size[0]}x{size[1]}')
+        raise UserError(f'{path}: flow is {flow.shape[1]}x{flow.shape[2]} but the frame is {size[0]}x{size[1]}')
     return torch.from_numpy(flow), torch.from_numpy(valid)
 
 
@@ -126,4 +122,4 @@ def write_png_atomic(path, image):
     """``cv2.imwrite`` to a temporary name in the same folder, then rename (no half-written files)."""
     with atomic_path(path) as tmp:
         if not cv2.imwrite(tmp, image):
-            raise DatasetError(f'{path}: could not write image')
+            raise UserError(f'{path}: could not write image')

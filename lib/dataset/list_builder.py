@@ -11,9 +11,9 @@ import os
 import re
 
 from lib.utils.atomic import write_text
+from lib.utils.errors import UserError
 
 from .frame_list import format_line
-from .io import DatasetError
 
 CAMVID_OFFSETS = {'0001TP': 6660}
 CAMVID_DEFAULT_OFFSET = -1
@@ -32,7 +32,7 @@ def cityscapes_lines(root, split):
         label = os.path.relpath(path, root).replace(os.sep, '/')
         lines.append(format_line(f'leftImg8bit_sequence/{split}/{city}/{match["stem"]}_leftImg8bit.png', label))
     if not lines:
-        raise DatasetError(f'{pattern}: no train-id labels found (run cityscapesscripts\' csCreateTrainIdLabelImgs)')
+        raise UserError(f'{pattern}: no train-id labels found (run cityscapesscripts\' csCreateTrainIdLabelImgs)')
     return lines
 
 
@@ -49,7 +49,7 @@ def camvid_lines(root, sequences=None, offsets=None):
         frame = int(match['number']) - offsets.get(seq, CAMVID_DEFAULT_OFFSET)
         lines.append(format_line(f'video_image/{seq}/{seq}_{frame:06d}.png', f'label/{os.path.basename(path)}'))
     if not lines:
-        raise DatasetError(f'{pattern}: no CamVid labels found' + (f' for sequences {sequences}' if sequences else ''))
+        raise UserError(f'{pattern}: no CamVid labels found' + (f' for sequences {sequences}' if sequences else ''))
     return lines
 
 

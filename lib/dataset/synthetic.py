@@ -35,12 +35,14 @@ from dataclasses import asdict, dataclass, replace
 import cv2
 import numpy as np
 
+from lib.utils.atomic import atomic_path, write_text
+from lib.utils.errors import UserError
+from lib.utils.outputs import StagedFolder
+from lib.utils.palette import train_ids_to_label_ids
+
 from . import synthetic_layout as layout
 from .frame_list import format_line
-from .io import IGNORE_INDEX, DatasetError, write_png_atomic
-
-from lib.utils.atomic import atomic_path, write_text
-from lib.utils.palette import train_ids_to_label_ids
+from .io import IGNORE_INDEX, write_png_atomic
 
 # Cityscapes train ids of the classes the scenes use.
 ROAD, SIDEWALK, BUILDING, FENCE, POLE, SIGN, VEGETATION, SKY, PERSON, CAR = 0, 1, 2, 4, 5, 7, 8, 10, 11, 13
@@ -758,17 +760,8 @@ def _write_flow(path, flow, valid):
         np.savez_compressed(tmp, flow=flow.astype(np.float16), valid=valid)
 
 
-def claim_root(root):
-    """Make ``root`` the generator's folder: create it and write the marker first, so that even an interrupted
-    run leaves it recognisable.  A folder that holds anything the generator did not write (a real dataset the
-    user pointed at) is refused with one line, before a single file is written."""
-    if os.path.exists(root) and not os.path.isdir(root):
-        raise DatasetError(f'{root}: exists and is not a folder; the synthetic set needs a folder of its own')
-    if os.path.isdir(root) and os.listdir(root) and not layout.is_generated(root):
-        raise DatasetError(f'{root}: holds files the synthetic generator did not write (no {layout.MARKER_FILE}); '
-                           f'refusing to write the synthetic set into it; choose a new or empty folder')
-    os.makedirs(root, exist_ok=True)
-    write_text(os.path.join(root, layout.MARKER_FILE), layout.MARKER_TEXT)
+KIND = 'synthetic set'
+MAX_SIDE = 4096  # the renderer holds a few float maps of the frame: 4096 x 4096 already takes gigabytes
 
 
 def generate(root, size=(128, 256), n_train=24, n_val=8, n_test=0, seed=0, difficulty='medium', n_frames=30,
@@ -776,8 +769,9 @@ def generate(root, size=(128, 256), n_train=24, n_val=8, n_test=0, seed=0, diffi
     """Write a synthetic Cityscapes-layout set under ``root`` and return its metadata.
 
     Args:
-        root: output folder: new, empty, or one the generator made before (existing files of the same names
-            are replaced); any other folder is refused (:func:`claim_root`).
+        root: output folder: new, empty, or a set the generator made before (replaced); any other folder is
+            refused.  The set is written as ``<root>.partial/`` and renamed when complete
+            (:class:`lib.utils.outputs.StagedFolder`).
         size: (H, W) of the frames; multiples of 4.
         n_train, n_val, n_test: snippets per split (splits with 0 snippets are skipped).
         seed: the whole set is a function of ``seed`` and these options (each snippet has its own stream, so
@@ -788,18 +782,30 @@ def generate(root, size=(128, 256), n_train=24, n_val=8, n_test=0, seed=0, diffi
         workers: processes to render with (default: the CPU count, at most 8).
     """
     height, width = (int(s) for s in size)
-    if height % 4 or width % 4 or height < 16 or width < 16:
-        raise ValueError(f'size: expected H and W multiples of 4 and >= 16, got {height}x{width}')
+    if height % 4 or width % 4 or not 16 <= min(height, width) <= max(height, width) <= MAX_SIDE:
+        raise UserError(f'size: expected H and W multiples of 4 between 16 and {MAX_SIDE}, got {height}x{width}')
     if not 9 <= labelled_frame < n_frames:
-        raise ValueError(f'labelled_frame: expected 9 <= labelled_frame < n_frames={n_frames}, got {labelled_frame}')
+        raise UserError(f'labelled_frame: expected 9 <= labelled_frame < n_frames={n_frames}, got {labelled_frame}')
+    for split, count in (('train', n_train), ('val', n_val), ('test', n_test)):
+        if int(count) < 0:
+            raise UserError(f'{split} snippets: expected a count >= 0, got {count}')
     if isinstance(difficulty, str):
         if difficulty not in DIFFICULTIES:
-            raise ValueError(f'difficulty: expected one of {sorted(DIFFICULTIES)}, got "{difficulty}"')
+            raise UserError(f'difficulty: expected one of {sorted(DIFFICULTIES)}, got "{difficulty}"')
         difficulty_name, difficulty = difficulty, DIFFICULTIES[difficulty]
     else:
         difficulty_name = 'custom'
     counts = {'train': int(n_train), 'val': int(n_val), 'test': int(n_test)}
-    claim_root(root)
+    with StagedFolder(root, KIND, 'synthetic root', overwrite=True) as folder:
+        meta = _generate(folder, counts, height, width, n_frames, labelled_frame, seed, difficulty, difficulty_name,
+                         workers, progress)
+        folder.commit()
+    return meta
+
+
+def _generate(folder, counts, height, width, n_frames, labelled_frame, seed, difficulty, difficulty_name, workers,
+              progress):
+    root = folder.partial
     jobs = [SnippetJob(root, split, index, height, width, n_frames, labelled_frame, seed, difficulty)
             for split, count in counts.items() for index in range(count)]
     workers = workers or min(os.cpu_count() or 1, 8)

@@ -4,7 +4,6 @@ A synthetic root has the Cityscapes layout (``leftImg8bit_sequence/``, ``gtFine/
 snippet labelled in train ids and, as Cityscapes ships them, in label ids (``*_gtFine_labelIds.png``, what
 cityscapesscripts evaluates), ``list/<split>.txt``) plus::
 
-    .synthetic_set                                        written first: this folder belongs to the generator
     synthetic_meta.json                                   size, frames per snippet, labelled frame, seed, ...
     synthetic_extra/gtFine_sequence/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelTrainIds.png   every frame
     synthetic_extra/flow/<split>/<city>/<city>_<seq>_<frame>_flow.npz     frames 1.. of each snippet
@@ -17,11 +16,9 @@ hidden or outside the image in ``t - 1``.
 import json
 import os
 
-from .io import DatasetError
+from lib.utils.errors import UserError
 
 META_FILE = 'synthetic_meta.json'
-MARKER_FILE = '.synthetic_set'
-MARKER_TEXT = 'A synthetic set written by lib.dataset.synthetic; the generator may replace everything in this folder.\n'
 EXTRA_DIR = 'synthetic_extra'
 _SEQUENCE_DIR = 'leftImg8bit_sequence/'
 _FRAME_SUFFIX = '_leftImg8bit.png'
@@ -30,7 +27,7 @@ _FRAME_SUFFIX = '_leftImg8bit.png'
 def _frame_stem(frame_path):
     """``leftImg8bit_sequence/<split>/<city>/<name>_leftImg8bit.png`` -> ``<split>/<city>/<name>``."""
     if not frame_path.startswith(_SEQUENCE_DIR) or not frame_path.endswith(_FRAME_SUFFIX):
-        raise DatasetError(f'{frame_path}: not a synthetic frame name (leftImg8bit_sequence/..._leftImg8bit.png)')
+        raise UserError(f'{frame_path}: not a synthetic frame name (leftImg8bit_sequence/..._leftImg8bit.png)')
     return frame_path[len(_SEQUENCE_DIR):-len(_FRAME_SUFFIX)]
 
 
@@ -58,26 +55,14 @@ def flow_path(frame_rel):
     return f'{EXTRA_DIR}/flow/{_frame_stem(frame_rel)}_flow.npz'
 
 
-def is_generated(root):
-    """Whether ``root`` is a folder the generator made: it holds the marker, or (a set written before the marker
-    existed) the generator's own metadata file."""
-    if os.path.isfile(os.path.join(root, MARKER_FILE)):
-        return True
-    try:
-        with open(os.path.join(root, META_FILE)) as f:
-            return json.load(f).get('generator') == 'lib.dataset.synthetic'
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def read_meta(root):
     path = os.path.join(root, META_FILE)
     if not os.path.isfile(path):
-        raise DatasetError(f'{path}: not found; is {root} a synthetic set written by tools/make_synthetic.py?')
+        raise UserError(f'{path}: not found; is {root} a synthetic set written by tools/make_synthetic.py?')
     try:
         with open(path) as f:
             meta = json.load(f)
         int(meta['n_frames']), int(meta['labelled_frame'])
     except (ValueError, KeyError, TypeError) as err:
-        raise DatasetError(f'{path}: not a valid synthetic metadata file ({err.__class__.__name__}: {err})') from None
+        raise UserError(f'{path}: not a valid synthetic metadata file ({err.__class__.__name__}: {err})') from None
     return meta

@@ -12,8 +12,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lib.utils.errors import UserError
+
 from . import synthetic_layout
-from .io import DatasetError, check_multiple_of_4, decode_frame, read_flow, read_frame, read_label
+from .io import check_multiple_of_4, decode_frame, read_flow, read_frame, read_label
 
 
 class _LabelledVideo(Dataset):
@@ -34,8 +36,8 @@ class _LabelledVideo(Dataset):
         size = clip[-1].shape
         for offset, frame in zip(offsets, clip):
             if frame.shape != size:
-                raise DatasetError(f'{self._path(entry.frame(offset))}: frame is {frame.shape[1]}x{frame.shape[2]}'
-                                   f' but frame t of the clip is {size[1]}x{size[2]}')
+                raise UserError(f'{self._path(entry.frame(offset))}: frame is {frame.shape[1]}x{frame.shape[2]}'
+                                f' but frame t of the clip is {size[1]}x{size[2]}')
         return torch.from_numpy(np.stack(clip))  # numpy: see decode_frame
 
     def load_label(self, relative, size):
@@ -71,15 +73,15 @@ class TripletDataset(_LabelledVideo):
                  seed=None):
         super().__init__(root, frames, n_classes, augment)
         if not 2 <= min_gap <= max_gap:
-            raise DatasetError(f'data.min_gap/max_gap: expected 2 <= min_gap <= max_gap, got {min_gap}, {max_gap}')
+            raise UserError(f'data.min_gap/max_gap: expected 2 <= min_gap <= max_gap, got {min_gap}, {max_gap}')
         if intermediate not in INTERMEDIATE_MODES:
-            raise DatasetError(f'data.intermediate: expected one of {" | ".join(INTERMEDIATE_MODES)}, '
-                               f'got "{intermediate}"')
+            raise UserError(f'data.intermediate: expected one of {" | ".join(INTERMEDIATE_MODES)}, '
+                            f'got "{intermediate}"')
         self.gaps = list(range(min_gap, max_gap + 1))
         self.intermediates = None
         if intermediate == 'original':
             if seed is None:
-                raise DatasetError('data.intermediate: "original" needs the run\'s seed to draw the triplet list')
+                raise UserError('data.intermediate: "original" needs the run\'s seed to draw the triplet list')
             self.intermediates = original_intermediates(len(frames), self.gaps, seed)
 
     def __len__(self):
@@ -170,7 +172,7 @@ class FlowPairDataset(_LabelledVideo):
             crop_h, crop_w = self.crop_size
             height, width = flow.shape[-2:]
             if crop_h > height or crop_w > width:
-                raise DatasetError(f'data.crop_size: {self.crop_size} is larger than the {height}x{width} frames')
+                raise UserError(f'data.crop_size: {self.crop_size} is larger than the {height}x{width} frames')
             top = int(torch.randint(0, height - crop_h + 1, ()).item())
             left = int(torch.randint(0, width - crop_w + 1, ()).item())
             frames = frames[..., top:top + crop_h, left:left + crop_w]

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from lib.utils import distributed
-from lib.utils.checkpoint import CheckpointError, compare, load_checkpoint, strip_wrapper_prefixes, submodule_weights
+from lib.utils.checkpoint import compare, load_checkpoint, strip_wrapper_prefixes, submodule_weights
+from lib.utils.errors import UserError
 
 
 def capture_rng_state():
@@ -60,8 +61,8 @@ def _load_part(net, name, weights, path, what):
     part = submodule_weights(weights, name)
     report = compare(module, part, name)
     if not report.fits():
-        raise CheckpointError(f'{what}: {path} does not fit {name} ({type(module).__name__}) of this config: '
-                              f'{report.problems()}')
+        raise UserError(f'{what}: {path} does not fit {name} ({type(module).__name__}) of this config: '
+                        f'{report.problems()}')
     module.load_state_dict(part, strict=True)
 
 
@@ -88,8 +89,8 @@ def load_init_pretrained(net, path, what, required):
     loaded = [name for name in SUB_NETWORKS if name in present and hasattr(net, name)]
     absent = [name for name in required if name not in loaded]
     if absent:
-        raise CheckpointError(f'{what}: {path} holds no weights for {", ".join(absent)} '
-                              f'(top-level names in the file: {", ".join(sorted(present)) or "none"})')
+        raise UserError(f'{what}: {path} holds no weights for {", ".join(absent)} '
+                        f'(top-level names in the file: {", ".join(sorted(present)) or "none"})')
     for name in loaded:
         _load_part(net, name, weights, path, what)
     return loaded

@@ -33,11 +33,9 @@ import re
 
 import torch
 
+from lib.utils.errors import UserError
+
 DEFAULT_MAX_INTERVAL = 10
-
-
-class PolicyError(ValueError):
-    """A key-frame policy string that cannot be parsed."""
 
 
 class KeyFramePolicy:
@@ -68,7 +66,7 @@ class FixedInterval(KeyFramePolicy):
 
     def __init__(self, interval):
         if interval < 1:
-            raise PolicyError(f'fixed:{interval}: the interval must be a positive integer')
+            raise UserError(f'fixed:{interval}: the interval must be a positive integer')
         self.interval = interval
         self.name = f'fixed:{interval}'
         super().__init__()
@@ -102,9 +100,9 @@ class DistortionTriggered(KeyFramePolicy):
 
     def __init__(self, threshold, max_interval=DEFAULT_MAX_INTERVAL, stat='mean'):
         if not 0.0 <= threshold <= 1.0:
-            raise PolicyError(f'distortion:{threshold}: the threshold must lie in [0, 1] (DMNet outputs are in [0, 1])')
+            raise UserError(f'distortion:{threshold}: the threshold must lie in [0, 1] (DMNet outputs are in [0, 1])')
         if max_interval < 1:
-            raise PolicyError(f'distortion: max={max_interval}: the maximum interval must be a positive integer')
+            raise UserError(f'distortion: max={max_interval}: the maximum interval must be a positive integer')
         _check_stat(stat)
         self.threshold = threshold
         self.max_interval = max_interval
@@ -134,17 +132,17 @@ class DistortionTriggered(KeyFramePolicy):
 def _check_stat(stat):
     match = re.fullmatch(r'p(\d+(?:\.\d+)?)', stat)
     if stat not in ('mean', 'area') and (match is None or not 0.0 <= float(match.group(1)) <= 100.0):
-        raise PolicyError(f'distortion: stat={stat}: expected "mean", "area" or a percentile "p0".."p100" such as '
-                          '"p90"')
+        raise UserError(f'distortion: stat={stat}: expected "mean", "area" or a percentile "p0".."p100" such as '
+                        '"p90"')
 
 
 def _parse_positive_int(text, where):
     try:
         value = int(text)
     except ValueError:
-        raise PolicyError(f'{where}: expected a positive integer, got "{text}"') from None
+        raise UserError(f'{where}: expected a positive integer, got "{text}"') from None
     if value < 1:
-        raise PolicyError(f'{where}: expected a positive integer, got {value}')
+        raise UserError(f'{where}: expected a positive integer, got {value}')
     return value
 
 
@@ -153,14 +151,14 @@ def _parse_distortion(args, text):
     try:
         threshold = float(parts[0])
     except ValueError:
-        raise PolicyError(f'policy "{text}": expected a threshold such as distortion:0.3, got "{parts[0]}"') from None
+        raise UserError(f'policy "{text}": expected a threshold such as distortion:0.3, got "{parts[0]}"') from None
     if not math.isfinite(threshold):
-        raise PolicyError(f'policy "{text}": the threshold must be a finite number')
+        raise UserError(f'policy "{text}": the threshold must be a finite number')
     options = {'max': DEFAULT_MAX_INTERVAL, 'stat': 'mean'}
     for part in parts[1:]:
         key, sep, value = part.partition('=')
         if not sep or key not in options:
-            raise PolicyError(f'policy "{text}": unknown option "{part}" (expected max=N or stat=mean|area|pNN)')
+            raise UserError(f'policy "{text}": unknown option "{part}" (expected max=N or stat=mean|area|pNN)')
         options[key] = _parse_positive_int(value, f'policy "{text}": max') if key == 'max' else value
     return DistortionTriggered(threshold, max_interval=options['max'], stat=options['stat'])
 
@@ -168,7 +166,7 @@ def _parse_distortion(args, text):
 def parse_policy(text):
     """``'fixed:5'``, ``'distortion:0.3'``, ``'distortion:0.3,max=10,stat=p90'``, ``'per-frame'`` -> a policy.
 
-    Raises :class:`PolicyError` with a one-line message on anything else.
+    Raises :class:`UserError` with a one-line message on anything else.
     """
     text = text.strip()
     kind, sep, args = text.partition(':')
@@ -178,8 +176,8 @@ def parse_policy(text):
         return FixedInterval(_parse_positive_int(args, f'policy "{text}": interval'))
     if kind == 'distortion' and sep:
         return _parse_distortion(args, text)
-    raise PolicyError(f'unknown key-frame policy "{text}": expected fixed:K, '
-                      'distortion:TAU[,max=N][,stat=mean|area|pNN] or per-frame')
+    raise UserError(f'unknown key-frame policy "{text}": expected fixed:K, '
+                    'distortion:TAU[,max=N][,stat=mean|area|pNN] or per-frame')
 
 
 def key_frame_schedule(policy, scores):

@@ -11,18 +11,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lib.dataset import DatasetError, build_dataset, num_classes, read_frame, read_label, synthetic_layout
+from lib.dataset import build_dataset, num_classes, read_frame, read_label, synthetic_layout
 from lib.dataset.build import list_path_of
 from lib.dataset.frame_list import read_list
 from lib.dataset.video import snippet_offsets
 from lib.engine.fast import logits_to_labels
-from lib.engine.keyframe import DistortionTriggered, FixedInterval, PerFrame, PolicyError
+from lib.engine.keyframe import DistortionTriggered, FixedInterval, PerFrame
+from lib.engine.result_dir import claim_results, default_result_dir
 from lib.engine.video import StreamingSegmenter, set_threads
 from lib.model import load_scnet
 from lib.utils.atomic import write_json
-from lib.utils.checkpoint import CheckpointError
-from lib.utils.config import ConfigError, load_config, resolve_path
+from lib.utils.config import load_config, resolve_path
 from lib.utils.distributed import pick_device
+from lib.utils.errors import UserError
 from lib.utils.metrics import IGNORE_INDEX, ConfusionMatrix
 from lib.utils.profiling import count_flops, median_ms
 from lib.utils.video_io import pad_to_multiple
@@ -30,8 +31,6 @@ from lib.utils.visualize import plot_tradeoff
 
 DEFAULT_INTERVALS = (2, 3, 4, 5, 6, 8, 10)
 DEFAULT_QUANTILES = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9)
-# Bad input: a one-line message for the user (the command line prints it after "error: " and exits 1).
-INPUT_ERRORS = (ConfigError, CheckpointError, DatasetError, PolicyError, ValueError, OSError)
 
 
 @dataclass
@@ -283,13 +282,13 @@ def compare_at_equal_cost(fixed, distortion):
 def auto_thresholds(scores, quantiles=DEFAULT_QUANTILES):
     """Thresholds at quantiles of the observed distortion scores, rounded and deduplicated."""
     if not scores:
-        raise ValueError('no distortion scores were observed (clips of a single frame?); pass --thresholds')
+        raise UserError('no distortion scores were observed (clips of a single frame?); pass --thresholds')
     return sorted({round(float(np.quantile(scores, q)), 4) for q in quantiles})
 
 
 def run_keyframe_policies(run):
     """Evaluate the policies of ``run`` (a :class:`KeyframeRun`); writes ``keyframe_policies.json`` and ``.png`` into
-    its folder and returns ``(report, folder)``.  Bad input raises one of :data:`INPUT_ERRORS`."""
+    its folder and returns ``(report, folder)``.  Bad input raises :class:`UserError`."""
     cfg = load_config(run.config, run.opts)
     split = run.split or cfg['eval']['split']
     n_classes = num_classes(cfg['data']['name'])
@@ -298,8 +297,24 @@ def run_keyframe_policies(run):
     model = load_scnet(cfg['model'], run.checkpoint, device)
     intervals = sorted({k for k in run.intervals if k > 1})
     if run.mark is not None and run.mark not in [f'fixed:{k}' for k in intervals]:
-        raise ValueError(f'mark "{run.mark}": expected one of the evaluated fixed:k policies (--intervals)')
+        raise UserError(f'mark "{run.mark}": expected one of the evaluated fixed:k policies (--intervals)')
     progress = run.progress
+    out = run.out or default_result_dir(cfg, run.checkpoint)
+    folder = claim_results(out, [f'{run.name}.json', f'{run.name}.png'])
+    try:
+        report = evaluate_all(run, cfg, split, n_classes, device, model, intervals, progress)
+        write_json(folder.file(f'{run.name}.json'), report, indent=2)
+        counted = 'every frame' if report['every_frame_labelled'] else 'labelled frames'
+        plot_tradeoff(report, folder.file(f'{run.name}.png'), f'{cfg["experiment"]}: {split}, {counted}, '
+                      f'{report["frame_size"][0]}x{report["frame_size"][1]}')
+        folder.drop_aside()
+    finally:
+        folder.release()
+    return report, out
+
+
+def evaluate_all(run, cfg, split, n_classes, device, model, intervals, progress):
+    """Every policy of ``run`` over the clips: the report."""
 
     def clips():
         return load_clips(cfg, split, n_classes, run.max_clips, run.max_frames)
@@ -327,20 +342,13 @@ def run_keyframe_policies(run):
     fixed, propagation, distortion = results[:n_fixed], results[n_fixed:2 * n_fixed], results[2 * n_fixed:]
     rows, verdict = compare_at_equal_cost(fixed, distortion)
 
-    out = run.out or os.path.join(resolve_path(cfg['eval']['result_root']), cfg['experiment'])
-    os.makedirs(out, exist_ok=True)
-    report = {'config': run.config, 'checkpoint': run.checkpoint, 'split': split, 'device': str(device),
+    return {'config': run.config, 'checkpoint': run.checkpoint, 'split': split, 'device': str(device),
               'threads': torch.get_num_threads(), 'frame_size': list(frames.shape[-2:]), 'step_costs': costs,
               'non_key_over_key_flops': costs['nonkey']['gflops'] / costs['key']['gflops'],
               'non_key_over_key_ms': costs['nonkey']['ms'] / costs['key']['ms'],
               'every_frame_labelled': cfg['data']['name'] == 'synthetic', 'fixed': fixed,
               'propagation': propagation, 'distortion': distortion, 'marked': run.mark,
               'equal_cost_comparison': rows, 'verdict': verdict, 'score_vs_loss': score_loss}
-    write_json(os.path.join(out, f'{run.name}.json'), report, indent=2)
-    counted = 'every frame' if report['every_frame_labelled'] else 'labelled frames'
-    plot_tradeoff(report, os.path.join(out, f'{run.name}.png'),
-                  f'{cfg["experiment"]}: {split}, {counted}, {report["frame_size"][0]}x{report["frame_size"][1]}')
-    return report, out
 
 
 def format_table(report):

@@ -10,7 +10,7 @@ done.  The schedule is a pure function of the iteration, so a resumed run needs 
 import torch
 
 from lib.engine.loop_adam import LoopAdam
-from lib.utils.config import ConfigError
+from lib.utils.errors import UserError
 
 PARAM_LISTS = ('unique', 'original')
 
@@ -39,7 +39,7 @@ def parameter_list(module, param_lists):
         return list(module.parameters())
     if param_lists == 'original':
         return original_param_list(module)
-    raise ConfigError(f'train.param_lists: expected one of {" | ".join(PARAM_LISTS)}, got "{param_lists}"')
+    raise UserError(f'train.param_lists: expected one of {" | ".join(PARAM_LISTS)}, got "{param_lists}"')
 
 
 def build_optimizer(param_groups, train_cfg):
@@ -51,8 +51,8 @@ def build_optimizer(param_groups, train_cfg):
     original = train_cfg.get('param_lists', 'unique') == 'original'
     if original and train_cfg.get('amp') == 'fp16':
         # GradScaler unscales every listed gradient: a tensor listed k times would be divided k times.
-        raise ConfigError('train.amp: fp16 cannot be combined with train.param_lists: original (the gradient '
-                          'scaler would unscale repeated tensors several times); use bf16 or null')
+        raise UserError('train.amp: fp16 cannot be combined with train.param_lists: original (the gradient '
+                        'scaler would unscale repeated tensors several times); use bf16 or null')
     groups = []
     for group in param_groups:
         params = [p for p in group['params'] if p.requires_grad]

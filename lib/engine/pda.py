@@ -20,7 +20,6 @@ one batch each) and may flip the argmax of a few pixels.
 """
 import math
 import os
-import tempfile
 import time
 
 import torch
@@ -30,17 +29,15 @@ from lib.dataset.build import PDA_CLIP_LENGTH
 from lib.dataset.integrity import image_problem
 from lib.dataset.io import file_kind
 from lib.utils import distributed
+from lib.utils.errors import UserError
 from lib.utils.metrics import ConfusionMatrix
-
-class PDAInputError(ValueError):
-    """Bad input to the PDA evaluation (checkpoint, frame list, output folder), found before the work starts."""
 
 
 def check_distances(distances, clip_length=PDA_CLIP_LENGTH):
     """Sorted unique distances, each in ``1 .. clip_length - 1``."""
     distances = sorted({int(d) for d in distances})
     if not distances or distances[0] < 1 or distances[-1] > clip_length - 1:
-        raise PDAInputError(f'distances must lie in 1..{clip_length - 1}, got {distances}')
+        raise UserError(f'distances must lie in 1..{clip_length - 1}, got {distances}')
     return distances
 
 
@@ -255,7 +252,7 @@ def eval_model_cfg(cfg):
     if chosen is None:
         return dict(cfg['model']), 'model.align_corners'
     if not isinstance(chosen, bool):
-        raise PDAInputError(f'eval.align_corners: expected true, false or null, got {chosen!r}')
+        raise UserError(f'eval.align_corners: expected true, false or null, got {chosen!r}')
     return dict(cfg['model'], align_corners=chosen), 'eval.align_corners'
 
 
@@ -282,8 +279,8 @@ def check_clip_files(dataset, indices=None):
         missing += [(entry.source, p) for p in paths if not os.path.isfile(os.path.join(dataset.root, p))]
     if missing:
         source, path = missing[0]
-        raise PDAInputError(f'{source}: {len(missing)} file(s) the PDA clips need are missing under '
-                            f'{dataset.root}, first: {path}')
+        raise UserError(f'{source}: {len(missing)} file(s) the PDA clips need are missing under '
+                        f'{dataset.root}, first: {path}')
     problems, sizes = [], {}
     for entry in entries:
         label = os.path.join(dataset.root, entry.label)
@@ -303,19 +300,8 @@ def check_clip_files(dataset, indices=None):
                      for p in clip if size is not None and sizes[p] is not None and sizes[p] != size]
     problems = list(dict.fromkeys(problems))
     if problems:
-        raise PDAInputError(f'{len(problems)} problem(s) in the files the PDA clips read (tools/check_dataset.py '
-                            f'lists them all), first: {problems[0]}')
-
-
-def prepare_output_dir(path):
-    """Create ``path`` if needed and prove it writable now, rather than after hours of evaluation."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix='.write_test_'):
-            pass
-    except OSError as err:
-        raise PDAInputError(f'output folder {path} is not writable ({err.strerror or err})') from None
-    return path
+        raise UserError(f'{len(problems)} problem(s) in the files the PDA clips read (tools/check_dataset.py '
+                        f'lists them all), first: {problems[0]}')
 
 
 def _percent(value):

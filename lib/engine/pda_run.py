@@ -15,21 +15,19 @@ from typing import Optional, Sequence
 
 import torch
 
-from lib.dataset import DatasetError, build_dataset, build_eval_loader, check_class_count
+from lib.dataset import build_dataset, build_eval_loader
 from lib.engine import cityscapes_results
-from lib.engine.pda import (PDAInputError, check_clip_files, check_distances, eval_model_cfg, evaluate_pda,
-                            format_markdown, prepare_output_dir, protocol)
-from lib.engine.result_dir import ResultFolderError, default_result_dir, drop_aside, lock_results, set_aside
+from lib.engine.pda import check_clip_files, check_distances, eval_model_cfg, evaluate_pda, format_markdown, protocol
+from lib.engine.result_dir import claim_results, default_result_dir
 from lib.model import load_scnet
 from lib.utils import distributed
 from lib.utils.atomic import write_text
-from lib.utils.checkpoint import CheckpointError
-from lib.utils.config import ConfigError, load_config
+from lib.utils.config import load_config
+from lib.utils.errors import UserError
+from lib.utils.outputs import StagedFolder
 from lib.utils.palette import class_names
 from lib.utils.precision import tf32
 
-# Bad input: a one-line message for the user (the command line prints it after "error: " and exits 1).
-INPUT_ERRORS = (ConfigError, CheckpointError, DatasetError, PDAInputError, ResultFolderError, OSError)
 RESULT_FILES = ('pda.json', 'pda.md')
 
 
@@ -53,11 +51,11 @@ def prediction_dir(run, cfg, distances, out_dir):
     if run.save_predictions is None:
         return None
     if run.save_predictions not in distances:
-        raise PDAInputError(f'--save-predictions: distance {run.save_predictions} is not evaluated '
-                            f'(eval.distances: {distances})')
+        raise UserError(f'--save-predictions: distance {run.save_predictions} is not evaluated '
+                        f'(eval.distances: {distances})')
     if cfg['data']['name'] not in cityscapes_results.FORMATS:
-        raise PDAInputError(f'--save-predictions: writes Cityscapes label ids; data.name={cfg["data"]["name"]} '
-                            f'has no such format (expected one of {", ".join(cityscapes_results.FORMATS)})')
+        raise UserError(f'--save-predictions: writes Cityscapes label ids; data.name={cfg["data"]["name"]} '
+                        f'has no such format (expected one of {", ".join(cityscapes_results.FORMATS)})')
     return os.path.join(out_dir, f'predictions_d{run.save_predictions}')
 
 
@@ -75,18 +73,14 @@ def json_safe(value):
 def setup(run):
     """Everything that can fail on bad input, before any clip is evaluated."""
     cfg = load_config(run.config, run.opts)
-    check_class_count(cfg)
     model_cfg = eval_model_cfg(cfg)[0]
     if run.max_clips is not None and run.max_clips < 1:
-        raise PDAInputError(f'--max-clips: expected a positive number, got {run.max_clips}')
+        raise UserError(f'--max-clips: expected a positive number, got {run.max_clips}')
     max_clips = run.max_clips if run.max_clips is not None else cfg['eval']['max_clips']
     distances = check_distances(cfg['eval']['distances'])
     out_dir = run.output or default_result_dir(cfg, run.checkpoint)
     # Every rank runs every check, so that bad input stops all of them (none is left waiting in a collective).
     predictions = prediction_dir(run, cfg, distances, out_dir)
-    prepare_output_dir(out_dir)
-    if predictions:
-        prepare_output_dir(predictions)
     dataset = build_dataset(cfg['data'], cfg['eval']['split'], 'pda')
     check_clip_files(dataset, range(min(len(dataset), max_clips or len(dataset))))
     device = distributed.init_distributed(cfg['device'])
@@ -127,14 +121,18 @@ def report(result, cfg, run, out_dir):
 
 
 def run_pda(run):
-    """Evaluate ``run`` (a :class:`PDARun`); returns the result folder.  Bad input raises one of
-    :data:`INPUT_ERRORS` before anything is written."""
-    lock = None
+    """Evaluate ``run`` (a :class:`PDARun`); returns the result folder.  Bad input raises :class:`UserError`
+    before anything is written.  The predictions of ``--save-predictions`` are staged and appear whole."""
+    cfg, distances, out_dir, device, model, loader, predictions = setup(run)
+    folder = claim_results(out_dir, RESULT_FILES)
+    staged = None
     try:
-        cfg, distances, out_dir, device, model, loader, predictions = setup(run)
-        lock = lock_results(out_dir)
-        previous = set_aside(out_dir, RESULT_FILES) if distributed.is_main_process() else []
-        writer = prediction_writer(loader.dataset, predictions, run.save_predictions) if predictions else None
+        if predictions and distributed.is_main_process():
+            staged = StagedFolder(predictions, 'predictions', '--save-predictions', overwrite=True, locked=False)
+            staged.start()
+        distributed.barrier()  # the partial folder exists before any rank writes into it
+        writer = prediction_writer(loader.dataset, predictions + '.partial', run.save_predictions) \
+            if predictions else None
         with tf32(cfg['eval']['tf32']):
             result = evaluate_pda(model, loader, cfg['model']['n_classes'], distances=distances, device=device,
                                   per_frame=cfg['eval']['per_frame'] and run.per_frame,
@@ -142,8 +140,10 @@ def run_pda(run):
                                   progress=run.progress, batched=run.batched, on_predictions=writer)
         if distributed.is_main_process():
             report(result, cfg, run, out_dir)
-            drop_aside(previous)
+            if staged is not None:
+                staged.commit()
+            folder.drop_aside()
     finally:
-        if lock is not None:
-            lock.release()
+        if folder is not None:
+            folder.release()
     return out_dir

@@ -1,20 +1,17 @@
-"""A result folder of an evaluation (``tools/test_pda.py``, ``tools/show.py``): one writer at a time, and earlier
-results never left looking current.
+"""The result folder of an evaluation (``tools/test_pda.py``, ``tools/show.py``, the key-frame policies): one per
+checkpoint, one writer at a time, earlier results never left looking current.
 
-The run locks the folder (:class:`lib.utils.output_lock.OutputLock`) before its work and releases it at the end.
-Before it starts it renames the results it is about to replace, ``pda.json`` -> ``pda.previous.json``: a run that
-fails or is killed leaves no file of the old run under the name of a current one (and keeps the old numbers under
-a name that says what they are); a run that completes writes the new files and removes the set-aside ones.
+The folder is an :class:`~lib.utils.outputs.OwnedFolder` of kind :data:`KIND`; a run sets aside the files it is
+about to replace (``pda.json`` -> ``pda.previous.json``) and drops them once the new ones are written, so a run that
+fails or is killed leaves no file of the old run under the name of a current one.
 """
 import os
 
 from lib.utils import distributed
 from lib.utils.config import resolve_path
-from lib.utils.output_lock import OutputLock, OutputLockError
+from lib.utils.outputs import OwnedFolder
 
-
-class ResultFolderError(ValueError):
-    """The result folder is in use or cannot be written (the message names it)."""
+KIND = 'evaluation results'
 
 
 def default_result_dir(cfg, checkpoint):
@@ -24,32 +21,11 @@ def default_result_dir(cfg, checkpoint):
     return os.path.join(resolve_path(cfg['eval']['result_root']), cfg['experiment'], stem)
 
 
-def previous_name(path):
-    stem, ext = os.path.splitext(path)
-    return f'{stem}.previous{ext}'
-
-
-def set_aside(folder, names):
-    """Rename the existing ``names`` in ``folder`` to their ``.previous`` names; returns every ``.previous`` file
-    of them (also those an earlier failed run left), for :func:`drop_aside` once the new results are written."""
-    aside = []
-    for name in names:
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            os.replace(path, previous_name(path))
-        if os.path.isfile(previous_name(path)):
-            aside.append(previous_name(path))
-    return aside
-
-
-def drop_aside(paths):
-    for path in paths:
-        if os.path.exists(path):
-            os.remove(path)
-
-
-def lock_results(folder):
-    """Rank 0 locks ``folder``; every rank learns the outcome (a refusal stops all of them with one line).
-    Returns the lock on rank 0, None elsewhere."""
-    return distributed.locked_on_main(lambda: (OutputLock(folder).acquire(), None), (OutputLockError, OSError),
-                                      ResultFolderError)[0]
+def claim_results(path, files, what='--output'):
+    """Rank 0 claims the result folder ``path`` (its own ``files`` set aside); every rank learns of a refusal.
+    Returns the :class:`OwnedFolder` on rank 0, None elsewhere."""
+    def claim():
+        folder = OwnedFolder(path, KIND, what, own_files=files).claim()
+        folder.set_aside(files)
+        return folder
+    return distributed.claimed_on_main(claim)

@@ -1,9 +1,10 @@
-"""VideoSegmenter: the Python API of video inference (what ``tools/infer_video.py`` does, callable on any stream).
+"""VideoSegmenter: video inference as a Python API; ``tools/infer_video.py`` is its command line.
 
     from lib import VideoSegmenter
     seg = VideoSegmenter.from_config('exp/synthetic/correction.yaml', 'saved_model/synthetic_correction/final.pth')
     for labels in seg(frames):          # frames: any iterable of RGB uint8 (H, W, 3) arrays, or float tensors
         ...                             # labels: uint8 (H, W) trainIds (int64 tensors for tensor frames)
+    labels = seg.step(frame)            # one frame at a time; seg.reset() starts a new stream
     seg.run('drive.mp4', 'out/drive')   # segmentation video + summary.json, as the command line tool
 """
 import dataclasses
@@ -13,20 +14,24 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from tqdm import tqdm
 
 from lib.engine.backend import build_segmenter, check_backend
 from lib.engine.fast import EXACT, FastConfig
-from lib.engine.keyframe import parse_policy
+from lib.engine.keyframe import FixedInterval, parse_policy
 from lib.model import load_scnet
+from lib.utils import profiling
 from lib.utils.atomic import write_json
 from lib.utils.config import load_config
 from lib.utils.distributed import pick_device
-from lib.utils.output_lock import OutputLock
+from lib.utils.errors import UserError
+from lib.utils.outputs import StagedFolder
 from lib.utils.palette import palette_for
-from lib.utils.video_io import (FrameOutputs, OutputFolder, frame_to_tensor, labels_to_frame, open_frame_source,
-                                pad_to_multiple)
+from lib.utils.video_io import FrameOutputs, labels_to_frame, open_frame_source, pad_to_multiple
 
 CHANNEL_ORDERS = ('rgb', 'bgr')
+KIND = 'video segmentation'
 
 
 def _fast_config(fast):
@@ -39,7 +44,7 @@ def _fast_config(fast):
         return None if fast == EXACT else fast
     if isinstance(fast, dict):
         return FastConfig.from_dict(fast)
-    raise ValueError(f'VideoSegmenter: fast must be a bool, a FastConfig or a dict, got {type(fast).__name__}')
+    raise UserError(f'VideoSegmenter: fast must be a bool, a FastConfig or a dict, got {type(fast).__name__}')
 
 
 class VideoSegmenter:
@@ -59,7 +64,9 @@ class VideoSegmenter:
     def __init__(self, net, policy='fixed:5', fast=False, backend='torch', size=None, channels='rgb', threads=None,
                  palette=None):
         if channels not in CHANNEL_ORDERS:
-            raise ValueError(f'VideoSegmenter: channels must be one of {CHANNEL_ORDERS}, got "{channels}"')
+            raise UserError(f'VideoSegmenter: channels must be one of {CHANNEL_ORDERS}, got "{channels}"')
+        if size is not None and (len(size) != 2 or min(size) < 4):
+            raise UserError(f'VideoSegmenter: size must be (H, W) of at least 4 pixels each, got {size}')
         self.net = net.eval()
         self.device = next(net.parameters()).device
         self.policy_text = policy
@@ -69,7 +76,7 @@ class VideoSegmenter:
         self.channels = channels
         self.palette = palette if palette is not None else palette_for('cityscapes')
         self.segmenter = build_segmenter(net, parse_policy(policy), backend, self.fast, threads)
-        self.key_frames = []  # indices of the key frames of the last stream
+        self.reset()
 
     @classmethod
     def from_config(cls, config, checkpoint, policy='fixed:5', fast=False, backend='torch', device=None, opts=(),
@@ -81,123 +88,144 @@ class VideoSegmenter:
         kwargs.setdefault('palette', palette_for(cfg['data']['name']))
         return cls(net, policy=policy, fast=fast, backend=backend, **kwargs)
 
-    def _to_model(self, frame):
-        """A frame -> (model input (1, 3, H', W'), model size (h, w), frame size (H, W), numpy?)."""
-        if isinstance(frame, np.ndarray):
-            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-                raise ValueError(f'VideoSegmenter: numpy frames must be uint8 (H, W, 3), got {frame.dtype} '
-                                 f'{frame.shape}')
-            rgb = frame[..., ::-1] if self.channels == 'bgr' else frame
-            image, model_size = frame_to_tensor(rgb, self.size, device=self.device)
-            return image, model_size, frame.shape[:2], True
-        if torch.is_tensor(frame):
-            x = frame.unsqueeze(0) if frame.dim() == 3 else frame
-            if x.dim() != 4 or x.shape[:2] != (1, 3) or not x.is_floating_point():
-                raise ValueError(f'VideoSegmenter: tensor frames must be float (3, H, W) or (1, 3, H, W) RGB in '
-                                 f'[0, 1], got {x.dtype} {tuple(frame.shape)}')
-            x = x.to(self.device, torch.float32)
-            if self.size is not None and tuple(self.size) != tuple(x.shape[-2:]):
-                x = torch.nn.functional.interpolate(x, size=self.size, mode='bilinear', align_corners=False)
-            image, model_size = pad_to_multiple(x)
-            return image, model_size, tuple(frame.shape[-2:]), False
-        raise ValueError(f'VideoSegmenter: a frame must be a numpy array or a torch tensor, got {type(frame).__name__}')
+    def reset(self):
+        """Start a new stream: the next frame is a key frame."""
+        self.segmenter.reset()
+        self.index = -1
+        self.key_frames = []  # indices of the key frames of the stream so far
+        self.frame_size = None
 
-    def __call__(self, frames):
-        """Segment a stream.
+    def _to_model(self, frame, channels):
+        """A frame -> (model input (1, 3, H', W') float in [0, 1], model size (h, w), frame size (H, W))."""
+        if isinstance(frame, np.ndarray):
+            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or 0 in frame.shape:
+                raise UserError(f'VideoSegmenter: frame {self.index}: numpy frames must be uint8 (H, W, 3) with '
+                                f'H, W > 0, got {frame.dtype} {frame.shape}')
+            rgb = frame[..., ::-1] if channels == 'bgr' else frame
+            x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        elif torch.is_tensor(frame):
+            x = frame.unsqueeze(0) if frame.dim() == 3 else frame
+            if x.dim() != 4 or x.shape[:2] != (1, 3) or not x.is_floating_point() or 0 in x.shape:
+                raise UserError(f'VideoSegmenter: frame {self.index}: tensor frames must be float (3, H, W) or '
+                                f'(1, 3, H, W) RGB in [0, 1], got {x.dtype} {tuple(frame.shape)}')
+            x = x.to(self.device, torch.float32)
+            low, high = torch.aminmax(x)
+            if not (torch.isfinite(low) and torch.isfinite(high) and low >= 0 and high <= 1):
+                raise UserError(f'VideoSegmenter: frame {self.index}: tensor frames must hold finite values in '
+                                f'[0, 1], got [{low.item():g}, {high.item():g}] (divide uint8 values by 255)')
+        else:
+            raise UserError(f'VideoSegmenter: a frame must be a numpy array or a torch tensor, got '
+                            f'{type(frame).__name__}')
+        frame_size = tuple(x.shape[-2:])
+        if self.size is not None and self.size != frame_size:
+            x = F.interpolate(x, size=self.size, mode='bilinear', align_corners=False)
+        image, model_size = pad_to_multiple(x)
+        return image, model_size, frame_size
+
+    @torch.no_grad()
+    def step(self, frame, channels=None):
+        """Segment the next frame of the stream.
 
         Args:
-            frames: any iterable of frames: numpy uint8 (H, W, 3) in ``channels`` order, or float tensors (3, H, W)
-                / (1, 3, H, W) RGB in [0, 1].  All frames of a stream have one size.
-        Yields:
-            per frame, trainIds at the frame's size: numpy uint8 (H, W) for numpy frames, int64 tensors (H, W) on
-            the model's device for tensor frames.  The policy restarts with each call (the first frame is a key
-            frame); ``self.key_frames`` lists the key frames' indices.
+            frame: numpy uint8 (H, W, 3) in ``channels`` order (default: the segmenter's), or a float tensor
+                (3, H, W) / (1, 3, H, W) RGB in [0, 1].  Every frame of a stream has the first one's size.
+        Returns:
+            trainIds at the frame's size: numpy uint8 (H, W) for numpy frames, an int64 tensor (H, W) on the model's
+            device for tensor frames.  ``self.key_frames`` lists the stream's key frames so far.
         """
-        self.segmenter.reset()
-        self.key_frames = []
-        first_size = None
-        for index, frame in enumerate(frames):
-            image, model_size, frame_size, is_numpy = self._to_model(frame)
-            if first_size is None:
-                first_size = frame_size
-            elif tuple(frame_size) != tuple(first_size):
-                raise ValueError(f'VideoSegmenter: frame {index} is {frame_size[1]}x{frame_size[0]} (WxH) but the '
-                                 f'stream started at {first_size[1]}x{first_size[0]}')
-            labels, is_key, _ = self.segmenter.step(image)  # (1, H', W') on the padded model grid
-            if is_key:
-                self.key_frames.append(index)
-            if is_numpy:
-                yield labels_to_frame(labels, model_size, frame_size)
-            else:
-                yield _labels_to_tensor(labels, model_size, frame_size)
+        self.index += 1
+        image, model_size, frame_size = self._to_model(frame, channels or self.channels)
+        if self.frame_size is None:
+            self.frame_size = frame_size
+        elif frame_size != self.frame_size:
+            raise UserError(f'VideoSegmenter: frame {self.index} is {frame_size[1]}x{frame_size[0]} (WxH) but the '
+                            f'stream started at {self.frame_size[1]}x{self.frame_size[0]}')
+        labels, is_key, _ = self.segmenter.step(image)  # (1, H', W') on the padded model grid
+        if is_key:
+            self.key_frames.append(self.index)
+        if isinstance(frame, np.ndarray):
+            return labels_to_frame(labels, model_size, frame_size)
+        height, width = model_size
+        label = labels[:, None, :height, :width].float()
+        if model_size != frame_size:
+            label = F.interpolate(label, size=frame_size, mode='nearest')
+        return label[0, 0].long()
 
-    def run(self, path, out, overwrite=False, save_labels=False, save_overlay=False, video=True, fps=None):
-        """Segment a video file or a frame folder into the folder ``out``, as ``tools/infer_video.py``.
+    def __call__(self, frames):
+        """Segment a stream (restarting the policy): yields :meth:`step` of every frame of ``frames``."""
+        self.reset()
+        for frame in frames:
+            yield self.step(frame)
+
+    def check_memory(self, frame_size):
+        """Refuse frames whose inference would not fit in the memory available (a one-line error suggesting
+        ``--size``), from the peak measured on a small frame scaled by the pixel count."""
+        height, width = self.size or frame_size
+        if height * width <= 1024 * 2048:
+            return  # the paper's size: every supported machine runs it
+        probe = np.zeros((128, 256, 3), np.uint8)
+        segmenter = build_segmenter(self.net, FixedInterval(2), 'torch', self.fast)
+
+        def two_steps():  # a key and a non-key frame
+            for _ in range(2):
+                segmenter.step(pad_to_multiple(torch.from_numpy(probe).to(self.device).permute(2, 0, 1)[None]
+                                               .float())[0])
+        need = profiling.peak_memory_bytes(two_steps, self.device) * height * width / (probe.shape[0] * probe.shape[1])
+        available = profiling.available_memory_bytes(self.device)
+        if available is not None and need > available:
+            scale = (available / need) ** 0.5
+            raise UserError(f'frames of {width}x{height} (WxH) need about {need / 2 ** 30:.1f} GiB for inference, '
+                            f'{available / 2 ** 30:.1f} GiB are available; run the model at a smaller size, e.g. '
+                            f'--size {int(height * scale) // 4 * 4} {int(width * scale) // 4 * 4}')
+
+    def run(self, source, out, overwrite=False, save_labels=False, save_overlay=False, video=True, fps=None,
+            progress=False):
+        """Segment a video file or a frame folder into the folder ``out``.
 
         Writes ``segmentation.mp4`` (``.avi`` where mp4v cannot be written; with ``video``), ``labels/NNNNNN.png``
-        (``save_labels``), ``overlay/NNNNNN.png`` (``save_overlay``) and ``summary.json``, into ``out.partial/``
-        renamed to ``out`` when complete, under the tool's lock (``out.lock``); an existing ``out`` is replaced only
-        with ``overwrite`` and only if an earlier run wrote it (``lib.engine.video.OutputFolder``).
+        (``save_labels``), ``overlay/NNNNNN.png`` (``save_overlay``) and ``summary.json``, staged as
+        ``out.partial/`` and renamed when complete (:class:`lib.utils.outputs.StagedFolder`): an existing ``out``
+        is replaced only with ``overwrite`` and only if an earlier run wrote it.  Ctrl-C leaves ``out.partial/``.
 
+        Args:
+            source: a path (video file or frame folder) or a :class:`lib.utils.video_io.FrameSource`.
         Returns:
             the summary dict (frames, key frames, seconds, frames per second).
         """
-        source = open_frame_source(path)
-        folder = OutputFolder(out, overwrite=overwrite, input_path=path)
-        lock = OutputLock(folder.path, lock_path=folder.lock_path).acquire()
-        try:
-            folder = OutputFolder(out, overwrite=overwrite, input_path=path)  # again, under the lock
-            folder.start()
-            summary = self._write(source, folder, save_labels, save_overlay, video, fps)
+        source = open_frame_source(source) if isinstance(source, (str, os.PathLike)) else source
+        folder = StagedFolder(out, KIND, 'OUTPUT', overwrite=overwrite, apart_from=[source.path])
+        with folder.start():
+            try:
+                summary = self._write(source, folder, save_labels, save_overlay, video, fps, progress)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(f'the frames segmented so far are in {folder.partial}') from None
             mismatch = source.count_mismatch()
             if mismatch:
                 warnings.warn(mismatch)
             write_json(folder.file('summary.json'), summary, indent=2)
             folder.commit()
-        finally:
-            lock.release()
         return summary
 
-    def _write(self, source, folder, save_labels, save_overlay, video, fps):
-        channels, self.channels = self.channels, 'rgb'  # sources yield RGB
+    def _write(self, source, folder, save_labels, save_overlay, video, fps, progress):
         writer = FrameOutputs(folder, fps or source.fps, self.palette, save_labels=save_labels,
                               save_overlay=save_overlay, video=video)
-        start = time.perf_counter()
+        self.reset()
+        start, start_cpu = time.perf_counter(), time.process_time()
         try:
-            for index, (frame, label) in enumerate(_paired(iter(source), self)):
-                writer.write(index, frame, label)
+            for frame in tqdm(source, total=source.count, unit='frame', desc='infer_video', disable=not progress,
+                              dynamic_ncols=True):
+                if self.index < 0:
+                    self.check_memory(frame.shape[:2])
+                writer.write(self.index + 1, frame, self.step(frame, channels='rgb'))  # sources yield RGB
         except BaseException:
             writer.abort()
             raise
-        finally:
-            self.channels = channels
         writer.close()  # checks that the video decodes to every frame written
         seconds = time.perf_counter() - start
-        return {'input': source.path, 'policy': self.policy_text, 'backend': self.backend, 'frames': index + 1,
+        frames = self.index + 1
+        return {'input': source.path, 'policy': self.policy_text, 'backend': self.backend, 'frames': frames,
                 'frames_announced': source.announced, 'key_frames': list(self.key_frames),
-                'frame_size': list(frame.shape[:2]),
-                'fast': None if self.fast is None else dataclasses.asdict(self.fast),
-                'video': writer.video_name, 'seconds': round(seconds, 3),
-                'frames_per_second': (index + 1) / seconds}
-
-
-def _paired(frames, segmenter):
-    """(frame, labels) pairs: each frame of ``frames`` with its labels from ``segmenter``, one at a time."""
-    held = []
-
-    def remember():
-        for frame in frames:
-            held.append(frame)
-            yield frame
-
-    for label in segmenter(remember()):
-        yield held.pop(0), label
-
-
-def _labels_to_tensor(labels, model_size, frame_size):
-    """Labels (1, H', W') on the padded model grid -> int64 (H, W) at the frame size (crop, nearest resize)."""
-    height, width = model_size
-    label = labels[:, None, :height, :width].float()
-    if (height, width) != tuple(frame_size):
-        label = torch.nn.functional.interpolate(label, size=tuple(frame_size), mode='nearest')
-    return label[0, 0].long()
+                'frame_size': list(self.frame_size), 'model_size': list(self.size or self.frame_size),
+                'fast': None if self.fast is None else dataclasses.asdict(self.fast), 'video': writer.video_name,
+                'seconds': round(seconds, 3), 'cpu_seconds': round(time.process_time() - start_cpu, 3),
+                'frames_per_second': frames / seconds}

@@ -4,19 +4,17 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from lib.dataset import DatasetError, build_dataset, check_class_count
-from lib.engine.pda import PDAInputError, check_clip_files, check_distances, prepare_output_dir, trace_clip
-from lib.engine.result_dir import ResultFolderError, default_result_dir, lock_results
+from lib.dataset import build_dataset
+from lib.engine.pda import check_clip_files, check_distances, trace_clip
+from lib.engine.result_dir import default_result_dir
 from lib.model import load_scnet
 from lib.utils import visualize as vis
-from lib.utils.checkpoint import CheckpointError
-from lib.utils.config import ConfigError, load_config
+from lib.utils.config import load_config
 from lib.utils.distributed import pick_device
+from lib.utils.errors import UserError
+from lib.utils.outputs import StagedFolder
 from lib.utils.palette import class_names, palette_for
 from lib.utils.precision import tf32
-
-# Bad input: a one-line message for the user (the command line prints it after "error: " and exits 1).
-INPUT_ERRORS = (ConfigError, CheckpointError, DatasetError, PDAInputError, ResultFolderError, OSError)
 
 
 @dataclass
@@ -34,15 +32,13 @@ class ShowRun:
 
 def setup(run):
     cfg = load_config(run.config, run.opts)
-    check_class_count(cfg)
     out_dir = run.output or os.path.join(default_result_dir(cfg, run.checkpoint), 'show')
-    prepare_output_dir(out_dir)
     dataset = build_dataset(cfg['data'], cfg['eval']['split'], 'pda')
     clips = list(run.clips) if run.clips is not None else list(cfg['eval']['show_clips'])
     bad = [c for c in clips if not 0 <= c < len(dataset)]
     if bad:
-        raise PDAInputError(f'clips {bad}: the {cfg["eval"]["split"]} split has {len(dataset)} clips (0..'
-                            f'{len(dataset) - 1})')
+        raise UserError(f'clips {bad}: the {cfg["eval"]["split"]} split has {len(dataset)} clips (0..'
+                        f'{len(dataset) - 1})')
     check_distances([run.distance])
     check_clip_files(dataset, clips)
     device = pick_device(cfg['device'])
@@ -50,30 +46,27 @@ def setup(run):
     return cfg, out_dir, dataset, clips, device, model
 
 
-def write_pictures(run, cfg, out_dir, dataset, clips, device, model):
+def write_pictures(run, cfg, folder, dataset, clips, device, model):
     name = cfg['data']['name']
     palette = palette_for(name)
     tiles = vis.TileMaker(palette, run.tile_width)
-    vis.save_png(vis.legend(palette, class_names(name)), os.path.join(out_dir, 'legend.png'))
+    vis.save_png(vis.legend(palette, class_names(name)), folder.file('legend.png'))
     for index in clips:
         frames, label = dataset[index]
         with tf32(cfg['eval']['tf32']):  # plain fp32 by default, as the evaluation
             trace = trace_clip(model, frames[None].to(device), run.distance)
         picture, animation = vis.clip_pictures(trace, frames, label, tiles)
-        stem = os.path.join(out_dir, f'clip{index}_d{run.distance}')
-        vis.save_png(picture, f'{stem}.png')
-        vis.save_gif(animation, f'{stem}.gif', duration_ms=run.frame_ms)
-        print(f'wrote {stem}.png and {stem}.gif')
-    print(f'wrote {os.path.join(out_dir, "legend.png")}')
+        stem = f'clip{index}_d{run.distance}'
+        vis.save_png(picture, folder.file(f'{stem}.png'))
+        vis.save_gif(animation, folder.file(f'{stem}.gif'), duration_ms=run.frame_ms)
 
 
 def run_show(run):
-    """Draw ``run`` (a :class:`ShowRun`); returns the folder.  Bad input raises one of :data:`INPUT_ERRORS`
-    before anything is written; the folder is locked while the pictures are written."""
+    """Draw ``run`` (a :class:`ShowRun`); returns the folder.  Bad input raises :class:`UserError` before anything
+    is written; the pictures are staged (``<folder>.partial/``) and appear together."""
     cfg, out_dir, dataset, clips, device, model = setup(run)
-    lock = lock_results(out_dir)
-    try:
-        write_pictures(run, cfg, out_dir, dataset, clips, device, model)
-    finally:
-        lock.release()
+    with StagedFolder(out_dir, 'pictures', '--output', overwrite=True) as folder:
+        write_pictures(run, cfg, folder, dataset, clips, device, model)
+        folder.commit()
+    print(f'wrote the grids and GIFs of clips {clips} and legend.png to {out_dir}')
     return out_dir

@@ -19,7 +19,7 @@ from lib.engine.checkpointing import load_init_pretrained, load_submodule
 from lib.engine.optim import parameter_list
 from lib.engine.stage_nets import FlowStageNet, SegmentationStageNet
 from lib.model.scnet import build_scnet
-from lib.utils.checkpoint import CheckpointError
+from lib.utils.errors import UserError
 
 
 def _validate_segmentation(net, loader, cfg, device, progress):
@@ -129,14 +129,14 @@ def check_init_config(stage, init_cfg):
     if missing:
         keys = ', '.join(f'init.{name}' for name in missing)
         hint = ' (or init.pretrained)' if set(missing) & {'deeplab', 'flownet'} else ''
-        raise CheckpointError(f'init: the {stage.name} stage needs trained {", ".join(missing)} weights; '
-                              f'set {keys}{hint}')
+        raise UserError(f'init: the {stage.name} stage needs trained {", ".join(missing)} weights; '
+                        f'set {keys}{hint}')
 
 
 def initialise(stage, net, init_cfg):
     """Load the ``init:`` checkpoints into ``net``: first ``init.pretrained`` (DeepLab + FlowNet, published
     layout), then ``init.deeplab`` / ``init.flownet`` / ``init.dmnet`` over it.  Returns ``{sub-network:
-    source}``; a missing file, a mismatch or a required sub-network left uncovered is a CheckpointError."""
+    source}``; a missing file, a mismatch or a required sub-network left uncovered is a UserError."""
     check_init_config(stage, init_cfg)
     sources = {}
     sub_networks = [name for name in ('deeplab', 'flownet', 'dmnet', 'cfnet') if hasattr(net, name)]
@@ -148,7 +148,7 @@ def initialise(stage, net, init_cfg):
         if not init_cfg[name]:
             continue
         if name not in sub_networks:
-            raise CheckpointError(f'init.{name}: the {stage.name} stage has no {name} to initialise')
+            raise UserError(f'init.{name}: the {stage.name} stage has no {name} to initialise')
         load_submodule(net, name, init_cfg[name], f'init.{name}')
         sources[name] = init_cfg[name]
     return sources

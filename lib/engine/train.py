@@ -28,41 +28,25 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lib.dataset import PDA_CLIP_LENGTH, DatasetError, build_dataset, check_class_count, seed_worker
+from lib.dataset import build_dataset, seed_worker
 from lib.engine.checkpointing import gather_rng_states, model_state, restore_rng_state
 from lib.engine.guards import NonFiniteWatch
 from lib.engine.optim import apply_lr, build_optimizer
-from lib.engine.run_dir import ExperimentFolderError, claim, replace_previous
+from lib.engine.run_dir import RunFolder
 from lib.engine.sampler import ResumableSampler
 from lib.engine.stage_nets import set_bn_momentum
-from lib.engine.stages import STAGES, Stage, check_init_config, get_stage, initialise
+from lib.engine.stages import Stage, check_init_config, get_stage, initialise
 from lib.utils import distributed
 from lib.utils.atomic import save_torch
-from lib.utils.checkpoint import CheckpointError, read_checkpoint
-from lib.utils.config import ConfigError, dump_config, resolve_path
+from lib.utils.checkpoint import read_checkpoint
+from lib.utils.config import dump_config, resolve_path
+from lib.utils.errors import UserError
 from lib.utils.logger import MetricLogger, ScalarWriter, close_text_log, setup_text_log
-from lib.utils.output_lock import OutputLockError
 from lib.utils.precision import tf32
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-VAL_SPLITS = ('train', 'val', 'test')
-NUMBER_RANGES = {  # train.<key>: (what it must be, test)
-    'lr': ('a positive learning rate', lambda v: v > 0),
-    'cfnet_lr': ('a positive learning rate', lambda v: v > 0),
-    'lr_decay': ('a factor in (0, 1]', lambda v: 0 < v <= 1),
-    'lr_decay_at': ('a fraction of the run in [0, 1]', lambda v: 0 <= v <= 1),
-    'weight_decay': ('a non-negative number', lambda v: v >= 0),
-}
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; the run stops and the last checkpoint on disk stays the last good one."""
-
-
-# Bad input or a stopped run: a one-line message for the user (the command line prints it after "error: " and
-# exits 1).
-INPUT_ERRORS = (ConfigError, CheckpointError, DatasetError, NonFiniteLossError, ExperimentFolderError,
-                OutputLockError, OSError)
 
 
 @dataclass
@@ -94,41 +78,8 @@ class Run:
     log: object
     writer: ScalarWriter
     progress: Progress
-    lock: object = None  # the experiment folder's OutputLock, held while the run writes it
+    folder: Optional[RunFolder] = None  # the claimed experiment folder (rank 0), held while the run writes it
     watch: Optional[NonFiniteWatch] = None  # non-finite values in the losses and the flow, before each backward
-
-
-def check_config(cfg):
-    """One-line errors for config values the schema cannot check by itself."""
-    train = cfg['train']
-    if not cfg['experiment']:
-        raise ConfigError('experiment: not set (outputs go to <train.save_root>/<experiment>)')
-    if cfg['stage'] not in STAGES:
-        raise ConfigError(f'stage: expected one of {" | ".join(STAGES)}, got "{cfg["stage"]}"')
-    check_class_count(cfg)
-    if train['amp'] not in (None, *AMP_DTYPES):
-        raise ConfigError(f'train.amp: expected null | bf16 | fp16, got "{train["amp"]}"')
-    if train['val_split'] not in VAL_SPLITS:
-        raise ConfigError(f'train.val_split: expected one of {" | ".join(VAL_SPLITS)}, got "{train["val_split"]}"')
-    for key in ('accumulate', 'batch_size', 'epochs', 'log_every', 'val_batch_size'):
-        if not isinstance(train[key], int) or train[key] < 1:
-            raise ConfigError(f'train.{key}: expected a positive integer, got {train[key]!r}')
-    for key in ('max_iters', 'val_every', 'checkpoint_every'):
-        value = train[key]
-        if value is not None and (not isinstance(value, int) or value < 0):
-            raise ConfigError(f'train.{key}: expected a non-negative integer, got {value!r}')
-    if not train['val_distances'] or any(not 1 <= int(d) < PDA_CLIP_LENGTH for d in train['val_distances']):
-        raise ConfigError(f'train.val_distances: expected distances in 1..{PDA_CLIP_LENGTH - 1}, got '
-                          f'{train["val_distances"]}')
-    for key, (what, valid) in NUMBER_RANGES.items():
-        value = train[key]
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                and valid(value)):
-            raise ConfigError(f'train.{key}: expected {what}, got {value!r}')
-    betas = train['betas']
-    if not (isinstance(betas, list) and len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1
-                                                                for b in betas)):
-        raise ConfigError(f'train.betas: expected two numbers in [0, 1), got {betas!r}')
 
 
 @contextmanager
@@ -194,30 +145,22 @@ def resolved_init(init_cfg):
     return {key: resolve_path(value) if value else None for key, value in init_cfg.items()}
 
 
-def claim_save_dir(save_dir, tblog_dir, resume, overwrite):
-    """Rank 0 locks the experiment folder and checks it may write there (:mod:`lib.engine.run_dir`); every rank
-    learns the outcome, so that a refusal stops all of them with the same one-line error."""
-    lock, to_replace = distributed.locked_on_main(
-        lambda: claim(save_dir, tblog_dir, resume=resume, overwrite=overwrite),
-        (ExperimentFolderError, OutputLockError, OSError), ExperimentFolderError)
-    return lock, to_replace or []
-
-
 def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
     """Build the run: process group, network (initialised or resumed), optimiser, loaders, logs."""
-    check_config(cfg)
+    if not cfg['experiment']:
+        raise UserError('experiment: not set (outputs go to <train.save_root>/<experiment>)')
     stage = get_stage(cfg['stage'])
     save_dir, tblog_dir = output_dirs(cfg)
     resume_path = os.path.join(save_dir, 'now.pth')
     if resume and not os.path.isfile(resume_path):
-        raise CheckpointError(f'--resume: {resume_path} not found (nothing to resume for experiment '
-                              f'"{cfg["experiment"]}")')
+        raise UserError(f'--resume: {resume_path} not found (nothing to resume for experiment '
+                        f'"{cfg["experiment"]}")')
     init_cfg = resolved_init(cfg['init'])
     if not resume:
         check_init_config(stage, init_cfg)
         for key, path in init_cfg.items():
             if path and not os.path.isfile(path):
-                raise CheckpointError(f'init.{key}: checkpoint {path} not found')
+                raise UserError(f'init.{key}: checkpoint {path} not found')
 
     device = distributed.init_distributed(cfg['device'])
     seed_everything(cfg['seed'])  # the same initial weights on every rank
@@ -238,9 +181,9 @@ def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
     accumulate = cfg['train']['accumulate']
     iters_per_epoch = len(loader) // accumulate
     if iters_per_epoch == 0:
-        raise ConfigError(f'train.batch_size: {cfg["train"]["batch_size"]} x {distributed.get_world_size()} '
-                          f'processes x accumulate {accumulate} is more than the {len(loader.dataset)} training '
-                          f'samples of one epoch')
+        raise UserError(f'train.batch_size: {cfg["train"]["batch_size"]} x {distributed.get_world_size()} '
+                        f'processes x accumulate {accumulate} is more than the {len(loader.dataset)} training '
+                        f'samples of one epoch')
     total_iters = cfg['train']['max_iters'] or cfg['train']['epochs'] * iters_per_epoch
     n_epochs = math.ceil(total_iters / iters_per_epoch)
     val_loader = None
@@ -248,7 +191,7 @@ def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
         val_loader = stage.val_loader(cfg, cfg['train']['val_split'])
 
     # The inputs are good: claim the experiment folder before the first write to it.
-    lock, to_replace = claim_save_dir(save_dir, tblog_dir, resume, overwrite)
+    folder = distributed.claimed_on_main(lambda: RunFolder(save_dir, tblog_dir, resume, overwrite).claim())
     try:
         progress = Progress()
         if resume:
@@ -258,18 +201,18 @@ def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
             seed_everything(cfg['seed'] + distributed.get_rank())  # different augmentations on every rank
 
         if distributed.is_main_process():
-            replace_previous(to_replace)  # --overwrite: no file of the old run survives beside the new config
+            folder.replace_previous()  # --overwrite: no file of the old run survives beside the new config
             os.makedirs(save_dir, exist_ok=True)
             dump_config(cfg, os.path.join(save_dir, 'config.yaml'))
         log = setup_text_log(os.path.join(save_dir, 'log.txt'))
         writer = ScalarWriter(tblog_dir)
         model = wrap_for_training(net, device, cfg)
         run = Run(cfg, stage, device, net, model, optimizer, scaler, loader, val_loader, iters_per_epoch,
-                  total_iters, n_epochs, save_dir, log, writer, progress, lock=lock, watch=NonFiniteWatch(net))
+                  total_iters, n_epochs, save_dir, log, writer, progress, folder=folder, watch=NonFiniteWatch(net))
         log_header(run, sources, resume_path if resume else None)
     except BaseException:
-        if lock is not None:
-            lock.release()
+        if folder is not None:
+            folder.release()
         raise
     return run
 
@@ -317,9 +260,9 @@ def check_layout(path, checkpoint, layout, restart_epoch):
             saved.setdefault(key, saved_train[key])
     changed = [f'{key} {saved[key]} -> {layout[key]}' for key in layout if key in saved and saved[key] != layout[key]]
     if changed and not restart_epoch:
-        raise CheckpointError(f'--resume: {path} was written with another data layout ({", ".join(changed)}): the '
-                              f'rest of its epoch cannot be found again; resume with the same settings, or pass '
-                              f'--restart-epoch to train that epoch again from its first batch')
+        raise UserError(f'--resume: {path} was written with another data layout ({", ".join(changed)}): the '
+                        f'rest of its epoch cannot be found again; resume with the same settings, or pass '
+                        f'--restart-epoch to train that epoch again from its first batch')
     return changed
 
 
@@ -327,8 +270,8 @@ def load_training_state(path, net, optimizer, scaler, cfg, layout, restart_epoch
     checkpoint = read_checkpoint(path, '--resume')
     if not isinstance(checkpoint, dict) or checkpoint.get('stage') != cfg['stage']:
         found = checkpoint.get('stage') if isinstance(checkpoint, dict) else None
-        raise CheckpointError(f'--resume: {path} is not a training checkpoint of the "{cfg["stage"]}" stage '
-                              f'(stage: {found})')
+        raise UserError(f'--resume: {path} is not a training checkpoint of the "{cfg["stage"]}" stage '
+                        f'(stage: {found})')
     try:
         net.load_state_dict(model_state(checkpoint), strict=True)
         optimizer.load_state_dict(checkpoint['optimizer'])
@@ -337,7 +280,7 @@ def load_training_state(path, net, optimizer, scaler, cfg, layout, restart_epoch
         progress = Progress(**checkpoint['progress'])
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        raise CheckpointError(f'--resume: {path} does not fit this config ({first_line})') from None
+        raise UserError(f'--resume: {path} does not fit this config ({first_line})') from None
     check_layout(path, checkpoint, layout, restart_epoch)
     if restart_epoch and not progress.epoch_complete:
         progress.batches_done = 0  # the open epoch runs again from its first batch
@@ -382,9 +325,9 @@ def autocast(run):
 def non_finite_error(run, shown):
     p = run.progress
     kept = os.path.join(run.save_dir, 'now.pth')
-    return NonFiniteLossError(f'stage {run.stage.name}: non-finite {shown} at iteration {p.iteration} '
-                              f'(epoch {p.epoch}); stopped without updating the weights. Last good checkpoint: '
-                              f'{kept if os.path.isfile(kept) else "none written yet"}')
+    return UserError(f'stage {run.stage.name}: non-finite {shown} at iteration {p.iteration} '
+                     f'(epoch {p.epoch}); stopped without updating the weights. Last good checkpoint: '
+                     f'{kept if os.path.isfile(kept) else "none written yet"}')
 
 
 def check_finite(run, losses):
@@ -555,7 +498,7 @@ def main(cfg, resume=False, deterministic=False, overwrite=False, restart_epoch=
             run.watch.remove()
             run.writer.close()
             close_text_log(run.log)
-            if run.lock is not None:
-                run.lock.release()
+            if run.folder is not None:
+                run.folder.release()
         distributed.barrier()
     return {'save_dir': run.save_dir, 'iteration': run.progress.iteration, 'metrics': metrics}

@@ -15,7 +15,8 @@ from collections import Counter
 
 import torch
 
-from ..utils.checkpoint import WRAPPER_PREFIXES, CheckpointError, compare, strip_wrapper_prefixes
+from ..utils.checkpoint import WRAPPER_PREFIXES, compare, strip_wrapper_prefixes
+from ..utils.errors import UserError
 from .dmnet import DMNet
 from .scnet import SCNet
 
@@ -71,23 +72,23 @@ def uses(kind, dataset):
 
 
 def describe(path, model_cfg=None):
-    """A dict describing the checkpoint at ``path``; raises CheckpointError (one line) if it cannot be read.
+    """A dict describing the checkpoint at ``path``; raises UserError (one line) if it cannot be read.
 
     ``model_cfg`` (a config's ``model:`` section) sets the widths the layout is compared with; by default the
     published networks'.
     """
     if not os.path.isfile(path):
-        raise CheckpointError(f'{path}: checkpoint file not found')
+        raise UserError(f'{path}: checkpoint file not found')
     info = {'path': path, 'bytes': os.path.getsize(path), 'sha256': sha256(path),
             'format': 'zip (torch >= 1.6)' if zipfile.is_zipfile(path) else 'legacy (torch <= 1.5, non-zip)'}
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # torch raises many types for a file it cannot read safely
-        raise CheckpointError(f'{path}: not a PyTorch checkpoint readable with weights_only=True '
-                              f'({type(err).__name__})') from None
+        raise UserError(f'{path}: not a PyTorch checkpoint readable with weights_only=True '
+                        f'({type(err).__name__})') from None
     raw, where = _state_dict(obj)
     if raw is None:
-        raise CheckpointError(f'{path}: holds no state_dict (a mapping of parameter names to tensors)')
+        raise UserError(f'{path}: holds no state_dict (a mapping of parameter names to tensors)')
     info['state_dict'] = where
     if isinstance(obj, dict) and 'stage' in obj:
         config = obj.get('config') if isinstance(obj.get('config'), dict) else {}

@@ -1,6 +1,7 @@
 """``load_scnet``: the whole SCNet of a config with the weights of a file, the one entry point of every tool and API
 that needs a trained network for inference (evaluation, pictures, benchmarks, video)."""
-from ..utils.checkpoint import CheckpointError, compare, is_dmnet_only, load_checkpoint, strip_wrapper_prefixes
+from ..utils.checkpoint import compare, is_dmnet_only, load_checkpoint, strip_wrapper_prefixes
+from ..utils.errors import UserError
 from .scnet import build_scnet
 
 
@@ -18,7 +19,7 @@ def load_scnet(model_cfg, path, device='cpu'):
 
     The file is checked against the config before anything is loaded: a checkpoint of another dataset (class
     count) or of another stage (a DMNet-only, DMNet-stage or pretrained file) or other widths is refused with one
-    :class:`CheckpointError` line saying so.
+    :class:`UserError` line saying so.
     """
     model = build_scnet(model_cfg, stage='correction')
     state = strip_wrapper_prefixes(load_checkpoint(path))
@@ -26,13 +27,13 @@ def load_scnet(model_cfg, path, device='cpu'):
     classes = _class_count_mismatch(model, report)
     if classes is not None:
         key, n_file = classes
-        raise CheckpointError(f'{path}: checkpoint predicts {n_file} classes ({key}) but the config has '
-                              f'model.n_classes={model.n_classes}; use the config of the dataset it was trained on')
+        raise UserError(f'{path}: checkpoint predicts {n_file} classes ({key}) but the config has '
+                        f'model.n_classes={model.n_classes}; use the config of the dataset it was trained on')
     if is_dmnet_only(model, state):
-        raise CheckpointError(f'{path}: holds only the dmnet weights; inference needs a whole SCNet (the correction '
-                              f'stage output)')
+        raise UserError(f'{path}: holds only the dmnet weights; inference needs a whole SCNet (the correction '
+                        f'stage output)')
     if not report.fits():
-        raise CheckpointError(f'{path}: does not fit SCNet: not a whole SCNet of this config (model widths, '
-                              f'stage?): {report.problems()}')
+        raise UserError(f'{path}: does not fit SCNet: not a whole SCNet of this config (model widths, '
+                        f'stage?): {report.problems()}')
     model.load_state_dict(state)
     return model.to(device).eval()

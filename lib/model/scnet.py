@@ -16,13 +16,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..utils.metrics import IGNORE_INDEX
 from .cfnet import CFNet
 from .deeplabv3plus import DeepLabV3Plus
 from .dmnet import DMNet
 from .flownet import FlowNetS
 from .layers import check_multiple_of_4
 from .warp import Warp
-from ..utils.metrics import IGNORE_INDEX
 
 
 class PropagationState(NamedTuple):

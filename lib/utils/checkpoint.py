@@ -19,15 +19,12 @@ from typing import List, NamedTuple, Tuple
 import torch
 
 from lib.utils.atomic import save_torch
+from lib.utils.errors import UserError
 
 # Wrappers that prefix parameter names: DistributedDataParallel / DataParallel and torch.compile.
 WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 # Keys under which training scripts commonly nest the weights next to optimizer state etc.
 NESTED_STATE_KEYS = ('model', 'state_dict')
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read or does not fit the network."""
 
 
 class LoadReport(NamedTuple):
@@ -90,23 +87,23 @@ def describe_load_error(path, err):
 def read_checkpoint(path, what=None):
     """The object saved at ``path`` (a training checkpoint or a bare state dict), read on the CPU.
 
-    Raises CheckpointError (one line naming the file, after ``what``, the option or config key the path came
+    Raises UserError (one line naming the file, after ``what``, the option or config key the path came
     from, when given) for a missing file or one torch cannot read with ``weights_only=True``.
     """
     prefix = f'{what}: ' if what else ''
     if path is None or not os.path.isfile(path):
-        raise CheckpointError(f'{prefix}{path}: checkpoint file not found')
+        raise UserError(f'{prefix}{path}: checkpoint file not found')
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # torch raises many types (pickle, zip, unsupported global) for a bad file
-        raise CheckpointError(prefix + describe_load_error(path, err)) from None
+        raise UserError(prefix + describe_load_error(path, err)) from None
 
 
 def load_checkpoint(path, what=None):
     """Read a state_dict (``{name: tensor}``) from ``path`` on the CPU (errors as :func:`read_checkpoint`).
 
     A file holding ``{'model': state_dict, ...}`` or ``{'state_dict': state_dict, ...}`` gives the nested one;
-    content that is not a mapping of names to tensors is a CheckpointError.
+    content that is not a mapping of names to tensors is a UserError.
     """
     obj = read_checkpoint(path, what)
     if _is_state_dict(obj):
@@ -115,8 +112,8 @@ def load_checkpoint(path, what=None):
         for key in NESTED_STATE_KEYS:
             if _is_state_dict(obj.get(key)):
                 return obj[key]
-    raise CheckpointError(f'{f"{what}: " if what else ""}{path}: expected a state_dict (a mapping of parameter '
-                          f'names to tensors), got {type(obj).__name__}')
+    raise UserError(f'{f"{what}: " if what else ""}{path}: expected a state_dict (a mapping of parameter '
+                    f'names to tensors), got {type(obj).__name__}')
 
 
 def strip_wrapper_prefixes(state_dict):
@@ -183,7 +180,7 @@ def load_published(net, path, strict=True):
     """Load a published (or our own) checkpoint into ``net``.
 
     ``module.`` prefixes are stripped; a DMNet-only file goes into ``net.dmnet``. With ``strict=True`` any
-    missing, unexpected or differently shaped key raises one CheckpointError listing them; with ``strict=False``
+    missing, unexpected or differently shaped key raises one UserError listing them; with ``strict=False``
     the tensors that match by name and shape are loaded (an error if none does).
 
     Returns:
@@ -194,9 +191,9 @@ def load_published(net, path, strict=True):
     module = _submodule(net, target)
     report = compare(module, state_dict, target)
     if strict and not report.fits():
-        raise CheckpointError(_mismatch_message(path, net, report))
+        raise UserError(_mismatch_message(path, net, report))
     if not report.loaded:
-        raise CheckpointError(f'{path}: no tensor matches {type(net).__name__} by name and shape')
+        raise UserError(f'{path}: no tensor matches {type(net).__name__} by name and shape')
     _load_matching(module, state_dict, report)
     return report
 
@@ -206,7 +203,7 @@ def load_pretrained(net, path):
 
     The file's keys are matched by name and shape against ``net`` itself and against each of its sub-networks
     (a file of bare DeepLab keys fills ``net.deeplab``); the placement matching the most tensors wins. Raises
-    CheckpointError if no tensor matches anywhere.
+    UserError if no tensor matches anywhere.
 
     Returns:
         LoadReport of the chosen placement.
@@ -216,7 +213,7 @@ def load_pretrained(net, path):
     reports = [compare(_submodule(net, target), state_dict, target) for target in candidates]
     best = max(reports, key=lambda report: len(report.loaded))
     if not best.loaded:
-        raise CheckpointError(f'{path}: no tensor matches {type(net).__name__} or its sub-networks by name and '
-                              f'shape (first keys in the file: {", ".join(list(state_dict)[:3])})')
+        raise UserError(f'{path}: no tensor matches {type(net).__name__} or its sub-networks by name and '
+                        f'shape (first keys in the file: {", ".join(list(state_dict)[:3])})')
     _load_matching(_submodule(net, best.target), state_dict, best)
     return best

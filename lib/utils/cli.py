@@ -92,10 +92,13 @@ def run(main, args):
         print(f'error: {where}{one_line(err)}', file=sys.stderr)
         status = EXIT_ERROR
     except (MemoryError, RuntimeError) as err:
-        if not _out_of_memory(err):
+        if _out_of_memory(err):
+            print(f'error: out of memory ({one_line(err)[:160]}); use smaller frames (--size) or batches',
+                  file=sys.stderr)
+        elif distributed.describe_failure(err):  # another process of a torchrun job hung or died
+            print(f'error: {distributed.describe_failure(err)}', file=sys.stderr)
+        else:
             raise
-        print(f'error: out of memory ({one_line(err)[:160]}); use smaller frames (--size) or batches',
-              file=sys.stderr)
         status = EXIT_ERROR
     finally:
         distributed.cleanup_distributed()

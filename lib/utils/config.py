@@ -8,12 +8,14 @@ repository root by :func:`resolve_path`, never against the working directory.  T
 folders) is ``experiment:`` or, unset, follows from the file's place (:func:`experiment_name`).
 """
 import copy
+import math
 import os
 import re
 
 import yaml
 
 from lib.utils.atomic import write_text
+from lib.utils.errors import UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -107,15 +109,185 @@ DEFAULTS = {
 
 BASE_KEY = '_base_'  # a config's list of files merged before it
 _ENV_PATTERN = re.compile(r'\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}')
+STAGES = ('segmentation', 'flow', 'dmnet', 'correction')
+DATASET_CLASSES = {'cityscapes': 19, 'synthetic': 19, 'camvid': 11}
+PDA_CLIP_LENGTH = 10  # key frames t-9 .. t-1 and the labelled frame t: distances 1..9
 
 
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema."""
+class _Expected(Exception):
+    """A value that breaks its rule; the text says what was expected."""
+
+
+def _integer(low=None, optional=False):
+    def check(value):
+        if value is None and optional:
+            return value
+        if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
+            raise _Expected('an integer' + (f' >= {low}' if low is not None else '') + (' or null' if optional else ''))
+        return value
+    return check
+
+
+def _number(low=None, high=None, low_open=False, optional=False):
+    def check(value):
+        if value is None and optional:
+            return value
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (low is None or value > low or (value == low and not low_open)) and (high is None or value <= high)
+        if not ok:
+            bounds = f' in {"(" if low_open else "["}{low}, {high}]' if high is not None else (
+                f' {">" if low_open else ">="} {low}' if low is not None else '')
+            raise _Expected(f'a number{bounds}' + (' or null' if optional else ''))
+        return value
+    return check
+
+
+def _boolean(optional=False):
+    def check(value):
+        if not isinstance(value, bool) and not (value is None and optional):
+            raise _Expected('true or false' + (' or null' if optional else ''))
+        return value
+    return check
+
+
+def _choice(*options):
+    def check(value):
+        if value not in options:
+            raise _Expected(' | '.join('null' if o is None else str(o) for o in options))
+        return value
+    return check
+
+
+def _pair(rule, optional=False):
+    def check(value):
+        if value is None and optional:
+            return value
+        try:
+            if not isinstance(value, list) or len(value) != 2:
+                raise _Expected('')
+            return [rule(v) for v in value]
+        except _Expected as inner:
+            raise _Expected('a list of two values' + (f', each {inner}' if str(inner) else '')
+                            + (', or null' if optional else '')) from None
+    return check
+
+
+def _distances(value):
+    if not isinstance(value, list) or not value or any(
+            isinstance(d, bool) or not isinstance(d, int) or not 1 <= d < PDA_CLIP_LENGTH for d in value):
+        raise _Expected(f'a non-empty list of whole distances in 1..{PDA_CLIP_LENGTH - 1}')
+    return value
+
+
+def _indices(value):
+    if not isinstance(value, list) or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in value):
+        raise _Expected('a list of clip indices >= 0')
+    return value
+
+
+def _text(optional=False):
+    def check(value):
+        if value is None and optional:
+            return value
+        if not isinstance(value, str) or (not value.strip() and not optional):
+            raise _Expected('a non-empty path' if not optional else 'a path or empty')
+        return value
+    return check
+
+
+def _name(value):
+    """An experiment name: one path component, so that its folders stay inside the configured roots."""
+    if value is None:
+        return value
+    if not isinstance(value, str) or not value or value in ('.', '..') or '/' in value or '\\' in value \
+            or value.startswith('-') or value != value.strip():
+        raise _Expected('a name of one path component (letters, digits, "_", "-", "."; no "/" and not "..")')
+    return value
+
+
+def _device(value):
+    if not isinstance(value, str) or not re.fullmatch(r'auto|cpu|cuda(:\d+)?', value):
+        raise _Expected('auto | cpu | cuda | cuda:N')
+    return value
+
+
+_POSITIVE, _COUNT, _WIDTH = _integer(1), _integer(0), _number(0, low_open=True)
+# Every key of DEFAULTS and what it may hold; checked after the files, the overrides and the environment.
+RULES = {
+    'experiment': _name, 'stage': _choice(*STAGES), 'seed': _COUNT, 'deterministic': _boolean(), 'device': _device,
+    'model.n_classes': _POSITIVE, 'model.align_corners': _boolean(),
+    'model.deeplab.width_mult': _WIDTH, 'model.deeplab.middle_blocks': _POSITIVE,
+    'model.flownet.width_mult': _WIDTH, 'model.cfnet.width_mult': _WIDTH,
+    'data.name': _choice(*DATASET_CLASSES), 'data.root': _text(), 'data.train_list': _text(optional=True),
+    'data.val_list': _text(optional=True), 'data.test_list': _text(optional=True),
+    'data.crop_size': _pair(_integer(4), optional=True), 'data.hflip': _boolean(),
+    'data.scale_range': _pair(_number(0, low_open=True)), 'data.min_gap': _POSITIVE, 'data.max_gap': _POSITIVE,
+    'data.intermediate': _choice('resample', 'original'), 'data.num_workers': _COUNT, 'data.pin_memory': _boolean(),
+    'init.pretrained': _text(optional=True), 'init.deeplab': _text(optional=True),
+    'init.flownet': _text(optional=True), 'init.dmnet': _text(optional=True),
+    'train.epochs': _POSITIVE, 'train.max_iters': _integer(1, optional=True), 'train.batch_size': _POSITIVE,
+    'train.accumulate': _POSITIVE, 'train.lr': _WIDTH, 'train.cfnet_lr': _WIDTH,
+    'train.betas': _pair(_number(0, 1)), 'train.weight_decay': _number(0),
+    'train.param_lists': _choice('unique', 'original'), 'train.tf32': _boolean(),
+    'train.lr_decay_at': _number(0, 1), 'train.lr_decay': _number(0, 1, low_open=True),
+    'train.amp': _choice(None, 'bf16', 'fp16'), 'train.channels_last': _boolean(), 'train.val_every': _COUNT,
+    'train.val_split': _choice('train', 'val', 'test'), 'train.val_distances': _distances,
+    'train.val_max_clips': _integer(1, optional=True), 'train.val_batch_size': _POSITIVE,
+    'train.checkpoint_every': _COUNT, 'train.bn_momentum': _number(0, 1, low_open=True, optional=True),
+    'train.find_unused_parameters': _boolean(), 'train.log_every': _POSITIVE, 'train.save_root': _text(),
+    'train.tblog_root': _text(optional=True),
+    'eval.split': _choice('train', 'val', 'test'), 'eval.distances': _distances, 'eval.per_frame': _boolean(),
+    'eval.propagation_only': _boolean(), 'eval.align_corners': _boolean(optional=True), 'eval.tf32': _boolean(),
+    'eval.batch_size': _POSITIVE, 'eval.max_clips': _integer(1, optional=True), 'eval.result_root': _text(),
+    'eval.show_clips': _indices,
+}
+
+
+def _cross_checks(cfg):
+    """Rules between keys: (key, message) of the first one broken, or None."""
+    data, train = cfg['data'], cfg['train']
+    expected = DATASET_CLASSES[data['name']]
+    if cfg['model']['n_classes'] != expected:
+        return 'model.n_classes', f'{cfg["model"]["n_classes"]}, but data.name={data["name"]} has {expected} classes'
+    if data['crop_size'] and any(side % 4 for side in data['crop_size']):
+        return 'data.crop_size', f'{data["crop_size"]}: the networks need sides that are multiples of 4'
+    if data['min_gap'] > data['max_gap']:
+        return 'data.min_gap', f'{data["min_gap"]} is larger than data.max_gap={data["max_gap"]}'
+    if data['scale_range'][0] > data['scale_range'][1]:
+        return 'data.scale_range', f'{data["scale_range"]}: expected [low, high] with low <= high'
+    if cfg['stage'] == 'segmentation' and train['batch_size'] < 2:
+        return 'train.batch_size', ('1 in the segmentation stage: BatchNorm over the 1x1 image pooling of ASPP needs '
+                                    'at least 2 samples per process')
+    return None
+
+
+def validate(cfg, source):
+    """Check every value of a merged, expanded config against :data:`RULES`; one-line :class:`UserError` naming
+    ``source`` (the config file) and the key."""
+    for key, rule in RULES.items():
+        *parents, leaf = key.split('.')
+        section = cfg
+        for part in parents:
+            section = section[part]
+        try:
+            section[leaf] = rule(section[leaf])
+        except _Expected as expected:
+            raise UserError(f'{source}: {key}: expected {expected}, got {section[leaf]!r}') from None
+    broken = _cross_checks(cfg)
+    if broken:
+        raise UserError(f'{source}: {broken[0]}: {broken[1]}')
+    return cfg
 
 
 def _expand_env(value):
+    """``${NAME}`` and ``${NAME:-default}`` as in bash: the default also replaces an empty value."""
     if isinstance(value, str):
-        return _ENV_PATTERN.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ''), value)
+        return _ENV_PATTERN.sub(lambda m: os.environ.get(m.group(1)) or m.group(2) or '', value)
     if isinstance(value, dict):
         return {k: _expand_env(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -123,51 +295,47 @@ def _expand_env(value):
     return value
 
 
-def _typed(default, value, path, source):
-    """``value`` checked against the type of its default: a number where the default is a number (YAML reads
-    ``1e-4`` as a string: such strings are converted), an integer, a boolean, a list; None and keys whose default
-    is None take anything.  One-line :class:`ConfigError` otherwise."""
-    if value is None or default is None:
-        return value
-    if isinstance(default, bool):
-        ok, expected = isinstance(value, bool), 'true or false'
-    elif isinstance(default, int):
-        ok, expected = isinstance(value, int) and not isinstance(value, bool), 'an integer'
-    elif isinstance(default, float):
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), 'a number'
-    elif isinstance(default, list):
-        ok, expected = isinstance(value, list), 'a list'
-    else:
-        return value
-    if not ok:
-        raise ConfigError(f'{source}: "{path}" expected {expected}, got {value!r}')
-    return value
-
-
 def _merge(base, override, where, source):
     for key, value in override.items():
         path = f'{where}.{key}' if where else key
         if key not in base:
-            raise ConfigError(f'{source}: unknown config key "{path}"')
+            raise UserError(f'{source}: unknown config key "{path}"')
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
-                raise ConfigError(f'{source}: "{path}" must be a mapping, got {type(value).__name__}')
+                raise UserError(f'{source}: "{path}" must be a mapping, got {type(value).__name__}')
             _merge(base[key], value, path, source)
+        elif isinstance(value, dict):
+            raise UserError(f'{source}: "{path}" is a value, not a mapping')
         else:
-            base[key] = _typed(base[key], value, path, source)
+            base[key] = value
 
 
 def parse_override(text):
     """``'train.lr=1e-3'`` -> ``('train.lr', 0.001)``; the value is parsed as YAML (safe, no code)."""
     if '=' not in text:
-        raise ConfigError(f'--opts: expected key=value, got "{text}"')
+        raise UserError(f'--opts: expected key=value, got "{text}"')
     key, raw = text.split('=', 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    try:
+        return key.strip(), yaml.load(raw, Loader=_Loader) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise UserError(f'--opts {text}: the value is not valid YAML ({_yaml_problem(err)})') from None
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without aliases: a config needs none, and nested aliases expand exponentially (a 600-byte file can
+    ask for gigabytes)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f'aliases (*name) are not allowed in configs (line {mark.line + 1})')
+        return super().compose_node(parent, index)
+
+
+def _yaml_problem(err):
+    mark = getattr(err, 'problem_mark', None)
+    what = getattr(err, 'problem', None) or str(err)
+    return f'{what}, line {mark.line + 1}' if mark is not None else what
 
 
 def _nest(dotted_key, value):
@@ -181,20 +349,22 @@ def _merge_file(cfg, path, chain=()):
     """Merge the YAML file at ``path`` into ``cfg``: its ``_base_`` files first (in order), then its own keys."""
     if not os.path.isfile(path):
         where = f' ({BASE_KEY} of {chain[-1]})' if chain else ''
-        raise ConfigError(f'{path}: config file not found{where}')
+        raise UserError(f'{path}: config file not found{where}')
     if os.path.realpath(path) in map(os.path.realpath, chain):
-        raise ConfigError(f'{path}: {BASE_KEY} files include each other ({" -> ".join(chain + (path,))})')
-    with open(path) as f:
-        try:
-            loaded = yaml.safe_load(f) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f'{path}: not valid YAML ({err.__class__.__name__})') from None
+        raise UserError(f'{path}: {BASE_KEY} files include each other ({" -> ".join(chain + (path,))})')
+    try:
+        with open(path, encoding='utf-8') as f:
+            loaded = yaml.load(f, Loader=_Loader) or {}
+    except UnicodeDecodeError:
+        raise UserError(f'{path}: not UTF-8 text; save the config as UTF-8') from None
+    except yaml.YAMLError as err:
+        raise UserError(f'{path}: not valid YAML ({_yaml_problem(err)})') from None
     if not isinstance(loaded, dict):
-        raise ConfigError(f'{path}: expected a mapping at the top level')
+        raise UserError(f'{path}: expected a mapping at the top level')
     bases = loaded.pop(BASE_KEY, None) or []
     bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise ConfigError(f'{path}: "{BASE_KEY}" expected a file name or a list of them, got {bases!r}')
+        raise UserError(f'{path}: "{BASE_KEY}" expected a file name or a list of them, got {bases!r}')
     for base in bases:
         _merge_file(cfg, os.path.join(os.path.dirname(path), base), chain + (path,))
     _merge(cfg, loaded, '', path)
@@ -216,7 +386,7 @@ def load_config(path=None, opts=()):
     (``key.sub=value`` strings).  Without an ``experiment`` the name follows from ``path``
     (:func:`experiment_name`).
 
-    Returns a plain nested dict with environment variables expanded.
+    Returns a plain nested dict with environment variables expanded, every value checked (:data:`RULES`).
     """
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
@@ -226,7 +396,7 @@ def load_config(path=None, opts=()):
         _merge(cfg, _nest(key, value), '', '--opts')
     if path is not None:
         cfg['experiment'] = experiment_name(cfg, path)
-    return _expand_env(cfg)
+    return validate(_expand_env(cfg), path or '--opts')
 
 
 def resolve_path(path):

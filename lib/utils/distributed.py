@@ -10,6 +10,8 @@ import re
 import torch
 import torch.distributed as dist
 
+from lib.utils.errors import UserError
+
 
 def is_initialized():
     return dist.is_available() and dist.is_initialized()
@@ -120,22 +122,23 @@ def broadcast_buffers(module, src=0):
             dist.broadcast(buffer, src)
 
 
-def locked_on_main(take, refusals, error_type):
-    """Rank 0 calls ``take()``, which returns ``(lock, value)``; every rank learns whether it refused (raised one of
-    ``refusals``), so that a refusal stops all of them with the same one-line ``error_type``, not only rank 0 (the
-    others would wait in the next collective).  Returns ``(lock, value)`` on rank 0, ``(None, None)`` elsewhere."""
-    lock, value, error = None, None, None
+def claimed_on_main(claim):
+    """Rank 0 calls ``claim()`` (which returns an object with ``release()``, e.g. a claimed output folder); every
+    rank learns whether it refused with a :class:`~lib.utils.errors.UserError`, so that a refusal stops all of them
+    with the same one line, not only rank 0 (the others would wait in the next collective).  Returns the claim on
+    rank 0, None elsewhere."""
+    claimed, error = None, None
     if is_main_process():
         try:
-            lock, value = take()
-        except refusals as err:
+            claimed = claim()
+        except UserError as err:
             error = str(err)
     errors = [e for e in all_gather_object(error) if e]
     if errors:
-        if lock is not None:
-            lock.release()
-        raise error_type(errors[0])
-    return lock, value
+        if claimed is not None:
+            claimed.release()
+        raise UserError(errors[0])
+    return claimed
 
 
 def all_gather_object(obj):

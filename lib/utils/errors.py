@@ -22,9 +22,3 @@ def one_line(err):
             return match.group(1)
     return text.splitlines()[0] if text else type(err).__name__
 
-
-def bad_input(err):
-    # Transitional: tools move to lib.utils.cli.run.
-    import sys
-    print(f'error: {one_line(err)}', file=sys.stderr)
-    return 1

@@ -68,7 +68,7 @@ class PeakMemory:
         try:
             with open('/proc/self/clear_refs', 'w') as f:
                 f.write('5')
-            self.base = _proc_status_kib('VmRSS') * 1024
+            self.base = _proc_kib('VmRSS') * 1024
         except OSError:
             self.method = 'ru_maxrss_lifetime'
             self.base = 0
@@ -78,8 +78,29 @@ class PeakMemory:
             synchronize(self.device)
             return torch.cuda.max_memory_allocated(self.device) - self.base
         if self.method == 'rss_hwm':
-            return _proc_status_kib('VmHWM') * 1024 - self.base
+            return _proc_kib('VmHWM') * 1024 - self.base
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def peak_memory_bytes(fn, device):
+    """Peak memory of one call of ``fn()`` above what was allocated before it (:class:`PeakMemory`)."""
+    memory = PeakMemory(torch.device(device))
+    memory.start()
+    with torch.no_grad():
+        fn()
+    return memory.stop()
+
+
+def available_memory_bytes(device):
+    """Memory a computation on ``device`` may still use: free GPU memory, or the kernel's ``MemAvailable``;
+    None where it cannot be read."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return _proc_kib('MemAvailable', '/proc/meminfo') * 1024
+    except OSError:
+        return None
 
 
 def _release_free_heap():
@@ -91,11 +112,12 @@ def _release_free_heap():
         pass
 
 
-def _proc_status_kib(field):
-    with open('/proc/self/status') as f:
+def _proc_kib(field, path='/proc/self/status'):
+    """A ``<field>: N kB`` line of a /proc file, in KiB."""
+    with open(path) as f:
         match = re.search(rf'^{field}:\s+(\d+) kB', f.read(), re.MULTILINE)
     if match is None:
-        raise OSError(f'/proc/self/status has no {field}')
+        raise OSError(f'{path} has no {field}')
     return int(match.group(1))
 
 

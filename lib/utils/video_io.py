@@ -1,4 +1,4 @@
-"""Streaming video input and output for inference: frame sources, padding, and an all-or-nothing output folder.
+"""Streaming video input and output for inference: frame sources, padding, and the per-frame writers.
 
 Nothing here holds more than one frame: a source yields frames one by one, the writers write each frame as it comes.
 Frames leave a source as RGB ``uint8`` arrays ``(H, W, 3)``; :func:`frame_to_tensor` turns one into the model's
@@ -7,22 +7,17 @@ back to the source frame's size.
 """
 import os
 import re
-import shutil
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lib.utils.errors import UserError
 from lib.utils.metrics import IGNORE_INDEX
 from lib.utils.palette import colorize
 
-
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
-
-
-class VideoIOError(ValueError):
-    """A video input or output that cannot be used; the message is one line naming the path."""
 
 
 def _natural_key(name):
@@ -52,11 +47,11 @@ class FrameSource:
             if size is None:
                 size = frame.shape[:2]
             elif frame.shape[:2] != size:
-                raise VideoIOError(f'{where}: frame {index} is {frame.shape[1]}x{frame.shape[0]} (WxH) but the stream '
-                                   f'started at {size[1]}x{size[0]}; all frames must have one size')
+                raise UserError(f'{where}: frame {index} is {frame.shape[1]}x{frame.shape[0]} (WxH) but the stream '
+                                f'started at {size[1]}x{size[0]}; all frames must have one size')
             yield frame
         if size is None:
-            raise VideoIOError(f'{self.path}: contains no frames')
+            raise UserError(f'{self.path}: contains no frames')
 
 
 class ImageFolderSource(FrameSource):
@@ -67,15 +62,23 @@ class ImageFolderSource(FrameSource):
         self.fps = fps
         self.files = sorted((f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS)), key=_natural_key)
         if not self.files:
-            raise VideoIOError(f'{path}: folder holds no image files (expected {", ".join(IMAGE_EXTENSIONS)})')
+            raise UserError(f'{path}: folder holds no image files (expected {", ".join(IMAGE_EXTENSIONS)})')
         self.count = len(self.files)
 
     def _read(self):
+        channels = None
         for name in self.files:
             file = os.path.join(self.path, name)
+            image = cv2.imread(file, cv2.IMREAD_UNCHANGED)
+            if image is None:
+                raise UserError(f'{file}: not a readable image')
+            found = 1 if image.ndim == 2 else image.shape[2]
+            if channels is None:
+                channels = found
+            elif found != channels:  # a grey frame in a colour clip (or the reverse) is another camera's frame
+                raise UserError(f'{file}: has {found} channel(s) but the clip started with {channels}; all frames '
+                                f'must be colour or all grey')
             bgr = cv2.imread(file, cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise VideoIOError(f'{file}: not a readable image')
             yield file, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -91,10 +94,10 @@ class VideoFileSource(FrameSource):
         capture = cv2.VideoCapture(path)
         try:
             if not capture.isOpened():
-                raise VideoIOError(f'{path}: cannot be opened as a video (unknown format, unreadable, or no frames)')
+                raise UserError(f'{path}: cannot be opened as a video (unknown format, unreadable, or no frames)')
             # Decode one frame now, so that a container without decodable frames fails before any output exists.
             if not capture.read()[0]:
-                raise VideoIOError(f'{path}: contains no decodable frames (zero-length video?)')
+                raise UserError(f'{path}: contains no decodable frames (zero-length video?)')
             fps = capture.get(cv2.CAP_PROP_FPS)
             count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         finally:
@@ -129,15 +132,15 @@ class VideoFileSource(FrameSource):
 
 
 def open_frame_source(path):
-    """A folder of images or a video file -> a :class:`FrameSource`; a clear :class:`VideoIOError` otherwise."""
+    """A folder of images or a video file -> a :class:`FrameSource`; a clear :class:`UserError` otherwise."""
     if os.path.isdir(path):
         return ImageFolderSource(path)
     if not os.path.exists(path):
-        raise VideoIOError(f'{path}: no such video file or frame folder')
+        raise UserError(f'{path}: no such video file or frame folder')
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
-        raise VideoIOError(f'{path}: not a readable file')
+        raise UserError(f'{path}: not a readable file')
     if os.path.getsize(path) == 0:
-        raise VideoIOError(f'{path}: empty file (zero length), not a video')
+        raise UserError(f'{path}: empty file (zero length), not a video')
     return VideoFileSource(path)
 
 
@@ -211,8 +214,8 @@ class VideoWriter:
             self.writer.release()
             if os.path.exists(self.path):
                 os.remove(self.path)
-        raise VideoIOError(f'{stem}: this OpenCV build can write none of the codecs '
-                           f'{", ".join(c for c, _ in self.CODECS)}')
+        raise UserError(f'{stem}: this OpenCV build can write none of the codecs '
+                        f'{", ".join(c for c, _ in self.CODECS)}')
 
     def write(self, rgb):
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
@@ -221,7 +224,7 @@ class VideoWriter:
         # OpenCV >= 4.7 returns whether the frame was written (False on a full disk or a size limit); older builds
         # return None, and close() still catches a short video.
         if self.writer.write(bgr) is False:
-            raise VideoIOError(f'{self.path}: could not write frame {self.frames} (disk full or over a size limit?)')
+            raise UserError(f'{self.path}: could not write frame {self.frames} (disk full or over a size limit?)')
         self.frames += 1
 
     def close(self):
@@ -233,8 +236,8 @@ class VideoWriter:
         size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
         decoded = count_decodable_frames(self.path) if size else 0
         if decoded != self.frames:
-            raise VideoIOError(f'{self.path}: the finished video decodes to {decoded} of the {self.frames} frames '
-                               f'written ({size} bytes; disk full or over a size limit?)')
+            raise UserError(f'{self.path}: the finished video decodes to {decoded} of the {self.frames} frames '
+                            f'written ({size} bytes; disk full or over a size limit?)')
 
     def abort(self):
         """Release the file without checking it (the run failed anyway)."""
@@ -260,7 +263,7 @@ def write_png(path, image):
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(path, image):
-        raise VideoIOError(f'{path}: could not write the image')
+        raise UserError(f'{path}: could not write the image')
 
 
 class FrameOutputs:
@@ -303,78 +306,3 @@ class FrameOutputs:
     @property
     def video_name(self):
         return None if self.video is None else os.path.basename(self.video.path)
-
-
-class OutputFolder:
-    """An output folder that appears under its final name only when complete, and replaces only its own kind.
-
-    :meth:`start` creates ``<path>.partial/`` with a marker file (:data:`MARKER`), everything is written there, and
-    :meth:`commit` renames it to ``<path>``.  ``overwrite`` replaces an old ``<path>`` only when it holds the marker,
-    i.e. when an earlier run of this tool wrote it; any other folder (the user's data, a parent of the input) is
-    refused, as is an output equal to, inside or around the input.  A run that fails before :meth:`commit` leaves
-    ``<path>.partial/`` for inspection: its name says it is incomplete, and the next run replaces it.  Concurrent
-    runs are kept apart by the caller's :class:`lib.utils.output_lock.OutputLock` on ``<path>.lock``.
-    """
-
-    MARKER = '.infer_video'
-
-    def __init__(self, path, overwrite=False, input_path=None):
-        self.path = os.path.normpath(path)
-        self.partial = self.path + '.partial'
-        self.lock_path = self.path + '.lock'
-        self.overwrite = overwrite
-        self.started = False
-        if input_path is not None:
-            self._check_apart(input_path)
-        if os.path.exists(self.path) and not overwrite:
-            raise VideoIOError(f'{self.path}: output already exists (pass --overwrite to replace it)')
-        if os.path.exists(self.path) and not os.path.isdir(self.path):
-            raise VideoIOError(f'{self.path}: output exists and is not a folder; refusing to replace a file')
-        if os.path.isdir(self.path) and not self.is_ours(self.path):
-            raise VideoIOError(f'{self.path}: exists and was not written by infer_video (no {self.MARKER} marker); '
-                               f'--overwrite replaces only earlier outputs of this tool, so choose another OUTPUT')
-        for scratch in (self.partial, self.path + '.old'):
-            if os.path.lexists(scratch) and not (os.path.isdir(scratch) and self.is_ours(scratch)):
-                raise VideoIOError(f'{scratch}: exists and is not a leftover of infer_video; refusing to replace it')
-
-    def _check_apart(self, input_path):
-        source = os.path.realpath(input_path)
-        for target in (self.path, self.partial):
-            target = os.path.realpath(target)
-            common = os.path.commonpath([source, target])
-            if common == source or common == target:
-                raise VideoIOError(f'{self.path}: OUTPUT must lie outside INPUT {input_path} and must not contain '
-                                   f'it (it is written as {os.path.basename(self.partial)} and then replaced)')
-
-    @classmethod
-    def is_ours(cls, folder):
-        """Whether ``folder`` was made by this class (holds the marker), or is an empty leftover."""
-        return os.path.isfile(os.path.join(folder, cls.MARKER)) or not os.listdir(folder)
-
-    def start(self):
-        """Create a fresh ``<path>.partial/`` (a leftover of an interrupted run is ours to replace)."""
-        if os.path.isdir(self.partial):
-            shutil.rmtree(self.partial)
-        os.makedirs(self.partial)
-        with open(os.path.join(self.partial, self.MARKER), 'w') as f:
-            f.write('written by tools/infer_video.py; --overwrite may replace this folder\n')
-        self.started = True
-
-    def file(self, *parts):
-        """A path inside the partial folder, creating its sub-folder."""
-        path = os.path.join(self.partial, *parts)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        return path
-
-    def commit(self):
-        if os.path.isdir(self.path):
-            # Move the old output aside first so that a crash in between never leaves neither.
-            old = self.path + '.old'
-            if os.path.isdir(old):
-                shutil.rmtree(old)
-            os.replace(self.path, old)
-            os.replace(self.partial, self.path)
-            shutil.rmtree(old)
-        else:
-            os.replace(self.partial, self.path)
-        return self.path
