@@ -11,7 +11,7 @@ docs/models.md.
 """
 from lib import VideoSegmenter
 from lib.model import DeepLabV3Plus, build_scnet, load_scnet
-from lib.utils.checkpoint import load_pretrained
+from lib.model.checkpoint import load_part
 from lib.utils.config import load_config
 
 dependencies = ['torch', 'torchvision', 'yaml', 'cv2', 'numpy']
@@ -50,20 +50,11 @@ def deeplabv3plus(checkpoint=None, n_classes=19, width_mult=1.0, middle_blocks=1
     """The key-frame network alone (DeepLabv3+, Xception-65), eval mode; logits at 1/4 resolution.
 
     ``checkpoint``: a local file holding DeepLab weights: bare DeepLab keys, a whole SCNet, or the published
-    ``pretrained_<dataset>.pth`` (matched by name and shape, as ``lib.utils.checkpoint.load_pretrained``).
+    ``pretrained_<dataset>.pth`` (its ``deeplab.*`` weights, ``lib.model.checkpoint.load_part``).
     """
     net = DeepLabV3Plus(n_classes, width_mult=width_mult, middle_blocks=middle_blocks)
     if checkpoint is not None:
-        holder = build_scnet({'n_classes': n_classes, 'align_corners': True,
-                              'deeplab': {'width_mult': width_mult, 'middle_blocks': middle_blocks},
-                              'flownet': {}, 'cfnet': {}})
-        report = load_pretrained(holder, checkpoint)
-        prefix = {'model': 'deeplab.', 'deeplab': ''}.get(report.target)
-        loaded = set() if prefix is None else {k[len(prefix):] for k in report.loaded if k.startswith(prefix)}
-        missing = sorted(set(net.state_dict()) - loaded)
-        if missing:
-            raise ValueError(f'{checkpoint}: lacks {len(missing)} of the DeepLab tensors (first: {missing[0]})')
-        net.load_state_dict(holder.deeplab.state_dict())
+        load_part(net, 'deeplab', checkpoint, 'checkpoint')
     return net.eval()
 
 

@@ -16,12 +16,20 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def load_tool(name):
     """The one way the tests load ``tools/<name>.py`` (tools/ is a folder of scripts, not a package): the module,
-    with ``run(argv)``, its command line in this process (``main(parse_args(argv))``, the exit status)."""
+    with ``run(argv)``, its command line in this process as ``python tools/<name>.py`` runs it
+    (``cli.run(main, parse_args(argv))``): the exit status, errors printed as the tool prints them."""
+    from lib.utils import cli
+
     spec = importlib.util.spec_from_file_location(f'tool_{name}', os.path.join(REPO_ROOT, 'tools', f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if not hasattr(module, 'run'):
-        module.run = lambda argv: module.main(module.parse_args(argv))
+
+    def run(argv):
+        try:
+            cli.run(module.main, module.parse_args([str(a) for a in argv]))
+        except SystemExit as done:
+            return done.code
+    module.run = run
     return module
 
 
@@ -209,7 +217,7 @@ def write_frame_folder(folder, frames):
 def run_infer_video(model_files, *args):
     """``tools/infer_video.py`` in this process with the tiny model of the ``model_files`` fixture."""
     config, checkpoint = model_files
-    return load_tool('infer_video').run(['--config', config, '--checkpoint', checkpoint, *map(str, args)])
+    return load_tool('infer_video').run([config, '--checkpoint', checkpoint, *map(str, args)])
 
 
 def assert_one_line_error(capsys, *fragments):

@@ -13,6 +13,7 @@ from helpers import REPO_ROOT, TINY_OPTS, load_tool, varied_tiny_scnet
 from PIL import Image
 
 from lib.engine.cityscapes_results import prediction_name
+from lib.utils.outputs import MARKER
 from lib.utils.palette import CITYSCAPES_CLASSES
 
 CONFIG = os.path.join(REPO_ROOT, 'exp', 'spatial_correction_cityscapes', 'config.yaml')
@@ -52,8 +53,8 @@ def test_cityscapesscripts_scores_the_predictions_as_the_project(distance, synth
     predictions = out / f'predictions_d{distance}'
     with open(os.path.join(synthetic_root, 'list', 'val.txt')) as f:
         frames = [line.split()[0] for line in f if line.strip()]
-    assert sorted(os.listdir(predictions)) == sorted(prediction_name(frame) for frame in frames)
-    png = np.array(Image.open(predictions / os.listdir(predictions)[0]))
+    assert sorted(os.listdir(predictions)) == sorted([MARKER] + [prediction_name(frame) for frame in frames])
+    png = np.array(Image.open(predictions / prediction_name(frames[0])))
     assert png.dtype == np.uint8 and png.ndim == 2 and set(np.unique(png)) <= {7, 8, 11, 12, 13, 17, 19, 20, 21,
                                                                                 22, 23, 24, 25, 26, 27, 28, 31, 32, 33}
 

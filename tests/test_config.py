@@ -9,7 +9,6 @@ import sys
 import pytest
 import yaml
 
-from lib.dataset import check_class_count
 from lib.engine.stages import STAGES
 from lib.utils.config import DEFAULTS, REPO_ROOT, experiment_name, load_config
 from lib.utils.errors import UserError
@@ -67,7 +66,6 @@ def test_experiment_name_follows_the_file_unless_set(tmp_path):
 def test_every_experiment_loads_and_its_init_chain_names_existing_stages(path):
     cfg = load_config(path)
     assert cfg['stage'] in STAGES and cfg['experiment'] == experiment_name({'experiment': None}, path)
-    check_class_count(cfg)
     outputs = {experiment_name({'experiment': None}, p): load_config(p)['stage'] for p in EXPERIMENTS}
     save_root = cfg['train']['save_root']
     for key, checkpoint in cfg['init'].items():
@@ -81,12 +79,74 @@ def test_every_experiment_loads_and_its_init_chain_names_existing_stages(path):
                                      'dmnet': ('dmnet', 'correction')}[key], (key, producer)
 
 
-def test_model_classes_must_match_the_dataset():
-    cfg = load_config(os.path.join(REPO_ROOT, 'exp', 'spatial_correction_camvid', 'config.yaml'))
-    check_class_count(cfg)
-    cfg['model']['n_classes'] = 19
-    with pytest.raises(UserError, match='model.n_classes: 19, but data.name=camvid has 11 classes'):
-        check_class_count(cfg)
+@pytest.mark.parametrize('override, message', [
+    ('model.n_classes=19', 'model.n_classes: 19, but data.name=camvid has 11 classes'),
+    ('experiment=../userhome', 'experiment: expected a name of one path component'),
+    ('experiment=/abs/path', 'experiment: expected a name of one path component'),
+    ('experiment=123', 'experiment: expected a name of one path component'),
+    ('data.crop_size=[0,0]', 'data.crop_size: expected a list of two values, each an integer >= 4'),
+    ('data.crop_size=[64]', 'data.crop_size: expected a list of two values'),
+    ('data.crop_size=[-8,16]', 'data.crop_size: expected a list of two values, each an integer >= 4'),
+    ('data.crop_size=[66,128]', 'data.crop_size: [66, 128]: the networks need sides that are multiples of 4'),
+    ('device=gpu0', 'device: expected auto | cpu | cuda | cuda:N'),
+    ('data.num_workers=-1', 'data.num_workers: expected an integer >= 0'),
+    ('eval.distances=[a]', 'eval.distances: expected a non-empty list of whole distances in 1..9'),
+    ('eval.distances=[1.7,9.9]', 'eval.distances: expected a non-empty list of whole distances in 1..9'),
+    ('eval.batch_size=0', 'eval.batch_size: expected an integer >= 1'),
+    ('data.scale_range=[-1,2]', 'data.scale_range: expected a list of two values, each a number > 0'),
+    ('data.scale_range=[2,1]', 'data.scale_range: [2, 1]: expected [low, high] with low <= high'),
+    ('model.deeplab.width_mult=-1', 'model.deeplab.width_mult: expected a number > 0'),
+    ('model.align_corners=null', 'model.align_corners: expected true or false'),
+    ('eval.align_corners=yes please', 'eval.align_corners: expected true or false or null'),
+    ('train.lr=[1,', 'the value is not valid YAML'),
+    ('stage=segmentation', 'train.batch_size: 1 in the segmentation stage'),
+    ('data.min_gap=5', 'data.min_gap: 5 is larger than data.max_gap=3'),
+])
+def test_bad_values_are_one_line_errors_naming_the_key(override, message):
+    config = os.path.join(REPO_ROOT, 'exp', 'spatial_correction_camvid', 'config.yaml')
+    extra = ['train.batch_size=1'] if override.startswith('stage=') else []
+    extra += ['data.max_gap=3'] if override.startswith('data.min_gap') else []
+    with pytest.raises(UserError) as err:
+        load_config(config, [override] + extra)
+    assert message in str(err.value) and '\n' not in str(err.value)
+
+
+def test_every_key_of_the_schema_has_a_rule():
+    from lib.utils.config import RULES
+
+    def leaves(tree, prefix=''):
+        for key, value in tree.items():
+            yield from leaves(value, f'{prefix}{key}.') if isinstance(value, dict) else [f'{prefix}{key}']
+    assert set(leaves(DEFAULTS)) == set(RULES)
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
+    # 8 levels of 10 aliases: 10^8 list items if it were expanded.
+    lines = ['a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]']
+    lines += [f'a{i}: &a{i} [' + ', '.join([f'*a{i - 1}'] * 10) + ']' for i in range(1, 9)]
+    path = tmp_path / 'bomb.yaml'
+    path.write_text('\n'.join(lines) + '\ntrain: {betas: *a8}\n')
+    with pytest.raises(UserError, match=r'bomb\.yaml: not valid YAML \(aliases \(\*name\) are not allowed'):
+        load_config(str(path))
+
+
+@pytest.mark.parametrize('encoding', ['utf-16', 'latin-1'])
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path, encoding):
+    path = tmp_path / 'config.yaml'
+    path.write_bytes('# Légende: réglages\nseed: 1\n'.encode(encoding))
+    with pytest.raises(UserError, match=r'config\.yaml: not UTF-8 text'):
+        load_config(str(path))
+
+
+def test_environment_variables_expand_as_in_bash(tmp_path, monkeypatch):
+    path = write(tmp_path / 'config.yaml', {'train': {'save_root': '${MY_SAVE:-fallback}'},
+                                            'eval': {'result_root': '${MY_RESULT}'}})
+    monkeypatch.setenv('MY_RESULT', 'r')
+    monkeypatch.setenv('MY_SAVE', '')  # set but empty: bash's ${VAR:-default} takes the default
+    assert load_config(path)['train']['save_root'] == 'fallback'
+    monkeypatch.delenv('MY_RESULT')
+    with pytest.raises(UserError, match=r'eval\.result_root: expected a non-empty path'):
+        load_config(path)
 
 
 @pytest.fixture

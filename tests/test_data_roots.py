@@ -11,9 +11,9 @@ from cityscapesscripts.helpers import labels as cs_labels
 from helpers import REPO_ROOT
 
 from lib.dataset import synthetic
-from lib.dataset import synthetic_layout as layout
 from lib.utils.config import load_config
 from lib.utils.errors import UserError
+from lib.utils.outputs import read_marker
 from lib.utils.palette import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_IDS, train_ids_to_label_ids
 
 CONFIGS = {
@@ -57,7 +57,7 @@ def tree(folder):
 def test_generator_refuses_a_folder_holding_other_files(tmp_path):
     users = fake_dataset(tmp_path / 'cityscapes')
     before = tree(users)
-    with pytest.raises(UserError, match=f'{users}: holds files the synthetic generator did not write'):
+    with pytest.raises(UserError, match=f'synthetic root {users}: holds files and is not written by DAVSS'):
         synthetic.generate(str(users), size=(32, 64), n_train=1, n_val=0, workers=1, n_frames=12, labelled_frame=10)
     assert tree(users) == before
     a_file = tmp_path / 'file'
@@ -66,15 +66,15 @@ def test_generator_refuses_a_folder_holding_other_files(tmp_path):
         synthetic.generate(str(a_file), size=(32, 64), n_train=1, n_val=0, workers=1, n_frames=12, labelled_frame=10)
 
 
-def test_generator_rewrites_its_own_folder_and_sets_written_before_the_marker(tmp_path):
+def test_generator_replaces_its_own_set_whole(tmp_path):
     kwargs = dict(size=(32, 64), n_train=1, n_val=0, workers=1, n_frames=12, labelled_frame=10)
     root = tmp_path / 'synthetic'
     synthetic.generate(str(root), **kwargs)
-    assert (root / layout.MARKER_FILE).is_file() and layout.is_generated(str(root))
-    synthetic.generate(str(root), **kwargs)  # its own folder: regenerated in place
-    os.remove(root / layout.MARKER_FILE)  # a set from before the marker: recognised by its metadata
-    synthetic.generate(str(root), **kwargs)
-    assert (root / layout.MARKER_FILE).is_file()
+    assert read_marker(str(root)) == 'synthetic set'
+    first = tree(root)
+    synthetic.generate(str(root), **dict(kwargs, n_train=2))  # its own set: replaced by the new one
+    assert (root / 'list' / 'train.txt').read_text().count('\n') == 2 and tree(root) != first
+    assert sorted(os.listdir(tmp_path)) == ['synthetic']  # no .partial, .old or .lock left
     empty = tmp_path / 'empty'
     empty.mkdir()
     synthetic.generate(str(empty), **kwargs)
@@ -89,9 +89,8 @@ def test_make_synthetic_refuses_with_one_line(tmp_path):
                            str(users), '--size', '32', '64', '--train', '1', '--val', '0', '--frames', '12',
                            '--labelled-frame', '10', '--workers', '1'], capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
-    assert done.stderr.strip().splitlines() == [f'error: {users}: holds files the synthetic generator did '
-                                                f'not write (no {layout.MARKER_FILE}); refusing to write the '
-                                                f'synthetic set into it; choose a new or empty folder']
+    assert done.stderr.strip().splitlines() == [f'error: synthetic root {users}: holds files and is not written '
+                                                f'by DAVSS; refusing to write into it (give a new or empty folder)']
     assert tree(users) == before
 
 

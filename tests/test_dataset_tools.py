@@ -34,7 +34,7 @@ def test_check_dataset_passes_the_synthetic_set(synthetic_root):
 
 def test_make_lists_rebuilds_the_synthetic_lists(synthetic_root, tmp_path):
     out = str(tmp_path / 'val.txt')
-    assert make_lists.run(['--name', 'synthetic', '--root', synthetic_root, '--split', 'val', '--out', out,
+    assert make_lists.run(['--name', 'synthetic', '--root', synthetic_root, '--split', 'val', '--output', out,
                             '--check']) == 0
     with open(out) as f, open(os.path.join(synthetic_root, 'list', 'val.txt')) as g:
         assert f.read() == g.read()
@@ -46,7 +46,7 @@ def test_make_lists_camvid_frame_numbering(tmp_path):
     os.makedirs(os.path.join(root, 'video_image/Seq05VD'))
     cv2.imwrite(os.path.join(root, 'label/Seq05VD_f00030.png'), np.zeros((H, W), np.uint8))
     out = str(tmp_path / 'camvid.txt')
-    assert make_lists.run(['--name', 'camvid', '--root', root, '--out', out]) == 0
+    assert make_lists.run(['--name', 'camvid', '--root', root, '--output', out]) == 0
     with open(out) as f:
         lines = f.read().splitlines()
     # The official lists pair these names exactly (data/list/camvid/*.txt).

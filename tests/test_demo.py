@@ -194,28 +194,10 @@ def test_demo_refuses_a_data_folder_it_did_not_make(how, tmp_path, monkeypatch, 
     finally:
         torch.set_num_threads(threads)
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith(f'error: {users}: holds files the synthetic generator did '
-                                                         f'not write'), err
+    assert len(err.splitlines()) == 1 and err.startswith(f'error: synthetic root {users}: holds files and is not '
+                                                         f'written by DAVSS'), err
     assert snapshot(users) == before
     assert sorted(os.listdir(tmp_path)) == ['cityscapes']
-
-
-def test_data_step_regenerates_a_set_written_before_the_marker(tmp_path, monkeypatch, capsys):
-    """A synthetic set from before the marker file (recognised by its metadata) whose options changed is
-    regenerated in place, not refused."""
-    from lib.dataset import synthetic
-    from lib.dataset.synthetic_layout import MARKER_FILE
-    root = tmp_path / 'synthetic'
-    synthetic.generate(str(root), size=(32, 64), n_train=1, n_val=1, workers=1, n_frames=12, labelled_frame=10)
-    os.remove(root / MARKER_FILE)
-    clear_root_variables(monkeypatch)
-    args = demo.parse_args(['--quick', '--root', str(root), '--save-root', str(tmp_path / 's'),
-                            '--result-root', str(tmp_path / 'r')])
-    demo.point_configs_at(args)
-    demo.Pipeline(args).data()
-    assert 'generating the synthetic set' in capsys.readouterr().out
-    assert (root / MARKER_FILE).is_file() and demo.dataset_mismatch(str(root), demo.generator_options(
-        demo.QUICK_DATASET)) is None
 
 
 def test_cityscapes_like_difficulty_gets_its_own_folders_and_preset(monkeypatch):

@@ -34,7 +34,7 @@ def exported(model_files, tmp_path_factory):
     """One export by the tool (the slow part: tracing), shared by the tests of this module."""
     config, checkpoint, _ = model_files
     out = tmp_path_factory.mktemp('export') / 'tiny'
-    code = export_tool.run(['--config', config, '--checkpoint', checkpoint, '--out', str(out),
+    code = export_tool.run([config, '--checkpoint', checkpoint, '--output', str(out),
                              '--size', *map(str, SIZE), '--parity-size', *map(str, OTHER_SIZE), '--threads', '1'])
     return code, out
 
@@ -43,7 +43,7 @@ def exported(model_files, tmp_path_factory):
 def test_export_writes_both_graphs_and_a_passing_parity_report(exported):
     code, out = exported
     assert code == 0
-    assert sorted(os.listdir(out)) == ['key_step.onnx', 'non_key_step.onnx', 'parity.json']
+    assert sorted(os.listdir(out)) == ['.davss', 'key_step.onnx', 'non_key_step.onnx', 'parity.json']
     assert not os.path.exists(str(out) + '.partial')
     report = json.loads((out / 'parity.json').read_text())
     assert report['ok'] is True and report['opset'] == 18
@@ -119,15 +119,15 @@ def test_export_refuses_existing_output_and_bad_sizes(model_files, tmp_path, cap
     out = tmp_path / 'mine'
     out.mkdir()
     (out / 'notes.txt').write_text('keep me')
-    args = ['--config', config, '--checkpoint', checkpoint, '--out', str(out), '--size', '128', '128']
+    args = [config, '--checkpoint', checkpoint, '--output', str(out), '--size', '128', '128']
     assert export_tool.run(args) == 1
     assert 'already exists' in capsys.readouterr().err
     assert export_tool.run(args + ['--overwrite']) == 1
-    assert 'does not write' in capsys.readouterr().err
+    assert 'not written by DAVSS' in capsys.readouterr().err
     assert (out / 'notes.txt').read_text() == 'keep me' and os.listdir(out) == ['notes.txt']
     with pytest.raises(SystemExit):
-        export_tool.parse_args(['--config', config, '--checkpoint', checkpoint, '--out', 'x', '--size', '130', '128'])
+        export_tool.parse_args([config, '--checkpoint', checkpoint, '--output', 'x', '--size', '130', '128'])
     assert '--size 130 128: expected multiples of 4' in capsys.readouterr().err
-    assert export_tool.run(['--config', config, '--checkpoint', str(tmp_path / 'none.pth'),
-                             '--out', str(tmp_path / 'new')]) == 1
+    assert export_tool.run([config, '--checkpoint', str(tmp_path / 'none.pth'),
+                             '--output', str(tmp_path / 'new')]) == 1
     assert not os.path.exists(tmp_path / 'new') and not os.path.exists(tmp_path / 'new.partial')

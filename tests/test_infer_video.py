@@ -13,7 +13,8 @@ from lib.engine.video import StreamingSegmenter
 from lib.model import build_scnet
 from lib.utils.config import load_config
 from lib.utils.errors import UserError
-from lib.utils.video_io import OutputFolder, frame_to_tensor, labels_to_frame, pad_to_multiple
+from lib.utils.outputs import MARKER, StagedFolder
+from lib.utils.video_io import frame_to_tensor, labels_to_frame, pad_to_multiple
 
 N_FRAMES = 12  # of moving_scene
 
@@ -124,7 +125,7 @@ def test_resized_inference_restores_the_frame_size(model_files, frame_folder, tm
     assert label.shape == (61, 99)
     # Default output when no --save-* option is given: the video only.
     assert run_infer_video(model_files, frame_folder, tmp_path / 'video_only', '--size', 30, 50) == 0
-    assert sorted(os.listdir(tmp_path / 'video_only')) == [OutputFolder.MARKER, 'segmentation.mp4', 'summary.json']
+    assert sorted(os.listdir(tmp_path / 'video_only')) == [MARKER, 'segmentation.mp4', 'summary.json']
 
 
 def test_unreadable_and_empty_videos(model_files, tmp_path, capsys):
@@ -166,7 +167,7 @@ def test_existing_output_is_refused_unless_overwrite(model_files, frame_folder, 
     assert_one_line_error(capsys, str(out), '--overwrite')
     assert (out / 'labels').is_dir()
     assert run_infer_video(model_files, frame_folder, out, '--overwrite', '--policy', 'fixed:6') == 0
-    assert sorted(os.listdir(out)) == [OutputFolder.MARKER, 'segmentation.mp4', 'summary.json']
+    assert sorted(os.listdir(out)) == [MARKER, 'segmentation.mp4', 'summary.json']
 
 
 def test_bad_policy_and_checkpoint(model_files, frame_folder, tmp_path, capsys):
@@ -175,11 +176,11 @@ def test_bad_policy_and_checkpoint(model_files, frame_folder, tmp_path, capsys):
     config, _ = model_files
     wrong = tmp_path / 'wrong.pth'
     torch.save({'deeplab.unknown.weight': torch.zeros(1)}, wrong)
-    assert infer_video.run(['--config', config, '--checkpoint', str(wrong), frame_folder, str(tmp_path / 'b')]) == 1
+    assert infer_video.run([config, '--checkpoint', str(wrong), frame_folder, str(tmp_path / 'b')]) == 1
     assert_one_line_error(capsys, 'wrong.pth', 'does not fit')
     dmnet_only = tmp_path / 'dmnet.pth'
     torch.save(build_scnet(load_config(config)['model']).dmnet.state_dict(), dmnet_only)
-    assert infer_video.run(['--config', config, '--checkpoint', str(dmnet_only), frame_folder,
+    assert infer_video.run([config, '--checkpoint', str(dmnet_only), frame_folder,
                              str(tmp_path / 'c')]) == 1
     assert_one_line_error(capsys, 'dmnet.pth', 'only the dmnet weights')
     for name in 'abc':
@@ -202,21 +203,20 @@ def test_padding_round_trip_and_label_restore():
     assert (label[:, 0] == 0).all() and (label[:, -1] == 4).all()
 
 
-def test_output_folder_commit_replaces_atomically(tmp_path):
+def test_staged_folder_commit_replaces_atomically(tmp_path):
     target = tmp_path / 'result'
-    folder = OutputFolder(str(target))
-    folder.start()
-    with open(folder.file('labels', 'x.png'), 'w') as f:
-        f.write('new')
-    assert not target.exists()
-    folder.commit()
+    with StagedFolder(str(target), 'video segmentation', 'OUTPUT') as folder:
+        with open(folder.file('labels', 'x.png'), 'w') as f:
+            f.write('new')
+        assert not target.exists()
+        folder.commit()
     assert (target / 'labels' / 'x.png').read_text() == 'new'
     with pytest.raises(UserError, match='--overwrite'):
-        OutputFolder(str(target))
-    second = OutputFolder(str(target), overwrite=True)
-    second.start()
-    second.commit()
-    assert os.listdir(target) == [OutputFolder.MARKER] and not os.path.exists(f'{target}.old')
+        StagedFolder(str(target), 'video segmentation', 'OUTPUT')
+    with StagedFolder(str(target), 'video segmentation', 'OUTPUT', overwrite=True) as second:
+        second.commit()
+    assert os.listdir(target) == [MARKER] and not os.path.exists(f'{target}.old')
+    assert not os.path.exists(f'{target}.lock')
 
 
 def test_streaming_segmenter_feeds_the_policy_the_merge_distortion():

@@ -235,7 +235,7 @@ def test_policy_evaluation_on_synthetic_video(synthetic_data_cfg, tmp_path):
     out = tmp_path / 'out'
     assert eval_tool.run([str(config), '--checkpoint', str(checkpoint), '--split', 'val', '--max-clips', '1',
                            '--max-frames', '12', '--intervals', '3', '--thresholds', '0.0', '1.0',
-                           '--max-interval', '5', '--timing-repeats', '1', '--out', str(out), '--no-progress']) == 0
+                           '--max-interval', '5', '--timing-repeats', '1', '--output', str(out), '--no-progress']) == 0
     report = json.loads((out / 'keyframe_policies.json').read_text())
     assert (out / 'keyframe_policies.png').stat().st_size > 0
     assert report['every_frame_labelled'] and report['frame_size'] == [64, 128]

@@ -1,5 +1,5 @@
-"""``--opts`` given several times: every tool keeps every group, in order (argparse's plain ``nargs`` keeps only
-the last one, which silently drops overrides)."""
+"""One command line: every tool that reads a config takes it as its first positional argument, ``--opts`` given
+several times keeps every group in order (argparse's plain ``nargs`` keeps only the last one), and ``--threads``."""
 import pytest
 from helpers import load_tool
 
@@ -9,17 +9,19 @@ TOOLS = {
     'test_pda': ['config.yaml', '--checkpoint', 'model.pth'],
     'show': ['config.yaml', '--checkpoint', 'model.pth'],
     'demo': [],
-    'check_dataset': ['--config', 'config.yaml'],
+    'check_dataset': ['config.yaml'],
     'eval_keyframe_policies': ['config.yaml', '--checkpoint', 'model.pth'],
-    'infer_video': ['video.mp4', 'out', '--config', 'config.yaml', '--checkpoint', 'model.pth'],
+    'infer_video': ['config.yaml', 'video.mp4', 'out', '--checkpoint', 'model.pth'],
+    'export': ['config.yaml', '--checkpoint', 'model.pth', '--output', 'out'],
     'benchmark_pda': ['config.yaml'],
 }
 
 
 @pytest.mark.parametrize('tool', sorted(TOOLS))
-def test_repeated_opts_are_all_kept(tool):
-    args = load_tool(tool).parse_args(TOOLS[tool] + ['--opts', 'a.b=1', '--opts', 'c.d=2', 'e.f=3'])
-    assert args.opts == ['a.b=1', 'c.d=2', 'e.f=3']
+def test_config_first_repeated_opts_kept_and_threads(tool):
+    args = load_tool(tool).parse_args(TOOLS[tool] + ['--opts', 'a.b=1', '--opts', 'c.d=2', 'e.f=3', '--threads', '3'])
+    assert args.opts == ['a.b=1', 'c.d=2', 'e.f=3'] and args.threads == 3
+    assert tool == 'demo' or args.config == 'config.yaml'  # the demo runs its own configs
 
 
 @pytest.mark.parametrize('order', [0, 1])

@@ -17,8 +17,8 @@ from helpers import assert_one_line_error, moving_scene, run_infer_video, write_
 from lib.utils import atomic
 from lib.utils.config import REPO_ROOT
 from lib.utils.errors import UserError
-from lib.utils.output_lock import OutputLock, remove_torn_files
-from lib.utils.video_io import OutputFolder, VideoFileSource, VideoWriter
+from lib.utils.outputs import LOCK, MARKER, FolderLock, OwnedFolder, StagedFolder
+from lib.utils.video_io import VideoFileSource, VideoWriter
 
 # A folder that already holds the extracted samples (opencv-doc's examples/data) saves the download.
 OPENCV_SAMPLES = os.environ.get('OPENCV_SAMPLES_DIR', '')
@@ -59,7 +59,7 @@ def test_overwrite_refuses_a_folder_infer_video_did_not_write(model_files, frame
     out.mkdir()
     (out / 'holiday.jpg').write_text('precious')
     assert run_infer_video(model_files, frames_in, out, '--overwrite') == 1
-    assert_one_line_error(capsys, str(out), 'not written by infer_video')
+    assert_one_line_error(capsys, str(out), 'not written by DAVSS')
     assert (out / 'holiday.jpg').read_text() == 'precious'
     assert not os.path.exists(f'{out}.partial')
 
@@ -70,16 +70,16 @@ def test_output_equal_to_inside_or_around_the_input_is_refused(model_files, tmp_
     out = {'same': frames, 'inside': os.path.join(frames, 'seg'), 'parent': str(tmp_path / 'data')}[where]
     before = tree_listing(tmp_path / 'data')
     assert run_infer_video(model_files, frames, out, '--overwrite') == 1
-    assert_one_line_error(capsys, 'OUTPUT must lie outside INPUT')
+    assert_one_line_error(capsys, 'must lie outside', 'and must not contain it')
     assert tree_listing(tmp_path / 'data') == before
 
 
 def test_overwrite_replaces_an_earlier_output_of_the_tool(model_files, frames_in, tmp_path):
     out = tmp_path / 'out'
     assert run_infer_video(model_files, frames_in, out, '--save-labels') == 0
-    assert (out / OutputFolder.MARKER).is_file()
+    assert (out / MARKER).is_file()
     assert run_infer_video(model_files, frames_in, out, '--overwrite') == 0
-    assert sorted(os.listdir(out)) == [OutputFolder.MARKER, 'segmentation.mp4', 'summary.json']
+    assert sorted(os.listdir(out)) == [MARKER, 'segmentation.mp4', 'summary.json']
     assert not os.path.exists(f'{out}.lock') and not os.path.exists(f'{out}.old')
 
 
@@ -87,8 +87,8 @@ def test_overwrite_replaces_an_earlier_output_of_the_tool(model_files, frames_in
 
 def test_second_run_into_a_locked_output_refuses_and_names_the_holder(model_files, frames_in, tmp_path, capsys):
     out = tmp_path / 'out'
-    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from lib.utils.output_lock import OutputLock; '
-                               f'OutputLock({str(out)!r}, lock_path={str(out) + ".lock"!r}).acquire(); '
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from lib.utils.outputs import FolderLock; '
+                               f'FolderLock({str(out) + ".lock"!r}, {str(out)!r}).acquire(); '
                                'print("locked", flush=True); time.sleep(60)'],
                               env=dict(os.environ, PYTHONPATH=REPO_ROOT), stdout=subprocess.PIPE, text=True)
     try:
@@ -104,28 +104,65 @@ def test_second_run_into_a_locked_output_refuses_and_names_the_holder(model_file
     assert not os.path.exists(f'{out}.lock')
 
 
-def test_lock_of_a_dead_run_is_taken_over_and_its_torn_files_removed(tmp_path):
+def test_lock_of_a_dead_run_is_taken_over_and_only_its_own_torn_files_removed(tmp_path):
     folder = tmp_path / 'exp'
     dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
     folder.mkdir()
+    (folder / MARKER).write_text(json.dumps({'kind': 'training run'}))
     (folder / f'now.tmp{dead_pid}.pth').write_text('torn')
     (folder / 'now.pth').write_text('good')
-    (folder / '.lock').write_text(json.dumps({'pid': dead_pid, 'host': 'h', 'started': 'then'}))
-    with OutputLock(str(folder)) as lock:
-        assert lock.torn_files == [f'now.tmp{dead_pid}.pth']
-        assert json.loads((folder / '.lock').read_text())['pid'] == os.getpid()
+    (folder / f'photo.tmp{dead_pid}.jpg').write_text('the user\'s')  # named like a temporary, not ours
+    (folder / LOCK).write_text(json.dumps({'pid': dead_pid, 'host': 'h', 'started': 'then'}))
+    with OwnedFolder(str(folder), 'training run', 'experiment folder', own_files=['now.pth']):
+        assert json.loads((folder / LOCK).read_text())['pid'] == os.getpid()
         with pytest.raises(UserError, match=rf'in use by another run \(pid {os.getpid()} '):
-            OutputLock(str(folder)).acquire()
-    assert sorted(os.listdir(folder)) == ['now.pth']
-    assert remove_torn_files(str(folder)) == []
+            OwnedFolder(str(folder), 'training run', 'experiment folder').claim()
+    assert sorted(os.listdir(folder)) == [MARKER, 'now.pth', f'photo.tmp{dead_pid}.jpg']
 
 
-def test_a_foreign_file_named_like_the_lock_is_left_alone(tmp_path):
-    (tmp_path / '.lock').write_text('my notes')
+def test_a_users_folder_is_refused_before_anything_in_it_is_touched(tmp_path):
+    """A folder the command did not mark is never locked, cleaned or written (files named like temporaries of a
+    dead process included)."""
+    folder = tmp_path / 'mine'
+    folder.mkdir()
+    names = ['photo.tmp99999.jpg', 'budget.tmp2023.xlsx', 'pda.tmp31337.json', 'now.pth']
+    for name in names:
+        (folder / name).write_text(name)
+    for claim in (lambda: OwnedFolder(str(folder), 'evaluation results', '--output', own_files=['pda.json']).claim(),
+                  lambda: OwnedFolder(str(folder), 'training run', 'experiment folder').claim(),
+                  lambda: StagedFolder(str(folder), 'export', '--output', overwrite=True)):
+        with pytest.raises(UserError, match='holds files and is not written by DAVSS'):
+            claim()
+    assert sorted(os.listdir(folder)) == sorted(names)
+    assert all((folder / name).read_text() == name for name in names)
+
+
+@pytest.mark.parametrize('content', ['my notes', ''])
+def test_a_foreign_file_named_like_the_lock_is_left_alone(tmp_path, content):
+    (tmp_path / LOCK).write_text(content)
     with pytest.raises(UserError, match='not a lock file'):
-        OutputLock(str(tmp_path)).acquire()
-    assert (tmp_path / '.lock').read_text() == 'my notes'
+        FolderLock(str(tmp_path / LOCK), str(tmp_path)).acquire()
+    assert (tmp_path / LOCK).read_text() == content
+
+
+def test_a_lock_path_that_is_a_symbolic_link_is_not_followed(tmp_path):
+    target = tmp_path / 'precious.txt'
+    target.write_text('keep me')
+    os.symlink(target, tmp_path / LOCK)
+    with pytest.raises(UserError, match='not a lock file'):
+        FolderLock(str(tmp_path / LOCK), str(tmp_path)).acquire()
+    assert target.read_text() == 'keep me' and os.path.islink(tmp_path / LOCK)
+
+
+def test_an_output_that_is_a_symbolic_link_is_refused(model_files, frames_in, tmp_path, capsys):
+    earlier = tmp_path / 'earlier'
+    assert run_infer_video(model_files, frames_in, earlier) == 0
+    os.symlink(earlier, tmp_path / 'link')
+    assert run_infer_video(model_files, frames_in, tmp_path / 'link', '--overwrite') == 1
+    assert_one_line_error(capsys, 'is a symbolic link')
+    assert os.path.islink(tmp_path / 'link') and (earlier / 'summary.json').is_file()
+    assert not os.path.exists(tmp_path / 'link.old') and not os.path.exists(tmp_path / 'link.partial')
 
 
 # --- defect 3: failed writes were committed as complete ---
@@ -143,7 +180,7 @@ def test_video_cut_by_a_size_limit_fails_and_leaves_only_the_partial(model_files
     frames = write_frame_folder(tmp_path / 'noise', noise)
     out = tmp_path / 'out'
     config, checkpoint = model_files
-    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', 'infer_video.py'), '--config', config,
+    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', 'infer_video.py'), config,
                            '--checkpoint', checkpoint, frames, str(out), '--threads', '1'],
                           env=dict(os.environ, PYTHONPATH=REPO_ROOT), capture_output=True, text=True, timeout=300,
                           preexec_fn=limited_file_size(60_000))

@@ -183,4 +183,4 @@ def test_unwritable_output_folder_fails_clearly(tmp_path, synthetic_data_cfg, ca
     blocker = tmp_path / 'a_file'
     blocker.write_text('not a folder')
     _fails_with(capsys, [config, '--checkpoint', checkpoint, '--output', str(blocker / 'out')],
-                str(blocker / 'out'), 'not writable')
+                str(blocker / 'out'), 'cannot be created or written')

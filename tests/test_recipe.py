@@ -179,7 +179,7 @@ def test_engine_trains_with_the_original_lists_and_resumes(tmp_path, synthetic_r
     for key, value in checkpoint['model'].items():
         assert torch.equal(value, weights[key]), key
     # A run of the other variant does not silently continue from these lists.
-    with pytest.raises(engine.UserError, match='does not fit this config'):
+    with pytest.raises(engine.UserError, match=r"this config differs from the run's \(train\.param_lists 'original' -> 'unique'\)"):
         engine.main(flow_cfg(split, synthetic_root, 'train.max_iters=3'), resume=True)
 
 
@@ -228,7 +228,7 @@ def test_original_intermediate_is_fixed_and_loaded(synthetic_data_cfg):
 
 
 def test_bad_intermediate_mode_and_missing_seed_are_errors(synthetic_data_cfg):
-    from lib.dataset import UserError
+    from lib.utils.errors import UserError
     with pytest.raises(UserError, match='data.intermediate: expected one of resample | original, got "fixed"'):
         build_dataset(dict(synthetic_data_cfg, intermediate='fixed'), 'train', 'triplet')
     with pytest.raises(UserError, match='needs the run\'s seed'):

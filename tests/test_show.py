@@ -39,7 +39,7 @@ def test_show_writes_grid_gif_and_legend(tmp_path, synthetic_data_cfg, capsys):
     assert load_tool('show').run([config, '--checkpoint', checkpoint, '--distance', '3',
                                   '--tile-width', str(TILE_WIDTH)]) == 0
     folder = tmp_path / 'pda_test' / 'final' / 'show'  # <experiment>/<checkpoint stem>/show
-    assert sorted(os.listdir(folder)) == ['clip1_d3.gif', 'clip1_d3.png', 'legend.png']
+    assert sorted(os.listdir(folder)) == ['.davss', 'clip1_d3.gif', 'clip1_d3.png', 'legend.png']
 
     grid = Image.open(folder / 'clip1_d3.png')
     tile_height = TILE_WIDTH * 64 // 128  # the synthetic frames are 64x128

@@ -10,6 +10,7 @@ import torch
 from lib.dataset import build_dataset, read_flow, read_frame, read_label, synthetic
 from lib.dataset import synthetic_layout as layout
 from lib.ops import resample2d
+from lib.utils.errors import UserError
 
 ALLOWED_LABELS = set(synthetic.USED_CLASSES) | {255}
 
@@ -136,7 +137,7 @@ def test_flow_dataset_flip_keeps_warp_consistent(synthetic_data_cfg):
 
 @pytest.mark.parametrize('size', [(30, 64), (8, 64)])
 def test_bad_sizes_are_rejected(tmp_path, size):
-    with pytest.raises(ValueError, match='size'):
+    with pytest.raises(UserError, match='size'):
         synthetic.generate(str(tmp_path), size=size, n_train=1, n_val=0, workers=1)
 
 

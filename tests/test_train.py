@@ -203,10 +203,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, synt
 def test_bad_config_values_are_one_line_errors(tmp_path, synthetic_data_cfg):
     with pytest.raises(UserError, match='unknown config key "train.learning_rate"'):
         load_config(None, ['train.learning_rate=1'])
-    with pytest.raises(UserError, match='train.amp: expected null | bf16 | fp16'):
-        engine.main(train_cfg('flow', str(tmp_path), synthetic_data_cfg, 'train.amp=fp8'))
-    with pytest.raises(UserError, match='stage: expected one of'):
-        engine.main(train_cfg('flw', str(tmp_path), synthetic_data_cfg))
+    with pytest.raises(UserError, match=r'train\.amp: expected null \| bf16 \| fp16'):
+        train_cfg('flow', str(tmp_path), synthetic_data_cfg, 'train.amp=fp8')
+    with pytest.raises(UserError, match=r'stage: expected segmentation \| flow \| dmnet \| correction'):
+        train_cfg('flw', str(tmp_path), synthetic_data_cfg)
 
 
 def test_bn_momentum_option_reaches_the_trained_network_only(chain, tmp_path, synthetic_root):

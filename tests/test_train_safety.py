@@ -17,7 +17,7 @@ from lib.engine import train as engine
 from lib.model.scnet import build_scnet
 from lib.utils.config import REPO_ROOT, load_config
 from lib.utils.errors import UserError
-from lib.utils.output_lock import OutputLock
+from lib.utils.outputs import LOCK, FolderLock
 
 train_tool = load_tool('train')
 FLOW_CONFIG = os.path.join(REPO_ROOT, 'exp', 'synthetic', 'flow.yaml')
@@ -71,7 +71,8 @@ def test_existing_experiment_is_refused_unless_resume_or_overwrite(tmp_path, syn
 
 
 def test_concurrent_run_into_one_folder_is_refused_naming_the_holder(tmp_path, synthetic_data_cfg, capsys):
-    with OutputLock(str(tmp_path / 'run')):
+    (tmp_path / 'run').mkdir()
+    with FolderLock(str(tmp_path / 'run' / LOCK), str(tmp_path / 'run')):
         assert train_tool.run([FLOW_CONFIG, *cli_opts(synthetic_data_cfg, tmp_path)]) == 1
         line = one_error_line(capsys.readouterr().err)
         assert 'in use by another run' in line and f'pid {os.getpid()}' in line
@@ -138,18 +139,16 @@ def test_layout_check_names_world_size_and_dataset_length():
     now = {'batch_size': 4, 'accumulate': 1, 'world_size': 1, 'dataset_length': 90}
     with pytest.raises(UserError, match=r'world_size 2 -> 1, dataset_length 100 -> 90'):
         engine.check_layout('now.pth', checkpoint, now, restart_epoch=False)
-    older = {'rng': [{}, {}], 'config': {'train': {'batch_size': 4, 'accumulate': 1}}}  # written before 'layout'
-    with pytest.raises(UserError, match=r'\(world_size 2 -> 1\)'):
-        engine.check_layout('now.pth', older, now, restart_epoch=False)
-    assert engine.check_layout('now.pth', older, now, restart_epoch=True) == ['world_size 2 -> 1']
+    assert engine.check_layout('now.pth', checkpoint, now, restart_epoch=True) == ['world_size 2 -> 1',
+                                                                                   'dataset_length 100 -> 90']
 
 
 # --- defect 8: tracebacks where one-line errors are promised ---
 
 @pytest.mark.parametrize('opt, fragment', [
-    ('train.lr=abc', '"train.lr" expected a number, got \'abc\''),
-    ('train.lr=-1', 'train.lr: expected a positive learning rate, got -1'),
-    ('train.betas=[0.9,2]', 'train.betas: expected two numbers in [0, 1)'),
+    ('train.lr=abc', 'train.lr: expected a number > 0, got \'abc\''),
+    ('train.lr=-1', 'train.lr: expected a number > 0, got -1'),
+    ('train.betas=[0.9,1]', 'train.betas: expected a list of two values, each a number in [0, 1)'),
 ])
 def test_bad_config_values_are_one_line_errors(tmp_path, synthetic_data_cfg, capsys, opt, fragment):
     assert train_tool.run([FLOW_CONFIG, *cli_opts(synthetic_data_cfg, tmp_path, opt)]) == 1
@@ -165,7 +164,7 @@ def test_unwritable_output_folder_is_a_one_line_error(tmp_path, synthetic_data_c
     blocker.write_text('not a folder')
     assert train_tool.run([FLOW_CONFIG, *cli_opts(synthetic_data_cfg, blocker / 'sub')]) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert str(blocker / 'sub' / 'run') in line and 'cannot create' in line
+    assert str(blocker / 'sub' / 'run') in line and 'cannot be created' in line
 
 
 def limited_file_size(limit):
@@ -182,7 +181,7 @@ def test_full_disk_while_checkpointing_is_a_one_line_error(tmp_path, synthetic_d
                           timeout=300, preexec_fn=limited_file_size(200_000))
     assert done.returncode == 1, done.stderr[-3000:]
     line = one_error_line(done.stderr)
-    assert 'now.pth' in line and 'could not write' in line
+    assert 'final.pth: could not write' in line  # the first file of the save, now.pth last
     assert sorted(n for n in os.listdir(tmp_path / 'run') if 'pth' in n) == []  # no torn file, no empty checkpoint
 
 
@@ -206,3 +205,95 @@ def test_checkpoint_summary_of_the_layout_is_json_friendly(tmp_path, synthetic_d
     layout = torch.load(tmp_path / 'flow' / 'final.pth', weights_only=True)['layout']
     assert json.loads(json.dumps(layout)) == {'batch_size': 2, 'accumulate': 1, 'world_size': 1,
                                               'dataset_length': 58}
+
+
+# --- kills inside a save, Ctrl-C, a resume under another config, --overwrite of a folder not ours ---
+
+KILL_INSIDE_SAVE = '''
+import os, sys
+from lib.engine import train as engine
+from lib.utils import atomic
+from lib.utils.config import load_config
+write = atomic.save_torch
+def save_torch(obj, path):
+    if os.path.basename(path) == sys.argv[2] and obj['iteration'] == int(sys.argv[3]):
+        with atomic.atomic_path(path, sync=True) as tmp, open(tmp, 'wb') as f:
+            f.write(b'half')  # killed in the middle of torch.save
+            f.flush()
+            os._exit(137)
+    write(obj, path)
+engine.save_torch = save_torch
+engine.main(load_config(sys.argv[1], sys.argv[4:]))
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name, iteration', [('final.pth', 4), ('best.pth', 3)])  # 3 iterations an epoch
+def test_a_kill_inside_a_save_is_finished_by_resume(tmp_path, synthetic_data_cfg, name, iteration):
+    opts = cli_opts(synthetic_data_cfg, tmp_path, 'train.max_iters=4', 'train.val_every=1',
+                    'train.val_max_clips=8', 'train.checkpoint_every=1', 'train.batch_size=16')[1:]
+    killed = subprocess.run([sys.executable, '-c', KILL_INSIDE_SAVE, FLOW_CONFIG, name, str(iteration), *opts],
+                            env=env(), capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    folder = tmp_path / 'run'
+    assert not (folder / name).exists()
+    now = torch.load(folder / 'now.pth', weights_only=True)
+    assert now['iteration'] < iteration  # now.pth never runs ahead of the files it implies
+    assert train_tool.run([FLOW_CONFIG, '--opts', *opts, '--resume']) == 0
+    final = torch.load(folder / 'final.pth', weights_only=True)
+    best = torch.load(folder / 'best.pth', weights_only=True)
+    assert final['iteration'] == 4 and best['progress']['best_score'] == final['progress']['best_score']
+    assert not [n for n in os.listdir(folder) if '.tmp' in n]  # the torn copy of the dead run is gone
+
+
+def test_ctrl_c_stops_in_one_line_saying_how_to_continue(tmp_path, synthetic_data_cfg, monkeypatch, capsys):
+    real_step, calls = engine.train_step, []
+
+    def interrupted_at_the_third_step(run, data, accumulate):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(run, data, accumulate)
+    monkeypatch.setattr(engine, 'train_step', interrupted_at_the_third_step)
+    opts = cli_opts(synthetic_data_cfg, tmp_path, 'train.max_iters=5', 'train.checkpoint_every=1')
+    assert train_tool.run([FLOW_CONFIG, *opts]) == 130
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err
+    assert 'interrupted: training stopped at iteration 2; now.pth holds iteration 2 of 5: continue with --resume' in err
+    assert 'interrupted: training stopped at iteration 2' in (tmp_path / 'run' / 'log.txt').read_text()
+    assert not (tmp_path / 'run' / LOCK).exists()
+
+
+@pytest.mark.parametrize('change, named', [('seed=1', "seed 666 -> 1"),
+                                           ('train.lr=0.5', 'train.lr 0.0001 -> 0.5')])
+def test_resume_under_another_config_is_refused_naming_old_and_new(tmp_path, synthetic_data_cfg, change, named):
+    data = dict(synthetic_data_cfg, crop_size=[32, 64])
+    engine.main(train_cfg('flow', str(tmp_path), data, 'seed=666', 'train.lr=1e-4'))
+    config_before = (tmp_path / 'flow' / 'config.yaml').read_text()
+    with pytest.raises(UserError, match=rf'this config differs from the run\'s \({named}\).*--restart-epoch'):
+        engine.main(train_cfg('flow', str(tmp_path), data, 'seed=666', 'train.lr=1e-4', change,
+                              'train.max_iters=3'), resume=True)
+    assert (tmp_path / 'flow' / 'config.yaml').read_text() == config_before
+    result = engine.main(train_cfg('flow', str(tmp_path), data, 'seed=666', 'train.lr=1e-4', change,
+                                   'train.max_iters=3'), resume=True, restart_epoch=True)
+    assert result['iteration'] == 3 and named in (tmp_path / 'flow' / 'log.txt').read_text()
+
+
+def test_resume_with_other_widths_names_them(tmp_path, synthetic_data_cfg):
+    data = dict(synthetic_data_cfg, crop_size=[32, 64])
+    engine.main(train_cfg('flow', str(tmp_path), data))
+    with pytest.raises(UserError, match=r'another network than this config \(model\.flownet\.width_mult 0\.25 -> 0\.5'):
+        engine.main(train_cfg('flow', str(tmp_path), data, 'model.flownet.width_mult=0.5', 'train.max_iters=3'),
+                    resume=True, restart_epoch=True)
+
+
+def test_overwrite_replaces_only_a_folder_a_training_run_marked(tmp_path, synthetic_data_cfg):
+    folder = tmp_path / 'flow'
+    folder.mkdir()
+    for name in ('config.yaml', 'log.txt', 'notes.txt'):
+        (folder / name).write_text(f'the user\'s {name}')
+    data = dict(synthetic_data_cfg, crop_size=[32, 64])
+    with pytest.raises(UserError, match='holds files and is not written by DAVSS'):
+        engine.main(train_cfg('flow', str(tmp_path), data), overwrite=True)
+    assert sorted(os.listdir(folder)) == ['config.yaml', 'log.txt', 'notes.txt']
+    assert (folder / 'config.yaml').read_text() == "the user's config.yaml"

@@ -9,6 +9,7 @@ import torch
 from helpers import REPO_ROOT, load_tool, write_video_model
 
 from lib import VideoSegmenter
+from lib.utils.errors import UserError
 
 N_FRAMES = 7
 
@@ -82,13 +83,18 @@ def test_segmenter_bgr_and_tensor_frames_agree_with_rgb(model_files):
 def test_segmenter_rejects_bad_frames_and_options(model_files):
     config, checkpoint, _ = model_files
     seg = VideoSegmenter.from_config(config, checkpoint)
-    with pytest.raises(ValueError, match='uint8'):
+    with pytest.raises(UserError, match='uint8'):
         next(iter(seg([np.zeros((32, 32), np.uint8)])))
-    with pytest.raises(ValueError, match='frame 1 is 40x32'):
+    with pytest.raises(UserError, match=r'H, W > 0'):
+        next(iter(seg([np.zeros((0, 32, 3), np.uint8)])))
+    with pytest.raises(UserError, match='frame 1 is 40x32'):
         list(seg([np.zeros((32, 32, 3), np.uint8), np.zeros((32, 40, 3), np.uint8)]))
-    with pytest.raises(ValueError, match='channels'):
+    for bad in (torch.full((3, 32, 32), 200.0), torch.full((3, 32, 32), float('nan'))):
+        with pytest.raises(UserError, match=r'finite values in \[0, 1\]'):
+            next(iter(seg([bad])))
+    with pytest.raises(UserError, match='channels'):
         VideoSegmenter.from_config(config, checkpoint, channels='rbg')
-    with pytest.raises(ValueError, match='backend'):
+    with pytest.raises(UserError, match='backend'):
         VideoSegmenter.from_config(config, checkpoint, backend='tensorrt')
 
 
@@ -106,7 +112,7 @@ def test_run_writes_what_the_command_line_tool_writes(model_files, tmp_path):
     seg = VideoSegmenter.from_config(config, checkpoint, policy='fixed:5')
     summary = seg.run(source, str(tmp_path / 'api'), save_labels=True)
     assert summary['frames'] == N_FRAMES and summary['key_frames'] == [0, 5]
-    assert infer_video.run(['--config', config, '--checkpoint', checkpoint, source, str(tmp_path / 'cli'),
+    assert infer_video.run([config, '--checkpoint', checkpoint, source, str(tmp_path / 'cli'),
                              '--save-labels', '--video']) == 0
     for t in range(N_FRAMES):
         api = cv2.imread(str(tmp_path / 'api' / 'labels' / f'{t:06d}.png'), cv2.IMREAD_UNCHANGED)
@@ -114,7 +120,7 @@ def test_run_writes_what_the_command_line_tool_writes(model_files, tmp_path):
         np.testing.assert_array_equal(api, cli)
     assert os.path.isfile(tmp_path / 'api' / summary['video'])
     assert json.loads((tmp_path / 'api' / 'summary.json').read_text())['frames'] == N_FRAMES
-    with pytest.raises(ValueError, match='already exists'):
+    with pytest.raises(UserError, match='already exists'):
         seg.run(source, str(tmp_path / 'api'))
 
 
@@ -140,7 +146,7 @@ def test_infer_video_backend_option(model_files, tmp_path):
     config, checkpoint, _ = model_files
     source = write_folder(tmp_path / 'clip', moving_frames(62, 90, n_frames=3))
     out = tmp_path / 'out'
-    assert infer_video.run(['--config', config, '--checkpoint', checkpoint, source, str(out), '--backend',
+    assert infer_video.run([config, '--checkpoint', checkpoint, source, str(out), '--backend',
                              'onnxruntime', '--threads', '1', '--policy', 'fixed:2']) == 0
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['backend'] == 'onnxruntime' and summary['key_frames'] == [0, 2]
@@ -158,7 +164,7 @@ def test_hubconf_entry_points_load_local_weights(model_files, tmp_path):
         assert torch.equal(value, net.deeplab.state_dict()[name]), name
     dmnet_only = tmp_path / 'dmnet.pth'
     torch.save(net.dmnet.state_dict(), dmnet_only)
-    with pytest.raises(ValueError, match='DeepLab tensors'):
+    with pytest.raises(UserError, match='does not fit deeplab'):
         torch.hub.load(REPO_ROOT, 'deeplabv3plus', source='local', checkpoint=str(dmnet_only),
                        width_mult=0.0625, middle_blocks=1)
     seg = torch.hub.load(REPO_ROOT, 'video_segmenter', source='local', config=config, checkpoint=checkpoint)

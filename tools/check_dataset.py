@@ -27,6 +27,7 @@ def parse_args(argv=None):
     parser.add_argument('--split', nargs='*', default=None,
                         help='splits of the config to check (default: every split whose list is set)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    cli.add_threads_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -35,17 +36,18 @@ def data_configs(args):
     if args.name:
         if not (args.root and args.list):
             raise UserError('--name: needs --root and --list')
-    if not args.config:
-        raise UserError('expected a CONFIG, or --name with --root and --list')
         cfg = copy.deepcopy(DEFAULTS['data'])
         cfg.update(name=args.name, root=os.path.abspath(args.root), val_list=os.path.abspath(args.list))
         return [('val', cfg)]
+    if not args.config:
+        raise UserError('expected a CONFIG, or --name with --root and --list')
     cfg = load_config(args.config, args.opts)['data']
     splits = args.split or [s for s in ('train', 'val', 'test') if cfg.get(f'{s}_list')]
     return [(split, cfg) for split in splits]
 
 
 def main(args):
+    cli.set_threads(args.threads)
     total = 0
     for split, cfg in data_configs(args):
         problems = find_problems(cfg, split, progress=not args.quiet)

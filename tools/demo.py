@@ -101,8 +101,9 @@ def parse_args(argv=None):
                         help=f'redo these steps (and the ones that depend on them): {" | ".join(STEPS)}')
     parser.add_argument('--quick', action='store_true',
                         help='toy sizes and 2 iterations per stage: checks the chain in seconds (numbers meaningless)')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch CPU threads (default: the CPUs this process may use; 1 with --quick)')
+    parser.add_argument('--threads', type=cli.positive_int, default=None,
+                        help='torch CPU threads (default: OMP_NUM_THREADS, else the CPUs this process may use; 1 with '
+                             '--quick)')
     parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='[STEP:]KEY=VALUE',
                         help='config overrides of every stage, or of one step with a prefix: train.max_iters=50 '
                              'correction:train.cfnet_lr=2e-3 pda:eval.max_clips=4 (pda: also applies to tradeoff '
@@ -482,14 +483,9 @@ def report(pipeline, total_seconds):
     print(f'time: {total_seconds:.0f} s for the steps run now ({steps})')
 
 
-def usable_cpus():
-    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-
-
 def main(args):
     # --quick runs inside the test suite, next to other jobs: one thread wastes no time in thread barriers.
-    threads = args.threads or (1 if args.quick else usable_cpus())
-    torch.set_num_threads(threads)
+    threads = cli.set_threads(args.threads or (1 if args.quick else None))
     point_configs_at(args)
     pipeline = Pipeline(args)
     print(f'DAVSS demo: data {os.environ["SYNTHETIC_ROOT"]}, checkpoints {os.environ["SAVE_ROOT"]}/synthetic_*, '

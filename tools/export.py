@@ -57,7 +57,7 @@ def main(args):
     threads = cli.set_threads(args.threads)
     folder = StagedFolder(args.output, KIND, '--output', overwrite=args.overwrite)
     net = load_scnet(cfg['model'], args.checkpoint, torch.device('cpu'))
-    with folder.start():
+    with folder:
         paths = export_steps(net, folder.partial, tuple(args.size), tail=args.tail, torch_export=args.torch_export)
         report = check_parity(net, paths, [tuple(args.size), tuple(args.parity_size)], tail=args.tail,
                               threads=threads)

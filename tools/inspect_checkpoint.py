@@ -29,7 +29,7 @@ def main(args):
     model_cfg = load_config(args.config)['model'] if args.config else None
     info = describe(args.checkpoint, model_cfg)
     print(json.dumps(info, indent=1) if args.json else format_text(info))
-    return 0 if info['layout_match'] else 1
+    return 0 if info['layout_match'] and not info['non_finite'] else 1
 
 
 if __name__ == '__main__':

@@ -15,19 +15,20 @@ from lib.engine.export import MIN_SIZE, export_steps, graph_tail, ort_session, r
 from lib.engine.fast import FastSCNet
 from lib.engine.video import StreamingSegmenter
 from lib.model.scnet import PropagationState
+from lib.utils.errors import UserError
 
 BACKENDS = ('torch', 'onnxruntime')
 
 
 def check_backend(name):
     if name not in BACKENDS:
-        raise ValueError(f'backend must be one of {", ".join(BACKENDS)}, got "{name}"')
+        raise UserError(f'backend must be one of {", ".join(BACKENDS)}, got "{name}"')
     if name == 'onnxruntime':
         try:
             import onnxruntime  # noqa: F401  (only whether it imports)
         except ImportError:
-            raise ValueError('backend onnxruntime: the onnxruntime package is not installed '
-                             '(pip install onnxruntime onnx onnxscript)') from None
+            raise UserError('backend onnxruntime: the onnxruntime package is not installed '
+                            '(pip install onnxruntime onnx onnxscript)') from None
     return name
 
 
@@ -109,7 +110,7 @@ def build_segmenter(net, policy, backend='torch', fast=None, threads=None):
     tail = 'full' if fast is None else fast.tail
     if backend == 'onnxruntime':
         if next(net.parameters()).device.type != 'cpu':
-            raise ValueError('backend onnxruntime: runs on the CPU (use --device cpu)')
+            raise UserError('backend onnxruntime: runs on the CPU (use --device cpu)')
         threads = threads or torch.get_num_threads()
         tail = graph_tail(tail)  # the graphs compute the sparse tail's labels densely, as the full tail
         return OnnxRuntimeSegmenter(OnnxRuntimeSCNet(net, tail, threads), policy, tail=tail)

@@ -18,9 +18,8 @@ import random
 import numpy as np
 import torch
 
+from lib.model.checkpoint import strip_wrapper_prefixes
 from lib.utils import distributed
-from lib.utils.checkpoint import compare, load_checkpoint, strip_wrapper_prefixes, submodule_weights
-from lib.utils.errors import UserError
 
 
 def capture_rng_state():
@@ -53,44 +52,3 @@ def gather_rng_states():
 def model_state(checkpoint):
     """The model state dict inside a loaded training checkpoint, wrapper prefixes (``module.``) dropped."""
     return strip_wrapper_prefixes(checkpoint['model'])
-
-
-def _load_part(net, name, weights, path, what):
-    """Load ``net.<name>`` strictly from ``weights`` (its keys or the SCNet layout); a mismatch is one line."""
-    module = getattr(net, name)
-    part = submodule_weights(weights, name)
-    report = compare(module, part, name)
-    if not report.fits():
-        raise UserError(f'{what}: {path} does not fit {name} ({type(module).__name__}) of this config: '
-                        f'{report.problems()}')
-    module.load_state_dict(part, strict=True)
-
-
-def load_submodule(net, name, path, what):
-    """Load sub-network ``net.<name>`` strictly from ``path``; a missing file or a mismatch is one-line error
-    after ``what``, the config key the path came from."""
-    _load_part(net, name, strip_wrapper_prefixes(load_checkpoint(path, what)), path, what)
-
-
-SUB_NETWORKS = ('deeplab', 'flownet', 'cfnet', 'dmnet')
-
-
-def load_init_pretrained(net, path, what, required):
-    """Load a published-style checkpoint (SCNet keys, e.g. DeepLab + FlowNet) into the sub-networks of ``net``
-    it covers (``init.pretrained``).
-
-    Like the paper's non-strict load, sub-networks the file does not hold are left alone (the published file has
-    no DMNet/CFNet), sub-networks ``net`` does not have are skipped (the segmentation stage takes only DeepLab)
-    and keys outside the SCNet layout are ignored; unlike it, every sub-network that is loaded must fit
-    completely and every name in ``required`` must be present.  Returns the names of the loaded sub-networks.
-    """
-    weights = strip_wrapper_prefixes(load_checkpoint(path, what))
-    present = {key.split('.', 1)[0] for key in weights}
-    loaded = [name for name in SUB_NETWORKS if name in present and hasattr(net, name)]
-    absent = [name for name in required if name not in loaded]
-    if absent:
-        raise UserError(f'{what}: {path} holds no weights for {", ".join(absent)} '
-                        f'(top-level names in the file: {", ".join(sorted(present)) or "none"})')
-    for name in loaded:
-        _load_part(net, name, weights, path, what)
-    return loaded

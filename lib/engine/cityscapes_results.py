@@ -9,6 +9,7 @@ import os
 import re
 
 from lib.dataset.io import write_png_atomic
+from lib.utils.errors import UserError
 from lib.utils.palette import train_ids_to_label_ids
 
 FORMATS = ('cityscapes', 'synthetic')  # the datasets labelled in Cityscapes train ids
@@ -20,7 +21,7 @@ def prediction_name(frame_path):
     ``frankfurt_000000_000294_pred_labelIds.png``."""
     match = _FRAME_NAME.match(os.path.basename(frame_path))
     if match is None:
-        raise ValueError(f'{frame_path}: not a Cityscapes frame name (<city>_<seq>_<frame>_leftImg8bit.png)')
+        raise UserError(f'{frame_path}: not a Cityscapes frame name (<city>_<seq>_<frame>_leftImg8bit.png)')
     return f'{match["prefix"]}_pred_labelIds.png'
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from lib.engine.fast import TAILS, logits_to_labels
 from lib.model.scnet import PropagationState
 from lib.utils.atomic import atomic_path
+from lib.utils.errors import UserError
 
 OPSET = 18
 MIN_SIZE = 128  # smallest frame side of the dynamic graphs (and of the example frames they are traced with)
@@ -148,7 +149,7 @@ def export_steps(net, out_dir, size, tail='full', dynamic=True, torch_export=Fal
         {graph: {'onnx': path[, 'pt2': path]}}.
     """
     if dynamic and min(size) < MIN_SIZE:
-        raise ValueError(f'export: --size {size[0]} {size[1]}: both sides must be at least {MIN_SIZE} for graphs of '
+        raise UserError(f'export: --size {size[0]} {size[1]}: both sides must be at least {MIN_SIZE} for graphs of '
                          f'dynamic size (the example frames fix which sizes trace alike)')
     net = net.eval()
     modules = step_modules(net, tail)

@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lib.ops import upsample_argmax as fused_labels
+from lib.utils.errors import UserError
 
 TAILS = ('full', 'sparse', 'quarter_merge', 'quarter_argmax')
 # Above this fraction of 1/4-grid cells on a class boundary, bilinear_argmax resizes the whole map instead.
@@ -75,9 +76,9 @@ class FastConfig:
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
-            raise ValueError(f'fast inference: dtype must be one of {DTYPES}, got "{self.dtype}"')
+            raise UserError(f'fast inference: dtype must be one of {DTYPES}, got "{self.dtype}"')
         if self.tail not in TAILS:
-            raise ValueError(f'fast inference: tail must be one of {TAILS}, got "{self.tail}"')
+            raise UserError(f'fast inference: tail must be one of {TAILS}, got "{self.tail}"')
 
     @classmethod
     def from_dict(cls, values):
@@ -85,7 +86,7 @@ class FastConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f'fast inference: unknown option(s) {unknown}; expected some of {sorted(known)}')
+            raise UserError(f'fast inference: unknown option(s) {unknown}; expected some of {sorted(known)}')
         return cls(**values)
 
 
@@ -486,7 +487,7 @@ class FastSCNet(nn.Module):
         self.device_type = device.type
         self.dtype = resolve_dtype(config.dtype, device.type)
         if config.cuda_graphs and device.type != 'cuda':
-            raise ValueError('fast inference: cuda_graphs needs the model on a CUDA device')
+            raise UserError('fast inference: cuda_graphs needs the model on a CUDA device')
         if config.fold_bn or (config.shift_dilated and device.type == 'cpu'):
             net = copy.deepcopy(net)
             self.net = net

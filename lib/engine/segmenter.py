@@ -194,7 +194,7 @@ class VideoSegmenter:
         """
         source = open_frame_source(source) if isinstance(source, (str, os.PathLike)) else source
         folder = StagedFolder(out, KIND, 'OUTPUT', overwrite=overwrite, apart_from=[source.path])
-        with folder.start():
+        with folder:
             try:
                 summary = self._write(source, folder, save_labels, save_overlay, video, fps, progress)
             except KeyboardInterrupt:

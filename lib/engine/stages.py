@@ -15,9 +15,9 @@ from typing import Callable, Tuple
 
 from lib.dataset import build_dataset, build_eval_loader
 from lib.engine import validation
-from lib.engine.checkpointing import load_init_pretrained, load_submodule
 from lib.engine.optim import parameter_list
 from lib.engine.stage_nets import FlowStageNet, SegmentationStageNet
+from lib.model.checkpoint import PRETRAINED, load_part, load_pretrained
 from lib.model.scnet import build_scnet
 from lib.utils.errors import UserError
 
@@ -124,7 +124,7 @@ def check_init_config(stage, init_cfg):
     """Fail before any work when a sub-network the stage requires has no checkpoint configured."""
     covered = {name for name in stage.required_init if init_cfg[name]}
     if init_cfg['pretrained']:
-        covered |= {'deeplab', 'flownet'}  # what a published pretrained file holds; verified when it is loaded
+        covered |= set(PRETRAINED)  # verified when it is loaded
     missing = [name for name in stage.required_init if name not in covered]
     if missing:
         keys = ', '.join(f'init.{name}' for name in missing)
@@ -141,14 +141,14 @@ def initialise(stage, net, init_cfg):
     sources = {}
     sub_networks = [name for name in ('deeplab', 'flownet', 'dmnet', 'cfnet') if hasattr(net, name)]
     if init_cfg['pretrained']:
-        wanted = [name for name in ('deeplab', 'flownet') if name in stage.required_init]
-        for name in load_init_pretrained(net, init_cfg['pretrained'], 'init.pretrained', required=wanted):
+        wanted = [name for name in PRETRAINED if name in stage.required_init]
+        for name in load_pretrained(net, init_cfg['pretrained'], 'init.pretrained', required=wanted):
             sources[name] = init_cfg['pretrained']
     for name in ('deeplab', 'flownet', 'dmnet'):
         if not init_cfg[name]:
             continue
         if name not in sub_networks:
             raise UserError(f'init.{name}: the {stage.name} stage has no {name} to initialise')
-        load_submodule(net, name, init_cfg[name], f'init.{name}')
+        load_part(getattr(net, name), name, init_cfg[name], f'init.{name}')
         sources[name] = init_cfg[name]
     return sources

@@ -36,9 +36,9 @@ from lib.engine.run_dir import RunFolder
 from lib.engine.sampler import ResumableSampler
 from lib.engine.stage_nets import set_bn_momentum
 from lib.engine.stages import Stage, check_init_config, get_stage, initialise
+from lib.model.checkpoint import read_checkpoint
 from lib.utils import distributed
 from lib.utils.atomic import save_torch
-from lib.utils.checkpoint import read_checkpoint
 from lib.utils.config import dump_config, resolve_path
 from lib.utils.errors import UserError
 from lib.utils.logger import MetricLogger, ScalarWriter, close_text_log, setup_text_log
@@ -193,10 +193,10 @@ def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
     # The inputs are good: claim the experiment folder before the first write to it.
     folder = distributed.claimed_on_main(lambda: RunFolder(save_dir, tblog_dir, resume, overwrite).claim())
     try:
-        progress = Progress()
+        progress, changes = Progress(), []
         if resume:
-            progress = load_training_state(resume_path, net, optimizer, scaler, cfg, data_layout(cfg, loader),
-                                           restart_epoch)
+            progress, changes = load_training_state(resume_path, net, optimizer, scaler, cfg,
+                                                    data_layout(cfg, loader), restart_epoch)
         else:
             seed_everything(cfg['seed'] + distributed.get_rank())  # different augmentations on every rank
 
@@ -210,6 +210,8 @@ def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
         run = Run(cfg, stage, device, net, model, optimizer, scaler, loader, val_loader, iters_per_epoch,
                   total_iters, n_epochs, save_dir, log, writer, progress, folder=folder, watch=NonFiniteWatch(net))
         log_header(run, sources, resume_path if resume else None)
+        for change in changes:
+            log.info(f'--restart-epoch: {change}')
     except BaseException:
         if folder is not None:
             folder.release()
@@ -252,18 +254,46 @@ def data_layout(cfg, loader):
 
 def check_layout(path, checkpoint, layout, restart_epoch):
     """Refuse a resume whose data layout differs from the checkpoint's (unless the open epoch is restarted)."""
-    saved = dict(checkpoint.get('layout') or {})
-    saved.setdefault('world_size', len(checkpoint.get('rng') or ()))  # older checkpoints: one RNG state per rank
-    saved_train = (checkpoint.get('config') or {}).get('train') or {}
-    for key in ('batch_size', 'accumulate'):
-        if key in saved_train:
-            saved.setdefault(key, saved_train[key])
-    changed = [f'{key} {saved[key]} -> {layout[key]}' for key in layout if key in saved and saved[key] != layout[key]]
+    saved = checkpoint['layout']
+    changed = [f'{key} {saved[key]} -> {layout[key]}' for key in layout if saved.get(key) != layout[key]]
     if changed and not restart_epoch:
-        raise UserError(f'--resume: {path} was written with another data layout ({", ".join(changed)}): the '
-                        f'rest of its epoch cannot be found again; resume with the same settings, or pass '
-                        f'--restart-epoch to train that epoch again from its first batch')
+        raise UserError(f'--resume: {path} was written with another data layout ({", ".join(changed)}): the rest of '
+                        f'its epoch cannot be found again; resume with the same settings, or pass --restart-epoch to '
+                        f'train that epoch again from its first batch')
     return changed
+
+
+# Keys a resumed run may change: how long it runs, how often it logs and validates, where it reads and writes.
+RESUME_FREE = ('experiment', 'device', 'deterministic', 'init.', 'eval.', 'data.root', 'data.num_workers',
+               'data.pin_memory', 'train.epochs', 'train.max_iters', 'train.log_every', 'train.val_every',
+               'train.checkpoint_every', 'train.val_max_clips', 'train.val_batch_size', 'train.save_root',
+               'train.tblog_root')
+
+
+def _flat(tree, prefix=''):
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f'{prefix}{key}.') if isinstance(value, dict) else {f'{prefix}{key}': value})
+    return flat
+
+
+def check_config_changes(path, saved_cfg, cfg, restart_epoch):
+    """Refuse a resume under another config than the run's (another seed, list, learning rate, ...), naming old
+    and new; ``--restart-epoch`` accepts all but the model's shape.  Returns the accepted changes.  The batch size
+    and accumulation are the data layout's (:func:`check_layout`)."""
+    old, new = _flat(saved_cfg), _flat(cfg)
+    changed = [key for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)
+               and not key.startswith(RESUME_FREE) and key not in ('train.batch_size', 'train.accumulate')]
+    shown = [f'{key} {old.get(key)!r} -> {new.get(key)!r}' for key in changed]
+    model = [s for key, s in zip(changed, shown) if key.startswith('model.')]
+    if model:
+        raise UserError(f'--resume: {path} holds another network than this config ({", ".join(model)}); resume '
+                        f'with the config the run was started with')
+    if shown and not restart_epoch:
+        raise UserError(f'--resume: this config differs from the run\'s ({", ".join(shown)}); resume with the '
+                        f'run\'s config ({os.path.join(os.path.dirname(path), "config.yaml")}), or pass '
+                        f'--restart-epoch to go on from the start of the open epoch with the new settings')
+    return shown
 
 
 def load_training_state(path, net, optimizer, scaler, cfg, layout, restart_epoch=False):
@@ -272,6 +302,7 @@ def load_training_state(path, net, optimizer, scaler, cfg, layout, restart_epoch
         found = checkpoint.get('stage') if isinstance(checkpoint, dict) else None
         raise UserError(f'--resume: {path} is not a training checkpoint of the "{cfg["stage"]}" stage '
                         f'(stage: {found})')
+    changes = check_config_changes(path, checkpoint['config'], cfg, restart_epoch)
     try:
         net.load_state_dict(model_state(checkpoint), strict=True)
         optimizer.load_state_dict(checkpoint['optimizer'])
@@ -290,7 +321,7 @@ def load_training_state(path, net, optimizer, scaler, cfg, layout, restart_epoch
         restore_rng_state(rng[rank])
     else:  # another number of processes (--restart-epoch): same weights and position, fresh augmentation streams
         seed_everything(cfg['seed'] + rank + 1000 * progress.iteration)
-    return progress
+    return progress, changes
 
 
 def save_checkpoint(run, names):
@@ -311,7 +342,7 @@ def save_checkpoint(run, names):
         'stage': run.stage.name,
         'layout': data_layout(run.cfg, run.loader),
     }
-    for name in names:
+    for name in names:  # now.pth last: what a resume reads never runs ahead of the files it implies
         save_torch(checkpoint, os.path.join(run.save_dir, name))
 
 
@@ -463,14 +494,14 @@ def fit(run):
         # every rank those of rank 0 (the ones saved), so that the sharded validation sees one network.
         distributed.broadcast_buffers(run.net)
         last = p.iteration >= run.total_iters
-        names = ['now.pth']
+        names = []
         if should_validate(run, epoch, last):
             metrics = evaluate(run, epoch)
             score = metrics[run.stage.score]
             if is_better(run, score):
                 p.best_score = score
                 names.append('best.pth')
-        save_checkpoint(run, names + (['final.pth'] if last else []))
+        save_checkpoint(run, names + (['final.pth'] if last else []) + ['now.pth'])
         run.writer.flush()
         if last:
             break
@@ -481,8 +512,9 @@ def main(cfg, resume=False, deterministic=False, overwrite=False, restart_epoch=
     """Train the stage ``cfg['stage']``; returns ``{'save_dir', 'iteration', 'metrics'}``.
 
     ``resume`` continues ``now.pth`` (``restart_epoch``: from the first batch of its epoch, which also allows
-    another batch size, accumulation, process count or dataset); ``overwrite`` replaces an earlier run's outputs
-    in the experiment folder (:mod:`lib.engine.run_dir`).
+    another batch size, accumulation, process count, dataset or other settings); ``overwrite`` replaces an earlier
+    run's outputs in the experiment folder (:mod:`lib.engine.run_dir`).  Ctrl-C stops with the last ``now.pth``
+    intact and says how to continue.
     """
     with determinism(deterministic or cfg['deterministic']), tf32(cfg['train']['tf32']):
         run = setup(cfg, resume, overwrite, restart_epoch)
@@ -494,11 +526,40 @@ def main(cfg, resume=False, deterministic=False, overwrite=False, restart_epoch=
             else:
                 metrics = fit(run)
                 run.log.info(f'done: {os.path.join(run.save_dir, "final.pth")}')
-        finally:
-            run.watch.remove()
-            run.writer.close()
-            close_text_log(run.log)
-            if run.folder is not None:
-                run.folder.release()
+        except KeyboardInterrupt:
+            message = interrupted(run)
+            close(run, quietly=True)
+            raise KeyboardInterrupt(message) from None
+        except BaseException:
+            close(run, quietly=True)
+            raise
+        close(run)
         distributed.barrier()
     return {'save_dir': run.save_dir, 'iteration': run.progress.iteration, 'metrics': metrics}
+
+
+def interrupted(run):
+    """What an interrupted run leaves, said in the log and returned for the command line."""
+    try:
+        saved = read_checkpoint(os.path.join(run.save_dir, 'now.pth'))['iteration']
+        left = f'now.pth holds iteration {saved} of {run.total_iters}: continue with --resume'
+    except UserError:
+        left = 'no checkpoint was written yet: start again'
+    message = f'training stopped at iteration {run.progress.iteration}; {left}'
+    run.log.info(f'interrupted: {message}')
+    return message
+
+
+def close(run, quietly=False):
+    """Release what the run holds, every step whatever the others do; ``quietly`` (the run failed already)
+    keeps a failing step (a TensorBoard flush on a full disk) from hiding the error that stopped the run."""
+    steps = (run.watch.remove, run.writer.close, lambda: close_text_log(run.log),
+             run.folder.release if run.folder is not None else None)
+    failure = None
+    for step in filter(None, steps):
+        try:
+            step()
+        except OSError as err:
+            failure = failure or err
+    if failure is not None and not quietly:
+        raise failure

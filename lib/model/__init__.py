@@ -1,9 +1,9 @@
 """The DAVSS networks; see docs/models.md."""
 from .cfnet import CFNet
+from .checkpoint import load_scnet
 from .deeplabv3plus import DeepLabV3Plus
 from .dmnet import DMNet
 from .flownet import FlowNetS
-from .load import load_scnet
 from .scnet import PropagationState, SCNet, SCNetDMNet, build_scnet
 from .warp import Warp
 

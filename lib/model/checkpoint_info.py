@@ -15,8 +15,8 @@ from collections import Counter
 
 import torch
 
-from ..utils.checkpoint import WRAPPER_PREFIXES, compare, strip_wrapper_prefixes
 from ..utils.errors import UserError
+from .checkpoint import WRAPPER_PREFIXES, compare, non_finite, read_checkpoint, state_dict_of, strip_wrapper_prefixes
 from .dmnet import DMNet
 from .scnet import SCNet
 
@@ -33,20 +33,6 @@ def sha256(path, chunk=1 << 20):
         for block in iter(lambda: f.read(chunk), b''):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _state_dict(obj):
-    """The ``{name: tensor}`` mapping of a loaded file and where it sat (top level, or under 'model' etc.)."""
-    def is_state(value):
-        return isinstance(value, dict) and value and all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
-    if is_state(obj):
-        return obj, 'top level'
-    if isinstance(obj, dict):
-        for key in ('model', 'state_dict'):
-            if is_state(obj.get(key)):
-                return obj[key], f"'{key}' entry"
-    return None, None
 
 
 def _reference(n_classes, model_cfg):
@@ -77,16 +63,10 @@ def describe(path, model_cfg=None):
     ``model_cfg`` (a config's ``model:`` section) sets the widths the layout is compared with; by default the
     published networks'.
     """
-    if not os.path.isfile(path):
-        raise UserError(f'{path}: checkpoint file not found')
+    obj = read_checkpoint(path)
     info = {'path': path, 'bytes': os.path.getsize(path), 'sha256': sha256(path),
             'format': 'zip (torch >= 1.6)' if zipfile.is_zipfile(path) else 'legacy (torch <= 1.5, non-zip)'}
-    try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # torch raises many types for a file it cannot read safely
-        raise UserError(f'{path}: not a PyTorch checkpoint readable with weights_only=True '
-                        f'({type(err).__name__})') from None
-    raw, where = _state_dict(obj)
+    raw, where = state_dict_of(obj)
     if raw is None:
         raise UserError(f'{path}: holds no state_dict (a mapping of parameter names to tensors)')
     info['state_dict'] = where
@@ -95,6 +75,7 @@ def describe(path, model_cfg=None):
         info['training'] = {'stage': obj.get('stage'), 'iteration': obj.get('iteration'),
                             'epoch': obj.get('epoch'), 'experiment': config.get('experiment')}
     info['tensors'] = len(raw)
+    info['non_finite'] = non_finite(raw)  # a diverged run's weights: refused by every loader
     info['prefixes'] = {p: sum(k.startswith(p) for k in raw) for p in WRAPPER_PREFIXES if any(
         k.startswith(p) for k in raw)}
     state = strip_wrapper_prefixes(raw)
@@ -163,5 +144,8 @@ def format_text(info):
             extra += f', other shapes: {", ".join(counts["shape_mismatch"])}'
         lines.append(f'  {name:8s}{counts["match"]}/{counts["tensors"]} tensors fit{extra}')
     lines.append(f'layout    {"matches" if info["layout_match"] else "does NOT match"} the project\'s networks')
+    if info['non_finite']:
+        lines.append(f'weights   {len(info["non_finite"])} tensor(s) hold NaN or infinity (first: '
+                     f'{info["non_finite"][0]}): the run diverged; every loader refuses this file')
     lines.append(f'use       {info["uses"]}')
     return '\n'.join(lines)

@@ -128,7 +128,7 @@ def _integer(low=None, optional=False):
     return check
 
 
-def _number(low=None, high=None, low_open=False, optional=False):
+def _number(low=None, high=None, low_open=False, high_open=False, optional=False):
     def check(value):
         if value is None and optional:
             return value
@@ -138,9 +138,10 @@ def _number(low=None, high=None, low_open=False, optional=False):
             except ValueError:
                 pass
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        ok = ok and (low is None or value > low or (value == low and not low_open)) and (high is None or value <= high)
+        ok = ok and (low is None or value > low or (value == low and not low_open)) and (
+            high is None or value < high or (value == high and not high_open))
         if not ok:
-            bounds = f' in {"(" if low_open else "["}{low}, {high}]' if high is not None else (
+            bounds = f' in {"(" if low_open else "["}{low}, {high}{")" if high_open else "]"}' if high is not None else (
                 f' {">" if low_open else ">="} {low}' if low is not None else '')
             raise _Expected(f'a number{bounds}' + (' or null' if optional else ''))
         return value
@@ -232,7 +233,7 @@ RULES = {
     'init.flownet': _text(optional=True), 'init.dmnet': _text(optional=True),
     'train.epochs': _POSITIVE, 'train.max_iters': _integer(1, optional=True), 'train.batch_size': _POSITIVE,
     'train.accumulate': _POSITIVE, 'train.lr': _WIDTH, 'train.cfnet_lr': _WIDTH,
-    'train.betas': _pair(_number(0, 1)), 'train.weight_decay': _number(0),
+    'train.betas': _pair(_number(0, 1, high_open=True)), 'train.weight_decay': _number(0),
     'train.param_lists': _choice('unique', 'original'), 'train.tf32': _boolean(),
     'train.lr_decay_at': _number(0, 1), 'train.lr_decay': _number(0, 1, low_open=True),
     'train.amp': _choice(None, 'bf16', 'fp16'), 'train.channels_last': _boolean(), 'train.val_every': _COUNT,

@@ -58,8 +58,8 @@ def check_writable(path, kind, what):
     if set(os.listdir(path)) - {LOCK} and read_marker(path) != kind:  # its lock: taken by this very claim
         found = read_marker(path)
         owner = f'the output of a {found}' if found else 'not written by DAVSS'
-        raise UserError(f'{what} {path}: holds files and is {owner}; refusing to write a {kind} into it (give a new '
-                        f'or empty folder)')
+        raise UserError(f'{what} {path}: holds files and is {owner}; refusing to write into it (give a new or '
+                        f'empty folder)')
 
 
 def _pid_alive(pid):
