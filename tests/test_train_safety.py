@@ -208,3 +208,17 @@ def test_checkpoint_summary_of_the_layout_is_json_friendly(tmp_path, synthetic_d
     layout = torch.load(tmp_path / 'flow' / 'final.pth', weights_only=True)['layout']
     assert json.loads(json.dumps(layout)) == {'batch_size': 2, 'accumulate': 1, 'world_size': 1,
                                               'dataset_length': 58}
+
+
+# --- CPU training with train.channels_last crashed the process (heap corruption in oneDNN's weight gradient) ---
+
+def test_channels_last_training_on_the_cpu_does_not_crash(tmp_path, synthetic_data_cfg):
+    # 64x128 frames at DeepLab width 0.0625 put a (2, 4, 32, 64) map through the first strided 1x1 projection, whose
+    # channels_last weight gradient on the CPU killed the process (signal 6 or 11) or hung; a subprocess survives it.
+    config = os.path.join(REPO_ROOT, 'exp', 'synthetic', 'segmentation.yaml')
+    opts = cli_opts(synthetic_data_cfg, tmp_path, 'data.crop_size=[64,128]', 'train.channels_last=true',
+                    'model.deeplab.width_mult=0.0625', 'model.deeplab.middle_blocks=1')
+    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', 'train.py'), config, *opts], env=env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f'rc {done.returncode} (-11/139 segfault, -6/134 abort): {done.stderr[-2000:]}'
+    assert (tmp_path / 'run' / 'final.pth').is_file()
