@@ -123,6 +123,94 @@ def test_reference_gradcheck_both_inputs():
     assert torch.autograd.gradcheck(resample2d_reference, (input, flow), eps=1e-6, atol=1e-5)
 
 
+
+# --- non-finite flows --------------------------------------------------------------------------------------------
+# A NaN flow component reads like -inf: position -1 along that axis, i.e. the first column (dx) or row (dy), with a
+# zero gradient for that component. torch's CPU grid_sample backward segfaults on a NaN grid (pytorch#24823), so
+# every NaN backward of the PyTorch path runs in a subprocess.
+
+NAN_CASE = textwrap.dedent("""
+    import sys
+    import torch
+    from lib.ops import resample2d
+    generator = torch.Generator().manual_seed(60)
+    input = torch.randn(1, 3, 16, 32, generator=generator, dtype=torch.float32).requires_grad_(True)
+    flow = (torch.rand(1, 2, 16, 32, generator=generator) * 6 - 3)
+    flow[0, 0, 5, 7] = float('nan')
+    flow[0, 1, 9, 20] = float('nan')
+    flow.requires_grad_(True)
+    out = resample2d(input, flow)
+    grad_output = torch.randn(out.shape, generator=generator)
+    (out * grad_output).sum().backward()
+    torch.save({'input': input.detach(), 'flow': flow.detach(), 'grad_output': grad_output, 'out': out.detach(),
+                'grad_input': input.grad, 'grad_flow': flow.grad}, sys.argv[1])
+""")
+
+
+def test_nan_flow_backward_on_cpu_gives_the_minus_inf_result_instead_of_a_segfault(tmp_path):
+    saved = tmp_path / 'nan_case.pt'
+    done = subprocess.run([sys.executable, '-c', NAN_CASE, str(saved)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=REPO_ROOT, DAVSS_RESAMPLE2D='torch', OMP_NUM_THREADS='1'))
+    assert done.returncode == 0, f'rc {done.returncode} (-11: segfault): {done.stderr[-2000:]}'
+    got = torch.load(saved, weights_only=True)
+    assert torch.isfinite(got['grad_input']).all() and torch.isfinite(got['grad_flow']).all()
+    # The same case with -inf where the NaNs were, through the unchanged finite/infinite path: bit for bit.
+    flow = got['flow'].nan_to_num(nan=-float('inf'))
+    input = got['input'].clone().requires_grad_(True)
+    flow.requires_grad_(True)
+    out = resample2d_reference(input, flow)
+    (out * got['grad_output']).sum().backward()
+    assert torch.equal(got['out'], out) and torch.equal(got['grad_input'], input.grad)
+    assert torch.equal(got['grad_flow'], flow.grad)
+    assert got['grad_flow'][0, 0, 5, 7] == 0 and got['grad_flow'][0, 1, 9, 20] == 0
+    # And against the float64 naive loop at position -1 (the first column / row).
+    naive_flow = got['flow'].double().clone()
+    naive_flow[0, 0, 5, 7] = -1 - 7
+    naive_flow[0, 1, 9, 20] = -1 - 9
+    expected_grad_input, _ = naive_gradients(got['input'], naive_flow, got['grad_output'])
+    torch.testing.assert_close(got['out'].double(), naive_resample2d(got['input'], naive_flow), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got['grad_input'].double(), expected_grad_input, rtol=1e-5, atol=1e-5)
+
+
+def grid_sample_of_the_formula(input, flow):
+    """resample2d_reference before non-finite flows were handled: the grid of the formula straight into
+    grid_sample; finite flows must give the same bits through resample2d."""
+    n, _, h, w = input.shape
+    ys = torch.arange(h, dtype=flow.dtype).view(1, h, 1)
+    xs = torch.arange(w, dtype=flow.dtype).view(1, 1, w)
+    grid = torch.stack((2.0 * (xs + flow[:, 0]) / max(w - 1, 1) - 1.0, 2.0 * (ys + flow[:, 1]) / max(h - 1, 1) - 1.0),
+                       dim=-1)
+    return torch.nn.functional.grid_sample(input, grid, mode='bilinear', padding_mode='border', align_corners=True)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_finite_flows_give_the_same_bits_as_before(dtype):
+    input, flow = random_case(2, 5, 16, 32, reach=40.0, seed=61, dtype=dtype)
+    flow[0, :, 3, 4] = 1e30  # huge and infinite flows are unchanged too
+    flow[1, 0, 2, 2], flow[1, 1, 7, 9] = float('inf'), -float('inf')
+    grad_output = torch.randn(2, 5, 16, 32, generator=torch.Generator().manual_seed(62), dtype=dtype)
+    results = []
+    for warp in (grid_sample_of_the_formula, lambda i, f: resample2d(i, f, impl='torch')):
+        i, f = input.clone().requires_grad_(True), flow.clone().requires_grad_(True)
+        out = warp(i, f)
+        (out * grad_output).sum().backward()
+        results.append((out, i.grad, f.grad))
+    for before, after in zip(*results):
+        assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_scatter_grad_input_reads_a_nan_flow_as_minus_inf(dtype):
+    input, flow = random_case(1, 3, 5, 7, reach=3.0, seed=63, dtype=dtype)
+    grad_output = torch.randn(1, 3, 5, 7, generator=torch.Generator().manual_seed(64), dtype=dtype)
+    flow[0, 0, 1, 2], flow[0, 1, 3, 3] = -float('inf'), -float('inf')
+    input.requires_grad_(True)
+    (resample2d_reference(input, flow) * grad_output).sum().backward()
+    flow[0, 0, 1, 2], flow[0, 1, 3, 3] = float('nan'), float('nan')
+    got = scatter_grad_input(grad_output, flow)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(got, input.grad, rtol=tol, atol=tol)
+
 def test_dispatch_cpu_uses_reference(monkeypatch):
     input, flow = random_case(1, 2, 3, 4, reach=1.0, seed=6, dtype=torch.float32)
     calls = []
@@ -544,6 +632,40 @@ def test_host_kernel_math_matches_naive_loop(host_program, tmp_path, dtype, n, c
     assert (expected_grad_flow == 0).any() and (expected_grad_flow != 0).any()
 
 
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_host_kernel_math_reads_a_nan_flow_as_minus_inf(host_program, tmp_path, dtype):
+    """The kernels' arithmetic with NaN flow components: what the PyTorch path gives, position -1 along that axis
+    (first column / row), a zero flow gradient for that component, no NaN anywhere."""
+    n, c, h, w = 1, 3, 5, 7
+    input, flow = random_case(n, c, h, w, reach=3.0, seed=65, dtype=dtype)
+    flow[0, 0, 1, 2] = flow[0, 1, 3, 3] = float('nan')
+    flow[0, :, 4, 6] = float('nan')
+    grad_output = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(66), dtype=dtype)
+    paths = {name: str(tmp_path / f'{name}.bin') for name in
+             ('input', 'flow', 'grad_output', 'output', 'grad_input', 'grad_flow')}
+    for name, tensor in (('input', input), ('flow', flow), ('grad_output', grad_output)):
+        with open(paths[name], 'wb') as handle:
+            handle.write(storage_bytes(tensor))
+    command = [host_program, 'warp', HOST_DTYPES[dtype], str(n), str(c), str(h), str(w), '2',
+               *(paths[name] for name in ('input', 'flow', 'grad_output', 'output', 'grad_input', 'grad_flow'))]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    output, grad_input, grad_flow = (from_storage(open(paths[name], 'rb').read(), dtype, shape) for name, shape in
+                                     (('output', (n, c, h, w)), ('grad_input', (n, c, h, w)),
+                                      ('grad_flow', (n, 2, h, w))))
+    at_minus_one = flow.double().clone()
+    xs = torch.arange(w, dtype=torch.float64).expand(n, h, w)
+    ys = torch.arange(h, dtype=torch.float64).view(h, 1).expand(n, h, w)
+    at_minus_one[:, 0] = torch.where(flow[:, 0].isnan(), -1 - xs, at_minus_one[:, 0])
+    at_minus_one[:, 1] = torch.where(flow[:, 1].isnan(), -1 - ys, at_minus_one[:, 1])
+    expected_grad_input, expected_grad_flow = naive_gradients(input.double(), at_minus_one, grad_output.double())
+    tol = 1e-9 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(output.double(), naive_resample2d(input.double(), at_minus_one), rtol=tol, atol=tol)
+    torch.testing.assert_close(grad_input.double(), expected_grad_input, rtol=tol, atol=tol)
+    torch.testing.assert_close(grad_flow.double(), expected_grad_flow, rtol=1e-5, atol=1e-5)
+    assert (grad_flow[flow.isnan()] == 0).all()
+
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_host_16bit_storage_rounds_like_torch(host_program, tmp_path, dtype):
     """The host program's float16/bfloat16 conversions (what c10::Half/BFloat16 do on the GPU): every 16-bit
@@ -662,13 +784,16 @@ def test_cuda_huge_and_nan_flows():
     input, _ = random_case(1, 2, 3, 4, reach=0, seed=15, device='cuda', dtype=torch.float32)
     flow = torch.full((1, 2, 3, 4), 1e30, device='cuda')
     flow[0, :, 0, 0] = -float('inf')
-    flow[0, 0, 1, 1] = float('nan')
+    flow[0, 0, 1, 1] = float('nan')  # reads like -inf: the first column (of the last row: dy = 1e30)
+    input.requires_grad_(True)
+    flow.requires_grad_(True)
     out = resample2d(input, flow, impl='cuda')
-    expected = input[:, :, -1:, -1:].expand_as(input).clone()
-    expected[:, :, 0, 0] = input[:, :, 0, 0]
-    assert torch.isnan(out[:, :, 1, 1]).all()
-    out[:, :, 1, 1] = expected[:, :, 1, 1]
-    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    expected = input.detach()[:, :, -1:, -1:].expand_as(input).clone()
+    expected[:, :, 0, 0] = input.detach()[:, :, 0, 0]
+    expected[:, :, 1, 1] = input.detach()[:, :, -1, 0]
+    torch.testing.assert_close(out.detach(), expected, rtol=0, atol=0)
+    out.sum().backward()
+    assert torch.isfinite(input.grad).all() and torch.equal(flow.grad, torch.zeros_like(flow))
 
 
 @needs_cuda_extension

@@ -297,3 +297,17 @@ def test_overwrite_replaces_only_a_folder_a_training_run_marked(tmp_path, synthe
         engine.main(train_cfg('flow', str(tmp_path), data), overwrite=True)
     assert sorted(os.listdir(folder)) == ['config.yaml', 'log.txt', 'notes.txt']
     assert (folder / 'config.yaml').read_text() == "the user's config.yaml"
+
+
+# --- CPU training with train.channels_last crashed the process (heap corruption in oneDNN's weight gradient) ---
+
+def test_channels_last_training_on_the_cpu_does_not_crash(tmp_path, synthetic_data_cfg):
+    # 64x128 frames at DeepLab width 0.0625 put a (2, 4, 32, 64) map through the first strided 1x1 projection, whose
+    # channels_last weight gradient on the CPU killed the process (signal 6 or 11) or hung; a subprocess survives it.
+    config = os.path.join(REPO_ROOT, 'exp', 'synthetic', 'segmentation.yaml')
+    opts = cli_opts(synthetic_data_cfg, tmp_path, 'data.crop_size=[64,128]', 'train.channels_last=true',
+                    'model.deeplab.width_mult=0.0625', 'model.deeplab.middle_blocks=1')
+    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', 'train.py'), config, *opts], env=env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f'rc {done.returncode} (-11/139 segfault, -6/134 abort): {done.stderr[-2000:]}'
+    assert (tmp_path / 'run' / 'final.pth').is_file()

@@ -172,7 +172,8 @@ def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
     for name in stage.frozen:
         getattr(net, name).requires_grad_(False)
     net.to(device)
-    if cfg['train']['channels_last']:
+    # CUDA only: oneDNN's CPU weight gradient of strided 1x1 convs, channels_last, 2-7 channels, writes out of bounds.
+    if cfg['train']['channels_last'] and device.type == 'cuda':
         net.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(stage.param_groups(net, cfg['train']), cfg['train'])
     scaler = torch.amp.GradScaler(device.type, enabled=cfg['train']['amp'] == 'fp16')

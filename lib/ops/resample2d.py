@@ -2,7 +2,9 @@
 
 ``out[b, c, y, x]`` is the bilinear sample of ``input[b, c]`` at ``(x + flow[b, 0, y, x], y + flow[b, 1, y, x])``;
 sample positions outside the map read the nearest border pixel (the original CUDA kernel clamps each corner
-to the border, which gives the same values as clamping the position).
+to the border, which gives the same values as clamping the position). A NaN flow component reads like -inf: position
+-1 along its axis (the first column for dx, the first row for dy), with a zero gradient for that component; the
+output and the input's gradient stay finite.
 
 Two implementations with the same semantics (docs/resample2d.md):
 - ``resample2d_reference``: PyTorch ``grid_sample``; any device, any floating dtype.
@@ -13,6 +15,7 @@ Two implementations with the same semantics (docs/resample2d.md):
 their GPU (checked once per GPU on a tiny case), the PyTorch path after a one-line warning otherwise; ``cuda``
 makes "cannot use the extension" an error instead.
 """
+import math
 import os
 import warnings
 
@@ -45,7 +48,8 @@ def resample2d_reference(input, flow):
 
     Args:
         input: (N, C, H, W) features to sample from.
-        flow: (N, 2, H, W) displacement in pixels, channels (dx, dy).
+        flow: (N, 2, H, W) displacement in pixels, channels (dx, dy); infinite components read the border, NaN
+            ones read like -inf (see the module docstring).
     Returns:
         (N, C, H, W) warped features, same dtype as ``input``.
     """
@@ -61,6 +65,9 @@ def resample2d_reference(input, flow):
     y = ys + flow[:, 1].to(position)
     # align_corners=True maps pixel centres 0 and W-1 to -1 and 1; guard 1-pixel maps against division by zero.
     grid = torch.stack((2.0 * x / max(w - 1, 1) - 1.0, 2.0 * y / max(h - 1, 1) - 1.0), dim=-1)  # (N, H, W, 2)
+    # NaN -> -1, the first pixel, where the CPU forward already puts it (its backward segfaults on NaN:
+    # pytorch/pytorch#24823). One pass over the grid, not the map; other values and their gradients keep their bits.
+    grid = grid.nan_to_num(nan=-1.0, posinf=math.inf, neginf=-math.inf)
     out = F.grid_sample(input.to(compute), grid.to(compute), mode='bilinear', padding_mode='border',
                         align_corners=True)
     return out.to(input.dtype)
@@ -83,8 +90,8 @@ def scatter_grad_input(grad_output, flow):
     acc = torch.float64 if torch.float64 in (grad_output.dtype, flow.dtype) else torch.float32
     xs = torch.arange(w, device=flow.device, dtype=acc).view(1, 1, w) + flow[:, 0].to(acc)  # (N, H, W)
     ys = torch.arange(h, device=flow.device, dtype=acc).view(1, h, 1) + flow[:, 1].to(acc)
-    # As the kernel: positions clamped to [-1, size] first (huge flows), each corner clamped to the map.
-    xs, ys = xs.clamp(-1, w), ys.clamp(-1, h)
+    # As the kernel: positions clamped to [-1, size] first (huge flows; NaN reads -1), each corner clamped to the map.
+    xs, ys = xs.clamp(-1, w).nan_to_num_(-1.0), ys.clamp(-1, h).nan_to_num_(-1.0)
     x0, y0 = xs.floor(), ys.floor()
     alpha, beta = xs - x0, ys - y0
     x0, y0 = x0.long(), y0.long()
@@ -241,7 +248,9 @@ def resample2d(input, flow, impl=None):
 
     Args:
         input: (N, C, H, W) features, float16 / bfloat16 / float32 / float64.
-        flow: (N, 2, H, W) displacement in pixels, channels (dx, dy), on the same device.
+        flow: (N, 2, H, W) displacement in pixels, channels (dx, dy), on the same device. Infinite components read
+            the border; a NaN component reads like -inf (the first column or row) and gets a zero gradient, so the
+            output and the input's gradient stay finite.
         impl: None (use ``$DAVSS_RESAMPLE2D``, default ``'auto'``), ``'auto'``, ``'cuda'`` or ``'torch'``.
     Returns:
         (N, C, H, W) warped features in ``input``'s dtype.

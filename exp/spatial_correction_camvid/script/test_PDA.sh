@@ -7,4 +7,4 @@
 set -euo pipefail
 experiment="$(cd "$(dirname "$0")/.." && pwd)"
 checkpoint="${CHECKPOINT:-${SAVE_ROOT:-saved_model}/$(basename "$experiment")/best.pth}"
-exec "$experiment/../../tools/launch.sh" 1 tools/test_pda.py "$experiment/config.yaml" --checkpoint "$checkpoint" "$@"
+exec "$experiment/../../tools/launch.sh" 1 tools/test_pda.py "$experiment/config.yaml" --checkpoint="$checkpoint" "$@"

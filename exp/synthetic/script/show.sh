@@ -2,9 +2,9 @@
 # Pictures of the synthetic pipeline (docs/evaluation.md), in one process.
 # CHECKPOINT (default: <experiment folder name>_correction/final.pth under ${SAVE_ROOT:-saved_model}) is relative to
 # the repository root; pictures go to ${RESULT_ROOT:-result}/<experiment>/<checkpoint file stem>/show/; extra
-# arguments go to tools/show.py.
+# arguments go to tools/show.py; PYTHON as in tools/launch.sh.
 set -euo pipefail
 experiment="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$experiment/../.."
 checkpoint="${CHECKPOINT:-${SAVE_ROOT:-saved_model}/$(basename "$experiment")_correction/final.pth}"
-exec "${PYTHON:-python3}" tools/show.py "$experiment/correction.yaml" --checkpoint "$checkpoint" "$@"
+exec tools/launch.sh --single tools/show.py "$experiment/correction.yaml" --checkpoint="$checkpoint" "$@"

@@ -6,4 +6,5 @@
 set -euo pipefail
 experiment="$(cd "$(dirname "$0")/.." && pwd)"
 checkpoint="${CHECKPOINT:-${SAVE_ROOT:-saved_model}/$(basename "$experiment")_correction/final.pth}"
-exec "$experiment/../../tools/launch.sh" 1 tools/test_pda.py "$experiment/correction.yaml" --checkpoint "$checkpoint" "$@"
+exec "$experiment/../../tools/launch.sh" 1 tools/test_pda.py "$experiment/correction.yaml" \
+  --checkpoint="$checkpoint" "$@"

@@ -10,7 +10,8 @@ if [[ $# -gt 0 && "$1" != -* ]]; then
 fi
 case "$stage" in
   segmentation|flow|dmnet|correction) ;;
-  *) echo "$0: expected a stage (segmentation|flow|dmnet|correction) as first argument or STAGE, got '$stage'" >&2
+  *) echo "$0: expected a stage (segmentation|flow|dmnet|correction) as first argument or STAGE," \
+          "got '${stage//[^[:print:]]/?}'" >&2
      exit 2 ;;
 esac
 experiment="$(cd "$(dirname "$0")/.." && pwd)"

@@ -27,11 +27,11 @@ DAVSS_HD double floor_acc(double v) { return floor(v); }
 
 // Positions more than one pixel outside the map read the border pixel whatever their exact value, so clamping
 // them to [-1, size] first changes no result (and no gradient: both corners then coincide) while keeping the
-// float -> int conversion in range for huge flows. Comparisons rather than fmin/fmax so that a NaN flow stays
-// NaN (and gives a NaN output) instead of silently turning into a border read.
+// float -> int conversion in range for huge flows. A NaN position fails `p >= -1` and becomes -1, like -inf (the
+// first column or row, zero flow gradient), as in the PyTorch path; it never reaches the float -> int conversion.
 template <typename acc_t>
 DAVSS_HD acc_t clamp_position(acc_t p, int size) {
-  return p < acc_t(-1) ? acc_t(-1) : (p > acc_t(size) ? acc_t(size) : p);
+  return p >= acc_t(-1) ? (p > acc_t(size) ? acc_t(size) : p) : acc_t(-1);
 }
 
 DAVSS_HD int clamp_index(int i, int size) { return i < 0 ? 0 : (i > size - 1 ? size - 1 : i); }
