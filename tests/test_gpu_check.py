@@ -1,7 +1,11 @@
 """tools/gpu_check.sh / gpu_check.py on a machine without a GPU: one-line refusal; and the commands of its
 training steps, run on the CPU instead, so that a GPU machine meets no typo in them."""
+import contextlib
+import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -24,6 +28,41 @@ def test_without_a_gpu_it_says_so_in_one_line(command, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: needs') and 'GPU' in lines[0], done.stderr
     assert not out_dir.exists() and not (tmp_path / 'no_venv').exists()  # nothing built, nothing written
+
+
+needs_make = pytest.mark.skipif(shutil.which('make') is None, reason='no make on PATH')
+
+
+@no_gpu
+@needs_make
+def test_make_gpu_check_without_a_gpu_stops_before_installing(tmp_path):
+    """`make gpu-check`, as the README gives it: the script's one line (then make's own), no venv, no report."""
+    done = subprocess.run(['make', '-s', 'gpu-check', f'VENV={tmp_path / "venv"}', f'ARGS=--out-dir {tmp_path / "r"}'],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    ours = [line for line in done.stderr.splitlines() if not line.startswith('make')]
+    assert len(ours) == 1 and ours[0].startswith('error: needs an NVIDIA GPU'), done.stderr
+    assert not (tmp_path / 'venv').exists() and not (tmp_path / 'r').exists()
+
+
+@needs_make
+def test_help_names_every_option_and_step_and_runs_nothing(tmp_path):
+    """`tools/gpu_check.sh --help` (and `make gpu-check ARGS=--help`) prints its help and exits 0 on any machine,
+    before the GPU check and without installing anything; the help names every option of tools/gpu_check.py."""
+    parser_help = io.StringIO()
+    with contextlib.redirect_stdout(parser_help), pytest.raises(SystemExit):
+        gpu_check.parse_args(['--help'])
+    options = set(re.findall(r'--[a-z][a-z-]+', parser_help.getvalue()))
+    assert {'--out-dir', '--skip', '--amp', '--step-timeout', '--help'} <= options
+    venv = tmp_path / 'venv'
+    for command in (['tools/gpu_check.sh', '--help'], ['tools/gpu_check.sh', '--skip', 'suite', '-h'],
+                    ['make', '-s', 'gpu-check', 'ARGS=--help', f'VENV={venv}']):
+        done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, VENV=str(venv)))
+        assert done.returncode == 0 and done.stdout.startswith('usage: tools/gpu_check.sh'), done.stderr
+        assert [option for option in options if option not in done.stdout] == []
+        assert [step for step in gpu_check.STEPS if step not in done.stdout] == []
+    assert not venv.exists()
 
 
 def test_refuses_a_folder_it_did_not_write(tmp_path):

@@ -2,10 +2,34 @@
 # The one command for a machine with an NVIDIA GPU: builds the resample2d extension for it (make setup), then runs
 # every GPU check and writes one report (tools/gpu_check.py: result/gpu_check/report.json and report.md).
 # Without a GPU it says so in one line and exits 1 before building anything.
-#   tools/gpu_check.sh [--out-dir DIR] [--skip STEP...] [--amp fp16 bf16]
-# PYTHON (python3) makes the virtual environment VENV (.venv), as `make setup` does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+usage() {
+  cat <<'HELP'
+usage: tools/gpu_check.sh [--out-dir DIR] [--skip STEP ...] [--amp {fp16,bf16} ...] [--step-timeout SECONDS]
+       make gpu-check ARGS="..."
+
+On a machine with an NVIDIA GPU: installs like `make setup` (which compiles the resample2d CUDA extension for the
+visible GPUs), then runs every check of the CUDA path, each step in its own process, and writes one report.
+
+options (passed to tools/gpu_check.py):
+  --out-dir DIR           report folder (default: result/gpu_check); refuses a non-empty folder it did not write
+  --skip STEP ...         steps to leave out: environment cuda_tests suite ddp_syncbn amp fast_cuda_graphs benchmark
+  --amp {fp16,bf16} ...   AMP dtypes of the one-step training checks (default: fp16 bf16)
+  --step-timeout SECONDS  time a step may take before it fails (default: 3600)
+  -h, --help              this help
+
+environment: PYTHON (python3) creates the virtual environment VENV (.venv), as `make setup` does.
+Writes report.md, report.json and logs/<step>.log; exit status 1 when a step failed or there is no GPU.
+HELP
+}
+
+for arg in "$@"; do
+  case "$arg" in
+    -h|--help) usage; exit 0 ;;
+  esac
+done
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
   echo "error: needs an NVIDIA GPU (nvidia-smi lists none on this machine); nothing was run" >&2
   exit 1
