@@ -117,3 +117,42 @@ def test_report_is_written_and_failures_set_the_exit_status(tmp_path, monkeypatc
     report = json.loads((out / 'report.json').read_text())
     assert report['tool'] == 'gpu_check' and report['summary'] == '1 failed (cuda_tests)'
     assert '| cuda_tests | fail | 1.0 | boom |' in (out / 'report.md').read_text()
+
+
+def fake_toolkit(root):
+    (root / 'bin').mkdir(parents=True)
+    (root / 'include').mkdir()
+    (root / 'bin' / 'nvcc').write_text('#!/bin/sh\necho "Cuda compilation tools, release 13.0, V13.0.88"\n')
+    (root / 'bin' / 'nvcc').chmod(0o755)
+    (root / 'include' / 'cuda_runtime.h').write_text('')
+    return root
+
+
+def test_toolkit_is_torchs_guess_unless_that_is_no_toolkit(tmp_path, monkeypatch):
+    """cuda_toolkit.find_cuda_home: CUDA_HOME/CUDA_PATH as named; else torch's guess
+    (torch.utils.cpp_extension.CUDA_HOME) when it is a toolkit; else the real folder of the nvcc on PATH, where
+    torch took the folder of a link or wrapper (/usr/local/bin/nvcc) for the toolkit."""
+    import torch.utils.cpp_extension as cpp_extension
+    from lib.ops import cuda_toolkit
+
+    toolkit = fake_toolkit(tmp_path / 'cuda-13.0')
+    real_check = cuda_toolkit.is_toolkit_root
+    monkeypatch.setattr(cuda_toolkit, 'is_toolkit_root',  # this machine's own /usr/local/cuda left out
+                        lambda path: str(path).startswith(str(tmp_path)) and real_check(path))
+    for variable in ('CUDA_HOME', 'CUDA_PATH'):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(cpp_extension, 'CUDA_HOME', str(toolkit))
+    assert cuda_toolkit.find_cuda_home() == str(toolkit)
+
+    wrapper = tmp_path / 'usr_local'  # torch's guess: the folder above a linked nvcc, no headers there
+    (wrapper / 'bin').mkdir(parents=True)
+    (wrapper / 'bin' / 'nvcc').symlink_to(toolkit / 'bin' / 'nvcc')
+    monkeypatch.setattr(cpp_extension, 'CUDA_HOME', str(wrapper))
+    monkeypatch.setenv('PATH', f'{wrapper / "bin"}{os.pathsep}{os.environ["PATH"]}')
+    assert cuda_toolkit.find_cuda_home() == str(toolkit)
+    assert cuda_toolkit.nvcc_path() == str(toolkit / 'bin' / 'nvcc')
+
+    monkeypatch.setenv('CUDA_HOME', str(tmp_path / 'named'))  # the user's choice stands; build_blocker says why
+    assert cuda_toolkit.find_cuda_home() == str(tmp_path / 'named')
+    if torch.version.cuda is not None:
+        assert 'no nvcc in' in cuda_toolkit.build_blocker()

@@ -131,6 +131,20 @@ def test_optional_extras_are_imported_only_where_used():
     assert lines[0].startswith('onnxruntime is not installed') and lines[1].startswith('onnx is not installed')
 
 
+def test_a_tool_says_which_extra_is_missing_in_one_line(tmp_path):
+    script = """
+        import runpy
+        sys.argv = ['tools/infer_video.py', '--config', 'exp/synthetic/correction.yaml', '--checkpoint', 'none.pth',
+                    'none.mp4', sys.argv[2], '--backend', 'onnxruntime']
+        runpy.run_path('tools/infer_video.py', run_name='__main__')
+    """
+    done = run_hiding(['onnxruntime'], script, str(tmp_path / 'out'))
+    assert done.returncode == 1 and done.stderr.splitlines() == [
+        'error: onnxruntime is not installed: the ONNX export and the onnxruntime backend need the "export" extra, '
+        'pip install -e ".[export]"'], done.stderr
+    assert not (tmp_path / 'out').exists()
+
+
 def checkout_copy(destination):
     """The checkout's files as a fresh clone of this working tree has them (tracked and new, nothing ignored)."""
     listed = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'], cwd=REPO_ROOT,

@@ -131,12 +131,17 @@ def export_program(module, inputs, graph, dynamic=True):
     return torch.export.export(module, inputs, dynamic_shapes=_dynamic_shapes(graph) if dynamic else None)
 
 
+class MissingExtraError(UserError, ValueError):
+    """An optional dependency is not installed.  Also a ValueError while tools/export.py and tools/infer_video.py
+    catch ValueError rather than end with lib.utils.cli.run, so that they too print it in one line."""
+
+
 def require_export_extra(module):
     """``import module`` for onnx, onnxruntime and onnxscript: the optional "export" extra, imported only here."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise UserError(f'{module} is not installed: the ONNX export and the onnxruntime backend need the "export" '
+        raise MissingExtraError(f'{module} is not installed: the ONNX export and the onnxruntime backend need the "export" '
                         f'extra, pip install -e ".[export]"') from None
 
 
