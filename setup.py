@@ -1,6 +1,6 @@
-"""The two optional compiled extensions of ``lib`` (the package's metadata is in pyproject.toml): the resample2d CUDA
-extension ``lib.ops._resample2d_cuda`` and the fused label kernels of the fast CPU path ``lib.ops._upsample_argmax_cpu``.
-Both compile against the torch of the environment the build runs in:
+"""The two optional compiled extensions of ``lib`` (the package's metadata is in pyproject.toml): the resample2d
+CUDA extension ``lib.ops._resample2d_cuda`` and the fused label kernels of the fast CPU path
+``lib.ops._upsample_argmax_cpu``. Both compile against the torch of the environment the build runs in:
 
     pip install --no-build-isolation -e .
 
@@ -25,6 +25,9 @@ from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join('lib', 'ops', 'csrc')
+# After Python's own compile flags, which ask for debug info (-g): over torch's headers that takes 2.5 times the
+# compile time of the code itself and makes a 5 MB object file of 0.1 MB of code.
+NO_DEBUG_INFO = '-g0'
 
 
 def load_toolkit_helpers():
@@ -82,7 +85,7 @@ def cuda_extension(mode):
     return cpp_extension.CUDAExtension(
         name='lib.ops._resample2d_cuda',
         sources=[os.path.join(CSRC, 'resample2d.cpp'), os.path.join(CSRC, 'resample2d_kernel.cu')],
-        extra_compile_args={'cxx': ['-O3'] + gap_fillers, 'nvcc': ['-O3'] + gap_fillers},
+        extra_compile_args={'cxx': ['-O3', NO_DEBUG_INFO] + gap_fillers, 'nvcc': ['-O3'] + gap_fillers},
     )
 
 
@@ -105,7 +108,7 @@ def cpu_extension(mode):
     return CppExtension(
         name='lib.ops._upsample_argmax_cpu',
         sources=[os.path.join(CSRC, 'upsample_argmax_cpu.cpp')],
-        extra_compile_args=['-O3', '-ffp-contract=off', '-fopenmp'],
+        extra_compile_args=['-O3', '-ffp-contract=off', '-fopenmp', NO_DEBUG_INFO],
         extra_link_args=['-fopenmp'],
     )
 

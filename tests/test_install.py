@@ -199,8 +199,8 @@ def test_readme_install_lines_in_a_fresh_venv(tmp_path):
         return done.stdout
 
     run('venv', [sys.executable, '-m', 'venv', str(venv)], tmp_path)
-    site = subprocess.run([str(venv / 'bin' / 'python'), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
-                          capture_output=True, text=True, check=True, env=env).stdout.strip()
+    site = run('site-packages', [str(venv / 'bin' / 'python'), '-c',
+                                 'import sysconfig; print(sysconfig.get_paths()["purelib"])'], tmp_path).strip()
     with open(os.path.join(site, '_davss_test_shared_packages.pth'), 'w') as f:
         f.write(shared_packages_view(str(tmp_path / 'shared')) + '\n')
 

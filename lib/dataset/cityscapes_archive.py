@@ -13,7 +13,7 @@ For each labelled frame of a list the frames ``t + offset`` of :func:`frame_offs
 :func:`extract` writes each member to a temporary name, checks it (zipfile verifies the CRC-32 as it reads) and
 renames it, so an interrupted or failed run leaves no partial file under a member's name; a member already present
 with the archive's size and CRC-32 is skipped, so running again resumes.  It writes nothing but the members, and
-refuses to replace a file that differs from the archive's.
+refuses, before writing anything, a file under a member's name that differs from the archive's member.
 """
 import os
 import shutil

@@ -141,8 +141,8 @@ def require_export_extra(module):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingExtraError(f'{module} is not installed: the ONNX export and the onnxruntime backend need the "export" '
-                        f'extra, pip install -e ".[export]"') from None
+        raise MissingExtraError(f'{module} is not installed: the ONNX export and the onnxruntime backend need the '
+                                f'"export" extra, pip install -e ".[export]"') from None
 
 
 def export_onnx(program, path, graph):
