@@ -12,13 +12,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip setuptools wheel
 
-$(VENV)/.installed: $(BIN)/python requirements.txt requirements-dev.txt setup.py lib/ops/cuda_toolkit.py $(wildcard lib/ops/csrc/*)
-	# Runtime and dev requirements first: the extension build below needs torch and ninja in place.
-	$(BIN)/pip install -r requirements-dev.txt
-	# No build isolation: the extensions (resample2d for CUDA where a toolkit exists, the CPU label kernels where a
-	# C++ compiler does; setup.py skips either otherwise) must compile against the torch installed above.
-	# editable_mode=compat keeps `lib` importable from the checkout and puts the compiled modules next to their sources.
-	$(BIN)/pip install --no-build-isolation -e . --config-settings editable_mode=compat
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py lib/__init__.py lib/ops/cuda_toolkit.py $(wildcard lib/ops/csrc/*)
+	# The README's two install lines. First the package with every dependency and the dev extra; pip's build
+	# isolation hides torch from setup.py, so nothing is compiled yet.
+	$(BIN)/pip install -e ".[dev]"
+	# Then the compiled extensions, against the torch installed above (no build isolation): resample2d for CUDA where
+	# a toolkit exists, the CPU label kernels where a C++ compiler does (setup.py skips either otherwise).
+	$(BIN)/pip install --no-build-isolation -e .
 	$(BIN)/python -c "import lib.ops; print('resample2d CUDA extension built:', lib.ops.cuda_extension_available())"
 	$(BIN)/python -c "from lib.ops import upsample_argmax; print('CPU label kernels built:', upsample_argmax.available())"
 	touch $@

@@ -4,6 +4,7 @@
 on first use, so that ``import lib.<module>`` stays light.
 """
 
+__version__ = '0.1.0'  # the one version number: pyproject.toml reads it (without importing the package)
 __all__ = ['VideoSegmenter']
 
 

@@ -2,11 +2,35 @@
 # The one command for a machine with an NVIDIA GPU: builds the resample2d extension for it (make setup), then runs
 # every GPU check and writes one report (tools/gpu_check.py: result/gpu_check/report.json and report.md).
 # Without a GPU it says so in one line and exits 1 before building anything.
-#   tools/gpu_check.sh [--out-dir DIR] [--skip STEP...] [--amp fp16 bf16]
-# PYTHON (python3) makes the virtual environment VENV (.venv), as `make setup` does. Both go to make, which would
-# expand `$(...)` in them and hand them to a shell: they must be plain paths (letters, digits, . _ / + -).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+usage() {
+  cat <<'HELP'
+usage: tools/gpu_check.sh [--out-dir DIR] [--skip STEP ...] [--amp {fp16,bf16} ...] [--step-timeout SECONDS]
+       make gpu-check ARGS="..."
+
+On a machine with an NVIDIA GPU: installs like `make setup` (which compiles the resample2d CUDA extension for the
+visible GPUs), then runs every check of the CUDA path, each step in its own process, and writes one report.
+
+options (passed to tools/gpu_check.py):
+  --out-dir DIR           report folder (default: result/gpu_check); refuses a non-empty folder it did not write
+  --skip STEP ...         steps to leave out: environment cuda_tests suite ddp_syncbn amp fast_cuda_graphs benchmark
+  --amp {fp16,bf16} ...   AMP dtypes of the one-step training checks (default: fp16 bf16)
+  --step-timeout SECONDS  time a step may take before it fails (default: 3600)
+  -h, --help              this help
+
+environment: PYTHON (python3) creates the virtual environment VENV (.venv), as `make setup` does.
+Writes report.md, report.json and logs/<step>.log; exit status 1 when a step failed or there is no GPU.
+HELP
+}
+
+for arg in "$@"; do
+  case "$arg" in
+    -h|--help) usage; exit 0 ;;
+  esac
+done
+# PYTHON and VENV go to make, which would expand `$(...)` in them and hand them to a shell: plain paths only.
 python="${PYTHON:-python3}"
 venv="${VENV:-.venv}"
 for name in python venv; do

@@ -11,7 +11,7 @@ import tempfile
 
 import torch
 
-from lib.engine.export import MIN_SIZE, export_steps, graph_tail, ort_session, run_session
+from lib.engine.export import MIN_SIZE, export_steps, graph_tail, ort_session, require_export_extra, run_session
 from lib.engine.fast import FastSCNet
 from lib.engine.video import StreamingSegmenter
 from lib.model.scnet import PropagationState
@@ -24,11 +24,8 @@ def check_backend(name):
     if name not in BACKENDS:
         raise UserError(f'backend must be one of {", ".join(BACKENDS)}, got "{name}"')
     if name == 'onnxruntime':
-        try:
-            import onnxruntime  # noqa: F401  (only whether it imports)
-        except ImportError:
-            raise UserError('backend onnxruntime: the onnxruntime package is not installed '
-                            '(pip install onnxruntime onnx onnxscript)') from None
+        for module in ('onnxruntime', 'onnx', 'onnxscript'):  # it exports the two steps at the first frame
+            require_export_extra(module)
     return name
 
 

@@ -17,6 +17,7 @@ Frames are RGB in [0, 1], float32, one at a time (N = 1); H and W are dynamic (m
 ``align_corners=True``).  The older TorchScript exporter is not used: with FlowNetS and CFNet in one graph it
 produced wrong CFNet logits (differences of order 1 against PyTorch; each network alone exported correctly).
 """
+import importlib
 import os
 
 import numpy as np
@@ -130,6 +131,15 @@ def export_program(module, inputs, graph, dynamic=True):
     return torch.export.export(module, inputs, dynamic_shapes=_dynamic_shapes(graph) if dynamic else None)
 
 
+def require_export_extra(module):
+    """``import module`` for onnx, onnxruntime and onnxscript: the optional "export" extra, imported only here."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f'{module} is not installed: the ONNX export and the onnxruntime backend need the '
+                        f'"export" extra, pip install -e ".[export]"') from None
+
+
 def export_onnx(program, path, graph):
     """ExportedProgram -> ONNX file at ``path`` (written under a temporary name, then renamed)."""
     onnx_program = torch.onnx.export(program, input_names=list(INPUTS[graph]), output_names=list(OUTPUTS[graph]),
@@ -151,6 +161,8 @@ def export_steps(net, out_dir, size, tail='full', dynamic=True, torch_export=Fal
     if dynamic and min(size) < MIN_SIZE:
         raise UserError(f'export: --size {size[0]} {size[1]}: both sides must be at least {MIN_SIZE} for graphs of '
                          f'dynamic size (the example frames fix which sizes trace alike)')
+    for module in ('onnx', 'onnxscript'):  # torch's ONNX exporter needs both; checked before the tracing
+        require_export_extra(module)
     net = net.eval()
     modules = step_modules(net, tail)
     inputs = example_inputs(net, size)
@@ -169,8 +181,7 @@ def export_steps(net, out_dir, size, tail='full', dynamic=True, torch_export=Fal
 
 def ort_session(path, threads=None):
     """An onnxruntime CPU InferenceSession of ``path`` (``threads``: intra-op threads, None = its default)."""
-    import onnxruntime
-
+    onnxruntime = require_export_extra('onnxruntime')
     options = onnxruntime.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
@@ -230,5 +241,4 @@ def check_parity(net, paths, sizes, tail='full', threads=None, seed=0):
 
 
 def _ort_version():
-    import onnxruntime
-    return f'onnxruntime {onnxruntime.__version__}'
+    return f'onnxruntime {require_export_extra("onnxruntime").__version__}'

@@ -1,7 +1,12 @@
-"""Where the resample2d CUDA extension can be compiled.
+"""What a build of the resample2d CUDA extension needs beyond ``torch.utils.cpp_extension``.
 
-Shared by ``setup.py`` (which loads this file by path, before ``lib`` is installed) and the tests, so that "the
-extension should have been built here" means the same thing in both. Only the standard library and torch.
+torch guesses the toolkit (``CUDA_HOME``), picks architectures (``TORCH_CUDA_ARCH_LIST``, else the visible GPUs')
+and fails a build whose nvcc has another CUDA major version. Added here: a toolkit where torch's guess is none (an
+``nvcc`` wrapper script on ``PATH``), why a build cannot happen (so ``setup.py`` skips instead of failing), every
+architecture torch supports where no GPU is visible (torch's default fails there), headers a minimal toolkit lacks,
+and which GPU code a built library holds (without cuobjdump). ``setup.py`` loads this file by path (``lib`` is not
+installed yet); ``tools/gpu_check.py`` and the tests import it, so "it should have been built here" means the same
+everywhere. Only the standard library and torch.
 """
 import glob
 import os
@@ -20,21 +25,19 @@ def is_toolkit_root(path):
 def find_cuda_home():
     """Root of the CUDA toolkit to compile with, or None.
 
-    ``CUDA_HOME`` or ``CUDA_PATH`` when set; else ``/usr/local/cuda``; else the toolkit of the ``nvcc`` on
-    ``PATH``. The order differs from torch's own guess (``PATH`` first, then ``/usr/local/cuda``) on purpose: an
-    ``nvcc`` on ``PATH`` may be a wrapper script (``/usr/local/bin/nvcc``) whose parent folder is no toolkit.
+    ``CUDA_HOME`` or ``CUDA_PATH`` when set; else torch's guess when it is a toolkit; else ``/usr/local/cuda`` or
+    the real folder of the ``nvcc`` on ``PATH``, whichever is a toolkit: that ``nvcc`` may be a wrapper script
+    (``/usr/local/bin/nvcc``) whose parent folder torch takes for the toolkit.
     """
-    for variable in ('CUDA_HOME', 'CUDA_PATH'):
-        if os.environ.get(variable):
-            return os.environ[variable]
-    if is_toolkit_root('/usr/local/cuda'):
-        return '/usr/local/cuda'
-    on_path = shutil.which('nvcc')
-    if on_path is not None:
-        root = os.path.dirname(os.path.dirname(os.path.realpath(on_path)))
-        if is_toolkit_root(root):
-            return root
-    return None
+    named = os.environ.get('CUDA_HOME') or os.environ.get('CUDA_PATH')
+    if named:
+        return named
+    from torch.utils.cpp_extension import CUDA_HOME as guess  # made once, when torch.utils.cpp_extension was imported
+    if guess and is_toolkit_root(guess):
+        return guess
+    nvcc = os.path.realpath(shutil.which('nvcc') or '/nonexistent')
+    return next((root for root in ('/usr/local/cuda', os.path.dirname(os.path.dirname(nvcc)))
+                 if is_toolkit_root(root)), None)
 
 
 def nvcc_path():
@@ -67,8 +70,8 @@ def build_blocker():
     home = find_cuda_home()
     if home is None:
         return 'no CUDA toolkit found (no CUDA_HOME or CUDA_PATH, no /usr/local/cuda, no nvcc on PATH)'
-    nvcc = nvcc_path()
-    if nvcc is None:
+    nvcc = os.path.join(home, 'bin', 'nvcc')
+    if not os.path.isfile(nvcc):
         return f'no nvcc in {home}/bin (CUDA_HOME or CUDA_PATH should name a CUDA toolkit)'
     version = nvcc_version(nvcc)
     if version is None:
@@ -101,31 +104,28 @@ def arch_to_list_entry(arch):
     return f'{match.group(1)}.{match.group(2)}{match.group(3)}' if match else None
 
 
+def _arch_key(entry):
+    major, minor = entry.rstrip('abcdefghijklmnopqrstuvwxyz').split('.')
+    return int(major), int(minor), entry
+
+
 def default_arch_list():
     """``TORCH_CUDA_ARCH_LIST`` to build for when the user gives none.
 
-    The visible GPUs' compute capabilities when there are some (capped at the newest architecture torch supports,
-    as torch does); otherwise every ``sm_*`` architecture the installed torch was built for, so the extension runs
-    on every GPU that torch itself runs on. PTX of the newest entry is added either way, for GPUs newer than the
-    toolkit.
+    With visible GPUs, torch's own default: their compute capabilities, capped at the newest architecture torch
+    supports. Without (a CI machine, a login node), where torch's default fails: every ``sm_*`` architecture of
+    ``torch.cuda.get_arch_list()``, so the extension runs on every GPU torch runs on. PTX of the newest entry
+    either way, for GPUs newer than the toolkit.
     """
     import torch
-    supported = [entry for entry in map(arch_to_list_entry, torch.cuda.get_arch_list()) if entry is not None]
+    supported = sorted({entry for entry in map(arch_to_list_entry, torch.cuda.get_arch_list()) if entry}, key=_arch_key)
     if not supported:
         raise RuntimeError(f'torch {torch.__version__} lists no sm_* architecture ({torch.cuda.get_arch_list()})')
-
-    def key(entry):
-        major, minor = entry.rstrip('abcdefghijklmnopqrstuvwxyz').split('.')
-        return int(major), int(minor), entry
-
-    newest = max(key(entry)[:2] for entry in supported)
-    visible = []
-    for index in range(torch.cuda.device_count()):
-        capability = min(tuple(torch.cuda.get_device_capability(index)), newest)
-        visible.append(f'{capability[0]}.{capability[1]}')
-    chosen = sorted(set(visible or supported), key=key)
-    chosen[-1] += '+PTX'
-    return ';'.join(chosen)
+    newest = _arch_key(supported[-1])[:2]
+    visible = {'%d.%d' % min(tuple(torch.cuda.get_device_capability(i)), newest)
+               for i in range(torch.cuda.device_count())}
+    chosen = sorted(visible, key=_arch_key) or supported
+    return ';'.join(chosen) + '+PTX'
 
 
 def arch_list_for_build(environ=None):
