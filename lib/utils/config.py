@@ -30,6 +30,11 @@ DEFAULTS = {
         'deeplab': {'width_mult': 1.0, 'middle_blocks': 16},
         'flownet': {'width_mult': 1.0},
         'cfnet': {'width_mult': 1.0},
+        # Initial weights of SCNet / SCNetDMNet (the dmnet and correction stages): 'default' is PyTorch's init plus
+        # DMNet's Xavier; 'original' draws every tensor as the original's constructors did (DeepLab's and DMNet's
+        # custom normal_ draws included), so ``seed`` gives the original's initial DMNet and CFNet
+        # (lib/model/original_init.py).
+        'init': 'default',
     },
     'data': {
         'name': 'cityscapes',  # cityscapes | camvid | synthetic
@@ -46,6 +51,15 @@ DEFAULTS = {
         # once per list line and gap right after seeding Python's random with ``seed``, as the paper's code did
         # (one fixed list for all epochs, the list the published weights were trained on).
         'intermediate': 'resample',
+        # Frames to [0, 1]: 'multiply' is x * (1/255); 'divide' is x / 255 as the original's transform_im (the two
+        # differ by 1 ulp on 126 of the 256 byte values).
+        'pixel_scaling': 'multiply',
+        # Labels of the unlabelled frames t-i and t that the dmnet and correction stages learn from: 'online' runs
+        # the frozen DeepLab on the training crop (the original from 148b579 on); 'precomputed' reads DeepLab's
+        # full-frame argmax masks from pseudo_label_root (tools/make_pseudo_labels.py) and crops them with the
+        # frames, as the code the published Cityscapes weights came from (a03c1ea) did.
+        'pseudo_labels': 'online',
+        'pseudo_label_root': None,
         'num_workers': 4,
         'pin_memory': True,
     },
