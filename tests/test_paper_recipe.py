@@ -260,9 +260,10 @@ def mask_setup(tmp_path_factory, synthetic_root):
     net = varied_tiny_scnet()
     checkpoint = str(folder / 'deeplab.pth')
     torch.save({'model': net.state_dict()}, checkpoint)
-    data = {'name': 'synthetic', 'root': synthetic_root, 'train_list': os.path.join(synthetic_root, 'list', 'train.txt'),
-            'val_list': os.path.join(synthetic_root, 'list', 'val.txt'), 'crop_size': None, 'num_workers': 0,
-            'pin_memory': False, 'pseudo_labels': 'precomputed', 'pseudo_label_root': str(folder / 'masks')}
+    lists = os.path.join(synthetic_root, 'list')
+    data = {'name': 'synthetic', 'root': synthetic_root, 'train_list': os.path.join(lists, 'train.txt'),
+            'val_list': os.path.join(lists, 'val.txt'), 'crop_size': None, 'num_workers': 0, 'pin_memory': False,
+            'pseudo_labels': 'precomputed', 'pseudo_label_root': str(folder / 'masks')}
     config = str(folder / 'config.yaml')
     with open(config, 'w') as f:
         yaml.safe_dump({'model': tiny_model_cfg(), 'data': data, 'init': {'deeplab': checkpoint}}, f)
