@@ -1,7 +1,6 @@
 """Walk a whole split and collect every problem (instead of failing on the first bad sample)."""
 import os
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -32,12 +31,9 @@ def interpolation_ramps(label):
     return ramps, edges
 
 
-def check_nearest(path):
-    """A problem message if the label at ``path`` looks resized with interpolation instead of nearest-neighbour;
-    None otherwise (also for a file that cannot be read: read_label reports that)."""
-    label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if label is None or label.ndim != 2:
-        return None
+def check_nearest(path, label):
+    """A problem message if ``label``, the ``(H, W)`` map read from ``path``, looks resized with interpolation
+    instead of nearest-neighbour; None otherwise."""
     ramps, edges = interpolation_ramps(label)
     if ramps >= MIN_RAMPS and RAMP_SHARE * edges < ramps and edges <= label.size:
         return (f'{path}: {ramps} pixels ({ramps / edges:.0%} of the class edges) lie strictly between the classes '
@@ -77,13 +73,13 @@ def _check_entry(root, entry, offsets, n_classes, checked, problems):
                             f'{size[0]}x{size[1]}')
     label_path = os.path.join(root, entry.label)
     try:
-        read_label(label_path, n_classes, size)
+        label = read_label(label_path, n_classes, size)
     except DatasetError as err:
-        problems.append(str(err))
-    if os.path.isfile(label_path):
-        resized = check_nearest(label_path)
-        if resized:
-            problems.append(resized)
+        problems.append(str(err))  # one problem per file: a refused label is not judged further
+        return
+    resized = check_nearest(label_path, label.numpy())
+    if resized:
+        problems.append(resized)
 
 
 def _check_synthetic_extras(root, entry, meta, n_classes, problems):
