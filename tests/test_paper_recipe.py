@@ -25,7 +25,7 @@ from lib.dataset import DatasetError, build_dataset, read_frame
 from lib.dataset.io import decode_frame
 from lib.dataset.pseudo_labels import MARKER, mask_path
 from lib.engine import stages
-from lib.model import SCNet, SCNetDMNet, build_scnet
+from lib.model import SCNetDMNet, build_scnet
 from lib.utils.config import DEFAULTS, ConfigError, load_config
 from lib.utils.errors import UserError
 

@@ -6,8 +6,8 @@ beforehand over whole frames (``--root_mask_path``) and cropped them with the fr
 runs DeepLab on the training crop, which sees less context near the crop's border. ``tools/make_pseudo_labels.py``
 writes such masks once: DeepLab on the whole frame, logits upsampled x4 (``model.align_corners``), argmax, one
 8-bit PNG per frame at ``<pseudo_label_root>/<frame's path under data.root>``. The folder carries
-``pseudo_labels.json`` (the DeepLab file's sha256 and the settings), so a run never mixes masks of two networks
-and the tool never writes into a folder it did not make.
+``pseudo_labels.json`` (the DeepLab file's sha256 and the settings), so the tool never mixes masks of two
+networks in one folder and never writes into a folder it did not make.
 """
 import json
 import os
