@@ -132,6 +132,7 @@ def original_scnet(n_classes, with_cfnet):
     return out
 
 
+@pytest.mark.slow  # the full-size networks (DeepLab's 41M draws, twice): a few seconds each
 @pytest.mark.parametrize('stage, n_classes', [('correction', 19), ('dmnet', 11)])
 def test_original_init_is_the_originals_draws_in_its_order(stage, n_classes):
     cfg = dict(copy.deepcopy(DEFAULTS['model']), n_classes=n_classes, init='original')
