@@ -45,7 +45,7 @@ class _PropagationNet(nn.Module):
     """The parts and inference steps common to both training stages.
 
     ``align_corners`` is the convention of every x4 / x1/4 bilinear resize around the propagation: the published
-    models were trained with True; the original test script used False.
+    models were trained with True; the original's last Cityscapes test script used False.
     ``init``: ``'default'`` (PyTorch's init, DMNet's Xavier) or ``'original'`` (every draw of the original's
     constructors, in its order: :mod:`lib.model.original_init`).
     """
