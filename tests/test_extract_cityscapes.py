@@ -7,8 +7,8 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
-
 from helpers import load_tool
+
 from lib.dataset import cityscapes_archive
 from lib.utils import cli
 from lib.utils.errors import UserError

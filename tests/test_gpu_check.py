@@ -132,6 +132,7 @@ def test_toolkit_is_torchs_guess_unless_that_is_no_toolkit(tmp_path, monkeypatch
     (torch.utils.cpp_extension.CUDA_HOME) when it is a toolkit; else the real folder of the nvcc on PATH, where
     torch took the folder of a link or wrapper (/usr/local/bin/nvcc) for the toolkit."""
     import torch.utils.cpp_extension as cpp_extension
+
     from lib.ops import cuda_toolkit
 
     toolkit = fake_toolkit(tmp_path / 'cuda-13.0')

@@ -12,9 +12,9 @@ import time
 
 import pytest
 import torch
+from helpers import REPO_ROOT
 
 import lib
-from helpers import REPO_ROOT
 
 # The README's install lines, verbatim (test_readme_gives_these_install_lines keeps the two in step).
 INSTALL_ANYWHERE = 'pip install -e ".[dev]"'

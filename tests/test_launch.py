@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import REPO_ROOT
 
 SYNTHETIC_TRAIN = ['bash', os.path.join(REPO_ROOT, 'exp', 'synthetic', 'script', 'train.sh'), 'flow']

@@ -4,8 +4,8 @@
     python3 tools/check_dataset.py --name synthetic --root data/synthetic --list data/synthetic/list/val.txt
 
 Checks list syntax, every frame a training triplet or PDA clip needs (exists, decodes, same size as the
-labelled frame), every label (single-channel, frame-sized, values in [0, n_classes) or 255) and, for the
-synthetic set, its every-frame labels and flow files.
+labelled frame), every label (single-channel, frame-sized, values in [0, n_classes) or 255, not resized with
+interpolation) and, for the synthetic set, its every-frame labels and flow files.
 """
 import argparse
 import copy

@@ -442,7 +442,8 @@ def cost_lines(tradeoff):
              f'GFLOPs, {costs["key"]["ms"]:.1f} ms; non-key step (flow, warp, DMNet, CFNet) '
              f'{costs["nonkey"]["gflops"]:.3f} GFLOPs, {costs["nonkey"]["ms"]:.1f} ms',
              f'non-key / key: {100 * tradeoff["non_key_over_key_flops"]:.1f}% of the FLOPs, '
-             f'{100 * tradeoff["non_key_over_key_ms"]:.1f}% of the time (paper: 14% of the FLOPs)',
+             f'{100 * tradeoff["non_key_over_key_ms"]:.1f}% of the time '
+             "(the paper's networks: 14% of the FLOPs, counted the same way)",
              f'{"key frame every k":30s}' + ''.join(f'{k:>7d}' for k in (1,) + TRADEOFF_INTERVALS)]
     for name, label in (('fixed', 'DAVSS mIoU (%)'), ('propagation', 'propagation only mIoU (%)')):
         lines.append(f'{label:30s}' + ''.join(f'{percent(r["miou"]):>7s}' for r in tradeoff[name]))

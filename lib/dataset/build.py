@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from lib.utils.errors import UserError
 
 from ..utils.config import DATASET_CLASSES, PDA_CLIP_LENGTH, resolve_path
-from . import synthetic_layout
+from . import pseudo_labels, synthetic_layout
 from .frame_list import read_list
 from .transforms import JointAugment
 from .video import (
@@ -56,9 +56,14 @@ def build_dataset(data_cfg, split, mode, seed=None):
             splits give full frames.
         mode: ``triplet | pda | image | flow`` (``flow`` needs the synthetic set).
         seed: the run's seed; the paper's fixed triplet list (``data.intermediate: original``) is drawn from it.
+
+    Training triplets with ``data.pseudo_labels: precomputed`` also give DeepLab's masks of ``t-i`` and ``t``
+    from ``data.pseudo_label_root`` (:mod:`lib.dataset.pseudo_labels`).
     """
     if mode not in MODES:
         raise UserError(f'mode: expected one of {MODES}, got "{mode}"')
+    scaling = data_cfg.get('pixel_scaling', 'multiply')
+    pseudo = data_cfg.get('pseudo_labels', 'online')
     name = data_cfg.get('name')
     n_classes = num_classes(name)
     root = resolve_path(data_cfg.get('root'))
@@ -68,12 +73,19 @@ def build_dataset(data_cfg, split, mode, seed=None):
     train = split == 'train'
 
     if mode == 'triplet':
+        mask_root = None
+        if pseudo == 'precomputed' and train:
+            mask_root = resolve_path(data_cfg.get('pseudo_label_root'))
+            if mask_root is None:
+                raise UserError('data.pseudo_label_root: not set, but data.pseudo_labels is "precomputed"')
+            pseudo_labels.read_marker(mask_root)  # the masks must exist before training starts
         return TripletDataset(root, frames, n_classes, min_gap=int(data_cfg.get('min_gap', 2)),
                               max_gap=int(data_cfg.get('max_gap', 10)),
                               augment=_training_augment(data_cfg, with_scale=False) if train else None,
-                              intermediate=data_cfg.get('intermediate', 'resample'), seed=seed)
+                              intermediate=data_cfg.get('intermediate', 'resample'), seed=seed,
+                              pixel_scaling=scaling, pseudo_label_root=mask_root)
     if mode == 'pda':
-        return ClipDataset(root, frames, n_classes, length=PDA_CLIP_LENGTH)
+        return ClipDataset(root, frames, n_classes, length=PDA_CLIP_LENGTH, pixel_scaling=scaling)
     if mode == 'image':
         if name == 'synthetic' and train:
             # The synthetic set labels every frame, so the key-frame network may train on all of them.
@@ -81,12 +93,13 @@ def build_dataset(data_cfg, split, mode, seed=None):
         else:
             items = [(entry.image, entry.label) for entry in frames]
         return ImageDataset(root, items, n_classes,
-                            augment=_training_augment(data_cfg, with_scale=True) if train else None)
+                            augment=_training_augment(data_cfg, with_scale=True) if train else None,
+                            pixel_scaling=scaling)
     if name != 'synthetic':
         raise UserError(f'mode "flow": needs ground-truth flow, which only data.name=synthetic has (got "{name}")')
     items = synthetic_flow_items(synthetic_layout.read_meta(root), frames)
     return FlowPairDataset(root, items, crop_size=data_cfg.get('crop_size') if train else None,
-                           hflip=bool(data_cfg.get('hflip', False)) and train)
+                           hflip=bool(data_cfg.get('hflip', False)) and train, pixel_scaling=scaling)
 
 
 def seed_worker(worker_id):

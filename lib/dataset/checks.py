@@ -1,6 +1,7 @@
 """Walk a whole split and collect every problem (instead of failing on the first bad sample)."""
 import os
 
+import numpy as np
 from tqdm import tqdm
 
 from lib.utils.errors import UserError
@@ -11,6 +12,35 @@ from .build import PDA_CLIP_LENGTH, list_path_of, num_classes
 from .frame_list import read_list
 from .io import check_multiple_of_4, read_flow, read_frame, read_label
 from .video import snippet_offsets
+
+# A label resized with bilinear or bicubic interpolation gets, along every edge between two classes a and b, pixels
+# of a class strictly between them (a < c < b along a row or column). A native or nearest-resized label has them only
+# where a thin structure lies between two classes in that order: a few percent of its class edges; a bilinear x2
+# resize about half. A map without regions (more class edges than pixels) shows no such signature and is not judged.
+RAMP_SHARE = 0.2
+MIN_RAMPS = 50
+
+
+def interpolation_ramps(label):
+    """``(pixels strictly between the classes of both neighbours along a row or a column, class-edge pixels)``
+    of an ``(H, W)`` integer label map."""
+    label = np.asarray(label, dtype=np.int32)
+    ramps = 0
+    for a, c, b in ((label[:, :-2], label[:, 1:-1], label[:, 2:]), (label[:-2], label[1:-1], label[2:])):
+        ramps += int((((a < c) & (c < b)) | ((a > c) & (c > b))).sum())
+    edges = int((label[:, 1:] != label[:, :-1]).sum() + (label[1:] != label[:-1]).sum())
+    return ramps, edges
+
+
+def check_nearest(path, label):
+    """A problem message if ``label``, the ``(H, W)`` map read from ``path``, looks resized with interpolation
+    instead of nearest-neighbour; None otherwise."""
+    ramps, edges = interpolation_ramps(label)
+    if ramps >= MIN_RAMPS and RAMP_SHARE * edges < ramps and edges <= label.size:
+        return (f'{path}: {ramps} pixels ({ramps / edges:.0%} of the class edges) lie strictly between the classes '
+                f'of their neighbours, as after a bilinear or bicubic resize; resize labels with nearest-neighbour '
+                f'(cv2.INTER_NEAREST)')
+    return None
 
 
 def _frame_size(path, checked, problems):
@@ -42,10 +72,15 @@ def _check_entry(root, entry, offsets, n_classes, checked, problems):
         if size is not None and frame_size is not None and frame_size != size:
             problems.append(f'{path}: frame is {frame_size[0]}x{frame_size[1]} but {target_path} is '
                             f'{size[0]}x{size[1]}')
+    label_path = os.path.join(root, entry.label)
     try:
-        read_label(os.path.join(root, entry.label), n_classes, size)
+        label = read_label(label_path, n_classes, size)
     except UserError as err:
-        problems.append(str(err))
+        problems.append(str(err))  # one problem per file: a refused label is not judged further
+        return
+    resized = check_nearest(label_path, label.numpy())
+    if resized:
+        problems.append(resized)
 
 
 def _check_synthetic_extras(root, entry, meta, n_classes, problems):
@@ -64,8 +99,8 @@ def find_problems(data_cfg, split, progress=True):
     """Every problem of one split, as one message per bad file or list line (empty list = all good).
 
     Checks the list syntax, that every frame a training triplet or PDA clip needs exists, decodes and has the
-    labelled frame's size, that every label is a valid train-id map of that size, and for the synthetic set
-    its every-frame labels and flow files.
+    labelled frame's size, that every label is a valid train-id map of that size that was not resized with
+    interpolation (:func:`check_nearest`), and for the synthetic set its every-frame labels and flow files.
     """
     name = data_cfg.get('name')
     n_classes = num_classes(name)

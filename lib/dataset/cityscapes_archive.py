@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 from lib.dataset.build import PDA_CLIP_LENGTH
 from lib.dataset.frame_list import read_list
-from lib.dataset.io import DatasetError
 from lib.utils.errors import UserError
 
 SEQUENCE_ARCHIVE = 'leftImg8bit_sequence_trainvaltest.zip'
@@ -81,7 +80,7 @@ def plan(purpose, lists, max_gap):
                 for suffix in LABEL_FILES:
                     name = _check_name(stem + suffix, 'gtFine', entry.source)
                     source.setdefault(('gtfine', name), entry.source)
-    except DatasetError as err:  # a list that does not parse, a frame before the start of its video
+    except UserError as err:  # a list that does not parse, a frame before the start of its video
         raise UserError(str(err)) from None
     members = {key: sorted(name for archive, name in source if archive == key) for key in ('sequence', 'gtfine')}
     return Plan(members, {name: where for (_, name), where in source.items()})

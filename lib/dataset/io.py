@@ -44,24 +44,32 @@ def check_multiple_of_4(path, height, width):
                         f'of 4: crop or pad the frames (or set data.crop_size for training)')
 
 
-def decode_frame(path):
+PIXEL_SCALINGS = ('multiply', 'divide')  # data.pixel_scaling
+
+
+def decode_frame(path, scaling='multiply'):
     """An RGB video frame as a float32 numpy array ``(3, H, W)`` in [0, 1] (decoded with OpenCV).
 
-    The conversion stays in numpy on purpose: torch would spread these tiny element-wise ops over its
-    intra-op threads, which on a busy machine is an order of magnitude slower than doing them in one thread.
+    ``scaling``: ``'multiply'`` is ``x * (1/255)``, ``'divide'`` the original's ``x / 255`` (correctly rounded;
+    1 ulp apart from the product on 126 of the 256 byte values).  The conversion stays in numpy on purpose: torch
+    would spread these tiny element-wise ops over its intra-op threads, which on a busy machine is an order of
+    magnitude slower than doing them in one thread.
     """
     _require_file(path)
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
         raise UserError(f'{path}: not a readable image (corrupt or unsupported format)')
     chw = np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32)  # BGR -> RGB, (3, H, W)
-    chw *= 1.0 / 255.0
+    if scaling == 'divide':
+        chw /= 255.0
+    else:
+        chw *= 1.0 / 255.0
     return chw
 
 
-def read_frame(path):
-    """An RGB video frame as a float32 tensor ``(3, H, W)`` in [0, 1]."""
-    return torch.from_numpy(decode_frame(path))
+def read_frame(path, scaling='multiply'):
+    """An RGB video frame as a float32 tensor ``(3, H, W)`` in [0, 1] (``scaling``: see :func:`decode_frame`)."""
+    return torch.from_numpy(decode_frame(path, scaling))
 
 
 def _invalid_label_values(label, n_classes):

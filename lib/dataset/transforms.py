@@ -10,26 +10,27 @@ from .io import IGNORE_INDEX
 
 
 def random_crop(frames, label, crop_size):
-    """Crop ``frames (T, 3, H, W)`` and ``label (H, W)`` at one random window of ``crop_size = (h, w)``.
+    """Crop ``frames (T, 3, H, W)`` and ``label (H, W)`` (or a stack of label maps ``(K, H, W)``) at one random
+    window of ``crop_size = (h, w)``.
 
     A frame smaller than the crop is first padded (frames with 0, label with ignore) on the bottom/right, so a
     crop always has exactly ``crop_size``.
     """
     crop_h, crop_w = crop_size
-    height, width = label.shape
+    height, width = label.shape[-2:]
     pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
     if pad_h or pad_w:
         frames = F.pad(frames, (0, pad_w, 0, pad_h), value=0.0)
         label = F.pad(label, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
-        height, width = label.shape
+        height, width = label.shape[-2:]
     top = int(torch.randint(0, height - crop_h + 1, ()).item())
     left = int(torch.randint(0, width - crop_w + 1, ()).item())
     return (frames[..., top:top + crop_h, left:left + crop_w],
-            label[top:top + crop_h, left:left + crop_w])
+            label[..., top:top + crop_h, left:left + crop_w])
 
 
 def random_hflip(frames, label, p=0.5):
-    """Mirror ``frames (..., H, W)`` and ``label (H, W)`` together with probability ``p``."""
+    """Mirror ``frames (..., H, W)`` and ``label (..., H, W)`` together with probability ``p``."""
     if torch.rand(()).item() < p:
         return frames.flip(-1), label.flip(-1)
     return frames, label
@@ -60,9 +61,9 @@ class JointAugment:
         """
         Args:
             frames: (T, 3, H, W) float32 frames of one sample.
-            label: (H, W) int64.
+            label: (H, W) int64, or (K, H, W) label maps cropped and flipped alike (no rescale then).
         Returns:
-            (frames (T, 3, h, w), label (h, w)) with ``(h, w) = crop_size`` (or the rescaled size).
+            (frames (T, 3, h, w), label (h, w) or (K, h, w)) with ``(h, w) = crop_size`` (or the rescaled size).
         """
         frames, label = random_rescale(frames, label, self.scale_range)
         if self.crop_size is not None:

@@ -4,6 +4,7 @@ Each dataset reads a list of labelled frames (:mod:`lib.dataset.frame_list`) and
 around each one.  Frames are float32 RGB ``(3, H, W)`` in [0, 1]; labels int64 ``(H, W)`` with 255 = ignore.
 Random choices (the intermediate frame of a triplet, crops, flips) use torch's RNG inside ``__getitem__``; only
 the paper's fixed triplet list (``intermediate='original'``) is drawn once, from its own seeded ``random.Random``.
+``pixel_scaling`` (``data.pixel_scaling``) is how bytes become [0, 1] (:func:`lib.dataset.io.decode_frame`).
 """
 import os
 import random
@@ -16,23 +17,25 @@ from lib.utils.errors import UserError
 
 from . import synthetic_layout
 from .io import check_multiple_of_4, decode_frame, read_flow, read_frame, read_label
+from .pseudo_labels import mask_path
 
 
 class _LabelledVideo(Dataset):
     """Shared loading of a list of :class:`LabelledFrame` under one dataset root."""
 
-    def __init__(self, root, frames, n_classes, augment=None):
+    def __init__(self, root, frames, n_classes, augment=None, pixel_scaling='multiply'):
         self.root = root
         self.frames = frames
         self.n_classes = n_classes
         self.augment = augment
+        self.pixel_scaling = pixel_scaling
 
     def _path(self, relative):
         return os.path.join(self.root, relative)
 
     def load_clip(self, entry, offsets):
         """Frames ``t + offset`` for each offset, stacked to ``(len(offsets), 3, H, W)``; all one size."""
-        clip = [decode_frame(self._path(entry.frame(offset))) for offset in offsets]
+        clip = [decode_frame(self._path(entry.frame(offset)), self.pixel_scaling) for offset in offsets]
         size = clip[-1].shape
         for offset, frame in zip(offsets, clip):
             if frame.shape != size:
@@ -67,11 +70,14 @@ class TripletDataset(_LabelledVideo):
     One item per list line and gap ``j`` in ``[min_gap, max_gap]`` (line-major).  ``intermediate='resample'``
     draws ``i ~ U{1, ..., j - 1}`` anew at every ``__getitem__`` (each epoch sees other intermediate frames);
     ``'original'`` fixes ``i`` per item as the paper's dataset did (:func:`original_intermediates` with ``seed``).
+    With ``pseudo_label_root`` each item also carries the precomputed DeepLab masks of ``t - i`` and ``t``
+    (:mod:`lib.dataset.pseudo_labels`), cropped and flipped with the frames by the same draw.
     """
 
     def __init__(self, root, frames, n_classes, min_gap=2, max_gap=10, augment=None, intermediate='resample',
-                 seed=None):
-        super().__init__(root, frames, n_classes, augment)
+                 seed=None, pixel_scaling='multiply', pseudo_label_root=None):
+        super().__init__(root, frames, n_classes, augment, pixel_scaling)
+        self.pseudo_label_root = pseudo_label_root
         if not 2 <= min_gap <= max_gap:
             raise UserError(f'data.min_gap/max_gap: expected 2 <= min_gap <= max_gap, got {min_gap}, {max_gap}')
         if intermediate not in INTERMEDIATE_MODES:
@@ -87,11 +93,19 @@ class TripletDataset(_LabelledVideo):
     def __len__(self):
         return len(self.frames) * len(self.gaps)
 
+    def load_pseudo_label(self, entry, offset, size):
+        path = mask_path(self.pseudo_label_root, entry.frame(offset))
+        if not os.path.isfile(path):
+            raise UserError(f'{path}: pseudo label not found (data.pseudo_labels: precomputed); write the '
+                            f'missing masks with tools/make_pseudo_labels.py')
+        return read_label(path, self.n_classes, size)
+
     def __getitem__(self, idx):
         """
         Returns:
             frames: (3, 3, H, W) float32 [key t-j, intermediate t-i, target t].
             label: (H, W) int64 label of t.
+            pseudo_labels (only with ``pseudo_label_root``): (2, H, W) int64 DeepLab masks of [t-i, t].
         """
         entry = self.frames[idx // len(self.gaps)]
         gap = self.gaps[idx % len(self.gaps)]
@@ -101,14 +115,19 @@ class TripletDataset(_LabelledVideo):
             intermediate = int(torch.randint(1, gap, ()).item())
         frames = self.load_clip(entry, (-gap, -intermediate, 0))  # (3, 3, H, W)
         label = self.load_label(entry.label, frames.shape[-2:])
-        return self.finish(frames, label, entry)
+        if self.pseudo_label_root is None:
+            return self.finish(frames, label, entry)
+        masks = [self.load_pseudo_label(entry, offset, frames.shape[-2:]) for offset in (-intermediate, 0)]
+        # One stack, so the augmentation's single draw crops and flips the masks exactly as the frames and label.
+        frames, labels = self.finish(frames, torch.stack([label] + masks), entry)
+        return frames, labels[0], labels[1:]
 
 
 class ClipDataset(_LabelledVideo):
     """PDA clips: the ``length`` frames ``t - length + 1, ..., t`` and the label of ``t``."""
 
-    def __init__(self, root, frames, n_classes, length=10, augment=None):
-        super().__init__(root, frames, n_classes, augment)
+    def __init__(self, root, frames, n_classes, length=10, augment=None, pixel_scaling='multiply'):
+        super().__init__(root, frames, n_classes, augment, pixel_scaling)
         self.offsets = tuple(range(1 - length, 1))
 
     def __len__(self):
@@ -133,8 +152,8 @@ class ImageDataset(_LabelledVideo):
     set every frame of every snippet (see :func:`synthetic_image_items`).
     """
 
-    def __init__(self, root, items, n_classes, augment=None):
-        super().__init__(root, items, n_classes, augment)
+    def __init__(self, root, items, n_classes, augment=None, pixel_scaling='multiply'):
+        super().__init__(root, items, n_classes, augment, pixel_scaling)
 
     def __len__(self):
         return len(self.frames)
@@ -146,7 +165,7 @@ class ImageDataset(_LabelledVideo):
             label: (H, W) int64.
         """
         image_rel, label_rel = self.frames[idx]
-        image = read_frame(self._path(image_rel))
+        image = read_frame(self._path(image_rel), self.pixel_scaling)
         label = self.load_label(label_rel, image.shape[-2:])
         frames, label = self.finish(image[None], label)
         return frames[0], label
@@ -159,8 +178,8 @@ class FlowPairDataset(_LabelledVideo):
     Training crops take one window of frames and flow; a horizontal flip mirrors them and negates ``dx``.
     """
 
-    def __init__(self, root, items, crop_size=None, hflip=False):
-        super().__init__(root, items, n_classes=None)
+    def __init__(self, root, items, crop_size=None, hflip=False, pixel_scaling='multiply'):
+        super().__init__(root, items, n_classes=None, pixel_scaling=pixel_scaling)
         self.crop_size = tuple(crop_size) if crop_size is not None else None
         self.hflip = hflip
 

@@ -79,7 +79,10 @@ class Stage:
     def losses(self, net, batch, device):
         """Forward one batch through the (possibly DDP-wrapped) net: ``{loss name: 0-dim tensor}``."""
         inputs = [x.to(device, non_blocking=True) for x in batch[:self.net_inputs]]
-        out = net(*inputs)
+        extra = {}
+        if len(batch) > 2:  # data.pseudo_labels: precomputed; the masks of t-i and t come with the triplets
+            extra['pseudo_labels'] = batch[2].to(device, non_blocking=True)
+        out = net(*inputs, **extra)
         if set(out) != set(self.loss_names):
             raise ValueError(f'{self.name} stage: the network returned the losses {sorted(out)}, expected '
                              f'{sorted(self.loss_names)}')

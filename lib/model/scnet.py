@@ -22,7 +22,10 @@ from .deeplabv3plus import DeepLabV3Plus
 from .dmnet import DMNet
 from .flownet import FlowNetS
 from .layers import check_multiple_of_4
+from .original_init import draw_as_original
 from .warp import Warp
+
+INIT_MODES = ('default', 'original')
 
 
 class PropagationState(NamedTuple):
@@ -40,11 +43,16 @@ class _PropagationNet(nn.Module):
     """The parts and inference steps common to both training stages.
 
     ``align_corners`` is the convention of every x4 / x1/4 bilinear resize around the propagation: the published
-    models were trained with True; the original test script used False.
+    models were trained with True; the original's last Cityscapes test script used False.
+    ``init``: ``'default'`` (PyTorch's init, DMNet's Xavier) or ``'original'`` (every draw of the original's
+    constructors, in its order: :mod:`lib.model.original_init`).
     """
 
-    def __init__(self, n_classes, align_corners, deeplab, flownet, cfnet):
+    def __init__(self, n_classes, align_corners, deeplab, flownet, cfnet, init='default'):
         super().__init__()
+        if init not in INIT_MODES:
+            raise ValueError(f'model.init: expected one of {" | ".join(INIT_MODES)}, got "{init}"')
+        start = torch.random.get_rng_state() if init == 'original' else None
         self.n_classes = n_classes
         self.align_corners = align_corners
         # Registration order is the checkpoint key order: deeplab, flownet, [cfnet], dmnet.
@@ -53,6 +61,9 @@ class _PropagationNet(nn.Module):
         self.cfnet = CFNet(n_classes, **cfnet) if cfnet is not None else None
         self.dmnet = DMNet()
         self.warpnet = Warp()
+        if init == 'original':
+            torch.random.set_rng_state(start)  # draw again from where the original's SCNet() began
+            draw_as_original(self)
 
     def frozen_modules(self):
         raise NotImplementedError
@@ -153,10 +164,11 @@ class SCNet(_PropagationNet):
         n_classes: 19 (Cityscapes) or 11 (CamVid) for the published weights.
         align_corners: resize convention around the propagation (True in training).
         deeplab, flownet, cfnet: keyword arguments of the sub-networks (e.g. ``{'width_mult': 0.125}``).
+        init: ``'default'`` or ``'original'`` initial weights (see :class:`_PropagationNet`).
     """
 
-    def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None, cfnet=None):
-        super().__init__(n_classes, align_corners, deeplab, flownet, cfnet or {})
+    def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None, cfnet=None, init='default'):
+        super().__init__(n_classes, align_corners, deeplab, flownet, cfnet or {}, init)
         freeze(self.deeplab)
         freeze(self.dmnet)
         self.train()
@@ -164,11 +176,13 @@ class SCNet(_PropagationNet):
     def frozen_modules(self):
         return [self.deeplab, self.dmnet]
 
-    def forward(self, frames, label):
+    def forward(self, frames, label, pseudo_labels=None):
         """
         Args:
             frames: (N, 3, 3, H, W) [key, intermediate, target] frames, RGB in [0, 1].
             label: (N, H, W) int64 ground truth of the target frame (255 = ignore).
+            pseudo_labels: optional (N, 2, H, W) int64 DeepLab labels of [intermediate, target] computed
+                beforehand (``data.pseudo_labels: precomputed``); None runs DeepLab on the intermediate frame.
         Returns:
             dict of 0-dim losses by name (the training engine sums them and logs each under its key):
             ``'loss_semantic'``: mean of the cross-entropies of the propagated and of the merged logits on the
@@ -179,7 +193,7 @@ class SCNet(_PropagationNet):
         key, intermediate, target = frames.unbind(1)  # each (N, 3, H, W)
         with torch.no_grad():  # DeepLab is frozen: no graph needed
             state = self.key_frame(key)
-            pseudo_label = self.segment(intermediate)  # (N, H, W)
+            pseudo_label = self.segment(intermediate) if pseudo_labels is None else pseudo_labels[:, 0]  # (N, H, W)
 
         loss_semantic = 0.0
         loss_cfnet = 0.0
@@ -197,8 +211,8 @@ class SCNetDMNet(_PropagationNet):
     FlowNetS are frozen. No CFNet.
     """
 
-    def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None):
-        super().__init__(n_classes, align_corners, deeplab, flownet, cfnet=None)
+    def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None, init='default'):
+        super().__init__(n_classes, align_corners, deeplab, flownet, None, init)
         freeze(self.deeplab)
         freeze(self.flownet)
         self.train()
@@ -206,10 +220,12 @@ class SCNetDMNet(_PropagationNet):
     def frozen_modules(self):
         return [self.deeplab, self.flownet]
 
-    def forward(self, frames):
+    def forward(self, frames, pseudo_labels=None):
         """
         Args:
             frames: (N, 3, 3, H, W) [key, intermediate, target] frames, RGB in [0, 1].
+            pseudo_labels: optional (N, 2, H, W) int64 DeepLab labels of [intermediate, target] computed
+                beforehand (``data.pseudo_labels: precomputed``); None runs DeepLab on both frames.
         Returns:
             ``{'loss_dmnet': 0-dim}``: mean over the two propagated frames of the binary cross-entropy between the
             upsampled distortion map and the mask of pixels where the propagated argmax differs from DeepLab's
@@ -221,11 +237,12 @@ class SCNetDMNet(_PropagationNet):
             state = self.key_frame(key)
 
         loss_dmnet = 0.0
-        for previous, current in ((key, intermediate), (intermediate, target)):
+        for k, (previous, current) in enumerate(((key, intermediate), (intermediate, target))):
             with torch.no_grad():  # everything before DMNet is frozen
                 state = self.propagate(state, self.estimate_flow(current, previous))
                 propagated_label = self.to_full_resolution(state.logits).argmax(dim=1)  # (N, H, W)
-                distorted = (propagated_label != self.segment(current)).float().unsqueeze(1)  # (N, 1, H, W)
+                segmented = self.segment(current) if pseudo_labels is None else pseudo_labels[:, k]
+                distorted = (propagated_label != segmented).float().unsqueeze(1)  # (N, 1, H, W)
             distortion = self.to_full_resolution(self.distortion(state, current))  # (N, 1, H, W)
             # binary_cross_entropy refuses to run under CUDA autocast (unsafe in half precision): do it in fp32.
             with torch.autocast(distortion.device.type, enabled=False):
@@ -239,7 +256,8 @@ def build_scnet(model_cfg, stage='correction'):
     ``stage='correction'`` gives :class:`SCNet`, ``stage='dmnet'`` gives :class:`SCNetDMNet`.
     """
     common = dict(n_classes=model_cfg['n_classes'], align_corners=model_cfg['align_corners'],
-                  deeplab=dict(model_cfg.get('deeplab') or {}), flownet=dict(model_cfg.get('flownet') or {}))
+                  deeplab=dict(model_cfg.get('deeplab') or {}), flownet=dict(model_cfg.get('flownet') or {}),
+                  init=model_cfg.get('init', 'default'))
     if stage == 'correction':
         return SCNet(cfnet=dict(model_cfg.get('cfnet') or {}), **common)
     if stage == 'dmnet':

@@ -32,6 +32,11 @@ DEFAULTS = {
         'deeplab': {'width_mult': 1.0, 'middle_blocks': 16},
         'flownet': {'width_mult': 1.0},
         'cfnet': {'width_mult': 1.0},
+        # Initial weights of SCNet / SCNetDMNet (the dmnet and correction stages): 'default' is PyTorch's init plus
+        # DMNet's Xavier; 'original' draws every tensor as the original's constructors did (DeepLab's and DMNet's
+        # custom normal_ draws included), so ``seed`` gives the original's initial DMNet and CFNet
+        # (lib/model/original_init.py).
+        'init': 'default',
     },
     'data': {
         'name': 'cityscapes',  # cityscapes | camvid | synthetic
@@ -48,6 +53,15 @@ DEFAULTS = {
         # once per list line and gap right after seeding Python's random with ``seed``, as the paper's code did
         # (one fixed list for all epochs, the list the published weights were trained on).
         'intermediate': 'resample',
+        # Frames to [0, 1]: 'multiply' is x * (1/255); 'divide' is x / 255 as the original's transform_im (the two
+        # differ by 1 ulp on 126 of the 256 byte values).
+        'pixel_scaling': 'multiply',
+        # Labels of the unlabelled frames t-i and t that the dmnet and correction stages learn from: 'online' runs
+        # the frozen DeepLab on the training crop (the original from 148b579 on); 'precomputed' reads DeepLab's
+        # full-frame argmax masks from pseudo_label_root (tools/make_pseudo_labels.py) and crops them with the
+        # frames, as the code the published Cityscapes weights came from (a03c1ea) did.
+        'pseudo_labels': 'online',
+        'pseudo_label_root': None,
         'num_workers': 4,
         'pin_memory': True,
     },
@@ -223,12 +237,14 @@ RULES = {
     'experiment': _name, 'stage': _choice(*STAGES), 'seed': _COUNT, 'deterministic': _boolean(), 'device': _device,
     'model.n_classes': _POSITIVE, 'model.align_corners': _boolean(),
     'model.deeplab.width_mult': _WIDTH, 'model.deeplab.middle_blocks': _POSITIVE,
-    'model.flownet.width_mult': _WIDTH, 'model.cfnet.width_mult': _WIDTH,
+    'model.flownet.width_mult': _WIDTH, 'model.cfnet.width_mult': _WIDTH, 'model.init': _choice('default', 'original'),
     'data.name': _choice(*DATASET_CLASSES), 'data.root': _text(), 'data.train_list': _text(optional=True),
     'data.val_list': _text(optional=True), 'data.test_list': _text(optional=True),
     'data.crop_size': _pair(_integer(4), optional=True), 'data.hflip': _boolean(),
     'data.scale_range': _pair(_number(0, low_open=True)), 'data.min_gap': _POSITIVE, 'data.max_gap': _POSITIVE,
-    'data.intermediate': _choice('resample', 'original'), 'data.num_workers': _COUNT, 'data.pin_memory': _boolean(),
+    'data.intermediate': _choice('resample', 'original'), 'data.pixel_scaling': _choice('multiply', 'divide'),
+    'data.pseudo_labels': _choice('online', 'precomputed'), 'data.pseudo_label_root': _text(optional=True),
+    'data.num_workers': _COUNT, 'data.pin_memory': _boolean(),
     'init.pretrained': _text(optional=True), 'init.deeplab': _text(optional=True),
     'init.flownet': _text(optional=True), 'init.dmnet': _text(optional=True),
     'train.epochs': _POSITIVE, 'train.max_iters': _integer(1, optional=True), 'train.batch_size': _POSITIVE,

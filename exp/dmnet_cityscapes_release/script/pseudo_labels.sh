@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# DeepLab's whole-frame masks of the training frames for the experiment of this folder, ../config.yaml
+# (data.pseudo_labels: precomputed): once before training; run again to continue an interrupted run. Extra
+# arguments go to tools/make_pseudo_labels.py, e.g. --device cuda.
+set -euo pipefail
+experiment="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$experiment/../.."
+exec "${PYTHON:-python3}" tools/make_pseudo_labels.py "$experiment/config.yaml" "$@"

@@ -1,0 +1,108 @@
+"""Precomputed labels of the unlabelled training frames (``data.pseudo_labels: precomputed``).
+
+The dmnet and correction stages learn from DeepLab's own labels of the frames ``t-i`` and ``t`` of each triplet.
+The code the published Cityscapes weights came from (jfzhuang/DAVSS a03c1ea) read them from masks written
+beforehand over whole frames (``--root_mask_path``) and cropped them with the frames; its later code (148b579 on)
+runs DeepLab on the training crop, which sees less context near the crop's border. ``tools/make_pseudo_labels.py``
+writes such masks once: DeepLab on the whole frame, logits upsampled x4 (``model.align_corners``), argmax, one
+8-bit PNG per frame at ``<pseudo_label_root>/<frame's path under data.root>``. The folder carries
+``pseudo_labels.json`` (the DeepLab file's sha256 and the settings), so the tool never mixes masks of two
+networks in one folder and never writes into a folder it did not make.
+"""
+import json
+import os
+
+import torch
+from tqdm import tqdm
+
+from lib.utils.atomic import write_json
+from lib.utils.errors import UserError
+from lib.utils.output_lock import LOCK_NAME, OutputLock
+
+from .io import decode_frame, write_png_atomic
+
+MODES = ('online', 'precomputed')  # data.pseudo_labels
+MARKER = 'pseudo_labels.json'
+WRITER = 'tools/make_pseudo_labels.py'
+
+
+def mask_path(root, frame):
+    """Where the mask of ``frame`` (a path relative to the dataset root) lives: the same path under ``root``,
+    as a PNG."""
+    return os.path.join(root, os.path.splitext(frame)[0] + '.png')
+
+
+def training_frames(entries, max_gap):
+    """The frames of the training list whose labels a triplet may need: ``t - i`` for ``i`` in
+    ``1 .. max_gap - 1`` and ``t`` itself, for every list entry (each frame once, in list order)."""
+    seen, frames = set(), []
+    for entry in entries:
+        for offset in range(1 - max_gap, 1):
+            frame = entry.frame(offset)
+            if frame not in seen:
+                seen.add(frame)
+                frames.append(frame)
+    return frames
+
+
+def read_marker(root):
+    """The settings the masks under ``root`` were written with; a UserError when there are none."""
+    path = os.path.join(root, MARKER)
+    if not os.path.isfile(path):
+        raise UserError(f'data.pseudo_label_root: {root} holds no {MARKER}; write the masks first: '
+                        f'python {WRITER} <config>')
+    try:
+        with open(path) as f:
+            marker = json.load(f)
+    except (OSError, ValueError) as err:
+        raise UserError(f'{path}: not readable ({err.__class__.__name__})') from None
+    if not isinstance(marker, dict) or marker.get('writer') != WRITER:
+        raise UserError(f'{path}: not written by {WRITER}')
+    return marker
+
+
+def claim(root, settings):
+    """Make ``root`` the masks' folder, or check that it already is one for ``settings``.
+
+    A missing or empty folder gets the marker; a folder with the same settings is continued (the masks already
+    written are kept); a folder of other files, or of masks made with other settings, is refused (UserError
+    naming the difference) and left as it is.
+    """
+    names = [n for n in os.listdir(root) if n != LOCK_NAME] if os.path.isdir(root) else []
+    if not names:
+        write_json(os.path.join(root, MARKER), dict(settings, writer=WRITER))
+        return
+    marker = read_marker(root) if MARKER in names else None
+    if marker is None:
+        raise UserError(f'data.pseudo_label_root: {root} holds files {WRITER} did not write; choose an empty '
+                        f'or new folder')
+    changed = [key for key in settings if marker.get(key) != settings[key]]
+    if changed:
+        shown = ', '.join(f'{key} {marker.get(key)!r} there, {settings[key]!r} now' for key in changed)
+        raise UserError(f'data.pseudo_label_root: {root} holds masks made with other settings ({shown}); '
+                        f'choose another folder, or delete that one to start again')
+
+
+def write_masks(root, data_root, frames, segment, settings, pixel_scaling='multiply', progress=True):
+    """Write the mask of every frame of ``frames`` (paths under ``data_root``) that ``root`` does not hold yet.
+
+    Args:
+        segment: ``(1, 3, H, W) float32 -> (1, H, W) int64`` labels of a whole frame (DeepLab's argmax).
+        settings: what the masks depend on (recorded in the marker, compared on a resumed run).
+    Returns:
+        the number of masks written (the rest were there already: a mask is written to a temporary name and
+        renamed, so one that exists is complete).
+    """
+    lock = OutputLock(root).acquire()
+    try:
+        claim(root, settings)
+        todo = [frame for frame in frames if not os.path.isfile(mask_path(root, frame))]
+        for frame in tqdm(todo, desc='pseudo labels', disable=not progress):
+            image = torch.from_numpy(decode_frame(os.path.join(data_root, frame), pixel_scaling))[None]
+            labels = segment(image)[0]
+            if int(labels.max()) > 254:
+                raise UserError(f'{frame}: {int(labels.max()) + 1} classes do not fit an 8-bit mask')
+            write_png_atomic(mask_path(root, frame), labels.to(torch.uint8).cpu().numpy())
+        return len(todo)
+    finally:
+        lock.release()
