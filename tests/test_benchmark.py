@@ -31,6 +31,7 @@ from lib.model import build_scnet
 from lib.ops import resample2d_reference
 from lib.ops import upsample_argmax as compiled_labels
 from lib.utils.config import load_config
+from lib.utils.errors import UserError
 
 TINY_OPTS = width_opts(prefix='')  # --model-opts takes the keys without 'model.'
 
@@ -286,14 +287,14 @@ def test_fast_runner_keeps_state_fp32_and_agrees_mostly():
 
 
 def test_fast_config_validation_and_arguments():
-    with pytest.raises(ValueError, match='dtype'):
+    with pytest.raises(UserError, match='dtype'):
         FastConfig(dtype='int8')
-    with pytest.raises(ValueError, match='tail'):
+    with pytest.raises(UserError, match='tail'):
         FastConfig(tail='half')
-    with pytest.raises(ValueError, match='unknown option'):
+    with pytest.raises(UserError, match='unknown option'):
         FastConfig.from_dict({'dtpye': 'bf16'})
     assert resolve_dtype('fp32', 'cuda') is None and resolve_dtype('fp16', 'cpu') is torch.float16
-    with pytest.raises(ValueError, match='cuda_graphs'):
+    with pytest.raises(UserError, match='cuda_graphs'):
         FastSCNet(tiny_scnet(), FastConfig(cuda_graphs=True))
     import argparse
     parser = add_fast_arguments(argparse.ArgumentParser())

@@ -134,7 +134,7 @@ def test_optional_extras_are_imported_only_where_used():
 def test_a_tool_says_which_extra_is_missing_in_one_line(tmp_path):
     script = """
         import runpy
-        sys.argv = ['tools/infer_video.py', '--config', 'exp/synthetic/correction.yaml', '--checkpoint', 'none.pth',
+        sys.argv = ['tools/infer_video.py', 'exp/synthetic/correction.yaml', '--checkpoint', 'none.pth',
                     'none.mp4', sys.argv[2], '--backend', 'onnxruntime']
         runpy.run_path('tools/infer_video.py', run_name='__main__')
     """

@@ -12,22 +12,22 @@ import argparse
 
 import torch
 
-from lib.dataset import check_class_count, pseudo_labels
+from lib.dataset import pseudo_labels
 from lib.dataset.build import list_path_of
 from lib.dataset.frame_list import read_list
-from lib.engine.checkpointing import load_init_pretrained, load_submodule
+from lib.model.checkpoint import load_part, load_pretrained
 from lib.model.checkpoint_info import sha256
 from lib.model.scnet import build_scnet
 from lib.utils import cli
 from lib.utils.config import load_config, resolve_path
+from lib.utils.distributed import pick_device
 from lib.utils.errors import UserError
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_config_arguments(parser)
-    parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
-                        help='where DeepLab runs (auto: cuda when available)')
+    parser.add_argument('--device', default='auto', help='where DeepLab runs: auto (cuda when available) | cpu | cuda')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     cli.add_threads_argument(parser)
     return parser.parse_args(argv)
@@ -43,37 +43,32 @@ def deeplab_source(init_cfg):
 
 def main(args):
     cli.set_threads(args.threads)
-    try:
-        cfg = load_config(args.config, args.opts)
-        check_class_count(cfg)
-        data_cfg, model_cfg = cfg['data'], cfg['model']
-        root = resolve_path(data_cfg['pseudo_label_root'])
-        if root is None:
-            raise UserError('data.pseudo_label_root: not set (where the masks go)')
-        key, path = deeplab_source(cfg['init'])
-        net = build_scnet(model_cfg, 'dmnet')
-        if key == 'init.deeplab':
-            load_submodule(net, 'deeplab', path, key)
-        else:
-            load_init_pretrained(net, path, key, required=['deeplab'])
-        entries = read_list(list_path_of(data_cfg, 'train'), data_cfg['name'])
-        frames = pseudo_labels.training_frames(entries, int(data_cfg['max_gap']))
-        device = torch.device('cuda' if args.device == 'cuda' or (args.device == 'auto' and torch.cuda.is_available())
-                              else 'cpu')
-        net.to(device).eval()
+    cfg = load_config(args.config, args.opts)
+    data_cfg, model_cfg = cfg['data'], cfg['model']
+    root = resolve_path(data_cfg['pseudo_label_root'])
+    if root is None:
+        raise UserError('data.pseudo_label_root: not set (where the masks go)')
+    key, path = deeplab_source(cfg['init'])
+    net = build_scnet(model_cfg, 'dmnet')
+    if key == 'init.deeplab':
+        load_part(net.deeplab, 'deeplab', path, key)
+    else:
+        load_pretrained(net, path, key, required=['deeplab'])
+    entries = read_list(list_path_of(data_cfg, 'train'), data_cfg['name'])
+    frames = pseudo_labels.training_frames(entries, int(data_cfg['max_gap']))
+    device = pick_device(args.device)
+    net.to(device).eval()
 
-        def segment(image):
-            with torch.inference_mode():
-                return net.segment(image.to(device))
+    def segment(image):
+        with torch.inference_mode():
+            return net.segment(image.to(device))
 
-        # What the masks depend on; a resumed run must match it.
-        settings = {'deeplab_sha256': sha256(path), 'n_classes': model_cfg['n_classes'],
-                    'align_corners': model_cfg['align_corners'], 'pixel_scaling': data_cfg['pixel_scaling'],
-                    'deeplab': dict(model_cfg['deeplab'])}
-        written = pseudo_labels.write_masks(root, resolve_path(data_cfg['root']), frames, segment, settings,
-                                            data_cfg['pixel_scaling'], progress=not args.quiet)
-    except (UserError, UserError, UserError, UserError) as err:
-        raise UserError(str(err)) from None
+    # What the masks depend on; a resumed run must match it.
+    settings = {'deeplab_sha256': sha256(path), 'n_classes': model_cfg['n_classes'],
+                'align_corners': model_cfg['align_corners'], 'pixel_scaling': data_cfg['pixel_scaling'],
+                'deeplab': dict(model_cfg['deeplab'])}
+    written = pseudo_labels.write_masks(root, resolve_path(data_cfg['root']), frames, segment, settings,
+                                        data_cfg['pixel_scaling'], progress=not args.quiet)
     print(f'{root}: {written} masks written, {len(frames) - written} already there ({len(frames)} frames)')
     return 0
 

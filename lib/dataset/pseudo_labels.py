@@ -7,7 +7,7 @@ runs DeepLab on the training crop, which sees less context near the crop's borde
 writes such masks once: DeepLab on the whole frame, logits upsampled x4 (``model.align_corners``), argmax, one
 8-bit PNG per frame at ``<pseudo_label_root>/<frame's path under data.root>``. The folder carries
 ``pseudo_labels.json`` (the DeepLab file's sha256 and the settings), so the tool never mixes masks of two
-networks in one folder and never writes into a folder it did not make.
+networks in one folder; the folder is owned as :mod:`lib.utils.outputs` says (never one the tool did not make).
 """
 import json
 import os
@@ -17,12 +17,13 @@ from tqdm import tqdm
 
 from lib.utils.atomic import write_json
 from lib.utils.errors import UserError
-from lib.utils.output_lock import LOCK_NAME, OutputLock
+from lib.utils.outputs import OwnedFolder
 
 from .io import decode_frame, write_png_atomic
 
 MODES = ('online', 'precomputed')  # data.pseudo_labels
 MARKER = 'pseudo_labels.json'
+KIND = 'pseudo labels'
 WRITER = 'tools/make_pseudo_labels.py'
 
 
@@ -61,21 +62,12 @@ def read_marker(root):
     return marker
 
 
-def claim(root, settings):
-    """Make ``root`` the masks' folder, or check that it already is one for ``settings``.
-
-    A missing or empty folder gets the marker; a folder with the same settings is continued (the masks already
-    written are kept); a folder of other files, or of masks made with other settings, is refused (UserError
-    naming the difference) and left as it is.
-    """
-    names = [n for n in os.listdir(root) if n != LOCK_NAME] if os.path.isdir(root) else []
-    if not names:
+def check_settings(root, settings):
+    """A new folder gets ``settings``; a folder of masks made with other settings is refused, naming them."""
+    if not os.path.isfile(os.path.join(root, MARKER)):
         write_json(os.path.join(root, MARKER), dict(settings, writer=WRITER))
         return
-    marker = read_marker(root) if MARKER in names else None
-    if marker is None:
-        raise UserError(f'data.pseudo_label_root: {root} holds files {WRITER} did not write; choose an empty '
-                        f'or new folder')
+    marker = read_marker(root)
     changed = [key for key in settings if marker.get(key) != settings[key]]
     if changed:
         shown = ', '.join(f'{key} {marker.get(key)!r} there, {settings[key]!r} now' for key in changed)
@@ -93,9 +85,8 @@ def write_masks(root, data_root, frames, segment, settings, pixel_scaling='multi
         the number of masks written (the rest were there already: a mask is written to a temporary name and
         renamed, so one that exists is complete).
     """
-    lock = OutputLock(root).acquire()
-    try:
-        claim(root, settings)
+    with OwnedFolder(root, KIND, 'data.pseudo_label_root', own_files=[MARKER]):
+        check_settings(root, settings)
         todo = [frame for frame in frames if not os.path.isfile(mask_path(root, frame))]
         for frame in tqdm(todo, desc='pseudo labels', disable=not progress):
             image = torch.from_numpy(decode_frame(os.path.join(data_root, frame), pixel_scaling))[None]
@@ -104,5 +95,3 @@ def write_masks(root, data_root, frames, segment, settings, pixel_scaling='multi
                 raise UserError(f'{frame}: {int(labels.max()) + 1} classes do not fit an 8-bit mask')
             write_png_atomic(mask_path(root, frame), labels.to(torch.uint8).cpu().numpy())
         return len(todo)
-    finally:
-        lock.release()

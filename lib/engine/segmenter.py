@@ -84,6 +84,7 @@ class VideoSegmenter:
         """Build from an experiment YAML (path, or a config dict from ``lib.utils.config.load_config``) and a
         whole-SCNet checkpoint; ``device`` defaults to the config's (``auto`` picks CUDA when present)."""
         cfg = load_config(config, opts) if isinstance(config, (str, os.PathLike)) else config
+        check_backend(backend)  # before the network is loaded: a missing runtime fails at once
         net = load_scnet(cfg['model'], checkpoint, pick_device(device or cfg.get('device', 'cpu')))
         kwargs.setdefault('palette', palette_for(cfg['data']['name']))
         return cls(net, policy=policy, fast=fast, backend=backend, **kwargs)

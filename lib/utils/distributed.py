@@ -42,9 +42,9 @@ def pick_device(device='auto'):
     if device == 'cpu':
         return torch.device('cpu')
     if not re.fullmatch(r'cuda(:\d+)?', str(device)):
-        raise ValueError(f'device: expected auto | cpu | cuda | cuda:N, got "{device}"')
+        raise UserError(f'device: expected auto | cpu | cuda | cuda:N, got "{device}"')
     if not torch.cuda.is_available():
-        raise ValueError(f'device: "{device}" was asked for but CUDA is not available on this machine')
+        raise UserError(f'device: "{device}" was asked for but CUDA is not available on this machine')
     return torch.device(device) if ':' in device else torch.device('cuda', get_local_rank())
 
 
@@ -75,7 +75,7 @@ def collective_timeout():
     except ValueError:
         seconds = -1
     if not seconds > 0:
-        raise ValueError(f'DIST_TIMEOUT={raw}: expected a positive number of seconds')
+        raise UserError(f'DIST_TIMEOUT={raw}: expected a positive number of seconds')
     return seconds
 
 
