@@ -5,7 +5,7 @@ CUDA extension ``lib.ops._resample2d_cuda`` and the fused label kernels of the f
     pip install --no-build-isolation -e .
 
 Under pip's build isolation (``pip install -e ".[dev]"``) torch is not importable: neither is built, one message says
-so, and ``lib`` uses its PyTorch implementations (``lib.ops.resample2d``, ``lib/engine/fast.py``). With torch, the
+so, and ``lib`` uses its PyTorch implementations (``lib.ops.resample2d``, ``lib/infer/fast.py``). With torch, the
 CUDA extension is compiled when torch is a CUDA build and a toolkit whose nvcc has torch's CUDA major version is
 found (``lib/ops/cuda_toolkit.py``), the CPU kernels when a C++ compiler is; otherwise the install goes on without
 them. A compile error fails the install, so a broken kernel is caught wherever a toolkit exists. Environment:

@@ -1,4 +1,4 @@
-"""tools/benchmark.py (FLOP counting, a tiny end-to-end run) and lib/engine/fast.py (the fast inference path)."""
+"""tools/benchmark.py (FLOP counting, a tiny end-to-end run) and lib/infer/fast.py (the fast inference path)."""
 import json
 import statistics
 
@@ -8,22 +8,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 from helpers import load_tool, width_opts
 
-import lib.engine.fast as fast_module
-from lib.engine.fast import (
-    DENSE_BOUNDARY_FRACTION,
+import lib.infer.labels as labels_module
+from lib.infer.fast import (
     EXACT,
     FastConfig,
     FastSCNet,
     ShiftedDepthwiseConv2d,
     add_fast_arguments,
-    bilinear_argmax,
-    channel_argmax,
     config_from_args,
     default_min_dilation,
     fold_batch_norms,
-    logits_to_labels,
     resolve_dtype,
     shift_dilated_depthwise,
+)
+from lib.infer.labels import (
+    DENSE_BOUNDARY_FRACTION,
+    bilinear_argmax,
+    channel_argmax,
+    logits_to_labels,
     sparse_merge_argmax,
     upsample_labels,
 )
@@ -46,7 +48,7 @@ def label_kernels(request, monkeypatch):
         if not compiled_labels.available():
             pytest.skip('the CPU label kernels are not built (no C++ compiler at install time)')
     else:
-        monkeypatch.setattr(fast_module, '_use_fused', lambda maps: False)
+        monkeypatch.setattr(labels_module, '_use_fused', lambda maps: False)
     return request.param
 
 

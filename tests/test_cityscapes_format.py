@@ -12,7 +12,7 @@ from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs_ev
 from helpers import REPO_ROOT, TINY_OPTS, load_tool, varied_tiny_scnet
 from PIL import Image
 
-from lib.engine.cityscapes_results import prediction_name
+from lib.eval.jobs import prediction_name
 from lib.utils.outputs import MARKER
 from lib.utils.palette import CITYSCAPES_CLASSES
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from lib.engine.stages import STAGES
+from lib.train.stages import STAGES
 from lib.utils.config import DEFAULTS, REPO_ROOT, experiment_name, load_config
 from lib.utils.errors import UserError
 

@@ -10,7 +10,7 @@ import pytest
 from cityscapesscripts.helpers import labels as cs_labels
 from helpers import REPO_ROOT
 
-from lib.dataset import synthetic
+from lib import synthetic
 from lib.utils.config import load_config
 from lib.utils.errors import UserError
 from lib.utils.outputs import read_marker

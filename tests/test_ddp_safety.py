@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import data_opts, width_opts
 
-from lib.engine import train as engine
+from lib.train import engine
 from lib.utils.config import REPO_ROOT, load_config
 
 
@@ -44,7 +44,7 @@ HANG_SCRIPT = """
 import os, sys, time
 sys.path.insert(0, {tests!r})
 from helpers import load_tool
-from lib.engine import train as engine
+from lib.train import engine
 real_step = engine.train_step
 def hung_on_rank_1(run, data, accumulate):
     if int(os.environ['RANK']) == 1:

@@ -13,7 +13,7 @@ import torch
 import yaml
 from helpers import load_tool
 
-from lib.dataset import synthetic
+from lib import synthetic
 
 demo = load_tool('demo')
 

@@ -17,7 +17,7 @@ from helpers import load_tool, write_experiment
 from lib.dataset import build_dataset
 from lib.dataset.checks import find_problems
 from lib.dataset.io import read_label
-from lib.engine import pda_run
+from lib.eval import jobs as pda_run
 from lib.model.checkpoint import read_checkpoint
 from lib.utils.config import REPO_ROOT
 from lib.utils.errors import UserError

@@ -1,4 +1,4 @@
-"""tools/export.py and lib/engine/export.py: the two ONNX graphs of a tiny SCNet against PyTorch (onnxruntime)."""
+"""tools/export.py and lib/infer/export.py: the two ONNX graphs of a tiny SCNet against PyTorch (onnxruntime)."""
 import json
 import os
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import load_tool, write_video_model
 
-from lib.engine.export import GRAPHS, INPUTS, OUTPUTS, example_inputs, ort_session, run_session
+from lib.infer.export import GRAPHS, INPUTS, OUTPUTS, example_inputs, ort_session, run_session
 
 pytest.importorskip('onnxruntime', reason='onnxruntime is in requirements.txt; the export cannot be checked without')
 
@@ -100,7 +100,7 @@ def test_graph_interface_names(exported):
 
 def test_parity_report_detects_a_wrong_graph(model_files):
     """The comparison must fail when the graph computes something else (here: another network's outputs)."""
-    from lib.engine.export import compare_outputs
+    from lib.infer.export import compare_outputs
 
     _, _, net = model_files
     inputs = example_inputs(net, SIZE)['key_step']

@@ -112,8 +112,8 @@ def test_optional_extras_are_imported_only_where_used():
         for module in pkgutil.walk_packages(lib.__path__, 'lib.'):
             importlib.import_module(module.name)
         assert not [name for name in ('onnx', 'onnxruntime', 'onnxscript', 'cityscapesscripts') if sys.modules[name]]
-        from lib.engine.backend import check_backend
-        from lib.engine.export import export_steps
+        from lib.infer.backends import check_backend
+        from lib.infer.export import export_steps
         check_backend('torch')
         for call in (lambda: check_backend('onnxruntime'),
                      lambda: export_steps(None, tempfile.mkdtemp(), (128, 128))):  # refused before the tracing

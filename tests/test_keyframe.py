@@ -7,8 +7,8 @@ import torch.nn.functional as F
 import yaml
 from helpers import TINY_VIDEO_MODEL, load_tool
 
-from lib.engine import keyframe_eval
-from lib.engine.keyframe import (
+from lib.eval import keyframe_policies as keyframe_eval
+from lib.infer.keyframe_policy import (
     DistortionTriggered,
     FixedInterval,
     PerFrame,
@@ -16,7 +16,7 @@ from lib.engine.keyframe import (
     key_frame_schedule,
     parse_policy,
 )
-from lib.engine.video import StreamingSegmenter
+from lib.infer.streaming import StreamingSegmenter
 from lib.model import build_scnet
 from lib.utils.config import load_config
 from lib.utils.errors import UserError

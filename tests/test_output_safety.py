@@ -14,11 +14,11 @@ import pytest
 import torch
 from helpers import assert_one_line_error, moving_scene, run_infer_video, write_frame_folder
 
+from lib.infer.video_io import VideoFileSource, VideoWriter
 from lib.utils import atomic
 from lib.utils.config import REPO_ROOT
 from lib.utils.errors import UserError
 from lib.utils.outputs import LOCK, MARKER, FolderLock, OwnedFolder, StagedFolder
-from lib.utils.video_io import VideoFileSource, VideoWriter
 
 # A folder that already holds the extracted samples (opencv-doc's examples/data) saves the download.
 OPENCV_SAMPLES = os.environ.get('OPENCV_SAMPLES_DIR', '')

@@ -24,8 +24,8 @@ from helpers import REPO_ROOT, TINY_WIDTHS, load_tool, tiny_model_cfg, varied_ti
 from lib.dataset import build_dataset, read_frame
 from lib.dataset.io import decode_frame
 from lib.dataset.pseudo_labels import MARKER, mask_path
-from lib.engine import stages
 from lib.model import SCNetDMNet, build_scnet
+from lib.train import stages
 from lib.utils.config import DEFAULTS, load_config
 from lib.utils.errors import UserError
 

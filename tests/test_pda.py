@@ -2,7 +2,7 @@
 
 The reference loop below is written from the paper's test script (for each distance: key frame through DeepLab,
 step-by-step flow + warp of logits and 1/4 image, DMNet and CFNet at t, x4 upsampling, merge, argmax), using only
-the sub-networks, so that it shares no code with ``lib.engine.pda``.
+the sub-networks, so that it shares no code with ``lib.eval.pda``.
 """
 import json
 import os
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from helpers import load_tool, tiny_model_cfg, varied_tiny_scnet, write_experiment
 
 from lib.dataset import build_dataset, build_eval_loader, build_loader
-from lib.engine.pda import evaluate_pda
+from lib.eval.pda import evaluate_pda
 from lib.model import build_scnet
 
 N_CLASSES = 19

@@ -14,11 +14,10 @@ import torch.nn as nn
 from helpers import width_opts
 
 from lib.dataset import build_dataset, read_frame
-from lib.engine import train as engine
-from lib.engine.loop_adam import LoopAdam
-from lib.engine.optim import build_optimizer, original_param_list
 from lib.model import CFNet, DMNet, FlowNetS
 from lib.model.scnet import build_scnet
+from lib.train import engine
+from lib.train.optim import LoopAdam, build_optimizer, original_param_list
 from lib.utils.config import DEFAULTS, REPO_ROOT, load_config
 from lib.utils.errors import UserError
 
@@ -256,7 +255,7 @@ def test_math_of_the_reference_is_adam():
 
 
 def test_tf32_context_sets_and_restores_the_flags():
-    from lib.utils.precision import tf32
+    from lib.utils.runtime import tf32
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     for enabled in (False, True):
         with tf32(enabled):

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from lib.dataset import build_dataset, read_flow, read_frame, read_label, synthetic
+from lib import synthetic
+from lib.dataset import build_dataset, read_flow, read_frame, read_label
 from lib.dataset import synthetic_layout as layout
 from lib.ops import resample2d
+from lib.synthetic.scene import USED_CLASSES
 from lib.utils.errors import UserError
 
-ALLOWED_LABELS = set(synthetic.USED_CLASSES) | {255}
+ALLOWED_LABELS = set(USED_CLASSES) | {255}
 
 
 def _frame_rel(split, seq, frame, city='synthtown'):

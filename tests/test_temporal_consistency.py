@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from lib.dataset import synthetic
+from lib import synthetic
 from lib.eval.temporal_consistency import TemporalConsistency, dis_flow, read_clip_motion, warp_labels_nearest
 from lib.ops.resample2d import resample2d_reference
+from lib.synthetic import scene
 
 IGNORE = 255
 
@@ -193,8 +194,8 @@ def test_ground_truth_ceiling(tmp_path):
     assert bool((mixed & own_label_there)[differ].all())
     # ... and the two labels share a surface.
     pairs = {frozenset((int(a), int(b))) for a, b in zip(cur[differ], warped[differ])}
-    assert pairs <= {frozenset((synthetic.ROAD, synthetic.SIDEWALK)), frozenset((synthetic.BUILDING,
-                                                                                 synthetic.VEGETATION))}
+    assert pairs <= {frozenset((scene.ROAD, scene.SIDEWALK)), frozenset((scene.BUILDING,
+                                                                                 scene.VEGETATION))}
     # Leaving out the sources with mixed labels around them leaves TC exactly 1.
     ceiling = TemporalConsistency(19).update(prev, cur, flow, valid & ~mixed).result()
     assert ceiling['tc'] == 1.0 and ceiling['agreement'] == 1.0

@@ -8,11 +8,11 @@ import pytest
 import torch
 from helpers import flow_cfg, model_weights, train_cfg, train_killed_at_step, width_opts
 
-from lib.engine import train as engine
-from lib.engine.optim import build_optimizer, lr_factor
-from lib.engine.stage_nets import FlowStageNet, SegmentationStageNet
 from lib.model.dmnet import DMNet
 from lib.model.scnet import build_scnet
+from lib.train import engine
+from lib.train.optim import build_optimizer, lr_factor
+from lib.train.stages import FlowStageNet, SegmentationStageNet
 from lib.utils.config import DEFAULTS, load_config
 from lib.utils.errors import UserError
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from helpers import flow_cfg, load_tool, train_cfg, train_killed_at_step, width_opts
 
-from lib.engine import train as engine
 from lib.model.scnet import build_scnet
+from lib.train import engine, resume
 from lib.utils.config import REPO_ROOT, load_config
 from lib.utils.errors import UserError
 from lib.utils.outputs import LOCK, FolderLock
@@ -138,8 +138,8 @@ def test_layout_check_names_world_size_and_dataset_length():
                   'layout': {'batch_size': 4, 'accumulate': 1, 'world_size': 2, 'dataset_length': 100}}
     now = {'batch_size': 4, 'accumulate': 1, 'world_size': 1, 'dataset_length': 90}
     with pytest.raises(UserError, match=r'world_size 2 -> 1, dataset_length 100 -> 90'):
-        engine.check_layout('now.pth', checkpoint, now, restart_epoch=False)
-    assert engine.check_layout('now.pth', checkpoint, now, restart_epoch=True) == ['world_size 2 -> 1',
+        resume.check_layout('now.pth', checkpoint, now, restart_epoch=False)
+    assert resume.check_layout('now.pth', checkpoint, now, restart_epoch=True) == ['world_size 2 -> 1',
                                                                                    'dataset_length 100 -> 90']
 
 
@@ -211,7 +211,7 @@ def test_checkpoint_summary_of_the_layout_is_json_friendly(tmp_path, synthetic_d
 
 KILL_INSIDE_SAVE = '''
 import os, sys
-from lib.engine import train as engine
+from lib.train import engine, resume
 from lib.utils import atomic
 from lib.utils.config import load_config
 write = atomic.save_torch
@@ -222,7 +222,7 @@ def save_torch(obj, path):
             f.flush()
             os._exit(137)
     write(obj, path)
-engine.save_torch = save_torch
+resume.save_torch = save_torch
 engine.main(load_config(sys.argv[1], sys.argv[4:]))
 '''
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib.engine import fast
+from lib.infer import fast, labels
 from lib.ops import upsample_argmax as kernels
 from lib.utils.config import REPO_ROOT
 
@@ -24,7 +24,7 @@ def test_the_kernels_are_built_wherever_a_compiler_is():
 
 
 def grid(source_size, size, align_corners):
-    return fast._bilinear_grid(source_size, size, align_corners, 'cpu')
+    return labels._bilinear_grid(source_size, size, align_corners, "cpu")
 
 
 def reference_resize(x, size, align_corners):
@@ -143,6 +143,6 @@ def test_retain_freed_memory_sets_the_three_glibc_options(monkeypatch):
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc only')
 def test_retain_freed_memory_is_accepted_by_this_libc():
     # In a child process: the settings are process-wide and must not leak into the test session.
-    code = 'from lib.engine.fast import retain_freed_memory; print(retain_freed_memory())'
+    code = 'from lib.infer.fast import retain_freed_memory; print(retain_freed_memory())'
     out = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == 'True'

@@ -7,7 +7,7 @@ non-key, average at key intervals), plus comparison rows measured in the same ru
 - a non-key frame done the original evaluation's way (three full-resolution upsamples, merge at full resolution,
   argmax) against ours;
 - resample2d: the CUDA extension against the grid_sample fallback, in GB/s next to the device's copy bandwidth;
-- fp32 against the fast path (``--fast``, lib/engine/fast.py), with the argmax agreement between them (on the
+- fp32 against the fast path (``--fast``, lib/infer/fast.py), with the argmax agreement between them (on the
   benchmarked network, and with ``--agreement-checkpoint`` on trained weights and real frames);
 - the measured convolution peak of the device (dense 3x3 convolutions in bf16 and fp32, and TF32/fp16 on CUDA)
   and each frame row of the fast path as a fraction of it (``peak_gflops``, ``fraction_of_peak``);
@@ -43,18 +43,11 @@ import torch
 import torch.nn.functional as F
 
 import lib.ops
-from lib.engine.backend import build_segmenter
-from lib.engine.fast import (
-    EXACT,
-    FastConfig,
-    FastSCNet,
-    add_fast_arguments,
-    config_from_args,
-    resolve_dtype,
-    sparse_merge_argmax,
-    upsample_labels,
-)
-from lib.engine.keyframe import FixedInterval
+from lib.infer.backends import build_segmenter
+from lib.infer.fast import EXACT, FastConfig, FastSCNet, add_fast_arguments, config_from_args, resolve_dtype
+from lib.infer.keyframe_policy import FixedInterval
+from lib.infer.labels import sparse_merge_argmax, upsample_labels
+from lib.infer.video_io import frame_to_tensor, open_frame_source
 from lib.model import build_scnet, load_scnet
 from lib.ops import resample2d, resample2d_reference
 from lib.utils import cli
@@ -62,7 +55,6 @@ from lib.utils.atomic import write_json, write_text
 from lib.utils.config import REPO_ROOT, load_config
 from lib.utils.errors import UserError
 from lib.utils.profiling import count_params, flop_counts, time_interleaved
-from lib.utils.video_io import frame_to_tensor, open_frame_source
 
 DEFAULT_OUT = os.path.join('result', 'benchmark.json')
 # FlopCounterMode does not count these; each output value of a bilinear sample costs 4 multiply-adds.

@@ -8,7 +8,7 @@ Times, per clip, on random frames of ``--size`` (or on the first ``--clips`` cli
 
 - ``naive``: for d = 1..9 separately, key frame through DeepLab, d flow + warp steps, DMNet and CFNet at t
   (the paper's loop; DAVSS row only);
-- ``fast``: ``lib.engine.pda.predict_clip`` with only the DAVSS row, and with all three rows;
+- ``fast``: ``lib.eval.pda.predict_clip`` with only the DAVSS row, and with all three rows;
 - ``batched``: the same with ``batched=True`` (not bit-exact; see docs/evaluation.md).
 
 Also checks that ``naive`` and ``fast`` give identical predictions and counts the forward FLOPs of each
@@ -23,7 +23,7 @@ import time
 import torch
 
 from lib.dataset import PDA_CLIP_LENGTH, build_dataset
-from lib.engine.pda import predict_clip
+from lib.eval.pda import predict_clip
 from lib.model import build_scnet, load_scnet
 from lib.utils import cli
 from lib.utils.atomic import write_text

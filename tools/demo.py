@@ -7,7 +7,7 @@
 
 Steps, in order (see docs/demo.md):
 
-1. ``data``: the synthetic set (:func:`lib.dataset.synthetic.generate`) in ``--root``;
+1. ``data``: the synthetic set (:func:`lib.synthetic.writer.generate`) in ``--root``;
 2. ``segmentation``, ``flow``, ``dmnet``, ``correction``: ``exp/synthetic/<stage>.yaml`` through the one training
    engine (``tools/train.py``), each writing ``<save root>/synthetic_<stage>/final.pth``, the ``init`` of the next;
 3. ``pda``: ``tools/test_pda.py`` on the val split -> ``<result root>/synthetic/pda.json``, ``pda.md`` and
@@ -20,8 +20,8 @@ Steps, in order (see docs/demo.md):
 A step whose output exists is skipped (and says so) unless that output is older than one of its inputs, its
 config changed since it was written, or ``--force`` / ``--redo`` names it.  A step that is redone first removes
 its old output, so an interrupted run never leaves a stale result that looks finished.  The tools are called in
-this process (the library functions behind them: ``lib.engine.train.main``, ``lib.engine.pda_run.run_pda``,
-``lib.engine.keyframe_eval.run_keyframe_policies``, ``lib.engine.show.run_show``), so torch is imported once and
+this process (the library functions behind them: ``lib.train.engine.main``, ``lib.eval.jobs.run_pda``,
+``lib.eval.keyframe_policies.run_keyframe_policies``, ``lib.eval.show.run_show``), so torch is imported once and
 the thread count set here holds.
 """
 import argparse
@@ -34,10 +34,12 @@ from dataclasses import asdict
 import torch
 import yaml
 
-from lib.dataset import synthetic
+from lib import synthetic
 from lib.dataset.synthetic_layout import META_FILE
-from lib.engine import keyframe_eval, pda_run, show
-from lib.engine import train as engine
+from lib.eval import jobs as pda_run
+from lib.eval import keyframe_policies as keyframe_eval
+from lib.eval import show
+from lib.train import engine
 from lib.utils import cli, distributed
 from lib.utils.atomic import write_json
 from lib.utils.config import DEFAULTS, REPO_ROOT, load_config, resolve_path
@@ -183,7 +185,7 @@ def why_redo(step, output, inputs, redo, extra_reason=None):
 
 
 def generator_options(dataset):
-    """Keyword arguments of :func:`lib.dataset.synthetic.generate` for one of the DATASET dicts above."""
+    """Keyword arguments of :func:`lib.synthetic.writer.generate` for one of the DATASET dicts above."""
     preset, overrides = dataset['difficulty']
     return dict(dataset, size=tuple(dataset['size']), difficulty=synthetic.difficulty_with(preset, **overrides))
 

@@ -24,7 +24,7 @@ frame).
 """
 import argparse
 
-from lib.engine.keyframe_eval import DEFAULT_INTERVALS, KeyframeRun, format_table, run_keyframe_policies
+from lib.eval.keyframe_policies import DEFAULT_INTERVALS, KeyframeRun, format_table, run_keyframe_policies
 from lib.utils import cli
 
 

@@ -7,15 +7,15 @@ OUTPUT receives ``key_step.onnx``, ``non_key_step.onnx`` (opset 18, dynamic heig
 (onnxruntime against PyTorch at ``--size`` and at ``--parity-size``: ``max_rel_logit_error`` and
 ``argmax_agreement`` per graph) and, with ``--torch-export``, the ``torch.export`` programs ``<graph>.pt2``.  It is
 written as ``OUTPUT.partial/`` and renamed when complete.  Exit status 1 for bad input and when the parity check
-fails (the files are kept, to inspect).  Graph inputs and outputs: lib/engine/export.py and docs/inference.md.
+fails (the files are kept, to inspect).  Graph inputs and outputs: lib/infer/export.py and docs/inference.md.
 """
 import argparse
 import sys
 
 import torch
 
-from lib.engine.export import GRAPHS, MIN_SIZE, check_parity, export_steps
-from lib.engine.fast import TAILS
+from lib.infer.export import GRAPHS, MIN_SIZE, check_parity, export_steps
+from lib.infer.labels import TAILS
 from lib.model import load_scnet
 from lib.utils import cli
 from lib.utils.atomic import write_json
@@ -39,7 +39,7 @@ def parse_args(argv=None):
     parser.add_argument('--tail', choices=TAILS, default='full',
                         help='where the non-key merge and argmax happen: full (exact, default) or the fast path\'s '
                              'sparse (exported as full: the same labels), quarter_merge or quarter_argmax '
-                             '(lib/engine/fast.py)')
+                             '(lib/infer/fast.py)')
     parser.add_argument('--torch-export', action='store_true', help='also save the torch.export programs (.pt2)')
     parser.add_argument('--overwrite', action='store_true', help='replace OUTPUT if it holds a previous export')
     cli.add_threads_argument(parser)

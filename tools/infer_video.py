@@ -11,9 +11,9 @@ is :meth:`lib.VideoSegmenter.run` (docs/inference.md).
 """
 import argparse
 
-from lib.engine.backend import BACKENDS
-from lib.engine.fast import add_fast_arguments, config_from_args
-from lib.engine.segmenter import VideoSegmenter
+from lib.infer.backends import BACKENDS
+from lib.infer.fast import add_fast_arguments, config_from_args
+from lib.infer.video_segmenter import VideoSegmenter
 from lib.utils import cli
 
 PROG = 'infer_video'

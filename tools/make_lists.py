@@ -15,7 +15,7 @@ import os
 import sys
 
 from lib.dataset.checks import find_problems
-from lib.dataset.list_builder import camvid_lines, cityscapes_lines, write_list
+from lib.dataset.frame_list import camvid_lines, cityscapes_lines, write_list
 from lib.utils import cli
 from lib.utils.config import DEFAULTS
 from lib.utils.errors import UserError

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from lib.dataset import synthetic
+from lib import synthetic
 from lib.dataset import synthetic_layout as layout
 from lib.dataset.io import read_flow
 from lib.utils import cli

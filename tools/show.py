@@ -17,7 +17,7 @@ For each clip of ``eval.show_clips`` (indices into the ``eval.split`` list) it w
 """
 import argparse
 
-from lib.engine.show import ShowRun, run_show
+from lib.eval.show import ShowRun, run_show
 from lib.utils import cli
 
 

@@ -10,11 +10,11 @@ is off unless ``eval.tf32``.  ``--save-predictions D`` also writes the DAVSS lab
 Cityscapes format (label-id PNGs, ``<out>/predictions_d<D>/<city>_<seq>_<frame>_pred_labelIds.png``) for
 cityscapesscripts' evaluator or the benchmark server.
 Everything that can be checked before the long run (config, checkpoint against the config, every frame of every
-clip, the output folder) is checked first (``lib/engine/pda_run.py`` does the work).
+clip, the output folder) is checked first (``lib/eval/jobs.py`` does the work).
 """
 import argparse
 
-from lib.engine.pda_run import PDARun, run_pda
+from lib.eval.jobs import PDARun, run_pda
 from lib.utils import cli
 
 

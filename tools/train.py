@@ -5,7 +5,7 @@ docs/training.md and ``exp/<experiment>/script/train.sh``.
 """
 import argparse
 
-from lib.engine import train as engine
+from lib.train import engine
 from lib.utils import cli
 from lib.utils.config import load_config
 

@@ -7,13 +7,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lib.utils.errors import UserError
-
-from ..utils.config import DATASET_CLASSES, PDA_CLIP_LENGTH, resolve_path
-from . import pseudo_labels, synthetic_layout
-from .frame_list import read_list
-from .transforms import JointAugment
-from .video import (
+from lib.dataset import pseudo_labels, synthetic_layout
+from lib.dataset.frame_list import read_list
+from lib.dataset.transforms import JointAugment
+from lib.dataset.video import (
     ClipDataset,
     FlowPairDataset,
     ImageDataset,
@@ -21,6 +18,8 @@ from .video import (
     synthetic_flow_items,
     synthetic_image_items,
 )
+from lib.utils.config import DATASET_CLASSES, PDA_CLIP_LENGTH, resolve_path
+from lib.utils.errors import UserError
 
 SPLITS = ('train', 'val', 'test')
 MODES = ('triplet', 'pda', 'image', 'flow')

@@ -4,14 +4,13 @@ import os
 import numpy as np
 from tqdm import tqdm
 
+from lib.dataset import synthetic_layout
+from lib.dataset.build import PDA_CLIP_LENGTH, list_path_of, num_classes
+from lib.dataset.frame_list import read_list
+from lib.dataset.io import check_multiple_of_4, file_kind, image_problem, read_flow, read_frame, read_label
+from lib.dataset.video import snippet_offsets
+from lib.utils.config import resolve_path
 from lib.utils.errors import UserError
-
-from ..utils.config import resolve_path
-from . import synthetic_layout
-from .build import PDA_CLIP_LENGTH, list_path_of, num_classes
-from .frame_list import read_list
-from .io import check_multiple_of_4, read_flow, read_frame, read_label
-from .video import snippet_offsets
 
 # A label resized with bilinear or bicubic interpolation gets, along every edge between two classes a and b, pixels
 # of a class strictly between them (a < c < b along a row or column). A native or nearest-resized label has them only
@@ -124,3 +123,41 @@ def find_problems(data_cfg, split, progress=True):
         if meta is not None:
             _check_synthetic_extras(root, entry, meta, n_classes, problems)
     return problems
+
+
+def check_clip_files(dataset, indices=None):
+    """Every frame and label that the clips ``indices`` (default: all) of a ``'pda'`` dataset read must exist and
+    look whole (header, size and end of file: :mod:`lib.dataset.io`), frames of one size that is a multiple
+    of 4, labels PNG files of that size; checked up front, since a bad file would otherwise stop the run after hours
+    (at its last clip, with nothing written)."""
+    indices = range(len(dataset)) if indices is None else indices
+    missing = []
+    entries = [dataset.frames[i] for i in indices]
+    for entry in entries:
+        paths = [entry.frame(offset) for offset in dataset.offsets] + [entry.label]
+        missing += [(entry.source, p) for p in paths if not os.path.isfile(os.path.join(dataset.root, p))]
+    if missing:
+        source, path = missing[0]
+        raise UserError(f'{source}: {len(missing)} file(s) the PDA clips need are missing under '
+                        f'{dataset.root}, first: {path}')
+    problems, sizes = [], {}
+    for entry in entries:
+        label = os.path.join(dataset.root, entry.label)
+        for path in [os.path.join(dataset.root, entry.frame(offset)) for offset in dataset.offsets] + [label]:
+            if path not in sizes:
+                problem, sizes[path] = image_problem(path)
+                if problem is None and path == label and file_kind(path) != 'PNG':
+                    problem = 'not a PNG file; labels must be lossless PNG'
+                if problem:
+                    problems.append(f'{path}: {problem}')
+        size = sizes[os.path.join(dataset.root, entry.image)]
+        if size is not None and (size[0] % 4 or size[1] % 4):
+            problems.append(f'{os.path.join(dataset.root, entry.image)}: frame is {size[0]}x{size[1]} (HxW); the '
+                            f'networks need sides that are multiples of 4')
+        clip = [os.path.join(dataset.root, entry.frame(offset)) for offset in dataset.offsets] + [label]
+        problems += [f'{p}: {sizes[p][0]}x{sizes[p][1]} but frame t of its clip is {size[0]}x{size[1]}'
+                     for p in clip if size is not None and sizes[p] is not None and sizes[p] != size]
+    problems = list(dict.fromkeys(problems))
+    if problems:
+        raise UserError(f'{len(problems)} problem(s) in the files the PDA clips read (tools/check_dataset.py '
+                        f'lists them all), first: {problems[0]}')

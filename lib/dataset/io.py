@@ -8,6 +8,7 @@ import os
 import cv2
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from lib.utils.atomic import atomic_path
 from lib.utils.errors import UserError
@@ -131,3 +132,30 @@ def write_png_atomic(path, image):
     with atomic_path(path) as tmp:
         if not cv2.imwrite(tmp, image):
             raise UserError(f'{path}: could not write image')
+
+
+PNG_END = b'IEND\xaeB`\x82'
+JPEG_END = b'\xff\xd9'
+
+
+def image_problem(path):
+    """``(None, (height, width))`` for a file that looks whole, else ``(problem, None)`` (one phrase)."""
+    try:
+        with Image.open(path) as image:  # reads the header only
+            kind, (width, height) = image.format, image.size
+    except FileNotFoundError:
+        return 'file not found', None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        return f'not a readable image ({type(err).__name__})', None
+    try:
+        with open(path, 'rb') as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 64))
+            tail = f.read()
+    except OSError as err:
+        return f'cannot be read ({err.strerror or err})', None
+    if kind == 'PNG' and not tail.endswith(PNG_END):
+        return 'truncated PNG (no IEND chunk at the end)', None
+    if kind == 'JPEG' and JPEG_END not in tail[-16:]:
+        return 'truncated JPEG (no end-of-image marker)', None
+    return None, (height, width)

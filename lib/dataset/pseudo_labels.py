@@ -15,11 +15,10 @@ import os
 import torch
 from tqdm import tqdm
 
+from lib.dataset.io import decode_frame, write_png_atomic
 from lib.utils.atomic import write_json
 from lib.utils.errors import UserError
 from lib.utils.outputs import OwnedFolder
-
-from .io import decode_frame, write_png_atomic
 
 MODES = ('online', 'precomputed')  # data.pseudo_labels
 MARKER = 'pseudo_labels.json'

@@ -6,7 +6,7 @@ DataLoader derives from its generator) makes every sample reproducible.
 import torch
 import torch.nn.functional as F
 
-from .io import IGNORE_INDEX
+from lib.dataset.io import IGNORE_INDEX
 
 
 def random_crop(frames, label, crop_size):

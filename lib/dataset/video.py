@@ -13,11 +13,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lib.dataset import synthetic_layout
+from lib.dataset.io import check_multiple_of_4, decode_frame, read_flow, read_frame, read_label
+from lib.dataset.pseudo_labels import mask_path
 from lib.utils.errors import UserError
-
-from . import synthetic_layout
-from .io import check_multiple_of_4, decode_frame, read_flow, read_frame, read_label
-from .pseudo_labels import mask_path
 
 
 class _LabelledVideo(Dataset):

@@ -141,7 +141,7 @@ def read_clip_motion(root, split, city, seq, frames, n_classes):
     convention.
 
     Args:
-        root: a synthetic set (lib.dataset.synthetic).
+        root: a synthetic set (lib.synthetic.scene).
         split, city, seq: the snippet (``<city>_<seq:06d>_<frame:06d>``).
         frames: consecutive frame numbers, e.g. ``range(10, 20)``.
         n_classes: classes of the set (the label check).

@@ -17,9 +17,8 @@ from typing import List, NamedTuple, Tuple
 
 import torch
 
+from lib.model.scnet import build_scnet
 from lib.utils.errors import UserError
-
-from .scnet import build_scnet
 
 WRAPPER_PREFIXES = ('module.', '_orig_mod.')  # DistributedDataParallel / DataParallel, torch.compile
 NESTED_STATE_KEYS = ('model', 'state_dict')  # where training scripts keep the weights next to the optimiser etc.

@@ -15,10 +15,17 @@ from collections import Counter
 
 import torch
 
-from ..utils.errors import UserError
-from .checkpoint import WRAPPER_PREFIXES, compare, non_finite, read_checkpoint, state_dict_of, strip_wrapper_prefixes
-from .dmnet import DMNet
-from .scnet import SCNet
+from lib.model.checkpoint import (
+    WRAPPER_PREFIXES,
+    compare,
+    non_finite,
+    read_checkpoint,
+    state_dict_of,
+    strip_wrapper_prefixes,
+)
+from lib.model.dmnet import DMNet
+from lib.model.scnet import SCNet
+from lib.utils.errors import UserError
 
 NETWORKS = ('deeplab', 'flownet', 'cfnet', 'dmnet')
 DATASETS = {19: 'cityscapes', 11: 'camvid'}

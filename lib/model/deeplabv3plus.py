@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import ConvBNReLU, SeparableConv2d, batch_norm, scale_width
+from lib.model.layers import ConvBNReLU, SeparableConv2d, batch_norm, scale_width
 
 # TensorFlow defaults the weights were trained with (PyTorch momentum = 1 - TF decay 0.9997).
 XCEPTION_BN_EPS = 1e-3

@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import SeparableConv2d, batch_norm
+from lib.model.layers import SeparableConv2d, batch_norm
 
 
 def embedding_stage(in_channels, out_channels):

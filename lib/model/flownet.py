@@ -4,7 +4,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from .layers import StridedEncoder, check_multiple_of_4, crop_to, deconv_leaky, scale_width
+from lib.model.layers import StridedEncoder, check_multiple_of_4, crop_to, deconv_leaky, scale_width
 
 # The published weights predict flow divided by this factor (a FlowNet training convention).
 FLOW_SCALE = 5.0

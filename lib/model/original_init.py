@@ -16,7 +16,7 @@ import math
 
 import torch.nn as nn
 
-from .deeplabv3plus import XceptionBlock
+from lib.model.deeplabv3plus import XceptionBlock
 
 XCEPTION_BLOCK_STD = 0.09
 SEPARABLE_STD = 0.33

@@ -16,14 +16,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..utils.metrics import IGNORE_INDEX
-from .cfnet import CFNet
-from .deeplabv3plus import DeepLabV3Plus
-from .dmnet import DMNet
-from .flownet import FlowNetS
-from .layers import check_multiple_of_4
-from .original_init import draw_as_original
-from .warp import Warp
+from lib.model.cfnet import CFNet
+from lib.model.deeplabv3plus import DeepLabV3Plus
+from lib.model.dmnet import DMNet
+from lib.model.flownet import FlowNetS
+from lib.model.layers import check_multiple_of_4
+from lib.model.original_init import draw_as_original
+from lib.ops import resample2d
+from lib.utils.metrics import IGNORE_INDEX
 
 INIT_MODES = ('default', 'original')
 
@@ -263,3 +263,17 @@ def build_scnet(model_cfg, stage='correction'):
     if stage == 'dmnet':
         return SCNetDMNet(**common)
     raise ValueError(f'build_scnet: stage must be "correction" or "dmnet", got "{stage}"')
+
+
+class Warp(nn.Module):
+    """Carries a map of frame t-1 onto frame t: ``out[y, x] = x_prev[y + dy, x + dx]`` (bilinear, border clamp)."""
+
+    def forward(self, x, flow):
+        """
+        Args:
+            x: (N, C, h, w) features (logits, images) of the previous frame.
+            flow: (N, 2, h, w) backward flow (dx, dy) in pixels of this grid.
+        Returns:
+            (N, C, h, w) the features warped onto the current frame.
+        """
+        return resample2d(x, flow)

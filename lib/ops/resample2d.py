@@ -29,7 +29,7 @@ IMPLEMENTATIONS = ('auto', 'cuda', 'torch')
 def _load_extension():
     """Import the compiled extension (which registers torch.ops.davss.*); return (loaded, why_not)."""
     try:
-        from . import _resample2d_cuda  # noqa: F401  (imported for its operator registrations)
+        from lib.ops import _resample2d_cuda  # noqa: F401  (imported for its operator registrations)
     except ImportError as error:  # not built (CPU-only torch, no nvcc) or built against another torch
         return False, f'{type(error).__name__}: {error}'
     return True, None

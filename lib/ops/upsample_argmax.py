@@ -4,7 +4,7 @@
 ``upsample_merge_argmax(p, d, q, grid)`` is the exact non-key tail ``argmax(up(p) * (1 - up(d)) + up(q) * up(d))``,
 computed row by row without storing the full-resolution maps.  ``grid`` is the bilinear resize as
 ``(rows_lower, rows_upper, rows_weight, cols_lower, cols_upper, cols_weight)`` (int64, int64, float32 per axis;
-``lib.engine.fast`` builds it the way ``F.interpolate`` does).  Built by setup.py where a C++ compiler exists;
+``lib.infer.fast`` builds it the way ``F.interpolate`` does).  Built by setup.py where a C++ compiler exists;
 ``available()`` says whether it was, and the fast path uses PyTorch operations where it was not.
 """
 import torch
@@ -12,7 +12,7 @@ import torch
 
 def _load():
     try:
-        from . import _upsample_argmax_cpu  # noqa: F401  (imported for its operator registrations)
+        from lib.ops import _upsample_argmax_cpu  # noqa: F401  (imported for its operator registrations)
     except ImportError:  # not built (no compiler at install time) or built against another torch
         return False
     return True

@@ -191,7 +191,7 @@ def _save_figure(fig, path):
 
 def plot_tradeoff(report, path, title):
     """mIoU against the average cost per frame, in GFLOPs (left) and measured ms (right), of the key-frame policies
-    of a ``lib.engine.keyframe_eval`` report: DAVSS and propagation only at fixed intervals (points labelled k), the
+    of a ``lib.eval.keyframe_policies`` report: DAVSS and propagation only at fixed intervals (points labelled k), the
     distortion-triggered policies (one curve over their thresholds), per-frame DeepLab, and ``report['marked']``."""
     matplotlib.use('Agg')  # files only, no display
     import matplotlib.pyplot as plt
@@ -231,7 +231,7 @@ def plot_tradeoff(report, path, title):
 
 
 def plot_pda(result, path, title):
-    """mIoU against the key-frame distance d of a ``pda.json`` (lib.engine.pda): per-frame, propagation only and
+    """mIoU against the key-frame distance d of a ``pda.json`` (lib.eval.pda): per-frame, propagation only and
     DAVSS (the rows that are present)."""
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt

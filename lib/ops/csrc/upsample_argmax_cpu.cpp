@@ -5,7 +5,7 @@
 //   upsample_argmax:        argmax_c up(L)_c
 //   upsample_merge_argmax:  argmax_c up(P)_c * (1 - up(D)) + up(Q)_c * up(D)
 // with up() the bilinear resize of F.interpolate given by its source rows/columns and weights (computed by the
-// caller, lib/engine/fast.py, so there is one definition of the grid).  The resized maps are never stored: each
+// caller, lib/infer/labels.py, so there is one definition of the grid).  The resized maps are never stored: each
 // output row is interpolated from two source rows that were first interpolated along the width, and both stay in
 // the cache; the memory traffic is the small 1/4 maps in and the label map out (the tail it replaces writes and
 // reads 2C + 1 full-resolution planes).

@@ -19,15 +19,12 @@ that up for speed on GPUs (DeepLab over all key candidates, FlowNet over all pai
 one batch each) and may flip the argmax of a few pixels.
 """
 import math
-import os
 import time
 
 import torch
 from tqdm import tqdm
 
 from lib.dataset.build import PDA_CLIP_LENGTH
-from lib.dataset.integrity import image_problem
-from lib.dataset.io import file_kind
 from lib.utils import distributed
 from lib.utils.errors import UserError
 from lib.utils.metrics import ConfusionMatrix
@@ -93,7 +90,7 @@ def _propagate_to_target(model, keys, flows):
 
 def _labels(model, logits, size):
     """(N, C, h, w) -> (N, H, W) argmax at the frame size; maps a model merged at 1/4 resolution are upsampled
-    first (a wrapper such as ``lib.engine.fast.FastSCNet`` may do so; SCNet already returns full resolution)."""
+    first (a wrapper such as ``lib.infer.fast.FastSCNet`` may do so; SCNet already returns full resolution)."""
     if tuple(logits.shape[-2:]) != tuple(size):
         logits = model.to_full_resolution(logits)
     return logits.argmax(1)
@@ -136,38 +133,6 @@ def predict_clip(model, frames, distances, per_frame=True, propagation_only=True
             propagated[d] = _labels(model, out['propagated'], size)
     per_frame_pred = _labels(model, target_state.logits, size) if per_frame else None
     return {'davss': davss, 'propagation_only': propagated if propagation_only else None, 'per_frame': per_frame_pred}
-
-
-@torch.no_grad()
-def trace_clip(model, frames, distance):
-    """Every step of one propagation, for visualisation (the original show script, plus what it left out).
-
-    Starting from key frame ``t - distance``, each following frame gets the propagated logits, the distortion map
-    and the corrected (merged) prediction, with CFNet run on that frame.
-
-    Args:
-        model: an ``SCNet`` in eval mode.
-        frames: (N, T, 3, H, W) clips on the model's device.
-        distance: key frame offset, 1 .. T-1.
-    Returns:
-        dict with ``'frames'`` (list of frame indices into the clip, key first), ``'merged'`` and ``'propagated'``
-        (lists of (N, H, W) int64, the key frame's prediction first), ``'distortion'`` (list of (N, H, W) float in
-        [0, 1], None for the key frame) and ``'per_frame'`` ((N, H, W) int64, the key network on the last frame).
-    """
-    last = frames.shape[1] - 1
-    key = last - distance
-    state = model.key_frame(frames[:, key])
-    key_pred = model.to_full_resolution(state.logits).argmax(1)
-    trace = {'frames': [key], 'merged': [key_pred], 'propagated': [key_pred], 'distortion': [None]}
-    for j in range(key, last):
-        state = model.propagate(state, model.estimate_flow(frames[:, j + 1], frames[:, j]))
-        out = model.correct(state, frames[:, j + 1], full_resolution=True)
-        trace['frames'].append(j + 1)
-        trace['merged'].append(out['merged'].argmax(1))
-        trace['propagated'].append(out['propagated'].argmax(1))
-        trace['distortion'].append(out['distortion'][:, 0])
-    trace['per_frame'] = model.segment(frames[:, last])
-    return trace
 
 
 def _summary(meters):
@@ -264,44 +229,6 @@ def protocol(model_cfg, source, batched, tf32):
             'resizes': f'bilinear, align_corners={ac}: key image and frame t to 1/4; logits, distortion and '
                        f'correction x4 to full resolution',
             'merge': 'argmax of propagated * (1 - distortion) + correction * distortion at full resolution'}
-
-
-def check_clip_files(dataset, indices=None):
-    """Every frame and label that the clips ``indices`` (default: all) of a ``'pda'`` dataset read must exist and
-    look whole (header, size and end of file: :mod:`lib.dataset.integrity`), frames of one size that is a multiple
-    of 4, labels PNG files of that size; checked up front, since a bad file would otherwise stop the run after hours
-    (at its last clip, with nothing written)."""
-    indices = range(len(dataset)) if indices is None else indices
-    missing = []
-    entries = [dataset.frames[i] for i in indices]
-    for entry in entries:
-        paths = [entry.frame(offset) for offset in dataset.offsets] + [entry.label]
-        missing += [(entry.source, p) for p in paths if not os.path.isfile(os.path.join(dataset.root, p))]
-    if missing:
-        source, path = missing[0]
-        raise UserError(f'{source}: {len(missing)} file(s) the PDA clips need are missing under '
-                        f'{dataset.root}, first: {path}')
-    problems, sizes = [], {}
-    for entry in entries:
-        label = os.path.join(dataset.root, entry.label)
-        for path in [os.path.join(dataset.root, entry.frame(offset)) for offset in dataset.offsets] + [label]:
-            if path not in sizes:
-                problem, sizes[path] = image_problem(path)
-                if problem is None and path == label and file_kind(path) != 'PNG':
-                    problem = 'not a PNG file; labels must be lossless PNG'
-                if problem:
-                    problems.append(f'{path}: {problem}')
-        size = sizes[os.path.join(dataset.root, entry.image)]
-        if size is not None and (size[0] % 4 or size[1] % 4):
-            problems.append(f'{os.path.join(dataset.root, entry.image)}: frame is {size[0]}x{size[1]} (HxW); the '
-                            f'networks need sides that are multiples of 4')
-        clip = [os.path.join(dataset.root, entry.frame(offset)) for offset in dataset.offsets] + [label]
-        problems += [f'{p}: {sizes[p][0]}x{sizes[p][1]} but frame t of its clip is {size[0]}x{size[1]}'
-                     for p in clip if size is not None and sizes[p] is not None and sizes[p] != size]
-    problems = list(dict.fromkeys(problems))
-    if problems:
-        raise UserError(f'{len(problems)} problem(s) in the files the PDA clips read (tools/check_dataset.py '
-                        f'lists them all), first: {problems[0]}')
 
 
 def _percent(value):

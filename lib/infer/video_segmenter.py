@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lib.engine.backend import build_segmenter, check_backend
-from lib.engine.fast import EXACT, FastConfig
-from lib.engine.keyframe import FixedInterval, parse_policy
+from lib.infer.backends import build_segmenter, check_backend
+from lib.infer.fast import EXACT, FastConfig
+from lib.infer.keyframe_policy import FixedInterval, parse_policy
+from lib.infer.video_io import FrameOutputs, labels_to_frame, open_frame_source, pad_to_multiple
 from lib.model import load_scnet
 from lib.utils import profiling
 from lib.utils.atomic import write_json
@@ -28,7 +29,6 @@ from lib.utils.distributed import pick_device
 from lib.utils.errors import UserError
 from lib.utils.outputs import StagedFolder
 from lib.utils.palette import palette_for
-from lib.utils.video_io import FrameOutputs, labels_to_frame, open_frame_source, pad_to_multiple
 
 CHANNEL_ORDERS = ('rgb', 'bgr')
 KIND = 'video segmentation'
@@ -53,8 +53,8 @@ class VideoSegmenter:
     Args:
         net: an SCNet in eval mode (weights loaded) on ``device``.
         policy: key-frame policy, a string as ``--policy`` (``fixed:5``, ``distortion:0.3,max=10``, ``per-frame``).
-        fast: False (exact path, the published numbers), True (``lib.engine.fast`` defaults), or a ``FastConfig``.
-        backend: ``torch`` or ``onnxruntime`` (CPU; lib/engine/backend.py).
+        fast: False (exact path, the published numbers), True (``lib.infer.fast`` defaults), or a ``FastConfig``.
+        backend: ``torch`` or ``onnxruntime`` (CPU; lib/infer/backends.py).
         size: None (run at the frame size) or (H, W) to resize frames for the model; outputs keep the frame size.
         channels: ``rgb`` or ``bgr`` (OpenCV's order) for numpy frames.
         threads: CPU threads of onnxruntime (torch's are the process's setting).
@@ -189,7 +189,7 @@ class VideoSegmenter:
         is replaced only with ``overwrite`` and only if an earlier run wrote it.  Ctrl-C leaves ``out.partial/``.
 
         Args:
-            source: a path (video file or frame folder) or a :class:`lib.utils.video_io.FrameSource`.
+            source: a path (video file or frame folder) or a :class:`lib.infer.video_io.FrameSource`.
         Returns:
             the summary dict (frames, key frames, seconds, frames per second).
         """

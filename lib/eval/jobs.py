@@ -10,23 +10,25 @@ import json
 import math
 import os
 import platform
+import re
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
 
 from lib.dataset import build_dataset, build_eval_loader
-from lib.engine import cityscapes_results
-from lib.engine.pda import check_clip_files, check_distances, eval_model_cfg, evaluate_pda, format_markdown, protocol
-from lib.engine.result_dir import claim_results, default_result_dir
+from lib.dataset.checks import check_clip_files
+from lib.dataset.io import write_png_atomic
+from lib.eval import jobs as cityscapes_results
+from lib.eval.pda import check_distances, eval_model_cfg, evaluate_pda, format_markdown, protocol
 from lib.model import load_scnet
 from lib.utils import distributed
 from lib.utils.atomic import write_text
-from lib.utils.config import load_config
+from lib.utils.config import load_config, resolve_path
 from lib.utils.errors import UserError
-from lib.utils.outputs import StagedFolder
-from lib.utils.palette import class_names
-from lib.utils.precision import tf32
+from lib.utils.outputs import OwnedFolder, StagedFolder
+from lib.utils.palette import class_names, train_ids_to_label_ids
+from lib.utils.runtime import tf32
 
 RESULT_FILES = ('pda.json', 'pda.md')
 
@@ -147,3 +149,43 @@ def run_pda(run):
         if folder is not None:
             folder.release()
     return out_dir
+
+
+KIND = 'evaluation results'
+
+
+def default_result_dir(cfg, checkpoint):
+    """``<eval.result_root>/<experiment>/<checkpoint file stem>``: ``best.pth`` -> ``.../best``, so the results of
+    different checkpoints of one experiment stay apart."""
+    stem = os.path.splitext(os.path.basename(checkpoint))[0]
+    return os.path.join(resolve_path(cfg['eval']['result_root']), cfg['experiment'], stem)
+
+
+def claim_results(path, files, what='--output'):
+    """Rank 0 claims the result folder ``path`` (its own ``files`` set aside); every rank learns of a refusal.
+    Returns the :class:`OwnedFolder` on rank 0, None elsewhere."""
+    def claim():
+        folder = OwnedFolder(path, KIND, what, own_files=files).claim()
+        folder.set_aside(files)
+        return folder
+    return distributed.claimed_on_main(claim)
+
+
+FORMATS = ('cityscapes', 'synthetic')  # the datasets labelled in Cityscapes train ids
+_FRAME_NAME = re.compile(r'^(?P<prefix>[^_/]+_\d{6}_\d{6})_leftImg8bit\.png$')
+
+
+def prediction_name(frame_path):
+    """``leftImg8bit_sequence/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png`` ->
+    ``frankfurt_000000_000294_pred_labelIds.png``."""
+    match = _FRAME_NAME.match(os.path.basename(frame_path))
+    if match is None:
+        raise UserError(f'{frame_path}: not a Cityscapes frame name (<city>_<seq>_<frame>_leftImg8bit.png)')
+    return f'{match["prefix"]}_pred_labelIds.png'
+
+
+def save_prediction(folder, frame_path, train_ids):
+    """Write one (H, W) train-id prediction (tensor or array; the ignore index is never predicted) as label ids."""
+    if hasattr(train_ids, 'detach'):
+        train_ids = train_ids.detach().cpu().numpy()
+    write_png_atomic(os.path.join(folder, prediction_name(frame_path)), train_ids_to_label_ids(train_ids))

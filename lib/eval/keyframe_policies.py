@@ -15,10 +15,11 @@ from lib.dataset import build_dataset, num_classes, read_frame, read_label, synt
 from lib.dataset.build import list_path_of
 from lib.dataset.frame_list import read_list
 from lib.dataset.video import snippet_offsets
-from lib.engine.fast import logits_to_labels
-from lib.engine.keyframe import DistortionTriggered, FixedInterval, PerFrame
-from lib.engine.result_dir import claim_results, default_result_dir
-from lib.engine.video import StreamingSegmenter, set_threads
+from lib.eval.jobs import claim_results, default_result_dir
+from lib.infer.keyframe_policy import DistortionTriggered, FixedInterval, PerFrame
+from lib.infer.labels import logits_to_labels
+from lib.infer.streaming import StreamingSegmenter, set_threads
+from lib.infer.video_io import pad_to_multiple
 from lib.model import load_scnet
 from lib.utils.atomic import write_json
 from lib.utils.config import load_config, resolve_path
@@ -26,7 +27,6 @@ from lib.utils.distributed import pick_device
 from lib.utils.errors import UserError
 from lib.utils.metrics import IGNORE_INDEX, ConfusionMatrix
 from lib.utils.profiling import count_flops, median_ms
-from lib.utils.video_io import pad_to_multiple
 from lib.utils.visualize import plot_tradeoff
 
 DEFAULT_INTERVALS = (2, 3, 4, 5, 6, 8, 10)

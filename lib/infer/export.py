@@ -11,7 +11,7 @@ keeping the 1/4-resolution state between calls and choosing the key frames:
   and ``labels (N, H, W)`` int64.
 
 Frames are RGB in [0, 1], float32, one at a time (N = 1); H and W are dynamic (multiples of 4, at least
-:data:`MIN_SIZE`; ``lib.engine.backend`` exports smaller frames at a fixed size).  Both graphs are traced by
+:data:`MIN_SIZE`; ``lib.infer.backends`` exports smaller frames at a fixed size).  Both graphs are traced by
 ``torch.export`` and translated by the ONNX exporter of torch (``torch.onnx.export(dynamo=True)``), opset
 :data:`OPSET`; resample2d is its PyTorch path, ``grid_sample`` (ONNX ``GridSample``, border padding,
 ``align_corners=True``).  The older TorchScript exporter is not used: with FlowNetS and CFNet in one graph it
@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lib.engine.fast import TAILS, logits_to_labels
+from lib.infer.labels import TAILS, logits_to_labels
 from lib.model.scnet import PropagationState
 from lib.utils.atomic import atomic_path
 from lib.utils.errors import UserError
@@ -44,7 +44,7 @@ PARITY_TOLERANCE = {'max_rel_logit_error': 1e-3, 'argmax_agreement': 0.999}
 
 def graph_tail(tail):
     """The tail a graph computes: ``sparse`` is the ``full`` tail computed only where it matters, a data-dependent
-    shortcut (``lib.engine.fast.sparse_merge_argmax``) a static graph cannot hold, so its graph is the ``full`` one."""
+    shortcut (``lib.infer.labels.sparse_merge_argmax``) a static graph cannot hold, so its graph is the ``full`` one."""
     return 'full' if tail == 'sparse' else tail
 
 

@@ -1,9 +1,9 @@
 """One training engine for every stage (segmentation, flow, dmnet, correction), on any number of GPUs or the CPU.
 
 ``main(cfg)`` runs a stage described by a config (``lib.utils.config``): it builds the stage's network
-(:mod:`lib.engine.stages`), loads its ``init:`` checkpoints, trains the unfrozen sub-networks with Adam and the
+(:mod:`lib.train.stages`), loads its ``init:`` checkpoints, trains the unfrozen sub-networks with Adam and the
 paper's step schedule, validates every ``train.val_every`` epochs and writes ``now.pth`` / ``best.pth`` /
-``final.pth`` (:mod:`lib.engine.checkpointing`) next to the resolved config, a text log and TensorBoard scalars.
+``final.pth`` (:mod:`lib.train.resume`) next to the resolved config, a text log and TensorBoard scalars.
 
 Position bookkeeping.  An *iteration* is one optimiser step and consumes ``train.accumulate`` batches; an epoch
 has ``len(loader) // accumulate`` iterations.  ``now.pth`` records the iteration, the epoch and the batches of
@@ -15,48 +15,66 @@ exact at epoch ends, and mid-epoch it sees the same samples with other random cr
 """
 import math
 import os
-import random
 import sys
 import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lib.dataset import build_dataset, seed_worker
-from lib.engine.checkpointing import gather_rng_states, model_state, restore_rng_state
-from lib.engine.guards import NonFiniteWatch
-from lib.engine.optim import apply_lr, build_optimizer
-from lib.engine.run_dir import RunFolder
-from lib.engine.sampler import ResumableSampler
-from lib.engine.stage_nets import set_bn_momentum
-from lib.engine.stages import Stage, check_init_config, get_stage, initialise
 from lib.model.checkpoint import read_checkpoint
+from lib.train.optim import apply_lr, build_optimizer
+from lib.train.resume import Progress, ResumableSampler, data_layout, epoch_seed, load_training_state, save_checkpoint
+from lib.train.run_folder import RunFolder
+from lib.train.stages import Stage, check_init_config, get_stage, initialise, set_bn_momentum
 from lib.utils import distributed
-from lib.utils.atomic import save_torch
 from lib.utils.config import dump_config, resolve_path
 from lib.utils.errors import UserError
 from lib.utils.logger import MetricLogger, ScalarWriter, close_text_log, setup_text_log
-from lib.utils.precision import tf32
+from lib.utils.runtime import determinism, seed_everything, tf32
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
+# A non-finite flow does not show in the losses (the warp clamps its sampling grid), so the flow network's output
+# is watched too, together with the losses, before every backward.
+WATCHED = ('flownet',)  # sub-networks whose output feeds the warp
 
 
-@dataclass
-class Progress:
-    """Where the run is; saved in every checkpoint."""
-    iteration: int = 0  # optimiser steps done
-    epoch: int = 0  # epoch in progress (or just completed, if epoch_complete)
-    batches_done: int = 0  # batches of that epoch consumed
-    epoch_complete: bool = False
-    best_score: Optional[float] = None
+class NonFiniteWatch:
+    """Forward hooks on the watched sub-networks of ``net``; :meth:`flags` says which produced a non-finite value
+    since the last call (device tensors, no host synchronisation until read)."""
+
+    def __init__(self, net, names=WATCHED):
+        self.bad = {}
+        self.handles = [getattr(net, name).register_forward_hook(self._hook(f'{name} output'))
+                        for name in names if hasattr(net, name)]
+
+    def _hook(self, name):
+        def hook(module, inputs, output):
+            outputs = output if isinstance(output, (tuple, list)) else (output,)
+            for value in outputs:
+                if torch.is_tensor(value) and value.is_floating_point():
+                    bad = ~torch.isfinite(value.detach()).all()
+                    self.bad[name] = bad if name not in self.bad else self.bad[name] | bad
+        return hook
+
+    def flags(self, losses):
+        """``{name: 0-dim bool tensor}`` for every loss and every watched output of the step so far; resets."""
+        flags = {name: ~torch.isfinite(value.detach()).all() for name, value in losses.items()}
+        flags.update(self.bad)
+        self.bad = {}
+        return flags
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
 
 
 @dataclass
@@ -80,36 +98,6 @@ class Run:
     progress: Progress
     folder: Optional[RunFolder] = None  # the claimed experiment folder (rank 0), held while the run writes it
     watch: Optional[NonFiniteWatch] = None  # non-finite values in the losses and the flow, before each backward
-
-
-@contextmanager
-def determinism(enabled):
-    """Deterministic kernels where PyTorch has them while the run lasts (a warning names any op that has none,
-    e.g. some interpolation backwards on the GPU); otherwise let cuDNN pick the fastest algorithms.  The
-    process-wide flags are put back afterwards, so a run inside a larger program leaves no trace."""
-    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-                torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-    if enabled:
-        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
-    torch.use_deterministic_algorithms(bool(enabled), warn_only=True)
-    torch.backends.cudnn.benchmark = not enabled
-    torch.backends.cudnn.deterministic = bool(enabled)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = previous[2:]
-
-
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-
-
-def epoch_seed(seed, rank, epoch):
-    """The seed of a loader's worker RNGs in one epoch on one rank (independent of the global RNG)."""
-    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
 
 
 def build_train_loader(cfg, stage):
@@ -245,106 +233,6 @@ def log_header(run, sources, resumed_from):
     if run.val_loader is not None and cfg['train']['val_split'] == 'test':
         log.info('note: train.val_split is "test": best.pth is selected on the test split (as the paper\'s CamVid '
                  'scripts do), so test results of best.pth are not held-out numbers')
-
-
-def data_layout(cfg, loader):
-    """What fixes the position of a batch in an epoch; a resume must see the same, or it skips or repeats data."""
-    return {'batch_size': cfg['train']['batch_size'], 'accumulate': cfg['train']['accumulate'],
-            'world_size': distributed.get_world_size(), 'dataset_length': len(loader.dataset)}
-
-
-def check_layout(path, checkpoint, layout, restart_epoch):
-    """Refuse a resume whose data layout differs from the checkpoint's (unless the open epoch is restarted)."""
-    saved = checkpoint['layout']
-    changed = [f'{key} {saved[key]} -> {layout[key]}' for key in layout if saved.get(key) != layout[key]]
-    if changed and not restart_epoch:
-        raise UserError(f'--resume: {path} was written with another data layout ({", ".join(changed)}): the rest of '
-                        f'its epoch cannot be found again; resume with the same settings, or pass --restart-epoch to '
-                        f'train that epoch again from its first batch')
-    return changed
-
-
-# Keys a resumed run may change: how long it runs, how often it logs and validates, where it reads and writes.
-RESUME_FREE = ('experiment', 'device', 'deterministic', 'init.', 'eval.', 'data.root', 'data.num_workers',
-               'data.pin_memory', 'train.epochs', 'train.max_iters', 'train.log_every', 'train.val_every',
-               'train.checkpoint_every', 'train.val_max_clips', 'train.val_batch_size', 'train.save_root',
-               'train.tblog_root')
-
-
-def _flat(tree, prefix=''):
-    flat = {}
-    for key, value in tree.items():
-        flat.update(_flat(value, f'{prefix}{key}.') if isinstance(value, dict) else {f'{prefix}{key}': value})
-    return flat
-
-
-def check_config_changes(path, saved_cfg, cfg, restart_epoch):
-    """Refuse a resume under another config than the run's (another seed, list, learning rate, ...), naming old
-    and new; ``--restart-epoch`` accepts all but the model's shape.  Returns the accepted changes.  The batch size
-    and accumulation are the data layout's (:func:`check_layout`)."""
-    old, new = _flat(saved_cfg), _flat(cfg)
-    changed = [key for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)
-               and not key.startswith(RESUME_FREE) and key not in ('train.batch_size', 'train.accumulate')]
-    shown = [f'{key} {old.get(key)!r} -> {new.get(key)!r}' for key in changed]
-    model = [s for key, s in zip(changed, shown) if key.startswith('model.')]
-    if model:
-        raise UserError(f'--resume: {path} holds another network than this config ({", ".join(model)}); resume '
-                        f'with the config the run was started with')
-    if shown and not restart_epoch:
-        raise UserError(f'--resume: this config differs from the run\'s ({", ".join(shown)}); resume with the '
-                        f'run\'s config ({os.path.join(os.path.dirname(path), "config.yaml")}), or pass '
-                        f'--restart-epoch to go on from the start of the open epoch with the new settings')
-    return shown
-
-
-def load_training_state(path, net, optimizer, scaler, cfg, layout, restart_epoch=False):
-    checkpoint = read_checkpoint(path, '--resume')
-    if not isinstance(checkpoint, dict) or checkpoint.get('stage') != cfg['stage']:
-        found = checkpoint.get('stage') if isinstance(checkpoint, dict) else None
-        raise UserError(f'--resume: {path} is not a training checkpoint of the "{cfg["stage"]}" stage '
-                        f'(stage: {found})')
-    changes = check_config_changes(path, checkpoint['config'], cfg, restart_epoch)
-    try:
-        net.load_state_dict(model_state(checkpoint), strict=True)
-        optimizer.load_state_dict(checkpoint['optimizer'])
-        if checkpoint['scaler'] is not None and scaler.is_enabled():
-            scaler.load_state_dict(checkpoint['scaler'])
-        progress = Progress(**checkpoint['progress'])
-    except (KeyError, RuntimeError, ValueError, TypeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        raise UserError(f'--resume: {path} does not fit this config ({first_line})') from None
-    check_layout(path, checkpoint, layout, restart_epoch)
-    if restart_epoch and not progress.epoch_complete:
-        progress.batches_done = 0  # the open epoch runs again from its first batch
-    rng = checkpoint['rng']
-    rank = distributed.get_rank()
-    if len(rng) == distributed.get_world_size():
-        restore_rng_state(rng[rank])
-    else:  # another number of processes (--restart-epoch): same weights and position, fresh augmentation streams
-        seed_everything(cfg['seed'] + rank + 1000 * progress.iteration)
-    return progress, changes
-
-
-def save_checkpoint(run, names):
-    """Write the run's state to each of ``names`` in the save folder (all ranks call it: RNG states are
-    gathered; rank 0 writes)."""
-    rng = gather_rng_states()
-    if not distributed.is_main_process():
-        return
-    checkpoint = {
-        'model': run.net.state_dict(),
-        'optimizer': run.optimizer.state_dict(),
-        'scaler': run.scaler.state_dict() if run.scaler.is_enabled() else None,
-        'progress': asdict(run.progress),
-        'iteration': run.progress.iteration,
-        'epoch': run.progress.epoch,
-        'rng': rng,
-        'config': run.cfg,
-        'stage': run.stage.name,
-        'layout': data_layout(run.cfg, run.loader),
-    }
-    for name in names:  # now.pth last: what a resume reads never runs ahead of the files it implies
-        save_torch(checkpoint, os.path.join(run.save_dir, name))
 
 
 def autocast(run):
@@ -514,7 +402,7 @@ def main(cfg, resume=False, deterministic=False, overwrite=False, restart_epoch=
 
     ``resume`` continues ``now.pth`` (``restart_epoch``: from the first batch of its epoch, which also allows
     another batch size, accumulation, process count, dataset or other settings); ``overwrite`` replaces an earlier
-    run's outputs in the experiment folder (:mod:`lib.engine.run_dir`).  Ctrl-C stops with the last ``now.pth``
+    run's outputs in the experiment folder (:mod:`lib.train.run_folder`).  Ctrl-C stops with the last ``now.pth``
     intact and says how to continue.
     """
     with determinism(deterministic or cfg['deterministic']), tf32(cfg['train']['tf32']):

@@ -13,13 +13,22 @@ come along unchanged), correction -> the full model of ``tools/test_pda.py``.
 from dataclasses import dataclass
 from typing import Callable, Tuple
 
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
 from lib.dataset import build_dataset, build_eval_loader
-from lib.engine import validation
-from lib.engine.optim import parameter_list
-from lib.engine.stage_nets import FlowStageNet, SegmentationStageNet
+from lib.eval.pda import evaluate_pda
 from lib.model.checkpoint import PRETRAINED, load_part, load_pretrained
+from lib.model.deeplabv3plus import DeepLabV3Plus
+from lib.model.flownet import FlowNetS
 from lib.model.scnet import build_scnet
+from lib.train import stages as validation
+from lib.train.optim import parameter_list
+from lib.utils import distributed
 from lib.utils.errors import UserError
+from lib.utils.metrics import IGNORE_INDEX, ConfusionMatrix
 
 
 def _validate_segmentation(net, loader, cfg, device, progress):
@@ -155,3 +164,166 @@ def initialise(stage, net, init_cfg):
         load_part(getattr(net, name), name, init_cfg[name], f'init.{name}')
         sources[name] = init_cfg[name]
     return sources
+
+
+def set_bn_momentum(module, momentum):
+    """Give every BatchNorm2d of ``module`` this momentum (config ``train.bn_momentum``); returns ``module``."""
+    for layer in module.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.momentum = momentum
+    return module
+
+
+def upsample_to(x, size, align_corners):
+    """(N, C, h, w) -> (N, C, *size), bilinear."""
+    return F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=align_corners)
+
+
+class SegmentationStageNet(nn.Module):
+    """The key-frame network trained per frame with cross-entropy (255 = ignore) at full resolution.
+
+    Args:
+        n_classes: number of classes.
+        align_corners: the x4 resize of the 1/4-resolution logits to the label size.
+        deeplab: keyword arguments of :class:`DeepLabV3Plus`.
+    """
+
+    def __init__(self, n_classes, align_corners=True, deeplab=None):
+        super().__init__()
+        self.align_corners = align_corners
+        self.deeplab = DeepLabV3Plus(n_classes, **(deeplab or {}))
+
+    def predict(self, image):
+        """(N, 3, H, W) -> (N, C, H, W) logits upsampled to the frame size."""
+        return upsample_to(self.deeplab(image), image.shape[-2:], self.align_corners)
+
+    def forward(self, image, label):
+        """
+        Args:
+            image: (N, 3, H, W) RGB in [0, 1].
+            label: (N, H, W) int64, 255 = ignore.
+        Returns:
+            ``{'loss_ce': 0-dim}``: mean cross-entropy over the labelled pixels.
+        """
+        return {'loss_ce': F.cross_entropy(self.predict(image), label, ignore_index=IGNORE_INDEX)}
+
+
+def quarter_resolution_flow(flow, size, align_corners):
+    """Ground-truth flow (N, 2, H, W) in full-resolution pixels -> (N, 2, *size) in 1/4-resolution pixels.
+
+    The flow field is resized like an image (the same bilinear resize the model applies to frames) and its
+    values divided by 4, because a displacement of 4 full-resolution pixels is one pixel of the 1/4 grid.
+    """
+    return upsample_to(flow, size, align_corners) / 4.0
+
+
+def end_point_error(pred, target):
+    """(N, 2, h, w) x 2 -> (N, h, w) Euclidean distance between flow vectors."""
+    return torch.linalg.vector_norm(pred - target, dim=1)
+
+
+class FlowStageNet(nn.Module):
+    """FlowNetS trained on ground-truth flow with the end-point error at the resolution it predicts (1/4).
+
+    The loss lives on the 1/4 grid because that is where the flow is used (it warps 1/4-resolution logits);
+    the ground truth is brought there by :func:`quarter_resolution_flow`, so the loss is in 1/4-resolution
+    pixels.  Validation also reports the usual full-resolution EPE (prediction upsampled x4 and multiplied by 4).
+
+    Args:
+        align_corners: the resize convention of the ground-truth downsampling.
+        flownet: keyword arguments of :class:`FlowNetS`.
+    """
+
+    def __init__(self, align_corners=True, flownet=None):
+        super().__init__()
+        self.align_corners = align_corners
+        self.flownet = FlowNetS(**(flownet or {}))
+
+    def predict(self, frames):
+        """(N, 2, 3, H, W) [previous, current] -> (N, 2, H/4, W/4) backward flow in 1/4-resolution pixels."""
+        previous, current = frames.unbind(1)
+        return self.flownet(torch.cat((current, previous), dim=1))
+
+    def forward(self, frames, flow):
+        """
+        Args:
+            frames: (N, 2, 3, H, W) [t-1, t], RGB in [0, 1].
+            flow: (N, 2, H, W) ground-truth backward flow (dx, dy) in full-resolution pixels.
+        Returns:
+            ``{'loss_epe': 0-dim}``: mean end-point error on the 1/4 grid, in 1/4-resolution pixels.
+        """
+        pred = self.predict(frames)  # (N, 2, H/4, W/4)
+        target = quarter_resolution_flow(flow, pred.shape[-2:], self.align_corners)
+        return {'loss_epe': end_point_error(pred, target).mean()}
+
+
+def _progress(loader, desc, enabled):
+    return tqdm(loader, desc=desc, leave=False, disable=not (enabled and distributed.is_main_process()))
+
+
+@torch.no_grad()
+def validate_segmentation(net, loader, n_classes, device, progress=True):
+    """Per-frame mIoU of ``net.deeplab`` at full resolution; returns ``{'miou', 'iou'}``."""
+    net.eval()
+    meter = ConfusionMatrix(n_classes, device=device)
+    for image, label in _progress(loader, 'val', progress):
+        image, label = image.to(device), label.to(device)
+        meter.update(net.predict(image).argmax(1), label)
+    meter.all_reduce()
+    return {'miou': float(meter.miou()), 'iou': meter.iou().tolist()}
+
+
+@torch.no_grad()
+def validate_flow(net, loader, device, progress=True):
+    """End-point errors of ``net.flownet``: ``epe`` on the 1/4 grid in 1/4-resolution pixels (the training loss)
+    and ``epe_full`` at full resolution in full-resolution pixels (prediction upsampled x4, values x4)."""
+    net.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # quarter EPE sum, pixels, full EPE sum, pixels
+    for frames, flow in _progress(loader, 'val', progress):
+        frames, flow = frames.to(device), flow.to(device)
+        pred = net.predict(frames)  # (N, 2, H/4, W/4)
+        quarter = end_point_error(pred, quarter_resolution_flow(flow, pred.shape[-2:], net.align_corners))
+        full = end_point_error(upsample_to(pred, flow.shape[-2:], net.align_corners) * 4.0, flow)
+        sums += torch.tensor([quarter.sum().item(), quarter.numel(), full.sum().item(), full.numel()],
+                             dtype=torch.float64, device=device)
+    distributed.all_reduce_sum(sums)
+    return {'epe': (sums[0] / sums[1]).item(), 'epe_full': (sums[2] / sums[3]).item()}
+
+
+def _distortion_l1(net, frames, distance):
+    """Mean |distortion - disagreement| at the last frame of ``frames`` (N, T, 3, H, W), key at T-1-distance."""
+    last = frames.shape[1] - 1
+    state = net.key_frame(frames[:, last - distance])
+    for j in range(last - distance, last):
+        state = net.propagate(state, net.estimate_flow(frames[:, j + 1], frames[:, j]))
+    current = frames[:, last]
+    distortion = net.to_full_resolution(net.distortion(state, current))  # (N, 1, H, W)
+    disagree = net.to_full_resolution(state.logits).argmax(1) != net.segment(current)  # (N, H, W)
+    return (distortion[:, 0] - disagree.float()).abs()  # (N, H, W)
+
+
+@torch.no_grad()
+def validate_distortion(net, loader, distances, device, progress=True):
+    """DMNet check on a ``'pda'`` loader: ``{'l1_d<d>': ..., 'l1': mean over distances}`` (lower is better)."""
+    net.eval()
+    sums = torch.zeros(len(distances), 2, dtype=torch.float64, device=device)  # per distance: error sum, pixels
+    for frames, _ in _progress(loader, 'val', progress):
+        frames = frames.to(device)
+        for i, d in enumerate(distances):
+            error = _distortion_l1(net, frames, d)
+            sums[i, 0] += error.sum().item()
+            sums[i, 1] += error.numel()
+    distributed.all_reduce_sum(sums)
+    per_distance = (sums[:, 0] / sums[:, 1]).tolist()
+    result = {f'l1_d{d}': value for d, value in zip(distances, per_distance)}
+    result['l1'] = sum(per_distance) / len(per_distance)
+    return result
+
+
+def validate_pda(net, loader, n_classes, distances, device, progress=True):
+    """PDA mIoU of the corrected predictions: ``{'miou_d<d>': ..., 'miou': mean over distances}``."""
+    out = evaluate_pda(net, loader, n_classes, distances=distances, device=device, per_frame=False,
+                       propagation_only=False, progress=progress)
+    result = {f'miou_d{d}': value for d, value in zip(out['distances'], out['davss']['miou'])}
+    result['miou'] = out['davss']['mean_miou']
+    return result

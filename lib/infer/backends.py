@@ -1,7 +1,7 @@
 """Runtime backends of video inference: PyTorch (eager, optionally the fast path) or ONNX Runtime.
 
-``torch`` runs SCNet (or ``lib.engine.fast.FastSCNet``) step by step; it is the default and the only backend of the
-exact published-weights path in PyTorch.  ``onnxruntime`` exports the network's two steps (lib/engine/export.py)
+``torch`` runs SCNet (or ``lib.infer.fast.FastSCNet``) step by step; it is the default and the only backend of the
+exact published-weights path in PyTorch.  ``onnxruntime`` exports the network's two steps (lib/infer/export.py)
 at the stream's frame size on the first frame, in fp32 with the tail of the chosen path, and runs them on the CPU
 with onnxruntime: the same outputs as the PyTorch steps up to float32 rounding (parity measured by
 ``tools/export.py`` and tested).  Which is faster on a machine is measured by ``tools/benchmark.py --onnxruntime``
@@ -11,9 +11,9 @@ import tempfile
 
 import torch
 
-from lib.engine.export import MIN_SIZE, export_steps, graph_tail, ort_session, require_export_extra, run_session
-from lib.engine.fast import FastSCNet
-from lib.engine.video import StreamingSegmenter
+from lib.infer.export import MIN_SIZE, export_steps, graph_tail, ort_session, require_export_extra, run_session
+from lib.infer.fast import FastSCNet
+from lib.infer.streaming import StreamingSegmenter
 from lib.model.scnet import PropagationState
 from lib.utils.errors import UserError
 
@@ -33,11 +33,11 @@ class OnnxRuntimeSCNet:
     """SCNet's two inference steps as onnxruntime sessions, exported from ``net`` for each frame size met.
 
     The graphs are traced at the stream's size (known at its first frame): of dynamic size from
-    ``lib.engine.export.MIN_SIZE`` up, of that fixed size below it; frames of another size get their own pair.
+    ``lib.infer.export.MIN_SIZE`` up, of that fixed size below it; frames of another size get their own pair.
 
     Args:
         net: SCNet on the CPU (fp32).
-        tail: the non-key tail of the graphs (``lib.engine.fast.TAILS``).
+        tail: the non-key tail of the graphs (``lib.infer.labels.TAILS``).
         threads: onnxruntime intra-op threads (None: its default).
     """
 
@@ -97,9 +97,9 @@ def build_segmenter(net, policy, backend='torch', fast=None, threads=None):
 
     Args:
         net: SCNet in eval mode.
-        policy: a key-frame policy (``lib.engine.keyframe.parse_policy``).
+        policy: a key-frame policy (``lib.infer.keyframe_policy.parse_policy``).
         backend: ``torch`` or ``onnxruntime``.
-        fast: a ``lib.engine.fast.FastConfig`` or None (exact).  Under onnxruntime only its tail applies (the
+        fast: a ``lib.infer.fast.FastConfig`` or None (exact).  Under onnxruntime only its tail applies (the
             graphs are fp32; ``sparse`` is computed as ``full``, the same labels).
         threads: CPU threads of onnxruntime (default: torch's count, so that both backends use the same cores).
     """

@@ -4,9 +4,12 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import torch
+
 from lib.dataset import build_dataset
-from lib.engine.pda import check_clip_files, check_distances, trace_clip
-from lib.engine.result_dir import default_result_dir
+from lib.dataset.checks import check_clip_files
+from lib.eval.jobs import default_result_dir
+from lib.eval.pda import check_distances
 from lib.model import load_scnet
 from lib.utils import visualize as vis
 from lib.utils.config import load_config
@@ -14,7 +17,7 @@ from lib.utils.distributed import pick_device
 from lib.utils.errors import UserError
 from lib.utils.outputs import StagedFolder
 from lib.utils.palette import class_names, palette_for
-from lib.utils.precision import tf32
+from lib.utils.runtime import tf32
 
 
 @dataclass
@@ -70,3 +73,35 @@ def run_show(run):
         folder.commit()
     print(f'wrote the grids and GIFs of clips {clips} and legend.png to {out_dir}')
     return out_dir
+
+
+@torch.no_grad()
+def trace_clip(model, frames, distance):
+    """Every step of one propagation, for visualisation (the original show script, plus what it left out).
+
+    Starting from key frame ``t - distance``, each following frame gets the propagated logits, the distortion map
+    and the corrected (merged) prediction, with CFNet run on that frame.
+
+    Args:
+        model: an ``SCNet`` in eval mode.
+        frames: (N, T, 3, H, W) clips on the model's device.
+        distance: key frame offset, 1 .. T-1.
+    Returns:
+        dict with ``'frames'`` (list of frame indices into the clip, key first), ``'merged'`` and ``'propagated'``
+        (lists of (N, H, W) int64, the key frame's prediction first), ``'distortion'`` (list of (N, H, W) float in
+        [0, 1], None for the key frame) and ``'per_frame'`` ((N, H, W) int64, the key network on the last frame).
+    """
+    last = frames.shape[1] - 1
+    key = last - distance
+    state = model.key_frame(frames[:, key])
+    key_pred = model.to_full_resolution(state.logits).argmax(1)
+    trace = {'frames': [key], 'merged': [key_pred], 'propagated': [key_pred], 'distortion': [None]}
+    for j in range(key, last):
+        state = model.propagate(state, model.estimate_flow(frames[:, j + 1], frames[:, j]))
+        out = model.correct(state, frames[:, j + 1], full_resolution=True)
+        trace['frames'].append(j + 1)
+        trace['merged'].append(out['merged'].argmax(1))
+        trace['propagated'].append(out['propagated'].argmax(1))
+        trace['distortion'].append(out['distortion'][:, 0])
+    trace['per_frame'] = model.segment(frames[:, last])
+    return trace

@@ -1,0 +1,51 @@
+"""TF32: whether float32 convolutions and matmuls may run on TensorFloat-32 tensor cores (Ampere and later GPUs).
+
+PyTorch lets cuDNN convolutions use TF32 by default (``torch.backends.cudnn.allow_tf32 = True``), which rounds the
+inputs of every convolution to a 10-bit mantissa: faster, but not the plain fp32 that produced the published
+DAVSS numbers (torch 1.5 on pre-Ampere GPUs).  Evaluation turns it off unless ``eval.tf32`` says otherwise;
+training follows ``train.tf32``.  On the CPU the flags change nothing.
+"""
+import os
+import random
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+
+@contextmanager
+def tf32(enabled):
+    """Allow (or forbid) TF32 in cuDNN convolutions and CUDA matmuls while the block runs; the previous
+    process-wide flags are put back afterwards."""
+    previous = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+
+
+@contextmanager
+def determinism(enabled):
+    """Deterministic kernels where PyTorch has them while the run lasts (a warning names any op that has none,
+    e.g. some interpolation backwards on the GPU); otherwise let cuDNN pick the fastest algorithms.  The
+    process-wide flags are put back afterwards, so a run inside a larger program leaves no trace."""
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    if enabled:
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+    torch.use_deterministic_algorithms(bool(enabled), warn_only=True)
+    torch.backends.cudnn.benchmark = not enabled
+    torch.backends.cudnn.deterministic = bool(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = previous[2:]
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
