@@ -13,8 +13,6 @@ import torch
 import yaml
 from helpers import load_tool
 
-from lib import synthetic
-
 demo = load_tool('demo')
 
 STAGES = ('segmentation', 'flow', 'dmnet', 'correction')
@@ -196,10 +194,6 @@ def test_cityscapes_like_difficulty_gets_its_own_folders_and_preset(monkeypatch)
     assert demo.Demo(other).opts_of('segmentation') == [] and demo.Demo(medium).opts_of('correction') == []
     assert demo.Demo(demo.parse_args(['--difficulty', 'cityscapes-like', '--opts', 'correction:train.lr=1e-4'])
                      ).opts_of('correction') == ['train.lr=1e-6', 'train.lr=1e-4']
-    options = demo.generator_options(demo.Pipeline(other).dataset)
-    assert options['difficulty'] == synthetic.DIFFICULTIES['cityscapes-like']
-    assert demo.generator_options(demo.Pipeline(medium).dataset)['difficulty'] == synthetic.difficulty_with(
-        'medium', focal=1.6)
     # An option or a variable still names the folder.
     monkeypatch.setenv('SYNTHETIC_ROOT', '/elsewhere')
     assert demo.parse_args(['--difficulty', 'cityscapes-like']).root == '/elsewhere'
