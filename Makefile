@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-fast gpu-check clean-venv
+.PHONY: setup samples demo test test-fast gpu-check clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +28,24 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/python tools/demo.py $(ARGS)
 
-test: setup
+# Real sample media for the video tests (OpenCV's sample videos, one damaged), fetched once into .cache/: Debian's
+# opencv-doc package. Where apt-get is missing or fails the tests that need them say so and are skipped.
+SAMPLES := .cache/opencv-samples
+samples: $(SAMPLES)/.fetched
+
+$(SAMPLES)/.fetched:
+	@mkdir -p .cache/deb && rm -rf $(SAMPLES)
+	@(cd .cache/deb && (apt-get download opencv-doc >/dev/null 2>&1 || \
+	  (apt-get update -qq >/dev/null 2>&1 && apt-get download opencv-doc >/dev/null 2>&1)) && \
+	  dpkg -x opencv-doc_*.deb x && mkdir -p ../opencv-samples && \
+	  cp x/usr/share/doc/opencv-doc/examples/data/*.avi ../opencv-samples/ && rm -rf x && touch ../opencv-samples/.fetched) || \
+	  echo "samples: could not fetch Debian's opencv-doc; the tests that read real videos will be skipped"
+
+test: setup samples
 	$(BIN)/python -m pytest $(ARGS)
 
 # The suite without the end-to-end tests marked slow (subprocesses, whole pipelines): for the edit-test loop.
-test-fast: setup
+test-fast: setup samples
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 # Not `gpu-check: setup`: without a GPU the script stops in one line before installing anything.

@@ -4,7 +4,6 @@ import glob
 import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,27 +19,15 @@ from lib.utils.config import REPO_ROOT
 from lib.utils.errors import UserError
 from lib.utils.outputs import LOCK, MARKER, FolderLock, OwnedFolder, StagedFolder
 
-# A folder that already holds the extracted samples (opencv-doc's examples/data) saves the download.
-OPENCV_SAMPLES = os.environ.get('OPENCV_SAMPLES_DIR', '')
+# OpenCV's sample videos (Debian's opencv-doc), fetched once by `make samples` (make test does it).
+OPENCV_SAMPLES = os.environ.get('OPENCV_SAMPLES_DIR') or os.path.join(REPO_ROOT, '.cache', 'opencv-samples')
 
 
 @pytest.fixture(scope='session')
-def opencv_samples(tmp_path_factory):
-    """The folder of OpenCV's sample videos (Debian's opencv-doc), extracted once; skipped only without apt."""
-    if OPENCV_SAMPLES and glob.glob(os.path.join(OPENCV_SAMPLES, '*.avi')):
-        return OPENCV_SAMPLES
-    if shutil.which('apt-get') is None or shutil.which('dpkg') is None:
-        pytest.skip('needs the opencv-doc sample videos: apt-get / dpkg are not available here')
-    where = tmp_path_factory.mktemp('opencv_doc')
-    download = subprocess.run(['apt-get', 'download', 'opencv-doc'], cwd=where, capture_output=True, text=True)
-    if download.returncode != 0:  # a fresh machine has no package lists yet
-        subprocess.run(['apt-get', 'update', '-qq'], capture_output=True)
-        download = subprocess.run(['apt-get', 'download', 'opencv-doc'], cwd=where, capture_output=True, text=True)
-    debs = glob.glob(str(where / 'opencv-doc_*.deb'))
-    if download.returncode != 0 or not debs:
-        pytest.skip(f'needs the opencv-doc sample videos: apt-get download failed ({download.stderr.strip()[:200]})')
-    subprocess.run(['dpkg', '-x', debs[0], str(where / 'x')], check=True)
-    return str(where / 'x' / 'usr' / 'share' / 'doc' / 'opencv-doc' / 'examples' / 'data')
+def opencv_samples():
+    if not glob.glob(os.path.join(OPENCV_SAMPLES, '*.avi')):
+        pytest.skip(f'needs the opencv-doc sample videos in {OPENCV_SAMPLES}: run `make samples`')
+    return OPENCV_SAMPLES
 
 
 @pytest.fixture
