@@ -14,6 +14,7 @@ memory) into ``error: <one line>`` with exit status 1, and Ctrl-C into ``interru
 """
 import os
 import sys
+import warnings
 
 import torch
 
@@ -77,8 +78,10 @@ def run(main, args):
     """``sys.exit(main(args))``, with bad input in one line (exit 1) and Ctrl-C in one line (exit 130).
 
     A ``KeyboardInterrupt`` raised with a message (the code that was interrupted says what is left and how to
-    continue) prints that message.
+    continue) prints that message; Python warnings print as ``warning: <message>``.
     """
+    shown = warnings.showwarning
+    warnings.showwarning = lambda message, *rest, **kwargs: print(f'warning: {message}', file=sys.stderr)
     try:
         status = main(args)
     except UserError as err:
@@ -101,5 +104,6 @@ def run(main, args):
             raise
         status = EXIT_ERROR
     finally:
+        warnings.showwarning = shown
         distributed.cleanup_distributed()
     sys.exit(status or 0)
