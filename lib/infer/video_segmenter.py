@@ -225,7 +225,7 @@ class VideoSegmenter:
         seconds = time.perf_counter() - start
         frames = self.index + 1
         return {'input': source.path, 'policy': self.policy_text, 'backend': self.backend, 'frames': frames,
-                'frames_announced': source.announced, 'key_frames': list(self.key_frames),
+                'frames_announced': source.announced, 'frames_decoded': frames, 'key_frames': list(self.key_frames),
                 'frame_size': list(self.frame_size), 'model_size': list(self.size or self.frame_size),
                 'fast': None if self.fast is None else dataclasses.asdict(self.fast), 'video': writer.video_name,
                 'seconds': round(seconds, 3), 'cpu_seconds': round(time.process_time() - start_cpu, 3),
