@@ -24,147 +24,12 @@ from lib.model.checkpoint import PRETRAINED, load_part, load_pretrained
 from lib.model.deeplabv3plus import DeepLabV3Plus
 from lib.model.flownet import FlowNetS
 from lib.model.scnet import build_scnet
-from lib.train import stages as validation
 from lib.train.optim import parameter_list
 from lib.utils import distributed
 from lib.utils.errors import UserError
 from lib.utils.metrics import IGNORE_INDEX, ConfusionMatrix
 
-
-def _validate_segmentation(net, loader, cfg, device, progress):
-    return validation.validate_segmentation(net, loader, cfg['model']['n_classes'], device, progress)
-
-
-def _validate_flow(net, loader, cfg, device, progress):
-    return validation.validate_flow(net, loader, device, progress)
-
-
-def _validate_distortion(net, loader, cfg, device, progress):
-    return validation.validate_distortion(net, loader, list(cfg['train']['val_distances']), device, progress)
-
-
-def _validate_pda(net, loader, cfg, device, progress):
-    return validation.validate_pda(net, loader, cfg['model']['n_classes'], list(cfg['train']['val_distances']),
-                                   device, progress)
-
-
-def _segmentation_net(model_cfg):
-    return SegmentationStageNet(model_cfg['n_classes'], model_cfg['align_corners'], dict(model_cfg['deeplab']))
-
-
-def _flow_net(model_cfg):
-    return FlowStageNet(model_cfg['align_corners'], dict(model_cfg['flownet']))
-
-
-def _dmnet_net(model_cfg):
-    return build_scnet(model_cfg, 'dmnet')
-
-
-def _correction_net(model_cfg):
-    return build_scnet(model_cfg, 'correction')
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    build_net: Callable  # model_cfg -> nn.Module whose forward returns {loss name: 0-dim loss}
-    data_mode: str  # training samples: 'image' | 'flow' | 'triplet'
-    net_inputs: int  # how many items of a batch the forward takes (DMNet's target comes from DeepLab, not labels)
-    trainable: Tuple[str, ...]  # sub-networks in the optimiser ...
-    lr_keys: Tuple[str, ...]  # ... and the train: key of each one's learning rate
-    frozen: Tuple[str, ...]  # sub-networks kept fixed (requires_grad False, eval mode)
-    required_init: Tuple[str, ...]  # sub-networks that must come from a checkpoint
-    loss_names: Tuple[str, ...]  # the keys of the forward's loss dict, in the order they are summed and logged
-    val_mode: str  # validation samples
-    validate: Callable  # (net, loader, cfg, device, progress) -> metrics
-    score: str  # the metric that selects best.pth
-    higher_is_better: bool
-
-    def param_groups(self, net, train_cfg):
-        mode = train_cfg.get('param_lists', 'unique')
-        return [{'name': name, 'params': parameter_list(getattr(net, name), mode), 'lr': float(train_cfg[key])}
-                for name, key in zip(self.trainable, self.lr_keys)]
-
-    def losses(self, net, batch, device):
-        """Forward one batch through the (possibly DDP-wrapped) net: ``{loss name: 0-dim tensor}``."""
-        inputs = [x.to(device, non_blocking=True) for x in batch[:self.net_inputs]]
-        extra = {}
-        if len(batch) > 2:  # data.pseudo_labels: precomputed; the masks of t-i and t come with the triplets
-            extra['pseudo_labels'] = batch[2].to(device, non_blocking=True)
-        out = net(*inputs, **extra)
-        if set(out) != set(self.loss_names):
-            raise ValueError(f'{self.name} stage: the network returned the losses {sorted(out)}, expected '
-                             f'{sorted(self.loss_names)}')
-        return {name: out[name].reshape(()) for name in self.loss_names}
-
-    def val_loader(self, cfg, split):
-        """The loader :attr:`validate` iterates for ``split``: this rank's share of its first
-        ``train.val_max_clips`` samples."""
-        data_cfg, train_cfg = cfg['data'], cfg['train']
-        return build_eval_loader(build_dataset(data_cfg, split, self.val_mode), int(train_cfg['val_batch_size']),
-                                 int(data_cfg['num_workers']), train_cfg['val_max_clips'])
-
-
-STAGES = {
-    'segmentation': Stage(
-        name='segmentation', build_net=_segmentation_net, data_mode='image', net_inputs=2, trainable=('deeplab',),
-        lr_keys=('lr',), frozen=(), required_init=(), loss_names=('loss_ce',), val_mode='image',
-        validate=_validate_segmentation, score='miou', higher_is_better=True),
-    'flow': Stage(
-        name='flow', build_net=_flow_net, data_mode='flow', net_inputs=2, trainable=('flownet',), lr_keys=('lr',),
-        frozen=(), required_init=(), loss_names=('loss_epe',), val_mode='flow', validate=_validate_flow,
-        score='epe', higher_is_better=False),
-    'dmnet': Stage(
-        name='dmnet', build_net=_dmnet_net, data_mode='triplet', net_inputs=1, trainable=('dmnet',), lr_keys=('lr',),
-        frozen=('deeplab', 'flownet'), required_init=('deeplab', 'flownet'), loss_names=('loss_dmnet',),
-        val_mode='pda', validate=_validate_distortion, score='l1', higher_is_better=False),
-    'correction': Stage(
-        name='correction', build_net=_correction_net, data_mode='triplet', net_inputs=2,
-        trainable=('flownet', 'cfnet'), lr_keys=('lr', 'cfnet_lr'), frozen=('deeplab', 'dmnet'),
-        required_init=('deeplab', 'flownet', 'dmnet'), loss_names=('loss_semantic', 'loss_cfnet'), val_mode='pda',
-        validate=_validate_pda, score='miou', higher_is_better=True),
-}
-
-
-def get_stage(name):
-    if name not in STAGES:
-        raise ValueError(f'stage: expected one of {" | ".join(STAGES)}, got "{name}"')
-    return STAGES[name]
-
-
-def check_init_config(stage, init_cfg):
-    """Fail before any work when a sub-network the stage requires has no checkpoint configured."""
-    covered = {name for name in stage.required_init if init_cfg[name]}
-    if init_cfg['pretrained']:
-        covered |= set(PRETRAINED)  # verified when it is loaded
-    missing = [name for name in stage.required_init if name not in covered]
-    if missing:
-        keys = ', '.join(f'init.{name}' for name in missing)
-        hint = ' (or init.pretrained)' if set(missing) & {'deeplab', 'flownet'} else ''
-        raise UserError(f'init: the {stage.name} stage needs trained {", ".join(missing)} weights; '
-                        f'set {keys}{hint}')
-
-
-def initialise(stage, net, init_cfg):
-    """Load the ``init:`` checkpoints into ``net``: first ``init.pretrained`` (DeepLab + FlowNet, published
-    layout), then ``init.deeplab`` / ``init.flownet`` / ``init.dmnet`` over it.  Returns ``{sub-network:
-    source}``; a missing file, a mismatch or a required sub-network left uncovered is a UserError."""
-    check_init_config(stage, init_cfg)
-    sources = {}
-    sub_networks = [name for name in ('deeplab', 'flownet', 'dmnet', 'cfnet') if hasattr(net, name)]
-    if init_cfg['pretrained']:
-        wanted = [name for name in PRETRAINED if name in stage.required_init]
-        for name in load_pretrained(net, init_cfg['pretrained'], 'init.pretrained', required=wanted):
-            sources[name] = init_cfg['pretrained']
-    for name in ('deeplab', 'flownet', 'dmnet'):
-        if not init_cfg[name]:
-            continue
-        if name not in sub_networks:
-            raise UserError(f'init.{name}: the {stage.name} stage has no {name} to initialise')
-        load_part(getattr(net, name), name, init_cfg[name], f'init.{name}')
-        sources[name] = init_cfg[name]
-    return sources
-
+# ---------------------------------------------------------------------------------------------- the networks
 
 def set_bn_momentum(module, momentum):
     """Give every BatchNorm2d of ``module`` this momentum (config ``train.bn_momentum``); returns ``module``."""
@@ -257,15 +122,17 @@ class FlowStageNet(nn.Module):
         return {'loss_epe': end_point_error(pred, target).mean()}
 
 
+# --------------------------------------------------------------------------------------------------- validation
+
 def _progress(loader, desc, enabled):
     return tqdm(loader, desc=desc, leave=False, disable=not (enabled and distributed.is_main_process()))
 
 
 @torch.no_grad()
-def validate_segmentation(net, loader, n_classes, device, progress=True):
+def validate_segmentation(net, loader, cfg, device, progress=True):
     """Per-frame mIoU of ``net.deeplab`` at full resolution; returns ``{'miou', 'iou'}``."""
     net.eval()
-    meter = ConfusionMatrix(n_classes, device=device)
+    meter = ConfusionMatrix(cfg['model']['n_classes'], device=device)
     for image, label in _progress(loader, 'val', progress):
         image, label = image.to(device), label.to(device)
         meter.update(net.predict(image).argmax(1), label)
@@ -274,7 +141,7 @@ def validate_segmentation(net, loader, n_classes, device, progress=True):
 
 
 @torch.no_grad()
-def validate_flow(net, loader, device, progress=True):
+def validate_flow(net, loader, cfg, device, progress=True):
     """End-point errors of ``net.flownet``: ``epe`` on the 1/4 grid in 1/4-resolution pixels (the training loss)
     and ``epe_full`` at full resolution in full-resolution pixels (prediction upsampled x4, values x4)."""
     net.eval()
@@ -303,9 +170,10 @@ def _distortion_l1(net, frames, distance):
 
 
 @torch.no_grad()
-def validate_distortion(net, loader, distances, device, progress=True):
+def validate_distortion(net, loader, cfg, device, progress=True):
     """DMNet check on a ``'pda'`` loader: ``{'l1_d<d>': ..., 'l1': mean over distances}`` (lower is better)."""
     net.eval()
+    distances = list(cfg['train']['val_distances'])
     sums = torch.zeros(len(distances), 2, dtype=torch.float64, device=device)  # per distance: error sum, pixels
     for frames, _ in _progress(loader, 'val', progress):
         frames = frames.to(device)
@@ -320,10 +188,124 @@ def validate_distortion(net, loader, distances, device, progress=True):
     return result
 
 
-def validate_pda(net, loader, n_classes, distances, device, progress=True):
+def validate_pda(net, loader, cfg, device, progress=True):
     """PDA mIoU of the corrected predictions: ``{'miou_d<d>': ..., 'miou': mean over distances}``."""
-    out = evaluate_pda(net, loader, n_classes, distances=distances, device=device, per_frame=False,
-                       propagation_only=False, progress=progress)
+    out = evaluate_pda(net, loader, cfg['model']['n_classes'], distances=list(cfg['train']['val_distances']),
+                       device=device, per_frame=False, propagation_only=False, progress=progress)
     result = {f'miou_d{d}': value for d, value in zip(out['distances'], out['davss']['miou'])}
     result['miou'] = out['davss']['mean_miou']
     return result
+
+
+# ---------------------------------------------------------------------------------------------------- the table
+
+def _segmentation_net(model_cfg):
+    return SegmentationStageNet(model_cfg['n_classes'], model_cfg['align_corners'], dict(model_cfg['deeplab']))
+
+
+def _flow_net(model_cfg):
+    return FlowStageNet(model_cfg['align_corners'], dict(model_cfg['flownet']))
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    build_net: Callable  # model_cfg -> nn.Module whose forward returns {loss name: 0-dim loss}
+    data_mode: str  # training samples: 'image' | 'flow' | 'triplet'
+    net_inputs: int  # how many items of a batch the forward takes (DMNet's target comes from DeepLab, not labels)
+    trainable: Tuple[str, ...]  # sub-networks in the optimiser ...
+    lr_keys: Tuple[str, ...]  # ... and the train: key of each one's learning rate
+    frozen: Tuple[str, ...]  # sub-networks kept fixed (requires_grad False, eval mode)
+    required_init: Tuple[str, ...]  # sub-networks that must come from a checkpoint
+    loss_names: Tuple[str, ...]  # the keys of the forward's loss dict, in the order they are summed and logged
+    val_mode: str  # validation samples
+    validate: Callable  # (net, loader, cfg, device, progress) -> metrics
+    score: str  # the metric that selects best.pth
+    higher_is_better: bool
+
+    def param_groups(self, net, train_cfg):
+        mode = train_cfg.get('param_lists', 'unique')
+        return [{'name': name, 'params': parameter_list(getattr(net, name), mode), 'lr': float(train_cfg[key])}
+                for name, key in zip(self.trainable, self.lr_keys)]
+
+    def losses(self, net, batch, device):
+        """Forward one batch through the (possibly DDP-wrapped) net: ``{loss name: 0-dim tensor}``."""
+        inputs = [x.to(device, non_blocking=True) for x in batch[:self.net_inputs]]
+        extra = {}
+        if len(batch) > 2:  # data.pseudo_labels: precomputed; the masks of t-i and t come with the triplets
+            extra['pseudo_labels'] = batch[2].to(device, non_blocking=True)
+        out = net(*inputs, **extra)
+        if set(out) != set(self.loss_names):
+            raise ValueError(f'{self.name} stage: the network returned the losses {sorted(out)}, expected '
+                             f'{sorted(self.loss_names)}')
+        return {name: out[name].reshape(()) for name in self.loss_names}
+
+    def val_loader(self, cfg, split):
+        """The loader :attr:`validate` iterates for ``split``: this rank's share of its first
+        ``train.val_max_clips`` samples."""
+        data_cfg, train_cfg = cfg['data'], cfg['train']
+        return build_eval_loader(build_dataset(data_cfg, split, self.val_mode), int(train_cfg['val_batch_size']),
+                                 int(data_cfg['num_workers']), train_cfg['val_max_clips'])
+
+
+STAGES = {
+    'segmentation': Stage(
+        name='segmentation', build_net=_segmentation_net, data_mode='image', net_inputs=2, trainable=('deeplab',),
+        lr_keys=('lr',), frozen=(), required_init=(), loss_names=('loss_ce',), val_mode='image',
+        validate=validate_segmentation, score='miou', higher_is_better=True),
+    'flow': Stage(
+        name='flow', build_net=_flow_net, data_mode='flow', net_inputs=2, trainable=('flownet',), lr_keys=('lr',),
+        frozen=(), required_init=(), loss_names=('loss_epe',), val_mode='flow', validate=validate_flow,
+        score='epe', higher_is_better=False),
+    'dmnet': Stage(
+        name='dmnet', build_net=lambda model_cfg: build_scnet(model_cfg, 'dmnet'), data_mode='triplet',
+        net_inputs=1, trainable=('dmnet',), lr_keys=('lr',),
+        frozen=('deeplab', 'flownet'), required_init=('deeplab', 'flownet'), loss_names=('loss_dmnet',),
+        val_mode='pda', validate=validate_distortion, score='l1', higher_is_better=False),
+    'correction': Stage(
+        name='correction', build_net=lambda model_cfg: build_scnet(model_cfg, 'correction'), data_mode='triplet',
+        net_inputs=2,
+        trainable=('flownet', 'cfnet'), lr_keys=('lr', 'cfnet_lr'), frozen=('deeplab', 'dmnet'),
+        required_init=('deeplab', 'flownet', 'dmnet'), loss_names=('loss_semantic', 'loss_cfnet'), val_mode='pda',
+        validate=validate_pda, score='miou', higher_is_better=True),
+}
+
+
+def get_stage(name):
+    if name not in STAGES:
+        raise UserError(f'stage: expected one of {" | ".join(STAGES)}, got "{name}"')
+    return STAGES[name]
+
+
+def check_init_config(stage, init_cfg):
+    """Fail before any work when a sub-network the stage requires has no checkpoint configured."""
+    covered = {name for name in stage.required_init if init_cfg[name]}
+    if init_cfg['pretrained']:
+        covered |= set(PRETRAINED)  # verified when it is loaded
+    missing = [name for name in stage.required_init if name not in covered]
+    if missing:
+        keys = ', '.join(f'init.{name}' for name in missing)
+        hint = ' (or init.pretrained)' if set(missing) & {'deeplab', 'flownet'} else ''
+        raise UserError(f'init: the {stage.name} stage needs trained {", ".join(missing)} weights; '
+                        f'set {keys}{hint}')
+
+
+def initialise(stage, net, init_cfg):
+    """Load the ``init:`` checkpoints into ``net``: first ``init.pretrained`` (DeepLab + FlowNet, published
+    layout), then ``init.deeplab`` / ``init.flownet`` / ``init.dmnet`` over it.  Returns ``{sub-network:
+    source}``; a missing file, a mismatch or a required sub-network left uncovered is a UserError."""
+    check_init_config(stage, init_cfg)
+    sources = {}
+    sub_networks = [name for name in ('deeplab', 'flownet', 'dmnet', 'cfnet') if hasattr(net, name)]
+    if init_cfg['pretrained']:
+        wanted = [name for name in PRETRAINED if name in stage.required_init]
+        for name in load_pretrained(net, init_cfg['pretrained'], 'init.pretrained', required=wanted):
+            sources[name] = init_cfg['pretrained']
+    for name in ('deeplab', 'flownet', 'dmnet'):
+        if not init_cfg[name]:
+            continue
+        if name not in sub_networks:
+            raise UserError(f'init.{name}: the {stage.name} stage has no {name} to initialise')
+        load_part(getattr(net, name), name, init_cfg[name], f'init.{name}')
+        sources[name] = init_cfg[name]
+    return sources

@@ -1,19 +1,7 @@
 """The one owner of output folders: which folder a command may write, how it writes it, and what it may remove.
 
-Every command that writes a folder (training runs, evaluation results, pictures, predictions, video segmentation,
-export, the synthetic generator, the GPU check) goes through here; ``docs/guarantees.md`` states the rules:
-
-1. A command writes into a folder only when it is new, empty, or marked as the output of the same kind of command
-   (the marker file :data:`MARKER`, written before anything else).  Any other folder is refused before the first
-   write, and ``--overwrite`` never changes that.
-2. While it writes, it holds the folder's lock: an exclusive ``flock`` on a lock file, opened without following
-   symbolic links; a file of that name that is not a lock of this project is refused, never taken over.  The
-   kernel releases the lock however the holder dies; ``flock`` is local to a machine.
-3. A result that must appear whole is staged (:class:`StagedFolder`): written as ``<folder>.partial/`` and renamed
-   to ``<folder>`` when complete.  Result files in a shared folder are set aside as ``<name>.previous<ext>`` until
-   their successors are written (:meth:`OwnedFolder.set_aside`).
-4. What may be removed: the files a command names as its own, their torn temporary copies
-   (``<stem>.tmp<pid><ext>``, see :mod:`lib.utils.atomic`) whose writer is dead, and staged folders of its kind.
+Every command that writes a folder goes through here; ``docs/guarantees.md`` states the rules (ownership by a
+marker, one writer by a lock, whole results by staging, removal of its own files only).
 """
 import fcntl
 import json
@@ -216,12 +204,6 @@ class OwnedFolder:
     def holds(self, names):
         """Which of ``names`` exist in the folder."""
         return [name for name in names if os.path.lexists(self.file(name))]
-
-    def remove(self, names):
-        """Remove these files of the folder's own (``--overwrite``: an earlier run's outputs)."""
-        for name in names:
-            if os.path.lexists(self.file(name)):
-                os.remove(self.file(name))
 
     def set_aside(self, names):
         """Rename the existing ``names`` to ``<stem>.previous<ext>``, so that a run that fails leaves no earlier
