@@ -9,26 +9,10 @@ import torch.nn.functional as F
 from helpers import load_tool, width_opts
 
 import lib.infer.labels as labels_module
-from lib.infer.fast import (
-    EXACT,
-    FastConfig,
-    FastSCNet,
-    ShiftedDepthwiseConv2d,
-    add_fast_arguments,
-    config_from_args,
-    default_min_dilation,
-    fold_batch_norms,
-    resolve_dtype,
-    shift_dilated_depthwise,
-)
-from lib.infer.labels import (
-    DENSE_BOUNDARY_FRACTION,
-    bilinear_argmax,
-    channel_argmax,
-    logits_to_labels,
-    sparse_merge_argmax,
-    upsample_labels,
-)
+from lib.infer.fast import (EXACT, FastConfig, FastSCNet, ShiftedDepthwiseConv2d, add_fast_arguments, config_from_args,
+                            default_min_dilation, fold_batch_norms, resolve_dtype, shift_dilated_depthwise)
+from lib.infer.labels import (DENSE_BOUNDARY_FRACTION, bilinear_argmax, channel_argmax, logits_to_labels,
+                              sparse_merge_argmax, upsample_labels)
 from lib.model import build_scnet
 from lib.ops import resample2d_reference
 from lib.ops import upsample_argmax as compiled_labels

@@ -8,14 +8,8 @@ import yaml
 from helpers import TINY_VIDEO_MODEL, load_tool
 
 from lib.eval import keyframe_policies as keyframe_eval
-from lib.infer.keyframe_policy import (
-    DistortionTriggered,
-    FixedInterval,
-    PerFrame,
-    distortion_score,
-    key_frame_schedule,
-    parse_policy,
-)
+from lib.infer.keyframe_policy import (DistortionTriggered, FixedInterval, PerFrame, distortion_score,
+                                       key_frame_schedule, parse_policy)
 from lib.infer.streaming import StreamingSegmenter
 from lib.model import build_scnet
 from lib.utils.config import load_config

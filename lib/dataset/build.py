@@ -10,14 +10,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from lib.dataset import pseudo_labels, synthetic_layout
 from lib.dataset.frame_list import read_list
 from lib.dataset.transforms import JointAugment
-from lib.dataset.video import (
-    ClipDataset,
-    FlowPairDataset,
-    ImageDataset,
-    TripletDataset,
-    synthetic_flow_items,
-    synthetic_image_items,
-)
+from lib.dataset.video import (ClipDataset, FlowPairDataset, ImageDataset, TripletDataset, synthetic_flow_items,
+                               synthetic_image_items)
 from lib.utils.config import DATASET_CLASSES, PDA_CLIP_LENGTH, resolve_path
 from lib.utils.errors import UserError
 

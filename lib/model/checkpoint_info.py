@@ -15,14 +15,8 @@ from collections import Counter
 
 import torch
 
-from lib.model.checkpoint import (
-    WRAPPER_PREFIXES,
-    compare,
-    non_finite,
-    read_checkpoint,
-    state_dict_of,
-    strip_wrapper_prefixes,
-)
+from lib.model.checkpoint import (WRAPPER_PREFIXES, compare, non_finite, read_checkpoint, state_dict_of,
+                                  strip_wrapper_prefixes)
 from lib.model.dmnet import DMNet
 from lib.model.scnet import SCNet
 from lib.utils.errors import UserError

@@ -10,16 +10,8 @@ import numpy as np
 from lib.dataset import synthetic_layout as layout
 from lib.dataset.frame_list import format_line
 from lib.dataset.io import write_png_atomic
-from lib.synthetic.scene import (
-    DIFFICULTIES,
-    USED_CLASSES,
-    Difficulty,
-    Street,
-    _seeded_rng,
-    flow_validity,
-    sensor_image,
-    snippet_name,
-)
+from lib.synthetic.scene import (DIFFICULTIES, USED_CLASSES, Difficulty, Street, _seeded_rng, flow_validity,
+                                 sensor_image, snippet_name)
 from lib.utils.atomic import atomic_path, write_text
 from lib.utils.errors import UserError
 from lib.utils.outputs import StagedFolder
