@@ -56,6 +56,9 @@ DEFAULTS = {
         # Frames to [0, 1]: 'multiply' is x * (1/255); 'divide' is x / 255 as the original's transform_im (the two
         # differ by 1 ulp on 126 of the 256 byte values).
         'pixel_scaling': 'multiply',
+        # The training order: 'run' shuffles each epoch from (seed, epoch); 'epoch_only' from the epoch alone, as
+        # torch 1.5's DistributedSampler under the original's scripts (the same order for every seed).
+        'sampler_seed': 'run',
         # Labels of the unlabelled frames t-i and t that the dmnet and correction stages learn from: 'online' runs
         # the frozen DeepLab on the training crop (the original from 148b579 on); 'precomputed' reads DeepLab's
         # full-frame argmax masks from pseudo_label_root (tools/make_pseudo_labels.py) and crops them with the
@@ -243,6 +246,7 @@ RULES = {
     'data.crop_size': _pair(_integer(4), optional=True), 'data.hflip': _boolean(),
     'data.scale_range': _pair(_number(0, low_open=True)), 'data.min_gap': _POSITIVE, 'data.max_gap': _POSITIVE,
     'data.intermediate': _choice('resample', 'original'), 'data.pixel_scaling': _choice('multiply', 'divide'),
+    'data.sampler_seed': _choice('run', 'epoch_only'),
     'data.pseudo_labels': _choice('online', 'precomputed'), 'data.pseudo_label_root': _text(optional=True),
     'data.num_workers': _COUNT, 'data.pin_memory': _boolean(),
     'init.pretrained': _text(optional=True), 'init.deeplab': _text(optional=True),
