@@ -113,8 +113,9 @@ DEFAULTS = {
         'distances': [1, 2, 3, 4, 5, 6, 7, 8, 9],
         'per_frame': True,  # the key network on frame t (upper bound row)
         'propagation_only': True,  # propagation without correction (DFF-style row)
-        # Resize convention of the evaluation (the x1/4 and x4 resizes around the propagation); None = that of
-        # model.align_corners. The paper configs set what each dataset's original test script did.
+        # Resize convention of the evaluation (the x1/4 and x4 resizes around the propagation): true, false, or a
+        # list of them, each reported (the first is the headline); None = that of model.align_corners. The paper
+        # configs set what each dataset's original test scripts did.
         'align_corners': None,
         'tf32': False,  # TF32 in evaluation; off = plain fp32, as the original ran
         'batch_size': 1,
@@ -202,6 +203,15 @@ def _distances(value):
     return value
 
 
+def _conventions(value):
+    if value is None or isinstance(value, bool):
+        return value
+    if not isinstance(value, list) or not value or not all(isinstance(v, bool) for v in value) \
+            or len(set(value)) != len(value):
+        raise _Expected('true, false, null or a list of distinct true/false such as [false, true]')
+    return value
+
+
 def _indices(value):
     if not isinstance(value, list) or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in value):
         raise _Expected('a list of clip indices >= 0')
@@ -263,7 +273,7 @@ RULES = {
     'train.find_unused_parameters': _boolean(), 'train.log_every': _POSITIVE, 'train.save_root': _text(),
     'train.tblog_root': _text(optional=True),
     'eval.split': _choice('train', 'val', 'test'), 'eval.distances': _distances, 'eval.per_frame': _boolean(),
-    'eval.propagation_only': _boolean(), 'eval.align_corners': _boolean(optional=True), 'eval.tf32': _boolean(),
+    'eval.propagation_only': _boolean(), 'eval.align_corners': _conventions, 'eval.tf32': _boolean(),
     'eval.batch_size': _POSITIVE, 'eval.max_clips': _integer(1, optional=True), 'eval.result_root': _text(),
     'eval.show_clips': _indices,
 }
