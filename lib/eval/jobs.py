@@ -160,6 +160,14 @@ def run_pda(run):
 KIND = 'evaluation results'
 
 
+def default_checkpoint(cfg):
+    """What ``tools/test_pda.py`` and ``tools/show.py`` load without ``--checkpoint``: the file the config's own
+    training wrote, ``<train.save_root>/<experiment>/best.pth`` (its best validation score, what the original's test
+    scripts loaded), or ``final.pth`` when the config's training does not validate (``train.val_every: 0``)."""
+    name = 'best.pth' if cfg['train']['val_every'] > 0 else 'final.pth'
+    return os.path.join(resolve_path(cfg['train']['save_root']), cfg['experiment'], name)
+
+
 def default_result_dir(cfg, checkpoint):
     """``<eval.result_root>/<experiment>/<checkpoint file stem>``: ``best.pth`` -> ``.../best``, so the results of
     different checkpoints of one experiment stay apart."""
