@@ -129,7 +129,7 @@ def _rows(model, states, current, correction, distances, target_state, propagati
     return {'davss': davss, 'propagation_only': propagated if propagation_only else None, 'per_frame': per_frame}
 
 
-def with_convention(model, align_corners):
+def _with_convention(model, align_corners):
     """``model`` under another resize convention: a shallow copy that shares every sub-network and weight."""
     if model.align_corners == align_corners:
         return model
@@ -148,12 +148,12 @@ def predict_conventions(model, frames, distances, conventions, per_frame=True, p
     the 1/4 image of ``t``, DMNet, the x4 upsamplings, the merge and the argmax.
 
     Args:
-        conventions: ``align_corners`` values; the first is the model's own.
+        conventions: ``align_corners`` values (each a shallow copy of ``model`` sharing its weights).
         the rest: as :func:`predict_clip`.
     Returns:
         one :func:`predict_clip` dict per convention, in order.
     """
-    views = [with_convention(model, ac) for ac in conventions]
+    views = [_with_convention(model, ac) for ac in conventions]
     model, others = views[0], views[1:]
     current = frames[:, -1]  # (N, 3, H, W)
     first = frames.shape[1] - 1 - max(distances)
