@@ -76,12 +76,14 @@ def cuda_extension(mode):
     # torch read CUDA_HOME once, when find_cuda_home imported it, and may have guessed the folder of an nvcc
     # wrapper; the toolkit found goes to torch and to the compilers it runs.
     os.environ['CUDA_HOME'] = cpp_extension.CUDA_HOME = toolkit.find_cuda_home()
-    # torch's own default is the visible GPUs only, and it fails outright when none is visible (a CI machine, a
-    # login node); building for every architecture torch runs on makes the build work on any of them.
-    os.environ['TORCH_CUDA_ARCH_LIST'] = toolkit.arch_list_for_build()
+    # torch's own default is the visible GPUs, and it fails outright when none is visible (a CI machine, a login
+    # node); there every architecture torch runs on is built, so the build works on any of them.
+    arch_list = toolkit.arch_list_for_build()
+    if arch_list:
+        os.environ['TORCH_CUDA_ARCH_LIST'] = arch_list
     gap_fillers = [flag for path in toolkit.wheel_include_dirs() for flag in ('-isystem', path)]
-    say(f'building the resample2d CUDA extension with {toolkit.nvcc_path()} '
-        f'for TORCH_CUDA_ARCH_LIST={os.environ["TORCH_CUDA_ARCH_LIST"]}')
+    say(f'building the resample2d CUDA extension with the toolkit in {cpp_extension.CUDA_HOME} '
+        f'for {"TORCH_CUDA_ARCH_LIST=" + arch_list if arch_list else "the visible GPUs"}')
     return cpp_extension.CUDAExtension(
         name='lib.ops._resample2d_cuda',
         sources=[os.path.join(CSRC, 'resample2d.cpp'), os.path.join(CSRC, 'resample2d_kernel.cu')],

@@ -97,7 +97,9 @@ def test_every_experiment_loads_and_its_init_chain_names_existing_stages(path):
     ('data.scale_range=[2,1]', 'data.scale_range: [2, 1]: expected [low, high] with low <= high'),
     ('model.deeplab.width_mult=-1', 'model.deeplab.width_mult: expected a number > 0'),
     ('model.align_corners=null', 'model.align_corners: expected true or false'),
-    ('eval.align_corners=yes please', 'eval.align_corners: expected true or false or null'),
+    ('eval.align_corners=yes please', 'eval.align_corners: expected true, false, null or a list of distinct'),
+    ('eval.align_corners=[true,true]', 'eval.align_corners: expected true, false, null or a list of distinct'),
+    ('eval.align_corners=[]', 'eval.align_corners: expected true, false, null or a list of distinct'),
     ('train.lr=[1,', 'the value is not valid YAML'),
     ('stage=segmentation', 'train.batch_size: 1 in the segmentation stage'),
     ('data.min_gap=5', 'data.min_gap: 5 is larger than data.max_gap=3'),
@@ -170,9 +172,8 @@ def test_a_copied_experiment_folder_runs_its_own_config(tmp_path, fake_python):
     shutil.copytree(os.path.join(REPO_ROOT, 'exp', 'spatial_correction_cityscapes'), copy)
     try:
         cwd, *argv = run_script(os.path.join(copy, 'script', 'test_PDA.sh'), fake_python, GPUS='1', SAVE_ROOT='s')
-        assert cwd == REPO_ROOT
-        assert argv == ['tools/test_pda.py', os.path.join(copy, 'config.yaml'),
-                        f'--checkpoint=s/{os.path.basename(copy)}/best.pth']
+        assert cwd == REPO_ROOT  # the checkpoint is the tool's to find (lib.eval.jobs.default_checkpoint)
+        assert argv == ['tools/test_pda.py', os.path.join(copy, 'config.yaml')]
         assert load_config(os.path.join(copy, 'config.yaml'))['experiment'] == os.path.basename(copy)
         cwd, *argv = run_script(os.path.join(copy, 'script', 'train.sh'), fake_python, GPUS='1')
         assert argv == ['tools/train.py', os.path.join(copy, 'config.yaml')]

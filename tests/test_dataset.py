@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import H, W, fake_label, make_camvid, make_cityscapes
 
-from lib.dataset import build_dataset, build_loader
+from lib.dataset import build_dataset
 from lib.dataset.frame_list import read_list
 from lib.utils.config import DEFAULTS
 from lib.utils.errors import UserError
@@ -114,12 +114,20 @@ def test_image_mode_rescale_and_crop_shapes(tmp_path):
         assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
 
 
-def test_loader_collates_and_reseeds_workers(tmp_path):
-    cfg = data_cfg('cityscapes', tmp_path, make_cityscapes(str(tmp_path)), crop_size=[8, 16], hflip=True)
-    dataset = build_dataset(cfg, 'train', 'triplet')
+def test_training_loader_collates_and_reseeds_workers(tmp_path):
+    """The engine's loader, seeded as the engine seeds an epoch: two runs give the same crops and flips."""
+    from lib.train.engine import build_train_loader
+    from lib.train.resume import epoch_seed
+    from lib.train.stages import get_stage
+
+    data = data_cfg('cityscapes', tmp_path, make_cityscapes(str(tmp_path)), crop_size=[8, 16], hflip=True,
+                    num_workers=1, pin_memory=False)
+    cfg = {'seed': 7, 'data': data, 'train': {'batch_size': 3}}
     runs = []
     for _ in range(2):
-        loader = build_loader(dataset, batch_size=3, shuffle=True, num_workers=1, seed=7, pin_memory=False)
+        loader = build_train_loader(cfg, get_stage('dmnet'))
+        loader.sampler.set_epoch(1)
+        loader.generator.manual_seed(epoch_seed(7, 0, 1))
         runs.append([batch for batch in loader])
     frames, label = runs[0][0]
     assert frames.shape == (3, 3, 3, 8, 16) and label.shape == (3, 8, 16)

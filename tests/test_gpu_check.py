@@ -13,6 +13,8 @@ import pytest
 import torch
 from helpers import REPO_ROOT, load_tool
 
+from lib.utils.outputs import read_marker
+
 gpu_check = load_tool('gpu_check')
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason='this machine has a GPU')
 
@@ -64,13 +66,17 @@ def test_help_names_every_option_and_step_and_runs_nothing(tmp_path):
     assert not venv.exists()
 
 
-def test_refuses_a_folder_it_did_not_write(tmp_path):
+def test_refuses_a_folder_it_did_not_write(tmp_path, monkeypatch, capsys):
+    """--out-dir is a folder of the tool's kind (lib.utils.outputs): another folder is refused, untouched."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     (tmp_path / 'notes.txt').write_text('mine')
-    with pytest.raises(SystemExit, match='non-empty folder without a gpu_check report.json'):
-        gpu_check.check_out_dir(str(tmp_path))
-    (tmp_path / 'report.json').write_text(json.dumps({'tool': 'gpu_check'}))
-    gpu_check.check_out_dir(str(tmp_path))  # its own earlier report: fine to overwrite
-    gpu_check.check_out_dir(str(tmp_path / 'new'))
+    assert gpu_check.run(['--out-dir', tmp_path, '--skip', *gpu_check.STEPS]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f'error: --out-dir {tmp_path}: holds files'), err
+    assert os.listdir(tmp_path) == ['notes.txt']
+    assert gpu_check.run(['--out-dir', tmp_path / 'new', '--skip', *gpu_check.STEPS]) == 0
+    assert gpu_check.run(['--out-dir', tmp_path / 'new', '--skip', *gpu_check.STEPS]) == 0  # its own: replaced
+    assert sorted(os.listdir(tmp_path / 'new')) == ['.davss', 'logs', 'report.json', 'report.md']
 
 
 def test_report_quotes_the_benchmark_figures(tmp_path):
@@ -114,7 +120,7 @@ def test_report_is_written_and_failures_set_the_exit_status(tmp_path, monkeypatc
     skip = [step for step in gpu_check.STEPS if step != 'cuda_tests']
     assert gpu_check.main(gpu_check.parse_args(['--out-dir', str(out), '--skip', *skip])) == 1
     report = json.loads((out / 'report.json').read_text())
-    assert report['tool'] == 'gpu_check' and report['summary'] == '1 failed (cuda_tests)'
+    assert read_marker(out) == 'gpu check' and report['summary'] == '1 failed (cuda_tests)'
     assert '| cuda_tests | fail | 1.0 | boom |' in (out / 'report.md').read_text()
 
 
@@ -150,7 +156,6 @@ def test_toolkit_is_torchs_guess_unless_that_is_no_toolkit(tmp_path, monkeypatch
     monkeypatch.setattr(cpp_extension, 'CUDA_HOME', str(wrapper))
     monkeypatch.setenv('PATH', f'{wrapper / "bin"}{os.pathsep}{os.environ["PATH"]}')
     assert cuda_toolkit.find_cuda_home() == str(toolkit)
-    assert cuda_toolkit.nvcc_path() == str(toolkit / 'bin' / 'nvcc')
 
     monkeypatch.setenv('CUDA_HOME', str(tmp_path / 'named'))  # the user's choice stands; build_blocker says why
     assert cuda_toolkit.find_cuda_home() == str(tmp_path / 'named')

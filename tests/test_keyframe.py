@@ -8,12 +8,40 @@ import yaml
 from helpers import TINY_VIDEO_MODEL, load_tool
 
 from lib.eval import keyframe_policies as keyframe_eval
-from lib.infer.keyframe_policy import (DistortionTriggered, FixedInterval, PerFrame, distortion_score,
-                                       key_frame_schedule, parse_policy)
+from lib.infer.keyframe_policy import DistortionTriggered, FixedInterval, PerFrame, distortion_score, parse_policy
 from lib.infer.streaming import StreamingSegmenter
 from lib.model import build_scnet
+from lib.model.scnet import PropagationState
 from lib.utils.config import load_config
 from lib.utils.errors import UserError
+
+
+class ScriptedNet:
+    """Stands in for SCNet: frame t (every pixel of its image = t) gets a distortion map of value scores[t]."""
+    align_corners = True
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def key_frame(self, image):
+        return PropagationState(torch.zeros(1, 2, 1, 1), image[..., :1, :1])
+
+    def estimate_flow(self, current, previous):
+        return torch.zeros(1, 2, 1, 1)
+
+    def propagate(self, state, flow):
+        return state
+
+    def correct(self, state, current, correction=None, full_resolution=True):
+        score = float(self.scores[int(current[0, 0, 0, 0])])
+        return {'merged': torch.zeros(1, 2, 4, 4), 'distortion': torch.full((1, 1, 4, 4), score, dtype=torch.float64)}
+
+
+def key_frame_schedule(policy, scores):
+    """The frames :class:`StreamingSegmenter` sends through the key network under ``policy`` when non-key frame t
+    gets a distortion map of mean ``scores[t]``."""
+    segmenter = StreamingSegmenter(ScriptedNet(scores), policy)
+    return [t for t in range(len(scores)) if segmenter.step(torch.full((1, 3, 4, 4), float(t)))[1]]
 
 
 @pytest.mark.parametrize('interval, n, expected', [

@@ -140,18 +140,22 @@ def test_several_processes_and_nodes_go_through_torchrun(fake):
                                     'tools/train.py']
 
 
-def test_test_pda_default_checkpoint_ignores_an_empty_checkpoint(fake):
+@pytest.mark.parametrize('script', ['synthetic/script/test_PDA.sh', 'spatial_correction_camvid/script/show.sh'])
+def test_checkpoint_is_passed_only_when_set(fake, script):
+    """Without CHECKPOINT (or with an empty one) the tool finds what the config trained; with it, that file."""
     run, record, _ = fake
-    done = run(['bash', os.path.join(REPO_ROOT, 'exp', 'synthetic', 'script', 'test_PDA.sh')], CHECKPOINT='',
-               SAVE_ROOT='')
-    assert done.returncode == 0, done.stderr
-    assert record()['argv'][:3] == ['tools/test_pda.py', os.path.join(REPO_ROOT, 'exp', 'synthetic', 'correction.yaml'),
-                                    '--checkpoint=saved_model/synthetic_correction/final.pth']
+    for value, expected in (('', []), (None, []), ('my dir/$(x).pth', ['--checkpoint=my dir/$(x).pth'])):
+        done = run(['bash', os.path.join(REPO_ROOT, 'exp', script), '--help'],
+                   **({} if value is None else {'CHECKPOINT': value}))
+        assert done.returncode == 0, done.stderr
+        assert record()['argv'][2:] == [*expected, '--help']
 
 
 @pytest.mark.parametrize('script, entry', [('synthetic/script/show.sh', 'tools/show.py'),
                                            ('spatial_correction_cityscapes/script/show.sh', 'tools/show.py'),
-                                           ('synthetic/script/demo.sh', 'tools/demo.py')])
+                                           ('synthetic/script/demo.sh', 'tools/demo.py'),
+                                           ('dmnet_cityscapes_release/script/pseudo_labels.sh',
+                                            'tools/make_pseudo_labels.py')])
 def test_one_process_scripts_check_python_and_ignore_gpus(fake, script, entry):
     run, record, marker = fake
     refused(run(['bash', os.path.join(REPO_ROOT, 'exp', script)], PYTHON='-c'), record, marker, 'launch.sh: PYTHON=')

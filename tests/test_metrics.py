@@ -64,23 +64,14 @@ def test_absent_classes_are_nan_and_left_out_of_the_mean():
     assert meter.miou() == pytest.approx((0.5 + 1.0 + 0.0) / 3)
 
 
-def test_merge_add_reset_and_errors():
-    g = torch.Generator().manual_seed(1)
-    a, b, both = ConfusionMatrix(5), ConfusionMatrix(5), ConfusionMatrix(5)
-    for meter in (a, b):
-        pred, gt = random_batch(g, 5)
-        meter.update(pred, gt)
-        both.update(pred, gt)
-    assert torch.equal((a + b).matrix, both.matrix)
-    assert torch.equal(a.merge(b).matrix, both.matrix)
-    both.reset()
-    assert int(both.matrix.sum()) == 0 and math.isnan(both.miou())
+def test_errors():
+    meter = ConfusionMatrix(5)
     with pytest.raises(ValueError, match='ground truth'):
-        both.update(torch.tensor([0]), torch.tensor([5]))
+        meter.update(torch.tensor([0]), torch.tensor([5]))
     with pytest.raises(ValueError, match='predictions'):
-        both.update(torch.tensor([9]), torch.tensor([0]))
+        meter.update(torch.tensor([9]), torch.tensor([0]))
     with pytest.raises(ValueError, match='pixels'):
-        both.update(torch.tensor([0, 1]), torch.tensor([0]))
+        meter.update(torch.tensor([0, 1]), torch.tensor([0]))
 
 
 def test_all_reduce_sums_across_processes(tmp_path):

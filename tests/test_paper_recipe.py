@@ -423,7 +423,7 @@ RELEASE_CHANGES = {
     'spatial_correction_cityscapes': {'data.pseudo_labels': 'precomputed',
                                       'data.pseudo_label_root': 'data/pseudo_labels/cityscapes',
                                       'init.dmnet': 'saved_model/dmnet_cityscapes_release/best.pth',
-                                      'eval.align_corners': True},
+                                      'eval.align_corners': [True, False]},
     'dmnet_camvid': {'data.hflip': False},
     'spatial_correction_camvid': {'init.dmnet': 'saved_model/dmnet_camvid_release/final.pth'},
 }

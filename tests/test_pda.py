@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from helpers import load_tool, tiny_model_cfg, varied_tiny_scnet, write_experiment
 
-from lib.dataset import build_dataset, build_eval_loader, build_loader
+from lib.dataset import build_dataset, build_eval_loader
 from lib.eval.pda import evaluate_pda
 from lib.model import build_scnet
 
@@ -74,7 +74,7 @@ def _assert_same_matrices(result, reference, distances):
 
 
 def test_fast_path_matches_per_distance_loop(net, clips):
-    loader = build_loader(clips, batch_size=1, shuffle=False, num_workers=0, distributed=False)
+    loader = build_eval_loader(clips, batch_size=1)
     distances = list(range(1, 10))
     result = evaluate_pda(net, loader, N_CLASSES, distances=distances, progress=False)
     reference = reference_pda(net, loader, distances, align_corners=True)
@@ -91,7 +91,7 @@ def test_fast_path_matches_per_distance_loop(net, clips):
 def test_batched_clips_subset_of_distances_and_resize_convention(clips):
     """Batch of 2 clips, distances 1/4/9 only, ``align_corners=False`` (the original Cityscapes test script)."""
     net = varied_tiny_scnet(align_corners=False)
-    loader = build_loader(clips, batch_size=2, shuffle=False, num_workers=0, distributed=False)
+    loader = build_eval_loader(clips, batch_size=2)
     distances = [1, 4, 9]
     result = evaluate_pda(net, loader, N_CLASSES, distances=[9, 4, 1], progress=False)
     assert result['distances'] == distances
@@ -110,7 +110,7 @@ def test_rows_can_be_switched_off_and_max_clips(net, clips):
 
 def test_batched_option_agrees(net, clips):
     """``batched=True`` (one call per sub-network over all distances) may differ only by float rounding."""
-    loader = build_loader(clips, batch_size=1, shuffle=False, num_workers=0, distributed=False)
+    loader = build_eval_loader(clips, batch_size=1)
     exact = evaluate_pda(net, loader, N_CLASSES, distances=[1, 5, 9], progress=False)
     batched = evaluate_pda(net, loader, N_CLASSES, distances=[1, 5, 9], progress=False, batched=True)
     for row in ('davss', 'propagation_only', 'per_frame'):
@@ -121,12 +121,11 @@ def test_batched_option_agrees(net, clips):
 
 
 def test_ranks_share_the_first_max_clips_without_overlap(monkeypatch):
-    import lib.dataset.build as build
+    from lib.utils import distributed
     shards = []
     for rank in range(3):
-        monkeypatch.setattr(build, '_distributed', lambda: True)
-        monkeypatch.setattr(build.dist, 'get_rank', lambda rank=rank: rank)
-        monkeypatch.setattr(build.dist, 'get_world_size', lambda: 3)
+        monkeypatch.setattr(distributed, 'get_rank', lambda rank=rank: rank)
+        monkeypatch.setattr(distributed, 'get_world_size', lambda: 3)
         shards.append(list(build_eval_loader(list(range(10)), max_items=7).sampler))
     assert shards == [[0, 3, 6], [1, 4], [2, 5]]  # round-robin, in order: nothing padded, nothing counted twice
     monkeypatch.undo()

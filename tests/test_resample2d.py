@@ -289,7 +289,7 @@ def test_extension_is_built_where_a_toolkit_exists():
     if blocker is not None:
         pytest.skip(f'the CUDA extension cannot be built here: {blocker}')
     assert cuda_extension_available(), (
-        f'a CUDA toolkit ({cuda_toolkit.nvcc_path()}) and a CUDA build of torch are present but '
+        f'a CUDA toolkit ({cuda_toolkit.find_cuda_home()}) and a CUDA build of torch are present but '
         f'lib.ops._resample2d_cuda does not import ({resample2d_module._EXTENSION_ERROR}); '
         f'run `pip install --no-build-isolation -e . --config-settings editable_mode=compat`')
 
@@ -347,26 +347,17 @@ def test_naive_gradients_match_gradcheck_of_the_reference():
 
 # --- architectures of the build -----------------------------------------------------------------------------
 
-def test_arch_list_entries():
-    assert cuda_toolkit.arch_to_list_entry('sm_75') == '7.5'
-    assert cuda_toolkit.arch_to_list_entry('sm_120') == '12.0'
-    assert cuda_toolkit.arch_to_list_entry('sm_90a') == '9.0a'
-    assert cuda_toolkit.arch_to_list_entry('compute_90') is None
-
-
-@pytest.mark.parametrize('capabilities, expected', [
-    ([], '7.5;8.0;8.6;9.0;10.0;12.0+PTX'),  # no GPU: everything torch supports
-    ([(8, 6), (7, 5), (8, 6)], '7.5;8.6+PTX'),  # the visible GPUs, once each
-    ([(13, 0)], '12.0+PTX'),  # newer than torch knows: its newest, with PTX
+@pytest.mark.parametrize('visible, environ, expected', [
+    (0, {}, '7.5;8.0;8.6;9.0;9.0a;10.0;12.0+PTX'),  # no GPU, where torch's default fails: everything torch supports
+    (2, {}, None),  # torch's default: the visible GPUs
+    (0, {'TORCH_CUDA_ARCH_LIST': ' 8.9 '}, '8.9'),  # the user's choice wins
+    (1, {'TORCH_CUDA_ARCH_LIST': '9.0'}, '9.0'),
 ])
-def test_default_arch_list(monkeypatch, capabilities, expected):
-    monkeypatch.setattr(torch.cuda, 'get_arch_list',
-                        lambda: ['sm_75', 'sm_80', 'sm_86', 'sm_90', 'sm_100', 'sm_120', 'compute_120'])
-    monkeypatch.setattr(torch.cuda, 'device_count', lambda: len(capabilities))
-    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda index: capabilities[index])
-    assert cuda_toolkit.default_arch_list() == expected
-    assert cuda_toolkit.arch_list_for_build({}) == expected
-    assert cuda_toolkit.arch_list_for_build({'TORCH_CUDA_ARCH_LIST': ' 8.9 '}) == '8.9'
+def test_arch_list_for_build(monkeypatch, visible, environ, expected):
+    monkeypatch.setattr(torch.cuda, 'get_arch_list', lambda: ['sm_75', 'sm_80', 'sm_86', 'sm_90', 'sm_90a', 'sm_100',
+                                                             'sm_120', 'compute_120'])
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: visible)
+    assert cuda_toolkit.arch_list_for_build(environ) == expected
 
 
 def test_kernel_for_picks_compatible_code():
@@ -422,6 +413,11 @@ def find_cuobjdump():
         candidates += [os.path.join(root, 'bin', 'cuobjdump') for root in nvidia.cu13.__path__]
     except ImportError:
         pass
+    try:
+        import triton  # torch's CUDA builds depend on triton, which ships a cuobjdump
+        candidates.append(os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin', 'cuobjdump'))
+    except ImportError:
+        pass
     return next((path for path in candidates if path and os.path.isfile(path)), None)
 
 
@@ -429,7 +425,7 @@ def test_fatbin_reader_agrees_with_cuobjdump():
     path = built_extension_path()
     cuobjdump = find_cuobjdump()
     if cuobjdump is None:
-        pytest.skip('no cuobjdump (CUDA toolkit or the nvidia-cuda-cuobjdump wheel) to compare with')
+        pytest.skip('no cuobjdump (CUDA toolkit, the nvidia-cuda-cuobjdump wheel or triton) to compare with')
     listed = set()
     for flag, kind, suffix in (('--list-elf', 'sass', 'cubin'), ('--list-ptx', 'ptx', 'ptx')):
         text = subprocess.run([cuobjdump, flag, path], capture_output=True, text=True, check=True).stdout

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from lib.dataset import build_dataset, build_loader
+from lib.dataset import build_dataset, build_eval_loader
 from lib.utils import cli
 from lib.utils.atomic import write_json
 from lib.utils.config import DEFAULTS, load_config, resolve_path
@@ -46,8 +46,7 @@ def measure(dataset, workers, clips):
     """Seconds to load ``clips`` clips (after one warm-up batch that starts the workers)."""
     indices = [i % len(dataset) for i in range(clips + 1)]
     subset = torch.utils.data.Subset(dataset, indices)
-    loader = build_loader(subset, batch_size=1, shuffle=False, num_workers=workers, distributed=False,
-                          pin_memory=False)
+    loader = build_eval_loader(subset, batch_size=1, num_workers=workers, pin_memory=False)
     iterator = iter(loader)
     next(iterator)
     start = time.perf_counter()

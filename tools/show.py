@@ -1,6 +1,6 @@
 """Pictures of the propagation of chosen clips: what the network predicts at every frame from key frame t-d to t.
 
-    python tools/show.py exp/spatial_correction_cityscapes/config.yaml --checkpoint saved_model/.../best.pth
+    python tools/show.py exp/spatial_correction_cityscapes/config.yaml   # [--checkpoint PATH]; default as test_pda.py
 
 For each clip of ``eval.show_clips`` (indices into the ``eval.split`` list) it writes to
 ``<eval.result_root>/<experiment>/<checkpoint file stem>/show/``:
@@ -17,14 +17,18 @@ For each clip of ``eval.show_clips`` (indices into the ``eval.split`` list) it w
 """
 import argparse
 
+from lib.eval.jobs import default_checkpoint
 from lib.eval.show import ShowRun, run_show
 from lib.utils import cli
+from lib.utils.config import load_config
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Image grids and GIFs of the propagation of chosen PDA clips.')
     cli.add_config_arguments(parser)
-    parser.add_argument('--checkpoint', required=True, help='a whole SCNet checkpoint (best.pth / final.pth)')
+    parser.add_argument('--checkpoint', default=None,
+                        help='a whole SCNet checkpoint (default: what the config trained, '
+                             '<train.save_root>/<experiment>/best.pth, or final.pth when train.val_every is 0)')
     parser.add_argument('--clips', type=int, nargs='+', default=None, help='clip indices (default eval.show_clips)')
     parser.add_argument('--distance', type=int, default=9, help='key frame t-d (default 9, as the original)')
     parser.add_argument('--tile-width', type=cli.positive_int, default=256, help='width of one grid cell in pixels')
@@ -36,7 +40,8 @@ def parse_args(argv=None):
 
 
 def main(args):
-    run = ShowRun(args.config, args.checkpoint, args.opts, clips=args.clips, distance=args.distance,
+    checkpoint = args.checkpoint or default_checkpoint(load_config(args.config, args.opts))
+    run = ShowRun(args.config, checkpoint, args.opts, clips=args.clips, distance=args.distance,
                   tile_width=args.tile_width, frame_ms=args.frame_ms, output=args.output)
     cli.set_threads(args.threads)
     run_show(run)

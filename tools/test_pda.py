@@ -1,27 +1,32 @@
 """PDA evaluation of a trained SCNet: mIoU per key-frame distance, with the per-frame and propagation-only rows.
 
-    python tools/test_pda.py exp/spatial_correction_cityscapes/config.yaml --checkpoint saved_model/.../best.pth
-    torchrun --standalone --nproc_per_node=4 tools/test_pda.py CONFIG --checkpoint PATH   # clips sharded
+    python tools/test_pda.py exp/spatial_correction_cityscapes/config.yaml    # what that config trained: best.pth
+    python tools/test_pda.py CONFIG --checkpoint saved_model/pretrained/spatial_correction_cityscapes.pth
+    torchrun --standalone --nproc_per_node=4 tools/test_pda.py CONFIG   # clips sharded
 
 Prints a table and writes ``<eval.result_root>/<experiment>/<checkpoint file stem>/pda.json`` and ``pda.md`` (so
 ``best.pth`` and a published file never overwrite each other's results); see docs/evaluation.md.  The resize
-convention is ``eval.align_corners`` (each paper config sets what its dataset's original test script did) and TF32
-is off unless ``eval.tf32``.  ``--save-predictions D`` also writes the DAVSS labels of distance D in the official
-Cityscapes format (label-id PNGs, ``<out>/predictions_d<D>/<city>_<seq>_<frame>_pred_labelIds.png``) for
-cityscapesscripts' evaluator or the benchmark server.
+convention is ``eval.align_corners`` (each paper config sets what its dataset's original test scripts did; a list
+reports each) and TF32 is off unless ``eval.tf32``.  ``--save-predictions D`` also writes the DAVSS labels of
+distance D in the official Cityscapes format (label-id PNGs,
+``<out>/predictions_d<D>/<city>_<seq>_<frame>_pred_labelIds.png``) for cityscapesscripts' evaluator or the
+benchmark server.
 Everything that can be checked before the long run (config, checkpoint against the config, every frame of every
 clip, the output folder) is checked first (``lib/eval/jobs.py`` does the work).
 """
 import argparse
 
-from lib.eval.jobs import PDARun, run_pda
+from lib.eval.jobs import PDARun, default_checkpoint, run_pda
 from lib.utils import cli
+from lib.utils.config import load_config
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='PDA evaluation: mIoU per distance between key and labelled frame.')
     cli.add_config_arguments(parser)
-    parser.add_argument('--checkpoint', required=True, help='a whole SCNet checkpoint (best.pth / final.pth)')
+    parser.add_argument('--checkpoint', default=None,
+                        help='a whole SCNet checkpoint (default: what the config trained, '
+                             '<train.save_root>/<experiment>/best.pth, or final.pth when train.val_every is 0)')
     parser.add_argument('--max-clips', type=cli.positive_int, default=None, help='evaluate only the first N clips')
     parser.add_argument('--no-per-frame', action='store_true', help='skip the per-frame key network row')
     parser.add_argument('--no-propagation-only', action='store_true', help='skip the propagation-only row')
@@ -37,7 +42,8 @@ def parse_args(argv=None):
 
 
 def main(args):
-    run = PDARun(args.config, args.checkpoint, args.opts, max_clips=args.max_clips, per_frame=not args.no_per_frame,
+    checkpoint = args.checkpoint or default_checkpoint(load_config(args.config, args.opts))
+    run = PDARun(args.config, checkpoint, args.opts, max_clips=args.max_clips, per_frame=not args.no_per_frame,
                  propagation_only=not args.no_propagation_only, batched=args.batched, output=args.output,
                  save_predictions=args.save_predictions, progress=not args.no_progress)
     cli.set_threads(args.threads)

@@ -1,17 +1,17 @@
-"""``build_dataset`` / ``build_loader`` / ``build_eval_loader``: datasets and loaders from the ``data:`` section of a
-config."""
+"""``build_dataset`` / ``build_eval_loader``: datasets and the evaluation loader from the ``data:`` section of a
+config (the training loader is the engine's, lib/train/engine.py)."""
 import random
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from lib.dataset import pseudo_labels, synthetic_layout
 from lib.dataset.frame_list import read_list
 from lib.dataset.transforms import JointAugment
 from lib.dataset.video import (ClipDataset, FlowPairDataset, ImageDataset, TripletDataset, synthetic_flow_items,
                                synthetic_image_items)
+from lib.utils import distributed
 from lib.utils.config import DATASET_CLASSES, PDA_CLIP_LENGTH, resolve_path
 from lib.utils.errors import UserError
 
@@ -106,38 +106,6 @@ def seed_worker(worker_id):
     random.seed(seed)
 
 
-def _distributed():
-    return dist.is_available() and dist.is_initialized()
-
-
-def build_loader(dataset, batch_size, shuffle, num_workers, distributed=None, drop_last=False, seed=None,
-                 pin_memory=True):
-    """A DataLoader with reproducible worker seeding.
-
-    Args:
-        distributed: use a :class:`DistributedSampler` (each rank a shard; call ``loader.sampler.set_epoch``
-            every epoch); None = whenever ``torch.distributed`` is initialised.
-        seed: seeds the loader's own generator (shuffling and the per-worker torch seeds); None draws it from
-            torch's global RNG, so ``torch.manual_seed`` alone makes a run reproducible.
-        pin_memory: only takes effect when CUDA is available.
-    """
-    if distributed is None:
-        distributed = _distributed()
-    generator = None
-    if seed is not None:
-        generator = torch.Generator()
-        generator.manual_seed(seed)
-    sampler = None
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=shuffle, drop_last=drop_last,
-                                     seed=seed if seed is not None else 0)
-        shuffle = False
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=num_workers,
-                      pin_memory=pin_memory and torch.cuda.is_available(), drop_last=drop_last,
-                      worker_init_fn=seed_worker, generator=generator,
-                      persistent_workers=num_workers > 0)
-
-
 def build_eval_loader(dataset, batch_size=1, num_workers=0, max_items=None, pin_memory=True):
     """The loader an evaluation iterates (the evaluator only iterates it and reduces).
 
@@ -147,7 +115,6 @@ def build_eval_loader(dataset, batch_size=1, num_workers=0, max_items=None, pin_
     dataset indices.  ``pin_memory`` only takes effect when CUDA is available.
     """
     total = len(dataset) if max_items is None else min(len(dataset), max_items)
-    rank, world_size = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
-    indices = list(range(total))[rank::world_size]
+    indices = list(range(total))[distributed.get_rank()::distributed.get_world_size()]
     return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
                       pin_memory=pin_memory and torch.cuda.is_available(), worker_init_fn=seed_worker)

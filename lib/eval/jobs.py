@@ -20,7 +20,7 @@ from lib.dataset import build_dataset, build_eval_loader
 from lib.dataset.checks import check_clip_files
 from lib.dataset.io import write_png_atomic
 from lib.eval import jobs as cityscapes_results
-from lib.eval.pda import check_distances, eval_model_cfg, evaluate_pda, format_markdown, protocol
+from lib.eval.pda import check_distances, eval_conventions, eval_model_cfg, evaluate_pda, format_markdown, protocol
 from lib.model import load_scnet
 from lib.utils import distributed
 from lib.utils.atomic import write_text
@@ -75,7 +75,7 @@ def json_safe(value):
 def setup(run):
     """Everything that can fail on bad input, before any clip is evaluated."""
     cfg = load_config(run.config, run.opts)
-    model_cfg = eval_model_cfg(cfg)[0]
+    model_cfg = eval_model_cfg(cfg)
     if run.max_clips is not None and run.max_clips < 1:
         raise UserError(f'--max-clips: expected a positive number, got {run.max_clips}')
     max_clips = run.max_clips if run.max_clips is not None else cfg['eval']['max_clips']
@@ -101,22 +101,27 @@ def prediction_writer(dataset, folder, distance):
 
 
 def report(result, cfg, run, out_dir):
-    """Table on stdout, ``pda.json`` and ``pda.md`` in ``out_dir``."""
+    """Table on stdout, ``pda.json`` and ``pda.md`` in ``out_dir``: the headline convention, then each other one,
+    each labelled with the test script it comes from."""
     names = class_names(cfg['data']['name'])
+    p = protocol(cfg, result['align_corners'], run.batched)
+    others = [dict(entry, protocol=protocol(cfg, entry['align_corners'], run.batched))
+              for entry in result['other_protocols']]
     table = format_markdown(result, names)
-    p = protocol(*eval_model_cfg(cfg), run.batched, cfg['eval']['tf32'])
-    meta = {'config': run.config, 'checkpoint': run.checkpoint, 'split': cfg['eval']['split'],
-            'align_corners': p['align_corners'], 'protocol': p, 'batched': run.batched,
-            'world_size': distributed.get_world_size(), 'torch': torch.__version__,
+    for entry in others:
+        q = entry['protocol']
+        table += (f'\n## Also: align_corners={q["align_corners"]} ({q["source"]})\n\n'
+                  + format_markdown(dict(entry, distances=result['distances']), names))
+    meta = {'config': run.config, 'checkpoint': run.checkpoint, 'split': cfg['eval']['split'], 'protocol': p,
+            'batched': run.batched, 'world_size': distributed.get_world_size(), 'torch': torch.__version__,
             'python': platform.python_version(), 'class_names': list(names)}
-    text = json.dumps(json_safe({**meta, **result}), indent=1, allow_nan=False)
+    text = json.dumps(json_safe({**meta, **result, 'other_protocols': others}), indent=1, allow_nan=False)
+    table = (f'protocol: align_corners={p["align_corners"]} ({p["source"]}), tf32={p["tf32"]}, '
+             f'batched={p["batched"]}; {p["flow"]}; resizes {p["resizes"]}; {p["merge"]}\n\n') + table
     print(table, end='', flush=True)  # first: the numbers survive a failed write
     write_text(os.path.join(out_dir, 'pda.json'), text + '\n')
-    header = (f'# PDA: {cfg["experiment"]}\n\nsplit {cfg["eval"]["split"]}, '
-              f'{result["n_clips"]} clips, checkpoint {run.checkpoint}\n\n'
-              f'protocol: align_corners={p["align_corners"]} (from {p["align_corners_from"]}), tf32={p["tf32"]}, '
-              f'batched={p["batched"]}; {p["flow"]}; resizes {p["resizes"]}; {p["merge"]}\n\n')
-    write_text(os.path.join(out_dir, 'pda.md'), header + table)
+    write_text(os.path.join(out_dir, 'pda.md'), f'# PDA: {cfg["experiment"]}\n\nsplit {cfg["eval"]["split"]}, '
+               f'{result["n_clips"]} clips, checkpoint {run.checkpoint}\n\n' + table)
     print(f'{result["n_clips"]} clips in {result["seconds"]:.1f} s; wrote {out_dir}/pda.json and pda.md')
     if run.save_predictions is not None:
         print(f'label-id PNGs of distance {run.save_predictions}: {out_dir}/predictions_d{run.save_predictions}/')
@@ -139,7 +144,8 @@ def run_pda(run):
             result = evaluate_pda(model, loader, cfg['model']['n_classes'], distances=distances, device=device,
                                   per_frame=cfg['eval']['per_frame'] and run.per_frame,
                                   propagation_only=cfg['eval']['propagation_only'] and run.propagation_only,
-                                  progress=run.progress, batched=run.batched, on_predictions=writer)
+                                  progress=run.progress, batched=run.batched, on_predictions=writer,
+                                  conventions=eval_conventions(cfg))
         if distributed.is_main_process():
             report(result, cfg, run, out_dir)
             if staged is not None:
@@ -152,6 +158,14 @@ def run_pda(run):
 
 
 KIND = 'evaluation results'
+
+
+def default_checkpoint(cfg):
+    """What ``tools/test_pda.py`` and ``tools/show.py`` load without ``--checkpoint``: the file the config's own
+    training wrote, ``<train.save_root>/<experiment>/best.pth`` (its best validation score, what the original's test
+    scripts loaded), or ``final.pth`` when the config's training does not validate (``train.val_every: 0``)."""
+    name = 'best.pth' if cfg['train']['val_every'] > 0 else 'final.pth'
+    return os.path.join(resolve_path(cfg['train']['save_root']), cfg['experiment'], name)
 
 
 def default_result_dir(cfg, checkpoint):

@@ -17,7 +17,12 @@ batch (the state of distance ``d`` joins the batch at frame ``t-d``).  Every net
 the loop over distances, because a convolution over a larger batch may round differently; ``batched=True`` gives
 that up for speed on GPUs (DeepLab over all key candidates, FlowNet over all pairs and DMNet over all distances as
 one batch each) and may flip the argmax of a few pixels.
+
+The original's test scripts disagree on the resize convention around the propagation (``align_corners`` of the 1/4
+images and of the x4 upsamplings): :func:`predict_conventions` gives the rows of several conventions from one pass
+of the networks that do not depend on it (DeepLab, FlowNetS, CFNet), each with its own DMNet, resizes and merge.
 """
+import copy
 import math
 import time
 
@@ -58,15 +63,24 @@ def _pair_flows(model, frames, first, batched):
     return list(model.estimate_flow(cur, prev).split(n, 0))
 
 
-def _key_states(model, frames, distances, per_frame, batched):
+def _with_images(state, image, others):
+    """``state`` whose 1/4 image also holds the 1/4 ``image`` of each model in ``others`` (3 channels each, after
+    the model's own): the warp treats channels alike, so one warp per step carries every convention's key image."""
+    if not others:
+        return state
+    quarters = [state.image] + [other.to_quarter_resolution(image) for other in others]
+    return state._replace(image=torch.cat(quarters, 1))
+
+
+def _key_states(model, frames, distances, per_frame, batched, others=()):
     """DeepLab states of the key frames t-d (dict d -> state) and, if asked, of frame t itself (or None)."""
     last = frames.shape[1] - 1
     indices = [last - d for d in distances] + ([last] if per_frame else [])
     if batched:
         stacked = frames[:, indices].transpose(0, 1).flatten(0, 1)  # (K*N, 3, H, W), key-major
-        states = _split_state(model.key_frame(stacked), len(indices))
+        states = _split_state(_with_images(model.key_frame(stacked), stacked, others), len(indices))
     else:
-        states = [model.key_frame(frames[:, i]) for i in indices]
+        states = [_with_images(model.key_frame(frames[:, i]), frames[:, i], others) for i in indices]
     keys = dict(zip(distances, states))
     return keys, (states[-1] if per_frame else None)
 
@@ -96,7 +110,64 @@ def _labels(model, logits, size):
     return logits.argmax(1)
 
 
+def _rows(model, states, current, correction, distances, target_state, propagation_only, batched):
+    """The PDA rows of one resize convention (the model's) from the states carried to frame t."""
+    size = current.shape[-2:]
+    davss, propagated = {}, {}
+    if batched:
+        k = len(distances)
+        out = model.correct(_cat_states([states[d] for d in distances]), current.repeat(k, 1, 1, 1),
+                            correction=correction.repeat(k, 1, 1, 1))
+        davss = dict(zip(distances, _labels(model, out['merged'], size).chunk(k, 0)))  # d -> (N, H, W)
+        propagated = dict(zip(distances, _labels(model, out['propagated'], size).chunk(k, 0)))
+    else:
+        for d in distances:
+            out = model.correct(states[d], current, correction=correction)
+            davss[d] = _labels(model, out['merged'], size)  # (N, H, W)
+            propagated[d] = _labels(model, out['propagated'], size)
+    per_frame = _labels(model, target_state.logits, size) if target_state is not None else None
+    return {'davss': davss, 'propagation_only': propagated if propagation_only else None, 'per_frame': per_frame}
+
+
+def _with_convention(model, align_corners):
+    """``model`` under another resize convention: a shallow copy that shares every sub-network and weight."""
+    if model.align_corners == align_corners:
+        return model
+    view = copy.copy(model)
+    view.align_corners = align_corners
+    return view
+
+
 @torch.no_grad()
+def predict_conventions(model, frames, distances, conventions, per_frame=True, propagation_only=True,
+                        batched=False):
+    """:func:`predict_clip` under several resize conventions at the cost of little more than one.
+
+    DeepLab on the key frames and on ``t``, FlowNetS, the warps of the logits and CFNet do not depend on the
+    convention and run once; each convention adds its own 1/4 key image (warped in the same call as the others'),
+    the 1/4 image of ``t``, DMNet, the x4 upsamplings, the merge and the argmax.
+
+    Args:
+        conventions: ``align_corners`` values (each a shallow copy of ``model`` sharing its weights).
+        the rest: as :func:`predict_clip`.
+    Returns:
+        one :func:`predict_clip` dict per convention, in order.
+    """
+    views = [_with_convention(model, ac) for ac in conventions]
+    model, others = views[0], views[1:]
+    current = frames[:, -1]  # (N, 3, H, W)
+    first = frames.shape[1] - 1 - max(distances)
+    keys, target_state = _key_states(model, frames, distances, per_frame, batched, others)
+    flows = _pair_flows(model, frames, first, batched)
+    states = _propagate_to_target(model, keys, flows)
+    correction = model.cfnet(current)  # (N, C, h, w): one CFNet pass serves every distance and convention
+    rows = []
+    for k, view in enumerate(views):
+        own = {d: s._replace(image=s.image[:, 3 * k:3 * k + 3].contiguous()) for d, s in states.items()}
+        rows.append(_rows(view, own, current, correction, distances, target_state, propagation_only, batched))
+    return rows
+
+
 def predict_clip(model, frames, distances, per_frame=True, propagation_only=True, batched=False):
     """Full-resolution predictions of every PDA row for a batch of clips.
 
@@ -111,28 +182,8 @@ def predict_clip(model, frames, distances, per_frame=True, propagation_only=True
         dict with ``'davss'`` and ``'propagation_only'`` (dict d -> (N, H, W) int64, or None) and
         ``'per_frame'`` ((N, H, W) int64 or None).
     """
-    current = frames[:, -1]  # (N, 3, H, W)
-    first = frames.shape[1] - 1 - max(distances)
-    keys, target_state = _key_states(model, frames, distances, per_frame, batched)
-    flows = _pair_flows(model, frames, first, batched)
-    states = _propagate_to_target(model, keys, flows)
-    correction = model.cfnet(current)  # (N, C, h, w): one CFNet pass serves every distance
-
-    size = current.shape[-2:]
-    davss, propagated = {}, {}
-    if batched:
-        k = len(distances)
-        out = model.correct(_cat_states([states[d] for d in distances]), current.repeat(k, 1, 1, 1),
-                            correction=correction.repeat(k, 1, 1, 1))
-        davss = dict(zip(distances, _labels(model, out['merged'], size).chunk(k, 0)))  # d -> (N, H, W)
-        propagated = dict(zip(distances, _labels(model, out['propagated'], size).chunk(k, 0)))
-    else:
-        for d in distances:
-            out = model.correct(states[d], current, correction=correction)
-            davss[d] = _labels(model, out['merged'], size)  # (N, H, W)
-            propagated[d] = _labels(model, out['propagated'], size)
-    per_frame_pred = _labels(model, target_state.logits, size) if per_frame else None
-    return {'davss': davss, 'propagation_only': propagated if propagation_only else None, 'per_frame': per_frame_pred}
+    return predict_conventions(model, frames, distances, [model.align_corners], per_frame, propagation_only,
+                               batched)[0]
 
 
 def _summary(meters):
@@ -141,8 +192,39 @@ def _summary(meters):
     return {'miou': miou, 'iou': iou, 'mean_miou': float(sum(miou) / len(miou))}
 
 
+def _meters(n_classes, distances, per_frame, propagation_only, device):
+    per_distance = lambda: [ConfusionMatrix(n_classes, device=device) for _ in distances]  # noqa: E731
+    return {'davss': per_distance(), 'propagation_only': per_distance() if propagation_only else None,
+            'per_frame': [ConfusionMatrix(n_classes, device=device)] if per_frame else None}
+
+
+def _update(meters, preds, label, distances):
+    for i, d in enumerate(distances):
+        meters['davss'][i].update(preds['davss'][d], label)
+        if meters['propagation_only']:
+            meters['propagation_only'][i].update(preds['propagation_only'][d], label)
+    if meters['per_frame']:
+        meters['per_frame'][0].update(preds['per_frame'], label)
+
+
+def _reduce(meters):
+    """Rows and confusion matrices of one convention, summed over the processes."""
+    rows = {'confusion': {}}
+    for name, row in meters.items():
+        if row is None:
+            rows[name] = None
+            continue
+        for meter in row:
+            meter.all_reduce()
+        rows[name] = _summary(row)
+        rows['confusion'][name] = [m.matrix.cpu().tolist() for m in row]
+    if rows['per_frame']:
+        rows['per_frame'] = {'miou': rows['per_frame']['miou'][0], 'iou': rows['per_frame']['iou'][0]}
+    return rows
+
+
 def evaluate_pda(model, loader, n_classes, distances=range(1, PDA_CLIP_LENGTH), device='cpu', per_frame=True,
-                 propagation_only=True, progress=True, batched=False, on_predictions=None):
+                 propagation_only=True, progress=True, batched=False, on_predictions=None, conventions=None):
     """Run the PDA protocol over a ``'pda'`` loader: iterate it, then reduce.
 
     Args:
@@ -157,74 +239,70 @@ def evaluate_pda(model, loader, n_classes, distances=range(1, PDA_CLIP_LENGTH), 
         progress: show a tqdm bar (main process only).
         batched: one sub-network call over all distances; faster on GPU but not bit-exact (see module docstring).
         on_predictions: optional ``f(clip_indices, preds)`` called for every batch with the dataset indices of its
-            clips and the :func:`predict_clip` output (e.g. to save the predictions).
+            clips and the :func:`predict_clip` output of the first convention (e.g. to save the predictions).
+        conventions: resize conventions (``align_corners``) to report, the first being the headline; None: the
+            model's own.  The others share the network work (:func:`predict_conventions`).
     Returns:
-        ``{'distances': [d...], 'davss': {'miou': [per d], 'iou': [[per class] per d], 'mean_miou'},
-        'propagation_only': same or None, 'per_frame': {'miou', 'iou'} or None, 'confusion': {row: matrices},
-        'n_clips': int, 'seconds': float}``; IoU of a class absent from both prediction and labels is NaN and left
-        out of the mean.
+        ``{'distances': [d...], 'align_corners': the first convention, 'davss': {'miou': [per d], 'iou': [[per
+        class] per d], 'mean_miou'}, 'propagation_only': same or None, 'per_frame': {'miou', 'iou'} or None,
+        'confusion': {row: matrices}, 'other_protocols': [{'align_corners', 'davss', 'propagation_only',
+        'per_frame', 'confusion'} per further convention], 'n_clips': int, 'seconds': float}``; IoU of a class
+        absent from both prediction and labels is NaN and left out of the mean.
     """
     distances = check_distances(distances)
+    conventions = [model.align_corners] if conventions is None else list(conventions)
     indices = list(loader.sampler)  # the dataset index of every clip the loader visits, in its order
     model.eval()
-    meters = {
-        'davss': [ConfusionMatrix(n_classes, device=device) for _ in distances],
-        'propagation_only': [ConfusionMatrix(n_classes, device=device) for _ in distances] if propagation_only
-        else None,
-        'per_frame': [ConfusionMatrix(n_classes, device=device)] if per_frame else None,
-    }
+    meters = [_meters(n_classes, distances, per_frame, propagation_only, device) for _ in conventions]
     start = time.perf_counter()
     bar = tqdm(total=len(indices), unit='clip', desc='PDA', disable=not (progress and distributed.is_main_process()))
     done = 0
     for frames, label in loader:
         frames = frames.to(device, non_blocking=True)
         label = label.to(device, non_blocking=True)
-        preds = predict_clip(model, frames, distances, per_frame, propagation_only, batched)
+        preds = predict_conventions(model, frames, distances, conventions, per_frame, propagation_only, batched)
         if on_predictions is not None:  # the loader visits this rank's clips in the order of ``indices``
-            on_predictions(indices[done:done + frames.shape[0]], preds)
+            on_predictions(indices[done:done + frames.shape[0]], preds[0])
         done += frames.shape[0]
-        for i, d in enumerate(distances):
-            meters['davss'][i].update(preds['davss'][d], label)
-            if propagation_only:
-                meters['propagation_only'][i].update(preds['propagation_only'][d], label)
-        if per_frame:
-            meters['per_frame'][0].update(preds['per_frame'], label)
+        for convention_meters, convention_preds in zip(meters, preds):
+            _update(convention_meters, convention_preds, label, distances)
         bar.update(frames.shape[0])
     bar.close()
-    for row in meters.values():
-        for meter in row or ():
-            meter.all_reduce()
+    rows = [_reduce(m) for m in meters]
     n_clips = int(distributed.all_reduce_sum(torch.tensor([done], dtype=torch.int64, device=device)).item())
+    others = [{'align_corners': ac, **r} for ac, r in zip(conventions[1:], rows[1:])]
+    return {'distances': distances, 'n_clips': n_clips, 'seconds': time.perf_counter() - start,
+            'align_corners': conventions[0], **rows[0], 'other_protocols': others}
 
-    result = {'distances': distances, 'n_clips': n_clips, 'seconds': time.perf_counter() - start,
-              'confusion': {}}
-    for name, row in meters.items():
-        if row is None:
-            result[name] = None
-            continue
-        result[name] = _summary(row)
-        result['confusion'][name] = [m.matrix.cpu().tolist() for m in row]
-    if per_frame:
-        result['per_frame'] = {'miou': result['per_frame']['miou'][0], 'iou': result['per_frame']['iou'][0]}
-    return result
+
+# The original test script each resize convention of a dataset comes from, recorded with the numbers.
+TEST_SCRIPTS = {
+    ('cityscapes', False): 'jfzhuang/DAVSS 148b579 test_PDA.py (the last version: the resize defaults)',
+    ('cityscapes', True): 'jfzhuang/DAVSS a03c1ea test_PDA.py (the code of the published weights)',
+    ('camvid', True): 'jfzhuang/DAVSS test_PDA.py of CamVid (every version)',
+}
+
+
+def eval_conventions(cfg):
+    """The resize conventions (``align_corners``) a PDA run reports, the headline first: ``eval.align_corners``
+    (one value or a list), or ``model.align_corners`` when that is null."""
+    chosen = cfg['eval']['align_corners']
+    if chosen is None:
+        return [cfg['model']['align_corners']]
+    return list(chosen) if isinstance(chosen, list) else [chosen]
 
 
 def eval_model_cfg(cfg):
-    """The ``model:`` section the evaluation builds its network from: the resize convention is
-    ``eval.align_corners`` (what the dataset's original test script did), or ``model.align_corners`` when that is
-    null.  Returns ``(model_cfg, source)``, ``source`` naming the key the convention came from."""
-    chosen = cfg['eval'].get('align_corners')
-    if chosen is None:
-        return dict(cfg['model']), 'model.align_corners'
-    if not isinstance(chosen, bool):
-        raise UserError(f'eval.align_corners: expected true, false or null, got {chosen!r}')
-    return dict(cfg['model'], align_corners=chosen), 'eval.align_corners'
+    """The ``model:`` section the evaluation builds its network from: that of the headline convention."""
+    return dict(cfg['model'], align_corners=eval_conventions(cfg)[0])
 
 
-def protocol(model_cfg, source, batched, tf32):
-    """What the evaluation did, in words and flags, for ``pda.json`` / ``pda.md``."""
-    ac = bool(model_cfg['align_corners'])
-    return {'align_corners': ac, 'align_corners_from': source, 'tf32': bool(tf32), 'batched': bool(batched),
+def protocol(cfg, align_corners, batched):
+    """What the evaluation did under one convention, in words and flags, for ``pda.json`` / ``pda.md``."""
+    ac = bool(align_corners)
+    key = 'model.align_corners' if cfg['eval']['align_corners'] is None else 'eval.align_corners'
+    return {'align_corners': ac, 'source': TEST_SCRIPTS.get((cfg['data']['name'], ac), key),
+            'tf32': bool(cfg['eval']['tf32']), 'batched': bool(batched),
             'flow': 'flownet(cat[frame j+1, frame j]) for j = t-d .. t-1, warping the logits and the 1/4 key image',
             'resizes': f'bilinear, align_corners={ac}: key image and frame t to 1/4; logits, distortion and '
                        f'correction x4 to full resolution',

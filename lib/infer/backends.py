@@ -58,31 +58,28 @@ class OnnxRuntimeSCNet:
                 self._sessions[size] = {graph: ort_session(p['onnx'], self.threads) for graph, p in paths.items()}
         return self._sessions[size]
 
-    def key_frame(self, image):
-        """image (1, 3, H, W) -> PropagationState (fp32, 1/4 resolution), as ``SCNet.key_frame``."""
-        out = run_session(self.sessions(image.shape[-2:])['key_step'], 'key_step', (image,))
-        return PropagationState(out['logits'].to(image.device), out['image_quarter'].to(image.device))
-
-    def non_key(self, state, current, previous):
-        """Flow, one warp, correction -> (PropagationState of ``current``, dict ``merged``, ``distortion``) at the
-        resolution of the tail, as ``SCNet.correct``."""
-        out = run_session(self.sessions(current.shape[-2:])['non_key_step'], 'non_key_step',
-                          (state.logits, state.image, current, previous))
-        out = {name: value.to(current.device) for name, value in out.items()}
-        return (PropagationState(out['logits_out'], out['image_quarter_out']),
-                {'merged': out['merged'], 'distortion': out['distortion']})
-
+    def _run(self, graph, size, *inputs):
+        return run_session(self.sessions(size)[graph], graph, inputs)
 
     def key_step(self, image):
         """A key frame -> (PropagationState, labels (1, H, W) from the graph itself), as ``FastSCNet.key_step``."""
-        out = run_session(self.sessions(image.shape[-2:])['key_step'], 'key_step', (image,))
+        out = self._run('key_step', image.shape[-2:], image)
         return PropagationState(out['logits'], out['image_quarter']), out['labels']
+
+    def key_frame(self, image):
+        """image (1, 3, H, W) -> PropagationState (fp32, 1/4 resolution), as ``SCNet.key_frame``."""
+        return self.key_step(image)[0]
+
+    def non_key(self, state, current, previous):
+        """Flow, one warp, correction -> (PropagationState of ``current``, dict ``merged``, ``distortion``,
+        ``labels``) at the resolution of the tail, as ``SCNet.correct``."""
+        out = self._run('non_key_step', current.shape[-2:], state.logits, state.image, current, previous)
+        return PropagationState(out['logits_out'], out['image_quarter_out']), out
 
     def non_key_step(self, state, current, previous):
         """A non-key frame -> (PropagationState, labels (1, H, W) from the graph), as ``FastSCNet.non_key_step``."""
-        out = run_session(self.sessions(current.shape[-2:])['non_key_step'], 'non_key_step',
-                          (state.logits, state.image, current, previous))
-        return PropagationState(out['logits_out'], out['image_quarter_out']), out['labels']
+        state, out = self.non_key(state, current, previous)
+        return state, out['labels']
 
 
 class OnnxRuntimeSegmenter(StreamingSegmenter):

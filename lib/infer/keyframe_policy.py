@@ -179,19 +179,3 @@ def parse_policy(text):
     raise UserError(f'unknown key-frame policy "{text}": expected fixed:K, '
                     'distortion:TAU[,max=N][,stat=mean|area|pNN] or per-frame')
 
-
-def key_frame_schedule(policy, scores):
-    """Replay ``policy`` over a stream whose non-key frames would have the given distortion scores.
-
-    ``scores[t]`` is the mean distortion frame t would get (ignored when t is a key frame).  Returns the list of key
-    frame indices; used by tests and to explain a policy without running a model.
-    """
-    policy.reset()
-    keys = []
-    for t, score in enumerate(scores):
-        if policy.is_key():
-            keys.append(t)
-            policy.update(True)
-        else:
-            policy.update(False, torch.full((1, 1, 1, 1), float(score), dtype=torch.float64))
-    return keys

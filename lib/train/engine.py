@@ -103,7 +103,8 @@ class Run:
 def build_train_loader(cfg, stage):
     data_cfg, train_cfg = cfg['data'], cfg['train']
     dataset = build_dataset(data_cfg, 'train', stage.data_mode, seed=cfg['seed'])
-    sampler = ResumableSampler(dataset, distributed.get_world_size(), distributed.get_rank(), seed=cfg['seed'])
+    sampler = ResumableSampler(dataset, distributed.get_world_size(), distributed.get_rank(), cfg['seed'],
+                               data_cfg['sampler_seed'])
     workers = int(data_cfg['num_workers'])
     return DataLoader(dataset, batch_size=train_cfg['batch_size'], sampler=sampler, num_workers=workers,
                       pin_memory=bool(data_cfg['pin_memory']) and torch.cuda.is_available(), drop_last=True,

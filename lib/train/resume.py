@@ -178,10 +178,15 @@ def save_checkpoint(run, names):
 
 
 class ResumableSampler(DistributedSampler):
-    """``DistributedSampler`` whose next epoch skips its first ``skip`` indices (set with :meth:`set_epoch`)."""
+    """``DistributedSampler`` whose next epoch skips its first ``skip`` indices (set with :meth:`set_epoch`).
 
-    def __init__(self, dataset, num_replicas, rank, seed, shuffle=True):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+    ``order``: ``'run'`` shuffles with a generator seeded with ``seed + epoch``; ``'epoch_only'`` with the epoch
+    alone, as torch 1.5's ``DistributedSampler`` (the original's) did: today's with seed 0 is that order.
+    """
+
+    def __init__(self, dataset, num_replicas, rank, seed, order='run'):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True,
+                         seed=0 if order == 'epoch_only' else seed)
         self.skip = 0
 
     def set_epoch(self, epoch, skip=0):

@@ -56,6 +56,9 @@ DEFAULTS = {
         # Frames to [0, 1]: 'multiply' is x * (1/255); 'divide' is x / 255 as the original's transform_im (the two
         # differ by 1 ulp on 126 of the 256 byte values).
         'pixel_scaling': 'multiply',
+        # The training order: 'run' shuffles each epoch from (seed, epoch); 'epoch_only' from the epoch alone, as
+        # torch 1.5's DistributedSampler under the original's scripts (the same order for every seed).
+        'sampler_seed': 'run',
         # Labels of the unlabelled frames t-i and t that the dmnet and correction stages learn from: 'online' runs
         # the frozen DeepLab on the training crop (the original from 148b579 on); 'precomputed' reads DeepLab's
         # full-frame argmax masks from pseudo_label_root (tools/make_pseudo_labels.py) and crops them with the
@@ -110,8 +113,9 @@ DEFAULTS = {
         'distances': [1, 2, 3, 4, 5, 6, 7, 8, 9],
         'per_frame': True,  # the key network on frame t (upper bound row)
         'propagation_only': True,  # propagation without correction (DFF-style row)
-        # Resize convention of the evaluation (the x1/4 and x4 resizes around the propagation); None = that of
-        # model.align_corners. The paper configs set what each dataset's original test script did.
+        # Resize convention of the evaluation (the x1/4 and x4 resizes around the propagation): true, false, or a
+        # list of them, each reported (the first is the headline); None = that of model.align_corners. The paper
+        # configs set what each dataset's original test scripts did.
         'align_corners': None,
         'tf32': False,  # TF32 in evaluation; off = plain fp32, as the original ran
         'batch_size': 1,
@@ -199,6 +203,15 @@ def _distances(value):
     return value
 
 
+def _conventions(value):
+    if value is None or isinstance(value, bool):
+        return value
+    if not isinstance(value, list) or not value or not all(isinstance(v, bool) for v in value) \
+            or len(set(value)) != len(value):
+        raise _Expected('true, false, null or a list of distinct true/false such as [false, true]')
+    return value
+
+
 def _indices(value):
     if not isinstance(value, list) or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in value):
         raise _Expected('a list of clip indices >= 0')
@@ -243,6 +256,7 @@ RULES = {
     'data.crop_size': _pair(_integer(4), optional=True), 'data.hflip': _boolean(),
     'data.scale_range': _pair(_number(0, low_open=True)), 'data.min_gap': _POSITIVE, 'data.max_gap': _POSITIVE,
     'data.intermediate': _choice('resample', 'original'), 'data.pixel_scaling': _choice('multiply', 'divide'),
+    'data.sampler_seed': _choice('run', 'epoch_only'),
     'data.pseudo_labels': _choice('online', 'precomputed'), 'data.pseudo_label_root': _text(optional=True),
     'data.num_workers': _COUNT, 'data.pin_memory': _boolean(),
     'init.pretrained': _text(optional=True), 'init.deeplab': _text(optional=True),
@@ -259,7 +273,7 @@ RULES = {
     'train.find_unused_parameters': _boolean(), 'train.log_every': _POSITIVE, 'train.save_root': _text(),
     'train.tblog_root': _text(optional=True),
     'eval.split': _choice('train', 'val', 'test'), 'eval.distances': _distances, 'eval.per_frame': _boolean(),
-    'eval.propagation_only': _boolean(), 'eval.align_corners': _boolean(optional=True), 'eval.tf32': _boolean(),
+    'eval.propagation_only': _boolean(), 'eval.align_corners': _conventions, 'eval.tf32': _boolean(),
     'eval.batch_size': _POSITIVE, 'eval.max_clips': _integer(1, optional=True), 'eval.result_root': _text(),
     'eval.show_clips': _indices,
 }

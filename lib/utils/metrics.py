@@ -1,7 +1,8 @@
 """Confusion-matrix segmentation metrics (per-class IoU, mIoU), accumulated on the device of the predictions."""
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from lib.utils import distributed
 
 IGNORE_INDEX = 255  # the label value of pixels that no loss and no metric counts (every dataset's "void")
 
@@ -51,10 +52,6 @@ class ConfusionMatrix:
         self.matrix += torch.bincount(gt * n + pred, minlength=n * n).view(n, n)
         return self
 
-    def reset(self):
-        self.matrix.zero_()
-        return self
-
     def iou(self):
         """Per-class IoU, float64 tensor ``(n_classes,)``; NaN for classes absent from both gt and pred."""
         m = self.matrix.double()
@@ -72,20 +69,5 @@ class ConfusionMatrix:
 
     def all_reduce(self):
         """Sum the matrices of all processes (no-op unless torch.distributed is initialised)."""
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+        distributed.all_reduce_sum(self.matrix)
         return self
-
-    def merge(self, other):
-        """Add another matrix's counts into this one (in place)."""
-        if other.n_classes != self.n_classes:
-            raise ValueError(f'ConfusionMatrix.merge: {self.n_classes} vs {other.n_classes} classes')
-        self.matrix += other.matrix.to(self.device)
-        return self
-
-    def __add__(self, other):
-        total = ConfusionMatrix(self.n_classes, self.ignore_index, self.device)
-        return total.merge(self).merge(other)
-
-    def state_dict(self):
-        return {'n_classes': self.n_classes, 'ignore_index': self.ignore_index, 'matrix': self.matrix.cpu().tolist()}
