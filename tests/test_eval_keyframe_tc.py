@@ -92,6 +92,13 @@ def test_every_row_has_its_tc_and_the_ground_truth_is_the_ceiling(tiny_run, synt
         assert p['ms_per_frame'] == pytest.approx((p['key_ms'] + 2 * p['nonkey_ms']) / 3)
 
 
+def test_an_unknown_path_is_refused_before_anything_runs(tiny_run, synthetic_data_cfg):
+    folder, _, checkpoint = tiny_run
+    with pytest.raises(UserError, match=r"paths \['tensorrt'\]: expected some of \['compile', 'fast', 'onnxruntime'\]"):
+        evaluate(folder, checkpoint, synthetic_data_cfg, 'unknown', paths=['fast', 'tensorrt'])
+    assert not (folder / 'unknown').exists()
+
+
 def test_tc_runs_on_clips_without_ground_truth_motion(tiny_run, synthetic_data_cfg):
     """Read as Cityscapes (the synthetic set has its layout), the clips are the 10-frame PDA clips, labelled at the
     last frame only: TC under DIS flow, and no ground-truth ceiling."""

@@ -286,20 +286,13 @@ def stream_labels(runner, frames, interval):
 
 
 def choose_path(builders, clips, sample, interval, repeats, bar=AGREEMENT_BAR):
-    """The fastest inference path whose labels stay with the exact path's.
-
-    Args:
-        builders: {name: zero-argument builder of a runner}, the exact path (reference) first.
-        clips: iterable of (padded frames (T, 3, H', W'), unpadded (H, W)), streamed by every path.
-        sample: two padded frames (2, 3, H', W'), previous and current, for the timing.
-        interval: a key frame every ``interval`` frames (agreement and average cost per frame).
-        repeats: timed calls of each step (median).
-        bar: the least share of all pixels of ``clips`` that a path must label as the exact path does.
-    Returns:
-        {'bar', 'interval', 'deployed': the fastest path at or above ``bar`` in ms per frame, 'paths': {name:
-        {agreement, key_ms, nonkey_ms, non_key_over_key_ms, ms_per_frame} or {error}}}.  A path that cannot be
-        built or run here (onnxruntime on a GPU, torch.compile without a compiler) is reported, never chosen.
-    """
+    """The fastest of ``builders`` ({name: zero-argument builder of a runner with ``key_step`` / ``non_key_step``},
+    the exact path, the reference, first) whose labels agree with the reference's on >= ``bar`` of all pixels of
+    ``clips`` (each (padded frames (T, 3, H', W'), unpadded (H, W))), a key frame every ``interval`` frames; speed:
+    ms per frame at that interval, from medians of ``repeats`` key and non-key steps on ``sample`` (2, 3, H', W').
+    Returns {bar, interval, deployed, paths: {name: {agreement, key_ms, nonkey_ms, non_key_over_key_ms,
+    ms_per_frame} or {error}}}; a path that cannot be built or run here (onnxruntime on a GPU, torch.compile
+    without a compiler) is reported, never chosen."""
     runners, paths = {}, {}
     for name, build in builders.items():
         try:
@@ -379,6 +372,8 @@ def run_keyframe_policies(run):
     intervals = sorted({k for k in run.intervals if k > 1})
     if run.mark is not None and run.mark not in [f'fixed:{k}' for k in intervals]:
         raise UserError(f'mark "{run.mark}": expected one of the evaluated fixed:k policies (--intervals)')
+    if set(run.paths) - set(PATHS):
+        raise UserError(f'paths {sorted(set(run.paths) - set(PATHS))}: expected some of {sorted(PATHS)}')
     progress = run.progress
     out = run.out or default_result_dir(cfg, run.checkpoint)
     folder = claim_results(out, [f'{run.name}.json', f'{run.name}.png'])
