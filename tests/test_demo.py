@@ -116,6 +116,14 @@ def test_quick_demo_tradeoff_has_every_interval_and_the_cost_ratio(demo_run):
         assert davss['key_frames'] == propagation['key_frames'] and davss['frames'] == propagation['frames']
     assert tradeoff['fixed'][0]['miou'] == tradeoff['propagation'][0]['miou']
     assert 0 < costs['propagation']['gflops'] < costs['nonkey']['gflops']
+    # TC beside mIoU in every row (one val clip of 12 frames: 11 pairs), the ground truth's own as the ceiling.
+    for r in tradeoff['fixed'] + tradeoff['propagation'] + tradeoff['distortion']:
+        assert r['tc']['ground_truth']['pairs'] == 11 and 0 < r['tc']['ground_truth']['tc'] <= 1, r['policy']
+    assert 0.95 < tradeoff['ground_truth_tc']['ground_truth']['tc'] <= 1
+    # The deployed path: measured against the exact one, and it keeps the labels.
+    paths = tradeoff['paths']
+    assert list(paths['paths']) == ['exact', *demo.QUICK_DEPLOY_PATHS] and paths['interval'] == 10
+    assert paths['paths'][paths['deployed']]['agreement'] >= paths['bar'] == 0.995
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lib import synthetic
-from lib.eval.temporal_consistency import TemporalConsistency, dis_flow, read_clip_motion, warp_labels_nearest
+from lib.dataset import synthetic_layout as layout
+from lib.eval.temporal_consistency import NearestSources, TemporalConsistency, dis_flow, read_clip_motion
 from lib.ops.resample2d import resample2d_reference
 from lib.synthetic import scene
 
@@ -147,9 +148,13 @@ def test_batch_equals_pairs_one_by_one():
 
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match='expected labels'):
-        warp_labels_nearest(torch.zeros(1, 4, 5, dtype=torch.long), torch.zeros(1, 2, 4, 4))
-    with pytest.raises(ValueError, match='consecutive'):
-        read_clip_motion('/nonexistent', 'val', 'synthberg', 0, [1, 3], 19)
+        NearestSources(torch.zeros(1, 2, 4, 4)).warp(torch.zeros(1, 4, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match='expected flow'):
+        NearestSources(torch.zeros(1, 2, 4, 4), torch.ones(1, 4, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r'labels must be in \[0, 3\) or 255'):
+        TemporalConsistency(3).update(torch.tensor([[0, 3]]), torch.tensor([[0, 255]]), torch.zeros(2, 1, 2))
+    with pytest.raises(ValueError, match='at least 2'):
+        read_clip_motion('/nonexistent', ['leftImg8bit_sequence/val/a/a_000000_000001_leftImg8bit.png'], 19)
 
 
 def footprint_labels(prev, flow):
@@ -173,7 +178,8 @@ def test_ground_truth_ceiling(tmp_path):
     synthetic.generate(str(tmp_path), size=(64, 128), n_train=0, n_val=1, n_frames=10, labelled_frame=9, seed=0,
                        difficulty='medium', workers=1)
     city, seq = synthetic.snippet_name('val', 0)
-    labels, flow, valid = read_clip_motion(str(tmp_path), 'val', city, seq, range(10), 19)
+    relatives = [layout.frame_path('val', city, seq, frame) for frame in range(10)]
+    labels, flow, valid = read_clip_motion(str(tmp_path), relatives, 19)
     assert labels.shape == (10, 64, 128) and flow.shape == (9, 2, 64, 128) and valid.shape == (9, 64, 128)
     tc = TemporalConsistency(19)
     for i in range(9):
@@ -182,7 +188,8 @@ def test_ground_truth_ceiling(tmp_path):
     assert result['pairs'] == 9 and result['counted'] > 0.75 * 9 * 64 * 128 and result['not_carried'] > 0
 
     prev, cur = labels[:-1], labels[1:]
-    warped, carried = warp_labels_nearest(prev, flow)
+    sources = NearestSources(flow)
+    warped, carried = sources.warp(prev), sources.carried
     counted = carried & valid & (cur != IGNORE) & (warped != IGNORE)
     differ = counted & (warped != cur)
     assert 0 < int(differ.sum()) < 0.01 * int(counted.sum())  # measured: 249 of 57504 pixels

@@ -11,7 +11,8 @@ Steps, in order (docs/demo.md); each is skipped when its output exists (``--forc
    engine, each writing ``<save root>/synthetic_<stage>/final.pth``, the ``init`` of the next;
 3. ``pda``: the PDA evaluation of the val split -> ``<result root>/synthetic/pda.json``, ``pda.md``, ``pda.png``;
 4. ``tradeoff``: the key-frame policies over every frame of the val clips -> ``tradeoff.json`` and ``tradeoff.png``
-   (mIoU against GFLOPs and ms per frame for per-frame DeepLab, propagation only and DAVSS, k = 1..10);
+   (mIoU against GFLOPs, ms and temporal consistency for per-frame DeepLab, propagation only and DAVSS, k = 1..10;
+   the ms of the exact inference path and of the fastest path that keeps its labels);
 5. ``show``: pictures of the propagation -> ``<result root>/synthetic/show/clip<i>_d9.png`` (and GIFs).
 
 The steps call the library behind the tools in this process, so torch is imported once and the thread count set
@@ -43,6 +44,8 @@ SHOW_DISTANCE = 9
 # distances d = 1..9) is a key frame every 10 frames, the point marked on the picture.
 TRADEOFF_INTERVALS = tuple(range(2, 11))
 PAPER_SETTING = 'fixed:10'
+# The inference paths the tradeoff step times against the exact one; the fastest that keeps the labels is deployed.
+DEPLOY_PATHS = ('fast', 'compile', 'onnxruntime')
 
 # The synthetic set of the demo (docs/demo.md says why these values): the frame size must match data.crop_size of
 # exp/synthetic/segmentation.yaml.  The 'medium' preset seen through a longer lens (focal 1.6 image widths instead of
@@ -67,6 +70,7 @@ QUICK_OPTS = ('model.deeplab.width_mult=0.125', 'model.deeplab.middle_blocks=1',
               'data.num_workers=0', 'train.max_iters=2', 'train.batch_size=2', 'train.val_batch_size=1',
               'train.val_every=1', 'train.val_max_clips=4', 'train.log_every=1', 'train.channels_last=false')
 QUICK_SHOW_CLIPS = (0,)
+QUICK_DEPLOY_PATHS = ('fast',)  # torch.compile and the onnxruntime export take longer than the rest of --quick
 
 
 def parse_args(argv=None):
@@ -172,7 +176,8 @@ class Demo:
         yield 'tradeoff', os.path.join(self.results, 'tradeoff.json'), lambda: keyframe_policies.run_keyframe_policies(
             keyframe_policies.KeyframeRun(self.eval_config, checkpoint, opts, max_clips=max_clips,
                                           intervals=TRADEOFF_INTERVALS, out=self.results, name='tradeoff',
-                                          mark=PAPER_SETTING, timing_repeats=3 if self.quick else 10))
+                                          mark=PAPER_SETTING, timing_repeats=3 if self.quick else 10,
+                                          paths=QUICK_DEPLOY_PATHS if self.quick else DEPLOY_PATHS))
         yield 'show', self.show_pictures()[-1], lambda: show.run_show(
             show.ShowRun(self.eval_config, checkpoint, opts, clips=self.show_clips, distance=SHOW_DISTANCE,
                          output=os.path.dirname(self.show_pictures()[0])))
@@ -257,12 +262,28 @@ def cost_lines(tradeoff):
     lines.append(f'{"DAVSS GFLOPs per frame":30s}' + ''.join(f'{r["gflops_per_frame"]:7.3f}'
                                                               for r in tradeoff['fixed']))
     lines.append(f'{"DAVSS ms per frame":30s}' + ''.join(f'{r["ms_per_frame"]:7.1f}' for r in tradeoff['fixed']))
+    lines += tc_lines(tradeoff) + ['\n' + '\n'.join(keyframe_policies.path_lines(tradeoff['paths']))]
     verdict = tradeoff['verdict']
     if verdict['compared']:
         lines.append(f'distortion-triggered key frames vs fixed intervals at equal cost: better in '
                      f'{verdict["better"]} of {verdict["compared"]} settings, mean '
                      f'{100 * verdict["mean_delta_miou"]:+.2f} mIoU points')
     return lines
+
+
+def tc_lines(tradeoff):
+    """mIoU and temporal consistency of each row at the paper's setting, the ground truth's TC as the ceiling."""
+    at_paper = {row: next(r for r in tradeoff[row] if r['policy'] == PAPER_SETTING) for row in ('fixed', 'propagation')}
+    flows = list(tradeoff['tc_flows'])
+    rows = [('per-frame DeepLab', tradeoff['fixed'][0]), ('propagation only', at_paper['propagation']),
+            ('DAVSS', at_paper['fixed'])]
+    lines = [f'\nkey frame every {PAPER_SETTING.split(":")[1]} (per-frame: every frame){"":4s}mIoU (%)' +
+             ''.join(f'{"TC (%), " + flow.replace("_", "-") + " flow":>26s}' for flow in flows)]
+    for name, r in rows + [('ground truth (the ceiling)', {'miou': None, 'tc': tradeoff['ground_truth_tc'] or {}})]:
+        lines.append(f'{name:46s}{percent(r["miou"]):>8s}' +
+                     ''.join(f'{percent(r["tc"].get(flow, {}).get("tc")):>26s}' for flow in flows))
+    return lines + [f'TC: mIoU of each frame\'s labels against the previous frame\'s carried by the flow: {flow} = '
+                    f'{text}' for flow, text in tradeoff['tc_flows'].items()]
 
 
 def report(demo, total_seconds):
@@ -282,7 +303,7 @@ def report(demo, total_seconds):
                                                         f'({result["n_clips"]} clips)')
     print(f'\nfull table: {os.path.join(out_dir, "pda.md")}')
     print(f'pictures:   {os.path.join(out_dir, "pda.png")} (mIoU against d), '
-          f'{os.path.join(out_dir, "tradeoff.png")} (mIoU against cost)')
+          f'{os.path.join(out_dir, "tradeoff.png")} (mIoU against cost and TC)')
     print('            ' + '\n            '.join(demo.show_pictures()))
     timings = dict(demo.timings, total=round(total_seconds, 1), threads=torch.get_num_threads(), quick=demo.quick)
     write_json(os.path.join(out_dir, 'demo_timings.json'), timings)

@@ -19,12 +19,20 @@ and the report says how well DMNet's score ranks the frames by what propagation 
 with the loss to the key network, over all frames and within each distance to the key frame), the one thing a
 distortion-triggered policy can exploit.
 
-Writes ``<out>/keyframe_policies.json`` and ``<out>/keyframe_policies.png`` (mIoU against GFLOPs and against ms per
+Every row also gets its temporal consistency (TC, docs/evaluation.md): the mIoU between the labels of each frame and
+those of the frame before carried to it by optical flow, over every consecutive pair of every clip; with the
+synthetic set's ground-truth flow (and the ground truth's own TC, the ceiling), elsewhere with OpenCV's DIS flow.
+On Cityscapes / CamVid it needs no labels: it is measured on the 9 frame pairs of each PDA clip.
+
+``--paths fast compile onnxruntime`` times those inference paths against the exact one and names the fastest whose
+labels agree with the exact path's on at least 99.5% of the pixels (key frame every max(--intervals) frames).
+
+Writes ``<out>/keyframe_policies.json`` and ``<out>/keyframe_policies.png`` (mIoU against GFLOPs, ms and TC per
 frame).
 """
 import argparse
 
-from lib.eval.keyframe_policies import DEFAULT_INTERVALS, KeyframeRun, format_table, run_keyframe_policies
+from lib.eval.keyframe_policies import DEFAULT_INTERVALS, PATHS, KeyframeRun, format_table, run_keyframe_policies
 from lib.utils import cli
 
 
@@ -45,6 +53,9 @@ def parse_args(argv=None):
     parser.add_argument('--max-interval', type=int, default=10, help='max=N of the distortion policies')
     parser.add_argument('--stat', default='mean',
                         help='distortion score: mean, area (fraction above 0.5) or a percentile pNN')
+    parser.add_argument('--paths', nargs='+', choices=sorted(PATHS), default=[],
+                        help='inference paths to time against the exact one; the report names the fastest that keeps '
+                             'the labels (lib/infer/fast.py, lib/infer/backends.py)')
     parser.add_argument('--output', default=None,
                         help='result folder (default <eval.result_root>/<experiment>/<checkpoint file stem>)')
     parser.add_argument('--device', default=None, help='cpu | cuda (default: the config\'s device)')
@@ -64,7 +75,7 @@ def main(args):
     run = KeyframeRun(args.config, args.checkpoint, args.opts, split=args.split, max_clips=args.max_clips,
                       max_frames=args.max_frames, timing_repeats=args.timing_repeats, intervals=args.intervals,
                       thresholds=args.thresholds, max_interval=args.max_interval, stat=args.stat, out=args.output,
-                      device=args.device, progress=not args.no_progress)
+                      paths=args.paths, device=args.device, progress=not args.no_progress)
     cli.set_threads(args.threads)
     report, out = run_keyframe_policies(run)
     print(format_table(report))

@@ -2,20 +2,26 @@
 what is measured): every policy streams every clip, the frame-wise networks' outputs are replayed for all
 policies, and each ``distortion:tau`` policy is compared with the ``fixed:k`` curve at the same average cost.
 The ``fixed:k`` policies also run propagation-only (flow and warp, no correction): the DFF-style curve that the
-correction is there to lift."""
+correction is there to lift.  Every row also gets its temporal consistency (lib.eval.temporal_consistency) under
+the clips' ground-truth flow, or DIS flow where they have none, and the inference paths a user may deploy are timed
+against the exact one."""
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from lib.dataset import build_dataset, num_classes, read_frame, read_label, synthetic_layout
+from lib.dataset import build_dataset, num_classes, read_frame, synthetic_layout
 from lib.dataset.build import list_path_of
 from lib.dataset.frame_list import read_list
 from lib.dataset.video import snippet_offsets
 from lib.eval.jobs import claim_results, default_result_dir
+from lib.eval.temporal_consistency import FLOWS, ConsistencyByFlow, NearestSources, dis_flow, read_clip_motion
+from lib.infer.backends import build_segmenter
+from lib.infer.fast import EXACT, FastConfig, FastSCNet
 from lib.infer.keyframe_policy import DistortionTriggered, FixedInterval, PerFrame
 from lib.infer.labels import logits_to_labels
 from lib.infer.streaming import StreamingSegmenter, set_threads
@@ -24,7 +30,7 @@ from lib.model import load_scnet
 from lib.utils.atomic import write_json
 from lib.utils.config import load_config, resolve_path
 from lib.utils.distributed import pick_device
-from lib.utils.errors import UserError
+from lib.utils.errors import UserError, one_line
 from lib.utils.metrics import IGNORE_INDEX, ConfusionMatrix
 from lib.utils.profiling import count_flops, median_ms
 from lib.utils.visualize import plot_tradeoff
@@ -50,6 +56,7 @@ class KeyframeRun:
     out: Optional[str] = None  # None: <eval.result_root>/<experiment>
     name: str = 'keyframe_policies'  # <out>/<name>.json and <name>.png
     mark: Optional[str] = None  # a fixed:k policy to mark on the picture (the demo marks the paper's setting)
+    paths: Sequence[str] = ()  # inference paths (PATHS) timed against the exact one; the fastest faithful is chosen
     threads: Optional[int] = None
     device: Optional[str] = None  # None: the config's device
     progress: bool = True
@@ -58,38 +65,35 @@ class KeyframeRun:
 # ---------------------------------------------------------------------------------------------------- clips
 
 def synthetic_clips(cfg, split, n_classes):
-    """Whole synthetic snippets: ``(frames (T, 3, H, W), labels [T x (H, W) int64 or None])``, every frame labelled."""
+    """Whole synthetic snippets ``(frames (T, 3, H, W), labels [T x (H, W) int64], motion)``, every frame labelled;
+    ``motion['ground_truth']`` is the set's flow (T-1, 2, H, W) and validity mask (T-1, H, W)."""
     root = resolve_path(cfg['data']['root'])
     offsets = snippet_offsets(synthetic_layout.read_meta(root))
     for entry in read_list(list_path_of(cfg['data'], split), 'synthetic'):
         relatives = [entry.frame(offset) for offset in offsets]
         frames = torch.stack([read_frame(os.path.join(root, rel)) for rel in relatives])
-        labels = []
-        for offset, rel in zip(offsets, relatives):
-            path = os.path.join(root, synthetic_layout.sequence_label_path(rel))
-            if os.path.isfile(path):
-                labels.append(read_label(path, n_classes, frames.shape[-2:]))
-            else:
-                labels.append(read_label(os.path.join(root, entry.label), n_classes) if offset == 0 else None)
-        yield frames, labels
+        labels, flow, valid = read_clip_motion(root, relatives, n_classes)
+        yield frames, list(labels), {'ground_truth': (flow, valid)}
 
 
 def pda_clips(cfg, split):
-    """PDA clips ``(frames (10, 3, H, W), [None x 9, label (H, W)])``: only the last frame is labelled."""
+    """PDA clips ``(frames (10, 3, H, W), [None x 9, label (H, W)], {})``: only the last frame is labelled."""
     dataset = build_dataset(cfg['data'], split, 'pda')
     for index in range(len(dataset)):
         frames, label = dataset[index]
-        yield frames, [None] * (len(frames) - 1) + [label]
+        yield frames, [None] * (len(frames) - 1) + [label], {}
 
 
 def load_clips(cfg, split, n_classes, max_clips=None, max_frames=None):
     clips = synthetic_clips(cfg, split, n_classes) if cfg['data']['name'] == 'synthetic' else pda_clips(cfg, split)
-    for index, (frames, labels) in enumerate(clips):
+    for index, (frames, labels, motion) in enumerate(clips):
         if max_clips is not None and index >= max_clips:
             return
         if max_frames is not None:
             frames, labels = frames[:max_frames], labels[:max_frames]
-        yield frames, labels
+            motion = {name: (flow[:max_frames - 1], None if valid is None else valid[:max_frames - 1])
+                      for name, (flow, valid) in motion.items()}
+        yield frames, labels, motion
 
 
 # ---------------------------------------------------------------------------------------------------- replay
@@ -121,7 +125,8 @@ ROWS = ('davss', 'propagation')  # non-key frames corrected (SCNet.correct) / pr
 
 
 class PolicyTally:
-    """Key / non-key frame counts, the confusion matrix, and the distortion scores of one policy in one row."""
+    """Key / non-key frame counts, the confusion matrix, the temporal consistency and the distortion scores of one
+    policy in one row."""
 
     def __init__(self, policy, n_classes, device, row='davss'):
         if row not in ROWS:
@@ -131,31 +136,33 @@ class PolicyTally:
         self.n_key = 0
         self.n_frames = 0
         self.confusion = ConfusionMatrix(n_classes, device=device)
+        self.tc = ConsistencyByFlow(n_classes)
         self.scores = []
         self.errors = {}  # (clip, t) -> share of the labelled pixels of frame t that are wrong
         self.scored = {}  # (clip, t) -> (frames since the key frame, distortion score) of a non-key frame
 
     def summary(self, costs):
-        """The policy's point: counts, key-frame fraction, average GFLOPs and ms per frame, mIoU."""
+        """The policy's point: counts, key-frame fraction, average GFLOPs and ms per frame, mIoU, TC per flow."""
         n_nonkey = self.n_frames - self.n_key
         nonkey = costs['nonkey' if self.row == 'davss' else 'propagation']
         per_frame = {name: (self.n_key * costs['key'][name] + n_nonkey * nonkey[name]) / self.n_frames
                      for name in ('gflops', 'ms')}
         return {'policy': self.policy.name, 'row': self.row, 'frames': self.n_frames, 'key_frames': self.n_key,
                 'key_fraction': self.n_key / self.n_frames, 'gflops_per_frame': per_frame['gflops'],
-                'ms_per_frame': per_frame['ms'], 'miou': float(self.confusion.miou()),
+                'ms_per_frame': per_frame['ms'], 'miou': float(self.confusion.miou()), 'tc': self.tc.summary(),
                 'mean_distortion_score': float(np.mean(self.scores)) if self.scores else None}
 
 
-def run_clip(segmenter, frames, truth, tallies, device, clip=0):
+def run_clip(segmenter, frames, truth, tallies, device, clip=0, motion=None):
     """Stream one clip (number ``clip``) through every policy of ``tallies`` (sharing the memoised frame-wise
-    networks)."""
+    networks); the TC of each row under every flow of ``motion`` ({name: NearestSources})."""
     padded, (height, width) = pad_to_multiple(frames.to(device))  # (T, 3, H', W')
     segmenter.start_clip()
     for tally in tallies:
         segmenter.policy = tally.policy
         segmenter.correct = tally.row == 'davss'
         segmenter.reset()
+        predictions = []
         for t in range(len(padded)):
             labels, is_key, _ = segmenter.step(padded[t:t + 1])  # (1, H', W')
             tally.n_frames += 1
@@ -164,19 +171,27 @@ def run_clip(segmenter, frames, truth, tallies, device, clip=0):
             if not is_key and score is not None:
                 tally.scores.append(score)
                 tally.scored[clip, t] = (tally.policy.since_key, score)
+            prediction = labels[:, :height, :width]
+            predictions.append(prediction)
             if truth[t] is not None:
                 target = truth[t].to(device).unsqueeze(0)
-                prediction = labels[:, :height, :width]
                 tally.confusion.update(prediction, target)
                 valid = target != IGNORE_INDEX
                 tally.errors[clip, t] = ((prediction != target) & valid).sum().item() / max(1, valid.sum().item())
+        tally.tc.add_clip(torch.cat(predictions), motion or {})
 
 
-def evaluate_policies(model, clips, tallies, device, progress, desc):
-    """Stream every clip through every tally's policy (:class:`PolicyTally`, updated in place); returns them."""
+def evaluate_policies(model, clips, tallies, device, progress, desc, truth_tc=None):
+    """Stream every clip through every tally's policy (:class:`PolicyTally`, updated in place); returns them.  TC
+    under the clips' ground-truth flow, DIS flow where they have none; ``truth_tc`` (a :class:`ConsistencyByFlow`)
+    gets that of the labels of every clip labelled at every frame."""
     segmenter = ReplaySegmenter(model, tallies[0].policy)
-    for clip, (frames, labels) in enumerate(tqdm(clips, desc=desc, unit='clip', disable=not progress)):
-        run_clip(segmenter, frames, labels, tallies, device, clip)
+    for clip, (frames, labels, motion) in enumerate(tqdm(clips, desc=desc, unit='clip', disable=not progress)):
+        motion = motion or {'dis': (torch.stack([dis_flow(a, b) for a, b in zip(frames[:-1], frames[1:])]), None)}
+        motion = {name: NearestSources(flow.to(device), valid) for name, (flow, valid) in motion.items()}
+        run_clip(segmenter, frames, labels, tallies, device, clip, motion)
+        if truth_tc is not None and all(label is not None for label in labels):
+            truth_tc.add_clip(torch.stack(labels).to(device), motion)
     return tallies
 
 
@@ -247,6 +262,65 @@ def measure_step_costs(model, image, previous, repeats=3):
             for name, step in (('key', key_step), ('nonkey', nonkey_step), ('propagation', propagation_step))}
 
 
+# ------------------------------------------------------------------------------------------ the deployed path
+
+AGREEMENT_BAR = 0.995  # the least share of pixels a deployed path must label as the exact path does
+# The paths a user may deploy, built from lib.infer's current defaults, so that their improvements count here.
+PATHS = {'fast': lambda net: FastSCNet(net, FastConfig()),
+         'compile': lambda net: FastSCNet(net, FastConfig(compile=True)),
+         'onnxruntime': lambda net: build_segmenter(net, PerFrame(), 'onnxruntime', FastConfig()).model}
+
+
+@torch.no_grad()
+def stream_labels(runner, frames, interval):
+    """Labels (T, H, W) of ``frames`` (T, 3, H, W) under ``runner`` (``key_step`` and ``non_key_step`` as
+    lib.infer.fast.FastSCNet), a key frame every ``interval`` frames."""
+    labels = []
+    for t in range(len(frames)):
+        if t % interval == 0:
+            state, out = runner.key_step(frames[t:t + 1])
+        else:
+            state, out = runner.non_key_step(state, frames[t:t + 1], frames[t - 1:t])
+        labels.append(out.to(frames.device))
+    return torch.cat(labels)
+
+
+def choose_path(builders, clips, sample, interval, repeats, bar=AGREEMENT_BAR):
+    """The fastest of ``builders`` ({name: zero-argument builder of a runner with ``key_step`` / ``non_key_step``},
+    the exact path, the reference, first) whose labels agree with the reference's on >= ``bar`` of all pixels of
+    ``clips`` (each (padded frames (T, 3, H', W'), unpadded (H, W))), a key frame every ``interval`` frames; speed:
+    ms per frame at that interval, from medians of ``repeats`` key and non-key steps on ``sample`` (2, 3, H', W').
+    Returns {bar, interval, deployed, paths: {name: {agreement, key_ms, nonkey_ms, non_key_over_key_ms,
+    ms_per_frame} or {error}}}; a path that cannot be built or run here (onnxruntime on a GPU, torch.compile
+    without a compiler) is reported, never chosen."""
+    runners, paths = {}, {}
+    for name, build in builders.items():
+        try:
+            runners[name] = build()
+            stream_labels(runners[name], sample, interval)  # what a path builds on first use (compile, export)
+        except (UserError, RuntimeError, ImportError, OSError) as err:
+            runners.pop(name, None)
+            paths[name] = {'error': one_line(err)}
+    reference = next(iter(builders))
+    same, total = dict.fromkeys(runners, 0), 0
+    for frames, (height, width) in clips:
+        labels = {name: stream_labels(runner, frames, interval)[:, :height, :width]
+                  for name, runner in runners.items()}
+        for name in runners:
+            same[name] += int((labels[name] == labels[reference]).sum())
+        total += labels[reference].numel()
+    previous, current = sample[:1], sample[1:]
+    for name, runner in runners.items():
+        state, _ = runner.key_step(previous)
+        key = median_ms(lambda r=runner: r.key_step(current), repeats, current.device)
+        nonkey = median_ms(lambda r=runner, s=state: r.non_key_step(s, current, previous), repeats, current.device)
+        paths[name] = {'agreement': same[name] / total, 'key_ms': key, 'nonkey_ms': nonkey,
+                       'non_key_over_key_ms': nonkey / key, 'ms_per_frame': (key + (interval - 1) * nonkey) / interval}
+    faithful = [name for name in runners if paths[name]['agreement'] >= bar]
+    return {'bar': bar, 'interval': interval, 'deployed': min(faithful, key=lambda name: paths[name]['ms_per_frame']),
+            'paths': {name: paths[name] for name in builders}}
+
+
 # ---------------------------------------------------------------------------------------------------- report
 
 def fixed_curve_at(fixed, key_fraction):
@@ -298,6 +372,8 @@ def run_keyframe_policies(run):
     intervals = sorted({k for k in run.intervals if k > 1})
     if run.mark is not None and run.mark not in [f'fixed:{k}' for k in intervals]:
         raise UserError(f'mark "{run.mark}": expected one of the evaluated fixed:k policies (--intervals)')
+    if set(run.paths) - set(PATHS):
+        raise UserError(f'paths {sorted(set(run.paths) - set(PATHS))}: expected some of {sorted(PATHS)}')
     progress = run.progress
     out = run.out or default_result_dir(cfg, run.checkpoint)
     folder = claim_results(out, [f'{run.name}.json', f'{run.name}.png'])
@@ -325,8 +401,9 @@ def evaluate_all(run, cfg, split, n_classes, device, model, intervals, progress)
 
     reference = PolicyTally(DistortionTriggered(1.0, max_interval=run.max_interval, stat=run.stat), n_classes,
                             device)  # never triggers: the scores seen under fixed:max_interval
+    truth_tc = ConsistencyByFlow(n_classes)
     tallies = evaluate_policies(model, clips(), fixed_tallies('davss') + fixed_tallies('propagation') + [reference],
-                                device, progress, 'fixed intervals')
+                                device, progress, 'fixed intervals', truth_tc)
     thresholds = run.thresholds or auto_thresholds(reference.scores)
     score_loss = score_against_loss(tallies[0], reference)
     tallies = tallies[:-1] + evaluate_policies(
@@ -334,9 +411,15 @@ def evaluate_all(run, cfg, split, n_classes, device, model, intervals, progress)
                                      n_classes, device) for tau in thresholds], device, progress,
         'distortion policies')
 
-    frames, _ = next(iter(clips()))
+    frames, _, _ = next(iter(clips()))
     padded, _ = pad_to_multiple(frames[:2].to(device))
     costs = measure_step_costs(model, padded[1:2], padded[0:1], repeats=run.timing_repeats)
+    paths = None
+    if run.paths:
+        builders = {'exact': partial(FastSCNet, model, EXACT)}
+        builders.update((name, partial(PATHS[name], model)) for name in run.paths)
+        paths = choose_path(builders, (pad_to_multiple(f.to(device)) for f, _, _ in clips()), padded,
+                            max(intervals, default=1), run.timing_repeats)
     results = [tally.summary(costs) for tally in tallies]
     n_fixed = 1 + len(intervals)
     fixed, propagation, distortion = results[:n_fixed], results[n_fixed:2 * n_fixed], results[2 * n_fixed:]
@@ -348,17 +431,44 @@ def evaluate_all(run, cfg, split, n_classes, device, model, intervals, progress)
               'non_key_over_key_ms': costs['nonkey']['ms'] / costs['key']['ms'],
               'every_frame_labelled': cfg['data']['name'] == 'synthetic', 'fixed': fixed,
               'propagation': propagation, 'distortion': distortion, 'marked': run.mark,
-              'equal_cost_comparison': rows, 'verdict': verdict, 'score_vs_loss': score_loss}
+              'equal_cost_comparison': rows, 'verdict': verdict, 'score_vs_loss': score_loss,
+              'tc_flows': {name: FLOWS[name] for name in results[0]['tc']},
+              'ground_truth_tc': truth_tc.summary() or None, 'paths': paths}
+
+
+def tc_columns(tc, flows):
+    """``{flow: {'tc': ...}}`` -> TC in % per flow, 10 characters each."""
+    values = [tc.get(flow, {}).get('tc') for flow in flows]
+    return ''.join(f' {"-":>9s}' if value is None else f' {100 * value:9.2f}' for value in values)
+
+
+def path_lines(paths):
+    """The deployed inference path against the exact one and the other candidates: agreement and milliseconds."""
+    lines = [f'inference path deployed: {paths["deployed"]}, the fastest whose labels agree with the exact path\'s on '
+             f'>= {100 * paths["bar"]:.1f}% of the pixels (key frame every {paths["interval"]})',
+             f'{"path":14s}{"agreement (%)":>14s}{"key ms":>9s}{"non-key ms":>12s}{"non-key/key":>13s}'
+             f'{"ms/frame":>10s}']
+    for name, p in paths['paths'].items():
+        lines.append(f'{name:14s}  not run here: {p["error"]}' if 'error' in p else
+                     f'{name:14s}{100 * p["agreement"]:14.2f}{p["key_ms"]:9.1f}{p["nonkey_ms"]:12.1f}'
+                     f'{100 * p["non_key_over_key_ms"]:12.1f}%{p["ms_per_frame"]:10.1f}')
+    return lines
 
 
 def format_table(report):
-    """The report as a text table and a one-line verdict."""
-    lines = []
-    lines.append(f'{"policy":32s} {"key%":>6s} {"GFLOPs/f":>9s} {"ms/f":>8s} {"mIoU":>7s}')
+    """The report as a text table (TC in % per flow), the deployed path and a one-line verdict."""
+    flows = list(report['tc_flows'])
+    lines = [f'{"policy":32s} {"key%":>6s} {"GFLOPs/f":>9s} {"ms/f":>8s} {"mIoU":>7s}' +
+             ''.join(f' {"TC " + flow[:6]:>9s}' for flow in flows)]
     for r in report['fixed'] + report['propagation'][1:] + report['distortion']:
         name = r['policy'] + (' (propagation only)' if r['row'] == 'propagation' else '')
         lines.append(f'{name:32s} {100 * r["key_fraction"]:6.1f} {r["gflops_per_frame"]:9.3f} '
-              f'{r["ms_per_frame"]:8.2f} {100 * r["miou"]:7.2f}')
+                     f'{r["ms_per_frame"]:8.2f} {100 * r["miou"]:7.2f}' + tc_columns(r['tc'], flows))
+    if report['ground_truth_tc']:
+        lines.append(f'{"ground truth (TC ceiling)":66s}' + tc_columns(report['ground_truth_tc'], flows))
+    lines += [f'TC flow {flow}: {text}' for flow, text in report['tc_flows'].items()]
+    if report['paths']:
+        lines += path_lines(report['paths'])
     verdict = report['verdict']
     if verdict['compared']:
         lines.append(f'distortion vs fixed at equal cost: better in {verdict["better"]}, worse in {verdict["worse"]} of '

@@ -38,7 +38,10 @@ differing pixel has a source whose 4 neighbouring pixels (the bilinear footprint
 among them, and the two labels are one of those same-surface pairs; leaving such sources out gives TC = 1
 (tests/test_temporal_consistency.py ``test_ground_truth_ceiling``).
 
-Where no ground-truth motion exists, :func:`dis_flow` estimates it independently of the model under test.
+Where no ground-truth motion exists, :func:`dis_flow` estimates it with OpenCV's DIS: independent of the model
+under test (its own FlowNetS would make propagated labels consistent by construction), deterministic, with no
+weights to download (Liu et al. used FlowNet2).  It has no occlusion mask, so its TC counts every carried pixel and
+even the ground truth stays below 1: compare rows under the same flow only.
 """
 import os
 
@@ -51,37 +54,42 @@ from lib.dataset import synthetic_layout as layout
 from lib.utils.metrics import IGNORE_INDEX, ConfusionMatrix
 
 
-def warp_labels_nearest(labels, flow):
-    """Carry a label map to the next frame by backward flow, reading the nearest source pixel.
+class NearestSources:
+    """The pixel of frame t-1 that each pixel of frame t reads its label from: the nearest one to the source position
+    of a backward flow (halves rounded up); computed once per clip, applied to every row of labels.
 
     Args:
-        labels: (N, H, W) integer labels of the previous frame.
         flow: (N, 2, H, W) backward flow (dx, dy) in pixels on the current frame's grid.
-    Returns:
-        warped: (N, H, W) int64, ``labels[n, round(y + dy), round(x + dx)]`` with halves rounded up, and
-            ``IGNORE_INDEX`` where nothing is carried.
-        carried: (N, H, W) bool, False where the source pixel is outside the frame (or the flow is not finite).
+        valid: optional (N, H, W) bool, False where the point seen in t was not visible in t-1.
+    Attributes:
+        index: (N, H * W) int64, ``round(y + dy) * W + round(x + dx)``.
+        carried: (N, H, W) bool, False where the source is outside the frame, the flow not finite or not ``valid``.
     """
-    if labels.dim() != 3 or flow.dim() != 4 or flow.shape[1] != 2 or flow.shape[2:] != labels.shape[1:] or \
-            flow.shape[0] != labels.shape[0]:
-        raise ValueError(f'warp_labels_nearest: expected labels (N, H, W) and flow (N, 2, H, W), got '
-                         f'{tuple(labels.shape)} and {tuple(flow.shape)}')
-    n, h, w = labels.shape
-    # float64 positions: x + dx is then exact for any float32 flow, so the rounding is the one a reader expects.
-    flow = flow.to(device=labels.device, dtype=torch.float64)
-    xs = torch.arange(w, device=labels.device, dtype=torch.float64).view(1, 1, w)
-    ys = torch.arange(h, device=labels.device, dtype=torch.float64).view(1, h, 1)
-    x, y = xs + flow[:, 0], ys + flow[:, 1]
-    finite = torch.isfinite(x) & torch.isfinite(y)
-    col = torch.floor(torch.where(finite, x, -1.0) + 0.5)
-    row = torch.floor(torch.where(finite, y, -1.0) + 0.5)
-    carried = finite & (col >= 0) & (col <= w - 1) & (row >= 0) & (row <= h - 1)
-    col = col.clamp(0, w - 1).long()
-    row = row.clamp(0, h - 1).long()
-    batch = torch.arange(n, device=labels.device).view(n, 1, 1)
-    warped = labels.long()[batch, row, col]
-    warped = torch.where(carried, warped, torch.full_like(warped, IGNORE_INDEX))
-    return warped, carried
+
+    def __init__(self, flow, valid=None):
+        if flow.dim() != 4 or flow.shape[1] != 2 or (valid is not None and valid.shape != flow[:, 0].shape):
+            raise ValueError(f'NearestSources: expected flow (N, 2, H, W) and valid (N, H, W), got '
+                             f'{tuple(flow.shape)} and {None if valid is None else tuple(valid.shape)}')
+        n, _, h, w = flow.shape
+        # float64 positions: x + dx is then exact for any float32 flow, so the rounding is the one a reader expects.
+        flow = flow.double()
+        x = torch.arange(w, device=flow.device, dtype=torch.float64).view(1, 1, w) + flow[:, 0]
+        y = torch.arange(h, device=flow.device, dtype=torch.float64).view(1, h, 1) + flow[:, 1]
+        finite = torch.isfinite(x) & torch.isfinite(y)
+        col = torch.floor(torch.where(finite, x, -1.0) + 0.5)
+        row = torch.floor(torch.where(finite, y, -1.0) + 0.5)
+        self.carried = finite & (col >= 0) & (col <= w - 1) & (row >= 0) & (row <= h - 1)
+        if valid is not None:
+            self.carried &= valid.to(device=flow.device, dtype=torch.bool)
+        self.index = (row.clamp(0, h - 1).long() * w + col.clamp(0, w - 1).long()).view(n, h * w)
+
+    def warp(self, labels):
+        """(N, H, W) integer labels of frame t-1 -> (N, H, W) int64 carried to t, ``IGNORE_INDEX`` where not carried."""
+        if labels.shape != self.carried.shape:
+            raise ValueError(f'NearestSources.warp: expected labels {tuple(self.carried.shape)}, got '
+                             f'{tuple(labels.shape)}')
+        warped = labels.long().view(len(labels), -1).gather(1, self.index).view_as(labels)
+        return torch.where(self.carried, warped, IGNORE_INDEX)
 
 
 class TemporalConsistency:
@@ -103,7 +111,8 @@ class TemporalConsistency:
         Args:
             labels_prev: (N, H, W) or (H, W) integer labels of frame t-1 (255 = ignore).
             labels_cur: same shape, labels of frame t.
-            flow: (N, 2, H, W) or (2, H, W) backward flow, ``cur[y, x] ~ prev[y + dy, x + dx]``.
+            flow: (N, 2, H, W) or (2, H, W) backward flow, ``cur[y, x] ~ prev[y + dy, x + dx]``, or the
+                :class:`NearestSources` of an (N, 2, H, W) flow and its ``valid`` (computed once for many rows).
             valid: optional (N, H, W) or (H, W) bool, False where the point seen in t was not visible in t-1.
         """
         device = self.confusion.device
@@ -114,15 +123,19 @@ class TemporalConsistency:
         if labels_prev.shape != labels_cur.shape:
             raise ValueError(f'TemporalConsistency.update: labels_prev {tuple(labels_prev.shape)} and labels_cur '
                              f'{tuple(labels_cur.shape)} differ')
-        warped, carried = warp_labels_nearest(labels_prev, flow.to(device))
-        if valid is not None:
-            if valid.shape != labels_cur.shape:
-                raise ValueError(f'TemporalConsistency.update: valid is {tuple(valid.shape)}, expected '
-                                 f'{tuple(labels_cur.shape)}')
-            carried = carried & valid.to(device=device, dtype=torch.bool)
+        n = self.confusion.n_classes
+        for labels in (labels_prev, labels_cur):
+            if labels.numel() and (labels.min() < 0 or labels.max() >= n) and bool(
+                    ((labels < 0) | (labels >= n) & (labels != self.ignore_index)).any()):
+                raise ValueError(f'TemporalConsistency.update: labels must be in [0, {n}) or {self.ignore_index}')
+        sources = flow if isinstance(flow, NearestSources) else NearestSources(flow.to(device), valid)
+        warped, carried = sources.warp(labels_prev), sources.carried
         labelled = labels_cur != self.ignore_index
         counted = labelled & carried & (warped != self.ignore_index)
-        self.confusion.update(warped[counted], labels_cur[counted])
+        # matrix[cur, warped prev] by one bincount over every pixel, those not counted in an extra bin n * n: no
+        # boolean indexing, which costs more than the rest together (every row of every clip comes through here).
+        pair = torch.where(counted, labels_cur.long() * n + warped, n * n)
+        self.confusion.matrix += torch.bincount(pair.view(-1), minlength=n * n + 1)[:n * n].view(n, n)
         self.pairs += labels_cur.shape[0]
         self.not_carried += int((labelled & ~carried).sum())
         return self
@@ -136,27 +149,56 @@ class TemporalConsistency:
                 'counted': int(self.confusion.matrix.sum()), 'not_carried': self.not_carried}
 
 
-def read_clip_motion(root, split, city, seq, frames, n_classes):
+def read_clip_motion(root, relatives, n_classes):
     """Ground-truth labels and motion of consecutive frames of a synthetic snippet, in :class:`TemporalConsistency`'s
     convention.
 
     Args:
         root: a synthetic set (lib.synthetic.scene).
-        split, city, seq: the snippet (``<city>_<seq:06d>_<frame:06d>``).
-        frames: consecutive frame numbers, e.g. ``range(10, 20)``.
+        relatives: paths of consecutive frames of one snippet, relative to ``root``, first frame first.
         n_classes: classes of the set (the label check).
     Returns:
         labels: (T, H, W) int64; flow: (T-1, 2, H, W) float32 and valid: (T-1, H, W) bool, where pair i carries
-        frame ``frames[i]`` onto ``frames[i + 1]`` (the flow file of frame ``frames[i + 1]``).
+        frame ``relatives[i]`` onto ``relatives[i + 1]`` (the flow file of the later frame).
     """
-    frames = list(frames)
-    if len(frames) < 2 or any(b != a + 1 for a, b in zip(frames, frames[1:])) or frames[0] < 0:
-        raise ValueError(f'read_clip_motion: frames must be at least 2 consecutive frame numbers, got {frames}')
-    rels = [layout.frame_path(split, city, seq, frame) for frame in frames]
+    if len(relatives) < 2:
+        raise ValueError(f'read_clip_motion: expected at least 2 consecutive frames, got {list(relatives)}')
     labels = torch.stack([io.read_label(os.path.join(root, layout.sequence_label_path(rel)), n_classes)
-                          for rel in rels])
-    motion = [io.read_flow(os.path.join(root, layout.flow_path(rel)), labels.shape[1:]) for rel in rels[1:]]
+                          for rel in relatives])
+    motion = [io.read_flow(os.path.join(root, layout.flow_path(rel)), labels.shape[1:]) for rel in relatives[1:]]
     return labels, torch.stack([f for f, _ in motion]), torch.stack([v for _, v in motion])
+
+
+# What the flows of :class:`ConsistencyByFlow` are, as reports state it.
+FLOWS = {'ground_truth': "the synthetic set's own flow, its occlusion mask excluding what t-1 did not show",
+         'dis': 'OpenCV DIS (preset MEDIUM) on the frames: an estimate independent of the model, every carried '
+                'pixel counted'}
+
+
+class ConsistencyByFlow(dict):
+    """TC of one row of labels under several flows, ``{flow name: TemporalConsistency}``, filled clip by clip."""
+
+    def __init__(self, n_classes):
+        super().__init__()
+        self.n_classes = n_classes
+
+    def add_clip(self, labels, motion):
+        """Every consecutive pair of one clip.
+
+        Args:
+            labels: (T, H, W) integer labels of the clip's frames.
+            motion: ``{flow name: NearestSources}`` of the clip's T-1 pairs, pair i = frames (i, i+1).
+        """
+        for name, sources in motion.items():
+            if name not in self:
+                self[name] = TemporalConsistency(self.n_classes, device=labels.device)
+            self[name].update(labels[:-1], labels[1:], sources)
+        return self
+
+    def summary(self):
+        """``{flow name: {tc, agreement, pairs, counted}}`` (None where nothing was counted), for a JSON report."""
+        return {name: {key: None if value != value else value for key, value in tc.result().items() if key in
+                       ('tc', 'agreement', 'pairs', 'counted')} for name, tc in self.items()}
 
 
 def dis_flow(prev_rgb, cur_rgb, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM):

@@ -190,40 +190,66 @@ def _save_figure(fig, path):
 
 
 def plot_tradeoff(report, path, title):
-    """mIoU against the average cost per frame, in GFLOPs (left) and measured ms (right), of the key-frame policies
-    of a ``lib.eval.keyframe_policies`` report: DAVSS and propagation only at fixed intervals (points labelled k), the
-    distortion-triggered policies (one curve over their thresholds), per-frame DeepLab, and ``report['marked']``."""
+    """mIoU against the average cost per frame, in GFLOPs and in measured ms, and against the temporal consistency, of
+    the key-frame policies of a ``lib.eval.keyframe_policies`` report: DAVSS and propagation only at fixed intervals
+    (points labelled k), the distortion-triggered policies (one curve over their thresholds), per-frame DeepLab,
+    ``report['marked']``; the ms panel adds DAVSS on the deployed inference path, the TC panel the ground truth's TC."""
     matplotlib.use('Agg')  # files only, no display
     import matplotlib.pyplot as plt
 
     def interval(result):
         return 1 if result['policy'] == 'per-frame' else int(result['policy'].split(':')[1])
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    flow = 'ground_truth' if 'ground_truth' in report['tc_flows'] else 'dis'
+
+    def tc(r):
+        value = r['tc'].get(flow, {}).get('tc')
+        return float('nan') if value is None else 100 * value
+
+    rows = {name: [dict(r, tc_value=tc(r)) for r in report[name]] for name in ('fixed', 'propagation', 'distortion')}
+    paths = report.get('paths')
+    deployed = paths['paths'][paths['deployed']] if paths else None
+    if deployed:  # the DAVSS curve with the deployed path's step times
+        rows['deployed'] = [dict(r, ms_per_frame=(r['key_frames'] * deployed['key_ms'] + (
+            r['frames'] - r['key_frames']) * deployed['nonkey_ms']) / r['frames']) for r in report['fixed']]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), sharey=True)
     costs = report['step_costs']
-    for ax, cost, unit in zip(axes, ('gflops_per_frame', 'ms_per_frame'), ('GFLOPs', 'ms')):
-        curves = (('fixed', 'o-', 'DAVSS, key frame every k'), ('propagation', '^:', 'propagation only, every k'),
-                  ('distortion', 's--', 'DAVSS, distortion-triggered'))
+    for ax, cost in zip(axes, ('gflops_per_frame', 'ms_per_frame', 'tc_value')):
+        curves = [('fixed', 'o-', 'DAVSS, key frame every k'), ('propagation', '^:', 'propagation only, every k'),
+                  ('distortion', 's--', 'DAVSS, distortion-triggered')]
+        if cost == 'ms_per_frame' and deployed:
+            curves.append(('deployed', 'd-', f'DAVSS, deployed path ({paths["deployed"]})'))
         for name, style, label in curves:
-            results = sorted(report[name], key=lambda r: r[cost])
+            results = sorted(rows[name], key=lambda r: r['key_fraction'])  # a curve in the order of k
             ax.plot([r[cost] for r in results], [100 * r['miou'] for r in results], style, label=label, ms=4)
-            if name == 'distortion':
+            if name in ('distortion', 'deployed'):
                 continue
             for r in results:
                 if interval(r) > 1:
                     ax.annotate(str(interval(r)), (r[cost], 100 * r['miou']), textcoords='offset points',
                                 xytext=(2, 4 if name == 'fixed' else -10), fontsize=7)
-        per_frame = report['fixed'][0]
+        per_frame = rows['fixed'][0]
         ax.plot([per_frame[cost]], [100 * per_frame['miou']], '*', ms=12, color='black', label='per-frame DeepLab')
-        marked = [r for r in report['fixed'] if r['policy'] == report.get('marked')]
+        marked = [r for r in rows['fixed'] if r['policy'] == report.get('marked')]
         for r in marked:
             ax.plot([r[cost]], [100 * r['miou']], 'o', ms=13, mfc='none', mec='red', mew=1.5,
                     label=f'paper\'s setting ({r["policy"]})')
-        ax.set_xlabel(f'average {unit} per frame (key {costs["key"][cost.split("_")[0]]:.3g}, '
-                      f'non-key {costs["nonkey"][cost.split("_")[0]]:.3g})')
         ax.grid(alpha=0.3)
+    for ax, unit in zip(axes, ('gflops', 'ms')):
+        ax.set_xlabel(f'average {unit.replace("gflops", "GFLOPs")} per frame (key {costs["key"][unit]:.3g}, non-key '
+                      f'{costs["nonkey"][unit]:.3g}: {100 * costs["nonkey"][unit] / costs["key"][unit]:.0f}%)')
+    if deployed:
+        timed = {name: paths['paths'][name] for name in ('exact', paths['deployed'])}
+        axes[1].set_xlabel(axes[1].get_xlabel() + '\ntimed together: ' + ', '.join(
+            f'{name} key {p["key_ms"]:.3g}, non-key {p["nonkey_ms"]:.3g} ({100 * p["non_key_over_key_ms"]:.0f}%)'
+            for name, p in timed.items()))
+    truth = (report.get('ground_truth_tc') or {}).get(flow, {}).get('tc')
+    if truth is not None:
+        axes[2].axvline(100 * truth, color='black', ls='--', label='ground truth\'s own TC')
+    axes[2].set_xlabel(f'temporal consistency (%), {flow.replace("_", "-")} flow (higher: less flicker)')
     axes[0].set_ylabel('mIoU (%)')
-    axes[0].legend(fontsize=8, loc='lower right')
+    for ax in axes:
+        ax.legend(fontsize=7, loc='lower right')
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save_figure(fig, path)
