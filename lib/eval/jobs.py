@@ -18,12 +18,11 @@ import torch
 
 from lib.dataset import build_dataset, build_eval_loader
 from lib.dataset.checks import check_clip_files
-from lib.dataset.io import write_png_atomic
 from lib.eval import jobs as cityscapes_results
 from lib.eval.pda import check_distances, eval_model_cfg, evaluate_pda, format_markdown, protocol
 from lib.model import load_scnet
 from lib.utils import distributed
-from lib.utils.atomic import write_text
+from lib.utils.atomic import write_png, write_text
 from lib.utils.config import load_config, resolve_path
 from lib.utils.errors import UserError
 from lib.utils.outputs import OwnedFolder, StagedFolder
@@ -188,4 +187,4 @@ def save_prediction(folder, frame_path, train_ids):
     """Write one (H, W) train-id prediction (tensor or array; the ignore index is never predicted) as label ids."""
     if hasattr(train_ids, 'detach'):
         train_ids = train_ids.detach().cpu().numpy()
-    write_png_atomic(os.path.join(folder, prediction_name(frame_path)), train_ids_to_label_ids(train_ids))
+    write_png(os.path.join(folder, prediction_name(frame_path)), train_ids_to_label_ids(train_ids))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lib.utils.atomic import write_png
 from lib.utils.errors import UserError
 from lib.utils.metrics import IGNORE_INDEX
 from lib.utils.palette import colorize
@@ -256,14 +257,6 @@ def count_decodable_frames(path):
         return count
     finally:
         capture.release()
-
-
-def write_png(path, image):
-    """Write an RGB (H, W, 3) or single-channel (H, W) uint8 image as PNG; a failed write is an error."""
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(path, image):
-        raise UserError(f'{path}: could not write the image')
 
 
 class FrameOutputs:

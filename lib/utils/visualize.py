@@ -124,12 +124,6 @@ def legend(palette, class_names, swatch=18, width=180):
     return np.asarray(pil)
 
 
-def save_png(image, path):
-    """Write an (H, W, 3) uint8 image atomically."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format='PNG')
-
-
 def save_gif(images, path, duration_ms=300):
     """Write uint8 (H, W, 3) images as an endlessly looping animated GIF, atomically."""
     frames = [Image.fromarray(image) for image in images]
