@@ -1,10 +1,10 @@
 """A PDA evaluation of one checkpoint into its result folder: every input checked first, then the evaluation, the
-table on stdout, ``pda.json`` and ``pda.md`` (``tools/test_pda.py`` is its command line; ``tools/demo.py`` runs it
-in process).
+table on stdout, ``pda.json``, ``pda.md`` and ``pda.png`` (mIoU against d; ``tools/test_pda.py`` is its command
+line; ``tools/demo.py`` runs it in process).
 
-The result folder is locked while the run writes it; the previous ``pda.json`` / ``pda.md`` are renamed
-``pda.previous.*`` until the new ones are written, and the table is printed before the files are written (a full
-disk costs the files, not the numbers).
+The result folder is locked while the run writes it; the previous ``pda.*`` files are renamed ``pda.previous.*``
+until the new ones are written, and the table is printed before the files are written (a full disk costs the
+files, not the numbers).
 """
 import json
 import math
@@ -28,8 +28,9 @@ from lib.utils.errors import UserError
 from lib.utils.outputs import OwnedFolder, StagedFolder
 from lib.utils.palette import class_names, train_ids_to_label_ids
 from lib.utils.runtime import tf32
+from lib.utils.visualize import plot_pda
 
-RESULT_FILES = ('pda.json', 'pda.md')
+RESULT_FILES = ('pda.json', 'pda.md', 'pda.png')
 
 
 @dataclass
@@ -100,7 +101,7 @@ def prediction_writer(dataset, folder, distance):
 
 
 def report(result, cfg, run, out_dir):
-    """Table on stdout, ``pda.json`` and ``pda.md`` in ``out_dir``."""
+    """Table on stdout, ``pda.json``, ``pda.md`` and ``pda.png`` in ``out_dir``."""
     names = class_names(cfg['data']['name'])
     table = format_markdown(result, names)
     p = protocol(*eval_model_cfg(cfg), run.batched, cfg['eval']['tf32'])
@@ -116,7 +117,10 @@ def report(result, cfg, run, out_dir):
               f'protocol: align_corners={p["align_corners"]} (from {p["align_corners_from"]}), tf32={p["tf32"]}, '
               f'batched={p["batched"]}; {p["flow"]}; resizes {p["resizes"]}; {p["merge"]}\n\n')
     write_text(os.path.join(out_dir, 'pda.md'), header + table)
-    print(f'{result["n_clips"]} clips in {result["seconds"]:.1f} s; wrote {out_dir}/pda.json and pda.md')
+    plot_pda(json_safe(result), os.path.join(out_dir, 'pda.png'),
+             f'PDA: {cfg["experiment"]}, {os.path.basename(run.checkpoint)}, {cfg["eval"]["split"]} split '
+             f'({result["n_clips"]} clips)')
+    print(f'{result["n_clips"]} clips in {result["seconds"]:.1f} s; wrote {out_dir}/pda.json, pda.md and pda.png')
     if run.save_predictions is not None:
         print(f'label-id PNGs of distance {run.save_predictions}: {out_dir}/predictions_d{run.save_predictions}/')
 
