@@ -37,10 +37,9 @@ DATASETS = {19: 'cityscapes', 11: 'camvid'}
 KINDS = {frozenset(NETWORKS): 'scnet', frozenset({'deeplab', 'flownet', 'dmnet'}): 'scnet_dmnet',
          frozenset({'deeplab', 'flownet'}): 'pretrained', frozenset({'deeplab'}): 'deeplab',
          frozenset({'flownet'}): 'flownet'}
-# What each training stage saves, and the init: key its file fills in the later stages (in the order they run).
+# What each training stage saves (in the order the stages run), and the init: key its file fills in later stages.
 STAGE_KINDS = {'segmentation': 'deeplab', 'flow': 'flownet', 'dmnet': 'scnet_dmnet', 'correction': 'scnet'}
 STAGE_INIT = {'segmentation': 'deeplab', 'flow': 'flownet', 'dmnet': 'dmnet'}
-STAGE_ORDER = ('segmentation', 'flow', 'dmnet', 'correction')
 CLASSIFIERS = ('deeplab.logits.weight', 'cfnet.predict_cc.weight')  # the tensors whose first dimension is C
 
 
@@ -91,7 +90,7 @@ def experiment_configs():
             found.append((path, load_config(path)))
         except UserError:
             continue
-    return sorted(found, key=lambda item: STAGE_ORDER.index(item[1]['stage']))
+    return sorted(found, key=lambda item: list(STAGE_KINDS).index(item[1]['stage']))
 
 
 def training_uses(path, stage, experiment):
