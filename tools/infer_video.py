@@ -12,6 +12,8 @@ this tool.  Ctrl-C leaves ``OUTPUT.partial/``; on a camera or stream it ends the
 segmented.  This is :meth:`lib.VideoSegmenter.run` (docs/inference.md).
 """
 import argparse
+import sys
+import warnings
 
 from lib.infer.backends import BACKENDS
 from lib.infer.fast import add_fast_arguments, config_from_args
@@ -67,9 +69,13 @@ def main(args):
     segmenter = VideoSegmenter.from_config(args.config, args.checkpoint, policy=args.policy,
                                            fast=config_from_args(args) or False, backend=args.backend,
                                            device=args.device, opts=args.opts, size=args.size, threads=threads)
-    summary = segmenter.run(args.input, args.output, overwrite=args.overwrite, save_labels=args.save_labels,
-                            save_overlay=args.save_overlay, video=args.video, fps=args.fps, progress=True,
-                            start=args.start, max_frames=args.max_frames)
+    with warnings.catch_warnings(record=True) as caught:  # one line each, as the errors (a damaged video's counts)
+        warnings.simplefilter('default')
+        summary = segmenter.run(args.input, args.output, overwrite=args.overwrite, save_labels=args.save_labels,
+                                save_overlay=args.save_overlay, video=args.video, fps=args.fps, progress=True,
+                                start=args.start, max_frames=args.max_frames)
+    for warning in caught:
+        print(f'warning: {warning.message}', file=sys.stderr)
     stopped = 'stopped by Ctrl-C, what was segmented is kept: ' if summary['interrupted'] else ''
     print(f'{PROG}: {stopped}{summary["frames"]} frames ({len(summary["key_frames"])} key frames, '
           f'{summary["policy"]}) at {summary["frames_per_second"]:.2f} frames/s -> {args.output}')
