@@ -191,16 +191,11 @@ class CaptureSource(FrameSource):
             self.capture.release()
 
 
-def is_live(spec):
-    """A camera index (``0``) or a stream URL (``scheme://...``), as opposed to a file or folder path."""
-    return str(spec).isdigit() or '://' in str(spec)
-
-
 def open_frame_source(spec, start=0, max_frames=None):
-    """A folder of images, a video file, a camera index or a stream URL -> a :class:`FrameSource` of frames
-    ``start, ...`` (at most ``max_frames``); a clear :class:`UserError` otherwise."""
+    """A folder of images, a video file, a camera index (digits) or a stream URL (``scheme://...``) -> a
+    :class:`FrameSource` of frames ``start, ...`` (at most ``max_frames``); a clear :class:`UserError` otherwise."""
     spec = os.fspath(spec)
-    if is_live(spec):
+    if spec.isdigit() or '://' in spec:
         return CaptureSource(spec).limit(start, max_frames)
     if os.path.isdir(spec):
         return ImageFolderSource(spec).limit(start, max_frames)
