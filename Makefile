@@ -25,8 +25,18 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml setup.py lib/__init__.py lib/op
 
 setup: $(VENV)/.installed
 
+# THREADS=N: torch's CPU threads of the demo (--threads N; default OMP_NUM_THREADS, else every CPU this process may
+# use). Checked as plain digits, unexpanded, before make or a shell reads it.
+DIGITS := 0 1 2 3 4 5 6 7 8 9
+without_digits = $(if $(2),$(call without_digits,$(subst $(firstword $(2)),,$(1)),$(wordlist 2,10,$(2))),$(1))
+ifneq ($(filter demo,$(MAKECMDGOALS))$(value THREADS),$(filter demo,$(MAKECMDGOALS)))
+ifneq ($(words $(value THREADS))/$(call without_digits,$(value THREADS),$(DIGITS)),1/)
+$(error THREADS=$(value THREADS): expected a whole number of threads, e.g. make demo THREADS=1)
+endif
+endif
+
 demo: setup
-	$(BIN)/python tools/demo.py $(ARGS)
+	$(BIN)/python tools/demo.py $(if $(value THREADS),--threads $(value THREADS)) $(ARGS)
 
 # Real sample media for the video tests (OpenCV's sample videos, one damaged), fetched once into .cache/: Debian's
 # opencv-doc package. Where apt-get is missing or fails the tests that need them say so and are skipped.

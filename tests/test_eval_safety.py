@@ -95,7 +95,8 @@ def test_frame_damaged_in_its_middle_fails_in_one_line_from_a_worker(tmp_path, s
     assert test_pda.run(argv) == 1
     line = one_error_line(capsys.readouterr().err)
     assert line == f'error: {path}: not a readable image (corrupt or unsupported format)'
-    assert sorted(os.listdir(tmp_path / 'pda_test' / 'final')) == ['.davss', 'pda.previous.json', 'pda.previous.md']
+    assert sorted(os.listdir(tmp_path / 'pda_test' / 'final')) == [
+        '.davss', 'pda.previous.json', 'pda.previous.md', 'pda.previous.png']
 
 
 @pytest.mark.slow
@@ -111,11 +112,11 @@ def test_interrupted_run_does_not_leave_the_previous_results_looking_current(tmp
         raise KeyboardInterrupt
     monkeypatch.setattr(pda_run, 'evaluate_pda', interrupted)
     assert test_pda.run(argv) == 130
-    assert sorted(os.listdir(out)) == ['.davss', 'pda.previous.json', 'pda.previous.md']
+    assert sorted(os.listdir(out)) == ['.davss', 'pda.previous.json', 'pda.previous.md', 'pda.previous.png']
     assert (out / 'pda.previous.json').read_text() == old
     monkeypatch.undo()
     assert test_pda.run(argv) == 0
-    assert sorted(os.listdir(out)) == ['.davss', 'pda.json', 'pda.md']
+    assert sorted(os.listdir(out)) == ['.davss', 'pda.json', 'pda.md', 'pda.png']
 
 
 # --- defect 2: result folders of test_pda / show are locked while written ---

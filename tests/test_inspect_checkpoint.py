@@ -68,7 +68,11 @@ def test_inspect_tells_kinds_and_mismatches_apart(tmp_path, tiny_config, capsys)
     camvid = varied_tiny_scnet(n_classes=11).state_dict()
     pretrained = tmp_path / 'pretrained_camvid.pth'
     torch.save({k: v for k, v in camvid.items() if k.startswith(('deeplab.', 'flownet.'))}, pretrained)
-    assert tool.run([str(pretrained), '--config', str(tiny_config), '--json']) == 0
+    assert tool.run([str(pretrained), '--config', str(tiny_config), '--json']) == 1  # the config has 19 classes
+    capsys.readouterr()
+    camvid_config = tmp_path / 'camvid.yaml'
+    camvid_config.write_text(yaml.safe_dump({'model': dict(TINY_WIDTHS, n_classes=11), 'data': {'name': 'camvid'}}))
+    assert tool.run([str(pretrained), '--config', str(camvid_config), '--json']) == 0
     info = json.loads(capsys.readouterr().out)
     assert info['kind'] == 'pretrained' and info['n_classes'] == 11 and info['dataset'] == 'camvid'
     assert 'init.pretrained of exp/dmnet_camvid' in info['uses']
@@ -80,7 +84,7 @@ def test_inspect_tells_kinds_and_mismatches_apart(tmp_path, tiny_config, capsys)
     training = tmp_path / 'now.pth'
     torch.save({'model': camvid, 'stage': 'correction', 'iteration': 7, 'epoch': 1,
                 'config': {'experiment': 'x'}}, training)
-    assert tool.run([str(training), '--config', str(tiny_config), '--json']) == 0
+    assert tool.run([str(training), '--config', str(camvid_config), '--json']) == 0
     info = json.loads(capsys.readouterr().out)
     assert info['training'] == {'stage': 'correction', 'iteration': 7, 'epoch': 1, 'experiment': 'x'}
     assert info['state_dict'] == "'model' entry" and info['kind'] == 'scnet'

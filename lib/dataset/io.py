@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from lib.utils.atomic import atomic_path
 from lib.utils.errors import UserError
 from lib.utils.metrics import IGNORE_INDEX
 
@@ -125,13 +124,6 @@ def read_flow(path, size=None):
     if size is not None and flow.shape[1:] != tuple(size):
         raise UserError(f'{path}: flow is {flow.shape[1]}x{flow.shape[2]} but the frame is {size[0]}x{size[1]}')
     return torch.from_numpy(flow), torch.from_numpy(valid)
-
-
-def write_png_atomic(path, image):
-    """``cv2.imwrite`` to a temporary name in the same folder, then rename (no half-written files)."""
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp, image):
-            raise UserError(f'{path}: could not write image')
 
 
 PNG_END = b'IEND\xaeB`\x82'

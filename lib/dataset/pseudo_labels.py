@@ -15,8 +15,8 @@ import os
 import torch
 from tqdm import tqdm
 
-from lib.dataset.io import decode_frame, write_png_atomic
-from lib.utils.atomic import write_json
+from lib.dataset.io import decode_frame
+from lib.utils.atomic import write_json, write_png
 from lib.utils.errors import UserError
 from lib.utils.outputs import OwnedFolder
 
@@ -92,5 +92,5 @@ def write_masks(root, data_root, frames, segment, settings, pixel_scaling='multi
             labels = segment(image)[0]
             if int(labels.max()) > 254:
                 raise UserError(f'{frame}: {int(labels.max()) + 1} classes do not fit an 8-bit mask')
-            write_png_atomic(mask_path(root, frame), labels.to(torch.uint8).cpu().numpy())
+            write_png(mask_path(root, frame), labels.to(torch.uint8).cpu().numpy())
         return len(todo)

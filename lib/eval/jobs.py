@@ -1,10 +1,10 @@
 """A PDA evaluation of one checkpoint into its result folder: every input checked first, then the evaluation, the
-table on stdout, ``pda.json`` and ``pda.md`` (``tools/test_pda.py`` is its command line; ``tools/demo.py`` runs it
-in process).
+table on stdout, ``pda.json``, ``pda.md`` and ``pda.png`` (mIoU against d; ``tools/test_pda.py`` is its command
+line; ``tools/demo.py`` runs it in process).
 
-The result folder is locked while the run writes it; the previous ``pda.json`` / ``pda.md`` are renamed
-``pda.previous.*`` until the new ones are written, and the table is printed before the files are written (a full
-disk costs the files, not the numbers).
+The result folder is locked while the run writes it; the previous ``pda.*`` files are renamed ``pda.previous.*``
+until the new ones are written, and the table is printed before the files are written (a full disk costs the
+files, not the numbers).
 """
 import json
 import math
@@ -18,19 +18,19 @@ import torch
 
 from lib.dataset import build_dataset, build_eval_loader
 from lib.dataset.checks import check_clip_files
-from lib.dataset.io import write_png_atomic
 from lib.eval import jobs as cityscapes_results
 from lib.eval.pda import check_distances, eval_conventions, eval_model_cfg, evaluate_pda, format_markdown, protocol
 from lib.model import load_scnet
 from lib.utils import distributed
-from lib.utils.atomic import write_text
+from lib.utils.atomic import write_png, write_text
 from lib.utils.config import load_config, resolve_path
 from lib.utils.errors import UserError
 from lib.utils.outputs import OwnedFolder, StagedFolder
 from lib.utils.palette import class_names, train_ids_to_label_ids
 from lib.utils.runtime import tf32
+from lib.utils.visualize import plot_pda
 
-RESULT_FILES = ('pda.json', 'pda.md')
+RESULT_FILES = ('pda.json', 'pda.md', 'pda.png')
 
 
 @dataclass
@@ -101,8 +101,8 @@ def prediction_writer(dataset, folder, distance):
 
 
 def report(result, cfg, run, out_dir):
-    """Table on stdout, ``pda.json`` and ``pda.md`` in ``out_dir``: the headline convention, then each other one,
-    each labelled with the test script it comes from."""
+    """Table on stdout, ``pda.json``, ``pda.md`` and ``pda.png`` in ``out_dir``: the headline convention, then each
+    other one, each labelled with the test script it comes from."""
     names = class_names(cfg['data']['name'])
     p = protocol(cfg, result['align_corners'], run.batched)
     others = [dict(entry, protocol=protocol(cfg, entry['align_corners'], run.batched))
@@ -122,7 +122,10 @@ def report(result, cfg, run, out_dir):
     write_text(os.path.join(out_dir, 'pda.json'), text + '\n')
     write_text(os.path.join(out_dir, 'pda.md'), f'# PDA: {cfg["experiment"]}\n\nsplit {cfg["eval"]["split"]}, '
                f'{result["n_clips"]} clips, checkpoint {run.checkpoint}\n\n' + table)
-    print(f'{result["n_clips"]} clips in {result["seconds"]:.1f} s; wrote {out_dir}/pda.json and pda.md')
+    plot_pda(json_safe(result), os.path.join(out_dir, 'pda.png'),
+             f'PDA: {cfg["experiment"]}, {os.path.basename(run.checkpoint)}, {cfg["eval"]["split"]} split '
+             f'({result["n_clips"]} clips)')
+    print(f'{result["n_clips"]} clips in {result["seconds"]:.1f} s; wrote {out_dir}/pda.json, pda.md and pda.png')
     if run.save_predictions is not None:
         print(f'label-id PNGs of distance {run.save_predictions}: {out_dir}/predictions_d{run.save_predictions}/')
 
@@ -202,4 +205,4 @@ def save_prediction(folder, frame_path, train_ids):
     """Write one (H, W) train-id prediction (tensor or array; the ignore index is never predicted) as label ids."""
     if hasattr(train_ids, 'detach'):
         train_ids = train_ids.detach().cpu().numpy()
-    write_png_atomic(os.path.join(folder, prediction_name(frame_path)), train_ids_to_label_ids(train_ids))
+    write_png(os.path.join(folder, prediction_name(frame_path)), train_ids_to_label_ids(train_ids))

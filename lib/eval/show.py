@@ -12,6 +12,7 @@ from lib.eval.jobs import default_result_dir
 from lib.eval.pda import check_distances
 from lib.model import load_scnet
 from lib.utils import visualize as vis
+from lib.utils.atomic import write_png
 from lib.utils.config import load_config
 from lib.utils.distributed import pick_device
 from lib.utils.errors import UserError
@@ -53,14 +54,14 @@ def write_pictures(run, cfg, folder, dataset, clips, device, model):
     name = cfg['data']['name']
     palette = palette_for(name)
     tiles = vis.TileMaker(palette, run.tile_width)
-    vis.save_png(vis.legend(palette, class_names(name)), folder.file('legend.png'))
+    write_png(folder.file('legend.png'), vis.legend(palette, class_names(name)))
     for index in clips:
         frames, label = dataset[index]
         with tf32(cfg['eval']['tf32']):  # plain fp32 by default, as the evaluation
             trace = trace_clip(model, frames[None].to(device), run.distance)
         picture, animation = vis.clip_pictures(trace, frames, label, tiles)
         stem = f'clip{index}_d{run.distance}'
-        vis.save_png(picture, folder.file(f'{stem}.png'))
+        write_png(folder.file(f'{stem}.png'), picture)
         vis.save_gif(animation, folder.file(f'{stem}.gif'), duration_ms=run.frame_ms)
 
 

@@ -5,6 +5,7 @@ Frames leave a source as RGB ``uint8`` arrays ``(H, W, 3)``; :func:`frame_to_ten
 float input ``(1, 3, H', W')`` (resized, padded to a multiple of 4) and :func:`labels_to_frame` brings a prediction
 back to the source frame's size.
 """
+import itertools
 import os
 import re
 
@@ -13,9 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lib.utils.atomic import write_png
 from lib.utils.errors import UserError
 from lib.utils.metrics import IGNORE_INDEX
 from lib.utils.palette import colorize
+from lib.utils.visualize import video_frame
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
 
@@ -26,32 +29,51 @@ def _natural_key(name):
 
 
 class FrameSource:
-    """Base of the frame sources: iterate to get RGB uint8 frames; all frames must share the first one's size."""
+    """Base of the frame sources: iterate to get RGB uint8 frames; all frames must share the first one's size.
+
+    :meth:`limit` keeps frames ``start, start + 1, ...``, at most ``max_frames`` of them.  ``live`` sources
+    (cameras, streams) have no length and no end but the stream's.
+    """
 
     path = ''
     fps = 25.0
     count = None  # number of frames if known up front (for the progress bar), else None
     announced = None  # the frame count a video container states (None: not a container, or it states none)
+    live = False
+    start = 0
+    max_frames = None
+
+    def limit(self, start=0, max_frames=None):
+        self.start, self.max_frames = start, max_frames
+        if self.count is not None:
+            self.count = min(max(self.count - start, 0), max_frames or self.count)
+        return self
 
     def count_mismatch(self):
         """One line when the source turned out to hold another number of frames than it announced, else None."""
         return None
 
     def _read(self):
-        """Yields ``(where, frame)``: the path that names the frame in an error, and the RGB frame."""
+        """Yields ``(where, frame)`` from frame ``self.start`` on: the path that names the frame in an error, and
+        the RGB frame."""
         raise NotImplementedError
 
     def __iter__(self):
         size = None
-        for index, (where, frame) in enumerate(self._read()):
-            if size is None:
-                size = frame.shape[:2]
-            elif frame.shape[:2] != size:
-                raise UserError(f'{where}: frame {index} is {frame.shape[1]}x{frame.shape[0]} (WxH) but the stream '
-                                f'started at {size[1]}x{size[0]}; all frames must have one size')
-            yield frame
+        reader = self._read()
+        try:
+            for index, (where, frame) in enumerate(itertools.islice(reader, self.max_frames)):
+                if size is None:
+                    size = frame.shape[:2]
+                elif frame.shape[:2] != size:
+                    raise UserError(f'{where}: frame {self.start + index} is {frame.shape[1]}x{frame.shape[0]} (WxH) '
+                                    f'but the stream started at {size[1]}x{size[0]}; all frames must have one size')
+                yield frame
+        finally:
+            reader.close()  # releases a capture at once, also when the caller stops early
         if size is None:
-            raise UserError(f'{self.path}: contains no frames')
+            after = f' after the first {self.start}' if self.start else ''
+            raise UserError(f'{self.path}: contains no frames{after}')
 
 
 class ImageFolderSource(FrameSource):
@@ -67,7 +89,7 @@ class ImageFolderSource(FrameSource):
 
     def _read(self):
         channels = None
-        for name in self.files:
+        for name in self.files[self.start:]:
             file = os.path.join(self.path, name)
             image = cv2.imread(file, cv2.IMREAD_UNCHANGED)
             if image is None:
@@ -80,6 +102,23 @@ class ImageFolderSource(FrameSource):
                                 f'must be colour or all grey')
             bgr = cv2.imread(file, cv2.IMREAD_COLOR)
             yield file, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _frame_rate(capture):
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return fps if fps and np.isfinite(fps) and 0 < fps <= 1000 else 25.0
+
+
+def _captured(capture, path, start, skipped=0):
+    """Yields ``(path, RGB frame)`` of an open capture from its frame ``start`` on (``skipped`` already read)."""
+    for _ in range(start - skipped):
+        if not capture.grab():
+            return
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            return
+        yield path, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 class VideoFileSource(FrameSource):
@@ -98,11 +137,10 @@ class VideoFileSource(FrameSource):
             # Decode one frame now, so that a container without decodable frames fails before any output exists.
             if not capture.read()[0]:
                 raise UserError(f'{path}: contains no decodable frames (zero-length video?)')
-            fps = capture.get(cv2.CAP_PROP_FPS)
+            self.fps = _frame_rate(capture)
             count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         finally:
             capture.release()
-        self.fps = fps if fps and np.isfinite(fps) and fps > 0 else 25.0
         # Container frame counts are estimates (and 0 for some streams): the progress bar's total, and compared with
         # what decodes at the end.
         self.count = count if count > 0 else None
@@ -113,13 +151,10 @@ class VideoFileSource(FrameSource):
         capture = cv2.VideoCapture(self.path)
         decoded = 0
         try:
-            while True:
-                ok, bgr = capture.read()
-                if not ok:
-                    self.decoded = decoded
-                    return
-                decoded += 1
-                yield self.path, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            for decoded, frame in enumerate(_captured(capture, self.path, self.start), 1):
+                yield frame
+            if self.start == 0:  # a full pass: what the container holds
+                self.decoded = decoded
         finally:
             capture.release()
 
@@ -131,17 +166,46 @@ class VideoFileSource(FrameSource):
                 f'(damaged or truncated video?)')
 
 
-def open_frame_source(path):
-    """A folder of images or a video file -> a :class:`FrameSource`; a clear :class:`UserError` otherwise."""
-    if os.path.isdir(path):
-        return ImageFolderSource(path)
-    if not os.path.exists(path):
-        raise UserError(f'{path}: no such video file or frame folder')
-    if not os.path.isfile(path) or not os.access(path, os.R_OK):
-        raise UserError(f'{path}: not a readable file')
-    if os.path.getsize(path) == 0:
-        raise UserError(f'{path}: empty file (zero length), not a video')
-    return VideoFileSource(path)
+class CaptureSource(FrameSource):
+    """A live source through OpenCV's VideoCapture: a camera (its index, ``0``) or a stream URL (``rtsp://``,
+    ``http://``, ...).  Opened once, its first frame read at once (a dead source fails before any output exists)."""
+
+    live = True
+
+    def __init__(self, spec):
+        self.path = spec
+        what = f'camera {spec}' if spec.isdigit() else f'stream {spec}'
+        self.capture = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
+        ok, self.first = self.capture.read() if self.capture.isOpened() else (False, None)
+        if not ok:
+            self.capture.release()
+            raise UserError(f'{what}: cannot be opened or delivers no frames')
+        self.fps = _frame_rate(self.capture)
+
+    def _read(self):
+        try:
+            if self.start == 0:
+                yield self.path, cv2.cvtColor(self.first, cv2.COLOR_BGR2RGB)
+            yield from _captured(self.capture, self.path, self.start, skipped=1)
+        finally:
+            self.capture.release()
+
+
+def open_frame_source(spec, start=0, max_frames=None):
+    """A folder of images, a video file, a camera index (digits) or a stream URL (``scheme://...``) -> a
+    :class:`FrameSource` of frames ``start, ...`` (at most ``max_frames``); a clear :class:`UserError` otherwise."""
+    spec = os.fspath(spec)
+    if spec.isdigit() or '://' in spec:
+        return CaptureSource(spec).limit(start, max_frames)
+    if os.path.isdir(spec):
+        return ImageFolderSource(spec).limit(start, max_frames)
+    if not os.path.exists(spec):
+        raise UserError(f'{spec}: no such video file or frame folder')
+    if not os.path.isfile(spec) or not os.access(spec, os.R_OK):
+        raise UserError(f'{spec}: not a readable file')
+    if os.path.getsize(spec) == 0:
+        raise UserError(f'{spec}: empty file (zero length), not a video')
+    return VideoFileSource(spec).limit(start, max_frames)
 
 
 def padded_size(height, width, multiple=4):
@@ -258,30 +322,24 @@ def count_decodable_frames(path):
         capture.release()
 
 
-def write_png(path, image):
-    """Write an RGB (H, W, 3) or single-channel (H, W) uint8 image as PNG; a failed write is an error."""
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(path, image):
-        raise UserError(f'{path}: could not write the image')
-
-
 class FrameOutputs:
     """The per-frame outputs of a segmentation run inside its (partial) output folder: ``labels/NNNNNN.png``,
-    ``overlay/NNNNNN.png`` and the segmentation video (overlays), each only when asked for.  The video is opened at
-    the first frame, whose size it takes."""
+    ``overlay/NNNNNN.png`` and the segmentation video (overlays with a strip naming the classes in view, ``KEY`` on
+    key frames), each only when asked for.  The video is opened at the first frame, whose size it takes."""
 
-    def __init__(self, folder, fps, palette, save_labels=False, save_overlay=False, video=True):
+    def __init__(self, folder, fps, palette, save_labels=False, save_overlay=False, video=True, names=None):
         self.folder = folder
         self.fps = fps
         self.palette = palette
+        self.names = names
+        self.frames = 0  # frames written whole
         self.save_labels = save_labels
         self.save_overlay = save_overlay
         self.want_video = video
         self.video = None
 
-    def write(self, index, frame, label):
-        """``frame`` RGB uint8 (H, W, 3) and its ``label`` uint8 (H, W) map."""
+    def write(self, index, frame, label, key=False):
+        """``frame`` RGB uint8 (H, W, 3), its ``label`` uint8 (H, W) map and whether it was a key frame."""
         if self.want_video and self.video is None:
             self.video = VideoWriter(self.folder.file('segmentation'), self.fps, frame.shape[:2])
         name = f'{index:06d}.png'
@@ -292,7 +350,8 @@ class FrameOutputs:
             if self.save_overlay:
                 write_png(self.folder.file('overlay', name), blended)
             if self.video is not None:
-                self.video.write(blended)
+                self.video.write(video_frame(blended, label, self.palette, self.names, key))
+        self.frames += 1
 
     def close(self):
         """Finish the video; it must decode to every frame written (:meth:`VideoWriter.close`)."""

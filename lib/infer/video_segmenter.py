@@ -6,11 +6,15 @@
         ...                             # labels: uint8 (H, W) trainIds (int64 tensors for tensor frames)
     labels = seg.step(frame)            # one frame at a time; seg.reset() starts a new stream
     seg.run('drive.mp4', 'out/drive')   # segmentation video + summary.json, as the command line tool
+    seg.run(0, 'out/camera')            # a camera (or a stream URL) until it ends or Ctrl-C
 """
 import dataclasses
 import os
+import signal
+import threading
 import time
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -28,7 +32,7 @@ from lib.utils.config import load_config
 from lib.utils.distributed import pick_device
 from lib.utils.errors import UserError
 from lib.utils.outputs import StagedFolder
-from lib.utils.palette import palette_for
+from lib.utils.palette import class_names, palette_for
 
 CHANNEL_ORDERS = ('rgb', 'bgr')
 KIND = 'video segmentation'
@@ -59,10 +63,11 @@ class VideoSegmenter:
         channels: ``rgb`` or ``bgr`` (OpenCV's order) for numpy frames.
         threads: CPU threads of onnxruntime (torch's are the process's setting).
         palette: colours of ``run``'s overlays (default: Cityscapes).
+        names: the class names of ``run``'s video legend (default: Cityscapes' with the default palette, else ids).
     """
 
     def __init__(self, net, policy='fixed:5', fast=False, backend='torch', size=None, channels='rgb', threads=None,
-                 palette=None):
+                 palette=None, names=None):
         if channels not in CHANNEL_ORDERS:
             raise UserError(f'VideoSegmenter: channels must be one of {CHANNEL_ORDERS}, got "{channels}"')
         if size is not None and (len(size) != 2 or min(size) < 4):
@@ -75,6 +80,7 @@ class VideoSegmenter:
         self.size = None if size is None else tuple(size)
         self.channels = channels
         self.palette = palette if palette is not None else palette_for('cityscapes')
+        self.names = names if names is not None or palette is not None else class_names('cityscapes')
         self.segmenter = build_segmenter(net, parse_policy(policy), backend, self.fast, threads)
         self.reset()
 
@@ -87,6 +93,7 @@ class VideoSegmenter:
         check_backend(backend)  # before the network is loaded: a missing runtime fails at once
         net = load_scnet(cfg['model'], checkpoint, pick_device(device or cfg.get('device', 'cpu')))
         kwargs.setdefault('palette', palette_for(cfg['data']['name']))
+        kwargs.setdefault('names', class_names(cfg['data']['name']))
         return cls(net, policy=policy, fast=fast, backend=backend, **kwargs)
 
     def reset(self):
@@ -180,21 +187,28 @@ class VideoSegmenter:
                             f'--size {int(height * scale) // 4 * 4} {int(width * scale) // 4 * 4}')
 
     def run(self, source, out, overwrite=False, save_labels=False, save_overlay=False, video=True, fps=None,
-            progress=False):
-        """Segment a video file or a frame folder into the folder ``out``.
+            progress=False, start=0, max_frames=None):
+        """Segment a video file, a frame folder, a camera or a stream into the folder ``out``.
 
         Writes ``segmentation.mp4`` (``.avi`` where mp4v cannot be written; with ``video``), ``labels/NNNNNN.png``
-        (``save_labels``), ``overlay/NNNNNN.png`` (``save_overlay``) and ``summary.json``, staged as
-        ``out.partial/`` and renamed when complete (:class:`lib.utils.outputs.StagedFolder`): an existing ``out``
-        is replaced only with ``overwrite`` and only if an earlier run wrote it.  Ctrl-C leaves ``out.partial/``.
+        (``save_labels``), ``overlay/NNNNNN.png`` (``save_overlay``; NNNNNN is the input's frame number) and
+        ``summary.json``, staged as ``out.partial/`` and renamed when complete
+        (:class:`lib.utils.outputs.StagedFolder`): an existing ``out`` is replaced only with ``overwrite`` and only
+        if an earlier run wrote it.  Ctrl-C leaves ``out.partial/``; for a live source it ends the stream instead:
+        what was segmented is committed (``summary['interrupted']``; a second Ctrl-C abandons the run).
 
         Args:
-            source: a path (video file or frame folder) or a :class:`lib.infer.video_io.FrameSource`.
+            source: a video file or frame folder, a camera index (``0``) or stream URL (``rtsp://...``), or a
+                :class:`lib.infer.video_io.FrameSource`.
+            start, max_frames: segment the input's frames ``start, start + 1, ...``, at most ``max_frames``.
         Returns:
             the summary dict (frames, key frames, seconds, frames per second).
         """
-        source = open_frame_source(source) if isinstance(source, (str, os.PathLike)) else source
-        folder = StagedFolder(out, KIND, 'OUTPUT', overwrite=overwrite, apart_from=[source.path])
+        if isinstance(source, (str, os.PathLike, int)):
+            source = open_frame_source(str(source), start, max_frames)
+        elif start or max_frames is not None:
+            source.limit(start, max_frames)
+        folder = StagedFolder(out, KIND, 'OUTPUT', overwrite=overwrite, apart_from=[] if source.live else [source.path])
         with folder:
             try:
                 summary = self._write(source, folder, save_labels, save_overlay, video, fps, progress)
@@ -209,24 +223,52 @@ class VideoSegmenter:
 
     def _write(self, source, folder, save_labels, save_overlay, video, fps, progress):
         writer = FrameOutputs(folder, fps or source.fps, self.palette, save_labels=save_labels,
-                              save_overlay=save_overlay, video=video)
+                              save_overlay=save_overlay, video=video, names=self.names)
         self.reset()
         start, start_cpu = time.perf_counter(), time.process_time()
-        try:
-            for frame in tqdm(source, total=source.count, unit='frame', desc='infer_video', disable=not progress,
-                              dynamic_ncols=True):
-                if self.index < 0:
-                    self.check_memory(frame.shape[:2])
-                writer.write(self.index + 1, frame, self.step(frame, channels='rgb'))  # sources yield RGB
-        except BaseException:
-            writer.abort()
-            raise
+        with stop_requests(source.live) as stop:
+            try:
+                for frame in tqdm(source, total=source.count, unit='frame', desc='infer_video', disable=not progress,
+                                  dynamic_ncols=True):
+                    if stop.is_set():  # asked while the source was waiting for this frame
+                        break
+                    if self.index < 0:
+                        self.check_memory(frame.shape[:2])
+                    labels = self.step(frame, channels='rgb')  # sources yield RGB
+                    writer.write(source.start + self.index, frame, labels, key=self.key_frames[-1:] == [self.index])
+                    if stop.is_set():
+                        break
+            except BaseException:
+                writer.abort()
+                raise
         writer.close()  # checks that the video decodes to every frame written
         seconds = time.perf_counter() - start
-        frames = self.index + 1
-        return {'input': source.path, 'policy': self.policy_text, 'backend': self.backend, 'frames': frames,
-                'frames_announced': source.announced, 'frames_decoded': frames, 'key_frames': list(self.key_frames),
+        frames = writer.frames
+        return {'input': source.path, 'start': source.start, 'policy': self.policy_text, 'backend': self.backend,
+                'frames': frames, 'interrupted': stop.is_set(), 'frames_announced': source.announced,
+                'frames_decoded': getattr(source, 'decoded', None),
+                'key_frames': [source.start + k for k in self.key_frames],
                 'frame_size': list(self.frame_size), 'model_size': list(self.size or self.frame_size),
                 'fast': None if self.fast is None else dataclasses.asdict(self.fast), 'video': writer.video_name,
                 'seconds': round(seconds, 3), 'cpu_seconds': round(time.process_time() - start_cpu, 3),
                 'frames_per_second': frames / seconds}
+
+
+@contextmanager
+def stop_requests(live):
+    """For a live source, Ctrl-C sets the yielded event (the loop ends after the frame in hand) instead of
+    interrupting; a second Ctrl-C interrupts.  Signals reach only the main thread: elsewhere nothing changes."""
+    stop = threading.Event()
+    if not live or threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def request(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+    previous = signal.signal(signal.SIGINT, request)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)

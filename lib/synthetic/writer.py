@@ -9,10 +9,9 @@ import numpy as np
 
 from lib.dataset import synthetic_layout as layout
 from lib.dataset.frame_list import format_line
-from lib.dataset.io import write_png_atomic
 from lib.synthetic.scene import (DIFFICULTIES, USED_CLASSES, Difficulty, Street, _seeded_rng, flow_validity,
                                  sensor_image, snippet_name)
-from lib.utils.atomic import atomic_path, write_text
+from lib.utils.atomic import atomic_path, write_png, write_text
 from lib.utils.errors import UserError
 from lib.utils.outputs import StagedFolder
 from lib.utils.palette import train_ids_to_label_ids
@@ -41,23 +40,19 @@ def render_snippet(job):
     for frame in range(job.n_frames):
         rgb, label, surface, flow = street.render(frame)
         image_rel = layout.frame_path(job.split, city, seq, frame)
-        _write_png(job.root, image_rel, sensor_image(rgb, street.lighting(frame), job.difficulty.noise, noise_rng))
-        _write_png(job.root, layout.sequence_label_path(image_rel), label)
+        frame_bgr = sensor_image(rgb, street.lighting(frame), job.difficulty.noise, noise_rng)
+        write_png(os.path.join(job.root, image_rel), frame_bgr, order='BGR')
+        write_png(os.path.join(job.root, layout.sequence_label_path(image_rel)), label)
         if frame == job.labelled_frame:
-            _write_png(job.root, layout.label_path(job.split, city, seq, frame), label)
-            _write_png(job.root, layout.label_ids_path(job.split, city, seq, frame), train_ids_to_label_ids(label))
+            write_png(os.path.join(job.root, layout.label_path(job.split, city, seq, frame)), label)
+            write_png(os.path.join(job.root, layout.label_ids_path(job.split, city, seq, frame)),
+                      train_ids_to_label_ids(label))
         if previous_surface is not None:
             valid = flow_validity(flow, surface, previous_surface)
             _write_flow(os.path.join(job.root, layout.flow_path(image_rel)), flow, valid)
         previous_surface = surface
     return format_line(layout.frame_path(job.split, city, seq, job.labelled_frame),
                        layout.label_path(job.split, city, seq, job.labelled_frame))
-
-
-def _write_png(root, relative, image):
-    path = os.path.join(root, relative)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_png_atomic(path, image)
 
 
 def _write_flow(path, flow, valid):

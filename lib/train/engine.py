@@ -3,7 +3,8 @@
 ``main(cfg)`` runs a stage described by a config (``lib.utils.config``): it builds the stage's network
 (:mod:`lib.train.stages`), loads its ``init:`` checkpoints, trains the unfrozen sub-networks with Adam and the
 paper's step schedule, validates every ``train.val_every`` epochs and writes ``now.pth`` / ``best.pth`` /
-``final.pth`` (:mod:`lib.train.resume`) next to the resolved config, a text log and TensorBoard scalars.
+``final.pth`` (:mod:`lib.train.resume`) next to the resolved config, a text log (with the time left and the peak
+memory), TensorBoard scalars and the same scalars as ``metrics.jsonl``.
 
 Position bookkeeping.  An *iteration* is one optimiser step and consumes ``train.accumulate`` batches; an epoch
 has ``len(loader) // accumulate`` iterations.  ``now.pth`` records the iteration, the epoch and the batches of
@@ -13,8 +14,10 @@ sampler after those batches (:class:`ResumableSampler`) and so continues exactly
 (augmentations drawn from the restored global RNG) a resume anywhere is bit-exact on the CPU; with workers it is
 exact at epoch ends, and mid-epoch it sees the same samples with other random crops.
 """
+import datetime
 import math
 import os
+import resource
 import sys
 import time
 from contextlib import nullcontext
@@ -98,6 +101,7 @@ class Run:
     progress: Progress
     folder: Optional[RunFolder] = None  # the claimed experiment folder (rank 0), held while the run writes it
     watch: Optional[NonFiniteWatch] = None  # non-finite values in the losses and the flow, before each backward
+    clock: tuple = (0.0, 0)  # (time.perf_counter(), iteration) when this process started training: the pace
 
 
 def build_train_loader(cfg, stage):
@@ -195,7 +199,9 @@ def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
             os.makedirs(save_dir, exist_ok=True)
             dump_config(cfg, os.path.join(save_dir, 'config.yaml'))
         log = setup_text_log(os.path.join(save_dir, 'log.txt'))
-        writer = ScalarWriter(tblog_dir)
+        # A resumed run writes the iterations after now.pth's again: their old lines go.
+        writer = ScalarWriter(tblog_dir, os.path.join(save_dir, 'metrics.jsonl'),
+                              resume_at=progress.iteration if resume else None)
         model = wrap_for_training(net, device, cfg)
         run = Run(cfg, stage, device, net, model, optimizer, scaler, loader, val_loader, iters_per_epoch,
                   total_iters, n_epochs, save_dir, log, writer, progress, folder=folder, watch=NonFiniteWatch(net))
@@ -324,7 +330,8 @@ def train_one_epoch(run, epoch, start_batch):
         bar.update()
         if p.iteration % log_every == 0 or p.iteration == run.total_iters:
             run.log.info(f'epoch {epoch + 1} iter {p.iteration}/{run.total_iters} {meters} '
-                         + ' '.join(f'lr_{name} {lr:.2e}' for name, lr in rates.items()))
+                         + ' '.join(f'lr_{name} {lr:.2e}' for name, lr in rates.items())
+                         + f' eta {time_left(run)} peak memory {peak_memory(run.device) / 2 ** 30:.2f} GiB')
             run.writer.add_scalars(dict(losses, **{f'lr_{name}': lr for name, lr in rates.items()}), p.iteration,
                                    prefix='train/')
         mid_epoch = p.batches_done < run.iters_per_epoch * accumulate and p.iteration < run.total_iters
@@ -337,6 +344,20 @@ def train_one_epoch(run, epoch, start_batch):
     # A run that reached its last iteration mid-epoch leaves the epoch open: a resume with more iterations
     # continues it rather than skipping its remaining batches.
     p.epoch_complete = p.batches_done >= run.iters_per_epoch * accumulate
+
+
+def time_left(run):
+    """The remaining iterations at this process's pace so far, validation and checkpoints included: ``H:MM:SS``."""
+    started, first = run.clock
+    pace = (time.perf_counter() - started) / max(run.progress.iteration - first, 1)
+    return str(datetime.timedelta(seconds=round(pace * (run.total_iters - run.progress.iteration))))
+
+
+def peak_memory(device):
+    """Bytes: the most CUDA memory tensors held on a GPU; on the CPU the process's largest resident set."""
+    if device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def show_progress():
@@ -374,6 +395,7 @@ def fit(run):
     """The epoch loop: train, validate, checkpoint; returns the last validation metrics (or None)."""
     p = run.progress
     metrics = None
+    run.clock = (time.perf_counter(), p.iteration)
     start_epoch, start_batch = p.epoch, p.batches_done
     if p.epoch_complete:
         start_epoch, start_batch = p.epoch + 1, 0

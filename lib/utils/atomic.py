@@ -10,6 +10,8 @@ import json
 import os
 from contextlib import contextmanager
 
+import cv2
+import numpy as np
 import torch
 
 
@@ -69,3 +71,18 @@ def save_torch(obj, path):
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise OSError(f'{path}: could not write the checkpoint (disk full or over a size limit? torch: '
                           f'{first})') from None
+
+
+def write_png(path, image, order='RGB'):
+    """The one PNG writer: a uint8 image ``(H, W)`` or ``(H, W, 3)`` in ``order`` (``RGB``, or ``BGR`` as OpenCV
+    holds it), written with ``cv2.imwrite`` atomically; a refused write raises :class:`OSError` naming the file."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or not (image.ndim == 2 or image.ndim == 3 and image.shape[2] == 3) or not image.size:
+        raise ValueError(f'{path}: expected a uint8 (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}')
+    if order not in ('RGB', 'BGR'):
+        raise ValueError(f'write_png: order must be RGB or BGR, got {order!r}')
+    if image.ndim == 3 and order == 'RGB':
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(tmp, image):
+            raise OSError('cv2.imwrite refused it: disk full, over a size limit, or not writable?')

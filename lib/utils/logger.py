@@ -1,14 +1,18 @@
-"""Training metrics: smoothed meters, a plain-text log file and TensorBoard scalars, all on the main process only.
+"""Training metrics: smoothed meters, a plain-text log file, TensorBoard scalars and ``metrics.jsonl``, all on the
+main process only.
 
 Non-main processes get loggers that do nothing, so callers never test the rank themselves.
 """
+import json
 import logging
+import math
 import os
 from collections import defaultdict, deque
 
 from tqdm import tqdm
 
 from lib.utils import distributed
+from lib.utils.atomic import write_text
 
 
 class SmoothedValue:
@@ -84,20 +88,48 @@ def close_text_log(logger):
         logger.removeHandler(handler)
 
 
-class ScalarWriter:
-    """TensorBoard scalars (tensorboardX) on the main process; a no-op elsewhere or when ``log_dir`` is None."""
+def keep_lines_until(path, iteration):
+    """Rewrite the JSON-lines file ``path`` without its lines after ``iteration`` (and a torn last line): what a
+    resumed run logs again."""
+    if not os.path.isfile(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                if json.loads(line)['iteration'] <= iteration:
+                    kept.append(line if line.endswith('\n') else line + '\n')
+            except (ValueError, KeyError, TypeError):
+                continue
+    write_text(path, ''.join(kept))
 
-    def __init__(self, log_dir):
-        self.writer = None
-        if log_dir is not None and distributed.is_main_process():
+
+class ScalarWriter:
+    """TensorBoard scalars (tensorboardX) and, with ``metrics_path``, one JSON line per call
+    (``{"iteration": step, "<prefix><name>": value, ...}``) on the main process; a no-op elsewhere.  ``resume_at``:
+    the lines after that iteration, which the resumed run writes again, are dropped first."""
+
+    def __init__(self, log_dir, metrics_path=None, resume_at=None):
+        self.writer = self.lines = None
+        if not distributed.is_main_process():
+            return
+        if log_dir is not None:
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(log_dir)
+        if metrics_path is not None:
+            if resume_at is not None:
+                keep_lines_until(metrics_path, resume_at)
+            self.lines = open(metrics_path, 'a')
 
     def add_scalars(self, values, step, prefix=''):
-        if self.writer is None:
-            return
-        for name, value in values.items():
-            self.writer.add_scalar(f'{prefix}{name}', float(value), step)
+        if self.writer is not None:
+            for name, value in values.items():
+                self.writer.add_scalar(f'{prefix}{name}', float(value), step)
+        if self.lines is not None:
+            row = {f'{prefix}{name}': float(value) for name, value in values.items()}
+            row = {name: value if math.isfinite(value) else None for name, value in row.items()}  # strict JSON
+            self.lines.write(json.dumps({'iteration': step, **row}) + '\n')
+            self.lines.flush()
 
     def flush(self):
         if self.writer is not None:
@@ -107,3 +139,6 @@ class ScalarWriter:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        if self.lines is not None:
+            self.lines.close()
+            self.lines = None

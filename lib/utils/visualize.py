@@ -1,14 +1,14 @@
 """Pictures of predictions: colour tiles, distortion heat maps, error maps, labelled grids, legends and GIFs.
 
 Every function works on uint8 RGB arrays ``(H, W, 3)`` so that the pieces can be stacked freely; writers go
-through a temporary name and ``os.replace`` so that an interrupted run leaves no half-written picture.
+through a temporary name and ``os.replace`` (PNGs: :func:`lib.utils.atomic.write_png`) so that an interrupted run
+leaves no half-written picture.
 """
 
 import matplotlib
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from torchvision.utils import flow_to_image
 
 from lib.utils.atomic import atomic_path
 from lib.utils.metrics import IGNORE_INDEX
@@ -40,9 +40,25 @@ def heat_map(values):
     return np.ascontiguousarray(rgba[..., :3])
 
 
+def colour_bar(height, width):
+    """The heat-map scale as a tile (H, W, 3): the colours from 0 (left) to 1 (right), labelled."""
+    pil = Image.new('RGB', (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(pil)
+    font = ImageFont.load_default()
+    bar = heat_map(np.tile(np.linspace(0.0, 1.0, width - 8), (max(height // 3, 1), 1)))
+    pil.paste(Image.fromarray(bar), (4, height // 3))
+    draw.text((4, 2), 'distortion scale', fill=(0, 0, 0), font=font)
+    below = height // 3 + bar.shape[0] + 1
+    for value, anchor in ((0, 'la'), (0.5, 'ma'), (1, 'ra')):
+        draw.text((4 + value * (width - 9), below), f'{value:g}', fill=(0, 0, 0), font=font, anchor=anchor)
+    return np.asarray(pil)
+
+
 def flows_to_rgb(flows):
     """Flow fields ``(2, H, W)`` (dx, dy) -> uint8 RGB ``(H, W, 3)`` each, the usual colour wheel (hue =
     direction, saturation = magnitude) on one scale: the largest motion of all of them is the full colour."""
+    from torchvision.utils import flow_to_image  # here: importing torchvision takes seconds, video output needs none
+
     batch = torch.stack([torch.as_tensor(f, dtype=torch.float32) for f in flows])  # (N, 2, H, W)
     return [np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()) for rgb in flow_to_image(batch)]
 
@@ -124,10 +140,26 @@ def legend(palette, class_names, swatch=18, width=180):
     return np.asarray(pil)
 
 
-def save_png(image, path):
-    """Write an (H, W, 3) uint8 image atomically."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format='PNG')
+def video_frame(image, label, palette, names=None, key=False):
+    """A frame of the overlay video: ``image`` (H, W, 3) with a strip along its bottom naming the classes of
+    ``label`` (H, W) (most pixels first, as many as fit) and, on a key frame, ``KEY`` in the top-left corner."""
+    pil = Image.fromarray(image)
+    draw = ImageDraw.Draw(pil)
+    font = ImageFont.load_default()
+    counts = np.bincount(label.ravel(), minlength=256)[:len(palette)]
+    height, width = image.shape[:2]
+    top = height - 12
+    draw.rectangle((0, top, width, height), fill=(0, 0, 0))
+    x = 2
+    for c in np.argsort(-counts, kind='stable')[:int((counts > 0).sum())]:
+        text = names[c] if names is not None else str(c)
+        right = x + 10 + draw.textlength(text, font=font)
+        if right > width:
+            break
+        draw.rectangle((x, top + 2, x + 7, top + 9), fill=tuple(int(v) for v in palette[c]))
+        draw.text((x + 10, top + 1), text, fill=(255, 255, 255), font=font)
+        x = right + 6
+    return caption(np.asarray(pil), 'KEY') if key else np.asarray(pil)
 
 
 def save_gif(images, path, duration_ms=300):
@@ -170,7 +202,8 @@ def clip_pictures(trace, frames, label, tiles):
     row_frames = [tiles.image(frames[j], f'frame {n}') for j, n in zip(trace['frames'], names)]
     row_propagated = [tiles.label(p[0], f'{"key" if k == 0 else "propagated"} {n}')
                       for k, (p, n) in enumerate(zip(trace['propagated'], names))]
-    row_distortion = [None if dm is None else tiles.heat(dm[0], f'distortion {n}')
+    scale = colour_bar(*row_frames[0].shape[:2])  # in the key frame's cell, which has no distortion map
+    row_distortion = [scale if dm is None else tiles.heat(dm[0], f'distortion {n}')
                       for dm, n in zip(trace['distortion'], names)]
     row_merged = [tiles.label(p[0], f'{"key" if k == 0 else "corrected"} {n}')
                   for k, (p, n) in enumerate(zip(trace['merged'], names))]
@@ -178,9 +211,8 @@ def clip_pictures(trace, frames, label, tiles):
                  tiles.errors(trace['propagated'][-1][0], label, 'err propagated'),
                  tiles.errors(trace['merged'][-1][0], label, 'err corrected')]
     picture = grid([row_frames, row_propagated, row_distortion, row_merged, row_truth])
-    blank = np.zeros_like(row_frames[0])
-    animation = [np.concatenate([f, p, blank if d is None else d, m], axis=1)
-                 for f, p, d, m in zip(row_frames, row_propagated, row_distortion, row_merged)]
+    animation = [np.concatenate(tiles_of_step, axis=1)
+                 for tiles_of_step in zip(row_frames, row_propagated, row_distortion, row_merged)]
     return picture, animation
 
 
