@@ -33,7 +33,6 @@ from lib.utils import cli, distributed
 from lib.utils.atomic import write_json
 from lib.utils.config import REPO_ROOT, load_config, resolve_path
 from lib.utils.errors import UserError
-from lib.utils.visualize import plot_pda
 
 STAGES = ('segmentation', 'flow', 'dmnet', 'correction')
 EXPERIMENT_DIR = os.path.join('exp', 'synthetic')
@@ -298,9 +297,6 @@ def report(demo, total_seconds):
     if line:
         print(line)
     print('\n' + '\n'.join(cost_lines(tradeoff)))
-    # Drawn from pda.json each time: a picture of the table just printed.
-    plot_pda(result, os.path.join(out_dir, 'pda.png'), f'PDA on the synthetic {result.get("split", "val")} split '
-                                                        f'({result["n_clips"]} clips)')
     print(f'\nfull table: {os.path.join(out_dir, "pda.md")}')
     print(f'pictures:   {os.path.join(out_dir, "pda.png")} (mIoU against d), '
           f'{os.path.join(out_dir, "tradeoff.png")} (mIoU against cost and TC)')
