@@ -40,15 +40,15 @@ demo: setup
 
 # Real sample media for the video tests (OpenCV's sample videos, one damaged), fetched once into .cache/: Debian's
 # opencv-doc package. Where apt-get is missing or fails the tests that need them say so and are skipped.
-SAMPLES := .cache/opencv-samples
-samples: $(SAMPLES)/.fetched
+OPENCV_SAMPLES_DIR ?= .cache/opencv-samples
+samples: $(OPENCV_SAMPLES_DIR)/.fetched
 
-$(SAMPLES)/.fetched:
-	@mkdir -p .cache/deb && rm -rf $(SAMPLES)
-	@(cd .cache/deb && (apt-get download opencv-doc >/dev/null 2>&1 || \
+$(OPENCV_SAMPLES_DIR)/.fetched:
+	@rm -rf .cache/deb && mkdir -p .cache/deb "$(OPENCV_SAMPLES_DIR)"
+	@((cd .cache/deb && (apt-get download opencv-doc >/dev/null 2>&1 || \
 	  (apt-get update -qq >/dev/null 2>&1 && apt-get download opencv-doc >/dev/null 2>&1)) && \
-	  dpkg -x opencv-doc_*.deb x && mkdir -p ../opencv-samples && \
-	  cp x/usr/share/doc/opencv-doc/examples/data/*.avi ../opencv-samples/ && rm -rf x && touch ../opencv-samples/.fetched) || \
+	  dpkg -x opencv-doc_*.deb x) && cp .cache/deb/x/usr/share/doc/opencv-doc/examples/data/*.avi \
+	  "$(OPENCV_SAMPLES_DIR)/" && rm -rf .cache/deb && touch "$@") || \
 	  echo "samples: could not fetch Debian's opencv-doc; the tests that read real videos will be skipped"
 
 test: setup samples
