@@ -46,7 +46,7 @@ def lines_of(list_file):
         return [line.split() for line in f if line.strip()]
 
 
-# --- defect 3: a full disk cost the PDA table, with a 60-line traceback ---
+# --- a full disk costs the files, not the table ---
 
 @pytest.mark.slow
 def test_full_disk_prints_the_table_then_fails_in_one_line(tmp_path, synthetic_data_cfg):
@@ -56,7 +56,7 @@ def test_full_disk_prints_the_table_then_fails_in_one_line(tmp_path, synthetic_d
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # pda.json (confusion matrices) is larger
 
-    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', 'test_pda.py'), config, '--checkpoint',
+    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', 'test_eval_pda.py'), config, '--checkpoint',
                            checkpoint, '--max-clips', '1', '--no-progress'], preexec_fn=limited,
                           env=dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1'), capture_output=True,
                           text=True, timeout=300)
@@ -66,7 +66,7 @@ def test_full_disk_prints_the_table_then_fails_in_one_line(tmp_path, synthetic_d
     assert not os.path.exists(tmp_path / 'pda_test' / 'final')  # created by the run, which left nothing in it
 
 
-# --- defect 6: an evaluation lost at the end ---
+# --- damaged frames are found before the long run, or named in one line ---
 
 def test_truncated_frame_in_the_last_clip_fails_before_the_evaluation(tmp_path, synthetic_root, synthetic_data_cfg,
                                                                       capsys):
@@ -119,7 +119,7 @@ def test_interrupted_run_does_not_leave_the_previous_results_looking_current(tmp
     assert sorted(os.listdir(out)) == ['.davss', 'pda.json', 'pda.md', 'pda.png']
 
 
-# --- defect 2: result folders of test_pda / show are locked while written ---
+# --- result folders of test_pda and show are locked while written ---
 
 def test_result_folders_are_locked_while_written(tmp_path, synthetic_data_cfg, capsys):
     config, checkpoint = write_experiment(tmp_path, synthetic_data_cfg)
@@ -134,7 +134,7 @@ def test_result_folders_are_locked_while_written(tmp_path, synthetic_data_cfg, c
     assert not os.path.exists(tmp_path / 'pda_test' / 'final' / 'pda.json')
 
 
-# --- defect 8: tracebacks or wrong errors where one-line errors are promised ---
+# --- input errors in one line ---
 
 def test_list_with_a_utf8_byte_order_mark_reads(tmp_path, synthetic_root, synthetic_data_cfg):
     root, data_cfg = copied_data(tmp_path, synthetic_root, synthetic_data_cfg)

@@ -181,7 +181,7 @@ def test_readme_install_lines_in_a_fresh_venv(tmp_path):
     installed; the project itself, pip, setuptools and wheel are not shared: pip installs the project from the copy
     exactly as the README says, with its build tools from the package index (pip's cache). Needs the index.
     The second line runs with DAVSS_BUILD_CUDA=0: compiling resample2d for every architecture torch supports takes
-    minutes (`make gpu-check` and tests/test_resample2d.py check that build); the CPU label kernels are compiled.
+    minutes (`make gpu-check` and tests/test_ops_resample2d.py check that build); the CPU label kernels are compiled.
     """
     src, venv = tmp_path / 'davss', tmp_path / 'venv'
     checkout_copy(src)

@@ -41,7 +41,7 @@ def env():
     return dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1')
 
 
-# --- defect 2: a new run overwrote an earlier run's results ---
+# --- the experiment folder: refused, resumed or replaced, never overwritten ---
 
 def test_existing_experiment_is_refused_unless_resume_or_overwrite(tmp_path, synthetic_data_cfg, monkeypatch):
     data = dict(synthetic_data_cfg, crop_size=[32, 64])
@@ -89,7 +89,7 @@ def test_resume_removes_the_torn_files_of_a_dead_run(tmp_path, synthetic_data_cf
     assert not torn.exists()
 
 
-# --- defect 4: a diverging run segfaulted (NaN flow -> CPU grid_sample border backward) ---
+# --- a diverging run stops in one line before the weights are poisoned ---
 
 @pytest.mark.slow
 def test_diverging_flow_stops_with_the_non_finite_error_instead_of_a_segfault(tmp_path, synthetic_data_cfg):
@@ -111,7 +111,7 @@ def test_diverging_flow_stops_with_the_non_finite_error_instead_of_a_segfault(tm
     assert not (tmp_path / 'run' / 'final.pth').exists()
 
 
-# --- defect 7: a resume with another batch size silently skipped data ---
+# --- a resume with another data layout is refused unless the epoch restarts ---
 
 def test_resume_with_another_data_layout_is_refused_unless_the_epoch_restarts(tmp_path, synthetic_data_cfg,
                                                                                monkeypatch):
@@ -143,7 +143,7 @@ def test_layout_check_names_world_size_and_dataset_length():
                                                                                    'dataset_length 100 -> 90']
 
 
-# --- defect 8: tracebacks where one-line errors are promised ---
+# --- input errors in one line ---
 
 @pytest.mark.parametrize('opt, fragment', [
     ('train.lr=abc', 'train.lr: expected a number > 0, got \'abc\''),

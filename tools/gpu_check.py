@@ -7,7 +7,7 @@ Steps, each in its own process (one failing does not stop the others), each ``pa
 
 - ``environment``: torch, CUDA, the GPUs; the GPU code in the built resample2d extension and the kernel each GPU
   runs from it; the extension's one-time probe on every GPU (what ``resample2d`` checks before using it).
-- ``cuda_tests``: ``tests/test_resample2d.py`` with its CUDA and slow tests; fails if a CUDA test was skipped.
+- ``cuda_tests``: ``tests/test_ops_resample2d.py`` with its CUDA and slow tests; fails if a CUDA test was skipped.
 - ``suite``: the whole test suite on this machine.
 - ``ddp_syncbn``: 2 processes over NCCL, 2 iterations of the segmentation stage (SyncBatchNorm); needs 2 GPUs.
 - ``amp_<fp16|bf16>_<stage>``: one AMP training step of each stage, each from the earlier ones, on a tiny set.
@@ -210,7 +210,7 @@ def main(args):
         runner = Runner(folder.partial, args.step_timeout)
         environment = step_environment(runner) if 'environment' not in skip else {}
         if 'cuda_tests' not in skip:
-            step_pytest(runner, 'cuda_tests', ['tests/test_resample2d.py'], require_cuda=True)
+            step_pytest(runner, 'cuda_tests', ['tests/test_ops_resample2d.py'], require_cuda=True)
         if 'suite' not in skip:
             step_pytest(runner, 'suite', [], require_cuda=False)
         if not {'ddp_syncbn', 'amp'} <= skip:

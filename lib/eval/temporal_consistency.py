@@ -36,7 +36,7 @@ flow before its float16 storage).  ``valid`` says that the source shows the same
 ground is road and sidewalk, a facade row building and hedge, and the flow points between pixel centres.  Every
 differing pixel has a source whose 4 neighbouring pixels (the bilinear footprint) carry mixed labels, its own
 among them, and the two labels are one of those same-surface pairs; leaving such sources out gives TC = 1
-(tests/test_temporal_consistency.py ``test_ground_truth_ceiling``).
+(tests/test_eval_temporal_consistency.py ``test_ground_truth_ceiling``).
 
 Where no ground-truth motion exists, :func:`dis_flow` estimates it with OpenCV's DIS: independent of the model
 under test (its own FlowNetS would make propagated labels consistent by construction), deterministic, with no

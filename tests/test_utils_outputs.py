@@ -39,7 +39,7 @@ def tree_listing(folder):
     return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder) for f in files)
 
 
-# --- defect 1: --overwrite deleted whatever folder was at OUTPUT ---
+# --- --overwrite replaces only what the command wrote ---
 
 def test_overwrite_refuses_a_folder_infer_video_did_not_write(model_files, frames_in, tmp_path, capsys):
     out = tmp_path / 'photos'
@@ -70,7 +70,7 @@ def test_overwrite_replaces_an_earlier_output_of_the_tool(model_files, frames_in
     assert not os.path.exists(f'{out}.lock') and not os.path.exists(f'{out}.old')
 
 
-# --- defect 2: two runs into one OUTPUT shared one .partial ---
+# --- one writer per folder; the lock file is the project's own ---
 
 def test_second_run_into_a_locked_output_refuses_and_names_the_holder(model_files, frames_in, tmp_path, capsys):
     out = tmp_path / 'out'
@@ -152,7 +152,7 @@ def test_an_output_that_is_a_symbolic_link_is_refused(model_files, frames_in, tm
     assert not os.path.exists(tmp_path / 'link.old') and not os.path.exists(tmp_path / 'link.partial')
 
 
-# --- defect 3: failed writes were committed as complete ---
+# --- a failed write is never committed as complete ---
 
 def limited_file_size(limit):
     def apply():
@@ -178,7 +178,7 @@ def test_video_cut_by_a_size_limit_fails_and_leaves_only_the_partial(model_files
     assert not os.path.exists(f'{out}.partial/summary.json')
 
 
-# --- defect 5: damaged media passed silently ---
+# --- damaged media are named ---
 
 @pytest.mark.slow
 def test_damaged_sample_video_reports_announced_and_decoded_frames(model_files, opencv_samples, tmp_path, capsys):
