@@ -209,7 +209,7 @@ def benchmark_figures(path):
 def step_benchmark(runner, name, extra):
     out = os.path.join(runner.out_dir, f'{name}.json')
     code, output, seconds = runner.run(name, [sys.executable, 'tools/benchmark.py', '--device', 'cuda', '--fast',
-                                              *extra, '--out', out])
+                                              *extra, '--output', out])
     if code != 0 or not os.path.isfile(out):
         return runner.record(name, 'fail', seconds, runner.last_line(output))
     return runner.record(name, 'pass', seconds, f'wrote {os.path.relpath(out, REPO_ROOT)}',

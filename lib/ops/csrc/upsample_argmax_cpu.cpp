@@ -10,7 +10,7 @@
 // the cache; the memory traffic is the small 1/4 maps in and the label map out (the tail it replaces writes and
 // reads 2C + 1 full-resolution planes).
 //
-// Float32 arithmetic in the order of the reference (tests/test_benchmark.py):
+// Float32 arithmetic in the order of the reference (tests/test_upsample_argmax.py):
 //   row  = s[y][x0] * (1 - wx) + s[y][x1] * wx
 //   up   = top * (1 - wy) + bottom * wy
 // compiled with -ffp-contract=off so no multiply-add is fused and every clone of the loops rounds alike.  The first
