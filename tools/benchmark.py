@@ -274,15 +274,17 @@ def agreement(runners, frames, interval):
     return out
 
 
-def fraction_of_peak(entry, peak, fast_dtype):
-    """GFLOP/s of each path's key and non-key frames over the peak of the dtype the path computes in."""
+def fraction_of_peak(entry, peak, fast_dtype, peak_busy):
+    """GFLOP/s of each path's key and non-key frames over the peak of the dtype the path computes in; unreliable
+    when either was measured beside other work."""
     name = {torch.bfloat16: 'bf16', torch.float16: 'fp16'}.get(fast_dtype, 'fp32')
     out = {}
     for path in {r['path'] for r in entry['rows'] if r['name'] == 'key_frame'}:
         dtype = name if path in ('fast', 'compile') else 'fp32'
         rates = {r['name']: r['gflops_per_s'] for r in entry['rows'] if r['path'] == path}
         out[path] = {'peak': dtype, 'key_frame': rates['key_frame'] / peak[dtype],
-                     'non_key_frame': rates['non_key_frame'] / peak[dtype], 'reliable': not entry['load']['busy']}
+                     'non_key_frame': rates['non_key_frame'] / peak[dtype],
+                     'reliable': not (entry['load']['busy'] or peak_busy)}
     return out
 
 
@@ -324,9 +326,10 @@ def markdown(result):
     for entry in result['sizes']:
         paths = sorted({r['path'] for r in entry['rows']}, key=['exact', 'fast', 'compile', 'onnxruntime'].index)
         get = {(r['path'], r['name']): r for r in entry['rows']}
-        lines += [f'## {entry["size"][0]}x{entry["size"][1]} (median ms; load {entry["load"]["load_start"]} -> '
-                  f'{entry["load"]["load_end"]})', '', '| row | GFLOPs | ' + ' | '.join(paths) + ' |',
-                  '|---|---:|' + '---:|' * len(paths)]
+        load = ' -> '.join('-' if x is None else f'{x:.2f}' for x in (entry['load']['load_start'],
+                                                                      entry['load']['load_end']))
+        lines += [f'## {entry["size"][0]}x{entry["size"][1]} (median ms; load average {load})', '',
+                  '| row | GFLOPs | ' + ' | '.join(paths) + ' |', '|---|---:|' + '---:|' * len(paths)]
         for name in dict.fromkeys(r['name'] for r in entry['rows']):
             flops = next(r['flops'] for r in entry['rows'] if r['name'] == name)
             lines.append(f'| {name} | {"-" if flops is None else f"{flops / 1e9:.3f}"} | ' + ' | '.join(
@@ -397,7 +400,8 @@ def main(args):
     for size in sizes:
         entry = benchmark_size(net, runners, size, args, clock, device, cfg['model'])
         entry['fraction_of_peak'] = fraction_of_peak(entry, result['peak_gflops'],
-                                                     resolve_dtype(fast_config.dtype, device.type))
+                                                     resolve_dtype(fast_config.dtype, device.type),
+                                                     clock.groups[0]['busy'])
         result['sizes'].append(entry)
     if args.input:
         _progress(f'agreement on {args.input}')
