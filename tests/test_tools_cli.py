@@ -13,7 +13,7 @@ TOOLS = {
     'eval_keyframe_policies': ['config.yaml', '--checkpoint', 'model.pth'],
     'infer_video': ['config.yaml', 'video.mp4', 'out', '--checkpoint', 'model.pth'],
     'export': ['config.yaml', '--checkpoint', 'model.pth', '--output', 'out'],
-    'benchmark_pda': ['config.yaml'],
+    'benchmark': ['config.yaml'],
 }
 
 

@@ -23,7 +23,7 @@ no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason='this machine has 
 @pytest.mark.parametrize('command', [['tools/gpu_check.sh'], [sys.executable, 'tools/gpu_check.py']])
 def test_without_a_gpu_it_says_so_in_one_line(command, tmp_path):
     out_dir = tmp_path / 'report'
-    done = subprocess.run([*command, '--out-dir', str(out_dir)], cwd=REPO_ROOT, capture_output=True, text=True,
+    done = subprocess.run([*command, '--output', str(out_dir)], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=120, env=dict(os.environ, PYTHONPATH=REPO_ROOT, VENV=str(tmp_path / 'no_venv')))
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
@@ -38,7 +38,7 @@ needs_make = pytest.mark.skipif(shutil.which('make') is None, reason='no make on
 @needs_make
 def test_make_gpu_check_without_a_gpu_stops_before_installing(tmp_path):
     """`make gpu-check`, as the README gives it: the script's one line (then make's own), no venv, no report."""
-    done = subprocess.run(['make', '-s', 'gpu-check', f'VENV={tmp_path / "venv"}', f'ARGS=--out-dir {tmp_path / "r"}'],
+    done = subprocess.run(['make', '-s', 'gpu-check', f'VENV={tmp_path / "venv"}', f'ARGS=--output {tmp_path / "r"}'],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     ours = [line for line in done.stderr.splitlines() if not line.startswith('make')]
@@ -54,7 +54,7 @@ def test_help_names_every_option_and_step_and_runs_nothing(tmp_path):
     with contextlib.redirect_stdout(parser_help), pytest.raises(SystemExit):
         gpu_check.parse_args(['--help'])
     options = set(re.findall(r'--[a-z][a-z-]+', parser_help.getvalue()))
-    assert {'--out-dir', '--skip', '--amp', '--step-timeout', '--help'} <= options
+    assert {'--output', '--skip', '--amp', '--step-timeout', '--help'} <= options
     venv = tmp_path / 'venv'
     for command in (['tools/gpu_check.sh', '--help'], ['tools/gpu_check.sh', '--skip', 'suite', '-h'],
                     ['make', '-s', 'gpu-check', 'ARGS=--help', f'VENV={venv}']):
@@ -67,15 +67,15 @@ def test_help_names_every_option_and_step_and_runs_nothing(tmp_path):
 
 
 def test_refuses_a_folder_it_did_not_write(tmp_path, monkeypatch, capsys):
-    """--out-dir is a folder of the tool's kind (lib.utils.outputs): another folder is refused, untouched."""
+    """--output is a folder of the tool's kind (lib.utils.outputs): another folder is refused, untouched."""
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     (tmp_path / 'notes.txt').write_text('mine')
-    assert gpu_check.run(['--out-dir', tmp_path, '--skip', *gpu_check.STEPS]) == 1
+    assert gpu_check.run(['--output', tmp_path, '--skip', *gpu_check.STEPS]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith(f'error: --out-dir {tmp_path}: holds files'), err
+    assert len(err.splitlines()) == 1 and err.startswith(f'error: --output {tmp_path}: holds files'), err
     assert os.listdir(tmp_path) == ['notes.txt']
-    assert gpu_check.run(['--out-dir', tmp_path / 'new', '--skip', *gpu_check.STEPS]) == 0
-    assert gpu_check.run(['--out-dir', tmp_path / 'new', '--skip', *gpu_check.STEPS]) == 0  # its own: replaced
+    assert gpu_check.run(['--output', tmp_path / 'new', '--skip', *gpu_check.STEPS]) == 0
+    assert gpu_check.run(['--output', tmp_path / 'new', '--skip', *gpu_check.STEPS]) == 0  # its own: replaced
     assert sorted(os.listdir(tmp_path / 'new')) == ['.davss', 'logs', 'report.json', 'report.md']
 
 
@@ -118,7 +118,7 @@ def test_report_is_written_and_failures_set_the_exit_status(tmp_path, monkeypatc
                         lambda runner, name, paths, require_cuda: runner.record(name, 'fail', 1.0, 'boom'))
     out = tmp_path / 'report'
     skip = [step for step in gpu_check.STEPS if step != 'cuda_tests']
-    assert gpu_check.main(gpu_check.parse_args(['--out-dir', str(out), '--skip', *skip])) == 1
+    assert gpu_check.main(gpu_check.parse_args(['--output', str(out), '--skip', *skip])) == 1
     report = json.loads((out / 'report.json').read_text())
     assert read_marker(out) == 'gpu check' and report['summary'] == '1 failed (cuda_tests)'
     assert '| cuda_tests | fail | 1.0 | boom |' in (out / 'report.md').read_text()

@@ -1,7 +1,7 @@
 """Every check of the CUDA path on this machine's GPUs, in one report (JSON + markdown).
 
     python3 tools/gpu_check.py                       # usually through tools/gpu_check.sh or `make gpu-check`
-    python3 tools/gpu_check.py --out-dir result/gpu_check --skip suite benchmark
+    python3 tools/gpu_check.py --output result/gpu_check --skip suite benchmark
 
 Steps, each in its own process (one failing does not stop the others), each ``pass``, ``fail`` or ``skip``:
 
@@ -15,7 +15,7 @@ Steps, each in its own process (one failing does not stop the others), each ``pa
 - ``benchmark``: ``tools/benchmark.py --device cuda --fast``; the report quotes its resample2d bandwidth (as a
   fraction of copy bandwidth), fast-path speed-up over fp32 and argmax agreement.
 
-Writes ``report.json``, ``report.md``, the benchmarks' JSON and one log per step (``logs/``) into ``--out-dir``, a
+Writes ``report.json``, ``report.md``, the benchmarks' JSON and one log per step (``logs/``) into ``--output``, a
 folder of this tool's kind (:mod:`lib.utils.outputs`), which appears when the report is complete. Exit status 1
 when a step failed.
 """
@@ -49,7 +49,7 @@ DATA_OPTS = ('data.num_workers=0', 'data.crop_size=null', 'train.val_every=0', '
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--out-dir', default=os.path.join(REPO_ROOT, 'result', 'gpu_check'),
+    parser.add_argument('--output', default=os.path.join(REPO_ROOT, 'result', 'gpu_check'),
                         help='report folder (default: result/gpu_check)')
     parser.add_argument('--skip', nargs='*', default=[], choices=STEPS, help='steps to leave out')
     parser.add_argument('--amp', nargs='+', default=['fp16', 'bf16'], choices=('fp16', 'bf16'))
@@ -174,7 +174,7 @@ def benchmark_figures(path):
 def step_benchmark(runner, name, extra):
     out = os.path.join(runner.out_dir, f'{name}.json')
     code, _, seconds, last = runner.run(name, [sys.executable, 'tools/benchmark.py', '--device', 'cuda', '--fast',
-                                               *extra, '--out', out])
+                                               *extra, '--output', out])
     if code != 0 or not os.path.isfile(out):
         return runner.record(name, 'fail', seconds, last)
     return runner.record(name, 'pass', seconds, f'wrote {name}.json', figures=benchmark_figures(out))
@@ -206,7 +206,7 @@ def main(args):
     if not torch.cuda.is_available():
         raise UserError(f'needs a CUDA GPU (torch {torch.__version__} sees none on this machine); nothing was run')
     skip = set(args.skip)
-    with StagedFolder(args.out_dir, KIND, '--out-dir', overwrite=True) as folder:
+    with StagedFolder(args.output, KIND, '--output', overwrite=True) as folder:
         runner = Runner(folder.partial, args.step_timeout)
         environment = step_environment(runner) if 'environment' not in skip else {}
         if 'cuda_tests' not in skip:
@@ -232,7 +232,7 @@ def main(args):
         write_json(folder.file('report.json'), report, indent=2, default=str)
         write_text(folder.file('report.md'), markdown(report))
         folder.commit()
-    print(f'[gpu_check] {report["summary"]}; report in {args.out_dir}/report.md', file=sys.stderr)
+    print(f'[gpu_check] {report["summary"]}; report in {args.output}/report.md', file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -1,4 +1,4 @@
-"""Opt-in fast inference for SCNet (``--fast``): what it changes, and where its cost is measured.
+"""Opt-in fast inference for SCNet (``--fast``): what it changes.
 
 The exact path (``EXACT``) reproduces the original evaluation: fp32, every 1/4-resolution map upsampled x4 before
 the merge, argmax at full resolution.  The fast path (``FastConfig()``) trades a small, *measured* amount of
@@ -11,9 +11,12 @@ agreement with it for speed (``tools/benchmark.py`` reports the argmax agreement
 - BatchNorm folded into the convolution before it (``fold_bn``): one pass over each activation less, on a copy of
   the network (the wrapped one is left as it is);
 - on CPU, the depthwise convolutions of large dilation (ASPP's rates; which ones depends on the CPU) as sums of
-  shifted maps (``shift_dilated``): oneDNN runs them 10-100x slower than their size warrants;
+  shifted maps (``shift_dilated``): oneDNN runs them far slower than their size warrants;
 - on CPU with glibc, freed activations kept in the process (``retain_memory``), so each frame does not page-fault
   its working memory in again;
+- fewer, larger calls on the small maps of a non-key frame: one warp for the logits and the 1/4 key image, DMNet's
+  two images embedded as one batch, one layout conversion of the frame pair; on CPU in fp32 the decoders'
+  transposed convolutions as sub-pixel convolutions (:class:`SubPixelConvTranspose2d`);
 - a cheaper non-key tail: ``sparse`` (the default) gives the labels of the exact tail (upsample propagated logits,
   distortion and correction x4, merge, argmax): on CPU with a fused kernel that never stores the upsampled maps
   (:mod:`lib.ops.upsample_argmax`), elsewhere only at the pixels whose class it can change
@@ -36,6 +39,7 @@ import platform
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from lib.infer.labels import TAILS, correction_labels, logits_to_labels
 from lib.utils.errors import UserError
@@ -56,6 +60,8 @@ class FastConfig:
         fold_bn: fold each BatchNorm into the convolution that feeds it (on a copy of the network).
         shift_dilated: on CPU, compute the depthwise convolutions of large dilation (DeepLab's ASPP) as sums of
             shifted maps (:class:`ShiftedDepthwiseConv2d`), on that copy.
+        small_maps: DMNet's two images as one batch (:class:`PairedDMNet`) and, on CPU in fp32, the transposed
+            convolutions as :class:`SubPixelConvTranspose2d`, on that copy.
         retain_memory: on CPU with glibc, keep freed blocks of up to 32 MiB in the process for the next frame
             (:func:`retain_freed_memory`; process-wide).
         compile: wrap each step in ``torch.compile`` (first calls are slow: compilation).
@@ -66,6 +72,7 @@ class FastConfig:
     tail: str = 'sparse'
     fold_bn: bool = True
     shift_dilated: bool = True
+    small_maps: bool = True
     retain_memory: bool = True
     compile: bool = False
     cuda_graphs: bool = False
@@ -87,7 +94,7 @@ class FastConfig:
 
 
 EXACT = FastConfig(dtype='fp32', channels_last=False, tail='full', fold_bn=False, shift_dilated=False,
-                   retain_memory=False, compile=False, cuda_graphs=False)
+                   small_maps=False, retain_memory=False, compile=False, cuda_graphs=False)
 
 
 def resolve_dtype(name, device_type):
@@ -120,6 +127,8 @@ def add_fast_arguments(parser):
     group.add_argument('--no-fold-bn', action='store_true', help='keep BatchNorm separate in the fast path')
     group.add_argument('--no-shift-dilated', action='store_true',
                        help='keep oneDNN for the large-dilation depthwise convolutions (CPU)')
+    group.add_argument('--no-small-maps', action='store_true',
+                       help='keep DMNet\'s two embeddings and the transposed convolutions as they are')
     group.add_argument('--no-retain-memory', action='store_true',
                        help='leave glibc malloc as it is (CPU; the fast path keeps freed activations otherwise)')
     return parser
@@ -131,8 +140,8 @@ def config_from_args(args):
         return None
     return FastConfig(dtype=args.fast_dtype, channels_last=not args.no_channels_last, tail=args.fast_tail,
                       fold_bn=not args.no_fold_bn, shift_dilated=not args.no_shift_dilated,
-                      retain_memory=not args.no_retain_memory, compile=args.fast_compile,
-                      cuda_graphs=args.fast_cuda_graphs)
+                      small_maps=not args.no_small_maps, retain_memory=not args.no_retain_memory,
+                      compile=args.fast_compile, cuda_graphs=args.fast_cuda_graphs)
 
 
 def _replace_state(state, logits, image):
@@ -156,8 +165,7 @@ def fold_batch_norms(net):
 
     A pair is a Conv2d directly followed, in module registration order, by a BatchNorm2d over its output channels
     (how every block of DeepLab, FlowNetS, DMNet and CFNet is written: ``conv, bn[, relu]``); a BatchNorm after
-    anything else (DMNet's BN after a ReLU) is left alone.  ``tests/test_benchmark.py`` checks the folded
-    network against the original in fp32.
+    anything else (DMNet's BN after a ReLU) is left alone.
 
     Returns:
         the number of BatchNorms folded.
@@ -185,8 +193,7 @@ class ShiftedDepthwiseConv2d(nn.Module):
     """A 'same'-size, stride-1 depthwise convolution computed as a sum of shifted copies of its input, one
     multiply-add per kernel tap over the part of the map the tap reaches, accumulated in fp32.
 
-    oneDNN's CPU depthwise kernels slow down by 10-100x when dilated (on AVX-512 CPUs at ASPP's rates 12 and 18 on
-    the 1/16 map, where most taps read only padding; on AVX2 CPUs from rate 6 on: :func:`default_min_dilation`);
+    oneDNN's CPU depthwise kernels slow down by an order of magnitude when dilated (:func:`default_min_dilation`);
     here a tap that reads only padding costs nothing.  Output in the input's dtype and memory format.
     """
 
@@ -224,23 +231,18 @@ class ShiftedDepthwiseConv2d(nn.Module):
 
 
 def default_min_dilation():
-    """The smallest dilation :func:`shift_dilated_depthwise` replaces on this CPU.
-
-    Measured on the 1/16 map of a 512x1024 frame (2048 channels, 32x64, fp32, 2 threads): on an AVX2 CPU (Zen 3)
-    oneDNN takes 256 / 180 ms at rates 6 / 12 against 30 / 25 ms for the shifted sums, and 2.5 ms at rate 2
-    (fast); on an AVX-512 CPU (Zen 4) it runs rate 6 in 4 ms and only rates 12 and 18 are slow.
-    """
+    """The smallest dilation :func:`shift_dilated_depthwise` replaces on this CPU: oneDNN's dilated depthwise
+    kernels are slow from rate 6 on with AVX2 and from rate 12 on with AVX-512 (docs/benchmarks.md)."""
     return 8 if torch.backends.cpu.get_cpu_capability().startswith('AVX512') else 3
 
 
 def retain_freed_memory():
     """Keep freed heap blocks of up to 32 MiB in the process instead of returning them to the kernel (glibc).
 
-    A key frame at 512x1024 allocates and frees about 0.7 GB of activations; glibc returns most of it to the kernel
-    (large blocks are unmapped, the heap top is trimmed), so the next frame page-faults and zeroes it again: on a
-    2-core Zen 3 that was 178,000 page faults and 10-15% of a key frame.  Fixing glibc's mmap threshold at its
-    maximum (32 MiB) and never trimming the heap makes the process keep what it once needed (its resident size
-    stays at the high-water mark).  Process-wide, for the rest of the process.  Returns True when applied (glibc).
+    glibc returns most of a frame's activations to the kernel (large blocks are unmapped, the heap top is trimmed),
+    so the next frame page-faults and zeroes them again; fixing its mmap threshold at the maximum (32 MiB) and never
+    trimming the heap makes the process keep what it once needed (its resident size stays at the high-water mark).
+    Process-wide, for the rest of the process.  Returns True when applied (glibc).
     """
     if platform.system() != 'Linux':
         return False
@@ -250,8 +252,7 @@ def retain_freed_memory():
         return False
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc's <malloc.h>
     # The top pad makes each heap extension 256 MiB larger (address space, not resident until touched): fewer
-    # extensions, and the per-thread arenas keep their memory too (measured: 92,000 faults a key frame without it,
-    # 16,000 with it).
+    # extensions, and the per-thread arenas keep their memory too.
     settings = ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 2 ** 31 - 1), (m_top_pad, 256 << 20))
     return all(mallopt(option, value) == 1 for option, value in settings)
 
@@ -262,16 +263,67 @@ def shift_dilated_depthwise(net, min_dilation=None):
     were replaced."""
     if min_dilation is None:
         min_dilation = default_min_dilation()
+
+    def rule(m):
+        return (isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels and m.stride == (1, 1)
+                and m.padding_mode == 'zeros' and max(m.dilation) >= min_dilation
+                and all(2 * p == d * (k - 1) for p, d, k in zip(m.padding, m.dilation, m.kernel_size)))
+    return replace_modules(net, rule, ShiftedDepthwiseConv2d)
+
+
+class SubPixelConvTranspose2d(nn.Module):
+    """A ``ConvTranspose2d(k=4, stride=2, padding=0)`` as a 2x2 convolution (padding 1) with four outputs per
+    channel, one per output phase (even/odd row and column), and a pixel shuffle: the same multiply-adds and the
+    same output (up to float rounding), without oneDNN's transposed-convolution kernels, slow on small maps."""
+
+    # Kernel index of the tap reading x[j - 1] and of the tap reading x[j], for even and for odd outputs:
+    # y[2j] = x[j - 1] w[2] + x[j] w[0] and y[2j + 1] = x[j - 1] w[3] + x[j] w[1].
+    TAPS = ((2, 0), (3, 1))
+
+    def __init__(self, deconv):
+        super().__init__()
+        taps = torch.tensor(self.TAPS, device=deconv.weight.device)
+        w = deconv.weight[:, :, taps][:, :, :, :, taps]  # (C_in, C_out, row phase, row tap, col phase, col tap)
+        c_in, c_out = w.shape[:2]
+        self.weight = nn.Parameter(w.permute(1, 2, 4, 0, 3, 5).reshape(4 * c_out, c_in, 2, 2).contiguous(),
+                                   requires_grad=False)
+        self.bias = None if deconv.bias is None else nn.Parameter(deconv.bias.repeat_interleave(4),
+                                                                  requires_grad=False)
+
+    @staticmethod
+    def replaces(module):
+        return (isinstance(module, nn.ConvTranspose2d) and module.kernel_size == (4, 4) and module.stride == (2, 2)
+                and module.padding == (0, 0) and module.output_padding == (0, 0) and module.dilation == (1, 1)
+                and module.groups == 1)
+
+    def forward(self, x):
+        """x (N, C_in, h, w) -> (N, C_out, 2h + 2, 2w + 2)."""
+        return F.pixel_shuffle(F.conv2d(x, self.weight, self.bias, padding=1), 2)
+
+
+class PairedDMNet(nn.Module):
+    """DMNet with its two images embedded as one batch: half the calls, on maps small enough for calls to cost
+    more than arithmetic.  Same distortion as ``DMNet.forward`` (up to float rounding)."""
+
+    def __init__(self, dmnet):
+        super().__init__()
+        self.net = dmnet
+
+    def forward(self, warped_key, current):
+        """warped_key, current (N, 3, h, w) -> (N, 1, h, w) distortion in [0, 1]."""
+        key, cur = self.net.embed(torch.cat((warped_key, current))).chunk(2)
+        similarity = F.cosine_similarity(key, cur, dim=1)
+        return torch.clamp(-similarity * 0.5 + 0.5, 0.0, 1.0).unsqueeze(1)
+
+
+def replace_modules(net, rule, make):
+    """Replace, in place, every submodule for which ``rule(module)`` holds by ``make(module)``; returns how many."""
     replaced = 0
     for name, module in list(net.named_modules()):
-        if not (isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels
-                and module.stride == (1, 1) and module.padding_mode == 'zeros'
-                and max(module.dilation) >= min_dilation
-                and all(2 * p == d * (k - 1) for p, d, k in zip(module.padding, module.dilation, module.kernel_size))):
-            continue
-        parent_name, _, attr = name.rpartition('.')
-        setattr(net.get_submodule(parent_name) if parent_name else net, attr, ShiftedDepthwiseConv2d(module))
-        replaced += 1
+        if name and rule(module):
+            parent_name, _, attr = name.rpartition('.')
+            setattr(net.get_submodule(parent_name) if parent_name else net, attr, make(module))
+            replaced += 1
     return replaced
 
 
@@ -296,18 +348,22 @@ class FastSCNet(nn.Module):
         self.dtype = resolve_dtype(config.dtype, device.type)
         if config.cuda_graphs and device.type != 'cuda':
             raise UserError('fast inference: cuda_graphs needs the model on a CUDA device')
-        if config.fold_bn or (config.shift_dilated and device.type == 'cpu'):
+        if config.fold_bn or config.small_maps or (config.shift_dilated and device.type == 'cpu'):
             net = copy.deepcopy(net)
             self.net = net
         if config.fold_bn:
             fold_batch_norms(net)
         if config.shift_dilated and device.type == 'cpu':
             shift_dilated_depthwise(net)
+        if config.small_maps:
+            net.dmnet = PairedDMNet(net.dmnet)
+            if device.type == 'cpu' and self.dtype is None:  # measured in fp32 only
+                replace_modules(net, SubPixelConvTranspose2d.replaces, SubPixelConvTranspose2d)
         if config.channels_last:
             net.to(memory_format=torch.channels_last)
         if config.retain_memory and device.type == 'cpu':
             retain_freed_memory()
-        steps = {'key_frame': net.key_frame, 'estimate_flow': net.estimate_flow, 'propagate': net.propagate,
+        steps = {'key_frame': net.key_frame, 'flownet': net.flownet, 'propagate': self._propagate,
                  'correct': net.correct}
         # freezing: parameters are constants of the compiled graph (inference only), which lets inductor fold and
         # pre-pack them; the network must not be trained or changed afterwards.
@@ -342,14 +398,22 @@ class FastSCNet(nn.Module):
             return _state_to_fp32(self._steps['key_frame'](self.prepare(img)))
 
     def estimate_flow(self, cur, prev):
-        """cur, prev (N, 3, H, W) -> flow (N, 2, H/4, W/4), fp32."""
+        """cur, prev (N, 3, H, W) -> flow (N, 2, H/4, W/4), fp32 (``SCNet.estimate_flow``; the pair is stacked
+        before its layout conversion: one conversion, not two and a channels-last concatenation)."""
         with self.context():
-            return self._steps['estimate_flow'](self.prepare(cur), self.prepare(prev)).float().contiguous()
+            return self._steps['flownet'](self.prepare(torch.cat((cur, prev), 1))).float().contiguous()
 
     def propagate(self, state, flow):
         """One warp step of the state by flow (N, 2, H/4, W/4) -> PropagationState, fp32."""
         with self.context():
             return _state_to_fp32(self._steps['propagate'](state, flow))
+
+    def _propagate(self, state, flow):
+        """``SCNet.propagate`` with the logits and the 1/4 key image warped in one call (one sampling grid; the
+        warp treats every channel alike, so the values are the same)."""
+        c = state.logits.shape[1]
+        both = self.net.warpnet(torch.cat((state.logits, state.image.to(state.logits.dtype)), 1), flow)
+        return _replace_state(state, both[:, :c], both[:, c:])
 
     def correct(self, state, cur, correction=None, full_resolution=None):
         """SCNet.correct; ``full_resolution=None`` follows the config's tail (``full`` -> True).

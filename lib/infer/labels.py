@@ -1,7 +1,10 @@
 """The labels of a frame from logits at 1/4 resolution: the exact tail and the fast path's tails."""
+import functools
+
 import torch
 import torch.nn.functional as F
 
+from lib.model.scnet import merge_logits
 from lib.ops import upsample_argmax as fused_labels
 
 TAILS = ('full', 'sparse', 'quarter_merge', 'quarter_argmax')
@@ -85,8 +88,10 @@ def _bilinear_source(n_out, n_in, align_corners, device):
     return lower, upper, (source - lower).float()
 
 
+@functools.lru_cache(maxsize=16)
 def _bilinear_grid(source_size, size, align_corners, device):
-    """The bilinear resize from ``source_size`` to ``size`` as the compiled kernels take it: rows then columns."""
+    """The bilinear resize from ``source_size`` to ``size`` as the compiled kernels take it: rows then columns.
+    Cached: a stream asks for the same few grids at every frame (the kernels only read them)."""
     return (*_bilinear_source(size[0], source_size[0], align_corners, device),
             *_bilinear_source(size[1], source_size[1], align_corners, device))
 
@@ -112,8 +117,8 @@ def bilinear_argmax(logits, size, align_corners):
         (N, H, W) int64.
     """
     if _use_fused(logits):
-        return fused_labels.upsample_argmax(logits, _bilinear_grid(logits.shape[-2:], size, align_corners,
-                                                                   logits.device))
+        return fused_labels.upsample_argmax(logits, _bilinear_grid(tuple(logits.shape[-2:]), tuple(size),
+                                                                   align_corners, logits.device))
 
     def dense():
         return channel_argmax(F.interpolate(logits, size=tuple(size), mode='bilinear', align_corners=align_corners))
@@ -138,7 +143,7 @@ def sparse_merge_argmax(propagated, distortion, correction, size, align_corners)
         (N, H, W) int64.
     """
     if _use_fused(propagated):
-        grid = _bilinear_grid(propagated.shape[-2:], size, align_corners, propagated.device)
+        grid = _bilinear_grid(tuple(propagated.shape[-2:]), tuple(size), align_corners, propagated.device)
         return fused_labels.upsample_merge_argmax(propagated, distortion, correction, grid)
     c = propagated.shape[1]
     maps = torch.cat((propagated.float(), correction.float(), distortion.float()), 1)  # (N, 2C + 1, h, w)
@@ -146,13 +151,12 @@ def sparse_merge_argmax(propagated, distortion, correction, size, align_corners)
     key = torch.where(label_p == label_c, label_p, torch.full_like(label_p, -1))  # -1: the two disagree
 
     def merge(values):  # (..., 2C + 1) interpolated maps -> (..., C) merged logits
-        p, q, d = values[..., :c], values[..., c:2 * c], values[..., 2 * c:]
-        return p * (1 - d) + q * d
+        return merge_logits(values[..., :c], values[..., 2 * c:], values[..., c:2 * c])
 
     def dense():  # the original tail, with the faster argmax
         up = [F.interpolate(x.float(), size=tuple(size), mode='bilinear', align_corners=align_corners)
               for x in (propagated, distortion, correction)]
-        return channel_argmax(up[0] * (1 - up[1]) + up[2] * up[1])
+        return channel_argmax(merge_logits(*up))
     return _sparse_argmax(maps, key, size, align_corners, merge, dense)
 
 

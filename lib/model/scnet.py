@@ -34,6 +34,17 @@ class PropagationState(NamedTuple):
     image: torch.Tensor  # (N, 3, H/4, W/4), the key image warped along (DMNet compares it to the current frame)
 
 
+def merge_logits(propagated, distortion, correction):
+    """DAVSS's merge: the propagated logits where DMNet sees no distortion, CFNet's where it sees it.
+
+    Args:
+        propagated, correction: (N, C, h, w) logits; distortion: (N, 1, h, w) in [0, 1] (any shapes that broadcast).
+    Returns:
+        (N, C, h, w) ``propagated * (1 - distortion) + correction * distortion``.
+    """
+    return propagated * (1 - distortion) + correction * distortion
+
+
 def freeze(module):
     for p in module.parameters():
         p.requires_grad_(False)
@@ -119,7 +130,7 @@ class _PropagationNet(nn.Module):
                 False merges at 1/4 resolution (cheaper; argmax may differ slightly at boundaries).
         Returns:
             dict of ``merged``, ``propagated``, ``correction`` (N, C, ., .) and ``distortion`` (N, 1, ., .), all at
-            (H, W) or all at (H/4, W/4): ``merged = propagated * (1 - distortion) + correction * distortion``.
+            (H, W) or all at (H/4, W/4): ``merged = merge_logits(propagated, distortion, correction)``.
         """
         distortion = self.distortion(state, current)  # (N, 1, H/4, W/4)
         if correction is None:
@@ -131,7 +142,7 @@ class _PropagationNet(nn.Module):
             propagated = self.to_full_resolution(propagated)
             distortion = self.to_full_resolution(distortion)
             correction = self.to_full_resolution(correction)
-        merged = propagated * (1 - distortion) + correction * distortion
+        merged = merge_logits(propagated, distortion, correction)
         return {'merged': merged, 'propagated': propagated, 'distortion': distortion, 'correction': correction}
 
     def segment(self, image):

@@ -1,14 +1,26 @@
 """Measurement helpers of every benchmark: wall-clock time with the device synchronised (CUDA events on a GPU),
-round-robin timing, peak memory of one call, FLOPs with ``torch.utils.flop_counter``, parameter counts."""
+round-robin timing, peak memory of one call, FLOPs, the machine's compute peak, its load, parameter counts."""
 import ctypes
 import ctypes.util
+import math
+import os
+import platform
 import re
 import resource
 import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
+
+# torch.utils.flop_counter counts convolutions and matrix products (2 FLOPs per multiply-add); a bilinear sample
+# (the warp's grid_sample or the CUDA resample2d, the x4 and x1/4 resizes) is counted here at 4 multiply-adds per
+# output value.  Elementwise ops and argmax are not counted.
+FLOP_CONVENTION = ('2 FLOPs per multiply-add of convolutions and matrix products (torch.utils.flop_counter), '
+                   '8 FLOPs per output value of a bilinear sample (warp, resize); elementwise ops and argmax not '
+                   'counted')
+BILINEAR_FLOPS_PER_VALUE = 8
 
 
 def synchronize(device):
@@ -18,16 +30,29 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def flop_counts(fn, custom_mapping=None):
-    """``{op name: FLOPs}`` of one call of ``fn()`` as ``FlopCounterMode`` counts them (convolutions and matrix
-    products), with ``custom_mapping`` (``{op: formula}``) for ops it does not count."""
-    with FlopCounterMode(display=False, custom_mapping=custom_mapping or {}) as counter:
+def _bilinear_ops():
+    """The bilinear-sampling ops, every overload: under inference_mode the counter sees the composite overloads
+    (grid_sampler, upsample_bilinear2d.vec) before they decompose; resample2d's CUDA operator when it is built."""
+    packets = [torch.ops.aten.grid_sampler, torch.ops.aten.grid_sampler_2d, torch.ops.aten.upsample_bilinear2d]
+    if hasattr(torch.ops.davss, 'resample2d_forward'):
+        packets.append(torch.ops.davss.resample2d_forward)
+    return [op for packet in packets for op in [packet] + [getattr(packet, name) for name in packet.overloads()]]
+
+
+def _bilinear_flops(*args, out_shape=None, **kwargs):
+    return BILINEAR_FLOPS_PER_VALUE * math.prod(out_shape)
+
+
+def flop_counts(fn):
+    """``{op name: FLOPs}`` of one call of ``fn()`` under :data:`FLOP_CONVENTION`."""
+    mapping = dict.fromkeys(_bilinear_ops(), _bilinear_flops)
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn()
     return {str(op): int(n) for op, n in counter.get_flop_counts().get('Global', {}).items()}
 
 
 def count_flops(fn):
-    """Total FLOPs of one call of ``fn()`` (convolutions and matrix products)."""
+    """Total FLOPs of one call of ``fn()`` under :data:`FLOP_CONVENTION`."""
     return sum(flop_counts(fn).values())
 
 
@@ -163,8 +188,58 @@ def _time_one(fn, device):
     return time.perf_counter() - tic
 
 
-
-
 def count_params(*modules):
     """Parameters of the modules together."""
     return sum(p.numel() for m in modules for p in m.parameters())
+
+
+def load_average():
+    """The 1-minute load average, None where the system does not give one."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_busy(loads, threads):
+    """Whether other work ran beside a measurement: a load average (taken at its start or end) above the threads it
+    used by more than half a core.  Timings taken then are slower by an unknown amount."""
+    return any(load is not None and load > threads + 0.5 for load in loads)
+
+
+def machine_description(device):
+    """The GPU's name, or the CPU's model name with its logical CPU count."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    try:
+        with open('/proc/cpuinfo') as f:
+            match = re.search(r'^model name\s*:\s*(.+)$', f.read(), re.MULTILINE)
+    except OSError:
+        match = None
+    return f'{match.group(1).strip() if match else platform.machine()}, {os.cpu_count()} logical CPUs'
+
+
+# Shapes of the peak probe, (channels, height, width): dense 3x3 convolutions (the 1/8 .. 1/32 grid of a 512x1024
+# frame, 10 GFLOPs each), a 1x1 convolution (DeepLab's middle flow), and a square matrix product of the given size.
+PEAK_CONV3X3 = ((256, 64, 128), (512, 32, 64), (1024, 16, 32))
+PEAK_CONV1X1 = ((728, 32, 64),)
+PEAK_MATMUL = 1024
+
+
+def peak_workloads(device, dtype, generator):
+    """``{label: (callable, FLOPs)}``: the friendliest work for the device's convolution and matrix libraries in
+    ``dtype`` (channels_last convolutions); the best of them is the machine's peak for that dtype."""
+    def tensor(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=generator) * scale).to(device, dtype)
+
+    work = {}
+    for k, shapes in ((3, PEAK_CONV3X3), (1, PEAK_CONV1X1)):
+        for c, h, w in shapes:
+            x = tensor(1, c, h, w).contiguous(memory_format=torch.channels_last)
+            weight = tensor(c, c, k, k, scale=0.02).contiguous(memory_format=torch.channels_last)
+            work[f'conv{k}x{k} C={c} {h}x{w}'] = (lambda x=x, weight=weight, k=k: F.conv2d(x, weight, padding=k // 2),
+                                                   2 * c * c * k * k * h * w)
+    a, b = tensor(PEAK_MATMUL, PEAK_MATMUL), tensor(PEAK_MATMUL, PEAK_MATMUL, scale=0.02)
+    work[f'matmul {PEAK_MATMUL}^3'] = (lambda: a @ b, 2 * PEAK_MATMUL ** 3)
+    return work
