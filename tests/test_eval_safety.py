@@ -56,7 +56,7 @@ def test_full_disk_prints_the_table_then_fails_in_one_line(tmp_path, synthetic_d
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # pda.json (confusion matrices) is larger
 
-    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', 'test_eval_pda.py'), config, '--checkpoint',
+    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', 'test_pda.py'), config, '--checkpoint',
                            checkpoint, '--max-clips', '1', '--no-progress'], preexec_fn=limited,
                           env=dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1'), capture_output=True,
                           text=True, timeout=300)

@@ -36,7 +36,7 @@ def test_legacy_file_loads_with_weights_only(legacy_scnet):
     state = read_checkpoint(str(path))
     assert len(state) == len(net.state_dict()) and all(k.startswith('module.') for k in state)
     model_cfg = dict(DEFAULTS['model'], **TINY_WIDTHS)
-    evaluated = load_scnet(model_cfg, str(path), 'cpu')  # what test_eval_pda.py does with it
+    evaluated = load_scnet(model_cfg, str(path), 'cpu')  # what tools/test_pda.py does with it
     for key, value in net.state_dict().items():
         assert torch.equal(evaluated.state_dict()[key], value), key
 
