@@ -1,11 +1,5 @@
-"""Atomic file writes: every output of the project (checkpoints, results, pictures, data) goes through here, so an
-interrupted run never leaves a half-written file that looks complete.
-
-Checkpoints, configs and results are also made durable (``sync=True``): the data is flushed to the disk before the
-rename and the rename itself after it, so that a power cut leaves the old file or the new one, never an empty file
-under the final name.  A write that fails (full disk, quota, per-file size limit) raises :class:`OSError` naming
-the file, and the final name keeps what it had.
-"""
+"""Atomic file writes, so that an interrupted run never leaves a half-written file that looks complete; a failed
+write raises :class:`OSError` naming the file, whose final name keeps what it had."""
 import json
 import os
 from contextlib import contextmanager
@@ -25,13 +19,9 @@ def _fsync(path, directory=False):
 
 @contextmanager
 def atomic_path(path, sync=False):
-    """Yield a temporary path in ``path``'s folder (created if needed) to write; it replaces ``path`` when the block
-    ends without error and is removed otherwise.
-
-    The temporary name keeps ``path``'s extension, because writers such as ``cv2.imwrite``, ``np.savez`` and
-    matplotlib's ``savefig`` choose the format from it.  ``sync=True`` flushes the file and then the rename to the
-    disk (checkpoints and results; not worth it for thousands of generated images).
-    """
+    """Yield a temporary path (with ``path``'s extension: writers choose the format from it) that replaces ``path``
+    when the block ends without error.  ``sync=True`` flushes the file, then the rename, to the disk, so that a
+    power cut leaves the old file or the new one (not worth it for thousands of generated images)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     stem, ext = os.path.splitext(path)
@@ -66,8 +56,7 @@ def save_torch(obj, path):
         try:
             torch.save(obj, tmp)
         except RuntimeError as err:
-            # torch's zip writer reports a failed write (full disk, quota, size limit) as a RuntimeError with a
-            # C++ location; say what it means for this file.
+            # torch's zip writer reports a failed write as a RuntimeError with a C++ location.
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise OSError(f'{path}: could not write the checkpoint (disk full or over a size limit? torch: '
                           f'{first})') from None
@@ -75,7 +64,7 @@ def save_torch(obj, path):
 
 def write_png(path, image, order='RGB'):
     """The one PNG writer: a uint8 image ``(H, W)`` or ``(H, W, 3)`` in ``order`` (``RGB``, or ``BGR`` as OpenCV
-    holds it), written with ``cv2.imwrite`` atomically; a refused write raises :class:`OSError` naming the file."""
+    holds it), written atomically."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or not (image.ndim == 2 or image.ndim == 3 and image.shape[2] == 3) or not image.size:
         raise ValueError(f'{path}: expected a uint8 (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}')

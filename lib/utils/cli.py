@@ -1,17 +1,6 @@
-"""What every command-line tool shares: the config arguments, the thread count, and how it ends.
-
-    def parse_args(argv=None):
-        parser = argparse.ArgumentParser(...)
-        cli.add_config_arguments(parser)        # CONFIG positional, --opts KEY=VALUE ...
-        cli.add_threads_argument(parser)        # --threads N
-        ...
-    def main(args): ...
-    if __name__ == '__main__':
-        cli.run(main, parse_args())
-
-:func:`run` turns a :class:`~lib.utils.errors.UserError` (and the environment's own failures: a full disk, no
-memory) into ``error: <one line>`` with exit status 1, and Ctrl-C into ``interrupted: <what is left>`` with 130.
-"""
+"""What every tool shares: ``parse_args()`` adds the config (:func:`add_config_arguments`) and ``--threads``
+arguments, ``main(args)`` runs, and the script ends with ``cli.run(main, parse_args())``."""
+import argparse
 import os
 import sys
 import warnings
@@ -51,7 +40,6 @@ def positive_int(text):
     except ValueError:
         value = 0
     if value < 1:
-        import argparse
         raise argparse.ArgumentTypeError(f'expected a positive integer, got "{text}"')
     return value
 
@@ -75,11 +63,8 @@ def _out_of_memory(err):
 
 
 def run(main, args):
-    """``sys.exit(main(args))``, with bad input in one line (exit 1) and Ctrl-C in one line (exit 130).
-
-    A ``KeyboardInterrupt`` raised with a message (the code that was interrupted says what is left and how to
-    continue) prints that message; Python warnings print as ``warning: <message>``.
-    """
+    """``sys.exit(main(args))``: a :class:`UserError`, a full disk or no memory as ``error: <one line>`` (exit 1),
+    Ctrl-C as ``interrupted: <its message>`` (130), warnings as ``warning: <message>``."""
     shown = warnings.showwarning
     warnings.showwarning = lambda message, *rest, **kwargs: print(f'warning: {message}', file=sys.stderr)
     try:

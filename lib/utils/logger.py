@@ -1,8 +1,5 @@
-"""Training metrics: smoothed meters, a plain-text log file, TensorBoard scalars and ``metrics.jsonl``, all on the
-main process only.
-
-Non-main processes get loggers that do nothing, so callers never test the rank themselves.
-"""
+"""Training metrics: smoothed meters, a text log, TensorBoard scalars and ``metrics.jsonl``; the loggers of the
+other processes do nothing, so callers never test the rank."""
 import json
 import logging
 import math
@@ -105,9 +102,8 @@ def keep_lines_until(path, iteration):
 
 
 class ScalarWriter:
-    """TensorBoard scalars (tensorboardX) and, with ``metrics_path``, one JSON line per call
-    (``{"iteration": step, "<prefix><name>": value, ...}``) on the main process; a no-op elsewhere.  ``resume_at``:
-    the lines after that iteration, which the resumed run writes again, are dropped first."""
+    """TensorBoard scalars and, with ``metrics_path``, one JSON line per call (``{"iteration": step, "<prefix><name>":
+    value, ...}``; the lines after ``resume_at``, which a resumed run writes again, dropped first)."""
 
     def __init__(self, log_dir, metrics_path=None, resume_at=None):
         self.writer = self.lines = None

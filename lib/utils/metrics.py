@@ -14,15 +14,10 @@ def _as_tensor(x, device):
 
 
 class ConfusionMatrix:
-    """``matrix[g, p]`` counts pixels of ground-truth class ``g`` predicted as ``p``.
+    """``matrix[g, p]`` counts pixels of ground-truth class ``g`` (``ignore_index`` skipped) predicted as ``p``.
 
-    Pixels whose ground truth is ``ignore_index`` are skipped; any other ground-truth value outside
-    ``[0, n_classes)`` is an error (it means the labels and ``n_classes`` do not match).  Predictions must lie in
-    ``[0, n_classes)``.
-
-    IoU of class c = TP / (TP + FP + FN).  A class that appears neither in the ground truth nor in the
-    predictions has 0 / 0: its IoU is NaN and ``miou`` (nanmean) leaves it out, so a val set without, say,
-    trains is not punished for them.  A class predicted but absent from the ground truth has IoU 0.
+    IoU = TP / (TP + FP + FN); a class absent from both ground truth and predictions has NaN, which ``miou`` leaves
+    out (a val set without trains is not punished for them).
     """
 
     def __init__(self, n_classes, ignore_index=IGNORE_INDEX, device=None):
@@ -57,7 +52,7 @@ class ConfusionMatrix:
         m = self.matrix.double()
         true_positive = m.diag()
         union = m.sum(0) + m.sum(1) - true_positive
-        return true_positive / union  # 0 / 0 -> NaN by design (see the class docstring)
+        return true_positive / union  # 0 / 0 -> NaN by design
 
     def miou(self):
         """Mean IoU over the classes with a defined IoU (a Python float; NaN if the matrix is empty)."""

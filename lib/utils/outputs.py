@@ -1,8 +1,5 @@
-"""The one owner of output folders: which folder a command may write, how it writes it, and what it may remove.
-
-Every command that writes a folder goes through here; ``docs/guarantees.md`` states the rules (ownership by a
-marker, one writer by a lock, whole results by staging, removal of its own files only).
-"""
+"""The one owner of output folders: which folder a command may write, how, and what it may remove (the rules:
+``docs/guarantees.md``)."""
 import fcntl
 import json
 import os
@@ -78,10 +75,7 @@ def remove_torn_copies(folder, names):
 
 
 class FolderLock:
-    """Exclusive lock of one writer, held on the lock file ``path`` (``with FolderLock(path): ...``).
-
-    A second run stops at once with one line naming the holder (pid, host, command, start time).
-    """
+    """Exclusive lock of one writer on the lock file ``path``; a second run stops at once naming the holder."""
 
     def __init__(self, path, folder):
         self.path = path
@@ -163,12 +157,9 @@ class FolderLock:
 
 
 class OwnedFolder:
-    """A folder a command writes in place (a training run's experiment folder, an evaluation's result folder).
-
-    :meth:`claim` checks the folder (rule 1), creates and marks it, takes its lock (``<folder>/.lock``) and removes
-    the torn copies of ``own_files`` a killed run left.  :meth:`release` gives the lock back, and removes the folder
-    again when this run created it and wrote nothing into it.
-    """
+    """A folder a command writes in place (a run's experiment folder, a result folder): :meth:`claim` checks, creates,
+    marks and locks it (``<folder>/.lock``) and removes the torn copies of ``own_files`` a killed run left;
+    :meth:`release` unlocks it and removes it again if this run created it and wrote nothing into it."""
 
     def __init__(self, path, kind, what, own_files=()):
         self.path = os.path.normpath(path)
@@ -177,6 +168,7 @@ class OwnedFolder:
         self.own_files = tuple(own_files)
         self.lock = FolderLock(os.path.join(self.path, LOCK), self.path)
         self.created = False
+        self._aside = []
 
     def claim(self):
         check_writable(self.path, self.kind, self.what)
@@ -208,18 +200,17 @@ class OwnedFolder:
     def set_aside(self, names):
         """Rename the existing ``names`` to ``<stem>.previous<ext>``, so that a run that fails leaves no earlier
         result under a current name; :meth:`drop_aside` removes them once the new ones are written."""
-        aside = []
+        self._aside = []
         for name in names:
-            previous = self.file(previous_name(name))
+            stem, ext = os.path.splitext(name)
+            previous = self.file(f'{stem}.previous{ext}')
             if os.path.isfile(self.file(name)):
                 os.replace(self.file(name), previous)
             if os.path.isfile(previous):
-                aside.append(previous)
-        self._aside = aside
-        return aside
+                self._aside.append(previous)
 
     def drop_aside(self):
-        for path in getattr(self, '_aside', ()):
+        for path in self._aside:
             if os.path.isfile(path):
                 os.remove(path)
         self._aside = []
@@ -227,9 +218,7 @@ class OwnedFolder:
     def release(self):
         self.lock.release()
         if self.created and os.path.isdir(self.path) and set(os.listdir(self.path)) <= {MARKER}:
-            for name in os.listdir(self.path):
-                os.remove(self.file(name))
-            os.rmdir(self.path)  # a failed run that wrote nothing leaves no trace
+            shutil.rmtree(self.path)  # a failed run that wrote nothing leaves no trace
         self.created = False
 
     def __enter__(self):
@@ -237,11 +226,6 @@ class OwnedFolder:
 
     def __exit__(self, *exc):
         self.release()
-
-
-def previous_name(name):
-    stem, ext = os.path.splitext(name)
-    return f'{stem}.previous{ext}'
 
 
 class StagedFolder:
@@ -262,7 +246,6 @@ class StagedFolder:
         self.overwrite = overwrite
         self.apart_from = [p for p in apart_from if p]
         self.lock = FolderLock(self.path + LOCK, self.path) if locked else None
-        self.started = False
         self.check()
 
     def check(self):
@@ -300,7 +283,6 @@ class StagedFolder:
         except BaseException:
             self.release()
             raise
-        self.started = True
         return self
 
     def file(self, *parts):
@@ -319,7 +301,6 @@ class StagedFolder:
         os.replace(self.partial, self.path)
         if os.path.isdir(self.old):
             shutil.rmtree(self.old)
-        self.started = False
         return self.path
 
     def release(self):

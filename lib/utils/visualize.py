@@ -1,10 +1,5 @@
-"""Pictures of predictions: colour tiles, distortion heat maps, error maps, labelled grids, legends and GIFs.
-
-Every function works on uint8 RGB arrays ``(H, W, 3)`` so that the pieces can be stacked freely; writers go
-through a temporary name and ``os.replace`` (PNGs: :func:`lib.utils.atomic.write_png`) so that an interrupted run
-leaves no half-written picture.
-"""
-
+"""Pictures of predictions: colour tiles, distortion heat maps, error maps, labelled grids, legends, GIFs and plots,
+all uint8 RGB ``(H, W, 3)`` so that the pieces stack freely; files are written atomically."""
 import matplotlib
 import numpy as np
 import torch
@@ -17,19 +12,6 @@ from lib.utils.palette import colorize
 # Error maps: pixels the prediction gets right stay dark so that the mistakes (red) stand out.
 ERROR_COLOURS = {'correct': (40, 40, 40), 'wrong': (230, 30, 30), 'ignored': (0, 0, 0)}
 HEAT_COLORMAP = 'inferno'  # perceptually uniform: 0 = no distortion (black) .. 1 = distorted (yellow)
-
-
-def frame_to_rgb(frame):
-    """A frame tensor (3, H, W) float in [0, 1] -> uint8 (H, W, 3)."""
-    array = frame.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy()
-    return np.ascontiguousarray(array.transpose(1, 2, 0))
-
-
-def label_to_rgb(label, palette):
-    """A label map (H, W) (tensor or array, 255 = ignore) -> uint8 (H, W, 3) in the dataset's colours."""
-    if hasattr(label, 'cpu'):
-        label = label.cpu().numpy()
-    return colorize(np.asarray(label), palette)
 
 
 def heat_map(values):
@@ -101,14 +83,8 @@ def caption(image, text):
 
 
 def grid(rows, gap=2):
-    """Tiles arranged in rows; ``None`` leaves a black cell. All tiles must share one size.
-
-    Args:
-        rows: list of rows, each a list of uint8 (h, w, 3) tiles or None.
-        gap: pixels of white between cells.
-    Returns:
-        uint8 (R*h + (R-1)*gap, K*w + (K-1)*gap, 3) with K the longest row.
-    """
+    """Rows of uint8 (h, w, 3) tiles of one size (None: a black cell), ``gap`` white pixels apart -> uint8
+    (R*h + (R-1)*gap, K*w + (K-1)*gap, 3), K the longest row."""
     tiles = [t for row in rows for t in row if t is not None]
     if not tiles:
         raise ValueError('grid: no tiles')
@@ -177,10 +153,12 @@ class TileMaker:
         self.width = width
 
     def image(self, frame, text):
-        return caption(resize(frame_to_rgb(frame), self.width, nearest=False), text)
+        """``frame``: (3, H, W) float in [0, 1]."""
+        rgb = frame.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy().transpose(1, 2, 0)
+        return caption(resize(np.ascontiguousarray(rgb), self.width, nearest=False), text)
 
     def label(self, label, text):
-        return caption(resize(label_to_rgb(label, self.palette), self.width, nearest=True), text)
+        return caption(resize(colorize(label, self.palette), self.width, nearest=True), text)
 
     def heat(self, values, text):
         return caption(resize(heat_map(values), self.width, nearest=False), text)
@@ -191,14 +169,10 @@ class TileMaker:
         return caption(resize(tile, self.width, nearest=True), f'{text} {100 * rate:.1f}%')
 
 
-def step_name(frame_index, last):
-    return 't' if frame_index == last else f't-{last - frame_index}'
-
-
 def clip_pictures(trace, frames, label, tiles):
     """The grid (uint8 image) and GIF frames (list of uint8 images) of one traced clip (batch index 0)."""
     last = frames.shape[0] - 1
-    names = [step_name(j, last) for j in trace['frames']]
+    names = ['t' if j == last else f't-{last - j}' for j in trace['frames']]
     row_frames = [tiles.image(frames[j], f'frame {n}') for j, n in zip(trace['frames'], names)]
     row_propagated = [tiles.label(p[0], f'{"key" if k == 0 else "propagated"} {n}')
                       for k, (p, n) in enumerate(zip(trace['propagated'], names))]
@@ -222,10 +196,8 @@ def _save_figure(fig, path):
 
 
 def plot_tradeoff(report, path, title):
-    """mIoU against the average cost per frame, in GFLOPs and in measured ms, and against the temporal consistency, of
-    the key-frame policies of a ``lib.eval.keyframe_policies`` report: DAVSS and propagation only at fixed intervals
-    (points labelled k), the distortion-triggered policies (one curve over their thresholds), per-frame DeepLab,
-    ``report['marked']``; the ms panel adds DAVSS on the deployed inference path, the TC panel the ground truth's TC."""
+    """mIoU against GFLOPs, ms per frame and temporal consistency of the policies of a ``lib.eval.keyframe_policies``
+    report: fixed intervals (labelled k), distortion-triggered, per-frame, the deployed path (ms), the truth's TC."""
     matplotlib.use('Agg')  # files only, no display
     import matplotlib.pyplot as plt
 
