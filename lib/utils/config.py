@@ -117,14 +117,22 @@ class _Expected(Exception):
     """A value that breaks its rule; the text says what was expected."""
 
 
-def _integer(low=None, optional=False):
+def _rule(ok, expected):
+    """A check that returns the value if ``ok(value)``, else raises ``expected``."""
     def check(value):
-        if value is None and optional:
-            return value
-        if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
-            raise _Expected('an integer' + (f' >= {low}' if low is not None else '') + (' or null' if optional else ''))
+        if not ok(value):
+            raise _Expected(expected)
         return value
     return check
+
+
+def _whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integer(low, optional=False):
+    return _rule(lambda v: (v is None and optional) or (_whole(v) and v >= low),
+                 f'an integer >= {low}' + (' or null' if optional else ''))
 
 
 def _number(low=None, high=None, low_open=False, high_open=False, optional=False):
@@ -140,25 +148,15 @@ def _number(low=None, high=None, low_open=False, high_open=False, optional=False
         ok = ok and (low is None or value > low or (value == low and not low_open)) and (
             high is None or value < high or (value == high and not high_open))
         if not ok:
-            bounds = f' in {"(" if low_open else "["}{low}, {high}{")" if high_open else "]"}' if high is not None else (
-                f' {">" if low_open else ">="} {low}' if low is not None else '')
+            bounds = (f' in {"(" if low_open else "["}{low}, {high}{")" if high_open else "]"}' if high is not None
+                      else f' {">" if low_open else ">="} {low}' if low is not None else '')
             raise _Expected(f'a number{bounds}' + (' or null' if optional else ''))
         return value
     return check
 
 
-def _boolean(value):
-    if not isinstance(value, bool):
-        raise _Expected('true or false')
-    return value
-
-
 def _choice(*options):
-    def check(value):
-        if value not in options:
-            raise _Expected(' | '.join('null' if o is None else str(o) for o in options))
-        return value
-    return check
+    return _rule(lambda v: v in options, ' | '.join('null' if o is None else str(o) for o in options))
 
 
 def _pair(rule, optional=False):
@@ -175,53 +173,23 @@ def _pair(rule, optional=False):
     return check
 
 
-def _distances(value):
-    if not isinstance(value, list) or not value or any(
-            isinstance(d, bool) or not isinstance(d, int) or not 1 <= d < PDA_CLIP_LENGTH for d in value):
-        raise _Expected(f'a non-empty list of whole distances in 1..{PDA_CLIP_LENGTH - 1}')
-    return value
-
-
-def _conventions(value):
-    if value is None or isinstance(value, bool):
-        return value
-    if not isinstance(value, list) or not value or not all(isinstance(v, bool) for v in value) \
-            or len(set(value)) != len(value):
-        raise _Expected('true, false, null or a list of distinct true/false such as [false, true]')
-    return value
-
-
-def _indices(value):
-    if not isinstance(value, list) or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in value):
-        raise _Expected('a list of clip indices >= 0')
-    return value
-
-
 def _text(optional=False):
-    def check(value):
-        if value is None and optional:
-            return value
-        if not isinstance(value, str) or (not value.strip() and not optional):
-            raise _Expected('a non-empty path' if not optional else 'a path or empty')
-        return value
-    return check
+    return _rule(lambda v: (v is None and optional) or (isinstance(v, str) and (optional or v.strip())),
+                 'a path or empty' if optional else 'a non-empty path')
 
 
-def _name(value):
-    """An experiment name: one path component, so that its folders stay inside the configured roots."""
-    if value is None:
-        return value
-    if not isinstance(value, str) or not value or value in ('.', '..') or '/' in value or '\\' in value \
-            or value.startswith('-') or value != value.strip():
-        raise _Expected('a name of one path component (letters, digits, "_", "-", "."; no "/" and not "..")')
-    return value
-
-
-def _device(value):
-    if not isinstance(value, str) or not re.fullmatch(r'auto|cpu|cuda(:\d+)?', value):
-        raise _Expected('auto | cpu | cuda | cuda:N')
-    return value
-
+_boolean = _rule(lambda v: isinstance(v, bool), 'true or false')
+_distances = _rule(lambda v: isinstance(v, list) and v and all(_whole(d) and 1 <= d < PDA_CLIP_LENGTH for d in v),
+                   f'a non-empty list of whole distances in 1..{PDA_CLIP_LENGTH - 1}')
+_conventions = _rule(lambda v: v is None or isinstance(v, bool) or (
+    isinstance(v, list) and v and all(isinstance(b, bool) for b in v) and len(set(v)) == len(v)),
+    'true, false, null or a list of distinct true/false such as [false, true]')
+_indices = _rule(lambda v: isinstance(v, list) and all(_whole(i) and i >= 0 for i in v), 'a list of clip indices >= 0')
+# An experiment name is one path component, so that its folders stay inside the configured roots.
+_name = _rule(lambda v: v is None or (isinstance(v, str) and v not in ('', '.', '..') and '/' not in v
+                                      and '\\' not in v and not v.startswith('-') and v == v.strip()),
+              'a name of one path component (letters, digits, "_", "-", "."; no "/" and not "..")')
+_device = _rule(lambda v: isinstance(v, str) and re.fullmatch(r'auto|cpu|cuda(:\d+)?', v), 'auto | cpu | cuda | cuda:N')
 
 _POSITIVE, _COUNT, _WIDTH = _integer(1), _integer(0), _number(0, low_open=True)
 # Every key of DEFAULTS and what it may hold; checked after the files, the overrides and the environment.
@@ -273,16 +241,13 @@ def _cross_checks(cfg):
     if cfg['stage'] == 'segmentation' and train['batch_size'] < 2:
         return 'train.batch_size', ('1 in the segmentation stage: BatchNorm over the 1x1 image pooling of ASPP needs '
                                     'at least 2 samples per process')
-    return None
 
 
 def validate(cfg, source):
     """Check every value against :data:`RULES`; a one-line :class:`UserError` names ``source`` and the key."""
     for key, rule in RULES.items():
         *parents, leaf = key.split('.')
-        section = cfg
-        for part in parents:
-            section = section[part]
+        section = functools.reduce(dict.__getitem__, parents, cfg)
         try:
             section[leaf] = rule(section[leaf])
         except _Expected as expected:
