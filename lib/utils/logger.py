@@ -12,44 +12,27 @@ from lib.utils import distributed
 from lib.utils.atomic import write_text
 
 
-class SmoothedValue:
-    """A scalar series: the mean of the last ``window`` values and the global average."""
-
-    def __init__(self, window=20):
-        self.recent = deque(maxlen=window)
-        self.total = 0.0
-        self.count = 0
-
-    def update(self, value, n=1):
-        self.recent.append(value)
-        self.total += value * n
-        self.count += n
-
-    @property
-    def avg(self):
-        return sum(self.recent) / len(self.recent) if self.recent else float('nan')
-
-    @property
-    def global_avg(self):
-        return self.total / self.count if self.count else float('nan')
-
-
 class MetricLogger:
-    """Named :class:`SmoothedValue` meters, updated from plain floats."""
+    """Named scalar series, each shown as the mean of its last ``window`` values and its global average."""
 
     def __init__(self, window=20):
-        self.meters = defaultdict(lambda: SmoothedValue(window))
+        self.recent = defaultdict(lambda: deque(maxlen=window))
+        self.total = defaultdict(float)
+        self.count = defaultdict(int)
 
     def update(self, **values):
         for name, value in values.items():
-            self.meters[name].update(float(value))
+            self.recent[name].append(float(value))
+            self.total[name] += float(value)
+            self.count[name] += 1
 
-    def summary(self, fmt='{:.4f}'):
-        """``{'loss': '0.1234', ...}`` of the smoothed (windowed mean) values, for a progress bar."""
-        return {name: fmt.format(meter.avg) for name, meter in self.meters.items()}
+    def summary(self):
+        """``{'loss': '0.1234', ...}`` of the windowed means, for a progress bar."""
+        return {name: f'{sum(recent) / len(recent):.4f}' for name, recent in self.recent.items()}
 
     def __str__(self):
-        return '  '.join(f'{name}: {meter.avg:.4f} ({meter.global_avg:.4f})' for name, meter in self.meters.items())
+        return '  '.join(f'{name}: {sum(recent) / len(recent):.4f} ({self.total[name] / self.count[name]:.4f})'
+                         for name, recent in self.recent.items())
 
 
 class _TqdmHandler(logging.Handler):

@@ -40,8 +40,8 @@ def check_writable(path, kind, what):
         return
     if not os.path.isdir(path):
         raise UserError(f'{what} {path}: exists and is not a folder')
-    if set(os.listdir(path)) - {LOCK} and read_marker(path) != kind:  # its lock: taken by this very claim
-        found = read_marker(path)
+    found = read_marker(path)
+    if set(os.listdir(path)) - {LOCK} and found != kind:  # its lock: taken by this very claim
         owner = f'the output of a {found}' if found else 'not written by DAVSS'
         raise UserError(f'{what} {path}: holds files and is {owner}; refusing to write into it (give a new or '
                         f'empty folder)')
@@ -59,8 +59,7 @@ def _pid_alive(pid):
 
 def remove_torn_copies(folder, names):
     """Remove the temporary copies ``<stem>.tmp<pid><ext>`` of ``names`` in ``folder`` whose writer is dead (a run
-    killed while writing them); returns what was removed.  Nothing else is touched."""
-    removed = []
+    killed while writing them); nothing else."""
     for name in names:
         stem, ext = os.path.splitext(name)
         pattern = re.compile(rf'^{re.escape(stem)}\.tmp(\d+){re.escape(ext)}$')
@@ -70,8 +69,6 @@ def remove_torn_copies(folder, names):
             if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))) \
                     and os.path.isfile(path) and not os.path.islink(path):
                 os.remove(path)
-                removed.append(entry)
-    return sorted(removed)
 
 
 class FolderLock:

@@ -49,9 +49,8 @@ def error_map(pred, label, ignore_index=IGNORE_INDEX):
     """Where ``pred`` (H, W) disagrees with ``label`` (H, W): red on dark grey, black where the label is ignored."""
     if hasattr(pred, 'cpu'):
         pred, label = pred.cpu().numpy(), label.cpu().numpy()
-    out = np.empty(pred.shape + (3,), dtype=np.uint8)
+    out = np.full(pred.shape + (3,), ERROR_COLOURS['correct'], dtype=np.uint8)
     ignored = label == ignore_index
-    out[:] = ERROR_COLOURS['correct']
     out[(pred != label) & ~ignored] = ERROR_COLOURS['wrong']
     out[ignored] = ERROR_COLOURS['ignored']
     return out
