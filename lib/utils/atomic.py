@@ -1,5 +1,4 @@
-"""Atomic file writes, so that an interrupted run never leaves a half-written file that looks complete; a failed
-write raises :class:`OSError` naming the file, whose final name keeps what it had."""
+"""Atomic file writes: an interrupted or failed write leaves the old file, never half a file under its name."""
 import json
 import os
 from contextlib import contextmanager
@@ -19,9 +18,8 @@ def _fsync(path, directory=False):
 
 @contextmanager
 def atomic_path(path, sync=False):
-    """Yield a temporary path (with ``path``'s extension: writers choose the format from it) that replaces ``path``
-    when the block ends without error.  ``sync=True`` flushes the file, then the rename, to the disk, so that a
-    power cut leaves the old file or the new one (not worth it for thousands of generated images)."""
+    """Yield a temporary path (``path``'s extension: writers choose the format by it) that replaces ``path`` if the
+    block succeeds; ``sync=True`` also survives a power cut (not worth it for thousands of generated images)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     stem, ext = os.path.splitext(path)
@@ -63,8 +61,7 @@ def save_torch(obj, path):
 
 
 def write_png(path, image, order='RGB'):
-    """The one PNG writer: a uint8 image ``(H, W)`` or ``(H, W, 3)`` in ``order`` (``RGB``, or ``BGR`` as OpenCV
-    holds it), written atomically."""
+    """The one PNG writer: uint8 ``(H, W)`` or ``(H, W, 3)`` in ``order`` (RGB, or BGR as OpenCV holds it)."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or not (image.ndim == 2 or image.ndim == 3 and image.shape[2] == 3) or not image.size:
         raise ValueError(f'{path}: expected a uint8 (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}')

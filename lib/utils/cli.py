@@ -1,5 +1,4 @@
-"""What every tool shares: ``parse_args()`` adds the config (:func:`add_config_arguments`) and ``--threads``
-arguments, ``main(args)`` runs, and the script ends with ``cli.run(main, parse_args())``."""
+"""What every tool shares: the config and ``--threads`` arguments, and its last line ``cli.run(main, parse_args())``."""
 import argparse
 import os
 import sys
@@ -47,7 +46,7 @@ def positive_int(text):
 def add_threads_argument(parser):
     parser.add_argument('--threads', type=positive_int, default=None,
                         help='CPU threads of torch (default: OMP_NUM_THREADS, else the CPUs this process may use; '
-                             'on a machine shared with other jobs 1 is often much faster)')
+                             '1 is often much faster on a shared machine)')
     return parser
 
 
@@ -55,11 +54,6 @@ def set_threads(threads=None):
     """torch's intra-op threads: ``threads``, or :func:`default_threads`."""
     torch.set_num_threads(threads or default_threads())
     return torch.get_num_threads()
-
-
-def _out_of_memory(err):
-    return isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)) or (
-        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
 
 
 def run(main, args):
@@ -80,7 +74,7 @@ def run(main, args):
         print(f'error: {where}{one_line(err)}', file=sys.stderr)
         status = EXIT_ERROR
     except (MemoryError, RuntimeError) as err:
-        if _out_of_memory(err):
+        if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)) or "can't allocate memory" in str(err):
             print(f'error: out of memory ({one_line(err)[:160]}); use smaller frames (--size) or batches',
                   file=sys.stderr)
         elif distributed.describe_failure(err):  # another process of a torchrun job hung or died

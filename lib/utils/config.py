@@ -25,9 +25,7 @@ DEFAULTS = {
         'deeplab': {'width_mult': 1.0, 'middle_blocks': 16},
         'flownet': {'width_mult': 1.0},
         'cfnet': {'width_mult': 1.0},
-        # Initial weights: 'default' (PyTorch's, DMNet's Xavier); 'original' draws every tensor as the original's
-        # constructors did, so ``seed`` gives its initial DMNet and CFNet (lib/model/original_init.py).
-        'init': 'default',
+        'init': 'default',  # 'original': every tensor drawn as the original's constructors (lib/model/original_init.py)
     },
     'data': {
         'name': 'cityscapes',  # cityscapes | camvid | synthetic
@@ -40,9 +38,7 @@ DEFAULTS = {
         'scale_range': [1.0, 1.0],  # random rescale of the image dataset (segmentation stage)
         'min_gap': 2,  # training triplets: key = t - j for j in [min_gap, max_gap]
         'max_gap': 10,
-        # Frame t-i of a triplet: 'resample' draws i per sample; 'original' once per list line and gap, seeded, as
-        # the paper's code did (the fixed list the published weights were trained on).
-        'intermediate': 'resample',
+        'intermediate': 'resample',  # triplet frame t-i drawn per sample; 'original': once per list line, as the paper
         'pixel_scaling': 'multiply',  # x * (1/255); 'divide': x / 255 as the original's transform_im (1 ulp apart)
         # Shuffle from (seed, epoch); 'epoch_only': from the epoch, as torch 1.5's DistributedSampler did.
         'sampler_seed': 'run',
@@ -68,9 +64,7 @@ DEFAULTS = {
         'cfnet_lr': 1.0e-4,
         'betas': [0.9, 0.999],
         'weight_decay': 0.0,
-        # Adam's lists: each tensor once; 'original': once per enclosing module, as the paper's code (2-4 updates
-        # per iteration; docs/training.md, "The optimizer").
-        'param_lists': 'unique',
+        'param_lists': 'unique',  # 'original': each tensor once per enclosing module, as the paper (docs/training.md)
         'tf32': False,  # TF32 convolutions and matmuls on Ampere+ GPUs: faster, not the fp32 the paper ran
         'lr_decay_at': 0.5,  # fraction of the total iterations after which lr is multiplied by lr_decay
         'lr_decay': 0.1,
@@ -82,9 +76,7 @@ DEFAULTS = {
         'val_max_clips': None,
         'val_batch_size': 1,  # per process, validation loaders
         'checkpoint_every': 0,  # also write now.pth every this many iterations (0: at epoch ends only)
-        # BatchNorm momentum of the trained networks; None keeps their own (the published 3e-4 is a fine-tuning
-        # value: a short run from scratch needs 0.1).
-        'bn_momentum': None,
+        'bn_momentum': None,  # None keeps the networks' own 3e-4, a fine-tuning value (from scratch needs 0.1)
         'find_unused_parameters': False,  # DistributedDataParallel option; only for networks with idle branches
         'log_every': 10,
         'save_root': '${SAVE_ROOT:-saved_model}',
@@ -95,9 +87,7 @@ DEFAULTS = {
         'distances': [1, 2, 3, 4, 5, 6, 7, 8, 9],
         'per_frame': True,  # the key network on frame t (upper bound row)
         'propagation_only': True,  # propagation without correction (DFF-style row)
-        # The resizes' convention: a bool or a list of them, each reported (the first is the headline); None =
-        # model.align_corners.
-        'align_corners': None,
+        'align_corners': None,  # a bool or a list of them, each reported (the first: headline); None: the model's
         'tf32': False,  # TF32 in evaluation; off = plain fp32, as the original ran
         'batch_size': 1,
         'max_clips': None,

@@ -69,8 +69,7 @@ def close_text_log(logger):
 
 
 def keep_lines_until(path, iteration):
-    """Rewrite the JSON-lines file ``path`` without its lines after ``iteration`` (and a torn last line): what a
-    resumed run logs again."""
+    """Drop the lines of the JSON-lines file ``path`` after ``iteration`` (and a torn last line)."""
     if not os.path.isfile(path):
         return
     kept = []

@@ -14,11 +14,8 @@ def _as_tensor(x, device):
 
 
 class ConfusionMatrix:
-    """``matrix[g, p]`` counts pixels of ground-truth class ``g`` (``ignore_index`` skipped) predicted as ``p``.
-
-    IoU = TP / (TP + FP + FN); a class absent from both ground truth and predictions has NaN, which ``miou`` leaves
-    out (a val set without trains is not punished for them).
-    """
+    """``matrix[g, p]`` counts pixels of ground-truth class ``g`` (``ignore_index`` skipped) predicted as ``p``;
+    a class absent from both has IoU NaN, which ``miou`` leaves out (a val set without trains is not punished)."""
 
     def __init__(self, n_classes, ignore_index=IGNORE_INDEX, device=None):
         self.n_classes = n_classes

@@ -1,5 +1,4 @@
-"""The one owner of output folders: which folder a command may write, how, and what it may remove (the rules:
-``docs/guarantees.md``)."""
+"""The one owner of output folders: which a command may write, how, what it may remove (docs/guarantees.md)."""
 import fcntl
 import json
 import os
@@ -226,13 +225,9 @@ class OwnedFolder:
 
 
 class StagedFolder:
-    """A folder that appears under its name only when complete: written as ``<path>.partial/`` and renamed.
-
-    ``overwrite`` replaces an existing ``<path>`` only when it is marked ``kind``; ``apart_from`` lists paths the
-    folder must neither lie in nor contain (an input).  The lock lies beside the folder (``<path>.lock``), since the
-    folder itself is replaced; ``locked=False`` when the caller already holds the lock of a folder around it.
-    A run that fails before :meth:`commit` leaves ``<path>.partial/`` for inspection; the next run replaces it.
-    """
+    """A folder that appears under its name only when complete: written as ``<path>.partial/`` (left for inspection
+    by a failed run) and renamed.  ``overwrite`` replaces only a ``<path>`` marked ``kind``; ``apart_from``: paths
+    it must neither lie in nor contain; the lock is ``<path>.lock`` (``locked=False``: the caller holds one)."""
 
     def __init__(self, path, kind, what, overwrite=False, apart_from=(), locked=True):
         self.path = os.path.normpath(path)
@@ -289,8 +284,7 @@ class StagedFolder:
         return path
 
     def commit(self):
-        """Rename the complete partial folder to its name; an earlier one is moved aside first, so that a crash in
-        between never leaves neither."""
+        """Rename the complete partial folder to its name (an earlier one moved aside first: a crash leaves one)."""
         if os.path.isdir(self.old):
             shutil.rmtree(self.old)
         if os.path.isdir(self.path):

@@ -1,5 +1,4 @@
-"""Measurement helpers of every benchmark: wall-clock time with the device synchronised (CUDA events on a GPU),
-round-robin timing, peak memory of one call, FLOPs, the machine's compute peak, its load, parameter counts."""
+"""Measurement helpers of every benchmark: timing, peak memory, FLOPs, the machine's compute peak and its load."""
 import ctypes
 import ctypes.util
 import math
@@ -109,8 +108,7 @@ def peak_memory_bytes(fn, device):
 
 
 def available_memory_bytes(device):
-    """Memory a computation on ``device`` may still use: free GPU memory, or the kernel's ``MemAvailable``;
-    None where it cannot be read."""
+    """Free memory of ``device`` (the kernel's ``MemAvailable`` on the CPU); None where it cannot be read."""
     device = torch.device(device)
     if device.type == 'cuda':
         return torch.cuda.mem_get_info(device)[0]
@@ -199,11 +197,7 @@ def machine_description(device):
     return f'{match.group(1).strip() if match else platform.machine()}, {os.cpu_count()} logical CPUs'
 
 
-# The peak probe's (channels, height, width): 3x3 convolutions on the 1/8 .. 1/32 grid of a 512x1024 frame, a 1x1
-# convolution (DeepLab's middle flow); and a square matrix product.
-PEAK_CONV3X3 = ((256, 64, 128), (512, 32, 64), (1024, 16, 32))
-PEAK_CONV1X1 = ((728, 32, 64),)
-PEAK_MATMUL = 1024
+PEAK_MATMUL = 1024  # the peak probe's square matrix product
 
 
 def peak_workloads(device, dtype, generator):
@@ -213,7 +207,8 @@ def peak_workloads(device, dtype, generator):
         return (torch.randn(*shape, generator=generator) * scale).to(device, dtype)
 
     work = {}
-    for k, shapes in ((3, PEAK_CONV3X3), (1, PEAK_CONV1X1)):
+    # (channels, height, width): 3x3 on the 1/8 .. 1/32 grid of a 512x1024 frame, 1x1 as DeepLab's middle flow
+    for k, shapes in ((3, ((256, 64, 128), (512, 32, 64), (1024, 16, 32))), (1, ((728, 32, 64),))):
         for c, h, w in shapes:
             x = tensor(1, c, h, w).contiguous(memory_format=torch.channels_last)
             weight = tensor(c, c, k, k, scale=0.02).contiguous(memory_format=torch.channels_last)

@@ -10,8 +10,7 @@ import torch
 
 @contextmanager
 def tf32(enabled):
-    """Allow (or forbid) TF32 in cuDNN convolutions and CUDA matmuls while the block runs; the previous
-    process-wide flags are put back afterwards."""
+    """Allow (or forbid) TF32 in convolutions and matmuls while the block runs; the previous flags are put back."""
     previous = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
     torch.backends.cudnn.allow_tf32 = bool(enabled)

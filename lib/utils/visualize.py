@@ -3,7 +3,7 @@ all uint8 RGB ``(H, W, 3)`` so that the pieces stack freely; files are written a
 import matplotlib
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from lib.utils.atomic import atomic_path
 from lib.utils.metrics import IGNORE_INDEX
@@ -26,13 +26,12 @@ def colour_bar(height, width):
     """The heat-map scale as a tile (H, W, 3): the colours from 0 (left) to 1 (right), labelled."""
     pil = Image.new('RGB', (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(pil)
-    font = ImageFont.load_default()
     bar = heat_map(np.tile(np.linspace(0.0, 1.0, width - 8), (max(height // 3, 1), 1)))
     pil.paste(Image.fromarray(bar), (4, height // 3))
-    draw.text((4, 2), 'distortion scale', fill=(0, 0, 0), font=font)
+    draw.text((4, 2), 'distortion scale', fill=(0, 0, 0))
     below = height // 3 + bar.shape[0] + 1
     for value, anchor in ((0, 'la'), (0.5, 'ma'), (1, 'ra')):
-        draw.text((4 + value * (width - 9), below), f'{value:g}', fill=(0, 0, 0), font=font, anchor=anchor)
+        draw.text((4 + value * (width - 9), below), f'{value:g}', fill=(0, 0, 0), anchor=anchor)
     return np.asarray(pil)
 
 
@@ -74,10 +73,9 @@ def caption(image, text):
     """Write ``text`` in the top-left corner of a copy of ``image`` on a dark box, readable on any colour."""
     pil = Image.fromarray(image)
     draw = ImageDraw.Draw(pil)
-    font = ImageFont.load_default()
-    right, bottom = draw.textbbox((3, 2), text, font=font)[2:]
+    right, bottom = draw.textbbox((3, 2), text)[2:]
     draw.rectangle((0, 0, right + 3, bottom + 2), fill=(0, 0, 0))
-    draw.text((3, 2), text, fill=(255, 255, 255), font=font)
+    draw.text((3, 2), text, fill=(255, 255, 255))
     return np.asarray(pil)
 
 
@@ -105,13 +103,12 @@ def legend(palette, class_names, swatch=18, width=180):
     colours = [tuple(int(v) for v in palette[i]) for i in range(len(class_names))] + [(0, 0, 0)]
     pil = Image.new('RGB', (width, len(names) * (swatch + 4) + 4), (255, 255, 255))
     draw = ImageDraw.Draw(pil)
-    font = ImageFont.load_default()
     for i, (name, colour) in enumerate(zip(names, colours)):
         y = 4 + i * (swatch + 4)
         draw.rectangle((4, y, 4 + swatch, y + swatch), fill=colour, outline=(0, 0, 0))
         label = f'{i if i < len(class_names) else IGNORE_INDEX} {name}'
-        top, bottom = draw.textbbox((0, 0), label, font=font)[1::2]
-        draw.text((swatch + 10, y + (swatch - (bottom + top)) // 2), label, fill=(0, 0, 0), font=font)
+        top, bottom = draw.textbbox((0, 0), label)[1::2]
+        draw.text((swatch + 10, y + (swatch - (bottom + top)) // 2), label, fill=(0, 0, 0))
     return np.asarray(pil)
 
 
@@ -120,7 +117,6 @@ def video_frame(image, label, palette, names=None, key=False):
     ``label`` (H, W) (most pixels first, as many as fit) and, on a key frame, ``KEY`` in the top-left corner."""
     pil = Image.fromarray(image)
     draw = ImageDraw.Draw(pil)
-    font = ImageFont.load_default()
     counts = np.bincount(label.ravel(), minlength=256)[:len(palette)]
     height, width = image.shape[:2]
     top = height - 12
@@ -128,11 +124,11 @@ def video_frame(image, label, palette, names=None, key=False):
     x = 2
     for c in np.argsort(-counts, kind='stable')[:int((counts > 0).sum())]:
         text = names[c] if names is not None else str(c)
-        right = x + 10 + draw.textlength(text, font=font)
+        right = x + 10 + draw.textlength(text)
         if right > width:
             break
         draw.rectangle((x, top + 2, x + 7, top + 9), fill=tuple(int(v) for v in palette[c]))
-        draw.text((x + 10, top + 1), text, fill=(255, 255, 255), font=font)
+        draw.text((x + 10, top + 1), text, fill=(255, 255, 255))
         x = right + 6
     return caption(np.asarray(pil), 'KEY') if key else np.asarray(pil)
 
@@ -164,8 +160,7 @@ class TileMaker:
 
     def errors(self, pred, label, text):
         rate = error_rate(pred.cpu().numpy(), label.cpu().numpy())
-        tile = error_map(pred, label)
-        return caption(resize(tile, self.width, nearest=True), f'{text} {100 * rate:.1f}%')
+        return caption(resize(error_map(pred, label), self.width, nearest=True), f'{text} {100 * rate:.1f}%')
 
 
 def clip_pictures(trace, frames, label, tiles):
@@ -260,8 +255,7 @@ def plot_tradeoff(report, path, title):
 
 
 def plot_pda(result, path, title):
-    """mIoU against the key-frame distance d of a ``pda.json`` (lib.eval.pda): per-frame, propagation only and
-    DAVSS (the rows that are present)."""
+    """mIoU against the key-frame distance of a ``pda.json``: per-frame, propagation only, DAVSS (those present)."""
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
