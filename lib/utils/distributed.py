@@ -27,8 +27,7 @@ def is_main_process():
 
 
 def pick_device(device='auto'):
-    """``'auto'`` (or None): this process's GPU if CUDA is available, else the CPU; ``'cpu'``, ``'cuda'`` (this
-    process's GPU: torchrun's ``LOCAL_RANK``) and ``'cuda:N'`` are forced."""
+    """``'auto'`` or None: this process's GPU (torchrun's ``LOCAL_RANK``) if CUDA is available, else the CPU."""
     if device in (None, 'auto'):
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if device == 'cpu':
@@ -41,8 +40,7 @@ def pick_device(device='auto'):
 
 
 def init_distributed(device='auto'):
-    """Join torchrun's process group (NCCL on GPUs, gloo on the CPU; none for ``WORLD_SIZE`` unset or 1) and return
-    this process's device."""
+    """Join torchrun's process group (NCCL on GPUs, else gloo; none for ``WORLD_SIZE`` 1) and return the device."""
     device = pick_device(device)
     if device.type == 'cuda':
         torch.cuda.set_device(device)

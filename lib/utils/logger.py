@@ -1,5 +1,4 @@
-"""Training metrics: smoothed meters, a text log, TensorBoard scalars and ``metrics.jsonl``; the loggers of the
-other processes do nothing, so callers never test the rank."""
+"""Training metrics: meters, a text log, TensorBoard and ``metrics.jsonl``; silent on all but the main process."""
 import json
 import logging
 import math
@@ -42,9 +41,9 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record))
 
 
-def setup_text_log(log_path=None, name='davss.train'):
-    """A logger writing to the console and (main process) to ``log_path``; silent on the other ranks."""
-    logger = logging.getLogger(name)
+def setup_text_log(log_path=None):
+    """A logger writing to the console and to ``log_path``."""
+    logger = logging.getLogger('davss.train')
     logger.handlers.clear()
     logger.propagate = False
     if not distributed.is_main_process():

@@ -31,8 +31,7 @@ def write_marker(folder, kind):
 
 
 def check_writable(path, kind, what):
-    """Refuse ``path`` unless it is new, an empty folder, or a folder marked ``kind``.  ``what`` names where the
-    path came from (an option or config key) in the one-line error."""
+    """Refuse ``path`` unless it is new, an empty folder, or a folder marked ``kind``; ``what``: its option or key."""
     if os.path.islink(path):
         raise UserError(f'{what} {path}: is a symbolic link; give the folder itself')
     if not os.path.lexists(path):
@@ -57,8 +56,7 @@ def _pid_alive(pid):
 
 
 def remove_torn_copies(folder, names):
-    """Remove the temporary copies ``<stem>.tmp<pid><ext>`` of ``names`` in ``folder`` whose writer is dead (a run
-    killed while writing them); nothing else."""
+    """Remove the temporary copies ``<stem>.tmp<pid><ext>`` of ``names`` in ``folder`` whose writer is dead."""
     for name in names:
         stem, ext = os.path.splitext(name)
         pattern = re.compile(rf'^{re.escape(stem)}\.tmp(\d+){re.escape(ext)}$')
@@ -194,8 +192,7 @@ class OwnedFolder:
         return [name for name in names if os.path.lexists(self.file(name))]
 
     def set_aside(self, names):
-        """Rename the existing ``names`` to ``<stem>.previous<ext>``, so that a run that fails leaves no earlier
-        result under a current name; :meth:`drop_aside` removes them once the new ones are written."""
+        """Rename ``names`` to ``<stem>.previous<ext>`` (a failed run leaves no earlier result under a current name)."""
         self._aside = []
         for name in names:
             stem, ext = os.path.splitext(name)
@@ -251,9 +248,8 @@ class StagedFolder:
         if os.path.lexists(self.path) and not self.overwrite:
             raise UserError(f'{self.what} {self.path}: already exists (pass --overwrite to replace an earlier '
                             f'{self.kind})')
-        check_writable(self.path, self.kind, self.what)
-        for scratch in (self.partial, self.old):
-            check_writable(scratch, self.kind, self.what)
+        for folder in (self.path, self.partial, self.old):
+            check_writable(folder, self.kind, self.what)
 
     def start(self):
         try:

@@ -21,14 +21,12 @@ BILINEAR_FLOPS_PER_VALUE = 8
 
 def synchronize(device):
     """Wait for the device's queued work (a no-op on the CPU), so that a timer measures the work itself."""
-    device = torch.device(device)
-    if device.type == 'cuda':
+    if torch.device(device).type == 'cuda':
         torch.cuda.synchronize(device)
 
 
 def _bilinear_ops():
-    """The bilinear-sampling ops and every overload (inference_mode shows the counter the composite ones before they
-    decompose), resample2d's CUDA operator when it is built."""
+    """The bilinear-sampling ops, every overload (inference_mode shows the composite ones), resample2d's if built."""
     packets = [torch.ops.aten.grid_sampler, torch.ops.aten.grid_sampler_2d, torch.ops.aten.upsample_bilinear2d]
     if hasattr(torch.ops.davss, 'resample2d_forward'):
         packets.append(torch.ops.davss.resample2d_forward)
@@ -201,8 +199,8 @@ PEAK_MATMUL = 1024  # the peak probe's square matrix product
 
 
 def peak_workloads(device, dtype, generator):
-    """``{label: (callable, FLOPs)}``: the friendliest work for the device's convolution and matrix libraries in
-    ``dtype`` (channels_last convolutions); the best of them is the machine's peak for that dtype."""
+    """``{label: (callable, FLOPs)}``: the friendliest work for the device's libraries in ``dtype``; the best of them
+    is the machine's peak."""
     def tensor(*shape, scale=1.0):
         return (torch.randn(*shape, generator=generator) * scale).to(device, dtype)
 

@@ -36,8 +36,7 @@ def colour_bar(height, width):
 
 
 def flows_to_rgb(flows):
-    """Flow fields ``(2, H, W)`` (dx, dy) -> uint8 RGB ``(H, W, 3)`` each, the usual colour wheel (hue =
-    direction, saturation = magnitude) on one scale: the largest motion of all of them is the full colour."""
+    """Flow fields ``(2, H, W)`` (dx, dy) -> uint8 ``(H, W, 3)`` each, on the colour wheel of one common scale."""
     from torchvision.utils import flow_to_image  # here: importing torchvision takes seconds, video output needs none
 
     batch = torch.stack([torch.as_tensor(f, dtype=torch.float32) for f in flows])  # (N, 2, H, W)
