@@ -1,16 +1,9 @@
 """Confusion-matrix segmentation metrics (per-class IoU, mIoU), accumulated on the device of the predictions."""
-import numpy as np
 import torch
 
 from lib.utils import distributed
 
 IGNORE_INDEX = 255  # the label value of pixels that no loss and no metric counts (every dataset's "void")
-
-
-def _as_tensor(x, device):
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    return x.to(device=device, dtype=torch.int64).reshape(-1)
 
 
 class ConfusionMatrix:
@@ -28,8 +21,7 @@ class ConfusionMatrix:
 
     def update(self, pred, gt):
         """Add a batch: ``pred`` and ``gt`` integer label maps of the same shape (tensors or numpy arrays)."""
-        pred = _as_tensor(pred, self.device)
-        gt = _as_tensor(gt, self.device)
+        pred, gt = (torch.as_tensor(x, dtype=torch.int64, device=self.device).reshape(-1) for x in (pred, gt))
         if pred.shape != gt.shape:
             raise ValueError(f'ConfusionMatrix.update: pred has {pred.numel()} pixels but gt has {gt.numel()}')
         keep = gt != self.ignore_index
