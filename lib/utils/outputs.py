@@ -1,4 +1,5 @@
 """The one owner of output folders: which a command may write, how, what it may remove (docs/guarantees.md)."""
+import contextlib
 import fcntl
 import json
 import os
@@ -136,10 +137,8 @@ class FolderLock:
     def release(self):
         if self.fd is None:
             return
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(self.path)  # still ours: we hold the flock on this very file
-        except FileNotFoundError:
-            pass
         os.close(self.fd)  # releases the flock
         self.fd = None
 
