@@ -1,8 +1,4 @@
-"""Training metrics: smoothed meters, a plain-text log file, TensorBoard scalars and ``metrics.jsonl``, all on the
-main process only.
-
-Non-main processes get loggers that do nothing, so callers never test the rank themselves.
-"""
+"""Training metrics: meters, a text log, TensorBoard and ``metrics.jsonl``; silent on all but the main process."""
 import json
 import logging
 import math
@@ -15,44 +11,27 @@ from lib.utils import distributed
 from lib.utils.atomic import write_text
 
 
-class SmoothedValue:
-    """A scalar series: the mean of the last ``window`` values and the global average."""
-
-    def __init__(self, window=20):
-        self.recent = deque(maxlen=window)
-        self.total = 0.0
-        self.count = 0
-
-    def update(self, value, n=1):
-        self.recent.append(value)
-        self.total += value * n
-        self.count += n
-
-    @property
-    def avg(self):
-        return sum(self.recent) / len(self.recent) if self.recent else float('nan')
-
-    @property
-    def global_avg(self):
-        return self.total / self.count if self.count else float('nan')
-
-
 class MetricLogger:
-    """Named :class:`SmoothedValue` meters, updated from plain floats."""
+    """Named scalar series, each shown as the mean of its last ``window`` values and its global average."""
 
     def __init__(self, window=20):
-        self.meters = defaultdict(lambda: SmoothedValue(window))
+        self.recent = defaultdict(lambda: deque(maxlen=window))
+        self.total = defaultdict(float)
+        self.count = defaultdict(int)
 
     def update(self, **values):
         for name, value in values.items():
-            self.meters[name].update(float(value))
+            self.recent[name].append(float(value))
+            self.total[name] += float(value)
+            self.count[name] += 1
 
-    def summary(self, fmt='{:.4f}'):
-        """``{'loss': '0.1234', ...}`` of the smoothed (windowed mean) values, for a progress bar."""
-        return {name: fmt.format(meter.avg) for name, meter in self.meters.items()}
+    def summary(self):
+        """``{'loss': '0.1234', ...}`` of the windowed means, for a progress bar."""
+        return {name: f'{sum(recent) / len(recent):.4f}' for name, recent in self.recent.items()}
 
     def __str__(self):
-        return '  '.join(f'{name}: {meter.avg:.4f} ({meter.global_avg:.4f})' for name, meter in self.meters.items())
+        return '  '.join(f'{name}: {sum(recent) / len(recent):.4f} ({self.total[name] / self.count[name]:.4f})'
+                         for name, recent in self.recent.items())
 
 
 class _TqdmHandler(logging.Handler):
@@ -62,9 +41,9 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record))
 
 
-def setup_text_log(log_path=None, name='davss.train'):
-    """A logger writing to the console and (main process) to ``log_path``; silent on the other ranks."""
-    logger = logging.getLogger(name)
+def setup_text_log(log_path=None):
+    """A logger writing to the console and to ``log_path``."""
+    logger = logging.getLogger('davss.train')
     logger.handlers.clear()
     logger.propagate = False
     if not distributed.is_main_process():
@@ -89,8 +68,7 @@ def close_text_log(logger):
 
 
 def keep_lines_until(path, iteration):
-    """Rewrite the JSON-lines file ``path`` without its lines after ``iteration`` (and a torn last line): what a
-    resumed run logs again."""
+    """Drop the lines of the JSON-lines file ``path`` after ``iteration`` (and a torn last line)."""
     if not os.path.isfile(path):
         return
     kept = []
@@ -105,9 +83,8 @@ def keep_lines_until(path, iteration):
 
 
 class ScalarWriter:
-    """TensorBoard scalars (tensorboardX) and, with ``metrics_path``, one JSON line per call
-    (``{"iteration": step, "<prefix><name>": value, ...}``) on the main process; a no-op elsewhere.  ``resume_at``:
-    the lines after that iteration, which the resumed run writes again, are dropped first."""
+    """TensorBoard scalars and, with ``metrics_path``, one JSON line per call (``{"iteration": step, "<prefix><name>":
+    value, ...}``; the lines after ``resume_at``, which a resumed run writes again, dropped first)."""
 
     def __init__(self, log_dir, metrics_path=None, resume_at=None):
         self.writer = self.lines = None

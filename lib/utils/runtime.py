@@ -1,10 +1,5 @@
-"""TF32: whether float32 convolutions and matmuls may run on TensorFloat-32 tensor cores (Ampere and later GPUs).
-
-PyTorch lets cuDNN convolutions use TF32 by default (``torch.backends.cudnn.allow_tf32 = True``), which rounds the
-inputs of every convolution to a 10-bit mantissa: faster, but not the plain fp32 that produced the published
-DAVSS numbers (torch 1.5 on pre-Ampere GPUs).  Evaluation turns it off unless ``eval.tf32`` says otherwise;
-training follows ``train.tf32``.  On the CPU the flags change nothing.
-"""
+"""Process-wide numerics: TF32 (on by default for cuDNN convolutions, faster but not the fp32 that produced the
+published numbers), deterministic kernels, seeds."""
 import os
 import random
 from contextlib import contextmanager
@@ -15,8 +10,7 @@ import torch
 
 @contextmanager
 def tf32(enabled):
-    """Allow (or forbid) TF32 in cuDNN convolutions and CUDA matmuls while the block runs; the previous
-    process-wide flags are put back afterwards."""
+    """Allow (or forbid) TF32 in convolutions and matmuls while the block runs; the previous flags are put back."""
     previous = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
     torch.backends.cudnn.allow_tf32 = bool(enabled)
@@ -28,9 +22,8 @@ def tf32(enabled):
 
 @contextmanager
 def determinism(enabled):
-    """Deterministic kernels where PyTorch has them while the run lasts (a warning names any op that has none,
-    e.g. some interpolation backwards on the GPU); otherwise let cuDNN pick the fastest algorithms.  The
-    process-wide flags are put back afterwards, so a run inside a larger program leaves no trace."""
+    """Deterministic kernels where PyTorch has them (a warning names an op that has none), else cuDNN's fastest,
+    while the block runs; the previous process-wide flags are put back afterwards."""
     previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
                 torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     if enabled:
