@@ -1,20 +1,8 @@
-"""The two optional compiled extensions of ``lib`` (the package's metadata is in pyproject.toml): the resample2d
-CUDA extension ``lib.ops._resample2d_cuda`` and the fused label kernels of the fast CPU path
-``lib.ops._upsample_argmax_cpu``. Both compile against the torch of the environment the build runs in:
-
-    pip install --no-build-isolation -e .
-
-Under pip's build isolation (``pip install -e ".[dev]"``) torch is not importable: neither is built, one message says
-so, and ``lib`` uses its PyTorch implementations (``lib.ops.resample2d``, ``lib/infer/fast.py``). With torch, the
-CUDA extension is compiled when torch is a CUDA build and a toolkit whose nvcc has torch's CUDA major version is
-found (``lib/ops/cuda_toolkit.py``), the CPU kernels when a C++ compiler is; otherwise the install goes on without
-them. A compile error fails the install, so a broken kernel is caught wherever a toolkit exists. Environment:
-
-- ``DAVSS_BUILD_CUDA``: ``auto`` (default) builds when possible; ``1`` makes "cannot build" an error; ``0`` skips.
-- ``DAVSS_BUILD_CPU``: the same for the CPU kernels.
-- ``TORCH_CUDA_ARCH_LIST``: GPU architectures. Default: the visible GPUs' when there are some, else every
-  architecture the installed torch supports (``torch.cuda.get_arch_list()``), plus PTX of the newest.
-- ``MAX_JOBS``: parallel compile jobs (ninja).
+"""The two optional compiled extensions of ``lib`` (metadata: pyproject.toml), the resample2d CUDA extension
+``lib.ops._resample2d_cuda`` and the fast path's CPU label kernels ``lib.ops._upsample_argmax_cpu``, compiled against
+the installed torch by ``pip install --no-build-isolation -e .`` where a toolkit / C++ compiler exists; else ``lib``
+uses its PyTorch paths. ``DAVSS_BUILD_CUDA`` / ``DAVSS_BUILD_CPU``: ``auto`` (default), ``1`` (cannot build: an
+error), ``0`` (skip); the other variables: docs/resample2d.md.
 """
 import importlib.util
 import os
@@ -25,8 +13,7 @@ from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join('lib', 'ops', 'csrc')
-# After Python's own compile flags, which ask for debug info (-g): over torch's headers that takes 2.5 times the
-# compile time of the code itself and makes a 5 MB object file of 0.1 MB of code.
+# Overrides Python's own -g: debug info over torch's headers multiplies compile time and object size.
 NO_DEBUG_INFO = '-g0'
 
 
@@ -73,11 +60,9 @@ def cuda_extension(mode):
         return None
 
     from torch.utils import cpp_extension
-    # torch read CUDA_HOME once, when find_cuda_home imported it, and may have guessed the folder of an nvcc
-    # wrapper; the toolkit found goes to torch and to the compilers it runs.
+    # torch read CUDA_HOME once (and may have guessed an nvcc wrapper's folder): the toolkit found replaces it.
     os.environ['CUDA_HOME'] = cpp_extension.CUDA_HOME = toolkit.find_cuda_home()
-    # torch's own default is the visible GPUs, and it fails outright when none is visible (a CI machine, a login
-    # node); there every architecture torch runs on is built, so the build works on any of them.
+    # torch's own default (the visible GPUs) fails where none is visible.
     arch_list = toolkit.arch_list_for_build()
     if arch_list:
         os.environ['TORCH_CUDA_ARCH_LIST'] = arch_list
