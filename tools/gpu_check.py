@@ -1,23 +1,13 @@
 """Every check of the CUDA path on this machine's GPUs, in one report (JSON + markdown).
 
-    python3 tools/gpu_check.py                       # usually through tools/gpu_check.sh or `make gpu-check`
-    python3 tools/gpu_check.py --output result/gpu_check --skip suite benchmark
+    python3 tools/gpu_check.py --skip suite benchmark    # usually through tools/gpu_check.sh or `make gpu-check`
 
-Steps, each in its own process (one failing does not stop the others), each ``pass``, ``fail`` or ``skip``:
-
-- ``environment``: torch, CUDA, the GPUs; the GPU code in the built resample2d extension and the kernel each GPU
-  runs from it; the extension's one-time probe on every GPU (what ``resample2d`` checks before using it).
-- ``cuda_tests``: ``tests/test_ops_resample2d.py`` with its CUDA and slow tests; fails if a CUDA test was skipped.
-- ``suite``: the whole test suite on this machine.
-- ``ddp_syncbn``: 2 processes over NCCL, 2 iterations of the segmentation stage (SyncBatchNorm); needs 2 GPUs.
-- ``amp_<fp16|bf16>_<stage>``: one AMP training step of each stage, each from the earlier ones, on a tiny set.
-- ``fast_cuda_graphs``: ``tools/benchmark.py --device cuda --fast --fast-cuda-graphs`` at 512x1024.
-- ``benchmark``: ``tools/benchmark.py --device cuda --fast``; the report quotes its resample2d bandwidth (as a
-  fraction of copy bandwidth), fast-path speed-up over fp32 and argmax agreement.
-
-Writes ``report.json``, ``report.md``, the benchmarks' JSON and one log per step (``logs/``) into ``--output``, a
-folder of this tool's kind (:mod:`lib.utils.outputs`), which appears when the report is complete. Exit status 1
-when a step failed.
+Steps, each in its own process, each ``pass``, ``fail`` or ``skip``: ``environment`` (torch, the GPUs, the kernel
+each runs from the built resample2d extension and its probe there), ``cuda_tests`` (tests/test_ops_resample2d.py;
+fails if a CUDA test was skipped), ``suite``, ``ddp_syncbn`` (2 NCCL processes, 2 GPUs), ``amp_<dtype>_<stage>``
+(one AMP step of each stage, chained), ``fast_cuda_graphs`` and ``benchmark`` (tools/benchmark.py --device cuda
+--fast). Writes report.json, report.md, the benchmarks' JSON and logs/<step>.log into ``--output`` (a folder of this
+tool's kind, which appears when the report is complete); exit status 1 when a step failed.
 """
 import argparse
 import datetime
@@ -71,8 +61,7 @@ class Runner:
         return self.steps[-1]
 
     def run(self, name, command):
-        """Run ``command`` (a list) from the repository root: (return code or None on timeout, output, seconds,
-        its last line)."""
+        """Run ``command`` from the repository root: (return code or None on timeout, output, seconds, last line)."""
         print(f'[gpu_check] {name}: {" ".join(command)}', file=sys.stderr, flush=True)
         start = time.time()
         try:
