@@ -37,27 +37,20 @@ def build_mode(variable):
     return mode
 
 
-def use_ninja():
-    try:
-        import ninja  # the pip package; pip does not put the venv's bin/ on PATH, where torch looks for ninja
-        os.environ['PATH'] = getattr(ninja, 'BIN_DIR', '') + os.pathsep + os.environ.get('PATH', '')
-    except ImportError:
-        pass
+def skip(variable, mode, what, why, fallback):
+    """None, after saying why ``what`` is not built; SystemExit where ``variable``=1 demands it."""
+    if mode == '1':
+        raise SystemExit(f'setup.py: {variable}=1 but {what} cannot be built: {why}')
+    say(f'skipping {what} ({why}); {fallback}')
 
 
 def cuda_extension(mode):
     """The resample2d CUDA extension, or None when it cannot be built here."""
-    if mode == '0':
-        say('DAVSS_BUILD_CUDA=0: skipping the resample2d CUDA extension')
-        return None
     toolkit = load_toolkit_helpers()
-    blocker = toolkit.build_blocker()
+    blocker = 'DAVSS_BUILD_CUDA=0' if mode == '0' else toolkit.build_blocker()
     if blocker is not None:
-        if mode == '1':
-            raise SystemExit(f'setup.py: DAVSS_BUILD_CUDA=1 but the resample2d CUDA extension cannot be built: '
-                             f'{blocker}')
-        say(f'skipping the resample2d CUDA extension ({blocker}); lib.ops.resample2d will use PyTorch')
-        return None
+        return skip('DAVSS_BUILD_CUDA', mode, 'the resample2d CUDA extension', blocker,
+                    'lib.ops.resample2d will use PyTorch')
 
     from torch.utils import cpp_extension
     # torch read CUDA_HOME once (and may have guessed an nvcc wrapper's folder): the toolkit found replaces it.
@@ -78,15 +71,10 @@ def cuda_extension(mode):
 
 def cpu_extension(mode):
     """The fused label kernels of the fast CPU path, or None when there is no C++ compiler."""
-    if mode == '0':
-        say('DAVSS_BUILD_CPU=0: skipping the CPU label kernels')
-        return None
     compiler = os.environ.get('CXX', 'c++')
-    if shutil.which(compiler) is None:
-        if mode == '1':
-            raise SystemExit(f'setup.py: DAVSS_BUILD_CPU=1 but the C++ compiler "{compiler}" is not on PATH')
-        say(f'skipping the CPU label kernels (no C++ compiler "{compiler}"); the fast path will use PyTorch')
-        return None
+    if mode == '0' or shutil.which(compiler) is None:
+        why = 'DAVSS_BUILD_CPU=0' if mode == '0' else f'the C++ compiler "{compiler}" is not on PATH'
+        return skip('DAVSS_BUILD_CPU', mode, 'the CPU label kernels', why, 'the fast path will use PyTorch')
     from torch.utils.cpp_extension import CppExtension
 
     say('building the CPU label kernels')
@@ -125,7 +113,11 @@ def extension_kwargs():
                   if e is not None]
     if not extensions:
         return {}
-    use_ninja()
+    try:
+        import ninja  # the pip package; pip does not put the venv's bin/ on PATH, where torch looks for ninja
+        os.environ['PATH'] = getattr(ninja, 'BIN_DIR', '') + os.pathsep + os.environ.get('PATH', '')
+    except ImportError:
+        pass
     from torch.utils.cpp_extension import BuildExtension
     return {'ext_modules': extensions, 'cmdclass': {'build_ext': BuildExtension}}
 

@@ -30,7 +30,6 @@ from lib.utils.errors import UserError
 from lib.utils.outputs import StagedFolder
 
 STEPS = ('environment', 'cuda_tests', 'suite', 'ddp_syncbn', 'amp', 'fast_cuda_graphs', 'benchmark')
-KIND = 'gpu check'
 # Small and quick: the AMP steps check that training runs, not what it learns.
 DATA_OPTS = ('data.num_workers=0', 'data.crop_size=null', 'train.val_every=0', 'train.log_every=1',
              'train.batch_size=2', 'model.deeplab.width_mult=0.25', 'model.deeplab.middle_blocks=1',
@@ -195,7 +194,7 @@ def main(args):
     if not torch.cuda.is_available():
         raise UserError(f'needs a CUDA GPU (torch {torch.__version__} sees none on this machine); nothing was run')
     skip = set(args.skip)
-    with StagedFolder(args.output, KIND, '--output', overwrite=True) as folder:
+    with StagedFolder(args.output, 'gpu check', '--output', overwrite=True) as folder:
         runner = Runner(folder.partial, args.step_timeout)
         environment = step_environment(runner) if 'environment' not in skip else {}
         if 'cuda_tests' not in skip:

@@ -1,6 +1,5 @@
-"""What a resample2d CUDA build needs beyond ``torch.utils.cpp_extension``: the toolkit behind an ``nvcc`` wrapper,
-why no build can happen, architectures where no GPU is visible, the GPU code a built library holds. ``setup.py``
-loads it by path."""
+"""The resample2d CUDA build's needs beyond ``torch.utils.cpp_extension`` (``setup.py`` loads this file by path) and
+the GPU code a built library holds."""
 import glob
 import os
 import re

@@ -143,15 +143,6 @@ def _check_shapes(input, flow):
         raise ValueError(f'resample2d: input is on {input.device} but flow on {flow.device}')
 
 
-def requested_implementation(impl=None):
-    """The implementation asked for: ``impl`` if given, else ``$DAVSS_RESAMPLE2D``, else ``'auto'``."""
-    source = 'impl' if impl is not None else ENV_VAR
-    choice = (impl if impl is not None else os.environ.get(ENV_VAR, 'auto')).strip().lower()
-    if choice not in IMPLEMENTATIONS:
-        raise ValueError(f'resample2d: {source} must be one of {", ".join(IMPLEMENTATIONS)}, got {choice!r}')
-    return choice
-
-
 _DEVICE_PROBLEMS = {}  # device -> why the extension cannot run there (None: it can), probed once
 _WARNED = set()  # reasons already warned about: `auto` warns once per reason
 
@@ -191,8 +182,12 @@ def extension_problem(device):
 
 
 def _use_cuda_extension(device, impl):
-    """True to warp tensors on ``device`` with the extension (see the module docstring)."""
-    choice = requested_implementation(impl)
+    """True to warp tensors on ``device`` with the extension, as ``impl``, else ``$DAVSS_RESAMPLE2D``, else ``auto``
+    asks (see the module docstring)."""
+    source = 'impl' if impl is not None else ENV_VAR
+    choice = (impl if impl is not None else os.environ.get(ENV_VAR, 'auto')).strip().lower()
+    if choice not in IMPLEMENTATIONS:
+        raise ValueError(f'resample2d: {source} must be one of {", ".join(IMPLEMENTATIONS)}, got {choice!r}')
     if choice == 'torch' or (choice == 'auto' and device.type != 'cuda'):
         return False
     off_gpu_with_extension = device.type != 'cuda' and _EXTENSION_LOADED

@@ -181,13 +181,11 @@ at::Tensor upsample_merge_argmax(const at::Tensor& propagated, const at::Tensor&
   check_maps(propagated, "propagated");
   check_maps(distortion, "distortion");
   check_maps(correction, "correction");
-  const int64_t c = propagated.size(1);
-  TORCH_CHECK(c >= 1 && correction.sizes() == propagated.sizes() && distortion.size(1) == 1 &&
-                  distortion.size(0) == propagated.size(0) && distortion.size(2) == propagated.size(2) &&
-                  distortion.size(3) == propagated.size(3),
+  const int64_t n = propagated.size(0), c = propagated.size(1), h = propagated.size(2), w = propagated.size(3);
+  TORCH_CHECK(c >= 1 && correction.sizes() == propagated.sizes() && distortion.sizes() == at::IntArrayRef({n, 1, h, w}),
               "upsample_merge_argmax: propagated and correction must be (N, C, h, w) and distortion (N, 1, h, w)");
-  check_grid(y0, y1, wy, propagated.size(2), "row");
-  check_grid(x0, x1, wx, propagated.size(3), "column");
+  check_grid(y0, y1, wy, h, "row");
+  check_grid(x0, x1, wx, w, "column");
   // One (N, 2C + 1, h, w) block so a source row of all three maps is interpolated in one pass.
   const at::Tensor maps = at::cat({propagated, correction, distortion}, 1);
   return labels_of_upsampled(maps, c, true, y0, y1, wy, x0, x1, wx);
