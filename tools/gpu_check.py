@@ -2,12 +2,9 @@
 
     python3 tools/gpu_check.py --skip suite benchmark    # usually through tools/gpu_check.sh or `make gpu-check`
 
-Steps, each in its own process, each ``pass``, ``fail`` or ``skip``: ``environment`` (torch, the GPUs, the kernel
-each runs from the built resample2d extension and its probe there), ``cuda_tests`` (tests/test_ops_resample2d.py;
-fails if a CUDA test was skipped), ``suite``, ``ddp_syncbn`` (2 NCCL processes, 2 GPUs), ``amp_<dtype>_<stage>``
-(one AMP step of each stage, chained), ``fast_cuda_graphs`` and ``benchmark`` (tools/benchmark.py --device cuda
---fast). Writes report.json, report.md, the benchmarks' JSON and logs/<step>.log into ``--output`` (a folder of this
-tool's kind, which appears when the report is complete); exit status 1 when a step failed.
+Each step (STEPS; README, "On a GPU for the first time") runs in its own process and passes, fails or is skipped.
+Writes report.json, report.md, the benchmarks' JSON and logs/<step>.log into ``--output``, which appears when the
+report is complete; exit status 1 when a step failed.
 """
 import argparse
 import datetime
