@@ -4,10 +4,11 @@ the installed torch by ``pip install --no-build-isolation -e .`` where a toolkit
 uses its PyTorch paths. ``DAVSS_BUILD_CUDA`` / ``DAVSS_BUILD_CPU``: ``auto`` (default), ``1`` (cannot build: an
 error), ``0`` (skip); the other variables: docs/resample2d.md.
 """
-import importlib.util
 import os
+import runpy
 import shutil
 import sys
+from types import SimpleNamespace
 
 from setuptools import setup
 
@@ -19,11 +20,7 @@ NO_DEBUG_INFO = '-g0'
 
 def load_toolkit_helpers():
     # By path: importing the `lib` package itself would need it installed already.
-    path = os.path.join(ROOT, 'lib', 'ops', 'cuda_toolkit.py')
-    spec = importlib.util.spec_from_file_location('davss_cuda_toolkit', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return SimpleNamespace(**runpy.run_path(os.path.join(ROOT, 'lib', 'ops', 'cuda_toolkit.py')))
 
 
 def say(message):

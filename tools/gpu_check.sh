@@ -1,5 +1,4 @@
 #!/usr/bin/env bash
-# `make setup`, then every GPU check (tools/gpu_check.py); without a GPU one line and exit 1, before building anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

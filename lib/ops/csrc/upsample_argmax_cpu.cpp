@@ -153,11 +153,9 @@ void check_grid(const at::Tensor& lower, const at::Tensor& upper, const at::Tens
               "upsample_argmax: ", axis, " indices must be int64 and weights float32");
   TORCH_CHECK(lower.is_contiguous() && upper.is_contiguous() && weight.is_contiguous(),
               "upsample_argmax: ", axis, " grid must be contiguous");
-  if (lower.numel()) {
-    TORCH_CHECK(lower.min().item<int64_t>() >= 0 && upper.max().item<int64_t>() < source_size &&
-                    lower.max().item<int64_t>() < source_size && upper.min().item<int64_t>() >= 0,
-                "upsample_argmax: ", axis, " source index outside the map");
-  }
+  TORCH_CHECK(lower.numel() == 0 || (lower.min().item<int64_t>() >= 0 && upper.max().item<int64_t>() < source_size &&
+                                      lower.max().item<int64_t>() < source_size && upper.min().item<int64_t>() >= 0),
+              "upsample_argmax: ", axis, " source index outside the map");
 }
 
 void check_maps(const at::Tensor& maps, const char* name) {
