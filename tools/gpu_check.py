@@ -1,23 +1,10 @@
 """Every check of the CUDA path on this machine's GPUs, in one report (JSON + markdown).
 
-    python3 tools/gpu_check.py                       # usually through tools/gpu_check.sh or `make gpu-check`
-    python3 tools/gpu_check.py --output result/gpu_check --skip suite benchmark
+    python3 tools/gpu_check.py --skip suite benchmark    # usually through tools/gpu_check.sh or `make gpu-check`
 
-Steps, each in its own process (one failing does not stop the others), each ``pass``, ``fail`` or ``skip``:
-
-- ``environment``: torch, CUDA, the GPUs; the GPU code in the built resample2d extension and the kernel each GPU
-  runs from it; the extension's one-time probe on every GPU (what ``resample2d`` checks before using it).
-- ``cuda_tests``: ``tests/test_ops_resample2d.py`` with its CUDA and slow tests; fails if a CUDA test was skipped.
-- ``suite``: the whole test suite on this machine.
-- ``ddp_syncbn``: 2 processes over NCCL, 2 iterations of the segmentation stage (SyncBatchNorm); needs 2 GPUs.
-- ``amp_<fp16|bf16>_<stage>``: one AMP training step of each stage, each from the earlier ones, on a tiny set.
-- ``fast_cuda_graphs``: ``tools/benchmark.py --device cuda --fast --fast-cuda-graphs`` at 512x1024.
-- ``benchmark``: ``tools/benchmark.py --device cuda --fast``; the report quotes its resample2d bandwidth (as a
-  fraction of copy bandwidth), fast-path speed-up over fp32 and argmax agreement.
-
-Writes ``report.json``, ``report.md``, the benchmarks' JSON and one log per step (``logs/``) into ``--output``, a
-folder of this tool's kind (:mod:`lib.utils.outputs`), which appears when the report is complete. Exit status 1
-when a step failed.
+Each step (STEPS; README, "On a GPU for the first time") runs in its own process and passes, fails or is skipped.
+Writes report.json, report.md, the benchmarks' JSON and logs/<step>.log into ``--output``, which appears when the
+report is complete; exit status 1 when a step failed.
 """
 import argparse
 import datetime
@@ -40,7 +27,6 @@ from lib.utils.errors import UserError
 from lib.utils.outputs import StagedFolder
 
 STEPS = ('environment', 'cuda_tests', 'suite', 'ddp_syncbn', 'amp', 'fast_cuda_graphs', 'benchmark')
-KIND = 'gpu check'
 # Small and quick: the AMP steps check that training runs, not what it learns.
 DATA_OPTS = ('data.num_workers=0', 'data.crop_size=null', 'train.val_every=0', 'train.log_every=1',
              'train.batch_size=2', 'model.deeplab.width_mult=0.25', 'model.deeplab.middle_blocks=1',
@@ -71,8 +57,7 @@ class Runner:
         return self.steps[-1]
 
     def run(self, name, command):
-        """Run ``command`` (a list) from the repository root: (return code or None on timeout, output, seconds,
-        its last line)."""
+        """Run ``command`` from the repository root: (return code or None on timeout, output, seconds, last line)."""
         print(f'[gpu_check] {name}: {" ".join(command)}', file=sys.stderr, flush=True)
         start = time.time()
         try:
@@ -206,7 +191,7 @@ def main(args):
     if not torch.cuda.is_available():
         raise UserError(f'needs a CUDA GPU (torch {torch.__version__} sees none on this machine); nothing was run')
     skip = set(args.skip)
-    with StagedFolder(args.output, KIND, '--output', overwrite=True) as folder:
+    with StagedFolder(args.output, 'gpu check', '--output', overwrite=True) as folder:
         runner = Runner(folder.partial, args.step_timeout)
         environment = step_environment(runner) if 'environment' not in skip else {}
         if 'cuda_tests' not in skip:

@@ -1,6 +1,5 @@
-"""What a resample2d CUDA build needs beyond ``torch.utils.cpp_extension`` (toolkit guess, visible GPUs' arch list):
-the toolkit behind an ``nvcc`` wrapper, why no build can happen (``setup.py`` skips), architectures where no GPU is
-visible, headers a minimal toolkit lacks, the GPU code a built library holds. ``setup.py`` loads it by path."""
+"""The resample2d CUDA build's needs beyond ``torch.utils.cpp_extension`` (``setup.py`` loads this file by path) and
+the GPU code a built library holds."""
 import glob
 import os
 import re
@@ -14,8 +13,8 @@ def is_toolkit_root(path):
 
 
 def find_cuda_home():
-    """``CUDA_HOME`` / ``CUDA_PATH``; else torch's guess if it is a toolkit; else ``/usr/local/cuda`` or the real
-    folder of the ``nvcc`` on ``PATH`` (torch takes the folder above a wrapper such as ``/usr/local/bin/nvcc``)."""
+    """``CUDA_HOME`` / ``CUDA_PATH``; else the first toolkit of torch's guess (which may be the folder above an
+    ``nvcc`` wrapper), ``/usr/local/cuda`` and the real folder of the ``nvcc`` on ``PATH``."""
     named = os.environ.get('CUDA_HOME') or os.environ.get('CUDA_PATH')
     if named:
         return named
@@ -51,8 +50,8 @@ def wheel_include_dirs():
 
 
 def arch_list_for_build(environ=None):
-    """``TORCH_CUDA_ARCH_LIST`` as set; else None where GPUs are visible (torch builds for them); else (torch's
-    default fails) every ``sm_*`` architecture torch supports, with PTX of the newest for newer GPUs."""
+    """``TORCH_CUDA_ARCH_LIST`` as set; else None where GPUs are visible (torch builds for them); else every
+    architecture torch supports, plus PTX of the newest."""
     chosen = (os.environ if environ is None else environ).get('TORCH_CUDA_ARCH_LIST', '').strip()
     import torch
     if chosen or torch.cuda.device_count():
@@ -63,9 +62,9 @@ def arch_list_for_build(environ=None):
 
 
 def fatbin_kernels(path):
-    """The GPU code of a shared library, sorted ``(kind, sm)``, from the headers of its ``.nv_fatbin`` section:
-    containers (u32 magic, u16, u16 header size, u64 size) of entries (u16 kind, u16, u32 header size, u64 size,
-    ..., u32 sm at +28); the code itself may be compressed, the headers never are."""
+    """The GPU code of a shared library, sorted ``(kind, sm)``, from the (never compressed) headers of its
+    ``.nv_fatbin`` section: containers (u32 magic, u16, u16 header size, u64 size) of entries (u16 kind, u16,
+    u32 header size, u64 size, ..., u32 sm at +28)."""
     with open(path, 'rb') as handle:
         data = handle.read()
     (shoff,), (size, count, names) = struct.unpack_from('<Q', data, 0x28), struct.unpack_from('<HHH', data, 0x3A)
@@ -90,8 +89,8 @@ def fatbin_kernels(path):
 
 
 def kernel_for(arch_sm, kernels):
-    """The entry of ``kernels`` a GPU of compute capability ``arch_sm`` (e.g. 86) runs: SASS of its major version
-    and a minor not above it, else PTX not above it (compiled by the driver); None: "no kernel image"."""
+    """The entry of ``kernels`` a GPU of compute capability ``arch_sm`` (e.g. 86) runs: SASS of its major and a minor
+    not above, else PTX not above (JIT-compiled); None: "no kernel image"."""
     sass = [sm for kind, sm in kernels if kind == 'sass' and sm // 10 == arch_sm // 10 and sm <= arch_sm]
     ptx = [sm for kind, sm in kernels if kind == 'ptx' and sm <= arch_sm]
     return ('sass', max(sass)) if sass else ('ptx', max(ptx)) if ptx else None
