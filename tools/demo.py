@@ -46,17 +46,13 @@ PAPER_SETTING = 'fixed:10'
 # The inference paths the tradeoff step times against the exact one; the fastest that keeps the labels is deployed.
 DEPLOY_PATHS = ('fast', 'compile', 'onnxruntime')
 
-# The synthetic set of the demo (docs/demo.md says why these values): the frame size must match data.crop_size of
-# exp/synthetic/segmentation.yaml.  The 'medium' preset seen through a longer lens (focal 1.6 image widths instead of
-# 0.8): poles, signs and people are twice as large in pixels, which a network predicting at 1/4 resolution needs.
+# The demo's synthetic set (docs/demo.md: why these values); the size must match exp/synthetic's data.crop_size.  A
+# longer lens (focal 1.6) makes thin objects twice as large in pixels, which a 1/4-resolution network needs.
 DATASET = {'size': (128, 256), 'n_train': 24, 'n_val': 8, 'seed': 0, 'difficulty': ('medium', {'focal': 1.6}),
            'n_frames': 30, 'labelled_frame': 19}
 # --difficulty: (generator preset, its overrides, [STEP:]KEY=VALUE config overrides put before --opts).
-# 'cityscapes-like' moves less, so that propagation loses about what it loses on Cityscapes (docs/demo.md: how it
-# was calibrated).  On that slow video the correction stage's semantic fine-tuning of FlowNetS at the paper's 1e-4
-# (or 1e-5) drags the flow away from the true motion (end-point error 0.056 -> 0.16 px on the 1/4 grid) and nearly
-# doubles the propagation loss; 1e-6 keeps the flow of the flow stage.  Its data, checkpoints and results get their
-# own default folders, so that both demos can sit side by side.
+# 'cityscapes-like' moves less, so propagation loses about what it loses on Cityscapes (docs/demo.md); on that slow
+# video the correction stage's FlowNetS fine-tuning at the paper's lr drags the flow off the true motion, 1e-6 keeps it.
 DIFFICULTIES = {'medium': ('medium', {'focal': 1.6}, ()),
                 'cityscapes-like': ('cityscapes-like', {}, ('correction:train.lr=1e-6',))}
 SHOW_CLIPS = (0, 1, 2)
@@ -107,8 +103,6 @@ def parse_args(argv=None):
     args.result_root = args.result_root or os.environ.get('RESULT_ROOT') or 'result'
     args.result_name = RESULT_NAME + suffix
     return args
-
-
 
 
 def point_configs_at(args):
@@ -208,10 +202,7 @@ def shown(path):
     return path if relative.startswith('..') else relative
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Report
-
-
+# ------------------------------------------------------------------------------------------------------- report
 def percent(value):
     return '   -' if value is None else f'{100 * value:5.1f}'
 
