@@ -22,6 +22,7 @@ import sys
 import numpy as np
 import torch
 
+from lib.eval.keyframe_policies import stream_labels
 from lib.infer.backends import OnnxRuntimeSCNet, check_backend
 from lib.infer.fast import EXACT, FastSCNet, add_fast_arguments, config_from_args, resolve_dtype
 from lib.infer.labels import TAILS, correction_labels
@@ -213,47 +214,33 @@ def benchmark_size(net, runners, size, args, clock, device, model_cfg):
                 row = {'name': name, 'path': path, **timing, 'flops': flops.get(name)}
                 row['gflops_per_s'] = row['flops'] / row['latency_ms'] / 1e6 if row['flops'] else None
                 rows.append(row)
-    get = {(r['path'], r['name']): r for r in rows}
+    ms = {(r['path'], r['name']): r['latency_ms'] for r in rows}
     comparisons = {}
     for path in runners:
-        key, non_key = get[(path, 'key_frame')]['latency_ms'], get[(path, 'non_key_frame')]['latency_ms']
+        key, non_key = ms[(path, 'key_frame')], ms[(path, 'non_key_frame')]
         comparisons[f'{path}_non_key_over_key'] = non_key / key
-        for k in args.key_intervals:
-            # DAVSS at interval k against DeepLab on every frame, on the same path
+        for k in args.key_intervals:  # DAVSS at interval k against DeepLab on every frame, on the same path
             comparisons[f'{path}_speedup_over_per_frame_k{k}'] = k * key / (key + (k - 1) * non_key)
     for name in ('key_frame', 'non_key_frame'):
-        comparisons[f'fast_speedup_{name}'] = get[('exact', name)]['latency_ms'] / get[('fast', name)]['latency_ms']
+        comparisons[f'fast_speedup_{name}'] = ms[('exact', name)] / ms[('fast', name)]
     for k in args.key_intervals:
-        comparisons[f'fast_speedup_average_k{k}'] = (
-            (get[('exact', 'key_frame')]['latency_ms'] + (k - 1) * get[('exact', 'non_key_frame')]['latency_ms'])
-            / (get[('fast', 'key_frame')]['latency_ms'] + (k - 1) * get[('fast', 'non_key_frame')]['latency_ms']))
+        exact, fast = (ms[(p, 'key_frame')] + (k - 1) * ms[(p, 'non_key_frame')] for p in ('exact', 'fast'))
+        comparisons[f'fast_speedup_average_k{k}'] = exact / fast
     tail_runners = {f'fast_tail_{t}': FastSCNet(copy.deepcopy(net), dataclasses.replace(runners['fast'].config, tail=t))
                     for t in TAILS if t != runners['fast'].config.tail}
     return {'size': list(size), 'rows': rows, 'comparisons': comparisons, 'load': load,
             'agreement': agreement({**runners, **tail_runners}, frames, interval=len(frames))}
 
 
-def chain_labels(runner, frames, interval):
-    """Labels of every frame, a key frame every ``interval`` frames and non-key frames between."""
-    labels = []
-    with torch.inference_mode():
-        for i, frame in enumerate(frames):
-            if i % interval == 0:
-                state, frame_labels = runner.key_step(frame)
-            else:
-                state, frame_labels = runner.non_key_step(state, frame, frames[i - 1])
-            labels.append(frame_labels)
-    return labels
-
-
 def agreement(runners, frames, interval):
     """Per path, the fraction of pixels labelled as by the exact path: worst frame, mean, mean per key distance."""
-    reference = chain_labels(runners['exact'], frames, interval)
+    clip = torch.cat(frames)
+    reference = stream_labels(runners['exact'], clip, interval)
     out = {}
     for path, runner in runners.items():
         if path == 'exact':
             continue
-        same = [(a == b).float().mean().item() for a, b in zip(chain_labels(runner, frames, interval), reference)]
+        same = [(a == b).float().mean().item() for a, b in zip(stream_labels(runner, clip, interval), reference)]
         out[f'{path}_vs_exact'] = {
             'min': min(same), 'mean': statistics.mean(same),
             'per_distance': {d: statistics.mean(same[d::interval]) for d in range(min(interval, len(same)))}}

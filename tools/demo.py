@@ -10,9 +10,8 @@ Steps, in order (docs/demo.md); each is skipped when its output exists (``--forc
 2. ``segmentation``, ``flow``, ``dmnet``, ``correction``: ``exp/synthetic/<stage>.yaml`` through the training
    engine, each writing ``<save root>/synthetic_<stage>/final.pth``, the ``init`` of the next;
 3. ``pda``: the PDA evaluation of the val split -> ``<result root>/synthetic/pda.json``, ``pda.md``, ``pda.png``;
-4. ``tradeoff``: the key-frame policies over every frame of the val clips -> ``tradeoff.json`` and ``tradeoff.png``
-   (mIoU against GFLOPs, ms and temporal consistency for per-frame DeepLab, propagation only and DAVSS, k = 1..10;
-   the ms of the exact inference path and of the fastest path that keeps its labels);
+4. ``tradeoff``: mIoU against GFLOPs, ms and temporal consistency of per-frame DeepLab, propagation only and DAVSS,
+   a key frame every k = 1..10 frames, and the fastest inference path -> ``tradeoff.json`` and ``tradeoff.png``;
 5. ``show``: pictures of the propagation -> ``<result root>/synthetic/show/clip<i>_d9.png`` (and GIFs).
 
 The steps call the library behind the tools in this process, so torch is imported once and the thread count set
@@ -73,23 +72,19 @@ def parse_args(argv=None):
                                                  'Relative paths are taken from the repository root.',
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument('--difficulty', default='medium', choices=sorted(DIFFICULTIES),
-                        help='the synthetic video: medium (default) or cityscapes-like (less motion; its default '
-                             'folders are data/synthetic_cityscapes-like, saved_model/cityscapes-like and '
-                             'result/.../synthetic_cityscapes-like)')
-    parser.add_argument('--root', default=None,
-                        help='synthetic dataset folder (default data/synthetic, or $SYNTHETIC_ROOT); a folder '
-                             'holding anything the generator did not write is refused')
+                        help='the synthetic video: medium (default) or cityscapes-like (less motion; default folders '
+                             'of its own: data/synthetic_cityscapes-like, saved_model/cityscapes-like, ...)')
+    parser.add_argument('--root', default=None, help='synthetic dataset folder (default data/synthetic, or '
+                        '$SYNTHETIC_ROOT); a folder holding anything the generator did not write is refused')
     parser.add_argument('--save-root', default=None,
                         help='checkpoints go to <save-root>/synthetic_<stage>/ (default saved_model, or $SAVE_ROOT)')
     parser.add_argument('--result-root', default=None,
-                        help='PDA table and pictures go to <result-root>/synthetic/ (default result, or '
-                             '$RESULT_ROOT)')
+                        help='PDA table and pictures go to <result-root>/synthetic/ (default result, or $RESULT_ROOT)')
     parser.add_argument('--force', action='store_true', help='redo every step, even those whose outputs exist')
     parser.add_argument('--quick', action='store_true',
                         help='toy sizes and 2 iterations per stage: checks the chain in seconds (numbers meaningless)')
     parser.add_argument('--threads', type=cli.positive_int, default=None,
-                        help='torch CPU threads (default: OMP_NUM_THREADS, else the CPUs this process may use; 1 with '
-                             '--quick)')
+                        help='torch CPU threads (default: OMP_NUM_THREADS, else the usable CPUs; 1 with --quick)')
     parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='[STEP:]KEY=VALUE',
                         help='config overrides of every stage, or of one step with a prefix: train.max_iters=50 '
                              'correction:train.cfnet_lr=2e-3 pda:eval.max_clips=4 (pda: also applies to tradeoff '

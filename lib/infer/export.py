@@ -1,15 +1,10 @@
 """Export of SCNet's two inference steps (ONNX, and optionally torch.export) and their parity check.
 
-A runtime calls two graphs frame by frame, the host keeping the 1/4-resolution state and choosing the key frames:
-
-- ``key_step``: ``image (N, 3, H, W)`` -> ``logits (N, C, H/4, W/4)``, ``image_quarter (N, 3, H/4, W/4)``, ``labels``;
-- ``non_key_step``: ``logits, image_quarter`` (the previous frame's state), ``current, previous (N, 3, H, W)`` ->
-  ``logits_out, image_quarter_out``, ``merged``, ``distortion`` (at (H, W) with the ``full`` tail, else at 1/4)
-  and ``labels (N, H, W)`` int64.
-
-Frames are RGB in [0, 1], float32, N = 1; H and W dynamic (multiples of 4, at least :data:`MIN_SIZE`).  Traced by
-``torch.export``, translated by ``torch.onnx.export(dynamo=True)``; the TorchScript exporter is not used: with
-FlowNetS and CFNet in one graph it produced wrong CFNet logits.
+A runtime calls two graphs frame by frame, ``key_step`` (:class:`KeyStep`) and ``non_key_step`` (:class:`NonKeyStep`),
+the host keeping the 1/4-resolution state and choosing the key frames.  Frames are RGB in [0, 1], float32, N = 1; H
+and W dynamic (multiples of 4, at least :data:`MIN_SIZE`).  Traced by ``torch.export``, translated by
+``torch.onnx.export(dynamo=True)``; not the TorchScript exporter: with FlowNetS and CFNet in one graph it produced
+wrong CFNet logits.
 """
 import importlib
 import os
@@ -50,7 +45,7 @@ class KeyStep(nn.Module):
         self.tail = tail
 
     def forward(self, image):
-        """image (N, 3, H, W) -> logits (N, C, H/4, W/4), image_quarter (N, 3, H/4, W/4), labels (N, H, W)."""
+        """image (N, 3, H, W) -> logits (N, C, H/4, W/4), image_quarter (N, 3, H/4, W/4), labels (N, H, W) int64."""
         state = self.net.key_frame(image)
         # quarter_merge labels the 1/4 key logits by a data-dependent shortcut; the plain resize gives the same.
         labels = logits_to_labels(state.logits, image.shape[-2:], self.net.align_corners,

@@ -1,22 +1,9 @@
-"""Opt-in fast inference for SCNet (``--fast``): what it changes.
+"""Opt-in fast inference for SCNet (``--fast``): :class:`FastConfig` says what changes, :class:`FastSCNet` runs it.
 
 The exact path (``EXACT``) reproduces the original evaluation: fp32, every 1/4-resolution map upsampled x4 before
 the merge, argmax at full resolution.  The fast path (``FastConfig()``) trades a small, measured amount of agreement
-with it (``tools/benchmark.py``) for speed:
-
-- ``torch.autocast`` in bf16 where the hardware has it natively, fp16 on older GPUs; ``channels_last``;
-  ``torch.inference_mode``;
-- on a copy of the network: BatchNorm folded into the convolution before it; on CPU, the depthwise convolutions of
-  large dilation as sums of shifted maps (oneDNN runs them far slower than their size warrants); DMNet's two images
-  as one batch and, on CPU in fp32, the transposed convolutions as sub-pixel convolutions;
-- on CPU with glibc, freed activations kept in the process, so each frame does not page-fault them in again;
-- one warp for the logits and the 1/4 key image, one layout conversion of the frame pair;
-- a cheaper non-key tail (:mod:`lib.infer.labels`): ``sparse`` (default) gives the exact tail's labels;
-  ``quarter_merge`` merges at 1/4 and upsamples the merged logits once; ``quarter_argmax`` also takes the argmax
-  at 1/4 and upsamples the labels (nearest);
-- optionally ``torch.compile`` of each step and a CUDA graph of the non-key step.
-
-The propagated state stays fp32 between frames, so rounding does not accumulate over the warps (it is 1/4 size).
+with it (``tools/benchmark.py``) for speed.  The propagated state stays fp32 between frames, so rounding does not
+accumulate over the warps (it is 1/4 size: this costs little).
 """
 import contextlib
 import copy
@@ -41,12 +28,15 @@ class FastConfig:
     """How inference runs.  The defaults are the fast path; ``EXACT`` is the reference path.
 
     Attributes:
-        dtype: ``auto | fp32 | bf16 | fp16``: the autocast dtype (``fp32`` disables autocast).
-        channels_last: convert the network and the input frames to ``torch.channels_last``.
-        tail: ``full | sparse | quarter_merge | quarter_argmax``: how the non-key merge and argmax are computed.
+        dtype: ``auto | fp32 | bf16 | fp16``: the autocast dtype (``fp32``: none); ``auto``: bf16 where the hardware
+            has it natively, fp16 on older GPUs, else fp32.
+        channels_last: the network and the frames in ``torch.channels_last`` (oneDNN's and cuDNN's fastest layout).
+        tail: the non-key merge and argmax (:mod:`lib.infer.labels`): ``full``; ``sparse``, the same labels;
+            ``quarter_merge``, the merge at 1/4 and one upsampling; ``quarter_argmax``, also the argmax at 1/4.
         fold_bn: fold each BatchNorm into the convolution that feeds it (on a copy of the network).
         shift_dilated: on CPU, large-dilation depthwise convolutions as :class:`ShiftedDepthwiseConv2d`.
-        small_maps: :class:`PairedDMNet` and, on CPU in fp32, :class:`SubPixelConvTranspose2d`.
+        small_maps: fewer, larger calls on a non-key frame's small maps: :class:`PairedDMNet` and, on CPU in fp32,
+            :class:`SubPixelConvTranspose2d`.
         retain_memory: on CPU with glibc, :func:`retain_freed_memory` (process-wide).
         compile: wrap each step in ``torch.compile`` (first calls are slow: compilation).
         cuda_graphs: capture the non-key step in a CUDA graph (CUDA only; one capture per input shape).
@@ -275,8 +265,8 @@ class FastSCNet(nn.Module):
     """SCNet inference under a :class:`FastConfig`: SCNet's inference methods, plus ``key_step`` and
     ``non_key_step`` which return label maps; other attributes are the wrapped network's (run as they are, fp32).
 
-    With a ``quarter_*`` tail ``correct`` returns 1/4-resolution maps: label them with :meth:`labels`, not a bare
-    ``argmax``.  The network passed in is copied when a rewrite applies (``fold_bn`` and the others), else
+    With a ``quarter_*`` tail ``correct`` returns 1/4-resolution maps: label them with :func:`logits_to_labels`, not
+    a bare ``argmax``.  The network passed in is copied when a rewrite applies (``fold_bn`` and the others), else
     ``channels_last`` converts it in place.
     """
 
@@ -363,15 +353,11 @@ class FastSCNet(nn.Module):
                                          full_resolution=full_resolution)
             return {name: value.float() if torch.is_tensor(value) else value for name, value in out.items()}
 
-    def labels(self, logits, size):
-        """(N, C, h, w) logits -> (N, H, W) class map at ``size`` (see :func:`logits_to_labels`)."""
-        with torch.inference_mode():
-            return logits_to_labels(logits, size, self.net.align_corners, self.config.tail)
-
     def key_step(self, img):
         """A key frame: img (N, 3, H, W) -> (PropagationState, labels (N, H, W))."""
         state = self.key_frame(img)
-        return state, self.labels(state.logits, img.shape[-2:])
+        with torch.inference_mode():
+            return state, logits_to_labels(state.logits, img.shape[-2:], self.net.align_corners, self.config.tail)
 
     def non_key_step(self, state, cur, prev):
         """A non-key frame: state of ``prev`` (fp32, 1/4), cur, prev (N, 3, H, W) -> (state of ``cur``, labels
