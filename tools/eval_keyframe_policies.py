@@ -2,15 +2,11 @@
 
     python3 tools/eval_keyframe_policies.py exp/<experiment>/config.yaml --checkpoint saved_model/<experiment>/best.pth
 
-Every policy streams every clip of the split from its first frame; on the synthetic set every frame counts, on
-Cityscapes / CamVid (the 10-frame PDA clips) only the labelled last one.  Cost of a policy = (n_key * cost_key +
-n_nonkey * cost_nonkey) / n_frames, with one key and one non-key step measured once at the clips' resolution (FLOPs
-and milliseconds); the frame-wise networks' outputs are computed once per clip and replayed for every policy (the
-predictions are those of ``tools/infer_video.py``).  The ``fixed:k`` policies also run propagation-only (DFF-style),
-and the report says how well DMNet's score ranks frames by what propagation costs them (Spearman correlation).
-Every row gets its temporal consistency (TC, docs/evaluation.md), with ground-truth flow on the synthetic set, else
-OpenCV's DIS flow.  ``--paths`` times those inference paths against the exact one and names the fastest whose labels
-agree with the exact path's on at least 99.5% of the pixels.
+Every policy streams every clip of the split from its first frame (on Cityscapes / CamVid only the labelled last
+frame counts); cost per frame = (n_key * cost_key + n_nonkey * cost_nonkey) / n_frames, in FLOPs and milliseconds.
+The ``fixed:k`` policies also run propagation-only (DFF-style), with how well DMNet's score ranks the frames by what
+propagation costs them, and every row gets its temporal consistency.  ``--paths`` times those inference paths and
+names the fastest that labels at least 99.5% of the pixels as the exact path does.  Details: docs/inference.md.
 
 Writes ``<out>/keyframe_policies.json`` and ``<out>/keyframe_policies.png`` (mIoU against GFLOPs, ms and TC).
 """

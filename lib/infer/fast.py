@@ -386,9 +386,8 @@ class _CudaGraphStep:
     """Replays a captured function of CUDA tensors, captured again whenever an input shape or dtype changes; outputs
     are cloned (the next replay overwrites the graph's buffers)."""
 
-    def __init__(self, fn, warmup_calls=3):
+    def __init__(self, fn):
         self.fn = fn
-        self.warmup_calls = warmup_calls
         self.signature = None
         self.graph = None
         self.static_inputs = None
@@ -410,7 +409,7 @@ class _CudaGraphStep:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(self.warmup_calls):
+            for _ in range(3):
                 self.fn(*self.static_inputs)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()

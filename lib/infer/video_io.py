@@ -70,9 +70,8 @@ class FrameSource:
 class ImageFolderSource(FrameSource):
     """A folder of image files, in natural sort order of their names."""
 
-    def __init__(self, path, fps=25.0):
+    def __init__(self, path):
         self.path = path
-        self.fps = fps
         self.files = sorted((f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS)), key=_natural_key)
         if not self.files:
             raise UserError(f'{path}: folder holds no image files (expected {", ".join(IMAGE_EXTENSIONS)})')
@@ -97,7 +96,7 @@ class ImageFolderSource(FrameSource):
 
 def _frame_rate(capture):
     fps = capture.get(cv2.CAP_PROP_FPS)
-    return fps if fps and np.isfinite(fps) and 0 < fps <= 1000 else 25.0
+    return fps if 0 < fps <= 1000 else 25.0  # NaN and 0 (unknown) fail the test too
 
 
 def _captured(capture, path, start, skipped=0):
