@@ -45,11 +45,10 @@ PAPER_SETTING = 'fixed:10'
 # The inference paths the tradeoff step times against the exact one; the fastest that keeps the labels is deployed.
 DEPLOY_PATHS = ('fast', 'compile', 'onnxruntime')
 
-# The demo's synthetic set (docs/demo.md: why these values); the size must match exp/synthetic's data.crop_size.  A
-# longer lens (focal 1.6) makes thin objects twice as large in pixels, which a 1/4-resolution network needs.
-DATASET = {'size': (128, 256), 'n_train': 24, 'n_val': 8, 'seed': 0, 'difficulty': ('medium', {'focal': 1.6}),
-           'n_frames': 30, 'labelled_frame': 19}
-# --difficulty: (generator preset, its overrides, [STEP:]KEY=VALUE config overrides put before --opts).
+# The demo's synthetic set (docs/demo.md: why these values); the size must match exp/synthetic's data.crop_size.
+DATASET = {'size': (128, 256), 'n_train': 24, 'n_val': 8, 'seed': 0, 'n_frames': 30, 'labelled_frame': 19}
+# --difficulty: (generator preset, its overrides, [STEP:]KEY=VALUE config overrides put before --opts).  'medium'
+# through a longer lens (focal 1.6): thin objects twice as large in pixels, which a 1/4-resolution network needs.
 # 'cityscapes-like' moves less, so propagation loses about what it loses on Cityscapes (docs/demo.md); on that slow
 # video the correction stage's FlowNetS fine-tuning at the paper's lr drags the flow off the true motion, 1e-6 keeps it.
 DIFFICULTIES = {'medium': ('medium', {'focal': 1.6}, ()),
