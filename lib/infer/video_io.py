@@ -263,8 +263,7 @@ class VideoWriter:
         """Finish the file and prove it complete: it must decode to every frame written."""
         if self.writer is None:
             return
-        self.writer.release()
-        self.writer = None
+        self.abort()
         size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
         decoded = count_decodable_frames(self.path) if size else 0
         if decoded != self.frames:
