@@ -130,15 +130,10 @@ class VideoSegmenter:
 
     @torch.no_grad()
     def step(self, frame, channels=None):
-        """Segment the next frame of the stream.
-
-        Args:
-            frame: numpy uint8 (H, W, 3) in ``channels`` order (default: the segmenter's), or a float tensor
-                (3, H, W) / (1, 3, H, W) RGB in [0, 1].  Every frame of a stream has the first one's size.
-        Returns:
-            trainIds at the frame's size: numpy uint8 (H, W) for numpy frames, an int64 tensor (H, W) on the model's
-            device for tensor frames.  ``self.key_frames`` lists the stream's key frames so far.
-        """
+        """Segment the next frame of the stream, numpy uint8 (H, W, 3) in ``channels`` order (default: the
+        segmenter's) or a float tensor (3, H, W) / (1, 3, H, W) RGB in [0, 1], of the stream's first frame's size ->
+        its trainIds (H, W): numpy uint8, or int64 on the model's device for a tensor frame.  ``self.key_frames``
+        lists the stream's key frames so far."""
         self.index += 1
         image, model_size, frame_size = self._to_model(frame, channels or self.channels)
         if self.frame_size is None:
