@@ -69,8 +69,7 @@ def parse_args(argv=None):
     parser.add_argument('--agreement-frames', type=cli.positive_int, default=9,
                         help='non-key frames after the key frame of the synthetic agreement clip')
     parser.add_argument('--input', default=None, help='frames (a folder or a video) for the agreement')
-    parser.add_argument('--interval', type=cli.positive_int, default=10,
-                        help='key-frame interval on --input (10: the distances 1..9 of PDA)')
+    parser.add_argument('--interval', type=cli.positive_int, default=10, help='key-frame interval on --input (PDA: 10)')
     parser.add_argument('--max-frames', type=cli.positive_int, default=None, help='use the first N --input frames')
     parser.add_argument('--compile', action='store_true', help='add the fast path under torch.compile')
     parser.add_argument('--onnxruntime', action='store_true', help='add the onnxruntime backend (CPU)')

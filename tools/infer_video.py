@@ -46,8 +46,7 @@ def parse_args(argv=None):
                         help='frame rate of the output video (default: the input video\'s, 25 for a frame folder)')
     parser.add_argument('--device', default=None, help='cpu | cuda (default: the config\'s device)')
     parser.add_argument('--backend', choices=BACKENDS, default='torch',
-                        help='torch (default) or onnxruntime (CPU; the two steps exported at the frame size on the '
-                             'first frame, fp32; docs/inference.md)')
+                        help='torch (default) or onnxruntime (CPU, fp32; exported at the first frame)')
     cli.add_threads_argument(parser)
     add_fast_arguments(parser)
     args = parser.parse_args(argv)
