@@ -1,19 +1,12 @@
 """Benchmark SCNet's inference paths: latency, FLOPs, fraction of the machine's peak, agreement with the exact path.
 
     python3 tools/benchmark.py [CONFIG] [--checkpoint W] [--sizes 128x256 512x1024] [--output result/bench.json]
-    python3 tools/benchmark.py exp/synthetic/correction.yaml --checkpoint saved_model/synthetic_correction/final.pth \
-        --sizes 128x256 --compile --onnxruntime --input data/synthetic/leftImg8bit_sequence/val/synthberg
 
-Paths: ``exact`` (the paper's evaluation, ``lib.infer.fast.EXACT``), ``fast`` (``FastConfig`` from the --fast-*
-options) and, asked for, ``compile`` (the fast path under torch.compile) and ``onnxruntime`` (the exported graphs,
-CPU).  Per frame size, on frames of the synthetic street (lib/synthetic): the key and non-key steps of every path,
-timed round-robin so that a shared machine's load falls on all alike; the non-key step's parts (flow, warp,
-correct) of exact and fast; the fast path's labels under each tail of ``lib.infer.labels.TAILS``; per-frame
-averages at key intervals k; FLOPs (``lib.utils.profiling.FLOP_CONVENTION``) and GFLOP/s over the best the machine
-does in the same run (convolutions and a matrix product); argmax agreement with the exact path along a key frame
-and the non-key frames after it (and on ``--input`` frames, a key every ``--interval``).  The load average around
-every row group is recorded: timings taken beside other work are marked unreliable.  Writes the JSON and a
-markdown table next to it.
+Paths: ``exact`` (``lib.infer.fast.EXACT``), ``fast`` (the --fast-* options) and, asked for, ``compile`` and
+``onnxruntime``.  Per frame size, on synthetic street frames: key and non-key steps of every path timed round-robin
+(so a shared machine's load falls on all alike), the non-key step's parts, each fast tail, averages at key intervals
+k, FLOPs and GFLOP/s against the machine's measured peak, and argmax agreement with the exact path.  Timings taken
+while the load average shows other work are marked unreliable.  Writes the JSON and a markdown table next to it.
 """
 import argparse
 import contextlib
@@ -29,6 +22,7 @@ import sys
 import numpy as np
 import torch
 
+from lib.eval.keyframe_policies import stream_labels
 from lib.infer.backends import OnnxRuntimeSCNet, check_backend
 from lib.infer.fast import EXACT, FastSCNet, add_fast_arguments, config_from_args, resolve_dtype
 from lib.infer.labels import TAILS, correction_labels
@@ -67,16 +61,15 @@ def parse_args(argv=None):
                         help='frame sizes HxW (default: 512x1024 on CPU, 512x1024 1024x2048 on CUDA)')
     parser.add_argument('--flops-sizes', nargs='*', type=parse_size, default=[FULL_SIZE],
                         help='more sizes whose FLOPs only are counted (on the meta device: no compute)')
-    parser.add_argument('--repeats', type=cli.positive_int, default=None, help='timed runs per row at least '
-                        '(default 3 on CPU, 20 on CUDA; cheap rows get more)')
+    parser.add_argument('--repeats', type=cli.positive_int, default=None,
+                        help='timed runs per row at least (default 3 on CPU, 20 on CUDA; cheap rows get more)')
     parser.add_argument('--warmup', type=int, default=None, help='untimed runs first (default 1 CPU, 5 CUDA)')
     parser.add_argument('--key-intervals', nargs='+', type=cli.positive_int, default=[5, 10],
                         help='k of the per-frame averages (one key frame and k - 1 non-key frames)')
     parser.add_argument('--agreement-frames', type=cli.positive_int, default=9,
                         help='non-key frames after the key frame of the synthetic agreement clip')
     parser.add_argument('--input', default=None, help='frames (a folder or a video) for the agreement')
-    parser.add_argument('--interval', type=cli.positive_int, default=10,
-                        help='key-frame interval on --input (10: the distances 1..9 of PDA)')
+    parser.add_argument('--interval', type=cli.positive_int, default=10, help='key-frame interval on --input (PDA: 10)')
     parser.add_argument('--max-frames', type=cli.positive_int, default=None, help='use the first N --input frames')
     parser.add_argument('--compile', action='store_true', help='add the fast path under torch.compile')
     parser.add_argument('--onnxruntime', action='store_true', help='add the onnxruntime backend (CPU)')
@@ -99,12 +92,7 @@ def synthetic_clip(n_frames, size, seed):
 
 
 def input_frames(args, device):
-    source = open_frame_source(args.input)
-    frames = []
-    for frame in source:
-        if args.max_frames is not None and len(frames) == args.max_frames:
-            break
-        frames.append(frame_to_tensor(frame, device=device)[0])
+    frames = [frame_to_tensor(f, device=device)[0] for f in open_frame_source(args.input, max_frames=args.max_frames)]
     if len(frames) < 2:
         raise UserError(f'--input {args.input}: needs at least 2 frames, found {len(frames)}')
     return frames
@@ -145,8 +133,7 @@ class Clock:
 
 
 def measure_peak(clock, device, seed):
-    """GFLOP/s of the friendliest work (:func:`lib.utils.profiling.peak_workloads`) per dtype; the best is the
-    peak the frame rows are a fraction of."""
+    """GFLOP/s of the friendliest work (:func:`lib.utils.profiling.peak_workloads`) per dtype: the peak."""
     dtypes = {'fp32': (torch.float32, False), 'bf16': (torch.bfloat16, False)}
     if device.type == 'cuda':
         dtypes.update(tf32=(torch.float32, True), fp16=(torch.float16, False))
@@ -226,48 +213,33 @@ def benchmark_size(net, runners, size, args, clock, device, model_cfg):
                 row = {'name': name, 'path': path, **timing, 'flops': flops.get(name)}
                 row['gflops_per_s'] = row['flops'] / row['latency_ms'] / 1e6 if row['flops'] else None
                 rows.append(row)
-    get = {(r['path'], r['name']): r for r in rows}
+    ms = {(r['path'], r['name']): r['latency_ms'] for r in rows}
     comparisons = {}
     for path in runners:
-        key, non_key = get[(path, 'key_frame')]['latency_ms'], get[(path, 'non_key_frame')]['latency_ms']
+        key, non_key = ms[(path, 'key_frame')], ms[(path, 'non_key_frame')]
         comparisons[f'{path}_non_key_over_key'] = non_key / key
-        for k in args.key_intervals:
-            # DAVSS at interval k against DeepLab on every frame, on the same path
+        for k in args.key_intervals:  # DAVSS at interval k against DeepLab on every frame, on the same path
             comparisons[f'{path}_speedup_over_per_frame_k{k}'] = k * key / (key + (k - 1) * non_key)
     for name in ('key_frame', 'non_key_frame'):
-        comparisons[f'fast_speedup_{name}'] = get[('exact', name)]['latency_ms'] / get[('fast', name)]['latency_ms']
+        comparisons[f'fast_speedup_{name}'] = ms[('exact', name)] / ms[('fast', name)]
     for k in args.key_intervals:
-        comparisons[f'fast_speedup_average_k{k}'] = (
-            (get[('exact', 'key_frame')]['latency_ms'] + (k - 1) * get[('exact', 'non_key_frame')]['latency_ms'])
-            / (get[('fast', 'key_frame')]['latency_ms'] + (k - 1) * get[('fast', 'non_key_frame')]['latency_ms']))
+        exact, fast = (ms[(p, 'key_frame')] + (k - 1) * ms[(p, 'non_key_frame')] for p in ('exact', 'fast'))
+        comparisons[f'fast_speedup_average_k{k}'] = exact / fast
     tail_runners = {f'fast_tail_{t}': FastSCNet(copy.deepcopy(net), dataclasses.replace(runners['fast'].config, tail=t))
                     for t in TAILS if t != runners['fast'].config.tail}
     return {'size': list(size), 'rows': rows, 'comparisons': comparisons, 'load': load,
             'agreement': agreement({**runners, **tail_runners}, frames, interval=len(frames))}
 
 
-def chain_labels(runner, frames, interval):
-    """Labels of every frame, a key frame every ``interval`` frames and non-key frames between."""
-    labels = []
-    with torch.inference_mode():
-        for i, frame in enumerate(frames):
-            if i % interval == 0:
-                state, frame_labels = runner.key_step(frame)
-            else:
-                state, frame_labels = runner.non_key_step(state, frame, frames[i - 1])
-            labels.append(frame_labels)
-    return labels
-
-
 def agreement(runners, frames, interval):
-    """Per path, the fraction of pixels labelled as the exact path labels them: worst frame, mean, and mean per
-    key-frame distance (0: the key frame)."""
-    reference = chain_labels(runners['exact'], frames, interval)
+    """Per path, the fraction of pixels labelled as by the exact path: worst frame, mean, mean per key distance."""
+    clip = torch.cat(frames)
+    reference = stream_labels(runners['exact'], clip, interval)
     out = {}
     for path, runner in runners.items():
         if path == 'exact':
             continue
-        same = [(a == b).float().mean().item() for a, b in zip(chain_labels(runner, frames, interval), reference)]
+        same = [(a == b).float().mean().item() for a, b in zip(stream_labels(runner, clip, interval), reference)]
         out[f'{path}_vs_exact'] = {
             'min': min(same), 'mean': statistics.mean(same),
             'per_distance': {d: statistics.mean(same[d::interval]) for d in range(min(interval, len(same)))}}
@@ -275,8 +247,7 @@ def agreement(runners, frames, interval):
 
 
 def fraction_of_peak(entry, peak, fast_dtype, peak_busy):
-    """GFLOP/s of each path's key and non-key frames over the peak of the dtype the path computes in; unreliable
-    when either was measured beside other work."""
+    """GFLOP/s of each path's key and non-key frames over the peak of the dtype the path computes in."""
     name = {torch.bfloat16: 'bf16', torch.float16: 'fp16'}.get(fast_dtype, 'fp32')
     out = {}
     for path in {r['path'] for r in entry['rows'] if r['name'] == 'key_frame'}:
@@ -289,8 +260,7 @@ def fraction_of_peak(entry, peak, fast_dtype, peak_busy):
 
 
 def benchmark_resample(clock, device, sizes, seed):
-    """The warp's implementations (grid_sample; the CUDA extension where built) in GB/s, beside the device's copy
-    bandwidth (bytes read + written of a copy far larger than the caches)."""
+    """The warp's implementations in GB/s, beside the copy bandwidth (a copy far larger than the caches)."""
     generator = torch.Generator().manual_seed(seed)
     impls = {'grid_sample': resample2d_reference}
     if device.type == 'cuda' and cuda_extension_available():

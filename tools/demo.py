@@ -10,9 +10,8 @@ Steps, in order (docs/demo.md); each is skipped when its output exists (``--forc
 2. ``segmentation``, ``flow``, ``dmnet``, ``correction``: ``exp/synthetic/<stage>.yaml`` through the training
    engine, each writing ``<save root>/synthetic_<stage>/final.pth``, the ``init`` of the next;
 3. ``pda``: the PDA evaluation of the val split -> ``<result root>/synthetic/pda.json``, ``pda.md``, ``pda.png``;
-4. ``tradeoff``: the key-frame policies over every frame of the val clips -> ``tradeoff.json`` and ``tradeoff.png``
-   (mIoU against GFLOPs, ms and temporal consistency for per-frame DeepLab, propagation only and DAVSS, k = 1..10;
-   the ms of the exact inference path and of the fastest path that keeps its labels);
+4. ``tradeoff``: mIoU against GFLOPs, ms and temporal consistency of per-frame DeepLab, propagation only and DAVSS,
+   a key frame every k = 1..10 frames, and the fastest inference path -> ``tradeoff.json`` and ``tradeoff.png``;
 5. ``show``: pictures of the propagation -> ``<result root>/synthetic/show/clip<i>_d9.png`` (and GIFs).
 
 The steps call the library behind the tools in this process, so torch is imported once and the thread count set
@@ -46,17 +45,12 @@ PAPER_SETTING = 'fixed:10'
 # The inference paths the tradeoff step times against the exact one; the fastest that keeps the labels is deployed.
 DEPLOY_PATHS = ('fast', 'compile', 'onnxruntime')
 
-# The synthetic set of the demo (docs/demo.md says why these values): the frame size must match data.crop_size of
-# exp/synthetic/segmentation.yaml.  The 'medium' preset seen through a longer lens (focal 1.6 image widths instead of
-# 0.8): poles, signs and people are twice as large in pixels, which a network predicting at 1/4 resolution needs.
-DATASET = {'size': (128, 256), 'n_train': 24, 'n_val': 8, 'seed': 0, 'difficulty': ('medium', {'focal': 1.6}),
-           'n_frames': 30, 'labelled_frame': 19}
-# --difficulty: (generator preset, its overrides, [STEP:]KEY=VALUE config overrides put before --opts).
-# 'cityscapes-like' moves less, so that propagation loses about what it loses on Cityscapes (docs/demo.md: how it
-# was calibrated).  On that slow video the correction stage's semantic fine-tuning of FlowNetS at the paper's 1e-4
-# (or 1e-5) drags the flow away from the true motion (end-point error 0.056 -> 0.16 px on the 1/4 grid) and nearly
-# doubles the propagation loss; 1e-6 keeps the flow of the flow stage.  Its data, checkpoints and results get their
-# own default folders, so that both demos can sit side by side.
+# The demo's synthetic set (docs/demo.md: why these values); the size must match exp/synthetic's data.crop_size.
+DATASET = {'size': (128, 256), 'n_train': 24, 'n_val': 8, 'seed': 0, 'n_frames': 30, 'labelled_frame': 19}
+# --difficulty: (generator preset, its overrides, [STEP:]KEY=VALUE config overrides put before --opts).  'medium'
+# through a longer lens (focal 1.6): thin objects twice as large in pixels, which a 1/4-resolution network needs.
+# 'cityscapes-like' moves less, so propagation loses about what it loses on Cityscapes (docs/demo.md); on that slow
+# video the correction stage's FlowNetS fine-tuning at the paper's lr drags the flow off the true motion, 1e-6 keeps it.
 DIFFICULTIES = {'medium': ('medium', {'focal': 1.6}, ()),
                 'cityscapes-like': ('cityscapes-like', {}, ('correction:train.lr=1e-6',))}
 SHOW_CLIPS = (0, 1, 2)
@@ -77,23 +71,19 @@ def parse_args(argv=None):
                                                  'Relative paths are taken from the repository root.',
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument('--difficulty', default='medium', choices=sorted(DIFFICULTIES),
-                        help='the synthetic video: medium (default) or cityscapes-like (less motion; its default '
-                             'folders are data/synthetic_cityscapes-like, saved_model/cityscapes-like and '
-                             'result/.../synthetic_cityscapes-like)')
-    parser.add_argument('--root', default=None,
-                        help='synthetic dataset folder (default data/synthetic, or $SYNTHETIC_ROOT); a folder '
-                             'holding anything the generator did not write is refused')
+                        help='the synthetic video: medium (default) or cityscapes-like (less motion; default folders '
+                             'of its own: data/synthetic_cityscapes-like, saved_model/cityscapes-like, ...)')
+    parser.add_argument('--root', default=None, help='synthetic dataset folder (default data/synthetic, or '
+                        '$SYNTHETIC_ROOT); a folder holding anything the generator did not write is refused')
     parser.add_argument('--save-root', default=None,
                         help='checkpoints go to <save-root>/synthetic_<stage>/ (default saved_model, or $SAVE_ROOT)')
     parser.add_argument('--result-root', default=None,
-                        help='PDA table and pictures go to <result-root>/synthetic/ (default result, or '
-                             '$RESULT_ROOT)')
+                        help='PDA table and pictures go to <result-root>/synthetic/ (default result, or $RESULT_ROOT)')
     parser.add_argument('--force', action='store_true', help='redo every step, even those whose outputs exist')
     parser.add_argument('--quick', action='store_true',
                         help='toy sizes and 2 iterations per stage: checks the chain in seconds (numbers meaningless)')
     parser.add_argument('--threads', type=cli.positive_int, default=None,
-                        help='torch CPU threads (default: OMP_NUM_THREADS, else the CPUs this process may use; 1 with '
-                             '--quick)')
+                        help='torch CPU threads (default: OMP_NUM_THREADS, else the usable CPUs; 1 with --quick)')
     parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='[STEP:]KEY=VALUE',
                         help='config overrides of every stage, or of one step with a prefix: train.max_iters=50 '
                              'correction:train.cfnet_lr=2e-3 pda:eval.max_clips=4 (pda: also applies to tradeoff '
@@ -107,8 +97,6 @@ def parse_args(argv=None):
     args.result_root = args.result_root or os.environ.get('RESULT_ROOT') or 'result'
     args.result_name = RESULT_NAME + suffix
     return args
-
-
 
 
 def point_configs_at(args):
@@ -208,10 +196,7 @@ def shown(path):
     return path if relative.startswith('..') else relative
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Report
-
-
+# ------------------------------------------------------------------------------------------------------- report
 def percent(value):
     return '   -' if value is None else f'{100 * value:5.1f}'
 

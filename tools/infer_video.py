@@ -3,13 +3,11 @@
     python3 tools/infer_video.py exp/spatial_correction_cityscapes/config.yaml input.mp4 out/drive \\
         --checkpoint saved_model/spatial_correction_cityscapes/best.pth --policy fixed:5
 
-INPUT is a video file (anything OpenCV reads), a folder of frames (image files in natural name order), a camera
-index (``0``) or a stream URL (``rtsp://...``, ``http://...``).  OUTPUT is a folder that receives
-``segmentation.mp4`` (colour overlay video with a class legend, key frames marked; ``.avi`` when this OpenCV cannot
-write mp4v) and, on request, ``labels/NNNNNN.png`` (trainIds), ``overlay/NNNNNN.png`` and always ``summary.json``.
-It is written as ``OUTPUT.partial/`` and renamed when complete; ``--overwrite`` replaces only an earlier output of
-this tool.  Ctrl-C leaves ``OUTPUT.partial/``; on a camera or stream it ends the input and commits what was
-segmented.  This is :meth:`lib.VideoSegmenter.run` (docs/inference.md).
+INPUT is a video file, a folder of frames (natural name order), a camera index (``0``) or a stream URL.  OUTPUT
+receives ``segmentation.mp4`` (overlay video with a class legend, key frames marked; ``.avi`` when this OpenCV
+cannot write mp4v), on request ``labels/NNNNNN.png`` (trainIds) and ``overlay/NNNNNN.png``, and ``summary.json``;
+written as ``OUTPUT.partial/`` and renamed when complete.  Ctrl-C on a camera or stream ends the input and commits
+what was segmented.  This is :meth:`lib.VideoSegmenter.run` (docs/inference.md).
 """
 import argparse
 import sys
@@ -48,8 +46,7 @@ def parse_args(argv=None):
                         help='frame rate of the output video (default: the input video\'s, 25 for a frame folder)')
     parser.add_argument('--device', default=None, help='cpu | cuda (default: the config\'s device)')
     parser.add_argument('--backend', choices=BACKENDS, default='torch',
-                        help='torch (default) or onnxruntime (CPU; the two steps exported at the frame size on the '
-                             'first frame, fp32; docs/inference.md)')
+                        help='torch (default) or onnxruntime (CPU, fp32; exported at the first frame)')
     cli.add_threads_argument(parser)
     add_fast_arguments(parser)
     args = parser.parse_args(argv)

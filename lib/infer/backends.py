@@ -1,11 +1,6 @@
-"""Runtime backends of video inference: PyTorch (eager, optionally the fast path) or ONNX Runtime.
-
-``torch`` runs SCNet (or ``lib.infer.fast.FastSCNet``) step by step; it is the default and the only backend of the
-exact published-weights path in PyTorch.  ``onnxruntime`` exports the network's two steps (lib/infer/export.py)
-at the stream's frame size on the first frame, in fp32 with the tail of the chosen path, and runs them on the CPU
-with onnxruntime: the same outputs as the PyTorch steps up to float32 rounding (parity measured by
-``tools/export.py`` and tested).  Which is faster on a machine is measured by ``tools/benchmark.py --onnxruntime``
-(docs/benchmarks.md), not assumed.
+"""Runtime backends of video inference: PyTorch (``torch``, the default; optionally the fast path) or ONNX Runtime
+(``onnxruntime``: the two steps of lib/infer/export.py exported at the stream's frame size on its first frame, fp32,
+run on the CPU; the same outputs up to float32 rounding).
 """
 import tempfile
 
@@ -30,16 +25,8 @@ def check_backend(name):
 
 
 class OnnxRuntimeSCNet:
-    """SCNet's two inference steps as onnxruntime sessions, exported from ``net`` for each frame size met.
-
-    The graphs are traced at the stream's size (known at its first frame): of dynamic size from
-    ``lib.infer.export.MIN_SIZE`` up, of that fixed size below it; frames of another size get their own pair.
-
-    Args:
-        net: SCNet on the CPU (fp32).
-        tail: the non-key tail of the graphs (``lib.infer.labels.TAILS``).
-        threads: onnxruntime intra-op threads (None: its default).
-    """
+    """SCNet's two inference steps as onnxruntime sessions, exported from ``net`` (CPU, fp32) for each frame size met
+    (graphs of dynamic size from ``lib.infer.export.MIN_SIZE`` up, of fixed size below); ``threads``: intra-op."""
 
     def __init__(self, net, tail='full', threads=None):
         self.net = net.eval()
@@ -54,7 +41,6 @@ class OnnxRuntimeSCNet:
         if size not in self._sessions:
             with tempfile.TemporaryDirectory(prefix='davss_onnx_') as folder:
                 paths = export_steps(self.net, folder, size, tail=self.tail, dynamic=min(size) >= MIN_SIZE)
-                # A session holds its model in memory: the files are not needed once it is created.
                 self._sessions[size] = {graph: ort_session(p['onnx'], self.threads) for graph, p in paths.items()}
         return self._sessions[size]
 
@@ -90,16 +76,8 @@ class OnnxRuntimeSegmenter(StreamingSegmenter):
 
 
 def build_segmenter(net, policy, backend='torch', fast=None, threads=None):
-    """The streaming segmenter of a backend.
-
-    Args:
-        net: SCNet in eval mode.
-        policy: a key-frame policy (``lib.infer.keyframe_policy.parse_policy``).
-        backend: ``torch`` or ``onnxruntime``.
-        fast: a ``lib.infer.fast.FastConfig`` or None (exact).  Under onnxruntime only its tail applies (the
-            graphs are fp32; ``sparse`` is computed as ``full``, the same labels).
-        threads: CPU threads of onnxruntime (default: torch's count, so that both backends use the same cores).
-    """
+    """The streaming segmenter of ``backend`` for ``net`` under ``policy``; ``fast``: a FastConfig or None (exact),
+    of which onnxruntime takes only the tail; ``threads``: onnxruntime's (default: torch's count)."""
     check_backend(backend)
     tail = 'full' if fast is None else fast.tail
     if backend == 'onnxruntime':

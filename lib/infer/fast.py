@@ -1,34 +1,9 @@
-"""Opt-in fast inference for SCNet (``--fast``): what it changes.
+"""Opt-in fast inference for SCNet (``--fast``): :class:`FastConfig` says what changes, :class:`FastSCNet` runs it.
 
 The exact path (``EXACT``) reproduces the original evaluation: fp32, every 1/4-resolution map upsampled x4 before
-the merge, argmax at full resolution.  The fast path (``FastConfig()``) trades a small, *measured* amount of
-agreement with it for speed (``tools/benchmark.py`` reports the argmax agreement; ``docs/benchmarks.md`` the numbers):
-
-- lower precision under ``torch.autocast``: bf16 on CPUs with native bf16 and on GPUs that have it, fp16 on older
-  GPUs (no bf16 tensor cores there); convolutions run in it, reductions stay in fp32 by autocast's own rules;
-- ``channels_last`` memory format, the layout oneDNN and cuDNN convolutions are fastest in;
-- ``torch.inference_mode`` (no autograd bookkeeping at all);
-- BatchNorm folded into the convolution before it (``fold_bn``): one pass over each activation less, on a copy of
-  the network (the wrapped one is left as it is);
-- on CPU, the depthwise convolutions of large dilation (ASPP's rates; which ones depends on the CPU) as sums of
-  shifted maps (``shift_dilated``): oneDNN runs them far slower than their size warrants;
-- on CPU with glibc, freed activations kept in the process (``retain_memory``), so each frame does not page-fault
-  its working memory in again;
-- fewer, larger calls on the small maps of a non-key frame: one warp for the logits and the 1/4 key image, DMNet's
-  two images embedded as one batch, one layout conversion of the frame pair; on CPU in fp32 the decoders'
-  transposed convolutions as sub-pixel convolutions (:class:`SubPixelConvTranspose2d`);
-- a cheaper non-key tail: ``sparse`` (the default) gives the labels of the exact tail (upsample propagated logits,
-  distortion and correction x4, merge, argmax): on CPU with a fused kernel that never stores the upsampled maps
-  (:mod:`lib.ops.upsample_argmax`), elsewhere only at the pixels whose class it can change
-  (:func:`sparse_merge_argmax`); ``quarter_merge`` merges propagated and correction logits at 1/4 resolution and
-  upsamples the merged logits once (19 channels) instead of upsampling three maps (39 channels) and merging at
-  full resolution; ``quarter_argmax`` also takes the argmax at 1/4 and upsamples the label map (nearest);
-- optionally ``torch.compile`` of each step (with inductor's ``freezing``: weights become constants, so it
-  pre-packs them for oneDNN and fuses BatchNorm and activations into the convolutions), and CUDA graphs for the
-  fixed-shape non-key step.
-
-The propagated state (logits and 1/4 key image) is kept in fp32 between frames, so rounding does not accumulate
-over the up to 9 warps of the PDA protocol; it is small (1/4 resolution), so this costs little.
+the merge, argmax at full resolution.  The fast path (``FastConfig()``) trades a small, measured amount of agreement
+with it (``tools/benchmark.py``) for speed.  The propagated state stays fp32 between frames, so rounding does not
+accumulate over the warps (it is 1/4 size: this costs little).
 """
 import contextlib
 import copy
@@ -53,17 +28,16 @@ class FastConfig:
     """How inference runs.  The defaults are the fast path; ``EXACT`` is the reference path.
 
     Attributes:
-        dtype: ``auto | fp32 | bf16 | fp16``: the autocast dtype (``fp32`` disables autocast).
-        channels_last: convert the network and the input frames to ``torch.channels_last``.
-        tail: ``full | sparse | quarter_merge | quarter_argmax``: how the non-key merge and argmax are computed
-            (module doc).
+        dtype: ``auto | fp32 | bf16 | fp16``: the autocast dtype (``fp32``: none); ``auto``: bf16 where the hardware
+            has it natively, fp16 on older GPUs, else fp32.
+        channels_last: the network and the frames in ``torch.channels_last`` (oneDNN's and cuDNN's fastest layout).
+        tail: the non-key merge and argmax (:mod:`lib.infer.labels`): ``full``; ``sparse``, the same labels;
+            ``quarter_merge``, the merge at 1/4 and one upsampling; ``quarter_argmax``, also the argmax at 1/4.
         fold_bn: fold each BatchNorm into the convolution that feeds it (on a copy of the network).
-        shift_dilated: on CPU, compute the depthwise convolutions of large dilation (DeepLab's ASPP) as sums of
-            shifted maps (:class:`ShiftedDepthwiseConv2d`), on that copy.
-        small_maps: DMNet's two images as one batch (:class:`PairedDMNet`) and, on CPU in fp32, the transposed
-            convolutions as :class:`SubPixelConvTranspose2d`, on that copy.
-        retain_memory: on CPU with glibc, keep freed blocks of up to 32 MiB in the process for the next frame
-            (:func:`retain_freed_memory`; process-wide).
+        shift_dilated: on CPU, large-dilation depthwise convolutions as :class:`ShiftedDepthwiseConv2d`.
+        small_maps: fewer, larger calls on a non-key frame's small maps: :class:`PairedDMNet` and, on CPU in fp32,
+            :class:`SubPixelConvTranspose2d`.
+        retain_memory: on CPU with glibc, :func:`retain_freed_memory` (process-wide).
         compile: wrap each step in ``torch.compile`` (first calls are slow: compilation).
         cuda_graphs: capture the non-key step in a CUDA graph (CUDA only; one capture per input shape).
     """
@@ -106,13 +80,9 @@ def resolve_dtype(name, device_type):
         return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     if device_type == 'cpu':
         # Without native bf16 instructions oneDNN emulates it and fp32 is faster; keep fp32 there.
-        return torch.bfloat16 if _cpu_has_native_bf16() else None
+        probe = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', None)
+        return torch.bfloat16 if probe is not None and probe() else None
     return None
-
-
-def _cpu_has_native_bf16():
-    probe = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', None)
-    return bool(probe()) if probe is not None else False
 
 
 def add_fast_arguments(parser):
@@ -125,12 +95,9 @@ def add_fast_arguments(parser):
     group.add_argument('--fast-cuda-graphs', action='store_true', help='CUDA graph for the non-key step (CUDA)')
     group.add_argument('--no-channels-last', action='store_true', help='keep NCHW in the fast path')
     group.add_argument('--no-fold-bn', action='store_true', help='keep BatchNorm separate in the fast path')
-    group.add_argument('--no-shift-dilated', action='store_true',
-                       help='keep oneDNN for the large-dilation depthwise convolutions (CPU)')
-    group.add_argument('--no-small-maps', action='store_true',
-                       help='keep DMNet\'s two embeddings and the transposed convolutions as they are')
-    group.add_argument('--no-retain-memory', action='store_true',
-                       help='leave glibc malloc as it is (CPU; the fast path keeps freed activations otherwise)')
+    group.add_argument('--no-shift-dilated', action='store_true', help='keep oneDNN for large-dilation depthwise convs')
+    group.add_argument('--no-small-maps', action='store_true', help='keep DMNet and the transposed convs as they are')
+    group.add_argument('--no-retain-memory', action='store_true', help='leave glibc malloc as it is (CPU)')
     return parser
 
 
@@ -144,32 +111,15 @@ def config_from_args(args):
                       compile=args.fast_compile, cuda_graphs=args.fast_cuda_graphs)
 
 
-def _replace_state(state, logits, image):
-    """A copy of a PropagationState (named tuple or dataclass) with new ``logits`` and ``image``."""
-    if hasattr(state, '_replace'):
-        return state._replace(logits=logits, image=image)
-    return dataclasses.replace(state, logits=logits, image=image)
-
-
 def _state_to_fp32(state):
     """PropagationState with fp32, NCHW-contiguous fields: autocast leaves the key logits in bf16/fp16, and the
-    warp (grid_sample on CPU, the CUDA kernel) reads NCHW; at 1/4 resolution the conversion costs little."""
-    def plain(x):
-        return x.float().contiguous()
-    return _replace_state(state, plain(state.logits), plain(state.image))
+    warp reads NCHW; at 1/4 resolution the conversion costs little."""
+    return state._replace(logits=state.logits.float().contiguous(), image=state.image.float().contiguous())
 
 
 def fold_batch_norms(net):
-    """Fold every ``BatchNorm2d`` (eval statistics) into the ``Conv2d`` that feeds it, in place; the BatchNorm
-    becomes ``nn.Identity``.
-
-    A pair is a Conv2d directly followed, in module registration order, by a BatchNorm2d over its output channels
-    (how every block of DeepLab, FlowNetS, DMNet and CFNet is written: ``conv, bn[, relu]``); a BatchNorm after
-    anything else (DMNet's BN after a ReLU) is left alone.
-
-    Returns:
-        the number of BatchNorms folded.
-    """
+    """Fold every ``BatchNorm2d`` (eval statistics) into the ``Conv2d`` registered just before it, in place (the
+    BatchNorm becomes ``nn.Identity``); a BatchNorm after anything else is left alone.  Returns how many."""
     leaves = [(name, m) for name, m in net.named_modules() if not list(m.children())]
     folded = 0
     for (_, conv), (bn_name, bn) in zip(leaves, leaves[1:]):
@@ -183,19 +133,15 @@ def fold_batch_norms(net):
             bias = shift if conv.bias is None else conv.bias * scale + shift
             conv.weight.mul_(scale.view(-1, 1, 1, 1))
             conv.bias = nn.Parameter(bias, requires_grad=False)
-        parent_name, _, attr = bn_name.rpartition('.')
-        setattr(net.get_submodule(parent_name) if parent_name else net, attr, nn.Identity())
+        net.set_submodule(bn_name, nn.Identity())
         folded += 1
     return folded
 
 
 class ShiftedDepthwiseConv2d(nn.Module):
-    """A 'same'-size, stride-1 depthwise convolution computed as a sum of shifted copies of its input, one
-    multiply-add per kernel tap over the part of the map the tap reaches, accumulated in fp32.
-
-    oneDNN's CPU depthwise kernels slow down by an order of magnitude when dilated (:func:`default_min_dilation`);
-    here a tap that reads only padding costs nothing.  Output in the input's dtype and memory format.
-    """
+    """A 'same'-size, stride-1 depthwise convolution as a sum of shifted copies of its input, one multiply-add per
+    kernel tap, accumulated in fp32; a tap that reads only padding costs nothing (oneDNN's dilated depthwise kernels
+    are an order of magnitude slower).  Output in the input's dtype and memory format."""
 
     def __init__(self, conv):
         super().__init__()
@@ -210,7 +156,7 @@ class ShiftedDepthwiseConv2d(nn.Module):
         h, w = x.shape[-2:]
         source = x.float()
         weight = self.weight.float()
-        out = None
+        out = torch.zeros_like(source)
         for i in range(kh):
             dy = i * self.dilation[0] - self.padding[0]
             y0, y1 = max(0, -dy), min(h, h - dy)
@@ -220,11 +166,7 @@ class ShiftedDepthwiseConv2d(nn.Module):
                 if y0 >= y1 or x0 >= x1:
                     continue  # this tap reads only zero padding
                 tap = weight[:, 0, i, j].view(1, c, 1, 1)
-                if out is None:
-                    out = torch.zeros_like(source)
                 out[..., y0:y1, x0:x1].addcmul_(source[..., y0 + dy:y1 + dy, x0 + dx:x1 + dx], tap)
-        if out is None:
-            out = torch.zeros_like(source)
         if self.bias is not None:
             out += self.bias.float().view(1, c, 1, 1)
         return out.to(x.dtype)
@@ -237,13 +179,8 @@ def default_min_dilation():
 
 
 def retain_freed_memory():
-    """Keep freed heap blocks of up to 32 MiB in the process instead of returning them to the kernel (glibc).
-
-    glibc returns most of a frame's activations to the kernel (large blocks are unmapped, the heap top is trimmed),
-    so the next frame page-faults and zeroes them again; fixing its mmap threshold at the maximum (32 MiB) and never
-    trimming the heap makes the process keep what it once needed (its resident size stays at the high-water mark).
-    Process-wide, for the rest of the process.  Returns True when applied (glibc).
-    """
+    """Keep freed heap blocks of up to 32 MiB in the process (glibc), so the next frame does not page-fault and zero
+    them again: a fixed mmap threshold at the maximum and no heap trimming.  Process-wide; True when applied."""
     if platform.system() != 'Linux':
         return False
     try:
@@ -251,16 +188,14 @@ def retain_freed_memory():
     except (OSError, AttributeError):  # no C library found, or not glibc (musl has no mallopt)
         return False
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc's <malloc.h>
-    # The top pad makes each heap extension 256 MiB larger (address space, not resident until touched): fewer
-    # extensions, and the per-thread arenas keep their memory too.
+    # A 256 MiB top pad (address space, not resident until touched): fewer heap extensions.
     settings = ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 2 ** 31 - 1), (m_top_pad, 256 << 20))
     return all(mallopt(option, value) == 1 for option, value in settings)
 
 
 def shift_dilated_depthwise(net, min_dilation=None):
     """Replace, in place, every 'same'-size stride-1 depthwise Conv2d with a dilation of at least ``min_dilation``
-    (default: :func:`default_min_dilation`) by a :class:`ShiftedDepthwiseConv2d` (same weights).  Returns how many
-    were replaced."""
+    (default: :func:`default_min_dilation`) by a :class:`ShiftedDepthwiseConv2d`; returns how many."""
     if min_dilation is None:
         min_dilation = default_min_dilation()
 
@@ -321,22 +256,18 @@ def replace_modules(net, rule, make):
     replaced = 0
     for name, module in list(net.named_modules()):
         if name and rule(module):
-            parent_name, _, attr = name.rpartition('.')
-            setattr(net.get_submodule(parent_name) if parent_name else net, attr, make(module))
+            net.set_submodule(name, make(module))
             replaced += 1
     return replaced
 
 
 class FastSCNet(nn.Module):
-    """SCNet inference under a :class:`FastConfig`.
+    """SCNet inference under a :class:`FastConfig`: SCNet's inference methods, plus ``key_step`` and
+    ``non_key_step`` which return label maps; other attributes are the wrapped network's (run as they are, fp32).
 
-    It has SCNet's inference methods (``key_frame``, ``estimate_flow``, ``propagate``, ``correct``), so code
-    written for SCNet runs on it, plus ``key_step`` and ``non_key_step`` which return label maps.  With a
-    ``quarter_*`` tail ``correct`` returns 1/4-resolution maps: turn logits into labels with
-    :func:`logits_to_labels` (or :meth:`labels`), not a bare ``argmax``.  Other attributes (``deeplab``,
-    ``align_corners``, ``segment``, ...) are those of the wrapped network and run as they are there (fp32).  With
-    ``fold_bn`` (the default) the wrapped network is a folded copy and the one passed in is left as it is; without
-    it, ``channels_last`` converts the network passed in, in place.
+    With a ``quarter_*`` tail ``correct`` returns 1/4-resolution maps: label them with :func:`logits_to_labels`, not
+    a bare ``argmax``.  The network passed in is copied when a rewrite applies (``fold_bn`` and the others), else
+    ``channels_last`` converts it in place.
     """
 
     def __init__(self, net, config=EXACT):
@@ -398,8 +329,7 @@ class FastSCNet(nn.Module):
             return _state_to_fp32(self._steps['key_frame'](self.prepare(img)))
 
     def estimate_flow(self, cur, prev):
-        """cur, prev (N, 3, H, W) -> flow (N, 2, H/4, W/4), fp32 (``SCNet.estimate_flow``; the pair is stacked
-        before its layout conversion: one conversion, not two and a channels-last concatenation)."""
+        """cur, prev (N, 3, H, W) -> flow (N, 2, H/4, W/4), fp32; the pair is stacked before one layout conversion."""
         with self.context():
             return self._steps['flownet'](self.prepare(torch.cat((cur, prev), 1))).float().contiguous()
 
@@ -409,18 +339,13 @@ class FastSCNet(nn.Module):
             return _state_to_fp32(self._steps['propagate'](state, flow))
 
     def _propagate(self, state, flow):
-        """``SCNet.propagate`` with the logits and the 1/4 key image warped in one call (one sampling grid; the
-        warp treats every channel alike, so the values are the same)."""
+        """``SCNet.propagate`` in one warp call (the warp treats every channel alike: the same values)."""
         c = state.logits.shape[1]
         both = self.net.warpnet(torch.cat((state.logits, state.image.to(state.logits.dtype)), 1), flow)
-        return _replace_state(state, both[:, :c], both[:, c:])
+        return state._replace(logits=both[:, :c], image=both[:, c:])
 
     def correct(self, state, cur, correction=None, full_resolution=None):
-        """SCNet.correct; ``full_resolution=None`` follows the config's tail (``full`` -> True).
-
-        Returns:
-            dict of fp32 tensors ``merged, propagated, distortion, correction``, at full resolution or 1/4.
-        """
+        """SCNet.correct -> its dict in fp32; ``full_resolution=None`` follows the config's tail (``full`` -> True)."""
         if full_resolution is None:
             full_resolution = self.config.tail == 'full'
         with self.context():
@@ -428,31 +353,21 @@ class FastSCNet(nn.Module):
                                          full_resolution=full_resolution)
             return {name: value.float() if torch.is_tensor(value) else value for name, value in out.items()}
 
-    def labels(self, logits, size):
-        """(N, C, h, w) logits -> (N, H, W) class map at ``size`` (see :func:`logits_to_labels`)."""
-        with torch.inference_mode():
-            return logits_to_labels(logits, size, self.net.align_corners, self.config.tail)
-
     def key_step(self, img):
         """A key frame: img (N, 3, H, W) -> (PropagationState, labels (N, H, W))."""
         state = self.key_frame(img)
-        return state, self.labels(state.logits, img.shape[-2:])
+        with torch.inference_mode():
+            return state, logits_to_labels(state.logits, img.shape[-2:], self.net.align_corners, self.config.tail)
 
     def non_key_step(self, state, cur, prev):
-        """A non-key frame: flow from ``prev`` to ``cur``, propagate, correct, argmax.
-
-        Args:
-            state: PropagationState of the previous frame (fp32, 1/4 resolution).
-            cur, prev: (N, 3, H, W) current and previous frames.
-        Returns:
-            (PropagationState of ``cur``, labels (N, H, W) int64).
-        """
+        """A non-key frame: state of ``prev`` (fp32, 1/4), cur, prev (N, 3, H, W) -> (state of ``cur``, labels
+        (N, H, W) int64)."""
         if self._graphed is None:
             return self._non_key(state, cur, prev)
         self._state_template = state
         with torch.inference_mode():
             logits, image, labels = self._graphed(state.logits, state.image, cur, prev)
-        return _replace_state(state, logits, image), labels
+        return state._replace(logits=logits, image=image), labels
 
     def _non_key(self, state, cur, prev):
         flow = self.estimate_flow(cur, prev)
@@ -463,19 +378,16 @@ class FastSCNet(nn.Module):
 
     def _non_key_tensors(self, logits, image, cur, prev):
         """The non-key step on plain tensors (what a CUDA graph captures and replays)."""
-        state, labels = self._non_key(_replace_state(self._state_template, logits, image), cur, prev)
+        state, labels = self._non_key(self._state_template._replace(logits=logits, image=image), cur, prev)
         return state.logits, state.image, labels
 
 
 class _CudaGraphStep:
-    """Replays a captured function of CUDA tensors; captured again whenever an input shape or dtype changes.
+    """Replays a captured function of CUDA tensors, captured again whenever an input shape or dtype changes; outputs
+    are cloned (the next replay overwrites the graph's buffers)."""
 
-    Outputs are cloned, because the next replay overwrites the graph's static output buffers.
-    """
-
-    def __init__(self, fn, warmup_calls=3):
+    def __init__(self, fn):
         self.fn = fn
-        self.warmup_calls = warmup_calls
         self.signature = None
         self.graph = None
         self.static_inputs = None
@@ -497,7 +409,7 @@ class _CudaGraphStep:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(self.warmup_calls):
+            for _ in range(3):
                 self.fn(*self.static_inputs)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()

@@ -1,32 +1,16 @@
 """Key-frame policies: which frames of a stream go through the key-frame network (DeepLab).
 
-A policy is a small state machine driven by the inference loop::
-
-    policy.reset()
-    for frame in stream:
-        key = policy.is_key()          # asked before the frame is processed
-        if key:
-            ...key_frame(frame)...
-            policy.update(key)
-        else:
-            out = ...propagate + correct...
-            policy.update(key, out['distortion'])
-
-Policies:
+The inference loop asks ``policy.is_key()`` before each frame and reports it with ``policy.update(key)`` (key
+frame) or ``policy.update(key, out['distortion'])`` (non-key frame); ``policy.reset()`` starts a new stream.
 
 - ``fixed:k``: a key frame every ``k`` frames (frames 0, k, 2k, ...), the paper's setting.
-- ``distortion:tau[,max=M][,stat=mean|area|pNN]``: after each non-key frame the distortion map that DMNet produced
-  for the merge is reduced to one score (its mean, the fraction of it above 0.5, or its NN-th percentile); when the
-  score exceeds ``tau`` the *next* frame becomes a key frame.  A key frame is forced at the latest ``M`` frames
-  after the previous one (default 10), so that the policy never costs less than ``fixed:M`` and never drifts
-  unboundedly.
-- ``per-frame``: every frame is a key frame (the accuracy reference; ``fixed:1`` in disguise).
+- ``distortion:tau[,max=M][,stat=mean|area|pNN]``: after each non-key frame DMNet's distortion map is reduced to one
+  score (its mean, the fraction above 0.5, or its NN-th percentile); above ``tau`` the *next* frame is a key frame,
+  and one is forced at the latest ``M`` frames after the previous one (default 10).
+- ``per-frame``: every frame is a key frame (the accuracy reference).
 
-Why the decision acts on the next frame and not on the current one: the score of frame t only exists after frame t's
-flow, warp, DMNet and CFNet have run, and the merge has already handed the distorted regions of frame t to CFNet.
-Re-running frame t as a key frame would pay a key step *and* a non-key step for that frame; switching at t+1 pays
-nothing extra, so the average cost of a run is exactly ``(n_key * cost_key + n_nonkey * cost_nonkey) / n_frames``
-with the decision itself free (the score is a reduction of a map that is computed anyway).
+The decision acts on the next frame: the score of frame t exists only once frame t's non-key step ran, so
+re-running t as a key frame would pay both steps, while switching at t+1 costs nothing extra.
 """
 import math
 import re

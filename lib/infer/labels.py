@@ -8,22 +8,12 @@ from lib.model.scnet import merge_logits
 from lib.ops import upsample_argmax as fused_labels
 
 TAILS = ('full', 'sparse', 'quarter_merge', 'quarter_argmax')
-
-
 # Above this fraction of 1/4-grid cells on a class boundary, bilinear_argmax resizes the whole map instead.
 DENSE_BOUNDARY_FRACTION = 0.25
 
 
 def upsample_labels(labels, size, align_corners):
-    """Nearest-neighbour resize of a label map on the same pixel grid as the bilinear resizes.
-
-    Args:
-        labels: (N, h, w) int64 class ids.
-        size: (H, W) output size.
-        align_corners: the model's resize convention (which source pixel each output pixel sits on).
-    Returns:
-        (N, H, W) int64.
-    """
+    """Nearest-neighbour resize of labels (N, h, w) -> (N, H, W) at ``size``, on the bilinear resizes' pixel grid."""
     rows = _nearest_source_index(size[0], labels.shape[1], align_corners, labels.device)
     cols = _nearest_source_index(size[1], labels.shape[2], align_corners, labels.device)
     return labels.index_select(1, rows).index_select(2, cols)
@@ -39,18 +29,9 @@ def _nearest_source_index(n_out, n_in, align_corners, device):
 
 
 def logits_to_labels(logits, size, align_corners, tail='full'):
-    """Class map at ``size`` from logits at any resolution.
-
-    Args:
-        logits: (N, C, h, w); at full resolution already, or 1/4.
-        size: (H, W) of the frame.
-        align_corners: the model's resize convention.
-        tail: ``full``: bilinear resize then argmax (the exact path); ``sparse`` and ``quarter_merge``: the same
-            labels by :func:`bilinear_argmax` (the resize only where it can change the argmax); ``quarter_argmax``:
-            argmax before resizing (nearest).
-    Returns:
-        (N, H, W) int64.
-    """
+    """Logits (N, C, h, w) -> class map (N, H, W) int64 at ``size``.  ``tail``: ``full``: bilinear resize then argmax
+    (the exact path); ``sparse`` and ``quarter_merge``: the same labels by :func:`bilinear_argmax`;
+    ``quarter_argmax``: argmax, then a nearest resize."""
     size = tuple(size)
     if tuple(logits.shape[-2:]) == size:
         return logits.argmax(1)
@@ -76,8 +57,8 @@ def channel_argmax(x):
 
 
 def _bilinear_source(n_out, n_in, align_corners, device):
-    """Source rows (or columns) of a bilinear resize, as ``F.interpolate`` computes them: lower index, upper
-    index (clamped to the map) and the weight of the upper one, float32."""
+    """Source rows (or columns) of a bilinear resize as ``F.interpolate`` computes them: lower and upper index, the
+    upper one's weight (float32)."""
     position = torch.arange(n_out, device=device, dtype=torch.float64)
     if align_corners:
         source = position * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
@@ -90,8 +71,7 @@ def _bilinear_source(n_out, n_in, align_corners, device):
 
 @functools.lru_cache(maxsize=16)
 def _bilinear_grid(source_size, size, align_corners, device):
-    """The bilinear resize from ``source_size`` to ``size`` as the compiled kernels take it: rows then columns.
-    Cached: a stream asks for the same few grids at every frame (the kernels only read them)."""
+    """The bilinear resize grid (rows, then columns) the compiled kernels take; cached, as a stream reuses it."""
     return (*_bilinear_source(size[0], source_size[0], align_corners, device),
             *_bilinear_source(size[1], source_size[1], align_corners, device))
 
@@ -101,21 +81,9 @@ def _use_fused(maps):
 
 
 def bilinear_argmax(logits, size, align_corners):
-    """``F.interpolate(logits, size, 'bilinear').argmax(1)`` without resizing the logits where it is not needed.
-
-    An output pixel is a convex combination of its 4 source pixels; where these 4 share one argmax class, that class
-    is the argmax of the combination too (it is the largest term by term, and rounding is monotonic).  So the class
-    map is the nearest source label there, and only pixels whose 4 sources disagree (class boundaries, a few percent)
-    are interpolated, in float32 and in the order of F.interpolate's formula.  Where more than
-    :data:`DENSE_BOUNDARY_FRACTION` of the cells are boundaries, the whole map is resized instead (cheaper then).
-
-    Args:
-        logits: (N, C, h, w) float.
-        size: (H, W).
-        align_corners: the resize convention.
-    Returns:
-        (N, H, W) int64.
-    """
+    """``F.interpolate(logits, size, 'bilinear').argmax(1)``, logits (N, C, h, w) -> (N, H, W) int64, resizing only
+    where needed: a convex combination of 4 source pixels that share one argmax class has that class too (rounding
+    is monotonic), so only pixels whose sources disagree are interpolated, in F.interpolate's order."""
     if _use_fused(logits):
         return fused_labels.upsample_argmax(logits, _bilinear_grid(tuple(logits.shape[-2:]), tuple(size),
                                                                    align_corners, logits.device))
@@ -126,22 +94,11 @@ def bilinear_argmax(logits, size, align_corners):
 
 
 def sparse_merge_argmax(propagated, distortion, correction, size, align_corners):
-    """The labels of the exact non-key tail, ``argmax(up(P) * (1 - up(D)) + up(C) * up(D))`` with ``up`` the
-    bilinear x4 resize, computed at full resolution only where the class can depend on the resize.
-
-    At an output pixel the merged logits are ``sum_k w_k ((1 - d) P_k + d C_k)`` over its 4 source pixels ``k``, with
-    ``d = up(D)`` in [0, 1]: a convex combination of the 8 vectors ``P_k, C_k``.  Where all 8 have one argmax class,
-    so does the merge; elsewhere the three maps are interpolated and merged as the exact tail does.  On the CPU,
-    with the compiled kernels (:mod:`lib.ops.upsample_argmax`), every pixel is computed that way, row by row
-    without storing the full-resolution maps.
-
-    Args:
-        propagated, correction: (N, C, h, w); distortion: (N, 1, h, w); float, at 1/4 resolution.
-        size: (H, W) of the frame.
-        align_corners: the model's resize convention.
-    Returns:
-        (N, H, W) int64.
-    """
+    """The labels (N, H, W) int64 of the exact non-key tail, ``argmax(up(P) * (1 - up(D)) + up(C) * up(D))``, from
+    propagated, correction (N, C, h, w) and distortion (N, 1, h, w).  The merge at a pixel is a convex combination
+    of the 8 vectors ``P_k, C_k`` of its 4 sources: where all 8 share one argmax class, so does the merge; elsewhere
+    the maps are interpolated and merged as the exact tail does (on CPU: every pixel, row by row, by
+    :mod:`lib.ops.upsample_argmax`, without storing the full-resolution maps)."""
     if _use_fused(propagated):
         grid = _bilinear_grid(tuple(propagated.shape[-2:]), tuple(size), align_corners, propagated.device)
         return fused_labels.upsample_merge_argmax(propagated, distortion, correction, grid)
@@ -161,11 +118,9 @@ def sparse_merge_argmax(propagated, distortion, correction, size, align_corners)
 
 
 def _sparse_argmax(maps, key, size, align_corners, combine, dense):
-    """Labels at ``size`` from 1/4 maps: ``key`` (N, h, w) where a source pixel decides the class alone (-1 where
-    not); output pixels whose 4 source pixels share one key take it, the others get ``argmax(combine(bilinear
-    sample of maps))``; ``dense()`` when boundaries are too many for that to pay."""
-    if maps.device.type == 'meta':
-        # Shapes only (FLOP counting): no values to find the boundaries with; the dense resize is the upper bound.
+    """Labels at ``size`` from 1/4 maps: output pixels whose 4 sources share one ``key`` (N, h, w; -1: none) take it,
+    the others ``argmax(combine(bilinear sample of maps))``; ``dense()`` when boundaries are too many."""
+    if maps.device.type == 'meta':  # FLOP counting: no values; the dense resize is the upper bound
         return dense()
     n, k, h, w = maps.shape
     y0, y1, ly = _bilinear_source(size[0], h, align_corners, maps.device)

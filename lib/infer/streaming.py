@@ -1,5 +1,4 @@
-"""The streaming engine of video inference: :class:`StreamingSegmenter` runs SCNet over a stream one frame at a
-time; frames come from and go to :mod:`lib.infer.video_io` (sources, padding, writers, the output folder)."""
+"""The streaming engine of video inference: :class:`StreamingSegmenter` runs SCNet over a stream one frame at a time."""
 import torch
 
 from lib.infer.labels import correction_labels, logits_to_labels
@@ -15,16 +14,11 @@ def set_threads(threads):
 
 
 class StreamingSegmenter:
-    """Runs SCNet over a stream one frame at a time, asking a key-frame policy which frames are key frames.
+    """Runs SCNet (or a ``FastSCNet``) over a stream one frame at a time, a key-frame policy choosing the key frames.
 
-    Key frames: DeepLab logits.  Other frames: flow from the previous frame, one warp step of the propagated logits
-    and 1/4 key image, then the DMNet + CFNet correction (``SCNet.correct``).  ``tail`` says where the merge and the
-    argmax happen (``lib.infer.labels.TAILS``): ``full`` is the paper's (upsample, merge and argmax at full
-    resolution); the fast path's ``sparse`` / ``quarter_merge`` / ``quarter_argmax`` work from 1/4 maps.  ``model`` may be an SCNet or a
-    ``lib.infer.fast.FastSCNet``.  ``correct=False`` is the propagation-only baseline (DFF-style: flow and warp,
-    no DMNet, no CFNet; only a policy that needs no distortion map can drive it).  The three network calls go
-    through :meth:`key_frame`, :meth:`flow` and :meth:`correction` so that an evaluation can replay cached outputs
-    of the frame-wise networks across policies.
+    ``tail``: where the merge and argmax happen (``lib.infer.labels.TAILS``; ``full`` is the paper's).
+    ``correct=False`` is the propagation-only baseline (DFF-style: no DMNet, no CFNet).  The network calls go through
+    :meth:`key_frame`, :meth:`flow` and :meth:`correction` so that an evaluation can replay cached outputs.
     """
 
     def __init__(self, model, policy, tail='full', correct=True):
@@ -51,8 +45,7 @@ class StreamingSegmenter:
         return None
 
     def propagate_and_correct(self, image):
-        """A non-key frame: the state carried from the previous frame to ``image``, and ``SCNet.correct``'s dict
-        (``merged``, ``distortion``, ...).  A runtime backend replaces this one call (lib/infer/backends.py)."""
+        """A non-key frame -> (the state carried to ``image``, ``SCNet.correct``'s dict); a backend replaces it."""
         state = self.model.propagate(self.state, self.flow(image, self.previous))
         return state, self.model.correct(state, image, correction=self.correction(image),
                                          full_resolution=self.tail == 'full')

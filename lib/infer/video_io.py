@@ -1,10 +1,5 @@
-"""Streaming video input and output for inference: frame sources, padding, and the per-frame writers.
-
-Nothing here holds more than one frame: a source yields frames one by one, the writers write each frame as it comes.
-Frames leave a source as RGB ``uint8`` arrays ``(H, W, 3)``; :func:`frame_to_tensor` turns one into the model's
-float input ``(1, 3, H', W')`` (resized, padded to a multiple of 4) and :func:`labels_to_frame` brings a prediction
-back to the source frame's size.
-"""
+"""Streaming video input and output for inference, one frame at a time: frame sources (RGB ``uint8 (H, W, 3)``),
+padding to the model's multiple of 4 and back, and the per-frame writers."""
 import itertools
 import os
 import re
@@ -29,11 +24,8 @@ def _natural_key(name):
 
 
 class FrameSource:
-    """Base of the frame sources: iterate to get RGB uint8 frames; all frames must share the first one's size.
-
-    :meth:`limit` keeps frames ``start, start + 1, ...``, at most ``max_frames`` of them.  ``live`` sources
-    (cameras, streams) have no length and no end but the stream's.
-    """
+    """Base of the frame sources: iterate to get RGB uint8 frames, all of the first one's size; :meth:`limit` keeps
+    frames ``start, ...``, at most ``max_frames``.  ``live`` sources (cameras, streams) end when the stream does."""
 
     path = ''
     fps = 25.0
@@ -54,8 +46,7 @@ class FrameSource:
         return None
 
     def _read(self):
-        """Yields ``(where, frame)`` from frame ``self.start`` on: the path that names the frame in an error, and
-        the RGB frame."""
+        """Yields ``(path naming the frame in an error, RGB frame)`` from frame ``self.start`` on."""
         raise NotImplementedError
 
     def __iter__(self):
@@ -79,9 +70,8 @@ class FrameSource:
 class ImageFolderSource(FrameSource):
     """A folder of image files, in natural sort order of their names."""
 
-    def __init__(self, path, fps=25.0):
+    def __init__(self, path):
         self.path = path
-        self.fps = fps
         self.files = sorted((f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS)), key=_natural_key)
         if not self.files:
             raise UserError(f'{path}: folder holds no image files (expected {", ".join(IMAGE_EXTENSIONS)})')
@@ -106,7 +96,7 @@ class ImageFolderSource(FrameSource):
 
 def _frame_rate(capture):
     fps = capture.get(cv2.CAP_PROP_FPS)
-    return fps if fps and np.isfinite(fps) and 0 < fps <= 1000 else 25.0
+    return fps if 0 < fps <= 1000 else 25.0  # NaN and 0 (unknown) fail the test too
 
 
 def _captured(capture, path, start, skipped=0):
@@ -122,11 +112,8 @@ def _captured(capture, path, start, skipped=0):
 
 
 class VideoFileSource(FrameSource):
-    """A video file read through OpenCV's VideoCapture.
-
-    ``announced`` is the frame count the container states (None when it states none); ``decoded`` is the number of
-    frames a full pass actually produced (None until one ended).  They differ for a damaged or truncated file.
-    """
+    """A video file read through OpenCV's VideoCapture; ``decoded``: the frames a full pass produced (None until one
+    ended), which differs from ``announced`` for a damaged or truncated file."""
 
     def __init__(self, path):
         self.path = path
@@ -141,9 +128,7 @@ class VideoFileSource(FrameSource):
             count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         finally:
             capture.release()
-        # Container frame counts are estimates (and 0 for some streams): the progress bar's total, and compared with
-        # what decodes at the end.
-        self.count = count if count > 0 else None
+        self.count = count if count > 0 else None  # an estimate: the progress bar's total
         self.announced = self.count
         self.decoded = None
 
@@ -208,29 +193,19 @@ def open_frame_source(spec, start=0, max_frames=None):
     return VideoFileSource(spec).limit(start, max_frames)
 
 
-def padded_size(height, width, multiple=4):
-    """The smallest size >= (height, width) whose sides are multiples of ``multiple``."""
-    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
-
-
 def pad_to_multiple(x, multiple=4):
-    """``x (N, C, H, W)`` -> ``(padded (N, C, H', W'), (H, W))`` with H', W' multiples of ``multiple``.
-
-    Pads at the bottom and right by replicating the border: a constant (black) border would be a fake edge that the
-    flow and segmentation networks react to.
-    """
+    """``x (N, C, H, W)`` -> ``(padded (N, C, H', W'), (H, W))`` with H', W' multiples of ``multiple``, padded at the
+    bottom and right by replicating the border (a black border would be a fake edge the networks react to)."""
     height, width = x.shape[-2:]
-    target_h, target_w = padded_size(height, width, multiple)
-    if (target_h, target_w) == (height, width):
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if not (pad_h or pad_w):
         return x, (height, width)
-    return F.pad(x, (0, target_w - width, 0, target_h - height), mode='replicate'), (height, width)
+    return F.pad(x, (0, pad_w, 0, pad_h), mode='replicate'), (height, width)
 
 
 def frame_to_tensor(frame, size=None, multiple=4, device='cpu'):
-    """RGB uint8 ``(H, W, 3)`` -> float ``(1, 3, H', W')`` in [0, 1] and the unpadded model-side size ``(h, w)``.
-
-    ``size=(h, w)`` resizes the frame first (bilinear); the result is padded to a multiple of ``multiple``.
-    """
+    """RGB uint8 ``(H, W, 3)`` -> float ``(1, 3, H', W')`` in [0, 1], resized to ``size`` (bilinear) if given and
+    padded to a multiple of ``multiple``, and the unpadded model-side size ``(h, w)``."""
     x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
     if size is not None and tuple(size) != tuple(frame.shape[:2]):
         x = F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=False)  # (1, 3, h, w)
@@ -238,11 +213,8 @@ def frame_to_tensor(frame, size=None, multiple=4, device='cpu'):
 
 
 def labels_to_frame(labels, model_size, frame_size):
-    """Labels ``(1, H', W')`` on the padded model grid -> trainId map ``uint8 (H, W)`` of the source frame.
-
-    Crops the padding away (``model_size``), then resizes with nearest neighbour to ``frame_size`` (nearest:
-    interpolating class ids would invent classes at boundaries).
-    """
+    """Labels ``(1, H', W')`` on the padded model grid -> trainId map ``uint8 (H, W)`` of the source frame: the
+    padding cropped (``model_size``), then a nearest resize to ``frame_size``."""
     height, width = model_size
     label = labels[:, None, :height, :width].to(torch.uint8)  # (1, 1, h, w)
     if (height, width) != tuple(frame_size):
@@ -257,11 +229,8 @@ def overlay(frame, colour, label, alpha=0.5):
 
 
 class VideoWriter:
-    """cv2.VideoWriter that picks the first codec this OpenCV build can write: mp4v (.mp4), else MJPG (.avi).
-
-    These codecs store 4:2:0 chroma and silently drop an odd last row or column, so odd frame sizes are padded by
-    one replicated row / column to even ones; the label and overlay PNGs keep the exact frame size.
-    """
+    """cv2.VideoWriter with the first codec this OpenCV build can write: mp4v (.mp4), else MJPG (.avi).  Odd frame
+    sizes get one replicated row / column: these 4:2:0 codecs silently drop an odd last one."""
 
     CODECS = (('mp4v', '.mp4'), ('MJPG', '.avi'))
 
@@ -285,8 +254,7 @@ class VideoWriter:
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         if any(self.pad):
             bgr = cv2.copyMakeBorder(bgr, 0, self.pad[0], 0, self.pad[1], cv2.BORDER_REPLICATE)
-        # OpenCV >= 4.7 returns whether the frame was written (False on a full disk or a size limit); older builds
-        # return None, and close() still catches a short video.
+        # OpenCV >= 4.7 returns False on a full disk; older builds return None, and close() catches a short video.
         if self.writer.write(bgr) is False:
             raise UserError(f'{self.path}: could not write frame {self.frames} (disk full or over a size limit?)')
         self.frames += 1
@@ -295,8 +263,7 @@ class VideoWriter:
         """Finish the file and prove it complete: it must decode to every frame written."""
         if self.writer is None:
             return
-        self.writer.release()
-        self.writer = None
+        self.abort()
         size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
         decoded = count_decodable_frames(self.path) if size else 0
         if decoded != self.frames:
@@ -323,9 +290,8 @@ def count_decodable_frames(path):
 
 
 class FrameOutputs:
-    """The per-frame outputs of a segmentation run inside its (partial) output folder: ``labels/NNNNNN.png``,
-    ``overlay/NNNNNN.png`` and the segmentation video (overlays with a strip naming the classes in view, ``KEY`` on
-    key frames), each only when asked for.  The video is opened at the first frame, whose size it takes."""
+    """The per-frame outputs of a run in its (partial) output folder, each when asked for: ``labels/NNNNNN.png``,
+    ``overlay/NNNNNN.png`` and the segmentation video (overlays, a class legend, ``KEY`` on key frames)."""
 
     def __init__(self, folder, fps, palette, save_labels=False, save_overlay=False, video=True, names=None):
         self.folder = folder

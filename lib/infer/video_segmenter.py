@@ -55,15 +55,13 @@ class VideoSegmenter:
     """Segments a stream frame by frame with SCNet: key frames by DeepLab, the others by propagation + correction.
 
     Args:
-        net: an SCNet in eval mode (weights loaded) on ``device``.
-        policy: key-frame policy, a string as ``--policy`` (``fixed:5``, ``distortion:0.3,max=10``, ``per-frame``).
+        net: an SCNet in eval mode (weights loaded).
+        policy: key-frame policy as ``--policy`` (``fixed:5``, ``distortion:0.3,max=10``, ``per-frame``).
         fast: False (exact path, the published numbers), True (``lib.infer.fast`` defaults), or a ``FastConfig``.
-        backend: ``torch`` or ``onnxruntime`` (CPU; lib/infer/backends.py).
-        size: None (run at the frame size) or (H, W) to resize frames for the model; outputs keep the frame size.
+        backend: ``torch`` or ``onnxruntime`` (CPU); ``threads``: onnxruntime's CPU threads.
+        size: None (the frame size) or (H, W) to resize frames for the model; outputs keep the frame size.
         channels: ``rgb`` or ``bgr`` (OpenCV's order) for numpy frames.
-        threads: CPU threads of onnxruntime (torch's are the process's setting).
-        palette: colours of ``run``'s overlays (default: Cityscapes).
-        names: the class names of ``run``'s video legend (default: Cityscapes' with the default palette, else ids).
+        palette, names: colours and legend names of ``run``'s overlays (default: Cityscapes').
     """
 
     def __init__(self, net, policy='fixed:5', fast=False, backend='torch', size=None, channels='rgb', threads=None,
@@ -87,8 +85,8 @@ class VideoSegmenter:
     @classmethod
     def from_config(cls, config, checkpoint, policy='fixed:5', fast=False, backend='torch', device=None, opts=(),
                     **kwargs):
-        """Build from an experiment YAML (path, or a config dict from ``lib.utils.config.load_config``) and a
-        whole-SCNet checkpoint; ``device`` defaults to the config's (``auto`` picks CUDA when present)."""
+        """Build from an experiment YAML (path or loaded config) and a whole-SCNet checkpoint; ``device`` defaults to
+        the config's."""
         cfg = load_config(config, opts) if isinstance(config, (str, os.PathLike)) else config
         check_backend(backend)  # before the network is loaded: a missing runtime fails at once
         net = load_scnet(cfg['model'], checkpoint, pick_device(device or cfg.get('device', 'cpu')))
@@ -132,15 +130,10 @@ class VideoSegmenter:
 
     @torch.no_grad()
     def step(self, frame, channels=None):
-        """Segment the next frame of the stream.
-
-        Args:
-            frame: numpy uint8 (H, W, 3) in ``channels`` order (default: the segmenter's), or a float tensor
-                (3, H, W) / (1, 3, H, W) RGB in [0, 1].  Every frame of a stream has the first one's size.
-        Returns:
-            trainIds at the frame's size: numpy uint8 (H, W) for numpy frames, an int64 tensor (H, W) on the model's
-            device for tensor frames.  ``self.key_frames`` lists the stream's key frames so far.
-        """
+        """Segment the next frame of the stream, numpy uint8 (H, W, 3) in ``channels`` order (default: the
+        segmenter's) or a float tensor (3, H, W) / (1, 3, H, W) RGB in [0, 1], of the stream's first frame's size ->
+        its trainIds (H, W): numpy uint8, or int64 on the model's device for a tensor frame.  ``self.key_frames``
+        lists the stream's key frames so far."""
         self.index += 1
         image, model_size, frame_size = self._to_model(frame, channels or self.channels)
         if self.frame_size is None:
@@ -166,19 +159,18 @@ class VideoSegmenter:
             yield self.step(frame)
 
     def check_memory(self, frame_size):
-        """Refuse frames whose inference would not fit in the memory available (a one-line error suggesting
-        ``--size``), from the peak measured on a small frame scaled by the pixel count."""
+        """Refuse frames whose inference would not fit in the memory available (the peak on a small frame scaled by
+        the pixel count)."""
         height, width = self.size or frame_size
         if height * width <= 1024 * 2048:
             return  # the paper's size: every supported machine runs it
-        probe = np.zeros((128, 256, 3), np.uint8)
+        probe = (128, 256)
         segmenter = build_segmenter(self.net, FixedInterval(2), 'torch', self.fast)
 
         def two_steps():  # a key and a non-key frame
             for _ in range(2):
-                segmenter.step(pad_to_multiple(torch.from_numpy(probe).to(self.device).permute(2, 0, 1)[None]
-                                               .float())[0])
-        need = profiling.peak_memory_bytes(two_steps, self.device) * height * width / (probe.shape[0] * probe.shape[1])
+                segmenter.step(torch.zeros(1, 3, *probe, device=self.device))
+        need = profiling.peak_memory_bytes(two_steps, self.device) * height * width / (probe[0] * probe[1])
         available = profiling.available_memory_bytes(self.device)
         if available is not None and need > available:
             scale = (available / need) ** 0.5
@@ -188,22 +180,14 @@ class VideoSegmenter:
 
     def run(self, source, out, overwrite=False, save_labels=False, save_overlay=False, video=True, fps=None,
             progress=False, start=0, max_frames=None):
-        """Segment a video file, a frame folder, a camera or a stream into the folder ``out``.
+        """Segment ``source`` (a video file, frame folder, camera index, stream URL or ``FrameSource``; its frames
+        ``start, ...``, at most ``max_frames``) into the folder ``out`` -> the summary dict.
 
-        Writes ``segmentation.mp4`` (``.avi`` where mp4v cannot be written; with ``video``), ``labels/NNNNNN.png``
-        (``save_labels``), ``overlay/NNNNNN.png`` (``save_overlay``; NNNNNN is the input's frame number) and
-        ``summary.json``, staged as ``out.partial/`` and renamed when complete
-        (:class:`lib.utils.outputs.StagedFolder`): an existing ``out`` is replaced only with ``overwrite`` and only
-        if an earlier run wrote it.  Ctrl-C leaves ``out.partial/``; for a live source it ends the stream instead:
-        what was segmented is committed (``summary['interrupted']``; a second Ctrl-C abandons the run).
-
-        Args:
-            source: a video file or frame folder, a camera index (``0``) or stream URL (``rtsp://...``), or a
-                :class:`lib.infer.video_io.FrameSource`.
-            start, max_frames: segment the input's frames ``start, start + 1, ...``, at most ``max_frames``.
-        Returns:
-            the summary dict (frames, key frames, seconds, frames per second).
-        """
+        Writes ``segmentation.mp4`` (or ``.avi``; ``video``), ``labels/NNNNNN.png`` (``save_labels``),
+        ``overlay/NNNNNN.png`` (``save_overlay``; NNNNNN: the input's frame number) and ``summary.json``, staged as
+        ``out.partial/`` (:class:`StagedFolder`: ``overwrite`` replaces only an earlier run's ``out``).  Ctrl-C
+        leaves ``out.partial/``; for a live source it ends the stream and commits what was segmented (a second
+        Ctrl-C abandons the run)."""
         if isinstance(source, (str, os.PathLike, int)):
             source = open_frame_source(str(source), start, max_frames)
         elif start or max_frames is not None:
@@ -256,8 +240,8 @@ class VideoSegmenter:
 
 @contextmanager
 def stop_requests(live):
-    """For a live source, Ctrl-C sets the yielded event (the loop ends after the frame in hand) instead of
-    interrupting; a second Ctrl-C interrupts.  Signals reach only the main thread: elsewhere nothing changes."""
+    """For a live source, Ctrl-C sets the yielded event (the loop ends after the frame in hand); a second Ctrl-C
+    interrupts.  Only the main thread gets signals: elsewhere nothing changes."""
     stop = threading.Event()
     if not live or threading.current_thread() is not threading.main_thread():
         yield stop
