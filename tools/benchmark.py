@@ -200,7 +200,7 @@ def benchmark_size(net, runners, size, args, clock, device, model_cfg):
     for path in ('exact', 'fast'):
         runner, (flow, state) = runners[path], parts[path]
         table.setdefault('flow', {})[path] = lambda r=runner: r.estimate_flow(cur, prev)
-        table.setdefault('warp', {})[path] = lambda r=runner, p=path: r.propagate(keys[p], flow)
+        table.setdefault('warp', {})[path] = lambda r=runner, p=path, f=flow: r.propagate(keys[p], f)
         table.setdefault('correct', {})[path] = lambda r=runner, s=state: r.correct(s, cur)
     for tail, out in tail_inputs.items():
         table[f'tail_{tail}'] = {'fast': lambda t=tail, o=out: correction_labels(o, size, align_corners, t)}
