@@ -1,29 +1,16 @@
 """A seeded generator of short street-scene videos in the Cityscapes layout, with exact labels and flow.
 
-Each snippet is a 2.5D street ray-cast from a moving pinhole camera: a ground plane (road with lane markings,
-tiled sidewalks), facade planes on both sides at two depths (buildings with windows, hedges, gaps that show the
-farther row), fences with thin slats, and upright "billboard" objects (trees, poles with signs, parked,
-leading and oncoming cars, walking pedestrians whose legs and arms swing).  Every surface's colour is a fixed
-function of its own coordinates, so a point looks the same in every frame up to the global lighting gain and
-sensor noise.  Because each pixel's surface point is known, the label of every frame and the backward flow of
-every consecutive pair are exact:
+Each snippet is a 2.5D street ray-cast from a moving pinhole camera: road and sidewalks, facades at two depths with
+gaps, fences with thin slats, and upright "billboard" objects (trees, poles with signs, parked, leading and oncoming
+cars, pedestrians with swinging limbs).  Every surface's colour is a fixed function of its own coordinates, so the
+label of every frame and the backward flow of every consecutive pair are exact:
 
     flow_t(p) = (position in frame t-1 of the surface point seen at p in frame t) - p
 
-i.e. ``lib.ops.resample2d(frame[t-1], flow_t) ~= frame[t]`` wherever ``valid_t`` is True (``valid`` is False
-where that point was hidden behind another surface or outside the image in frame t-1).
-
-What makes propagation fail here as in real video: ego-motion with depth parallax (near ground moves fast,
-sky not at all), independently moving cars and non-rigid pedestrians, occlusion and disocclusion behind
-objects and through facade gaps, thin structures (poles, fence slats), lighting drift and sensor noise.
-
-Files (see :mod:`lib.dataset.synthetic_layout`): ``leftImg8bit_sequence/<split>/<city>/
-<city>_<seq:06d>_<frame:06d>_leftImg8bit.png`` (``n_frames`` per snippet), ``gtFine/...`` for the labelled frame
-(19 by default, like Cityscapes; train ids and label ids), ``list/<split>.txt`` in the official format,
-``synthetic_meta.json`` and
-``synthetic_extra/{gtFine_sequence,flow}/`` with the label of every frame and the flow into every frame but
-the first.  Labels are Cityscapes train ids; the engine's hood at the bottom is 255 (ignore), as the ego
-vehicle is in Cityscapes.
+i.e. ``resample2d(frame[t-1], flow_t) ~= frame[t]`` where ``valid_t`` (the point was visible in frame t-1).  Ego-motion
+with parallax, moving and non-rigid objects, occlusions, thin structures, lighting drift and noise make propagation
+fail as in real video.  The files written are described in :mod:`lib.dataset.synthetic_layout`; the engine's hood
+is labelled 255 (ignore), as the ego vehicle is in Cityscapes.
 """
 import math
 from dataclasses import dataclass, replace
@@ -73,10 +60,6 @@ DIFFICULTIES = {
 }
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Camera
-
-
 def _rotation(yaw, pitch):
     """Camera-to-world rotation: yaw about the vertical axis, then pitch about the camera's x axis."""
     cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
@@ -115,10 +98,7 @@ class Camera:
         return self.focal * qx / safe + self.cx, self.focal * qy / safe + self.cy, qz
 
 
-# ----------------------------------------------------------------------------------------------------------------
 # Textures: fixed functions of surface coordinates, so a surface point keeps its colour from frame to frame.
-
-
 def _random_waves(rng, n, freq_range):
     """``n`` plane waves ``(fx, fy, phase, amplitude)`` with frequencies in cycles per metre."""
     freq = rng.uniform(*freq_range, size=n)
@@ -145,10 +125,6 @@ def _shade(base, texture, contrast):
     return np.clip(np.asarray(base, dtype=np.float64) / 255.0 * (1.0 + contrast * texture)[:, None], 0.0, 1.0)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Frame buffer with a depth test
-
-
 class FrameBuffer:
     """Colour, label, surface id and previous-frame position of the nearest surface at each pixel."""
 
@@ -161,11 +137,8 @@ class FrameBuffer:
         self.prev_v = np.zeros((height, width))
 
     def paint(self, region, hit, depth, rgb, label, surface, prev_u, prev_v):
-        """Write the hit pixels of ``region`` (a pair of slices) that are nearer than what is there.
-
-        ``hit`` and ``depth`` have the region's shape; the other arrays hold one value per hit pixel (or a
-        scalar for ``label``/``surface``).
-        """
+        """Write the hit pixels of ``region`` (a pair of slices) that are nearer than what is there; ``hit`` and
+        ``depth`` have the region's shape, the other arrays one value per hit pixel (or a scalar)."""
         nearer = np.zeros_like(hit)
         nearer[hit] = depth[hit] < self.depth[region][hit]
         keep = nearer[hit]  # which of the per-hit values survive the depth test
@@ -175,10 +148,7 @@ class FrameBuffer:
             view[nearer] = values[keep] if np.ndim(values) else values
 
 
-# ----------------------------------------------------------------------------------------------------------------
 # Scene elements
-
-
 @dataclass
 class FacadeRow:
     """A vertical plane ``x = x0`` split along z into segments: buildings, hedges or gaps."""
@@ -233,17 +203,17 @@ class Fence:
 
 
 class Billboard:
-    """An upright object drawn on the plane ``z = z(frame)`` facing the camera, at lateral offset ``x(frame)``.
+    """An upright object on the plane ``z = z0 + vz * frame`` facing the camera, at lateral offset ``x0 + vx * frame``.
 
     Subclasses define ``extent`` (a_min, a_max, b_max: local metres, a lateral, b height above ground) and
-    ``shade(a, b, frame) -> (hit, rgb, label, part, a_prev, b_prev)`` for the local coordinates of the hit
-    pixels, where ``(a_prev, b_prev)`` are the same material point's local coordinates one frame earlier (they
-    differ from ``(a, b)`` only for moving limbs).
+    ``shade(a, b, frame) -> (hit, rgb, label, part, a_prev, b_prev)`` for the hit pixels, ``(a_prev, b_prev)`` being
+    the same material point's local coordinates one frame earlier (other than ``(a, b)`` only for moving limbs).
     """
     surface = 0
+    vx = vz = 0.0
 
     def pose(self, frame):
-        return self.x0, self.z0
+        return self.x0 + self.vx * frame, self.z0 + self.vz * frame
 
     def draw(self, buffer, cam, prev_cam, grid, ctx):
         x_now, z_now = self.pose(ctx['frame'])
@@ -352,9 +322,6 @@ class Car(Billboard):
         self.colour = np.clip(self.colour + rng.normal(0, 10, 3), 0, 255)
         self.extent = (-self.width / 2, self.width / 2, self.roof + 0.05)
 
-    def pose(self, frame):
-        return self.x0 + self.vx * frame, self.z0 + self.vz * frame
-
     def shade(self, a, b, frame):
         w = self.width / 2
         body = _box(a, b, -w, w, 0.25, 1.0)
@@ -387,9 +354,6 @@ class Pedestrian(Billboard):
         self.cadence = rng.uniform(0.45, 0.6)  # radians of the gait cycle per frame
         self.extent = (-0.7 * self.scale, 0.7 * self.scale, 1.85 * self.scale)
 
-    def pose(self, frame):
-        return self.x0 + self.vx * frame, self.z0 + self.vz * frame
-
     def _angles(self, frame):
         swing = self.stride * 0.5 * math.sin(self.phase + self.cadence * frame)
         return (swing, -swing, -0.8 * swing, 0.8 * swing)  # left leg, right leg, left arm, right arm
@@ -415,8 +379,7 @@ class Pedestrian(Billboard):
                        part, a_prev, b_prev)
         hit = part >= 0
         colours = np.stack([self.shirt, self.trousers, self.trousers, self.shirt, self.shirt, self.skin]) / 255.0
-        order = np.array([0, 1, 2, 3, 4, 5])  # part -> colour row
-        rgb = colours[order[part[hit]]] * (0.9 + 0.1 * np.cos(a[hit] * 8.0))[:, None]
+        rgb = colours[part[hit]] * (0.9 + 0.1 * np.cos(a[hit] * 8.0))[:, None]
         return hit, rgb, PERSON, part[hit], a_prev[hit] * self.scale, b_prev[hit] * self.scale
 
     @staticmethod
@@ -443,17 +406,13 @@ def _points(cam, rays, t):
 def _side_plane_points(x0, starts, cam, grid):
     """Where each pixel's ray meets the street-side plane ``x = x0``: ray parameter ``t``, the 3-D point, the index
     of the z-segment (of ``starts``) it falls in, and its height above the ground."""
-    with np.errstate(divide='ignore', invalid='ignore'):
-        t = (x0 - cam.position[0]) / grid['rays'][0]
+    t = (x0 - cam.position[0]) / grid['rays'][0]
     px, py, pz = _points(cam, grid['rays'], t)
     seg = np.clip(np.searchsorted(starts, pz, side='right') - 1, 0, len(starts) - 1)
     return t, px, py, pz, seg, CAMERA_HEIGHT - py
 
 
-# ----------------------------------------------------------------------------------------------------------------
 # A snippet: the static street, the moving things, the camera path and the lighting
-
-
 class Street:
     """One snippet's scene, drawn deterministically from ``rng``."""
 
@@ -513,8 +472,7 @@ class Street:
             near_x = side * (self.road_half + self.sidewalk)
             for depth_x, gap_rate, height_range in ((near_x, 0.18, (6.0, 20.0)),
                                                     (near_x + side * rng.uniform(6, 12), 0.0, (14.0, 32.0))):
-                starts, ends, heights, kinds, colours = [], [], [], [], []
-                z = -20.0
+                segments, z = [], -20.0
                 while z < z_end:
                     length = rng.uniform(6.0, 22.0)
                     kind_draw = rng.uniform()
@@ -527,14 +485,10 @@ class Street:
                     colour = building_colours[rng.integers(len(building_colours))] + rng.normal(0, 10, 3)
                     if kind == VEGETATION:
                         colour = np.array([rng.uniform(40, 80), rng.uniform(100, 150), rng.uniform(25, 55)])
-                    starts.append(z)
-                    ends.append(z + length)
-                    heights.append(h)
-                    kinds.append(kind)
-                    colours.append(np.clip(colour, 0, 255))
+                    segments.append((z, z + length, h, kind, np.clip(colour, 0, 255)))
                     z += length
-                self.elements.append(FacadeRow(depth_x, np.array(starts), np.array(ends), np.array(heights),
-                                               np.array(kinds), np.array(colours), self._surface_ids(1),
+                columns = [np.array(column) for column in zip(*segments)]  # starts, ends, heights, kinds, colours
+                self.elements.append(FacadeRow(depth_x, *columns, self._surface_ids(1),
                                                _random_waves(rng, 4, (0.3, 1.5))))
 
     def _street_furniture(self, rng, z_end):
@@ -588,24 +542,18 @@ class Street:
                 vx, vz = 0.0, rng.choice((-1.0, 1.0)) * speed
             self.elements.append(Pedestrian(rng, x, z, vx, vz, self._surface_ids(6)))
 
-    # ------------------------------------------------------------------------------------------------------------
-
     def render(self, frame):
         """Noise-free RGB (H, W, 3) in [0, 1], label (H, W) uint8, surface id (H, W), backward flow (2, H, W)."""
-        with np.errstate(divide='ignore', invalid='ignore'):
-            return self._render(frame)
-
-    def _render(self, frame):
         cam, prev_cam = self.camera(frame), self.camera(frame - 1)
         vs, us = np.mgrid[0:self.height, 0:self.width].astype(np.float64)
         grid = {'rays': cam.rays(us, vs), 'shape': (self.height, self.width),
                 'all': (slice(0, self.height), slice(0, self.width))}
         buffer = FrameBuffer(self.height, self.width)
-        self._draw_sky(buffer, cam, prev_cam, grid)
-        self._draw_ground(buffer, cam, prev_cam, grid)
-        ctx = {'frame': frame}
-        for element in self.elements:
-            element.draw(buffer, cam, prev_cam, grid, ctx)
+        with np.errstate(divide='ignore', invalid='ignore'):  # rays parallel to a plane never hit it
+            self._draw_sky(buffer, cam, prev_cam, grid)
+            self._draw_ground(buffer, cam, prev_cam, grid)
+            for element in self.elements:
+                element.draw(buffer, cam, prev_cam, grid, {'frame': frame})
         self._draw_hood(buffer, us, vs)
         flow = np.stack([buffer.prev_u - us, buffer.prev_v - vs]).astype(np.float32)
         return buffer.rgb, buffer.label, buffer.surface, flow
@@ -626,8 +574,7 @@ class Street:
 
     def _draw_ground(self, buffer, cam, prev_cam, grid):
         dx, dy, dz = grid['rays']
-        with np.errstate(divide='ignore', invalid='ignore'):
-            t = (CAMERA_HEIGHT - cam.position[1]) / dy
+        t = (CAMERA_HEIGHT - cam.position[1]) / dy
         hit = (dy > 1e-9) & (t > NEAR)
         px, py, pz = _points(cam, grid['rays'], np.where(hit, t, 0.0))
         x, z, d = px[hit], pz[hit], t[hit]
@@ -663,10 +610,7 @@ class Street:
         return 1.0 + drift * (1.0 + 0.3 * self.tint)
 
 
-# ----------------------------------------------------------------------------------------------------------------
 # Validity of the flow and writing snippets
-
-
 def flow_validity(flow, surface_now, surface_before):
     """True where the point seen at p in frame t was visible in frame t-1 at ``p + flow``.
 
