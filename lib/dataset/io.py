@@ -1,8 +1,5 @@
-"""Reading frames, labels and flow files, with one clear error per bad file.
-
-Every reader raises :class:`UserError` naming the file and what was expected, so a broken dataset fails on
-the first bad sample with a message a user can act on (``tools/check_dataset.py`` collects all of them).
-"""
+"""Reading frames, labels and flow files; each reader raises one :class:`UserError` naming the bad file and what was
+expected (``tools/check_dataset.py`` collects all of them)."""
 import os
 
 import cv2
@@ -13,11 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from lib.utils.errors import UserError
 from lib.utils.metrics import IGNORE_INDEX
 
-# OpenCV's own worker threads fight with DataLoader workers on small machines; each worker decodes one image at a
-# time, so a single OpenCV thread is the faster setting.
-cv2.setNumThreads(1)
-
-
+cv2.setNumThreads(1)  # OpenCV's threads would fight the DataLoader workers, which decode one image each
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 
@@ -44,16 +37,11 @@ def check_multiple_of_4(path, height, width):
                         f'of 4: crop or pad the frames (or set data.crop_size for training)')
 
 
-PIXEL_SCALINGS = ('multiply', 'divide')  # data.pixel_scaling
-
-
 def decode_frame(path, scaling='multiply'):
     """An RGB video frame as a float32 numpy array ``(3, H, W)`` in [0, 1] (decoded with OpenCV).
 
-    ``scaling``: ``'multiply'`` is ``x * (1/255)``, ``'divide'`` the original's ``x / 255`` (correctly rounded;
-    1 ulp apart from the product on 126 of the 256 byte values).  The conversion stays in numpy on purpose: torch
-    would spread these tiny element-wise ops over its intra-op threads, which on a busy machine is an order of
-    magnitude slower than doing them in one thread.
+    ``scaling``: ``'multiply'`` is ``x * (1/255)``, ``'divide'`` the original's ``x / 255`` (1 ulp apart on some
+    values).  Numpy, not torch: torch would spread these tiny ops over its intra-op threads, much slower when busy.
     """
     _require_file(path)
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -81,13 +69,8 @@ def _invalid_label_values(label, n_classes):
 
 
 def read_label(path, n_classes, size=None):
-    """A train-id label map as int64 ``(H, W)``; values must be in ``[0, n_classes)`` or 255 (ignore).
-
-    Args:
-        path: single-channel 8-bit PNG.
-        n_classes: number of classes of the dataset.
-        size: expected ``(H, W)`` (the frame's), or None to skip the check.
-    """
+    """A train-id label map (single-channel 8-bit PNG) as int64 ``(H, W)``; values must be in ``[0, n_classes)`` or
+    255 (ignore); ``size``: the expected ``(H, W)`` (the frame's), or None."""
     _require_file(path)
     kind = file_kind(path)
     if kind != 'PNG':

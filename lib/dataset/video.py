@@ -1,10 +1,6 @@
-"""Datasets over labelled video frames: training triplets, PDA clips, single images and flow pairs.
-
-Each dataset reads a list of labelled frames (:mod:`lib.dataset.frame_list`) and loads the frames it needs
-around each one.  Frames are float32 RGB ``(3, H, W)`` in [0, 1]; labels int64 ``(H, W)`` with 255 = ignore.
-Random choices (the intermediate frame of a triplet, crops, flips) use torch's RNG inside ``__getitem__``; only
-the paper's fixed triplet list (``intermediate='original'``) is drawn once, from its own seeded ``random.Random``.
-``pixel_scaling`` (``data.pixel_scaling``) is how bytes become [0, 1] (:func:`lib.dataset.io.decode_frame`).
+"""Datasets over labelled video frames (:mod:`lib.dataset.frame_list`): training triplets, PDA clips, single images
+and flow pairs.  Frames are float32 RGB ``(3, H, W)`` in [0, 1]; labels int64 ``(H, W)`` with 255 = ignore.  Random
+choices use torch's RNG inside ``__getitem__``, except the paper's fixed triplet list (its own ``random.Random``).
 """
 import os
 import random
@@ -16,6 +12,7 @@ from torch.utils.data import Dataset
 from lib.dataset import synthetic_layout
 from lib.dataset.io import check_multiple_of_4, decode_frame, read_flow, read_frame, read_label
 from lib.dataset.pseudo_labels import mask_path
+from lib.dataset.transforms import random_crop
 from lib.utils.errors import UserError
 
 
@@ -28,6 +25,9 @@ class _LabelledVideo(Dataset):
         self.n_classes = n_classes
         self.augment = augment
         self.pixel_scaling = pixel_scaling
+
+    def __len__(self):
+        return len(self.frames)
 
     def _path(self, relative):
         return os.path.join(self.root, relative)
@@ -129,9 +129,6 @@ class ClipDataset(_LabelledVideo):
         super().__init__(root, frames, n_classes, augment, pixel_scaling)
         self.offsets = tuple(range(1 - length, 1))
 
-    def __len__(self):
-        return len(self.frames)
-
     def __getitem__(self, idx):
         """
         Returns:
@@ -145,17 +142,8 @@ class ClipDataset(_LabelledVideo):
 
 
 class ImageDataset(_LabelledVideo):
-    """Single labelled frames (the key-frame network's training set).
-
-    ``items`` are ``(frame path, label path)`` pairs relative to the root: the list lines, or for the synthetic
-    set every frame of every snippet (see :func:`synthetic_image_items`).
-    """
-
-    def __init__(self, root, items, n_classes, augment=None, pixel_scaling='multiply'):
-        super().__init__(root, items, n_classes, augment, pixel_scaling)
-
-    def __len__(self):
-        return len(self.frames)
+    """Single labelled frames (the key-frame network's training set): ``items`` (the constructor's ``frames``) are
+    ``(frame path, label path)`` pairs relative to the root (see :func:`synthetic_image_items`)."""
 
     def __getitem__(self, idx):
         """
@@ -182,19 +170,12 @@ class FlowPairDataset(_LabelledVideo):
         self.crop_size = tuple(crop_size) if crop_size is not None else None
         self.hflip = hflip
 
-    def __len__(self):
-        return len(self.frames)
-
     def _augment(self, frames, flow):
         if self.crop_size is not None:
-            crop_h, crop_w = self.crop_size
             height, width = flow.shape[-2:]
-            if crop_h > height or crop_w > width:
+            if self.crop_size[0] > height or self.crop_size[1] > width:
                 raise UserError(f'data.crop_size: {self.crop_size} is larger than the {height}x{width} frames')
-            top = int(torch.randint(0, height - crop_h + 1, ()).item())
-            left = int(torch.randint(0, width - crop_w + 1, ()).item())
-            frames = frames[..., top:top + crop_h, left:left + crop_w]
-            flow = flow[..., top:top + crop_h, left:left + crop_w]
+            frames, flow = random_crop(frames, flow, self.crop_size)
         if self.hflip and torch.rand(()).item() < 0.5:
             frames = frames.flip(-1)
             flow = flow.flip(-1) * torch.tensor([-1.0, 1.0]).view(2, 1, 1)  # mirrored motion: dx changes sign
