@@ -1,14 +1,8 @@
-"""Reading checkpoints: the one place a weight file is opened, checked and loaded into the networks.
+"""Reading checkpoints: the one place a weight file is opened (``torch.load(weights_only=True)``), checked and loaded.
 
-Every file is read with ``torch.load(weights_only=True)``: a checkpoint is data, never code.  The files of the
-project and of the original code (docs/models.md) hold state dicts in the SCNet key layout (``deeplab.*``,
-``flownet.*``, ``dmnet.*``, ``cfnet.*``), possibly under a ``model`` / ``state_dict`` entry (a training
-checkpoint) and with the ``module.`` / ``_orig_mod.`` prefixes of DistributedDataParallel and torch.compile:
-
-- a whole SCNet: the correction stage's output, ``spatial_correction_<dataset>`` (:func:`load_scnet`);
-- ``pretrained_<dataset>``: DeepLab and FlowNetS (:data:`PRETRAINED`), the ``init.pretrained`` of both stages;
-- the DMNet stage's output: bare DMNet keys in the published ``dmnet_<dataset>``, the SCNet layout in ours;
-- one stage's network (segmentation, flow): its sub-network in the SCNet layout, the ``init.<name>`` of the next.
+Files hold state dicts in the SCNet key layout (``deeplab.*``, ``flownet.*``, ``dmnet.*``, ``cfnet.*``; the published
+``dmnet_<dataset>``: bare DMNet keys), possibly under a ``model`` / ``state_dict`` entry and with the ``module.`` /
+``_orig_mod.`` prefixes of DistributedDataParallel and torch.compile (docs/models.md lists the files).
 """
 import os
 import re
@@ -158,12 +152,8 @@ def is_dmnet_only(net, state_dict):
 
 
 def load_scnet(model_cfg, path, device='cpu'):
-    """The ``SCNet`` of ``model_cfg`` (a config's ``model:`` section) with the weights of the whole-SCNet file
-    ``path``, in eval mode on ``device``: the network every tool and API evaluates.
-
-    The file is checked against the config before anything is loaded: a checkpoint of another dataset (class
-    count), another stage (a DMNet-only, DMNet-stage or pretrained file) or other widths is refused in one line.
-    """
+    """The ``SCNet`` of ``model_cfg`` with the weights of the whole-SCNet file ``path``, in eval mode on ``device``;
+    a file of another dataset, stage or widths is refused in one line before anything is loaded."""
     model = build_scnet(model_cfg, stage='correction')
     state = load_state_dict(path)
     report = compare(model, state)
@@ -198,12 +188,8 @@ def load_part(module, name, path, what):
 
 def load_pretrained(net, path, what, required=PRETRAINED):
     """Load a file in the SCNet layout (a published ``pretrained_<dataset>.pth``) into the sub-networks of ``net``
-    it covers; returns their names.
-
-    As the paper's non-strict load, sub-networks the file does not hold are left alone and sub-networks ``net``
-    does not have are skipped; unlike it, every sub-network that is loaded must fit completely and every name in
-    ``required`` must be present.
-    """
+    it covers; returns their names.  Non-strict across sub-networks as the paper's load, but each one loaded must fit
+    completely and every name in ``required`` must be present."""
     weights = load_state_dict(path, what)
     present = Counter(key.split('.', 1)[0] for key in weights)
     loaded = [name for name in SUB_NETWORKS if name in present and hasattr(net, name)]

@@ -1,8 +1,5 @@
-"""DeepLabv3+ with an aligned Xception-65 backbone (output stride 16), the key-frame network of DAVSS.
-
-The layout follows the TensorFlow DeepLab model the published weights were converted from: every module name
-below is a checkpoint key. Input: RGB in [0, 1] without mean/std normalisation (the published weights expect it).
-"""
+"""DeepLabv3+ with an aligned Xception-65 backbone (output stride 16), the key-frame network of DAVSS; the module
+names are the keys of the published weights (converted from TensorFlow DeepLab)."""
 from functools import partial
 
 import torch
@@ -18,10 +15,8 @@ BN_MOMENTUM = 3e-4
 
 
 class PaddedConv(nn.Module):
-    """Dense 3x3 convolution of the Xception stem. It exists only to keep the ``<name>.conv.weight`` key.
-
-    TensorFlow's fixed padding for odd kernels is symmetric, so the padding is the convolution's own.
-    """
+    """Dense 3x3 convolution of the Xception stem, kept for the ``<name>.conv.weight`` key (TensorFlow's fixed
+    padding of an odd kernel is symmetric: the convolution's own)."""
 
     def __init__(self, in_channels, out_channels, stride):
         super().__init__()
@@ -32,11 +27,8 @@ class PaddedConv(nn.Module):
 
 
 class XceptionSeparableConv(nn.Module):
-    """Depthwise 3x3 (stride, dilation) -> BN -> pointwise -> BN, with the ReLU either before it or after each BN.
-
-    ``relu_first=True`` is Xception's pre-activation form (the ReLU must not be in place: the block input also
-    feeds the residual branch).
-    """
+    """Depthwise 3x3 (stride, dilation) -> BN -> pointwise -> BN, with the ReLU before (``relu_first``, Xception's
+    pre-activation: not in place, the input also feeds the residual) or after each BN."""
 
     def __init__(self, in_channels, out_channels, stride=1, dilation=1, relu_first=True):
         super().__init__()
@@ -56,15 +48,11 @@ class XceptionSeparableConv(nn.Module):
 
 
 class XceptionBlock(nn.Module):
-    """Three separable convolutions (the last one carries the stride) plus a residual connection.
-
-    ``skip``: ``'conv'`` (1x1 strided projection + BN), ``'sum'`` (identity) or ``'none'``.
-    """
+    """Three separable convolutions (the last one carries the stride) plus a residual connection ``skip``:
+    ``'conv'`` (1x1 strided projection + BN), ``'sum'`` (identity) or ``'none'``."""
 
     def __init__(self, in_channels, depths, skip, stride=1, dilation=1, relu_first=True):
         super().__init__()
-        if skip not in ('conv', 'sum', 'none'):
-            raise ValueError(f'XceptionBlock: unknown skip connection "{skip}"')
         self.skip = skip
         self.separable_conv1 = XceptionSeparableConv(in_channels, depths[0], 1, dilation, relu_first)
         self.separable_conv2 = XceptionSeparableConv(depths[0], depths[1], 1, dilation, relu_first)
@@ -198,9 +186,8 @@ class DeepLabV3Plus(nn.Module):
         pooled = pooled.expand(-1, -1, *features.shape[-2:])
         branches = [pooled] + [branch(features) for branch in (self.aspp0, self.aspp1, self.aspp2, self.aspp3)]
         x = self.concat_projection(torch.cat(branches, dim=1))  # (N, 256, H/16, W/16)
-        # Fixed to align_corners=True: it is part of the trained network, unlike the resizes around propagation.
-        # The low-level map is ceil(H/4) x ceil(W/4); taking its shape (not Python arithmetic on H, W) keeps the size
-        # symbolic when the network is traced for export, so the exported graph accepts any frame size.
+        # align_corners=True is part of the trained network. The low-level map's shape (not arithmetic on H, W)
+        # keeps the size symbolic when traced for export.
         x = F.interpolate(x, size=low_level.shape[-2:], mode='bilinear', align_corners=True)
         low_level = self.feature_projection0_relu(self.feature_projection0_bn(self.feature_projection0_conv(low_level)))
         x = self.decoder(torch.cat((x, low_level), dim=1))  # (N, 256, H/4, W/4)

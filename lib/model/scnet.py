@@ -35,13 +35,8 @@ class PropagationState(NamedTuple):
 
 
 def merge_logits(propagated, distortion, correction):
-    """DAVSS's merge: the propagated logits where DMNet sees no distortion, CFNet's where it sees it.
-
-    Args:
-        propagated, correction: (N, C, h, w) logits; distortion: (N, 1, h, w) in [0, 1] (any shapes that broadcast).
-    Returns:
-        (N, C, h, w) ``propagated * (1 - distortion) + correction * distortion``.
-    """
+    """DAVSS's merge of (N, C, h, w) logits by the (N, 1, h, w) distortion map: the propagated logits where DMNet
+    sees no distortion, CFNet's where it sees it."""
     return propagated * (1 - distortion) + correction * distortion
 
 
@@ -53,10 +48,9 @@ def freeze(module):
 class _PropagationNet(nn.Module):
     """The parts and inference steps common to both training stages.
 
-    ``align_corners`` is the convention of every x4 / x1/4 bilinear resize around the propagation: the published
-    models were trained with True; the original's last Cityscapes test script used False.
-    ``init``: ``'default'`` (PyTorch's init, DMNet's Xavier) or ``'original'`` (every draw of the original's
-    constructors, in its order: :mod:`lib.model.original_init`).
+    ``align_corners``: the convention of every x4 / x1/4 resize around the propagation (the published models were
+    trained with True; the original's last Cityscapes test script used False).  ``init``: ``'default'`` or
+    ``'original'`` (:mod:`lib.model.original_init`).
     """
 
     def __init__(self, n_classes, align_corners, deeplab, flownet, cfnet, init='default'):
@@ -157,26 +151,17 @@ class _PropagationNet(nn.Module):
 
 
 def distortion_weighted_cross_entropy(correction, target, distortion):
-    """CFNet's loss: per-pixel cross-entropy weighted by the distortion map.
-
-    The paper's code multiplies the (N, H, W) loss by the (N, 1, H, W) map, which broadcasts to (N, N, H, W): each
-    sample's loss is weighted by every sample's map, i.e. the mean over pixels of (batch-mean loss) x (batch-mean
-    distortion). It is kept as is, since the published models were trained with it (batch 4 per GPU); for a batch
-    of one it is the plain per-pixel weighting.
+    """CFNet's loss: per-pixel cross-entropy weighted by the distortion map.  As in the paper's code, the (N, H, W)
+    loss times the (N, 1, H, W) map broadcasts to (N, N, H, W) (each sample weighted by every sample's map): the
+    published models were trained with it; for a batch of one it is the plain weighting.
     """
     per_pixel = F.cross_entropy(correction, target, ignore_index=IGNORE_INDEX, reduction='none')  # (N, H, W)
     return torch.mean(per_pixel * distortion)  # (N, H, W) * (N, 1, H, W) -> (N, N, H, W)
 
 
 class SCNet(_PropagationNet):
-    """The feature-correction stage: trains FlowNetS and CFNet; DeepLab and DMNet are frozen.
-
-    Args:
-        n_classes: 19 (Cityscapes) or 11 (CamVid) for the published weights.
-        align_corners: resize convention around the propagation (True in training).
-        deeplab, flownet, cfnet: keyword arguments of the sub-networks (e.g. ``{'width_mult': 0.125}``).
-        init: ``'default'`` or ``'original'`` initial weights (see :class:`_PropagationNet`).
-    """
+    """The feature-correction stage: trains FlowNetS and CFNet; DeepLab and DMNet are frozen.  ``deeplab``,
+    ``flownet``, ``cfnet``: keyword arguments of the sub-networks (e.g. ``{'width_mult': 0.125}``)."""
 
     def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None, cfnet=None, init='default'):
         super().__init__(n_classes, align_corners, deeplab, flownet, cfnet or {}, init)
@@ -262,10 +247,8 @@ class SCNetDMNet(_PropagationNet):
 
 
 def build_scnet(model_cfg, stage='correction'):
-    """The network of a training stage from the ``model:`` section of a config (``lib.utils.config.DEFAULTS``).
-
-    ``stage='correction'`` gives :class:`SCNet`, ``stage='dmnet'`` gives :class:`SCNetDMNet`.
-    """
+    """The network of a training stage (``'correction'``: :class:`SCNet`, ``'dmnet'``: :class:`SCNetDMNet`) from the
+    ``model:`` section of a config."""
     common = dict(n_classes=model_cfg['n_classes'], align_corners=model_cfg['align_corners'],
                   deeplab=dict(model_cfg.get('deeplab') or {}), flownet=dict(model_cfg.get('flownet') or {}),
                   init=model_cfg.get('init', 'default'))
