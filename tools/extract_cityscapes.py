@@ -3,11 +3,8 @@
     python3 tools/extract_cityscapes.py --for pda --archives ~/Downloads            # PDA on val: about 11 GB
     python3 tools/extract_cityscapes.py --for train --archives ~/Downloads --root data/cityscapes
 
-Reads ``leftImg8bit_sequence_trainvaltest.zip`` and ``gtFine_trainvaltest.zip`` from ``--archives`` (or the paths of
-``--sequence-zip`` / ``--gtfine-zip``). ``--for pda``: the frames t-9 .. t of every line of the val list and their
-labels; ``--for train``: the frames t-max_gap .. t of every line of the train list (all a training triplet can
-reach) and their labels, plus the ``pda`` set (validation during training). Running again skips what is complete
-and resumes what is not (lib/dataset/cityscapes_archive.py).
+``--for pda``: the frames t-9 .. t of every line of the val list and their labels; ``--for train``: the frames
+t-max_gap .. t of every line of the train list and their labels, plus the ``pda`` set.  Running again resumes.
 """
 import argparse
 import os

@@ -60,14 +60,6 @@ def read_frame(path, scaling='multiply'):
     return torch.from_numpy(decode_frame(path, scaling))
 
 
-def _invalid_label_values(label, n_classes):
-    """Sorted values of ``label`` outside ``[0, n_classes)`` and the ignore index."""
-    counts = np.bincount(label.ravel(), minlength=IGNORE_INDEX + 1)
-    counts[:n_classes] = 0
-    counts[IGNORE_INDEX] = 0
-    return np.flatnonzero(counts).tolist()
-
-
 def read_label(path, n_classes, size=None):
     """A train-id label map (single-channel 8-bit PNG) as int64 ``(H, W)``; values must be in ``[0, n_classes)`` or
     255 (ignore); ``size``: the expected ``(H, W)`` (the frame's), or None."""
@@ -85,7 +77,9 @@ def read_label(path, n_classes, size=None):
     if size is not None and label.shape != tuple(size):
         raise UserError(f'{path}: label is {label.shape[0]}x{label.shape[1]} but the frame is '
                         f'{size[0]}x{size[1]}')
-    bad = _invalid_label_values(label, n_classes)
+    counts = np.bincount(label.ravel(), minlength=IGNORE_INDEX + 1)
+    counts[:n_classes] = counts[IGNORE_INDEX] = 0
+    bad = np.flatnonzero(counts).tolist()  # sorted values outside [0, n_classes) and the ignore index
     if bad:
         shown = ', '.join(str(v) for v in bad[:8]) + (', ...' if len(bad) > 8 else '')
         raise UserError(f'{path}: label values must be in [0, {n_classes}) or {IGNORE_INDEX}, found {shown}')

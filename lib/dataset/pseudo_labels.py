@@ -29,14 +29,7 @@ def mask_path(root, frame):
 def training_frames(entries, max_gap):
     """The frames of the training list whose labels a triplet may need: ``t - i`` for ``i`` in
     ``1 .. max_gap - 1`` and ``t`` itself, for every list entry (each frame once, in list order)."""
-    seen, frames = set(), []
-    for entry in entries:
-        for offset in range(1 - max_gap, 1):
-            frame = entry.frame(offset)
-            if frame not in seen:
-                seen.add(frame)
-                frames.append(frame)
-    return frames
+    return list(dict.fromkeys(entry.frame(offset) for entry in entries for offset in range(1 - max_gap, 1)))
 
 
 def read_marker(root):

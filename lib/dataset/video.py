@@ -58,19 +58,15 @@ INTERMEDIATE_MODES = ('resample', 'original')
 
 def original_intermediates(n_lines, gaps, seed):
     """The offsets ``i`` of the paper's triplet list: ``random.seed(seed)``, then ``random.randint(1, j - 1)`` for
-    each list line and each gap ``j`` in order (line-major), once for the whole training."""
-    rng = random.Random(seed)  # the same stream as random.seed(seed) followed by the module-level random.randint
+    each list line and each gap ``j`` (line-major), once for the whole training."""
+    rng = random.Random(seed)  # the same stream as the module-level functions after random.seed(seed)
     return [rng.randint(1, gap - 1) for _ in range(n_lines) for gap in gaps]
 
 
 class TripletDataset(_LabelledVideo):
-    """Training triplets ``[t - j, t - i, t]`` with the label of ``t``.
-
-    One item per list line and gap ``j`` in ``[min_gap, max_gap]`` (line-major).  ``intermediate='resample'``
-    draws ``i ~ U{1, ..., j - 1}`` anew at every ``__getitem__`` (each epoch sees other intermediate frames);
-    ``'original'`` fixes ``i`` per item as the paper's dataset did (:func:`original_intermediates` with ``seed``).
-    With ``pseudo_label_root`` each item also carries the precomputed DeepLab masks of ``t - i`` and ``t``
-    (:mod:`lib.dataset.pseudo_labels`), cropped and flipped with the frames by the same draw.
+    """Training triplets ``[t - j, t - i, t]`` with the label of ``t``, one item per list line and gap ``j`` in
+    ``[min_gap, max_gap]`` (line-major); ``intermediate='resample'`` draws ``i ~ U{1, ..., j - 1}`` at every
+    ``__getitem__``, ``'original'`` fixes it per item as the paper's dataset did (:func:`original_intermediates`).
     """
 
     def __init__(self, root, frames, n_classes, min_gap=2, max_gap=10, augment=None, intermediate='resample',
@@ -159,11 +155,8 @@ class ImageDataset(_LabelledVideo):
 
 
 class FlowPairDataset(_LabelledVideo):
-    """Consecutive synthetic frames with their ground-truth backward flow.
-
-    ``items`` are ``(labelled frame, offset)``: the pair ``(t + offset - 1, t + offset)`` of that snippet.
-    Training crops take one window of frames and flow; a horizontal flip mirrors them and negates ``dx``.
-    """
+    """Consecutive synthetic frames with their ground-truth backward flow; ``items`` are ``(labelled frame, offset)``:
+    the pair ``(t + offset - 1, t + offset)`` of that snippet."""
 
     def __init__(self, root, items, crop_size=None, hflip=False, pixel_scaling='multiply'):
         super().__init__(root, items, n_classes=None, pixel_scaling=pixel_scaling)

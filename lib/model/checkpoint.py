@@ -66,12 +66,7 @@ def state_dict_of(obj):
 
 def strip_wrapper_prefixes(state_dict):
     """Drop leading ``module.`` / ``_orig_mod.`` from every key (files saved from DDP or torch.compile)."""
-    stripped = {}
-    for key, value in state_dict.items():
-        while key.startswith(WRAPPER_PREFIXES):
-            key = key.split('.', 1)[1]
-        stripped[key] = value
-    return stripped
+    return {re.sub(r'^(module\.|_orig_mod\.)+', '', key): value for key, value in state_dict.items()}
 
 
 def non_finite(state_dict):
@@ -171,19 +166,15 @@ def load_scnet(model_cfg, path, device='cpu'):
     return model.to(device).eval()
 
 
-def _load_part(module, name, weights, path, what):
-    part = submodule_weights(weights, name)
+def load_part(module, name, path, what, weights=None):
+    """Load ``module`` strictly from the weights of sub-network ``name`` in ``path`` (``name.*`` keys of the
+    SCNet layout, or the file's bare keys); ``weights``: the file's state dict when already read."""
+    part = submodule_weights(load_state_dict(path, what) if weights is None else weights, name)
     report = compare(module, part, name)
     if not report.fits():
         raise UserError(f'{what}: {path} does not fit {name} ({type(module).__name__}) of this config: '
                         f'{report.problems()}')
     module.load_state_dict(part, strict=True)
-
-
-def load_part(module, name, path, what):
-    """Load ``module`` strictly from the weights of sub-network ``name`` in ``path`` (``name.*`` keys of the
-    SCNet layout, or the file's bare keys)."""
-    _load_part(module, name, load_state_dict(path, what), path, what)
 
 
 def load_pretrained(net, path, what, required=PRETRAINED):
@@ -198,5 +189,5 @@ def load_pretrained(net, path, what, required=PRETRAINED):
         raise UserError(f'{what}: {path} holds no weights for {", ".join(absent)} '
                         f'(top-level names in the file: {", ".join(sorted(present)) or "none"})')
     for name in loaded:
-        _load_part(getattr(net, name), name, weights, path, what)
+        load_part(getattr(net, name), name, path, what, weights)
     return loaded

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lib.model.layers import ConvBNReLU, SeparableConv2d, batch_norm, scale_width
+from lib.model.layers import ConvBNReLU, SeparableConv2d, scale_width
 
 # TensorFlow defaults the weights were trained with (PyTorch momentum = 1 - TF decay 0.9997).
 XCEPTION_BN_EPS = 1e-3
@@ -35,9 +35,9 @@ class XceptionSeparableConv(nn.Module):
         self.relu_first = relu_first
         self.depthwise = nn.Conv2d(in_channels, in_channels, 3, stride=stride, padding=dilation, dilation=dilation,
                                    groups=in_channels, bias=False)
-        self.depthwise_bn = batch_norm(in_channels, XCEPTION_BN_EPS, BN_MOMENTUM)
+        self.depthwise_bn = nn.BatchNorm2d(in_channels, XCEPTION_BN_EPS, BN_MOMENTUM)
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.pointwise_bn = batch_norm(out_channels, XCEPTION_BN_EPS, BN_MOMENTUM)
+        self.pointwise_bn = nn.BatchNorm2d(out_channels, XCEPTION_BN_EPS, BN_MOMENTUM)
 
     def forward(self, x):
         if self.relu_first:
@@ -60,7 +60,7 @@ class XceptionBlock(nn.Module):
         projection = []
         if skip == 'conv':
             projection = [nn.Conv2d(in_channels, depths[2], 1, stride=stride, bias=False),
-                          batch_norm(depths[2], XCEPTION_BN_EPS, BN_MOMENTUM)]
+                          nn.BatchNorm2d(depths[2], XCEPTION_BN_EPS, BN_MOMENTUM)]
         self.shortcut = nn.Sequential(*projection)
 
     def forward_with_inner(self, x):
@@ -86,10 +86,10 @@ class Xception65(nn.Module):
         self.middle_blocks = middle_blocks
 
         self.entry_flow_conv1_1 = PaddedConv(3, c(32), stride=2)
-        self.entry_flow_bn1_1 = batch_norm(c(32), XCEPTION_BN_EPS, BN_MOMENTUM)
+        self.entry_flow_bn1_1 = nn.BatchNorm2d(c(32), XCEPTION_BN_EPS, BN_MOMENTUM)
         self.entry_flow_relu1_1 = nn.ReLU(inplace=True)
         self.entry_flow_conv1_2 = PaddedConv(c(32), c(64), stride=1)
-        self.entry_flow_bn1_2 = batch_norm(c(64), XCEPTION_BN_EPS, BN_MOMENTUM)
+        self.entry_flow_bn1_2 = nn.BatchNorm2d(c(64), XCEPTION_BN_EPS, BN_MOMENTUM)
         self.entry_flow_relu1_2 = nn.ReLU(inplace=True)
 
         self.entry_flow_block1_unit_1 = XceptionBlock(c(64), [c(128)] * 3, 'conv', stride=2)
@@ -139,13 +139,8 @@ class ASPPBranch(nn.Module):
 
 
 class DeepLabV3Plus(nn.Module):
-    """DeepLabv3+ (Xception-65, output stride 16) giving logits at 1/4 resolution.
-
-    Args:
-        n_classes: number of output classes.
-        width_mult: multiplies every channel count (1.0 = the published network; small values for tests/demos).
-        middle_blocks: number of Xception middle-flow blocks (16 = Xception-65).
-    """
+    """DeepLabv3+ (Xception-65, output stride 16) giving logits at 1/4 resolution; ``width_mult`` multiplies every
+    channel count (1.0 = the published network), ``middle_blocks``: Xception middle-flow blocks (16 = Xception-65)."""
 
     def __init__(self, n_classes, width_mult=1.0, middle_blocks=16):
         super().__init__()
@@ -158,14 +153,14 @@ class DeepLabV3Plus(nn.Module):
         self.aspp2 = ASPPBranch(features, aspp, rate=12)
         self.aspp3 = ASPPBranch(features, aspp, rate=18)
         self.image_pooling = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(features, aspp, 1, bias=False),
-                                           batch_norm(aspp, HEAD_BN_EPS, BN_MOMENTUM), nn.ReLU(inplace=True))
+                                           nn.BatchNorm2d(aspp, HEAD_BN_EPS, BN_MOMENTUM), nn.ReLU(inplace=True))
         self.concat_projection = nn.Sequential(nn.Conv2d(5 * aspp, aspp, 1, bias=False),
-                                               batch_norm(aspp, HEAD_BN_EPS, BN_MOMENTUM), nn.ReLU(inplace=True),
+                                               nn.BatchNorm2d(aspp, HEAD_BN_EPS, BN_MOMENTUM), nn.ReLU(inplace=True),
                                                nn.Dropout2d(p=0.1))
         low_level = c(48)
         self.feature_projection0_conv = nn.Conv2d(self.xception_features.low_level_channels, low_level, 1,
                                                   bias=False)
-        self.feature_projection0_bn = batch_norm(low_level, XCEPTION_BN_EPS, BN_MOMENTUM)
+        self.feature_projection0_bn = nn.BatchNorm2d(low_level, XCEPTION_BN_EPS, BN_MOMENTUM)
         self.feature_projection0_relu = nn.ReLU(inplace=True)
         decoder = c(256)
         self.decoder = nn.Sequential(

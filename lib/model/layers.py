@@ -14,10 +14,6 @@ def check_multiple_of_4(x, who):
         raise ValueError(f'{who}: frame size {h}x{w} (HxW) is not a multiple of 4')
 
 
-def batch_norm(channels, eps=1e-5, momentum=0.1):
-    return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
-
-
 def crop_to(x, reference):
     """Crop a ``ConvTranspose2d(k=4, s=2, p=0)`` output (size ``2s + 2``) to the encoder map it is fused with: drop
     the first row/column, keep ``reference``'s size."""
@@ -31,7 +27,7 @@ class ConvBNReLU(nn.Module):
     def __init__(self, in_channels, out_channels, kernel_size=1, padding=0, dilation=1, eps=1e-5, momentum=0.1):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
-        self.bn = batch_norm(out_channels, eps, momentum)
+        self.bn = nn.BatchNorm2d(out_channels, eps, momentum)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
@@ -46,10 +42,10 @@ class SeparableConv2d(nn.Module):
         super().__init__()
         self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, padding=padding, dilation=dilation,
                                    groups=in_channels, bias=bias)
-        self.depthwise_bn = batch_norm(in_channels, eps, momentum)
+        self.depthwise_bn = nn.BatchNorm2d(in_channels, eps, momentum)
         self.depthwise_relu = nn.ReLU(inplace=True)
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
-        self.pointwise_bn = batch_norm(out_channels, eps, momentum)
+        self.pointwise_bn = nn.BatchNorm2d(out_channels, eps, momentum)
         self.pointwise_relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
@@ -62,7 +58,7 @@ def conv_leaky(in_channels, out_channels, kernel_size, stride, batch_normalized)
     only without BN (FlowNetS, not CFNet)."""
     conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2,
                      bias=not batch_normalized)
-    layers = [conv, batch_norm(out_channels)] if batch_normalized else [conv]
+    layers = [conv, nn.BatchNorm2d(out_channels)] if batch_normalized else [conv]
     return nn.Sequential(*layers, nn.LeakyReLU(0.1, inplace=True))
 
 

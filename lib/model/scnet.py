@@ -120,11 +120,10 @@ class _PropagationNet(nn.Module):
             state: PropagationState carried to the current frame.
             current: (N, 3, H, W) the current frame.
             correction: optional precomputed ``cfnet(current)`` logits (N, C, H/4, W/4).
-            full_resolution: True upsamples each map x4 and merges at (H, W), exactly as the paper's code;
-                False merges at 1/4 resolution (cheaper; argmax may differ slightly at boundaries).
+            full_resolution: merge at (H, W) after x4 upsampling, as the paper's code (False: at 1/4, cheaper).
         Returns:
             dict of ``merged``, ``propagated``, ``correction`` (N, C, ., .) and ``distortion`` (N, 1, ., .), all at
-            (H, W) or all at (H/4, W/4): ``merged = merge_logits(propagated, distortion, correction)``.
+            (H, W) or all at (H/4, W/4).
         """
         distortion = self.distortion(state, current)  # (N, 1, H/4, W/4)
         if correction is None:
@@ -180,10 +179,8 @@ class SCNet(_PropagationNet):
             pseudo_labels: optional (N, 2, H, W) int64 DeepLab labels of [intermediate, target] computed
                 beforehand (``data.pseudo_labels: precomputed``); None runs DeepLab on the intermediate frame.
         Returns:
-            dict of 0-dim losses by name (the training engine sums them and logs each under its key):
-            ``'loss_semantic'``: mean of the cross-entropies of the propagated and of the merged logits on the
-            intermediate frame (against DeepLab's own prediction there) and on the target frame (against
-            ``label``); ``'loss_cfnet'``: mean over both frames of CFNet's distortion-weighted cross-entropy.
+            dict of 0-dim losses: ``'loss_semantic'`` (mean cross-entropy of the propagated and merged logits on the
+            intermediate frame against DeepLab's labels and on the target against ``label``) and ``'loss_cfnet'``.
         """
         self.check_frames(frames)
         key, intermediate, target = frames.unbind(1)  # each (N, 3, H, W)
@@ -203,9 +200,7 @@ class SCNet(_PropagationNet):
 
 
 class SCNetDMNet(_PropagationNet):
-    """The DMNet stage: trains DMNet to predict where propagated labels disagree with DeepLab's; DeepLab and
-    FlowNetS are frozen. No CFNet.
-    """
+    """The DMNet stage: trains DMNet to predict where propagated labels disagree with DeepLab's (no CFNet)."""
 
     def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None, init='default'):
         super().__init__(n_classes, align_corners, deeplab, flownet, None, init)
@@ -223,9 +218,8 @@ class SCNetDMNet(_PropagationNet):
             pseudo_labels: optional (N, 2, H, W) int64 DeepLab labels of [intermediate, target] computed
                 beforehand (``data.pseudo_labels: precomputed``); None runs DeepLab on both frames.
         Returns:
-            ``{'loss_dmnet': 0-dim}``: mean over the two propagated frames of the binary cross-entropy between the
-            upsampled distortion map and the mask of pixels where the propagated argmax differs from DeepLab's
-            argmax on that frame.
+            ``{'loss_dmnet': 0-dim}``: mean binary cross-entropy of the upsampled distortion map against the pixels
+            where the propagated argmax differs from DeepLab's, over the two propagated frames.
         """
         self.check_frames(frames)
         key, intermediate, target = frames.unbind(1)  # each (N, 3, H, W)

@@ -52,9 +52,8 @@ DIFFICULTIES = {
     'medium': Difficulty(),
     'hard': Difficulty(ego_speed=(0.7, 1.1), sway=0.4, yaw=3.5, pitch=0.8, n_cars=(6, 10), car_speed=(0.5, 1.2),
                        n_people=(6, 10), walk_speed=(0.08, 0.16), light=0.15, noise=0.03),
-    # Propagation loses about what it loses on Cityscapes (paper: 76.6 -> 67.6 at d = 9, 12%) at 128x256 seen through
-    # the demo's lens: every speed of 'medium' x 0.08, camera sway / yaw / pitch x 0.03, half the movers.  At this
-    # size a logit cell is 4 pixels wide, so a Cityscapes-like loss needs a slow street (docs/demo.md: calibration).
+    # Propagation loses about what it loses on Cityscapes (12% at d = 9) at 128x256 through the demo's lens: 'medium'
+    # slowed down, since a logit cell is 4 pixels wide at this size (docs/demo.md: calibration).
     'cityscapes-like': Difficulty(ego_speed=(0.036, 0.064), sway=0.0075, yaw=0.06, pitch=0.012, n_cars=(2, 4),
                                   car_speed=(0.024, 0.072), n_people=(2, 4), walk_speed=(0.004, 0.0096), focal=1.6),
 }
@@ -372,8 +371,8 @@ class Pedestrian(Billboard):
                        part, a_prev, b_prev)
         part[_box(a, b, -0.2, 0.2, 0.88, 1.5)] = 0
         part[_ellipse(a, b, 0.0, 1.62, 0.11, 0.13)] = 5
-        a_prev[part == 0], b_prev[part == 0] = a[part == 0], b[part == 0]
-        a_prev[part == 5], b_prev[part == 5] = a[part == 5], b[part == 5]
+        rigid = (part == 0) | (part == 5)
+        a_prev[rigid], b_prev[rigid] = a[rigid], b[rigid]
         for index in (0, 2):
             self._limb(a, b, pivots[index], lengths[index], widths[index], now[index], before[index], index + 1,
                        part, a_prev, b_prev)
@@ -612,11 +611,8 @@ class Street:
 
 # Validity of the flow and writing snippets
 def flow_validity(flow, surface_now, surface_before):
-    """True where the point seen at p in frame t was visible in frame t-1 at ``p + flow``.
-
-    A pixel is valid when its previous position is inside the image and all four pixels around it (the
-    bilinear footprint of the warp) show the same surface in frame t-1.
-    """
+    """True where the point seen at p in frame t was visible in frame t-1 at ``p + flow``: inside the image, and the
+    four pixels around it (the warp's bilinear footprint) show the same surface in frame t-1."""
     height, width = surface_now.shape
     vs, us = np.mgrid[0:height, 0:width]
     x, y = us + flow[0], vs + flow[1]
