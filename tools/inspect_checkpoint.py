@@ -18,9 +18,8 @@ from lib.utils.config import load_config
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Describe a DAVSS checkpoint file.')
     parser.add_argument('checkpoint', help='a .pth file')
-    parser.add_argument('--config', default=None,
-                        help='compare with the networks of this config (default: the config a training checkpoint '
-                             'carries, else the published networks)')
+    parser.add_argument('--config', help='compare with the networks of this config (default: the config a training '
+                                          'checkpoint carries, else the published networks)')
     parser.add_argument('--json', action='store_true', help='print JSON instead of text')
     return parser.parse_args(argv)
 

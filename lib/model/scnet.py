@@ -91,12 +91,7 @@ class _PropagationNet(nn.Module):
         return F.interpolate(x, size=(4 * h, 4 * w), mode='bilinear', align_corners=self.align_corners)
 
     def key_frame(self, image):
-        """
-        Args:
-            image: (N, 3, H, W) the key frame, RGB in [0, 1]; H, W multiples of 4.
-        Returns:
-            PropagationState(logits (N, C, H/4, W/4) from DeepLab, image (N, 3, H/4, W/4)).
-        """
+        """(N, 3, H, W) key frame, RGB in [0, 1] -> PropagationState(DeepLab's logits, the image), both at 1/4."""
         check_multiple_of_4(image, type(self).__name__)
         return PropagationState(self.deeplab(image), self.to_quarter_resolution(image))
 

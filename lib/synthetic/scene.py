@@ -340,7 +340,9 @@ class Car(Billboard):
 
 class Pedestrian(Billboard):
     """A walking person: rigid head and torso, swinging arms and legs (non-rigid motion)."""
-    LEG, ARM = 0.86, 0.6
+    # (pivot, length, half width) of the left leg, right leg, left arm, right arm of an unscaled body
+    LIMBS = (((-0.08, 0.92), 0.86, 0.085), ((0.08, 0.92), 0.86, 0.085), ((-0.23, 1.42), 0.6, 0.05),
+             ((0.23, 1.42), 0.6, 0.05))
 
     def __init__(self, rng, x0, z0, vx, vz, surface):
         self.x0, self.z0, self.vx, self.vz, self.surface = x0, z0, vx, vz, surface
@@ -359,23 +361,18 @@ class Pedestrian(Billboard):
 
     def shade(self, a, b, frame):
         a, b = a / self.scale, b / self.scale  # shapes in an unscaled 1.75 m body
-        pivots = ((-0.08, 0.92), (0.08, 0.92), (-0.23, 1.42), (0.23, 1.42))
-        lengths = (self.LEG, self.LEG, self.ARM, self.ARM)
-        widths = (0.085, 0.085, 0.05, 0.05)
         now, before = self._angles(frame), self._angles(frame - 1)
         part = np.full(a.shape, -1, dtype=np.int32)
         a_prev, b_prev = a.copy(), b.copy()
         # Back to front: limbs of the far side, torso, head, near-side limbs.
         for index in (1, 3):
-            self._limb(a, b, pivots[index], lengths[index], widths[index], now[index], before[index], index + 1,
-                       part, a_prev, b_prev)
+            self._limb(a, b, *self.LIMBS[index], now[index], before[index], index + 1, part, a_prev, b_prev)
         part[_box(a, b, -0.2, 0.2, 0.88, 1.5)] = 0
         part[_ellipse(a, b, 0.0, 1.62, 0.11, 0.13)] = 5
         rigid = (part == 0) | (part == 5)
         a_prev[rigid], b_prev[rigid] = a[rigid], b[rigid]
         for index in (0, 2):
-            self._limb(a, b, pivots[index], lengths[index], widths[index], now[index], before[index], index + 1,
-                       part, a_prev, b_prev)
+            self._limb(a, b, *self.LIMBS[index], now[index], before[index], index + 1, part, a_prev, b_prev)
         hit = part >= 0
         colours = np.stack([self.shirt, self.trousers, self.trousers, self.shirt, self.shirt, self.skin]) / 255.0
         rgb = colours[part[hit]] * (0.9 + 0.1 * np.cos(a[hit] * 8.0))[:, None]
