@@ -42,12 +42,8 @@ def _training_augment(data_cfg, with_scale):
 def build_dataset(data_cfg, split, mode, seed=None):
     """A dataset of one split in one mode (see docs/design.md, "Data").
 
-    Args:
-        data_cfg: the ``data:`` section of a config.
-        split: ``train | val | test`` (``data.<split>_list``); only ``train`` is augmented (crop, flip, rescale in
-            ``image`` mode) and has the precomputed pseudo labels of ``data.pseudo_labels: precomputed``.
-        mode: ``triplet | pda | image | flow`` (``flow`` needs the synthetic set).
-        seed: the run's seed; the paper's fixed triplet list (``data.intermediate: original``) is drawn from it.
+    ``split``: ``train | val | test``; only ``train`` is augmented and gets precomputed pseudo labels.  ``mode``:
+    ``triplet | pda | image | flow`` (synthetic only).  ``seed``: the run's, for ``data.intermediate: original``.
     """
     if mode not in MODES:
         raise UserError(f'mode: expected one of {MODES}, got "{mode}"')

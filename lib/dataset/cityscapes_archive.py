@@ -10,6 +10,7 @@ import os
 import shutil
 import zipfile
 import zlib
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from tqdm import tqdm
@@ -129,10 +130,9 @@ def extract(archives, the_plan, root, progress_bar=None):
     if os.path.exists(root) and not os.path.isdir(root):
         raise UserError(f'--root {root}: exists and is not a folder')
     opened = {'sequence': (SEQUENCE_ARCHIVE, 'leftImg8bit_sequence'), 'gtfine': (GTFINE_ARCHIVE, 'gtFine')}
-    handles = {}
-    try:
-        for key, (expected, prefix) in opened.items():
-            handles[key] = open_archive(archives[key], expected, prefix)
+    with ExitStack() as stack:
+        handles = {key: stack.enter_context(open_archive(archives[key], expected, prefix))
+                   for key, (expected, prefix) in opened.items()}
         jobs = []  # (archive, ZipInfo, destination, already there)
         for key, names in the_plan.members.items():
             index = {info.filename: info for info in handles[key].infolist()}
@@ -178,6 +178,3 @@ def extract(archives, the_plan, root, progress_bar=None):
         finally:
             progress.close()
         return summary
-    finally:
-        for handle in handles.values():
-            handle.close()

@@ -40,11 +40,6 @@ def merge_logits(propagated, distortion, correction):
     return propagated * (1 - distortion) + correction * distortion
 
 
-def freeze(module):
-    for p in module.parameters():
-        p.requires_grad_(False)
-
-
 class _PropagationNet(nn.Module):
     """The parts and inference steps common to both training stages.
 
@@ -159,8 +154,8 @@ class SCNet(_PropagationNet):
 
     def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None, cfnet=None, init='default'):
         super().__init__(n_classes, align_corners, deeplab, flownet, cfnet or {}, init)
-        freeze(self.deeplab)
-        freeze(self.dmnet)
+        self.deeplab.requires_grad_(False)
+        self.dmnet.requires_grad_(False)
         self.train()
 
     def frozen_modules(self):
@@ -199,8 +194,8 @@ class SCNetDMNet(_PropagationNet):
 
     def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None, init='default'):
         super().__init__(n_classes, align_corners, deeplab, flownet, None, init)
-        freeze(self.deeplab)
-        freeze(self.flownet)
+        self.deeplab.requires_grad_(False)
+        self.flownet.requires_grad_(False)
         self.train()
 
     def frozen_modules(self):

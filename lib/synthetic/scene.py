@@ -1,16 +1,10 @@
 """A seeded generator of short street-scene videos in the Cityscapes layout, with exact labels and flow.
 
-Each snippet is a 2.5D street ray-cast from a moving pinhole camera: road and sidewalks, facades at two depths with
-gaps, fences with thin slats, and upright "billboard" objects (trees, poles with signs, parked, leading and oncoming
-cars, pedestrians with swinging limbs).  Every surface's colour is a fixed function of its own coordinates, so the
-label of every frame and the backward flow of every consecutive pair are exact:
-
-    flow_t(p) = (position in frame t-1 of the surface point seen at p in frame t) - p
-
-i.e. ``resample2d(frame[t-1], flow_t) ~= frame[t]`` where ``valid_t`` (the point was visible in frame t-1).  Ego-motion
-with parallax, moving and non-rigid objects, occlusions, thin structures, lighting drift and noise make propagation
-fail as in real video.  The files written are described in :mod:`lib.dataset.synthetic_layout`; the engine's hood
-is labelled 255 (ignore), as the ego vehicle is in Cityscapes.
+Each snippet is a 2.5D street ray-cast from a moving pinhole camera: road, sidewalks, facades at two depths with
+gaps, fences, trees, poles with signs, moving cars and walking pedestrians.  Every surface's colour is a function of
+its own coordinates and every pixel's surface point is known, so the labels and the backward flow are exact
+(``flow_t(p)`` = position in frame t-1 of the point seen at p in frame t, minus p).  Files:
+:mod:`lib.dataset.synthetic_layout`; the engine's hood is labelled 255 (ignore), as in Cityscapes.
 """
 import math
 from dataclasses import dataclass, replace

@@ -63,17 +63,10 @@ MAX_SIDE = 4096  # the renderer holds a few float maps of the frame: 4096 x 4096
 
 def generate(root, size=(128, 256), n_train=24, n_val=8, n_test=0, seed=0, difficulty='medium', n_frames=30,
              labelled_frame=19, workers=None, progress=False):
-    """Write a synthetic Cityscapes-layout set under ``root`` and return its metadata.
-
-    Args:
-        root: a new or empty folder, or a set the generator made before (replaced); staged as ``<root>.partial/``.
-        size: (H, W) of the frames; multiples of 4.
-        n_train, n_val, n_test: snippets per split (splits with 0 snippets are skipped).
-        seed: the set is a function of ``seed`` and these options (one stream per snippet: ``workers`` is free).
-        difficulty: a name of :data:`DIFFICULTIES` or a :class:`Difficulty`.
-        n_frames, labelled_frame: snippet length and which frame ``gtFine/`` and the lists name (like Cityscapes:
-            30 and 19); ``labelled_frame`` must leave the 10 frames a PDA clip needs.
-        workers: processes to render with (default: the CPU count, at most 8).
+    """Write a synthetic Cityscapes-layout set of ``size`` (H, W) frames under ``root`` (a new or empty folder, or a
+    set the generator made, replaced) and return its metadata.  The set is a function of ``seed`` and the options
+    (one random stream per snippet, whatever ``workers``); ``difficulty``: a name of :data:`DIFFICULTIES` or a
+    :class:`Difficulty`; ``labelled_frame`` (the one ``gtFine/`` and the lists name) must leave a PDA clip's 10 frames.
     """
     height, width = (int(s) for s in size)
     if height % 4 or width % 4 or not 16 <= min(height, width) <= max(height, width) <= MAX_SIDE:
