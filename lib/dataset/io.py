@@ -38,11 +38,8 @@ def check_multiple_of_4(path, height, width):
 
 
 def decode_frame(path, scaling='multiply'):
-    """An RGB video frame as a float32 numpy array ``(3, H, W)`` in [0, 1] (decoded with OpenCV).
-
-    ``scaling``: ``'multiply'`` is ``x * (1/255)``, ``'divide'`` the original's ``x / 255`` (1 ulp apart on some
-    values).  Numpy, not torch: torch would spread these tiny ops over its intra-op threads, much slower when busy.
-    """
+    """An RGB frame as float32 ``(3, H, W)`` numpy in [0, 1]: ``x * (1/255)``, or the original's ``x / 255`` with
+    ``scaling='divide'``.  Numpy, not torch: torch would spread these tiny ops over its threads, slower when busy."""
     _require_file(path)
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:

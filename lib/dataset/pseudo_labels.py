@@ -63,11 +63,7 @@ def check_settings(root, settings):
 
 def write_masks(root, data_root, frames, segment, settings, pixel_scaling='multiply', progress=True):
     """Write the mask of every frame of ``frames`` (paths under ``data_root``) that ``root`` lacks; returns how many.
-
-    Args:
-        segment: ``(1, 3, H, W) float32 -> (1, H, W) int64`` labels of a whole frame (DeepLab's argmax).
-        settings: what the masks depend on (recorded in the marker, compared on a resumed run).
-    """
+    ``segment``: ``(1, 3, H, W) float32 -> (1, H, W) int64``; ``settings``: what the masks depend on (the marker)."""
     with OwnedFolder(root, KIND, 'data.pseudo_label_root', own_files=[MARKER]):
         check_settings(root, settings)
         todo = [frame for frame in frames if not os.path.isfile(mask_path(root, frame))]

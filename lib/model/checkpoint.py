@@ -139,10 +139,7 @@ def submodule_weights(state, name):
 
 def is_dmnet_only(net, state_dict):
     """The published stage-1 file: every key is a DMNet key (``conv1.0.depthwise.weight``), none a key of ``net``."""
-    dmnet = getattr(net, 'dmnet', None)
-    if dmnet is None:
-        return False
-    dmnet_keys, net_keys = set(dmnet.state_dict()), set(net.state_dict())
+    dmnet_keys, net_keys = set(net.dmnet.state_dict()), set(net.state_dict())
     return all(k in dmnet_keys and k not in net_keys for k in state_dict)
 
 

@@ -129,7 +129,7 @@ class ASPPBranch(nn.Module):
     def __init__(self, in_channels, out_channels, rate):
         super().__init__()
         if rate == 1:
-            self.atrous_convolution = ConvBNReLU(in_channels, out_channels, 1, eps=HEAD_BN_EPS, momentum=BN_MOMENTUM)
+            self.atrous_convolution = ConvBNReLU(in_channels, out_channels, eps=HEAD_BN_EPS, momentum=BN_MOMENTUM)
         else:
             self.atrous_convolution = SeparableConv2d(in_channels, out_channels, 3, padding=rate, dilation=rate,
                                                       eps=HEAD_BN_EPS, momentum=BN_MOMENTUM)

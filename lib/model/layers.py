@@ -22,11 +22,11 @@ def crop_to(x, reference):
 
 
 class ConvBNReLU(nn.Module):
-    """``conv -> bn -> relu`` (the non-separable 1x1 ASPP branch)."""
+    """``1x1 conv -> bn -> relu`` (the non-separable ASPP branch)."""
 
-    def __init__(self, in_channels, out_channels, kernel_size=1, padding=0, dilation=1, eps=1e-5, momentum=0.1):
+    def __init__(self, in_channels, out_channels, eps=1e-5, momentum=0.1):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.bn = nn.BatchNorm2d(out_channels, eps, momentum)
         self.relu = nn.ReLU(inplace=True)
 

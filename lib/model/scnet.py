@@ -7,8 +7,7 @@ Inference is a short protocol shared by evaluation, video inference and benchmar
         state = net.propagate(state, net.estimate_flow(cur, prev))
     out = net.correct(state, cur)                             # out['merged']: the corrected logits
 
-Training forwards (``SCNet.forward``, ``SCNetDMNet.forward``) reuse exactly these steps and return the losses the
-paper's code optimises, as a dict by name (``{'loss_semantic': ..., 'loss_cfnet': ...}``).
+The training forwards reuse exactly these steps and return the paper's losses as a dict by name.
 """
 from typing import NamedTuple
 
@@ -41,12 +40,9 @@ def merge_logits(propagated, distortion, correction):
 
 
 class _PropagationNet(nn.Module):
-    """The parts and inference steps common to both training stages.
-
-    ``align_corners``: the convention of every x4 / x1/4 resize around the propagation (the published models were
-    trained with True; the original's last Cityscapes test script used False).  ``init``: ``'default'`` or
-    ``'original'`` (:mod:`lib.model.original_init`).
-    """
+    """The parts and inference steps common to both training stages.  ``align_corners``: the convention of every
+    resize around the propagation (the published models were trained with True; the original's last Cityscapes test
+    script used False).  ``init``: ``'default'`` or ``'original'`` (:mod:`lib.model.original_init`)."""
 
     def __init__(self, n_classes, align_corners, deeplab, flownet, cfnet, init='default'):
         super().__init__()
@@ -178,8 +174,7 @@ class SCNet(_PropagationNet):
             state = self.key_frame(key)
             pseudo_label = self.segment(intermediate) if pseudo_labels is None else pseudo_labels[:, 0]  # (N, H, W)
 
-        loss_semantic = 0.0
-        loss_cfnet = 0.0
+        loss_semantic = loss_cfnet = 0.0
         for previous, current, truth in ((key, intermediate, pseudo_label), (intermediate, target, label)):
             state = self.propagate(state, self.estimate_flow(current, previous))
             out = self.correct(state, current, full_resolution=True)

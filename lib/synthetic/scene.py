@@ -141,7 +141,6 @@ class FrameBuffer:
             view[nearer] = values[keep] if np.ndim(values) else values
 
 
-# Scene elements
 @dataclass
 class FacadeRow:
     """A vertical plane ``x = x0`` split along z into segments: buildings, hedges or gaps."""
@@ -197,11 +196,9 @@ class Fence:
 
 class Billboard:
     """An upright object on the plane ``z = z0 + vz * frame`` facing the camera, at lateral offset ``x0 + vx * frame``.
-
     Subclasses define ``extent`` (a_min, a_max, b_max: local metres, a lateral, b height above ground) and
-    ``shade(a, b, frame) -> (hit, rgb, label, part, a_prev, b_prev)`` for the hit pixels, ``(a_prev, b_prev)`` being
-    the same material point's local coordinates one frame earlier (other than ``(a, b)`` only for moving limbs).
-    """
+    ``shade(a, b, frame) -> (hit, rgb, label, part, a_prev, b_prev)``, ``(a_prev, b_prev)`` being the hit points'
+    local coordinates one frame earlier (other than ``(a, b)`` only for moving limbs)."""
     surface = 0
     vx = vz = 0.0
 
@@ -402,7 +399,6 @@ def _side_plane_points(x0, starts, cam, grid):
     return t, px, py, pz, seg, CAMERA_HEIGHT - py
 
 
-# A snippet: the static street, the moving things, the camera path and the lighting
 class Street:
     """One snippet's scene, drawn deterministically from ``rng``."""
 
@@ -414,7 +410,10 @@ class Street:
         self.sidewalk = rng.uniform(2.5, 4.5)
         self.difficulty = difficulty
         self._camera_path(rng)
-        self._ground(rng)
+        self.road_colour = np.array([80, 80, 86]) + rng.normal(0, 6, 3)
+        self.sidewalk_colour = np.array([175, 160, 145]) + rng.normal(0, 8, 3)
+        self.road_waves = _random_waves(rng, 5, (0.8, 3.0))
+        self.sidewalk_waves = _random_waves(rng, 3, (0.3, 1.2))
         self.sky_waves = _random_waves(rng, 5, (1.5, 5.0))
         self.light_phase = rng.uniform(0, 2 * np.pi)
         self.light_period = rng.uniform(25, 60)
@@ -448,12 +447,6 @@ class Street:
         return Camera(self.focal, (self.width - 1) / 2.0, self.horizon,
                       np.array([self.camera_x[i], self.camera_y[i], self.camera_z[i]]),
                       _rotation(self.camera_yaw[i], self.camera_pitch[i]))
-
-    def _ground(self, rng):
-        self.road_colour = np.array([80, 80, 86]) + rng.normal(0, 6, 3)
-        self.sidewalk_colour = np.array([175, 160, 145]) + rng.normal(0, 8, 3)
-        self.road_waves = _random_waves(rng, 5, (0.8, 3.0))
-        self.sidewalk_waves = _random_waves(rng, 3, (0.3, 1.2))
 
     def _facades(self, rng, z_end):
         building_colours = np.array([(150, 80, 60), (190, 170, 130), (210, 200, 170), (130, 140, 160),
@@ -600,7 +593,6 @@ class Street:
         return 1.0 + drift * (1.0 + 0.3 * self.tint)
 
 
-# Validity of the flow and writing snippets
 def flow_validity(flow, surface_now, surface_before):
     """True where the point seen at p in frame t was visible in frame t-1 at ``p + flow``: inside the image, and the
     four pixels around it (the warp's bilinear footprint) show the same surface in frame t-1."""
