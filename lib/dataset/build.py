@@ -48,7 +48,6 @@ def build_dataset(data_cfg, split, mode, seed=None):
     if mode not in MODES:
         raise UserError(f'mode: expected one of {MODES}, got "{mode}"')
     scaling = data_cfg.get('pixel_scaling', 'multiply')
-    pseudo = data_cfg.get('pseudo_labels', 'online')
     name = data_cfg.get('name')
     n_classes = num_classes(name)
     root = resolve_path(data_cfg.get('root'))
@@ -59,7 +58,7 @@ def build_dataset(data_cfg, split, mode, seed=None):
 
     if mode == 'triplet':
         mask_root = None
-        if pseudo == 'precomputed' and train:
+        if data_cfg.get('pseudo_labels', 'online') == 'precomputed' and train:
             mask_root = resolve_path(data_cfg.get('pseudo_label_root'))
             if mask_root is None:
                 raise UserError('data.pseudo_label_root: not set, but data.pseudo_labels is "precomputed"')

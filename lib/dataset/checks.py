@@ -104,8 +104,7 @@ def find_problems(data_cfg, split, progress=True):
         entries = read_list(list_path_of(data_cfg, split), name, errors=problems)
     except UserError as err:
         return [str(err)]
-    history = max(PDA_CLIP_LENGTH - 1, int(data_cfg.get('max_gap', 10)))
-    offsets = range(-history, 1)
+    offsets = range(-max(PDA_CLIP_LENGTH - 1, int(data_cfg.get('max_gap', 10))), 1)  # every frame a clip reads
     meta = None
     if name == 'synthetic':
         try:

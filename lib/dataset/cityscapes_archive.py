@@ -1,10 +1,8 @@
 """Only the Cityscapes frames a run needs, read from the official zip archives (the sequence archive is ~324 GB).
 
 For each labelled frame of a list: the frames ``t + offset`` of :func:`frame_offsets`, its ``_gtFine_labelIds.png``
-(what cityscapesscripts evaluates) and ``_gtFine_polygons.json`` (from which ``csCreateTrainIdLabelImgs`` makes the
-``_labelTrainIds.png`` the lists name).  :func:`extract` writes each member to a temporary name, checked, then
-renamed; a member already present with the archive's size and CRC-32 is skipped (running again resumes), and a
-file under a member's name that differs is refused before anything is written.
+and ``_gtFine_polygons.json`` (``csCreateTrainIdLabelImgs`` makes the lists' ``_labelTrainIds.png`` from it).
+:func:`extract` writes each member under a temporary name, checked, then renamed; running again resumes.
 """
 import os
 import shutil

@@ -104,10 +104,7 @@ class TripletDataset(_LabelledVideo):
         """
         entry = self.frames[idx // len(self.gaps)]
         gap = self.gaps[idx % len(self.gaps)]
-        if self.intermediates is not None:
-            intermediate = self.intermediates[idx]
-        else:
-            intermediate = int(torch.randint(1, gap, ()).item())
+        intermediate = int(torch.randint(1, gap, ()).item()) if self.intermediates is None else self.intermediates[idx]
         frames = self.load_clip(entry, (-gap, -intermediate, 0))  # (3, 3, H, W)
         label = self.load_label(entry.label, frames.shape[-2:])
         if self.pseudo_label_root is None:

@@ -11,16 +11,15 @@ from collections import Counter
 
 import torch
 
-from lib.model.checkpoint import (WRAPPER_PREFIXES, compare, non_finite, read_checkpoint, state_dict_of,
+from lib.model.checkpoint import (SUB_NETWORKS, WRAPPER_PREFIXES, compare, non_finite, read_checkpoint, state_dict_of,
                                   strip_wrapper_prefixes)
 from lib.model.dmnet import DMNet
 from lib.model.scnet import SCNet
 from lib.utils.config import REPO_ROOT, load_config, resolve_path
 from lib.utils.errors import UserError
 
-NETWORKS = ('deeplab', 'flownet', 'cfnet', 'dmnet')
 DATASETS = {19: 'cityscapes', 11: 'camvid'}
-KINDS = {frozenset(NETWORKS): 'scnet', frozenset({'deeplab', 'flownet', 'dmnet'}): 'scnet_dmnet',
+KINDS = {frozenset(SUB_NETWORKS): 'scnet', frozenset({'deeplab', 'flownet', 'dmnet'}): 'scnet_dmnet',
          frozenset({'deeplab', 'flownet'}): 'pretrained', frozenset({'deeplab'}): 'deeplab',
          frozenset({'flownet'}): 'flownet'}
 # What each training stage saves (in the order the stages run), and the init: key its file fills in later stages.
@@ -138,18 +137,18 @@ def describe(path, model_cfg=None):
     info['dataset'] = DATASETS.get(n_classes)
     reference = _reference((model_cfg or {}).get('n_classes') or n_classes or 19, model_cfg)
     networks, match = {}, True
-    for name in NETWORKS:
+    for name in SUB_NETWORKS:
         if name not in present:
             continue
         part = {k.split('.', 1)[1]: v for k, v in state.items() if k.startswith(f'{name}.')}
         report = compare(getattr(reference, name), part, name)
         networks[name] = _counts(report)
         match = match and report.fits()
-    others = sorted(set(present) - set(NETWORKS))
+    others = sorted(set(present) - set(SUB_NETWORKS))
     if others:
         networks['other'] = {'top-level names': others, 'tensors': sum(present[o] for o in others)}
     info['networks'] = networks
-    kind = KINDS.get(frozenset(n for n in NETWORKS if n in present), 'unknown') if not others else 'unknown'
+    kind = KINDS.get(frozenset(n for n in SUB_NETWORKS if n in present), 'unknown') if not others else 'unknown'
     info['kind'] = kind
     classified = kind != 'flownet'  # FlowNetS alone has no classifier
     info['layout_match'] = bool(match and kind != 'unknown' and (n_classes is not None or not classified))

@@ -1,10 +1,6 @@
-"""The initial weights the original code drew (``model.init: original``).
-
-The original's constructors re-drew DeepLab's and DMNet's weights several times; DeepLab's values are replaced by
-the pretrained file, but its draws move the generator, so CFNet and DMNet start elsewhere unless every draw is
-repeated in the original's order.  Run from the generator state the construction began at, :func:`draw_as_original`
-leaves every tensor and the generator as the original's ``SCNet()`` / ``SCNet_dmnet()`` after ``torch.manual_seed``
-(the samplers are this torch version's).
+"""The initial weights the original code drew (``model.init: original``): its constructors re-drew DeepLab's and
+DMNet's weights several times, and DeepLab's draws (though its values are replaced by the pretrained file) move the
+generator, so CFNet and DMNet start elsewhere unless every draw is repeated in the original's order.
 """
 import math
 
@@ -63,8 +59,9 @@ def _dmnet(net):
 
 
 def draw_as_original(scnet):
-    """Re-draw every tensor of an SCNet / SCNetDMNet in the original's order: DeepLab, FlowNetS, [CFNet], DMNet
-    (BatchNorm draws nothing in either code); ``SCNet(init='original')`` calls it."""
+    """Re-draw every tensor of an SCNet / SCNetDMNet in the original's order (DeepLab, FlowNetS, [CFNet], DMNet;
+    BatchNorm draws nothing): from the generator state where construction began (``SCNet(init='original')``) it
+    leaves the tensors and the generator as the original's ``SCNet()`` / ``SCNet_dmnet()``."""
     _deeplab(scnet.deeplab)
     _default_only(scnet.flownet)
     if scnet.cfnet is not None:

@@ -154,9 +154,8 @@ class FacadeRow:
     waves: np.ndarray
 
     def draw(self, buffer, cam, prev_cam, grid, ctx):
-        t, px, py, pz, seg, height = _side_plane_points(self.x0, self.starts, cam, grid)
-        hit = (t > NEAR) & (pz >= self.starts[seg]) & (pz < self.ends[seg]) & (height >= 0) & \
-              (height < self.heights[seg])
+        t, px, py, pz, seg, height, inside = _side_plane_points(self.x0, self.starts, self.ends, cam, grid)
+        hit = inside & (height < self.heights[seg])
         if not hit.any():
             return
         z, h, s, d = pz[hit], height[hit], seg[hit], t[hit]
@@ -183,10 +182,9 @@ class Fence:
     surface: int
 
     def draw(self, buffer, cam, prev_cam, grid, ctx):
-        t, px, py, pz, seg, height = _side_plane_points(self.x0, self.starts, cam, grid)
+        t, px, py, pz, seg, height, inside = _side_plane_points(self.x0, self.starts, self.ends, cam, grid)
         on_part = (np.mod(pz, 0.4) < 0.14) | ((height > 1.05) & (height < 1.2)) | ((height > 0.2) & (height < 0.32))
-        hit = (t > NEAR) & (pz >= self.starts[seg]) & (pz < self.ends[seg]) & (height >= 0) & (height < 1.2) & \
-              on_part
+        hit = inside & (height < 1.2) & on_part
         if not hit.any():
             return
         rgb = _shade(self.colour, np.sin(pz[hit] * 9.0) * 0.5, 0.2)
@@ -390,13 +388,15 @@ def _points(cam, rays, t):
     return cam.position[0] + t * dx, cam.position[1] + t * dy, cam.position[2] + t * dz
 
 
-def _side_plane_points(x0, starts, cam, grid):
+def _side_plane_points(x0, starts, ends, cam, grid):
     """Where each pixel's ray meets the street-side plane ``x = x0``: ray parameter ``t``, the 3-D point, the index
-    of the z-segment (of ``starts``) it falls in, and its height above the ground."""
+    of the z-segment it falls in, its height above the ground, and whether it is in front, in the segment, above
+    the ground."""
     t = (x0 - cam.position[0]) / grid['rays'][0]
     px, py, pz = _points(cam, grid['rays'], t)
     seg = np.clip(np.searchsorted(starts, pz, side='right') - 1, 0, len(starts) - 1)
-    return t, px, py, pz, seg, CAMERA_HEIGHT - py
+    height = CAMERA_HEIGHT - py
+    return t, px, py, pz, seg, height, (t > NEAR) & (pz >= starts[seg]) & (pz < ends[seg]) & (height >= 0)
 
 
 class Street:
