@@ -1,9 +1,6 @@
-"""The official DAVSS list format and the frame-naming rules of each dataset.
-
-A list file has one labelled frame per line, ``<frame image> <label image>`` relative to the dataset root, e.g.
-``video_image/0001TP/0001TP_000030.png label/0001TP_006690.png``.  The frame index is the 6-digit number in the image
-name; frame ``t - k`` is the same name with the index ``t - k`` (CamVid: ``k`` frames decoded at 30 fps earlier; the
-label's own number is never used to find frames).
+"""The official DAVSS list format: one labelled frame per line, ``<frame image> <label image>`` relative to the
+dataset root.  The frame index is the 6-digit number in the image name; frame ``t - k`` is the same name with the
+index ``t - k`` (CamVid: ``k`` frames decoded at 30 fps earlier; the label's own number is never used).
 """
 import glob
 import os

@@ -193,12 +193,8 @@ def snippet_offsets(meta):
 
 def synthetic_image_items(meta, frames):
     """Every frame of every listed synthetic snippet with its every-frame label."""
-    items = []
-    for entry in frames:
-        for offset in snippet_offsets(meta):
-            image = entry.frame(offset)
-            items.append((image, synthetic_layout.sequence_label_path(image)))
-    return items
+    images = [entry.frame(offset) for entry in frames for offset in snippet_offsets(meta)]
+    return [(image, synthetic_layout.sequence_label_path(image)) for image in images]
 
 
 def synthetic_flow_items(meta, frames):

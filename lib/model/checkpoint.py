@@ -90,11 +90,10 @@ def load_state_dict(path, what=None):
 
 class LoadReport(NamedTuple):
     """How a state dict fits a module, by name and shape."""
-    target: str  # the module compared: 'model' or a sub-network's name
-    loaded: List[str]  # keys of the target found with the right shape
-    missing: List[str]  # keys of the target absent from the file
-    unexpected: List[str]  # keys of the file absent from the target
-    mismatched: List[Tuple[str, tuple, tuple]]  # (key, shape in file, shape in target)
+    loaded: List[str]  # keys of the module found with the right shape
+    missing: List[str]  # keys of the module absent from the file
+    unexpected: List[str]  # keys of the file absent from the module
+    mismatched: List[Tuple[str, tuple, tuple]]  # (key, shape in file, shape in module)
 
     def fits(self):
         return not (self.missing or self.unexpected or self.mismatched)
@@ -114,7 +113,7 @@ class LoadReport(NamedTuple):
         return '; '.join(parts)
 
 
-def compare(module, state_dict, target='model'):
+def compare(module, state_dict):
     """A :class:`LoadReport` of how ``state_dict`` fits ``module`` (by name and shape), loading nothing."""
     expected = module.state_dict()
     loaded, missing, mismatched = [], [], []
@@ -126,7 +125,7 @@ def compare(module, state_dict, target='model'):
         else:
             loaded.append(key)
     unexpected = [key for key in state_dict if key not in expected]
-    return LoadReport(target, loaded, missing, unexpected, mismatched)
+    return LoadReport(loaded, missing, unexpected, mismatched)
 
 
 def submodule_weights(state, name):
@@ -167,7 +166,7 @@ def load_part(module, name, path, what, weights=None):
     """Load ``module`` strictly from the weights of sub-network ``name`` in ``path`` (``name.*`` keys of the
     SCNet layout, or the file's bare keys); ``weights``: the file's state dict when already read."""
     part = submodule_weights(load_state_dict(path, what) if weights is None else weights, name)
-    report = compare(module, part, name)
+    report = compare(module, part)
     if not report.fits():
         raise UserError(f'{what}: {path} does not fit {name} ({type(module).__name__}) of this config: '
                         f'{report.problems()}')

@@ -124,7 +124,7 @@ def describe(path, model_cfg=None):
 
     dmnet_keys = set(DMNet().state_dict())
     if set(state) <= dmnet_keys:
-        report = compare(DMNet(), state, 'dmnet')
+        report = compare(DMNet(), state)
         info.update(kind='dmnet_only', n_classes=None, dataset=None, networks={'dmnet': _counts(report)},
                     layout_match=report.fits())
         info['uses'] = 'init.dmnet of exp/spatial_correction_<dataset>/config.yaml; published as dmnet_<dataset>'
@@ -133,15 +133,14 @@ def describe(path, model_cfg=None):
     present = Counter(k.split('.', 1)[0] for k in state)
     classes = {int(state[k].shape[0]) for k in CLASSIFIERS if k in state}
     n_classes = classes.pop() if len(classes) == 1 else None
-    info['n_classes'] = n_classes
-    info['dataset'] = DATASETS.get(n_classes)
+    info.update(n_classes=n_classes, dataset=DATASETS.get(n_classes))
     reference = _reference((model_cfg or {}).get('n_classes') or n_classes or 19, model_cfg)
     networks, match = {}, True
     for name in SUB_NETWORKS:
         if name not in present:
             continue
         part = {k.split('.', 1)[1]: v for k, v in state.items() if k.startswith(f'{name}.')}
-        report = compare(getattr(reference, name), part, name)
+        report = compare(getattr(reference, name), part)
         networks[name] = _counts(report)
         match = match and report.fits()
     others = sorted(set(present) - set(SUB_NETWORKS))

@@ -44,5 +44,4 @@ class DMNet(nn.Module):
             (N, 1, h, w) distortion map in [0, 1].
         """
         similarity = F.cosine_similarity(self.embed(warped_key), self.embed(current), dim=1)  # (N, h, w)
-        distortion = torch.clamp(-similarity * 0.5 + 0.5, 0.0, 1.0)
-        return distortion.unsqueeze(1)
+        return torch.clamp(-similarity * 0.5 + 0.5, 0.0, 1.0).unsqueeze(1)

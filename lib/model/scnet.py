@@ -61,11 +61,8 @@ class _PropagationNet(nn.Module):
             torch.random.set_rng_state(start)  # draw again from where the original's SCNet() began
             draw_as_original(self)
 
-    def frozen_modules(self):
-        raise NotImplementedError
-
     def train(self, mode=True):
-        """Frozen sub-networks stay in eval mode (their BatchNorm statistics must not move), as in the paper."""
+        """Each stage's ``frozen_modules()`` stay in eval mode (their BatchNorm statistics must not move)."""
         super().train(mode)
         for module in self.frozen_modules():
             module.eval()

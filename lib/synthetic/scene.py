@@ -284,10 +284,8 @@ class Pole(Billboard):
     def shade(self, a, b, frame):
         half = self.sign / 2
         centre = self.height - half
-        if self.round_sign:
-            sign = _ellipse(a, b, 0.0, centre, half, half)
-        else:
-            sign = _box(a, b, -half, half, centre - half, centre + half)
+        sign = (_ellipse(a, b, 0.0, centre, half, half) if self.round_sign
+                else _box(a, b, -half, half, centre - half, centre + half))
         pole = _box(a, b, -self.width / 2, self.width / 2, 0.0, self.height - 0.1) & ~sign
         hit = sign | pole
         border = sign & ((np.abs(a) > half * 0.75) | (np.abs(b - centre) > half * 0.75))

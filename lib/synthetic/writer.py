@@ -73,8 +73,9 @@ def generate(root, size=(128, 256), n_train=24, n_val=8, n_test=0, seed=0, diffi
         raise UserError(f'size: expected H and W multiples of 4 between 16 and {MAX_SIDE}, got {height}x{width}')
     if not 9 <= labelled_frame < n_frames:
         raise UserError(f'labelled_frame: expected 9 <= labelled_frame < n_frames={n_frames}, got {labelled_frame}')
-    for split, count in (('train', n_train), ('val', n_val), ('test', n_test)):
-        if int(count) < 0:
+    counts = {'train': int(n_train), 'val': int(n_val), 'test': int(n_test)}
+    for split, count in counts.items():
+        if count < 0:
             raise UserError(f'{split} snippets: expected a count >= 0, got {count}')
     if isinstance(difficulty, str):
         if difficulty not in DIFFICULTIES:
@@ -82,7 +83,6 @@ def generate(root, size=(128, 256), n_train=24, n_val=8, n_test=0, seed=0, diffi
         difficulty_name, difficulty = difficulty, DIFFICULTIES[difficulty]
     else:
         difficulty_name = 'custom'
-    counts = {'train': int(n_train), 'val': int(n_val), 'test': int(n_test)}
     with StagedFolder(root, KIND, 'synthetic root', overwrite=True) as folder:
         jobs = [SnippetJob(folder.partial, split, index, height, width, n_frames, labelled_frame, seed, difficulty)
                 for split, count in counts.items() for index in range(count)]
