@@ -122,8 +122,7 @@ def describe(path, model_cfg=None):
         k.startswith(p) for k in raw)}
     state = strip_wrapper_prefixes(raw)
 
-    dmnet_keys = set(DMNet().state_dict())
-    if set(state) <= dmnet_keys:
+    if set(state) <= set(DMNet().state_dict()):
         report = compare(DMNet(), state)
         info.update(kind='dmnet_only', n_classes=None, dataset=None, networks={'dmnet': _counts(report)},
                     layout_match=report.fits())
