@@ -87,8 +87,7 @@ def build_dataset(data_cfg, split, mode, seed=None):
 
 
 def seed_worker(worker_id):
-    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed (the datasets draw
-    from torch only; this keeps any other library a transform uses reproducible)."""
+    """DataLoader ``worker_init_fn``: numpy and ``random`` seeded from the worker's torch seed, for any transform."""
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)

@@ -31,8 +31,7 @@ def interpolation_ramps(label):
 
 
 def check_nearest(path, label):
-    """A problem message if ``label``, the ``(H, W)`` map read from ``path``, looks resized with interpolation
-    instead of nearest-neighbour; None otherwise."""
+    """A problem message if the ``(H, W)`` ``label`` read from ``path`` looks resized with interpolation, else None."""
     ramps, edges = interpolation_ramps(label)
     if ramps >= MIN_RAMPS and RAMP_SHARE * edges < ramps and edges <= label.size:
         return (f'{path}: {ramps} pixels ({ramps / edges:.0%} of the class edges) lie strictly between the classes '

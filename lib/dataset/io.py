@@ -58,8 +58,7 @@ def read_frame(path, scaling='multiply'):
 
 
 def read_label(path, n_classes, size=None):
-    """A train-id label map (single-channel 8-bit PNG) as int64 ``(H, W)``; values must be in ``[0, n_classes)`` or
-    255 (ignore); ``size``: the expected ``(H, W)`` (the frame's), or None."""
+    """A train-id label map (8-bit PNG, values in ``[0, n_classes)`` or 255) as int64 ``(H, W)``, of ``size`` if set."""
     _require_file(path)
     kind = file_kind(path)
     if kind != 'PNG':

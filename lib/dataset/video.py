@@ -135,8 +135,8 @@ class ClipDataset(_LabelledVideo):
 
 
 class ImageDataset(_LabelledVideo):
-    """Single labelled frames (the key-frame network's training set): ``items`` (the constructor's ``frames``) are
-    ``(frame path, label path)`` pairs relative to the root (see :func:`synthetic_image_items`)."""
+    """Single labelled frames (the key-frame network's training set); its ``frames`` are ``(frame path, label path)``
+    pairs relative to the root (see :func:`synthetic_image_items`)."""
 
     def __getitem__(self, idx):
         """

@@ -182,7 +182,8 @@ class SCNet(_PropagationNet):
 
 
 class SCNetDMNet(_PropagationNet):
-    """The DMNet stage: trains DMNet to predict where propagated labels disagree with DeepLab's (no CFNet)."""
+    """The DMNet stage: trains DMNet to predict where propagated labels disagree with DeepLab's; DeepLab and
+    FlowNetS are frozen, there is no CFNet."""
 
     def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None, init='default'):
         super().__init__(n_classes, align_corners, deeplab, flownet, None, init)
