@@ -24,8 +24,7 @@ def parse_args(argv=None):
     parser.add_argument('--name', choices=('cityscapes', 'camvid', 'synthetic'), help='instead of a config')
     parser.add_argument('--root', help='dataset root (with --name)')
     parser.add_argument('--list', help='list file to check (with --name)')
-    parser.add_argument('--split', nargs='*', default=None,
-                        help='splits of the config to check (default: every split whose list is set)')
+    parser.add_argument('--split', nargs='*', help='splits of the config to check (default: those whose list is set)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     cli.add_threads_argument(parser)
     return parser.parse_args(argv)

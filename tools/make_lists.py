@@ -5,9 +5,9 @@
     python3 tools/make_lists.py --name camvid --root data/camvid --sequences 0006R0 0016E5 --output my_camvid.txt
     python3 tools/make_lists.py ... --check      # then check every line (tools/check_dataset.py)
 
-Cityscapes (and the synthetic set): one line per ``gtFine/<split>/<city>/*_gtFine_labelTrainIds.png``.
-CamVid: one line per ``label/<seq>_[f]<number>.png``, the frame being ``video_image/<seq>/<seq>_<number -
-offset>.png`` (offset 6660 for 0001TP, -1 otherwise, as in the official lists; --offset SEQ=N changes it).
+Cityscapes (and synthetic): a line per ``gtFine/<split>/<city>/*_gtFine_labelTrainIds.png``.  CamVid: a line per
+``label/<seq>_[f]<number>.png``, frame ``video_image/<seq>/<seq>_<number - offset>.png`` (offset 6660 for 0001TP, -1
+otherwise, as in the official lists).
 """
 import argparse
 import copy

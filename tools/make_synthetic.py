@@ -35,14 +35,12 @@ def parse_args(argv=None):
     parser.add_argument('--test', type=int, default=0, help='test snippets')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--difficulty', default='medium', choices=sorted(synthetic.DIFFICULTIES))
-    parser.add_argument('--focal', type=float, default=None,
-                        help="focal length in image widths (default: the preset's, 0.8; 1.6 for cityscapes-like and "
-                             "tools/demo.py)")
+    parser.add_argument('--focal', type=float, help="focal length in image widths (default: the preset's, 0.8; 1.6 "
+                                                     "for cityscapes-like and tools/demo.py)")
     parser.add_argument('--frames', type=int, default=30, help='frames per snippet')
     parser.add_argument('--labelled-frame', type=int, default=19)
     parser.add_argument('--workers', type=cli.positive_int, default=None, help='processes (default: CPU count)')
-    parser.add_argument('--preview', metavar='DIR', default=None,
-                        help='also write example frames / labels / flow of the first val snippet to DIR')
+    parser.add_argument('--preview', metavar='DIR', help='write frames / labels / flow of the first val snippet to DIR')
     return parser.parse_args(argv)
 
 
@@ -62,7 +60,6 @@ def write_preview(root, out_dir, meta):
         flows.append(flow)
     rows.append(flows_to_rgb(flows))  # one colour scale for the strip
     sheet = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
-    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, 'synthetic_example.png')
     # Sensor noise makes true-colour PNGs large; 128 colours keep the figure small (< 100 KB) for the docs.
     indexed = Image.fromarray(sheet).quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)

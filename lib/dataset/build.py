@@ -42,21 +42,12 @@ def _training_augment(data_cfg, with_scale):
 def build_dataset(data_cfg, split, mode, seed=None):
     """A dataset of one split in one mode (see docs/design.md, "Data").
 
-    Args:
-        data_cfg: the ``data:`` section of a config (``lib.utils.config.DEFAULTS['data']`` schema).
-        split: ``train | val | test``; the list is ``data.<split>_list``.  Only ``train`` is augmented
-            (random crop to ``data.crop_size``, flip if ``data.hflip``, rescale in ``image`` mode); the other
-            splits give full frames.
-        mode: ``triplet | pda | image | flow`` (``flow`` needs the synthetic set).
-        seed: the run's seed; the paper's fixed triplet list (``data.intermediate: original``) is drawn from it.
-
-    Training triplets with ``data.pseudo_labels: precomputed`` also give DeepLab's masks of ``t-i`` and ``t``
-    from ``data.pseudo_label_root`` (:mod:`lib.dataset.pseudo_labels`).
+    ``split``: ``train | val | test``; only ``train`` is augmented and gets precomputed pseudo labels.  ``mode``:
+    ``triplet | pda | image | flow`` (synthetic only).  ``seed``: the run's, for ``data.intermediate: original``.
     """
     if mode not in MODES:
         raise UserError(f'mode: expected one of {MODES}, got "{mode}"')
     scaling = data_cfg.get('pixel_scaling', 'multiply')
-    pseudo = data_cfg.get('pseudo_labels', 'online')
     name = data_cfg.get('name')
     n_classes = num_classes(name)
     root = resolve_path(data_cfg.get('root'))
@@ -67,7 +58,7 @@ def build_dataset(data_cfg, split, mode, seed=None):
 
     if mode == 'triplet':
         mask_root = None
-        if pseudo == 'precomputed' and train:
+        if data_cfg.get('pseudo_labels', 'online') == 'precomputed' and train:
             mask_root = resolve_path(data_cfg.get('pseudo_label_root'))
             if mask_root is None:
                 raise UserError('data.pseudo_label_root: not set, but data.pseudo_labels is "precomputed"')
@@ -96,24 +87,16 @@ def build_dataset(data_cfg, split, mode, seed=None):
 
 
 def seed_worker(worker_id):
-    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed.
-
-    The datasets only draw from torch (which the DataLoader already seeds per worker); this keeps any other
-    library a transform might use reproducible too.
-    """
+    """DataLoader ``worker_init_fn``: numpy and ``random`` seeded from the worker's torch seed, for any transform."""
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
 
 
 def build_eval_loader(dataset, batch_size=1, num_workers=0, max_items=None, pin_memory=True):
-    """The loader an evaluation iterates (the evaluator only iterates it and reduces).
-
-    The first ``max_items`` samples of ``dataset`` (all by default), in order; under torch.distributed each rank
-    takes every world_size-th of them, without the padding of :class:`DistributedSampler` (a padded sample would be
-    counted twice), so the sums of all ranks are the totals.  ``loader.sampler`` is the list of this rank's
-    dataset indices.  ``pin_memory`` only takes effect when CUDA is available.
-    """
+    """The loader an evaluation iterates: the first ``max_items`` samples (all by default), in order, every
+    world_size-th on each rank without :class:`DistributedSampler`'s padding (a padded sample would count twice);
+    ``loader.sampler`` is the list of this rank's dataset indices."""
     total = len(dataset) if max_items is None else min(len(dataset), max_items)
     indices = list(range(total))[distributed.get_rank()::distributed.get_world_size()]
     return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,

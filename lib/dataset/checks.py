@@ -12,10 +12,9 @@ from lib.dataset.video import snippet_offsets
 from lib.utils.config import resolve_path
 from lib.utils.errors import UserError
 
-# A label resized with bilinear or bicubic interpolation gets, along every edge between two classes a and b, pixels
-# of a class strictly between them (a < c < b along a row or column). A native or nearest-resized label has them only
-# where a thin structure lies between two classes in that order: a few percent of its class edges; a bilinear x2
-# resize about half. A map without regions (more class edges than pixels) shows no such signature and is not judged.
+# An interpolated label has, along every edge between classes a and b, pixels of a class strictly between them; a
+# native or nearest-resized one only where a thin structure lies between two classes in that order (a few percent of
+# its class edges). A map without regions (more class edges than pixels) is not judged.
 RAMP_SHARE = 0.2
 MIN_RAMPS = 50
 
@@ -32,8 +31,7 @@ def interpolation_ramps(label):
 
 
 def check_nearest(path, label):
-    """A problem message if ``label``, the ``(H, W)`` map read from ``path``, looks resized with interpolation
-    instead of nearest-neighbour; None otherwise."""
+    """A problem message if the ``(H, W)`` ``label`` read from ``path`` looks resized with interpolation, else None."""
     ramps, edges = interpolation_ramps(label)
     if ramps >= MIN_RAMPS and RAMP_SHARE * edges < ramps and edges <= label.size:
         return (f'{path}: {ramps} pixels ({ramps / edges:.0%} of the class edges) lie strictly between the classes '
@@ -95,12 +93,8 @@ def _check_synthetic_extras(root, entry, meta, n_classes, problems):
 
 
 def find_problems(data_cfg, split, progress=True):
-    """Every problem of one split, as one message per bad file or list line (empty list = all good).
-
-    Checks the list syntax, that every frame a training triplet or PDA clip needs exists, decodes and has the
-    labelled frame's size, that every label is a valid train-id map of that size that was not resized with
-    interpolation (:func:`check_nearest`), and for the synthetic set its every-frame labels and flow files.
-    """
+    """Every problem of one split, one message per bad file or list line (tools/check_dataset.py says what is
+    checked)."""
     name = data_cfg.get('name')
     n_classes = num_classes(name)
     root = resolve_path(data_cfg.get('root'))
@@ -109,8 +103,7 @@ def find_problems(data_cfg, split, progress=True):
         entries = read_list(list_path_of(data_cfg, split), name, errors=problems)
     except UserError as err:
         return [str(err)]
-    history = max(PDA_CLIP_LENGTH - 1, int(data_cfg.get('max_gap', 10)))
-    offsets = range(-history, 1)
+    offsets = range(-max(PDA_CLIP_LENGTH - 1, int(data_cfg.get('max_gap', 10))), 1)  # every frame a clip reads
     meta = None
     if name == 'synthetic':
         try:
@@ -126,35 +119,32 @@ def find_problems(data_cfg, split, progress=True):
 
 
 def check_clip_files(dataset, indices=None):
-    """Every frame and label that the clips ``indices`` (default: all) of a ``'pda'`` dataset read must exist and
-    look whole (header, size and end of file: :mod:`lib.dataset.io`), frames of one size that is a multiple
-    of 4, labels PNG files of that size; checked up front, since a bad file would otherwise stop the run after hours
-    (at its last clip, with nothing written)."""
-    indices = range(len(dataset)) if indices is None else indices
-    missing = []
-    entries = [dataset.frames[i] for i in indices]
-    for entry in entries:
-        paths = [entry.frame(offset) for offset in dataset.offsets] + [entry.label]
-        missing += [(entry.source, p) for p in paths if not os.path.isfile(os.path.join(dataset.root, p))]
+    """Every frame and label the clips ``indices`` (default: all) of a ``'pda'`` dataset read must exist and look
+    whole, frames of one size (a multiple of 4), labels PNG files of that size: checked up front, since a bad file
+    would otherwise stop the run after hours."""
+    entries = [dataset.frames[i] for i in (range(len(dataset)) if indices is None else indices)]
+    clips = [(entry, [entry.frame(offset) for offset in dataset.offsets] + [entry.label]) for entry in entries]
+    missing = [(entry.source, p) for entry, files in clips for p in files
+               if not os.path.isfile(os.path.join(dataset.root, p))]
     if missing:
         source, path = missing[0]
         raise UserError(f'{source}: {len(missing)} file(s) the PDA clips need are missing under '
                         f'{dataset.root}, first: {path}')
     problems, sizes = [], {}
-    for entry in entries:
-        label = os.path.join(dataset.root, entry.label)
-        for path in [os.path.join(dataset.root, entry.frame(offset)) for offset in dataset.offsets] + [label]:
+    for entry, files in clips:
+        clip = [os.path.join(dataset.root, p) for p in files]  # the frames, then the label
+        for path in clip:
             if path not in sizes:
                 problem, sizes[path] = image_problem(path)
-                if problem is None and path == label and file_kind(path) != 'PNG':
+                if problem is None and path == clip[-1] and file_kind(path) != 'PNG':
                     problem = 'not a PNG file; labels must be lossless PNG'
                 if problem:
                     problems.append(f'{path}: {problem}')
-        size = sizes[os.path.join(dataset.root, entry.image)]
+        image = os.path.join(dataset.root, entry.image)
+        size = sizes[image]
         if size is not None and (size[0] % 4 or size[1] % 4):
-            problems.append(f'{os.path.join(dataset.root, entry.image)}: frame is {size[0]}x{size[1]} (HxW); the '
-                            f'networks need sides that are multiples of 4')
-        clip = [os.path.join(dataset.root, entry.frame(offset)) for offset in dataset.offsets] + [label]
+            problems.append(f'{image}: frame is {size[0]}x{size[1]} (HxW); the networks need sides that are '
+                            f'multiples of 4')
         problems += [f'{p}: {sizes[p][0]}x{sizes[p][1]} but frame t of its clip is {size[0]}x{size[1]}'
                      for p in clip if size is not None and sizes[p] is not None and sizes[p] != size]
     problems = list(dict.fromkeys(problems))

@@ -1,15 +1,6 @@
-"""The official DAVSS list format and the frame-naming rules of each dataset.
-
-A list file has one labelled frame per line, ``<frame image> <label image>``, both relative to the dataset
-root::
-
-    leftImg8bit_sequence/train/aachen/aachen_000000_000019_leftImg8bit.png gtFine/train/aachen/aachen_000000_000019_gtFine_labelTrainIds.png
-    video_image/0001TP/0001TP_000030.png label/0001TP_006690.png
-
-The frame index is the 6-digit number in the image name; frame ``t - k`` of the same video is the same name
-with the index ``t - k``.  For CamVid the video was decoded at 30 fps, so ``t - k`` is simply ``k`` decoded
-frames earlier in ``video_image/<seq>/`` (the label's own number follows the original CamVid numbering and is
-never used to find frames).
+"""The official DAVSS list format: one labelled frame per line, ``<frame image> <label image>`` relative to the
+dataset root.  The frame index is the 6-digit number in the image name; frame ``t - k`` is the same name with the
+index ``t - k`` (CamVid: ``k`` frames decoded at 30 fps earlier; the label's own number is never used).
 """
 import glob
 import os
@@ -63,21 +54,15 @@ def parse_line(line, pattern, source):
 
 
 def read_list(list_path, dataset_name, errors=None):
-    """All labelled frames of a list file.
-
-    Args:
-        list_path: the list file.
-        dataset_name: ``cityscapes | camvid | synthetic`` (selects the frame-naming rule).
-        errors: None to raise on the first bad line; a list to append every problem to and skip the line.
-    """
+    """All labelled frames of a list file; ``dataset_name`` selects the frame-naming rule; ``errors``: None to raise
+    on the first bad line, or a list to append every problem to (skipping the line)."""
     if dataset_name not in FRAME_PATTERNS:
         raise UserError(f'data.name: expected one of {sorted(FRAME_PATTERNS)}, got "{dataset_name}"')
     if list_path is None or not os.path.isfile(list_path):
         raise UserError(f'{list_path}: list file not found')
     pattern = FRAME_PATTERNS[dataset_name]
     frames = []
-    # utf-8-sig: a list saved by an editor that writes a byte-order mark must not turn its first path into
-    # '\ufeffleftImg8bit/...' (a "file not found" for a file that exists).
+    # utf-8-sig: a byte-order mark must not become part of the first path.
     with open(list_path, encoding='utf-8-sig') as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():

@@ -1,15 +1,7 @@
-"""What a checkpoint file is: its format, the networks it holds, their class count and whether their layout fits
-the project's networks, and which config or command uses it (``tools/inspect_checkpoint.py``).
-
-The published files (docs/models.md) are of four kinds::
-
-    scnet        a whole SCNet (deeplab, flownet, cfnet, dmnet): spatial_correction_<dataset>, test_PDA.sh / show.sh
-    scnet_dmnet  deeplab, flownet, dmnet: the whole DMNet-stage network; its dmnet is init.dmnet of stage 2
-    dmnet_only   bare DMNet keys (conv1.0.depthwise.weight, ...): dmnet_<dataset>, init.dmnet of stage 2
-    pretrained   deeplab and flownet: pretrained_<dataset>, init.pretrained of both stages
-
-A file written by ``tools/train.py`` (``now.pth``, ``best.pth``, ``final.pth``) carries its stage and config: its
-layout is compared with that config's networks, and the command suggested is its experiment's (``exp/``).
+"""What a checkpoint file is: its format, the networks it holds (kind: ``scnet``, ``scnet_dmnet``, ``dmnet_only``,
+``pretrained``, ``deeplab``, ``flownet``; docs/models.md), their class count, whether their layout fits the project's
+networks, and which config or command uses it (``tools/inspect_checkpoint.py``).  A file of ``tools/train.py`` is
+compared with the config it carries and gets its experiment's command.
 """
 import glob
 import hashlib
@@ -19,16 +11,15 @@ from collections import Counter
 
 import torch
 
-from lib.model.checkpoint import (WRAPPER_PREFIXES, compare, non_finite, read_checkpoint, state_dict_of,
+from lib.model.checkpoint import (SUB_NETWORKS, WRAPPER_PREFIXES, compare, non_finite, read_checkpoint, state_dict_of,
                                   strip_wrapper_prefixes)
 from lib.model.dmnet import DMNet
 from lib.model.scnet import SCNet
 from lib.utils.config import REPO_ROOT, load_config, resolve_path
 from lib.utils.errors import UserError
 
-NETWORKS = ('deeplab', 'flownet', 'cfnet', 'dmnet')
 DATASETS = {19: 'cityscapes', 11: 'camvid'}
-KINDS = {frozenset(NETWORKS): 'scnet', frozenset({'deeplab', 'flownet', 'dmnet'}): 'scnet_dmnet',
+KINDS = {frozenset(SUB_NETWORKS): 'scnet', frozenset({'deeplab', 'flownet', 'dmnet'}): 'scnet_dmnet',
          frozenset({'deeplab', 'flownet'}): 'pretrained', frozenset({'deeplab'}): 'deeplab',
          frozenset({'flownet'}): 'flownet'}
 # What each training stage saves (in the order the stages run), and the init: key its file fills in later stages.
@@ -46,8 +37,7 @@ def sha256(path, chunk=1 << 20):
 
 
 def _reference(n_classes, model_cfg):
-    """State-dict shapes of SCNet(n_classes) with the widths of ``model_cfg`` (published widths by default),
-    built on the meta device (no memory for the weights)."""
+    """SCNet(n_classes) with the widths of ``model_cfg`` (published by default), on the meta device (no memory)."""
     widths = {k: dict((model_cfg or {}).get(k) or {}) for k in ('deeplab', 'flownet', 'cfnet')}
     with torch.device('meta'):
         return SCNet(n_classes=n_classes, **widths)
@@ -109,11 +99,8 @@ def training_uses(path, stage, experiment):
 
 
 def describe(path, model_cfg=None):
-    """A dict describing the checkpoint at ``path``; raises UserError (one line) if it cannot be read.
-
-    ``model_cfg`` (a config's ``model:`` section) sets the networks the layout is compared with; by default the
-    config a training checkpoint carries, else the published networks.
-    """
+    """A dict describing the checkpoint at ``path`` (UserError if it cannot be read), compared with the networks of
+    ``model_cfg`` (default: the config a training checkpoint carries, else the published networks)."""
     obj = read_checkpoint(path)
     info = {'path': path, 'bytes': os.path.getsize(path), 'sha256': sha256(path),
             'format': 'zip (torch >= 1.6)' if zipfile.is_zipfile(path) else 'legacy (torch <= 1.5, non-zip)'}
@@ -135,33 +122,31 @@ def describe(path, model_cfg=None):
         k.startswith(p) for k in raw)}
     state = strip_wrapper_prefixes(raw)
 
-    dmnet_keys = set(DMNet().state_dict())
-    if set(state) <= dmnet_keys:
-        report = compare(DMNet(), state, 'dmnet')
+    if set(state) <= set(DMNet().state_dict()):
+        report = compare(DMNet(), state)
         info.update(kind='dmnet_only', n_classes=None, dataset=None, networks={'dmnet': _counts(report)},
-                    layout_match=not (report.missing or report.unexpected or report.mismatched))
+                    layout_match=report.fits())
         info['uses'] = 'init.dmnet of exp/spatial_correction_<dataset>/config.yaml; published as dmnet_<dataset>'
         return info
 
     present = Counter(k.split('.', 1)[0] for k in state)
     classes = {int(state[k].shape[0]) for k in CLASSIFIERS if k in state}
     n_classes = classes.pop() if len(classes) == 1 else None
-    info['n_classes'] = n_classes
-    info['dataset'] = DATASETS.get(n_classes)
+    info.update(n_classes=n_classes, dataset=DATASETS.get(n_classes))
     reference = _reference((model_cfg or {}).get('n_classes') or n_classes or 19, model_cfg)
     networks, match = {}, True
-    for name in NETWORKS:
+    for name in SUB_NETWORKS:
         if name not in present:
             continue
         part = {k.split('.', 1)[1]: v for k, v in state.items() if k.startswith(f'{name}.')}
-        report = compare(getattr(reference, name), part, name)
+        report = compare(getattr(reference, name), part)
         networks[name] = _counts(report)
-        match = match and not (report.missing or report.unexpected or report.mismatched)
-    others = sorted(set(present) - set(NETWORKS))
+        match = match and report.fits()
+    others = sorted(set(present) - set(SUB_NETWORKS))
     if others:
         networks['other'] = {'top-level names': others, 'tensors': sum(present[o] for o in others)}
     info['networks'] = networks
-    kind = KINDS.get(frozenset(n for n in NETWORKS if n in present), 'unknown') if not others else 'unknown'
+    kind = KINDS.get(frozenset(n for n in SUB_NETWORKS if n in present), 'unknown') if not others else 'unknown'
     info['kind'] = kind
     classified = kind != 'flownet'  # FlowNetS alone has no classifier
     info['layout_match'] = bool(match and kind != 'unknown' and (n_classes is not None or not classified))

@@ -19,11 +19,8 @@ def flow_upsampler():
 
 
 class FlowNetS(StridedEncoder):
-    """FlowNetS encoder/decoder with coarse-to-fine flow predictions, the finest at 1/4 resolution.
-
-    Args:
-        width_mult: multiplies every channel count (1.0 = the published network).
-    """
+    """FlowNetS encoder/decoder with coarse-to-fine flow predictions, the finest at 1/4 resolution (``width_mult``
+    multiplies every channel count; 1.0 = the published network)."""
 
     def __init__(self, width_mult=1.0):
         super().__init__()

@@ -1,29 +1,10 @@
 """A seeded generator of short street-scene videos in the Cityscapes layout, with exact labels and flow.
 
-Each snippet is a 2.5D street ray-cast from a moving pinhole camera: a ground plane (road with lane markings,
-tiled sidewalks), facade planes on both sides at two depths (buildings with windows, hedges, gaps that show the
-farther row), fences with thin slats, and upright "billboard" objects (trees, poles with signs, parked,
-leading and oncoming cars, walking pedestrians whose legs and arms swing).  Every surface's colour is a fixed
-function of its own coordinates, so a point looks the same in every frame up to the global lighting gain and
-sensor noise.  Because each pixel's surface point is known, the label of every frame and the backward flow of
-every consecutive pair are exact:
-
-    flow_t(p) = (position in frame t-1 of the surface point seen at p in frame t) - p
-
-i.e. ``lib.ops.resample2d(frame[t-1], flow_t) ~= frame[t]`` wherever ``valid_t`` is True (``valid`` is False
-where that point was hidden behind another surface or outside the image in frame t-1).
-
-What makes propagation fail here as in real video: ego-motion with depth parallax (near ground moves fast,
-sky not at all), independently moving cars and non-rigid pedestrians, occlusion and disocclusion behind
-objects and through facade gaps, thin structures (poles, fence slats), lighting drift and sensor noise.
-
-Files (see :mod:`lib.dataset.synthetic_layout`): ``leftImg8bit_sequence/<split>/<city>/
-<city>_<seq:06d>_<frame:06d>_leftImg8bit.png`` (``n_frames`` per snippet), ``gtFine/...`` for the labelled frame
-(19 by default, like Cityscapes; train ids and label ids), ``list/<split>.txt`` in the official format,
-``synthetic_meta.json`` and
-``synthetic_extra/{gtFine_sequence,flow}/`` with the label of every frame and the flow into every frame but
-the first.  Labels are Cityscapes train ids; the engine's hood at the bottom is 255 (ignore), as the ego
-vehicle is in Cityscapes.
+Each snippet is a 2.5D street ray-cast from a moving pinhole camera: road, sidewalks, facades at two depths with
+gaps, fences, trees, poles with signs, moving cars and walking pedestrians.  Every surface's colour is a function of
+its own coordinates and every pixel's surface point is known, so the labels and the backward flow are exact
+(``flow_t(p)`` = position in frame t-1 of the point seen at p in frame t, minus p).  Files:
+:mod:`lib.dataset.synthetic_layout`; the engine's hood is labelled 255 (ignore), as in Cityscapes.
 """
 import math
 from dataclasses import dataclass, replace
@@ -65,16 +46,11 @@ DIFFICULTIES = {
     'medium': Difficulty(),
     'hard': Difficulty(ego_speed=(0.7, 1.1), sway=0.4, yaw=3.5, pitch=0.8, n_cars=(6, 10), car_speed=(0.5, 1.2),
                        n_people=(6, 10), walk_speed=(0.08, 0.16), light=0.15, noise=0.03),
-    # Propagation loses about what it loses on Cityscapes (paper: 76.6 -> 67.6 at d = 9, 12%) at 128x256 seen through
-    # the demo's lens: every speed of 'medium' x 0.08, camera sway / yaw / pitch x 0.03, half the movers.  At this
-    # size a logit cell is 4 pixels wide, so a Cityscapes-like loss needs a slow street (docs/demo.md: calibration).
+    # Propagation loses about what it loses on Cityscapes (12% at d = 9) at 128x256 through the demo's lens: 'medium'
+    # slowed down, since a logit cell is 4 pixels wide at this size (docs/demo.md: calibration).
     'cityscapes-like': Difficulty(ego_speed=(0.036, 0.064), sway=0.0075, yaw=0.06, pitch=0.012, n_cars=(2, 4),
                                   car_speed=(0.024, 0.072), n_people=(2, 4), walk_speed=(0.004, 0.0096), focal=1.6),
 }
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Camera
 
 
 def _rotation(yaw, pitch):
@@ -115,10 +91,7 @@ class Camera:
         return self.focal * qx / safe + self.cx, self.focal * qy / safe + self.cy, qz
 
 
-# ----------------------------------------------------------------------------------------------------------------
 # Textures: fixed functions of surface coordinates, so a surface point keeps its colour from frame to frame.
-
-
 def _random_waves(rng, n, freq_range):
     """``n`` plane waves ``(fx, fy, phase, amplitude)`` with frequencies in cycles per metre."""
     freq = rng.uniform(*freq_range, size=n)
@@ -145,10 +118,6 @@ def _shade(base, texture, contrast):
     return np.clip(np.asarray(base, dtype=np.float64) / 255.0 * (1.0 + contrast * texture)[:, None], 0.0, 1.0)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Frame buffer with a depth test
-
-
 class FrameBuffer:
     """Colour, label, surface id and previous-frame position of the nearest surface at each pixel."""
 
@@ -161,11 +130,8 @@ class FrameBuffer:
         self.prev_v = np.zeros((height, width))
 
     def paint(self, region, hit, depth, rgb, label, surface, prev_u, prev_v):
-        """Write the hit pixels of ``region`` (a pair of slices) that are nearer than what is there.
-
-        ``hit`` and ``depth`` have the region's shape; the other arrays hold one value per hit pixel (or a
-        scalar for ``label``/``surface``).
-        """
+        """Write the hit pixels of ``region`` (a pair of slices) that are nearer than what is there; ``hit`` and
+        ``depth`` have the region's shape, the other arrays one value per hit pixel (or a scalar)."""
         nearer = np.zeros_like(hit)
         nearer[hit] = depth[hit] < self.depth[region][hit]
         keep = nearer[hit]  # which of the per-hit values survive the depth test
@@ -173,10 +139,6 @@ class FrameBuffer:
                                (self.surface, surface), (self.prev_u, prev_u), (self.prev_v, prev_v)):
             view = buffer[region]
             view[nearer] = values[keep] if np.ndim(values) else values
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Scene elements
 
 
 @dataclass
@@ -192,9 +154,8 @@ class FacadeRow:
     waves: np.ndarray
 
     def draw(self, buffer, cam, prev_cam, grid, ctx):
-        t, px, py, pz, seg, height = _side_plane_points(self.x0, self.starts, cam, grid)
-        hit = (t > NEAR) & (pz >= self.starts[seg]) & (pz < self.ends[seg]) & (height >= 0) & \
-              (height < self.heights[seg])
+        t, px, py, pz, seg, height, inside = _side_plane_points(self.x0, self.starts, self.ends, cam, grid)
+        hit = inside & (height < self.heights[seg])
         if not hit.any():
             return
         z, h, s, d = pz[hit], height[hit], seg[hit], t[hit]
@@ -221,10 +182,9 @@ class Fence:
     surface: int
 
     def draw(self, buffer, cam, prev_cam, grid, ctx):
-        t, px, py, pz, seg, height = _side_plane_points(self.x0, self.starts, cam, grid)
+        t, px, py, pz, seg, height, inside = _side_plane_points(self.x0, self.starts, self.ends, cam, grid)
         on_part = (np.mod(pz, 0.4) < 0.14) | ((height > 1.05) & (height < 1.2)) | ((height > 0.2) & (height < 0.32))
-        hit = (t > NEAR) & (pz >= self.starts[seg]) & (pz < self.ends[seg]) & (height >= 0) & (height < 1.2) & \
-              on_part
+        hit = inside & (height < 1.2) & on_part
         if not hit.any():
             return
         rgb = _shade(self.colour, np.sin(pz[hit] * 9.0) * 0.5, 0.2)
@@ -233,17 +193,15 @@ class Fence:
 
 
 class Billboard:
-    """An upright object drawn on the plane ``z = z(frame)`` facing the camera, at lateral offset ``x(frame)``.
-
+    """An upright object on the plane ``z = z0 + vz * frame`` facing the camera, at lateral offset ``x0 + vx * frame``.
     Subclasses define ``extent`` (a_min, a_max, b_max: local metres, a lateral, b height above ground) and
-    ``shade(a, b, frame) -> (hit, rgb, label, part, a_prev, b_prev)`` for the local coordinates of the hit
-    pixels, where ``(a_prev, b_prev)`` are the same material point's local coordinates one frame earlier (they
-    differ from ``(a, b)`` only for moving limbs).
-    """
+    ``shade(a, b, frame) -> (hit, rgb, label, part, a_prev, b_prev)``, ``(a_prev, b_prev)`` being the hit points'
+    local coordinates one frame earlier (other than ``(a, b)`` only for moving limbs)."""
     surface = 0
+    vx = vz = 0.0
 
     def pose(self, frame):
-        return self.x0, self.z0
+        return self.x0 + self.vx * frame, self.z0 + self.vz * frame
 
     def draw(self, buffer, cam, prev_cam, grid, ctx):
         x_now, z_now = self.pose(ctx['frame'])
@@ -326,10 +284,8 @@ class Pole(Billboard):
     def shade(self, a, b, frame):
         half = self.sign / 2
         centre = self.height - half
-        if self.round_sign:
-            sign = _ellipse(a, b, 0.0, centre, half, half)
-        else:
-            sign = _box(a, b, -half, half, centre - half, centre + half)
+        sign = (_ellipse(a, b, 0.0, centre, half, half) if self.round_sign
+                else _box(a, b, -half, half, centre - half, centre + half))
         pole = _box(a, b, -self.width / 2, self.width / 2, 0.0, self.height - 0.1) & ~sign
         hit = sign | pole
         border = sign & ((np.abs(a) > half * 0.75) | (np.abs(b - centre) > half * 0.75))
@@ -352,9 +308,6 @@ class Car(Billboard):
         self.colour = np.clip(self.colour + rng.normal(0, 10, 3), 0, 255)
         self.extent = (-self.width / 2, self.width / 2, self.roof + 0.05)
 
-    def pose(self, frame):
-        return self.x0 + self.vx * frame, self.z0 + self.vz * frame
-
     def shade(self, a, b, frame):
         w = self.width / 2
         body = _box(a, b, -w, w, 0.25, 1.0)
@@ -374,7 +327,9 @@ class Car(Billboard):
 
 class Pedestrian(Billboard):
     """A walking person: rigid head and torso, swinging arms and legs (non-rigid motion)."""
-    LEG, ARM = 0.86, 0.6
+    # (pivot, length, half width) of the left leg, right leg, left arm, right arm of an unscaled body
+    LIMBS = (((-0.08, 0.92), 0.86, 0.085), ((0.08, 0.92), 0.86, 0.085), ((-0.23, 1.42), 0.6, 0.05),
+             ((0.23, 1.42), 0.6, 0.05))
 
     def __init__(self, rng, x0, z0, vx, vz, surface):
         self.x0, self.z0, self.vx, self.vz, self.surface = x0, z0, vx, vz, surface
@@ -387,36 +342,27 @@ class Pedestrian(Billboard):
         self.cadence = rng.uniform(0.45, 0.6)  # radians of the gait cycle per frame
         self.extent = (-0.7 * self.scale, 0.7 * self.scale, 1.85 * self.scale)
 
-    def pose(self, frame):
-        return self.x0 + self.vx * frame, self.z0 + self.vz * frame
-
     def _angles(self, frame):
         swing = self.stride * 0.5 * math.sin(self.phase + self.cadence * frame)
         return (swing, -swing, -0.8 * swing, 0.8 * swing)  # left leg, right leg, left arm, right arm
 
     def shade(self, a, b, frame):
         a, b = a / self.scale, b / self.scale  # shapes in an unscaled 1.75 m body
-        pivots = ((-0.08, 0.92), (0.08, 0.92), (-0.23, 1.42), (0.23, 1.42))
-        lengths = (self.LEG, self.LEG, self.ARM, self.ARM)
-        widths = (0.085, 0.085, 0.05, 0.05)
         now, before = self._angles(frame), self._angles(frame - 1)
         part = np.full(a.shape, -1, dtype=np.int32)
         a_prev, b_prev = a.copy(), b.copy()
         # Back to front: limbs of the far side, torso, head, near-side limbs.
         for index in (1, 3):
-            self._limb(a, b, pivots[index], lengths[index], widths[index], now[index], before[index], index + 1,
-                       part, a_prev, b_prev)
+            self._limb(a, b, *self.LIMBS[index], now[index], before[index], index + 1, part, a_prev, b_prev)
         part[_box(a, b, -0.2, 0.2, 0.88, 1.5)] = 0
         part[_ellipse(a, b, 0.0, 1.62, 0.11, 0.13)] = 5
-        a_prev[part == 0], b_prev[part == 0] = a[part == 0], b[part == 0]
-        a_prev[part == 5], b_prev[part == 5] = a[part == 5], b[part == 5]
+        rigid = (part == 0) | (part == 5)
+        a_prev[rigid], b_prev[rigid] = a[rigid], b[rigid]
         for index in (0, 2):
-            self._limb(a, b, pivots[index], lengths[index], widths[index], now[index], before[index], index + 1,
-                       part, a_prev, b_prev)
+            self._limb(a, b, *self.LIMBS[index], now[index], before[index], index + 1, part, a_prev, b_prev)
         hit = part >= 0
         colours = np.stack([self.shirt, self.trousers, self.trousers, self.shirt, self.shirt, self.skin]) / 255.0
-        order = np.array([0, 1, 2, 3, 4, 5])  # part -> colour row
-        rgb = colours[order[part[hit]]] * (0.9 + 0.1 * np.cos(a[hit] * 8.0))[:, None]
+        rgb = colours[part[hit]] * (0.9 + 0.1 * np.cos(a[hit] * 8.0))[:, None]
         return hit, rgb, PERSON, part[hit], a_prev[hit] * self.scale, b_prev[hit] * self.scale
 
     @staticmethod
@@ -440,18 +386,15 @@ def _points(cam, rays, t):
     return cam.position[0] + t * dx, cam.position[1] + t * dy, cam.position[2] + t * dz
 
 
-def _side_plane_points(x0, starts, cam, grid):
+def _side_plane_points(x0, starts, ends, cam, grid):
     """Where each pixel's ray meets the street-side plane ``x = x0``: ray parameter ``t``, the 3-D point, the index
-    of the z-segment (of ``starts``) it falls in, and its height above the ground."""
-    with np.errstate(divide='ignore', invalid='ignore'):
-        t = (x0 - cam.position[0]) / grid['rays'][0]
+    of the z-segment it falls in, its height above the ground, and whether it is in front, in the segment, above
+    the ground."""
+    t = (x0 - cam.position[0]) / grid['rays'][0]
     px, py, pz = _points(cam, grid['rays'], t)
     seg = np.clip(np.searchsorted(starts, pz, side='right') - 1, 0, len(starts) - 1)
-    return t, px, py, pz, seg, CAMERA_HEIGHT - py
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# A snippet: the static street, the moving things, the camera path and the lighting
+    height = CAMERA_HEIGHT - py
+    return t, px, py, pz, seg, height, (t > NEAR) & (pz >= starts[seg]) & (pz < ends[seg]) & (height >= 0)
 
 
 class Street:
@@ -465,7 +408,10 @@ class Street:
         self.sidewalk = rng.uniform(2.5, 4.5)
         self.difficulty = difficulty
         self._camera_path(rng)
-        self._ground(rng)
+        self.road_colour = np.array([80, 80, 86]) + rng.normal(0, 6, 3)
+        self.sidewalk_colour = np.array([175, 160, 145]) + rng.normal(0, 8, 3)
+        self.road_waves = _random_waves(rng, 5, (0.8, 3.0))
+        self.sidewalk_waves = _random_waves(rng, 3, (0.3, 1.2))
         self.sky_waves = _random_waves(rng, 5, (1.5, 5.0))
         self.light_phase = rng.uniform(0, 2 * np.pi)
         self.light_period = rng.uniform(25, 60)
@@ -500,12 +446,6 @@ class Street:
                       np.array([self.camera_x[i], self.camera_y[i], self.camera_z[i]]),
                       _rotation(self.camera_yaw[i], self.camera_pitch[i]))
 
-    def _ground(self, rng):
-        self.road_colour = np.array([80, 80, 86]) + rng.normal(0, 6, 3)
-        self.sidewalk_colour = np.array([175, 160, 145]) + rng.normal(0, 8, 3)
-        self.road_waves = _random_waves(rng, 5, (0.8, 3.0))
-        self.sidewalk_waves = _random_waves(rng, 3, (0.3, 1.2))
-
     def _facades(self, rng, z_end):
         building_colours = np.array([(150, 80, 60), (190, 170, 130), (210, 200, 170), (130, 140, 160),
                                      (180, 130, 70), (120, 95, 80)], dtype=np.float64)
@@ -513,8 +453,7 @@ class Street:
             near_x = side * (self.road_half + self.sidewalk)
             for depth_x, gap_rate, height_range in ((near_x, 0.18, (6.0, 20.0)),
                                                     (near_x + side * rng.uniform(6, 12), 0.0, (14.0, 32.0))):
-                starts, ends, heights, kinds, colours = [], [], [], [], []
-                z = -20.0
+                segments, z = [], -20.0
                 while z < z_end:
                     length = rng.uniform(6.0, 22.0)
                     kind_draw = rng.uniform()
@@ -527,14 +466,10 @@ class Street:
                     colour = building_colours[rng.integers(len(building_colours))] + rng.normal(0, 10, 3)
                     if kind == VEGETATION:
                         colour = np.array([rng.uniform(40, 80), rng.uniform(100, 150), rng.uniform(25, 55)])
-                    starts.append(z)
-                    ends.append(z + length)
-                    heights.append(h)
-                    kinds.append(kind)
-                    colours.append(np.clip(colour, 0, 255))
+                    segments.append((z, z + length, h, kind, np.clip(colour, 0, 255)))
                     z += length
-                self.elements.append(FacadeRow(depth_x, np.array(starts), np.array(ends), np.array(heights),
-                                               np.array(kinds), np.array(colours), self._surface_ids(1),
+                columns = [np.array(column) for column in zip(*segments)]  # starts, ends, heights, kinds, colours
+                self.elements.append(FacadeRow(depth_x, *columns, self._surface_ids(1),
                                                _random_waves(rng, 4, (0.3, 1.5))))
 
     def _street_furniture(self, rng, z_end):
@@ -588,24 +523,18 @@ class Street:
                 vx, vz = 0.0, rng.choice((-1.0, 1.0)) * speed
             self.elements.append(Pedestrian(rng, x, z, vx, vz, self._surface_ids(6)))
 
-    # ------------------------------------------------------------------------------------------------------------
-
     def render(self, frame):
         """Noise-free RGB (H, W, 3) in [0, 1], label (H, W) uint8, surface id (H, W), backward flow (2, H, W)."""
-        with np.errstate(divide='ignore', invalid='ignore'):
-            return self._render(frame)
-
-    def _render(self, frame):
         cam, prev_cam = self.camera(frame), self.camera(frame - 1)
         vs, us = np.mgrid[0:self.height, 0:self.width].astype(np.float64)
         grid = {'rays': cam.rays(us, vs), 'shape': (self.height, self.width),
                 'all': (slice(0, self.height), slice(0, self.width))}
         buffer = FrameBuffer(self.height, self.width)
-        self._draw_sky(buffer, cam, prev_cam, grid)
-        self._draw_ground(buffer, cam, prev_cam, grid)
-        ctx = {'frame': frame}
-        for element in self.elements:
-            element.draw(buffer, cam, prev_cam, grid, ctx)
+        with np.errstate(divide='ignore', invalid='ignore'):  # rays parallel to a plane never hit it
+            self._draw_sky(buffer, cam, prev_cam, grid)
+            self._draw_ground(buffer, cam, prev_cam, grid)
+            for element in self.elements:
+                element.draw(buffer, cam, prev_cam, grid, {'frame': frame})
         self._draw_hood(buffer, us, vs)
         flow = np.stack([buffer.prev_u - us, buffer.prev_v - vs]).astype(np.float32)
         return buffer.rgb, buffer.label, buffer.surface, flow
@@ -626,8 +555,7 @@ class Street:
 
     def _draw_ground(self, buffer, cam, prev_cam, grid):
         dx, dy, dz = grid['rays']
-        with np.errstate(divide='ignore', invalid='ignore'):
-            t = (CAMERA_HEIGHT - cam.position[1]) / dy
+        t = (CAMERA_HEIGHT - cam.position[1]) / dy
         hit = (dy > 1e-9) & (t > NEAR)
         px, py, pz = _points(cam, grid['rays'], np.where(hit, t, 0.0))
         x, z, d = px[hit], pz[hit], t[hit]
@@ -663,16 +591,9 @@ class Street:
         return 1.0 + drift * (1.0 + 0.3 * self.tint)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Validity of the flow and writing snippets
-
-
 def flow_validity(flow, surface_now, surface_before):
-    """True where the point seen at p in frame t was visible in frame t-1 at ``p + flow``.
-
-    A pixel is valid when its previous position is inside the image and all four pixels around it (the
-    bilinear footprint of the warp) show the same surface in frame t-1.
-    """
+    """True where the point seen at p in frame t was visible in frame t-1 at ``p + flow``: inside the image, and the
+    four pixels around it (the warp's bilinear footprint) show the same surface in frame t-1."""
     height, width = surface_now.shape
     vs, us = np.mgrid[0:height, 0:width]
     x, y = us + flow[0], vs + flow[1]

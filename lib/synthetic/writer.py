@@ -6,6 +6,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from lib.dataset import synthetic_layout as layout
 from lib.dataset.frame_list import format_line
@@ -49,47 +50,32 @@ def render_snippet(job):
                       train_ids_to_label_ids(label))
         if previous_surface is not None:
             valid = flow_validity(flow, surface, previous_surface)
-            _write_flow(os.path.join(job.root, layout.flow_path(image_rel)), flow, valid)
+            with atomic_path(os.path.join(job.root, layout.flow_path(image_rel))) as tmp:
+                np.savez_compressed(tmp, flow=flow.astype(np.float16), valid=valid)
         previous_surface = surface
     return format_line(layout.frame_path(job.split, city, seq, job.labelled_frame),
                        layout.label_path(job.split, city, seq, job.labelled_frame))
 
 
-def _write_flow(path, flow, valid):
-    with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, flow=flow.astype(np.float16), valid=valid)
-
-
 KIND = 'synthetic set'
-
-
 MAX_SIDE = 4096  # the renderer holds a few float maps of the frame: 4096 x 4096 already takes gigabytes
 
 
 def generate(root, size=(128, 256), n_train=24, n_val=8, n_test=0, seed=0, difficulty='medium', n_frames=30,
              labelled_frame=19, workers=None, progress=False):
-    """Write a synthetic Cityscapes-layout set under ``root`` and return its metadata.
-
-    Args:
-        root: output folder: new, empty, or a set the generator made before (replaced); any other folder is
-            refused.  The set is written as ``<root>.partial/`` and renamed when complete
-            (:class:`lib.utils.outputs.StagedFolder`).
-        size: (H, W) of the frames; multiples of 4.
-        n_train, n_val, n_test: snippets per split (splits with 0 snippets are skipped).
-        seed: the whole set is a function of ``seed`` and these options (each snippet has its own stream, so
-            the result does not depend on ``workers``).
-        difficulty: ``easy | medium | hard`` or a :class:`Difficulty`.
-        n_frames, labelled_frame: snippet length and which frame ``gtFine/`` and the lists name (like Cityscapes:
-            30 and 19); ``labelled_frame`` must leave the 10 frames a PDA clip needs.
-        workers: processes to render with (default: the CPU count, at most 8).
+    """Write a synthetic Cityscapes-layout set of ``size`` (H, W) frames under ``root`` (a new or empty folder, or a
+    set the generator made, replaced) and return its metadata.  The set is a function of ``seed`` and the options
+    (one random stream per snippet, whatever ``workers``); ``difficulty``: a name of :data:`DIFFICULTIES` or a
+    :class:`Difficulty`; ``labelled_frame`` (the one ``gtFine/`` and the lists name) must leave a PDA clip's 10 frames.
     """
     height, width = (int(s) for s in size)
     if height % 4 or width % 4 or not 16 <= min(height, width) <= max(height, width) <= MAX_SIDE:
         raise UserError(f'size: expected H and W multiples of 4 between 16 and {MAX_SIDE}, got {height}x{width}')
     if not 9 <= labelled_frame < n_frames:
         raise UserError(f'labelled_frame: expected 9 <= labelled_frame < n_frames={n_frames}, got {labelled_frame}')
-    for split, count in (('train', n_train), ('val', n_val), ('test', n_test)):
-        if int(count) < 0:
+    counts = {'train': int(n_train), 'val': int(n_val), 'test': int(n_test)}
+    for split, count in counts.items():
+        if count < 0:
             raise UserError(f'{split} snippets: expected a count >= 0, got {count}')
     if isinstance(difficulty, str):
         if difficulty not in DIFFICULTIES:
@@ -97,40 +83,25 @@ def generate(root, size=(128, 256), n_train=24, n_val=8, n_test=0, seed=0, diffi
         difficulty_name, difficulty = difficulty, DIFFICULTIES[difficulty]
     else:
         difficulty_name = 'custom'
-    counts = {'train': int(n_train), 'val': int(n_val), 'test': int(n_test)}
     with StagedFolder(root, KIND, 'synthetic root', overwrite=True) as folder:
-        meta = _generate(folder, counts, height, width, n_frames, labelled_frame, seed, difficulty, difficulty_name,
-                         workers, progress)
+        jobs = [SnippetJob(folder.partial, split, index, height, width, n_frames, labelled_frame, seed, difficulty)
+                for split, count in counts.items() for index in range(count)]
+        workers = workers or min(os.cpu_count() or 1, 8)
+        start = time.perf_counter()
+        bar = dict(total=len(jobs), desc='synthetic snippets', disable=not progress)
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                lines = list(tqdm(pool.map(render_snippet, jobs), **bar))
+        else:
+            lines = [render_snippet(job) for job in tqdm(jobs, **bar)]
+        for split in counts:
+            split_lines = [line for job, line in zip(jobs, lines) if job.split == split]
+            if split_lines:
+                write_text(os.path.join(folder.partial, 'list', f'{split}.txt'), ''.join(split_lines))
+        meta = {'generator': 'lib.synthetic.scene', 'version': 1, 'size': [height, width], 'n_frames': n_frames,
+                'labelled_frame': labelled_frame, 'seed': seed, 'difficulty': difficulty_name,
+                'difficulty_params': asdict(difficulty), 'snippets': counts, 'classes': list(USED_CLASSES),
+                'seconds': round(time.perf_counter() - start, 2)}
+        write_text(os.path.join(folder.partial, layout.META_FILE), json.dumps(meta, indent=1) + '\n')
         folder.commit()
     return meta
-
-
-def _generate(folder, counts, height, width, n_frames, labelled_frame, seed, difficulty, difficulty_name, workers,
-              progress):
-    root = folder.partial
-    jobs = [SnippetJob(root, split, index, height, width, n_frames, labelled_frame, seed, difficulty)
-            for split, count in counts.items() for index in range(count)]
-    workers = workers or min(os.cpu_count() or 1, 8)
-    start = time.perf_counter()
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            lines = list(_progress(pool.map(render_snippet, jobs), len(jobs), progress))
-    else:
-        lines = [render_snippet(job) for job in _progress(jobs, len(jobs), progress)]
-    for split in counts:
-        split_lines = [line for job, line in zip(jobs, lines) if job.split == split]
-        if split_lines:
-            write_text(os.path.join(root, 'list', f'{split}.txt'), ''.join(split_lines))
-    meta = {'generator': 'lib.synthetic.scene', 'version': 1, 'size': [height, width], 'n_frames': n_frames,
-            'labelled_frame': labelled_frame, 'seed': seed, 'difficulty': difficulty_name,
-            'difficulty_params': asdict(difficulty), 'snippets': counts, 'classes': list(USED_CLASSES),
-            'seconds': round(time.perf_counter() - start, 2)}
-    write_text(os.path.join(root, layout.META_FILE), json.dumps(meta, indent=1) + '\n')
-    return meta
-
-
-def _progress(iterable, total, enabled):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-    return tqdm(iterable, total=total, desc='synthetic snippets')
