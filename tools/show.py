@@ -2,18 +2,9 @@
 
     python tools/show.py exp/spatial_correction_cityscapes/config.yaml   # [--checkpoint PATH]; default as test_pda.py
 
-For each clip of ``eval.show_clips`` (indices into the ``eval.split`` list) it writes to
-``<eval.result_root>/<experiment>/<checkpoint file stem>/show/``:
-
-- ``clip<i>_d<d>.png``, a grid with one column per frame t-d .. t and the rows
-  1. the video frames,
-  2. the propagated prediction without correction (the key frame's own prediction in the first column),
-  3. DMNet's distortion map as a heat map (black = 0, yellow = 1),
-  4. the corrected prediction (what the original show script drew),
-  5. at frame t: the ground truth, the key network on frame t, and the error maps (red = wrong) of the
-     propagated-only and of the corrected prediction against the ground truth, with their error rates;
-- ``clip<i>_d<d>.gif``, the same frames animated: frame | propagated | distortion | corrected;
-- ``legend.png``, the class colours of the dataset.
+For each clip of ``eval.show_clips`` it writes ``clip<i>_d<d>.png`` (a grid: frames, propagated prediction, DMNet's
+distortion map, corrected prediction, and at t the ground truth and error maps), ``clip<i>_d<d>.gif`` and
+``legend.png`` to ``<eval.result_root>/<experiment>/<checkpoint file stem>/show/`` (docs/evaluation.md).
 """
 import argparse
 

@@ -4,15 +4,9 @@
     python tools/test_pda.py CONFIG --checkpoint saved_model/pretrained/spatial_correction_cityscapes.pth
     torchrun --standalone --nproc_per_node=4 tools/test_pda.py CONFIG   # clips sharded
 
-Prints a table and writes ``<eval.result_root>/<experiment>/<checkpoint file stem>/pda.json`` and ``pda.md`` (so
-``best.pth`` and a published file never overwrite each other's results); see docs/evaluation.md.  The resize
-convention is ``eval.align_corners`` (each paper config sets what its dataset's original test scripts did; a list
-reports each) and TF32 is off unless ``eval.tf32``.  ``--save-predictions D`` also writes the DAVSS labels of
-distance D in the official Cityscapes format (label-id PNGs,
-``<out>/predictions_d<D>/<city>_<seq>_<frame>_pred_labelIds.png``) for cityscapesscripts' evaluator or the
-benchmark server.
-Everything that can be checked before the long run (config, checkpoint against the config, every frame of every
-clip, the output folder) is checked first (``lib/eval/jobs.py`` does the work).
+Prints a table and writes ``<eval.result_root>/<experiment>/<checkpoint file stem>/pda.json``, ``pda.md`` and
+``pda.png``; ``--save-predictions D`` also writes the DAVSS labels of distance D as Cityscapes label-id PNGs.  Every
+input is checked before the long run (``lib/eval/jobs.py`` does the work; docs/evaluation.md).
 """
 import argparse
 

@@ -1,10 +1,6 @@
-"""A PDA evaluation of one checkpoint into its result folder: every input checked first, then the evaluation, the
-table on stdout, ``pda.json``, ``pda.md`` and ``pda.png`` (mIoU against d; ``tools/test_pda.py`` is its command
-line; ``tools/demo.py`` runs it in process).
-
-The result folder is locked while the run writes it; the previous ``pda.*`` files are renamed ``pda.previous.*``
-until the new ones are written, and the table is printed before the files are written (a full disk costs the
-files, not the numbers).
+"""A PDA evaluation of one checkpoint into its locked result folder (``tools/test_pda.py`` is its command line):
+every input checked first, then the table on stdout (a full disk costs the files, not the numbers), ``pda.json``,
+``pda.md`` and ``pda.png``; the previous ``pda.*`` are set aside as ``pda.previous.*`` until the new ones are written.
 """
 import json
 import math
@@ -18,7 +14,6 @@ import torch
 
 from lib.dataset import build_dataset, build_eval_loader
 from lib.dataset.checks import check_clip_files
-from lib.eval import jobs as cityscapes_results
 from lib.eval.pda import check_distances, eval_conventions, eval_model_cfg, evaluate_pda, format_markdown, protocol
 from lib.model import load_scnet
 from lib.utils import distributed
@@ -55,9 +50,9 @@ def prediction_dir(run, cfg, distances, out_dir):
     if run.save_predictions not in distances:
         raise UserError(f'--save-predictions: distance {run.save_predictions} is not evaluated '
                         f'(eval.distances: {distances})')
-    if cfg['data']['name'] not in cityscapes_results.FORMATS:
+    if cfg['data']['name'] not in FORMATS:
         raise UserError(f'--save-predictions: writes Cityscapes label ids; data.name={cfg["data"]["name"]} '
-                        f'has no such format (expected one of {", ".join(cityscapes_results.FORMATS)})')
+                        f'has no such format (expected one of {", ".join(FORMATS)})')
     return os.path.join(out_dir, f'predictions_d{run.save_predictions}')
 
 
@@ -96,7 +91,7 @@ def prediction_writer(dataset, folder, distance):
     """``on_predictions`` of :func:`evaluate_pda`: the DAVSS labels of ``distance`` as Cityscapes PNGs."""
     def write(clip_indices, preds):
         for row, index in enumerate(clip_indices):
-            cityscapes_results.save_prediction(folder, dataset.frames[index].image, preds['davss'][distance][row])
+            save_prediction(folder, dataset.frames[index].image, preds['davss'][distance][row])
     return write
 
 

@@ -5,6 +5,7 @@ The ``fixed:k`` policies also run propagation-only (flow and warp, no correction
 correction is there to lift.  Every row also gets its temporal consistency (lib.eval.temporal_consistency) under
 the clips' ground-truth flow, or DIS flow where they have none, and the inference paths a user may deploy are timed
 against the exact one."""
+import itertools
 import os
 from dataclasses import dataclass, field
 from functools import partial
@@ -62,8 +63,6 @@ class KeyframeRun:
     progress: bool = True
 
 
-# ---------------------------------------------------------------------------------------------------- clips
-
 def synthetic_clips(cfg, split, n_classes):
     """Whole synthetic snippets ``(frames (T, 3, H, W), labels [T x (H, W) int64], motion)``, every frame labelled;
     ``motion['ground_truth']`` is the set's flow (T-1, 2, H, W) and validity mask (T-1, H, W)."""
@@ -86,17 +85,13 @@ def pda_clips(cfg, split):
 
 def load_clips(cfg, split, n_classes, max_clips=None, max_frames=None):
     clips = synthetic_clips(cfg, split, n_classes) if cfg['data']['name'] == 'synthetic' else pda_clips(cfg, split)
-    for index, (frames, labels, motion) in enumerate(clips):
-        if max_clips is not None and index >= max_clips:
-            return
+    for frames, labels, motion in itertools.islice(clips, max_clips):
         if max_frames is not None:
             frames, labels = frames[:max_frames], labels[:max_frames]
             motion = {name: (flow[:max_frames - 1], None if valid is None else valid[:max_frames - 1])
                       for name, (flow, valid) in motion.items()}
         yield frames, labels, motion
 
-
-# ---------------------------------------------------------------------------------------------------- replay
 
 class ReplaySegmenter(StreamingSegmenter):
     """The streaming segmenter with the frame-wise networks' outputs memoised per frame of the current clip."""
@@ -121,16 +116,11 @@ class ReplaySegmenter(StreamingSegmenter):
         return self._memo('correction', lambda: self.model.cfnet(image))
 
 
-ROWS = ('davss', 'propagation')  # non-key frames corrected (SCNet.correct) / propagated only
-
-
 class PolicyTally:
     """Key / non-key frame counts, the confusion matrix, the temporal consistency and the distortion scores of one
-    policy in one row."""
+    policy in one row: ``'davss'`` (non-key frames corrected, SCNet.correct) or ``'propagation'`` (propagated only)."""
 
     def __init__(self, policy, n_classes, device, row='davss'):
-        if row not in ROWS:
-            raise ValueError(f'PolicyTally: row must be one of {ROWS}, got "{row}"')
         self.policy = policy
         self.row = row
         self.n_key = 0
@@ -195,8 +185,6 @@ def evaluate_policies(model, clips, tallies, device, progress, desc, truth_tc=No
     return tallies
 
 
-# ----------------------------------------------------------------------------------- does the score track the loss?
-
 def average_ranks(values):
     """Ranks 0..n-1 of ``values``, tied values sharing the mean of their ranks (Spearman's convention)."""
     values = np.asarray(values, dtype=np.float64)
@@ -217,15 +205,10 @@ def spearman(x, y):
 
 
 def score_against_loss(per_frame, reference):
-    """How well DMNet's distortion score predicts what propagation costs a frame, which is all a distortion policy
-    can exploit.
-
-    For every labelled non-key frame of ``reference`` (a policy that never triggers, i.e. ``fixed:max_interval``):
-    its score and its loss = error rate of its DAVSS labels minus that of the key network on the same frame
-    (``per_frame``).  Both grow with the distance d to the key frame, which a fixed interval already knows; so the
-    rank correlation is also given within each d: only there can the score tell frames apart that a fixed schedule
-    treats alike.
-    """
+    """How well DMNet's distortion score predicts what propagation costs a frame (all a distortion policy can use):
+    over the labelled non-key frames of ``reference`` (never triggers: ``fixed:max_interval``), the rank correlation of
+    the score with the loss = error rate of the DAVSS labels minus that of the key network (``per_frame``); also within
+    each distance d, since both grow with d, which a fixed interval already knows."""
     pairs = {}
     for frame, (distance, score) in reference.scored.items():
         if frame in reference.errors and frame in per_frame.errors:
@@ -237,8 +220,6 @@ def score_against_loss(per_frame, reference):
             'spearman_within_distance': within,
             'mean_spearman_within_distance': float(np.mean(measured)) if measured else None}
 
-
-# ---------------------------------------------------------------------------------------------------- costs
 
 @torch.no_grad()
 def measure_step_costs(model, image, previous, repeats=3):
@@ -261,8 +242,6 @@ def measure_step_costs(model, image, previous, repeats=3):
     return {name: {'gflops': count_flops(step) / 1e9, 'ms': median_ms(step, repeats, image.device)}
             for name, step in (('key', key_step), ('nonkey', nonkey_step), ('propagation', propagation_step))}
 
-
-# ------------------------------------------------------------------------------------------ the deployed path
 
 AGREEMENT_BAR = 0.995  # the least share of pixels a deployed path must label as the exact path does
 # The paths a user may deploy, built from lib.infer's current defaults, so that their improvements count here.
@@ -321,8 +300,6 @@ def choose_path(builders, clips, sample, interval, repeats, bar=AGREEMENT_BAR):
             'paths': {name: paths[name] for name in builders}}
 
 
-# ---------------------------------------------------------------------------------------------------- report
-
 def fixed_curve_at(fixed, key_fraction):
     """mIoU of the fixed-interval curve linearly interpolated at ``key_fraction`` (None outside its range)."""
     points = sorted((r['key_fraction'], r['miou']) for r in fixed)
@@ -333,12 +310,9 @@ def fixed_curve_at(fixed, key_fraction):
 
 
 def compare_at_equal_cost(fixed, distortion):
-    """For each distortion policy: its mIoU minus the fixed curve's at the same average cost.
-
-    The average cost ``nonkey + key_fraction * (key - nonkey)`` is affine in the key-frame fraction, so "equal cost"
-    is "equal key-frame fraction" whatever the two step costs are (FLOPs or ms, this model or the full-size one);
-    the comparison is made on the fraction, which also stays defined when both steps cost about the same.
-    """
+    """For each distortion policy: its mIoU minus the fixed curve's at the same average cost.  That cost,
+    ``nonkey + key_fraction * (key - nonkey)``, is affine in the key-frame fraction, so the comparison is made on the
+    fraction: it holds for FLOPs and ms alike and stays defined when both steps cost about the same."""
     rows = []
     for result in distortion:
         reference = fixed_curve_at(fixed, result['key_fraction'])
@@ -374,11 +348,10 @@ def run_keyframe_policies(run):
         raise UserError(f'mark "{run.mark}": expected one of the evaluated fixed:k policies (--intervals)')
     if set(run.paths) - set(PATHS):
         raise UserError(f'paths {sorted(set(run.paths) - set(PATHS))}: expected some of {sorted(PATHS)}')
-    progress = run.progress
     out = run.out or default_result_dir(cfg, run.checkpoint)
     folder = claim_results(out, [f'{run.name}.json', f'{run.name}.png'])
     try:
-        report = evaluate_all(run, cfg, split, n_classes, device, model, intervals, progress)
+        report = evaluate_all(run, cfg, split, n_classes, device, model, intervals, run.progress)
         write_json(folder.file(f'{run.name}.json'), report, indent=2)
         counted = 'every frame' if report['every_frame_labelled'] else 'labelled frames'
         plot_tradeoff(report, folder.file(f'{run.name}.png'), f'{cfg["experiment"]}: {split}, {counted}, '
@@ -392,9 +365,7 @@ def run_keyframe_policies(run):
 def evaluate_all(run, cfg, split, n_classes, device, model, intervals, progress):
     """Every policy of ``run`` over the clips: the report."""
 
-    def clips():
-        return load_clips(cfg, split, n_classes, run.max_clips, run.max_frames)
-
+    clips = partial(load_clips, cfg, split, n_classes, run.max_clips, run.max_frames)
     def fixed_tallies(row):
         return [PolicyTally(policy, n_classes, device, row) for policy in
                 [PerFrame()] + [FixedInterval(k) for k in intervals]]
@@ -471,9 +442,9 @@ def format_table(report):
         lines += path_lines(report['paths'])
     verdict = report['verdict']
     if verdict['compared']:
-        lines.append(f'distortion vs fixed at equal cost: better in {verdict["better"]}, worse in {verdict["worse"]} of '
-              f'{verdict["compared"]} settings; delta mIoU mean {100 * verdict["mean_delta_miou"]:+.2f}, best '
-              f'{100 * verdict["best_delta_miou"]:+.2f} points')
+        lines.append(f'distortion vs fixed at equal cost: better in {verdict["better"]}, worse in {verdict["worse"]} '
+                     f'of {verdict["compared"]} settings; delta mIoU mean {100 * verdict["mean_delta_miou"]:+.2f}, '
+                     f'best {100 * verdict["best_delta_miou"]:+.2f} points')
     else:
         lines.append('distortion vs fixed: no distortion setting fell inside the fixed curve\'s cost range')
     tracking = report['score_vs_loss']

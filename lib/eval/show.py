@@ -78,10 +78,8 @@ def run_show(run):
 
 @torch.no_grad()
 def trace_clip(model, frames, distance):
-    """Every step of one propagation, for visualisation (the original show script, plus what it left out).
-
-    Starting from key frame ``t - distance``, each following frame gets the propagated logits, the distortion map
-    and the corrected (merged) prediction, with CFNet run on that frame.
+    """Every step of one propagation from key frame ``t - distance`` to ``t``, for visualisation: the original show
+    script's corrected predictions, plus the propagated ones and the distortion maps.
 
     Args:
         model: an ``SCNet`` in eval mode.

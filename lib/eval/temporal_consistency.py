@@ -1,17 +1,10 @@
 """Temporal consistency (TC) of a segmented video: how much the labels of frame t-1, carried to frame t by optical
 flow, agree with the labels of frame t.
 
-Definition (Liu, Shen, Yu, Wang, "Efficient Semantic Video Segmentation with Per-frame Inference", ECCV 2020,
-their ``tool/eval_tc.py`` at github.com/irfanICMLL/ETC-Real-time-Per-frame-Semantic-video-segmentation): the flow
-warping error of Lai et al. (ECCV 2018) with mIoU in place of the squared error.  Their code, on 108 sampled
-Cityscapes val snippets of 30 frames, for each consecutive pair (t, t+1): FlowNet2(frame t, frame t+1) gives a
-flow on t's grid, the labels of t+1 are warped onto t with FlowNet2's Resample2d (a BILINEAR interpolation of the
-class ids as floats, border-clamped, then truncated to uint8), and intersection and union per class with the
-labels of t are SUMMED over all pairs of all snippets; TC = mean over all 19 classes of sum(I) / sum(U) (one
-confusion matrix for the whole set, not a mean of per-pair mIoUs; a class absent everywhere counts as IoU 0).  No
-pixel is excluded except those whose warped label is 255; the occlusion mask is commented out.
-
-What this module computes (the same quantity, made exact where ground-truth motion is known):
+Definition (Liu, Shen, Yu, Wang, "Efficient Semantic Video Segmentation with Per-frame Inference", ECCV 2020, their
+``tool/eval_tc.py``): the flow warping error of Lai et al. (ECCV 2018) with mIoU in place of the squared error; the
+intersections and unions of every pair of every snippet are SUMMED into one confusion matrix (not a mean of per-pair
+mIoUs).  Here:
 
     counted(p) = carried(p) and valid(p) and cur[p] != 255 and prev[src(p)] != 255
     src(p)     = (floor(x + dx + 1/2), floor(y + dy + 1/2))        NEAREST pixel, so class ids never mix
@@ -20,28 +13,16 @@ What this module computes (the same quantity, made exact where ground-truth moti
                  averaged over the classes present in it (lib.utils.metrics.ConfusionMatrix.miou)
     agreement  = fraction of counted pixels with cur[p] == prev[src(p)] (the matrix's pixel accuracy)
 
-Differences from the ETC code: nearest instead of bilinear warping of class ids (their warp invents the classes
-between a and b at every boundary of classes a and b); sources outside the frame and pixels marked not
-``valid`` (occluded in t-1, where a ground-truth mask is known) are excluded instead of counted; the previous
-frame is warped onto the current one (backward flow, this project's convention) where they warp the next frame
-onto the current one; classes absent from both maps are left out of the mean instead of counted as 0.
+Differences from the ETC code: nearest instead of bilinear warping of class ids (theirs invents the classes between
+a and b at every boundary of a and b); sources outside the frame and pixels not ``valid`` (occluded in t-1) are
+excluded, not counted; the previous frame is warped onto the current one (backward flow, this project's convention,
+``cur[y, x] ~ prev[y + dy, x + dx]``); classes absent from both maps are left out of the mean, not counted as 0.
 
-Flow convention of the project (lib/ops/resample2d.py): a BACKWARD flow (dx, dy) on the current frame's grid,
-``cur[y, x] ~ prev[y + dy, x + dx]``.  The synthetic set's flow file of frame t is exactly that flow for the pair
-(t-1, t), with its validity mask (:func:`read_clip_motion`).
-
-Ceiling: the synthetic set's ground-truth labels with its ground-truth flow and mask do not reach TC = 1 exactly
-(64x128, ``medium``, seed 0, 9 pairs: TC 0.9928, agreement 0.9957, 249 of 57504 pixels differ; the same with the
-flow before its float16 storage).  ``valid`` says that the source shows the same surface, not the same label: the
-ground is road and sidewalk, a facade row building and hedge, and the flow points between pixel centres.  Every
-differing pixel has a source whose 4 neighbouring pixels (the bilinear footprint) carry mixed labels, its own
-among them, and the two labels are one of those same-surface pairs; leaving such sources out gives TC = 1
-(tests/test_eval_temporal_consistency.py ``test_ground_truth_ceiling``).
-
-Where no ground-truth motion exists, :func:`dis_flow` estimates it with OpenCV's DIS: independent of the model
-under test (its own FlowNetS would make propagated labels consistent by construction), deterministic, with no
-weights to download (Liu et al. used FlowNet2).  It has no occlusion mask, so its TC counts every carried pixel and
-even the ground truth stays below 1: compare rows under the same flow only.
+Even the synthetic set's ground truth under its own flow and mask stays just below TC = 1: ``valid`` says that the
+source shows the same surface, not the same label (road and sidewalk are one ground), and the flow points between
+pixel centres.  Where no ground-truth motion exists, :func:`dis_flow` estimates it with OpenCV's DIS, independent of
+the model under test (its own FlowNetS would make propagated labels consistent by construction); it has no occlusion
+mask, so compare rows under the same flow only.
 """
 import os
 
@@ -93,11 +74,8 @@ class NearestSources:
 
 
 class TemporalConsistency:
-    """Accumulates TC and label agreement over consecutive frame pairs (see the module docstring).
-
-    ``update`` takes one pair per batch element; call it for every consecutive pair of every clip, then
-    ``result()``.  The confusion matrix ``matrix[cur, warped prev]`` lives on the device of ``device``.
-    """
+    """Accumulates TC and label agreement over consecutive frame pairs (see the module docstring): :meth:`update`
+    with every pair of every clip (one per batch element), then :meth:`result`; ``matrix[cur, warped prev]``."""
 
     def __init__(self, n_classes, ignore_index=IGNORE_INDEX, device=None):
         self.confusion = ConfusionMatrix(n_classes, ignore_index, device)
@@ -150,17 +128,9 @@ class TemporalConsistency:
 
 
 def read_clip_motion(root, relatives, n_classes):
-    """Ground-truth labels and motion of consecutive frames of a synthetic snippet, in :class:`TemporalConsistency`'s
-    convention.
-
-    Args:
-        root: a synthetic set (lib.synthetic.scene).
-        relatives: paths of consecutive frames of one snippet, relative to ``root``, first frame first.
-        n_classes: classes of the set (the label check).
-    Returns:
-        labels: (T, H, W) int64; flow: (T-1, 2, H, W) float32 and valid: (T-1, H, W) bool, where pair i carries
-        frame ``relatives[i]`` onto ``relatives[i + 1]`` (the flow file of the later frame).
-    """
+    """Ground-truth ``labels`` (T, H, W) int64, ``flow`` (T-1, 2, H, W) float32 and ``valid`` (T-1, H, W) bool of
+    consecutive frames ``relatives`` (paths relative to the synthetic set ``root``, first frame first), in
+    :class:`TemporalConsistency`'s convention: pair i carries frame i onto frame i + 1 (the later frame's flow file)."""
     if len(relatives) < 2:
         raise ValueError(f'read_clip_motion: expected at least 2 consecutive frames, got {list(relatives)}')
     labels = torch.stack([io.read_label(os.path.join(root, layout.sequence_label_path(rel)), n_classes)
@@ -183,12 +153,8 @@ class ConsistencyByFlow(dict):
         self.n_classes = n_classes
 
     def add_clip(self, labels, motion):
-        """Every consecutive pair of one clip.
-
-        Args:
-            labels: (T, H, W) integer labels of the clip's frames.
-            motion: ``{flow name: NearestSources}`` of the clip's T-1 pairs, pair i = frames (i, i+1).
-        """
+        """Every consecutive pair of one clip: ``labels`` (T, H, W) integer labels of its frames, ``motion``
+        ``{flow name: NearestSources}`` of its T-1 pairs, pair i = frames (i, i+1)."""
         for name, sources in motion.items():
             if name not in self:
                 self[name] = TemporalConsistency(self.n_classes, device=labels.device)
@@ -206,8 +172,7 @@ def dis_flow(prev_rgb, cur_rgb, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM):
 
     Args:
         prev_rgb, cur_rgb: (3, H, W) float RGB frames in [0, 1] (as lib.dataset.read_frame gives them).
-        preset: a ``cv2.DISOPTICAL_FLOW_PRESET_*``; MEDIUM (patch 8, stride 3, finest scale 1, variational
-            refinement) by default.
+        preset: a ``cv2.DISOPTICAL_FLOW_PRESET_*``.
     Returns:
         (2, H, W) float32 CPU tensor: backward flow (dx, dy), ``cur[y, x] ~ prev[y + dy, x + dx]``.
     """

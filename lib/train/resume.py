@@ -1,17 +1,11 @@
-"""Training checkpoints (``now.pth`` / ``best.pth`` / ``final.pth``) and the ``init:`` weights of a stage.
-
-A training checkpoint is a dict that ``torch.load(..., weights_only=True)`` accepts::
+"""Training checkpoints (``now.pth`` / ``best.pth`` / ``final.pth``): dicts that ``torch.load(..., weights_only=True)``
+accepts, read by :mod:`lib.model.checkpoint` (their ``model`` entry is what ``init:`` and ``tools/test_pda.py`` load)::
 
     model       state dict in the SCNet key layout (``deeplab.*``, ``flownet.*``, ``dmnet.*``, ``cfnet.*``)
     optimizer   Adam state;  scaler: GradScaler state (fp16) or None
-    progress    iteration, epoch, batches_done, epoch_complete, best_score (see lib/train/engine.py)
-    iteration, epoch   copies of the progress entries, for a quick look
+    progress    :class:`Progress`;  iteration, epoch: copies of its entries, for a quick look
     rng         per-rank RNG states (python, numpy, torch, cuda) as plain lists and tensors
-    config      the resolved config;  stage: its stage name
-
-Files are read by ``lib.utils.checkpoint`` (the one reader); its ``load_checkpoint`` returns the ``model`` entry of
-such a file (``init:`` files are read through it), so every stage's output can be the ``init:`` of the next one and ``final.pth`` of the correction
-stage is what ``tools/test_pda.py`` loads.
+    config      the resolved config;  stage: its stage name;  layout: :func:`data_layout`
 """
 import itertools
 import os
@@ -26,7 +20,7 @@ from torch.utils.data import DistributedSampler
 from lib.model.checkpoint import read_checkpoint, strip_wrapper_prefixes
 from lib.utils import distributed
 from lib.utils.atomic import save_torch
-from lib.utils.errors import UserError
+from lib.utils.errors import UserError, one_line
 from lib.utils.runtime import seed_everything
 
 
@@ -50,16 +44,6 @@ def restore_rng_state(state):
     torch.set_rng_state(state['torch'])
     if state['cuda'] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
-
-
-def gather_rng_states():
-    """Every rank's RNG state, rank-ordered (a collective: all ranks must call it together)."""
-    return distributed.all_gather_object(capture_rng_state())
-
-
-def model_state(checkpoint):
-    """The model state dict inside a loaded training checkpoint, wrapper prefixes (``module.``) dropped."""
-    return strip_wrapper_prefixes(checkpoint['model'])
 
 
 @dataclass
@@ -135,14 +119,13 @@ def load_training_state(path, net, optimizer, scaler, cfg, layout, restart_epoch
                         f'(stage: {found})')
     changes = check_config_changes(path, checkpoint['config'], cfg, restart_epoch)
     try:
-        net.load_state_dict(model_state(checkpoint), strict=True)
+        net.load_state_dict(strip_wrapper_prefixes(checkpoint['model']), strict=True)
         optimizer.load_state_dict(checkpoint['optimizer'])
         if checkpoint['scaler'] is not None and scaler.is_enabled():
             scaler.load_state_dict(checkpoint['scaler'])
         progress = Progress(**checkpoint['progress'])
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        raise UserError(f'--resume: {path} does not fit this config ({first_line})') from None
+        raise UserError(f'--resume: {path} does not fit this config ({one_line(err)})') from None
     check_layout(path, checkpoint, layout, restart_epoch)
     if restart_epoch and not progress.epoch_complete:
         progress.batches_done = 0  # the open epoch runs again from its first batch
@@ -158,7 +141,7 @@ def load_training_state(path, net, optimizer, scaler, cfg, layout, restart_epoch
 def save_checkpoint(run, names):
     """Write the run's state to each of ``names`` in the save folder (all ranks call it: RNG states are
     gathered; rank 0 writes)."""
-    rng = gather_rng_states()
+    rng = distributed.all_gather_object(capture_rng_state())  # a collective: every rank calls it
     if not distributed.is_main_process():
         return
     checkpoint = {

@@ -74,11 +74,8 @@ class SegmentationStageNet(nn.Module):
 
 
 def quarter_resolution_flow(flow, size, align_corners):
-    """Ground-truth flow (N, 2, H, W) in full-resolution pixels -> (N, 2, *size) in 1/4-resolution pixels.
-
-    The flow field is resized like an image (the same bilinear resize the model applies to frames) and its
-    values divided by 4, because a displacement of 4 full-resolution pixels is one pixel of the 1/4 grid.
-    """
+    """Ground-truth flow (N, 2, H, W) in full-resolution pixels -> (N, 2, *size) in 1/4-resolution pixels: resized
+    as the model resizes frames, divided by 4 (4 full-resolution pixels are one pixel of the 1/4 grid)."""
     return upsample_to(flow, size, align_corners) / 4.0
 
 
@@ -88,11 +85,8 @@ def end_point_error(pred, target):
 
 
 class FlowStageNet(nn.Module):
-    """FlowNetS trained on ground-truth flow with the end-point error at the resolution it predicts (1/4).
-
-    The loss lives on the 1/4 grid because that is where the flow is used (it warps 1/4-resolution logits);
-    the ground truth is brought there by :func:`quarter_resolution_flow`, so the loss is in 1/4-resolution
-    pixels.  Validation also reports the usual full-resolution EPE (prediction upsampled x4 and multiplied by 4).
+    """FlowNetS trained on ground-truth flow with the end-point error on the 1/4 grid, where the flow warps the
+    logits (:func:`quarter_resolution_flow`); validation also reports the usual full-resolution EPE.
 
     Args:
         align_corners: the resize convention of the ground-truth downsampling.
@@ -293,10 +287,8 @@ def check_init_config(stage, init_cfg):
 def initialise(stage, net, init_cfg):
     """Load the ``init:`` checkpoints into ``net``: first ``init.pretrained`` (DeepLab + FlowNet, published
     layout), then ``init.deeplab`` / ``init.flownet`` / ``init.dmnet`` over it.  Returns ``{sub-network:
-    source}``; a missing file, a mismatch or a required sub-network left uncovered is a UserError."""
-    check_init_config(stage, init_cfg)
+    source}``; a missing file or a mismatch is a UserError (:func:`check_init_config` ran before)."""
     sources = {}
-    sub_networks = [name for name in ('deeplab', 'flownet', 'dmnet', 'cfnet') if hasattr(net, name)]
     if init_cfg['pretrained']:
         wanted = [name for name in PRETRAINED if name in stage.required_init]
         for name in load_pretrained(net, init_cfg['pretrained'], 'init.pretrained', required=wanted):
@@ -304,7 +296,7 @@ def initialise(stage, net, init_cfg):
     for name in ('deeplab', 'flownet', 'dmnet'):
         if not init_cfg[name]:
             continue
-        if name not in sub_networks:
+        if not hasattr(net, name):
             raise UserError(f'init.{name}: the {stage.name} stage has no {name} to initialise')
         load_part(getattr(net, name), name, init_cfg[name], f'init.{name}')
         sources[name] = init_cfg[name]
