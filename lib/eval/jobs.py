@@ -58,13 +58,11 @@ def prediction_dir(run, cfg, distances, out_dir):
 
 def json_safe(value):
     """NaN (the IoU of a class absent from labels and predictions) -> None, so that the file is strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
-    return value
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def setup(run):
@@ -88,10 +86,13 @@ def setup(run):
 
 
 def prediction_writer(dataset, folder, distance):
-    """``on_predictions`` of :func:`evaluate_pda`: the DAVSS labels of ``distance`` as Cityscapes PNGs."""
+    """``on_predictions`` of :func:`evaluate_pda`: the DAVSS labels of ``distance`` as Cityscapes label-id PNGs (the
+    ignore index is never predicted)."""
     def write(clip_indices, preds):
         for row, index in enumerate(clip_indices):
-            save_prediction(folder, dataset.frames[index].image, preds['davss'][distance][row])
+            train_ids = preds['davss'][distance][row].cpu().numpy()
+            write_png(os.path.join(folder, prediction_name(dataset.frames[index].image)),
+                      train_ids_to_label_ids(train_ids))
     return write
 
 
@@ -173,11 +174,11 @@ def default_result_dir(cfg, checkpoint):
     return os.path.join(resolve_path(cfg['eval']['result_root']), cfg['experiment'], stem)
 
 
-def claim_results(path, files, what='--output'):
+def claim_results(path, files):
     """Rank 0 claims the result folder ``path`` (its own ``files`` set aside); every rank learns of a refusal.
     Returns the :class:`OwnedFolder` on rank 0, None elsewhere."""
     def claim():
-        folder = OwnedFolder(path, KIND, what, own_files=files).claim()
+        folder = OwnedFolder(path, KIND, '--output', own_files=files).claim()
         folder.set_aside(files)
         return folder
     return distributed.claimed_on_main(claim)
@@ -194,10 +195,3 @@ def prediction_name(frame_path):
     if match is None:
         raise UserError(f'{frame_path}: not a Cityscapes frame name (<city>_<seq>_<frame>_leftImg8bit.png)')
     return f'{match["prefix"]}_pred_labelIds.png'
-
-
-def save_prediction(folder, frame_path, train_ids):
-    """Write one (H, W) train-id prediction (tensor or array; the ignore index is never predicted) as label ids."""
-    if hasattr(train_ids, 'detach'):
-        train_ids = train_ids.detach().cpu().numpy()
-    write_png(os.path.join(folder, prediction_name(frame_path)), train_ids_to_label_ids(train_ids))

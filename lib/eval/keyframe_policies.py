@@ -365,11 +365,11 @@ def run_keyframe_policies(run):
 def evaluate_all(run, cfg, split, n_classes, device, model, intervals, progress):
     """Every policy of ``run`` over the clips: the report."""
 
-    clips = partial(load_clips, cfg, split, n_classes, run.max_clips, run.max_frames)
     def fixed_tallies(row):
         return [PolicyTally(policy, n_classes, device, row) for policy in
                 [PerFrame()] + [FixedInterval(k) for k in intervals]]
 
+    clips = partial(load_clips, cfg, split, n_classes, run.max_clips, run.max_frames)
     reference = PolicyTally(DistortionTriggered(1.0, max_interval=run.max_interval, stat=run.stat), n_classes,
                             device)  # never triggers: the scores seen under fixed:max_interval
     truth_tc = ConsistencyByFlow(n_classes)

@@ -1,20 +1,16 @@
 """PDA evaluation: mIoU as a function of the distance d between the key frame and the labelled frame.
 
-Protocol (the paper's test script): every sample of a ``'pda'`` dataset is a clip ``[t-9, ..., t]`` whose last frame
-``t`` is labelled.  For each d the key frame ``t-d`` goes through DeepLab; its 1/4 logits and 1/4 image are carried to
-``t`` one frame at a time by FlowNet + warp; at ``t`` DMNet and CFNet correct them (``prop * (1 - dm) + corr * dm``
-after a x4 upsampling) and the argmax goes into one confusion matrix per d over the split.  Two reference rows come
-from the same run: the key network on ``t`` (``per_frame``, an upper bound) and the propagated logits without
-correction (``propagation_only``, the DFF-style baseline).
+Protocol (the paper's test script): a ``'pda'`` sample is a clip ``[t-9, ..., t]`` whose frame ``t`` is labelled.
+DeepLab's 1/4 logits and the 1/4 image of key frame ``t-d`` are carried to ``t`` frame by frame by FlowNet + warp,
+corrected at ``t`` by DMNet and CFNet (``prop * (1 - dm) + corr * dm`` after a x4 upsampling), and the argmax goes
+into one confusion matrix per d.  Reference rows from the same run: the key network on ``t`` (``per_frame``, an upper
+bound) and the uncorrected propagation (``propagation_only``, the DFF-style baseline).
 
-The fast path gives the confusion matrices of a loop over distances: the pair flows ``(j+1 <- j)`` do not depend on
-where the propagation started and CFNet only sees ``t``, so both run once per clip; warp and merge act per sample, so
-the key states of all distances travel as one batch (distance d joins at frame ``t-d``).  Every network call keeps
-the loop's batch size, as a larger batch may round differently; ``batched=True`` gives that up for speed on GPUs and
-may flip the argmax of a few pixels.
-
-The original's test scripts disagree on ``align_corners`` around the propagation: :func:`predict_conventions` gives
-the rows of several conventions from one pass of the networks that do not depend on it (DeepLab, FlowNetS, CFNet).
+Exact and fast: the pair flows ``(j+1 <- j)`` and CFNet on ``t`` do not depend on d and run once per clip; warp and
+merge act per sample, so the key states of all distances travel as one batch, while every network call keeps the
+batch size of a loop over distances (a larger batch may round differently).  ``batched=True`` gives that up for
+speed on GPUs and may flip the argmax of a few pixels.  :func:`predict_conventions` gives the rows of several
+``align_corners`` conventions (the original's test scripts disagree) from one pass of the networks that ignore it.
 """
 import copy
 import math
@@ -80,12 +76,8 @@ def _key_states(model, frames, distances, per_frame, batched, others=()):
 
 
 def _propagate_to_target(model, keys, flows):
-    """Carry every key state to the last frame; dict d -> state at t.
-
-    ``flows[s]`` carries frame ``t - len(flows) + s`` one step forward, so the key of distance ``d`` joins the
-    batch just before step ``len(flows) - d``; the batch is ordered by joining time and the flow of a step is
-    repeated once per state in it.
-    """
+    """Carry every key state to the last frame; dict d -> state at t.  ``flows[s]`` carries frame ``t - len(flows) + s``
+    one step, so distance ``d`` joins the batch (ordered by joining) before step ``len(flows) - d``."""
     joined, batch = [], None
     for step, flow in enumerate(flows):
         distance = len(flows) - step
@@ -135,19 +127,15 @@ def _with_convention(model, align_corners):
 @torch.no_grad()
 def predict_conventions(model, frames, distances, conventions, per_frame=True, propagation_only=True,
                         batched=False):
-    """Full-resolution predictions of every PDA row for a batch of clips, under each resize convention.
-
-    DeepLab, FlowNetS, the warps of the logits and CFNet run once; each convention adds its own 1/4 key image (warped
-    in the same call as the others'), the 1/4 image of ``t``, DMNet, the x4 upsamplings, the merge and the argmax.
+    """Full-resolution predictions of every PDA row for a batch of clips, under each resize convention: DeepLab,
+    FlowNetS, the warps of the logits and CFNet run once; each convention adds its 1/4 key image (warped with the
+    others'), the 1/4 image of ``t``, DMNet, the x4 upsamplings, the merge and the argmax.
 
     Args:
-        model: an ``SCNet`` in eval mode.
-        frames: (N, T, 3, H, W) clips ``[t-T+1, ..., t]`` on the model's device.
-        distances: sorted distances in ``1 .. T-1``.
-        conventions: ``align_corners`` values (each a shallow copy of ``model`` sharing its weights).
-        per_frame: also predict frame t with the key network alone.
-        propagation_only: also return the argmax of the propagated logits without correction.
-        batched: run each sub-network once over all distances (faster, not bit-exact; see the module docstring).
+        model: an ``SCNet`` in eval mode; frames: (N, T, 3, H, W) clips ``[t-T+1, ..., t]`` on its device.
+        distances: sorted, in ``1 .. T-1``; conventions: ``align_corners`` values (shallow copies of ``model``).
+        per_frame, propagation_only: also the key network on frame t / the propagated logits without correction.
+        batched: each sub-network once over all distances (faster, not bit-exact; see the module docstring).
     Returns:
         per convention, a dict with ``'davss'`` and ``'propagation_only'`` (dict d -> (N, H, W) int64, or None) and
         ``'per_frame'`` ((N, H, W) int64 or None).

@@ -82,9 +82,7 @@ def trace_clip(model, frames, distance):
     script's corrected predictions, plus the propagated ones and the distortion maps.
 
     Args:
-        model: an ``SCNet`` in eval mode.
-        frames: (N, T, 3, H, W) clips on the model's device.
-        distance: key frame offset, 1 .. T-1.
+        model: an ``SCNet`` in eval mode; frames: (N, T, 3, H, W) clips on its device; distance: 1 .. T-1.
     Returns:
         dict with ``'frames'`` (list of frame indices into the clip, key first), ``'merged'`` and ``'propagated'``
         (lists of (N, H, W) int64, the key frame's prediction first), ``'distortion'`` (list of (N, H, W) float in

@@ -36,16 +36,11 @@ from lib.utils.metrics import IGNORE_INDEX, ConfusionMatrix
 
 
 class NearestSources:
-    """The pixel of frame t-1 that each pixel of frame t reads its label from: the nearest one to the source position
-    of a backward flow (halves rounded up); computed once per clip, applied to every row of labels.
-
-    Args:
-        flow: (N, 2, H, W) backward flow (dx, dy) in pixels on the current frame's grid.
-        valid: optional (N, H, W) bool, False where the point seen in t was not visible in t-1.
-    Attributes:
-        index: (N, H * W) int64, ``round(y + dy) * W + round(x + dx)``.
-        carried: (N, H, W) bool, False where the source is outside the frame, the flow not finite or not ``valid``.
-    """
+    """The pixel of frame t-1 that each pixel of frame t reads its label from, nearest to the source position of the
+    backward ``flow`` (N, 2, H, W) (halves rounded up); computed once per clip, applied to every row of labels.
+    ``valid``: optional (N, H, W) bool, False where the point seen in t was not visible in t-1.  Attributes:
+    ``index`` (N, H * W) int64 ``round(y + dy) * W + round(x + dx)``; ``carried`` (N, H, W) bool, False where the
+    source is outside the frame, the flow not finite or not ``valid``."""
 
     def __init__(self, flow, valid=None):
         if flow.dim() != 4 or flow.shape[1] != 2 or (valid is not None and valid.shape != flow[:, 0].shape):
@@ -77,22 +72,15 @@ class TemporalConsistency:
     """Accumulates TC and label agreement over consecutive frame pairs (see the module docstring): :meth:`update`
     with every pair of every clip (one per batch element), then :meth:`result`; ``matrix[cur, warped prev]``."""
 
-    def __init__(self, n_classes, ignore_index=IGNORE_INDEX, device=None):
-        self.confusion = ConfusionMatrix(n_classes, ignore_index, device)
-        self.ignore_index = ignore_index
+    def __init__(self, n_classes, device=None):
+        self.confusion = ConfusionMatrix(n_classes, device=device)
         self.pairs = 0
         self.not_carried = 0  # labelled pixels of the current frames that the flow cannot carry
 
     def update(self, labels_prev, labels_cur, flow, valid=None):
-        """Add pairs (t-1, t).
-
-        Args:
-            labels_prev: (N, H, W) or (H, W) integer labels of frame t-1 (255 = ignore).
-            labels_cur: same shape, labels of frame t.
-            flow: (N, 2, H, W) or (2, H, W) backward flow, ``cur[y, x] ~ prev[y + dy, x + dx]``, or the
-                :class:`NearestSources` of an (N, 2, H, W) flow and its ``valid`` (computed once for many rows).
-            valid: optional (N, H, W) or (H, W) bool, False where the point seen in t was not visible in t-1.
-        """
+        """Add pairs (t-1, t): ``labels_prev``, ``labels_cur`` (N, H, W) or (H, W) integer labels (255 = ignore);
+        ``flow`` (N, 2, H, W) or (2, H, W) backward flow, ``cur[y, x] ~ prev[y + dy, x + dx]``, or the
+        :class:`NearestSources` of a flow and its ``valid``; ``valid`` optional (N, H, W) or (H, W) bool."""
         device = self.confusion.device
         labels_prev, labels_cur = labels_prev.to(device), labels_cur.to(device)
         if labels_cur.dim() == 2:
@@ -104,12 +92,12 @@ class TemporalConsistency:
         n = self.confusion.n_classes
         for labels in (labels_prev, labels_cur):
             if labels.numel() and (labels.min() < 0 or labels.max() >= n) and bool(
-                    ((labels < 0) | (labels >= n) & (labels != self.ignore_index)).any()):
-                raise ValueError(f'TemporalConsistency.update: labels must be in [0, {n}) or {self.ignore_index}')
+                    ((labels < 0) | (labels >= n) & (labels != IGNORE_INDEX)).any()):
+                raise ValueError(f'TemporalConsistency.update: labels must be in [0, {n}) or {IGNORE_INDEX}')
         sources = flow if isinstance(flow, NearestSources) else NearestSources(flow.to(device), valid)
         warped, carried = sources.warp(labels_prev), sources.carried
-        labelled = labels_cur != self.ignore_index
-        counted = labelled & carried & (warped != self.ignore_index)
+        labelled = labels_cur != IGNORE_INDEX
+        counted = labelled & carried & (warped != IGNORE_INDEX)
         # matrix[cur, warped prev] by one bincount over every pixel, those not counted in an extra bin n * n: no
         # boolean indexing, which costs more than the rest together (every row of every clip comes through here).
         pair = torch.where(counted, labels_cur.long() * n + warped, n * n)
@@ -167,21 +155,15 @@ class ConsistencyByFlow(dict):
                        ('tc', 'agreement', 'pairs', 'counted')} for name, tc in self.items()}
 
 
-def dis_flow(prev_rgb, cur_rgb, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM):
-    """Optical flow estimated independently of the segmentation model: OpenCV's DIS (Kroeger et al., ECCV 2016).
-
-    Args:
-        prev_rgb, cur_rgb: (3, H, W) float RGB frames in [0, 1] (as lib.dataset.read_frame gives them).
-        preset: a ``cv2.DISOPTICAL_FLOW_PRESET_*``.
-    Returns:
-        (2, H, W) float32 CPU tensor: backward flow (dx, dy), ``cur[y, x] ~ prev[y + dy, x + dx]``.
-    """
+def dis_flow(prev_rgb, cur_rgb):
+    """(3, H, W) float RGB frames in [0, 1] -> (2, H, W) float32 CPU backward flow (dx, dy), ``cur[y, x] ~
+    prev[y + dy, x + dx]``, estimated independently of the segmentation model: OpenCV's DIS, preset MEDIUM."""
     if prev_rgb.dim() != 3 or prev_rgb.shape[0] != 3 or prev_rgb.shape != cur_rgb.shape:
         raise ValueError(f'dis_flow: expected two (3, H, W) frames, got {tuple(prev_rgb.shape)} and '
                          f'{tuple(cur_rgb.shape)}')
     prev_gray, cur_gray = _gray_uint8(prev_rgb), _gray_uint8(cur_rgb)
     # DIS computes I0(p) ~ I1(p + flow(p)) on I0's grid: the current frame as I0 gives the backward flow.
-    flow = cv2.DISOpticalFlow_create(preset).calc(cur_gray, prev_gray, None)  # (H, W, 2)
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(cur_gray, prev_gray, None)  # (H, W, 2)
     return torch.from_numpy(flow).permute(2, 0, 1).contiguous()
 
 

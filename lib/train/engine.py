@@ -224,9 +224,7 @@ def log_header(run, sources, resumed_from):
 
 def autocast(run):
     amp = run.cfg['train']['amp']
-    if amp is None:
-        return nullcontext()
-    return torch.autocast(device_type=run.device.type, dtype=AMP_DTYPES[amp])
+    return nullcontext() if amp is None else torch.autocast(device_type=run.device.type, dtype=AMP_DTYPES[amp])
 
 
 def check_finite_before_backward(run, losses):
@@ -357,9 +355,7 @@ def fit(run):
     p = run.progress
     metrics = None
     run.clock = (time.perf_counter(), p.iteration)
-    start_epoch, start_batch = p.epoch, p.batches_done
-    if p.epoch_complete:
-        start_epoch, start_batch = p.epoch + 1, 0
+    start_epoch, start_batch = (p.epoch + 1, 0) if p.epoch_complete else (p.epoch, p.batches_done)
     for epoch in range(start_epoch, run.n_epochs):
         train_one_epoch(run, epoch, start_batch)
         start_batch = 0

@@ -162,10 +162,7 @@ def save_checkpoint(run, names):
 
 class ResumableSampler(DistributedSampler):
     """``DistributedSampler`` whose next epoch skips its first ``skip`` indices (set with :meth:`set_epoch`).
-
-    ``order``: ``'run'`` shuffles with a generator seeded with ``seed + epoch``; ``'epoch_only'`` with the epoch
-    alone, as torch 1.5's ``DistributedSampler`` (the original's) did: today's with seed 0 is that order.
-    """
+    ``order``: ``'run'`` shuffles with ``seed + epoch``; ``'epoch_only'`` with the epoch alone, as torch 1.5's did."""
 
     def __init__(self, dataset, num_replicas, rank, seed, order='run'):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True,

@@ -29,7 +29,6 @@ from lib.utils import distributed
 from lib.utils.errors import UserError
 from lib.utils.metrics import IGNORE_INDEX, ConfusionMatrix
 
-# ---------------------------------------------------------------------------------------------- the networks
 
 def set_bn_momentum(module, momentum):
     """Give every BatchNorm2d of ``module`` this momentum (config ``train.bn_momentum``); returns ``module``."""
@@ -45,13 +44,8 @@ def upsample_to(x, size, align_corners):
 
 
 class SegmentationStageNet(nn.Module):
-    """The key-frame network trained per frame with cross-entropy (255 = ignore) at full resolution.
-
-    Args:
-        n_classes: number of classes.
-        align_corners: the x4 resize of the 1/4-resolution logits to the label size.
-        deeplab: keyword arguments of :class:`DeepLabV3Plus`.
-    """
+    """The key-frame network trained per frame with cross-entropy (255 = ignore) at full resolution;
+    ``align_corners``: the x4 resize of its logits to the label size; ``deeplab``: :class:`DeepLabV3Plus` kwargs."""
 
     def __init__(self, n_classes, align_corners=True, deeplab=None):
         super().__init__()
@@ -86,12 +80,8 @@ def end_point_error(pred, target):
 
 class FlowStageNet(nn.Module):
     """FlowNetS trained on ground-truth flow with the end-point error on the 1/4 grid, where the flow warps the
-    logits (:func:`quarter_resolution_flow`); validation also reports the usual full-resolution EPE.
-
-    Args:
-        align_corners: the resize convention of the ground-truth downsampling.
-        flownet: keyword arguments of :class:`FlowNetS`.
-    """
+    logits (:func:`quarter_resolution_flow`, resize convention ``align_corners``); validation also reports the usual
+    full-resolution EPE.  ``flownet``: :class:`FlowNetS` kwargs."""
 
     def __init__(self, align_corners=True, flownet=None):
         super().__init__()
@@ -115,8 +105,6 @@ class FlowStageNet(nn.Module):
         target = quarter_resolution_flow(flow, pred.shape[-2:], self.align_corners)
         return {'loss_epe': end_point_error(pred, target).mean()}
 
-
-# --------------------------------------------------------------------------------------------------- validation
 
 def _progress(loader, desc, enabled):
     return tqdm(loader, desc=desc, leave=False, disable=not (enabled and distributed.is_main_process()))
@@ -177,28 +165,16 @@ def validate_distortion(net, loader, cfg, device, progress=True):
             sums[i, 1] += error.numel()
     distributed.all_reduce_sum(sums)
     per_distance = (sums[:, 0] / sums[:, 1]).tolist()
-    result = {f'l1_d{d}': value for d, value in zip(distances, per_distance)}
-    result['l1'] = sum(per_distance) / len(per_distance)
-    return result
+    return {**{f'l1_d{d}': value for d, value in zip(distances, per_distance)},
+            'l1': sum(per_distance) / len(per_distance)}
 
 
 def validate_pda(net, loader, cfg, device, progress=True):
     """PDA mIoU of the corrected predictions: ``{'miou_d<d>': ..., 'miou': mean over distances}``."""
     out = evaluate_pda(net, loader, cfg['model']['n_classes'], distances=list(cfg['train']['val_distances']),
                        device=device, per_frame=False, propagation_only=False, progress=progress)
-    result = {f'miou_d{d}': value for d, value in zip(out['distances'], out['davss']['miou'])}
-    result['miou'] = out['davss']['mean_miou']
-    return result
-
-
-# ---------------------------------------------------------------------------------------------------- the table
-
-def _segmentation_net(model_cfg):
-    return SegmentationStageNet(model_cfg['n_classes'], model_cfg['align_corners'], dict(model_cfg['deeplab']))
-
-
-def _flow_net(model_cfg):
-    return FlowStageNet(model_cfg['align_corners'], dict(model_cfg['flownet']))
+    return {**{f'miou_d{d}': value for d, value in zip(out['distances'], out['davss']['miou'])},
+            'miou': out['davss']['mean_miou']}
 
 
 @dataclass(frozen=True)
@@ -225,9 +201,8 @@ class Stage:
     def losses(self, net, batch, device):
         """Forward one batch through the (possibly DDP-wrapped) net: ``{loss name: 0-dim tensor}``."""
         inputs = [x.to(device, non_blocking=True) for x in batch[:self.net_inputs]]
-        extra = {}
-        if len(batch) > 2:  # data.pseudo_labels: precomputed; the masks of t-i and t come with the triplets
-            extra['pseudo_labels'] = batch[2].to(device, non_blocking=True)
+        # data.pseudo_labels: precomputed: the masks of t-i and t come with the triplets
+        extra = {'pseudo_labels': batch[2].to(device, non_blocking=True)} if len(batch) > 2 else {}
         out = net(*inputs, **extra)
         if set(out) != set(self.loss_names):
             raise ValueError(f'{self.name} stage: the network returned the losses {sorted(out)}, expected '
@@ -244,21 +219,20 @@ class Stage:
 
 STAGES = {
     'segmentation': Stage(
-        name='segmentation', build_net=_segmentation_net, data_mode='image', net_inputs=2, trainable=('deeplab',),
-        lr_keys=('lr',), frozen=(), required_init=(), loss_names=('loss_ce',), val_mode='image',
-        validate=validate_segmentation, score='miou', higher_is_better=True),
+        name='segmentation', build_net=lambda m: SegmentationStageNet(m['n_classes'], m['align_corners'],
+                                                                      dict(m['deeplab'])),
+        data_mode='image', net_inputs=2, trainable=('deeplab',), lr_keys=('lr',), frozen=(), required_init=(),
+        loss_names=('loss_ce',), val_mode='image', validate=validate_segmentation, score='miou', higher_is_better=True),
     'flow': Stage(
-        name='flow', build_net=_flow_net, data_mode='flow', net_inputs=2, trainable=('flownet',), lr_keys=('lr',),
-        frozen=(), required_init=(), loss_names=('loss_epe',), val_mode='flow', validate=validate_flow,
-        score='epe', higher_is_better=False),
+        name='flow', build_net=lambda m: FlowStageNet(m['align_corners'], dict(m['flownet'])), data_mode='flow',
+        net_inputs=2, trainable=('flownet',), lr_keys=('lr',), frozen=(), required_init=(), loss_names=('loss_epe',),
+        val_mode='flow', validate=validate_flow, score='epe', higher_is_better=False),
     'dmnet': Stage(
-        name='dmnet', build_net=lambda model_cfg: build_scnet(model_cfg, 'dmnet'), data_mode='triplet',
-        net_inputs=1, trainable=('dmnet',), lr_keys=('lr',),
-        frozen=('deeplab', 'flownet'), required_init=('deeplab', 'flownet'), loss_names=('loss_dmnet',),
-        val_mode='pda', validate=validate_distortion, score='l1', higher_is_better=False),
+        name='dmnet', build_net=lambda m: build_scnet(m, 'dmnet'), data_mode='triplet', net_inputs=1,
+        trainable=('dmnet',), lr_keys=('lr',), frozen=('deeplab', 'flownet'), required_init=('deeplab', 'flownet'),
+        loss_names=('loss_dmnet',), val_mode='pda', validate=validate_distortion, score='l1', higher_is_better=False),
     'correction': Stage(
-        name='correction', build_net=lambda model_cfg: build_scnet(model_cfg, 'correction'), data_mode='triplet',
-        net_inputs=2,
+        name='correction', build_net=lambda m: build_scnet(m, 'correction'), data_mode='triplet', net_inputs=2,
         trainable=('flownet', 'cfnet'), lr_keys=('lr', 'cfnet_lr'), frozen=('deeplab', 'dmnet'),
         required_init=('deeplab', 'flownet', 'dmnet'), loss_names=('loss_semantic', 'loss_cfnet'), val_mode='pda',
         validate=validate_pda, score='miou', higher_is_better=True),
