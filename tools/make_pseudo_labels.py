@@ -59,9 +59,9 @@ def main(args):
     device = pick_device(args.device)
     net.to(device).eval()
 
+    @torch.inference_mode()
     def segment(image):
-        with torch.inference_mode():
-            return net.segment(image.to(device))
+        return net.segment(image.to(device))
 
     # What the masks depend on; a resumed run must match it.
     settings = {'deeplab_sha256': sha256(path), 'n_classes': model_cfg['n_classes'],

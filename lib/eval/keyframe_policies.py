@@ -1,10 +1,6 @@
 """Accuracy against cost of key-frame policies (``tools/eval_keyframe_policies.py`` is its command line and says
-what is measured): every policy streams every clip, the frame-wise networks' outputs are replayed for all
-policies, and each ``distortion:tau`` policy is compared with the ``fixed:k`` curve at the same average cost.
-The ``fixed:k`` policies also run propagation-only (flow and warp, no correction): the DFF-style curve that the
-correction is there to lift.  Every row also gets its temporal consistency (lib.eval.temporal_consistency) under
-the clips' ground-truth flow, or DIS flow where they have none, and the inference paths a user may deploy are timed
-against the exact one."""
+what is measured): every policy streams every clip with the frame-wise networks' outputs replayed; ``distortion:tau``
+policies are compared with the ``fixed:k`` curve (also propagation-only, the DFF-style curve) at equal cost."""
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -121,10 +117,8 @@ class PolicyTally:
     policy in one row: ``'davss'`` (non-key frames corrected, SCNet.correct) or ``'propagation'`` (propagated only)."""
 
     def __init__(self, policy, n_classes, device, row='davss'):
-        self.policy = policy
-        self.row = row
-        self.n_key = 0
-        self.n_frames = 0
+        self.policy, self.row = policy, row
+        self.n_key = self.n_frames = 0
         self.confusion = ConfusionMatrix(n_classes, device=device)
         self.tc = ConsistencyByFlow(n_classes)
         self.scores = []
@@ -199,9 +193,7 @@ def spearman(x, y):
     if len(x) < 3:
         return None
     rx, ry = average_ranks(x), average_ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return None
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return None if rx.std() == 0 or ry.std() == 0 else float(np.corrcoef(rx, ry)[0, 1])
 
 
 def score_against_loss(per_frame, reference):
@@ -226,21 +218,16 @@ def measure_step_costs(model, image, previous, repeats=3):
     """GFLOPs and milliseconds of one key step, one non-key step and one propagation-only step (flow and warp, no
     correction) on ``image`` (1, 3, H, W), each ending in the frame's labels."""
     state = model.key_frame(previous)
-    size = image.shape[-2:]
+    size, align_corners = image.shape[-2:], model.align_corners
 
-    def key_step():
-        return logits_to_labels(model.key_frame(image).logits, size, model.align_corners)
+    def propagated():
+        return model.propagate(state, model.estimate_flow(image, previous))
 
-    def nonkey_step():
-        propagated = model.propagate(state, model.estimate_flow(image, previous))
-        return logits_to_labels(model.correct(propagated, image)['merged'], size, model.align_corners)
-
-    def propagation_step():
-        propagated = model.propagate(state, model.estimate_flow(image, previous))
-        return logits_to_labels(propagated.logits, size, model.align_corners)
-
+    steps = {'key': lambda: logits_to_labels(model.key_frame(image).logits, size, align_corners),
+             'nonkey': lambda: logits_to_labels(model.correct(propagated(), image)['merged'], size, align_corners),
+             'propagation': lambda: logits_to_labels(propagated().logits, size, align_corners)}
     return {name: {'gflops': count_flops(step) / 1e9, 'ms': median_ms(step, repeats, image.device)}
-            for name, step in (('key', key_step), ('nonkey', nonkey_step), ('propagation', propagation_step))}
+            for name, step in steps.items()}
 
 
 AGREEMENT_BAR = 0.995  # the least share of pixels a deployed path must label as the exact path does
@@ -300,22 +287,15 @@ def choose_path(builders, clips, sample, interval, repeats, bar=AGREEMENT_BAR):
             'paths': {name: paths[name] for name in builders}}
 
 
-def fixed_curve_at(fixed, key_fraction):
-    """mIoU of the fixed-interval curve linearly interpolated at ``key_fraction`` (None outside its range)."""
-    points = sorted((r['key_fraction'], r['miou']) for r in fixed)
-    fractions = [f for f, _ in points]
-    if not fractions[0] <= key_fraction <= fractions[-1]:
-        return None
-    return float(np.interp(key_fraction, fractions, [m for _, m in points]))
-
-
 def compare_at_equal_cost(fixed, distortion):
     """For each distortion policy: its mIoU minus the fixed curve's at the same average cost.  That cost,
     ``nonkey + key_fraction * (key - nonkey)``, is affine in the key-frame fraction, so the comparison is made on the
     fraction: it holds for FLOPs and ms alike and stays defined when both steps cost about the same."""
+    fractions, mious = zip(*sorted((r['key_fraction'], r['miou']) for r in fixed))  # the fixed curve
     rows = []
     for result in distortion:
-        reference = fixed_curve_at(fixed, result['key_fraction'])
+        f = result['key_fraction']  # the curve linearly interpolated there, None outside its range
+        reference = float(np.interp(f, fractions, mious)) if fractions[0] <= f <= fractions[-1] else None
         rows.append({'policy': result['policy'], 'key_fraction': result['key_fraction'],
                      'gflops_per_frame': result['gflops_per_frame'], 'miou': result['miou'],
                      'fixed_miou_at_equal_cost': reference,

@@ -25,11 +25,11 @@ from lib.utils.errors import UserError
 from lib.utils.metrics import ConfusionMatrix
 
 
-def check_distances(distances, clip_length=PDA_CLIP_LENGTH):
-    """Sorted unique distances, each in ``1 .. clip_length - 1``."""
+def check_distances(distances):
+    """Sorted unique distances, each in ``1 .. PDA_CLIP_LENGTH - 1``."""
     distances = sorted({int(d) for d in distances})
-    if not distances or distances[0] < 1 or distances[-1] > clip_length - 1:
-        raise UserError(f'distances must lie in 1..{clip_length - 1}, got {distances}')
+    if not distances or distances[0] < 1 or distances[-1] > PDA_CLIP_LENGTH - 1:
+        raise UserError(f'distances must lie in 1..{PDA_CLIP_LENGTH - 1}, got {distances}')
     return distances
 
 
@@ -155,12 +155,6 @@ def predict_conventions(model, frames, distances, conventions, per_frame=True, p
     return rows
 
 
-def _summary(meters):
-    iou = [m.iou().tolist() for m in meters]
-    miou = [float(m.miou()) for m in meters]
-    return {'miou': miou, 'iou': iou, 'mean_miou': float(sum(miou) / len(miou))}
-
-
 def _meters(n_classes, distances, per_frame, propagation_only, device):
     per_distance = lambda: [ConfusionMatrix(n_classes, device=device) for _ in distances]  # noqa: E731
     return {'davss': per_distance(), 'propagation_only': per_distance() if propagation_only else None,
@@ -185,7 +179,8 @@ def _reduce(meters):
             continue
         for meter in row:
             meter.all_reduce()
-        rows[name] = _summary(row)
+        miou = [float(m.miou()) for m in row]
+        rows[name] = {'miou': miou, 'iou': [m.iou().tolist() for m in row], 'mean_miou': float(sum(miou) / len(miou))}
         rows['confusion'][name] = [m.matrix.cpu().tolist() for m in row]
     if rows['per_frame']:
         rows['per_frame'] = {'miou': rows['per_frame']['miou'][0], 'iou': rows['per_frame']['iou'][0]}

@@ -18,11 +18,10 @@ a and b at every boundary of a and b); sources outside the frame and pixels not 
 excluded, not counted; the previous frame is warped onto the current one (backward flow, this project's convention,
 ``cur[y, x] ~ prev[y + dy, x + dx]``); classes absent from both maps are left out of the mean, not counted as 0.
 
-Even the synthetic set's ground truth under its own flow and mask stays just below TC = 1: ``valid`` says that the
-source shows the same surface, not the same label (road and sidewalk are one ground), and the flow points between
-pixel centres.  Where no ground-truth motion exists, :func:`dis_flow` estimates it with OpenCV's DIS, independent of
-the model under test (its own FlowNetS would make propagated labels consistent by construction); it has no occlusion
-mask, so compare rows under the same flow only.
+The synthetic ground truth under its own flow and mask stays just below TC = 1 (``valid`` means the same surface, not
+the same label).  Without ground-truth motion, :func:`dis_flow` (OpenCV DIS) is independent of the model under test
+(its own FlowNetS would make propagated labels consistent by construction) but has no occlusion mask: compare rows
+under the same flow only.
 """
 import os
 

@@ -46,19 +46,16 @@ class NonFiniteWatch:
     clamps its sampling grid); :meth:`flags` says what was non-finite since the last call (device tensors, no host
     synchronisation until read)."""
 
-    def __init__(self, net, names=('flownet',)):
+    def __init__(self, net):
         self.bad = {}
-        self.handles = [getattr(net, name).register_forward_hook(self._hook(f'{name} output'))
-                        for name in names if hasattr(net, name)]
+        self.handles = [net.flownet.register_forward_hook(self._hook)] if hasattr(net, 'flownet') else []
 
-    def _hook(self, name):
-        def hook(module, inputs, output):
-            bad = ~torch.isfinite(output.detach()).all()
-            self.bad[name] = bad if name not in self.bad else self.bad[name] | bad
-        return hook
+    def _hook(self, module, inputs, output):
+        bad = ~torch.isfinite(output.detach()).all()
+        self.bad['flownet output'] = bad if not self.bad else self.bad['flownet output'] | bad
 
     def flags(self, losses):
-        """``{name: 0-dim bool tensor}`` for every loss and every watched output of the step so far; resets."""
+        """``{name: 0-dim bool tensor}`` for every loss and the flow output of the step so far; resets."""
         flags = {name: ~torch.isfinite(value.detach()).all() for name, value in losses.items()}
         flags.update(self.bad)
         self.bad = {}
@@ -115,19 +112,14 @@ def wrap_for_training(net, device, cfg):
                                                find_unused_parameters=bool(cfg['train']['find_unused_parameters']))
 
 
-def output_dirs(cfg):
-    save_dir = os.path.join(resolve_path(cfg['train']['save_root']), cfg['experiment'])
-    tblog_root = resolve_path(cfg['train']['tblog_root']) or resolve_path(cfg['train']['save_root'])
-    tblog_dir = os.path.join(tblog_root, cfg['experiment'])
-    return save_dir, tblog_dir
-
-
 def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
     """Build the run: process group, network (initialised or resumed), optimiser, loaders, logs."""
     if not cfg['experiment']:
         raise UserError('experiment: not set (outputs go to <train.save_root>/<experiment>)')
     stage = get_stage(cfg['stage'])
-    save_dir, tblog_dir = output_dirs(cfg)
+    save_root = resolve_path(cfg['train']['save_root'])
+    save_dir = os.path.join(save_root, cfg['experiment'])
+    tblog_dir = os.path.join(resolve_path(cfg['train']['tblog_root']) or save_root, cfg['experiment'])
     resume_path = os.path.join(save_dir, 'now.pth')
     if resume and not os.path.isfile(resume_path):
         raise UserError(f'--resume: {resume_path} not found (nothing to resume for experiment '

@@ -18,13 +18,8 @@ def original_param_list(module):
     tensor once per enclosing module), rebuilt from the parameter names, which spell the published checkpoints'
     module tree: the list stays the original's even if the Python classes are nested differently."""
     named = list(module.named_parameters())  # pre-order, as module.modules(); registration order within a module
-    paths = ['']  # '' is ``module`` itself
-    for name, _ in named:
-        parts = name.split('.')[:-1]
-        for depth in range(1, len(parts) + 1):
-            path = '.'.join(parts[:depth])
-            if path not in paths:
-                paths.append(path)
+    enclosing = ['.'.join(name.split('.')[:depth]) for name, _ in named for depth in range(1, name.count('.') + 1)]
+    paths = dict.fromkeys([''] + enclosing)  # every enclosing module once, in pre-order; '' is ``module`` itself
     return [p for path in paths for name, p in named if path == '' or name.startswith(path + '.')]
 
 
