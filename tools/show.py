@@ -17,15 +17,13 @@ from lib.utils.config import load_config
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Image grids and GIFs of the propagation of chosen PDA clips.')
     cli.add_config_arguments(parser)
-    parser.add_argument('--checkpoint', default=None,
-                        help='a whole SCNet checkpoint (default: what the config trained, '
-                             '<train.save_root>/<experiment>/best.pth, or final.pth when train.val_every is 0)')
+    parser.add_argument('--checkpoint', default=None, help='a whole SCNet checkpoint (default: what the config '
+                        'trained, <train.save_root>/<experiment>/best.pth, or final.pth when train.val_every is 0)')
     parser.add_argument('--clips', type=int, nargs='+', default=None, help='clip indices (default eval.show_clips)')
     parser.add_argument('--distance', type=int, default=9, help='key frame t-d (default 9, as the original)')
     parser.add_argument('--tile-width', type=cli.positive_int, default=256, help='width of one grid cell in pixels')
     parser.add_argument('--frame-ms', type=cli.positive_int, default=400, help='GIF frame duration in milliseconds')
-    parser.add_argument('--output', default=None,
-                        help='folder (default <eval.result_root>/<experiment>/<checkpoint file stem>/show)')
+    parser.add_argument('--output', help='folder (default <eval.result_root>/<experiment>/<checkpoint file stem>/show)')
     cli.add_threads_argument(parser)
     return parser.parse_args(argv)
 

@@ -18,16 +18,14 @@ from lib.utils.config import load_config
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='PDA evaluation: mIoU per distance between key and labelled frame.')
     cli.add_config_arguments(parser)
-    parser.add_argument('--checkpoint', default=None,
-                        help='a whole SCNet checkpoint (default: what the config trained, '
-                             '<train.save_root>/<experiment>/best.pth, or final.pth when train.val_every is 0)')
+    parser.add_argument('--checkpoint', default=None, help='a whole SCNet checkpoint (default: what the config '
+                        'trained, <train.save_root>/<experiment>/best.pth, or final.pth when train.val_every is 0)')
     parser.add_argument('--max-clips', type=cli.positive_int, default=None, help='evaluate only the first N clips')
     parser.add_argument('--no-per-frame', action='store_true', help='skip the per-frame key network row')
     parser.add_argument('--no-propagation-only', action='store_true', help='skip the propagation-only row')
     parser.add_argument('--batched', action='store_true',
                         help='one network call over all distances: faster on GPU, may flip a few pixels')
-    parser.add_argument('--output', default=None,
-                        help='result folder (default <eval.result_root>/<experiment>/<checkpoint file stem>)')
+    parser.add_argument('--output', help='result folder (default <eval.result_root>/<experiment>/<checkpoint stem>)')
     parser.add_argument('--save-predictions', type=int, default=None, metavar='D',
                         help='also write the labels of distance D as Cityscapes label-id PNGs (official format)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')

@@ -97,8 +97,7 @@ def prediction_writer(dataset, folder, distance):
 
 
 def report(result, cfg, run, out_dir):
-    """Table on stdout, ``pda.json``, ``pda.md`` and ``pda.png`` in ``out_dir``: the headline convention, then each
-    other one, each labelled with the test script it comes from."""
+    """Table on stdout, ``pda.json``, ``pda.md`` and ``pda.png`` in ``out_dir``: every convention, headline first."""
     names = class_names(cfg['data']['name'])
     p = protocol(cfg, result['align_corners'], run.batched)
     others = [dict(entry, protocol=protocol(cfg, entry['align_corners'], run.batched))
@@ -160,23 +159,21 @@ KIND = 'evaluation results'
 
 
 def default_checkpoint(cfg):
-    """What ``tools/test_pda.py`` and ``tools/show.py`` load without ``--checkpoint``: the file the config's own
-    training wrote, ``<train.save_root>/<experiment>/best.pth`` (its best validation score, what the original's test
-    scripts loaded), or ``final.pth`` when the config's training does not validate (``train.val_every: 0``)."""
+    """What ``tools/test_pda.py`` and ``tools/show.py`` load without ``--checkpoint``: the config's own training's
+    ``<train.save_root>/<experiment>/best.pth`` (as the original's tests), or ``final.pth`` if it never validates."""
     name = 'best.pth' if cfg['train']['val_every'] > 0 else 'final.pth'
     return os.path.join(resolve_path(cfg['train']['save_root']), cfg['experiment'], name)
 
 
 def default_result_dir(cfg, checkpoint):
-    """``<eval.result_root>/<experiment>/<checkpoint file stem>``: ``best.pth`` -> ``.../best``, so the results of
-    different checkpoints of one experiment stay apart."""
+    """``<eval.result_root>/<experiment>/<checkpoint file stem>``: the results of each checkpoint stay apart."""
     stem = os.path.splitext(os.path.basename(checkpoint))[0]
     return os.path.join(resolve_path(cfg['eval']['result_root']), cfg['experiment'], stem)
 
 
 def claim_results(path, files):
-    """Rank 0 claims the result folder ``path`` (its own ``files`` set aside); every rank learns of a refusal.
-    Returns the :class:`OwnedFolder` on rank 0, None elsewhere."""
+    """Rank 0 claims ``path`` (its ``files`` set aside) and gets the :class:`OwnedFolder`, the others None; all learn
+    of a refusal."""
     def claim():
         folder = OwnedFolder(path, KIND, '--output', own_files=files).claim()
         folder.set_aside(files)

@@ -137,7 +137,7 @@ class PolicyTally:
                 'mean_distortion_score': float(np.mean(self.scores)) if self.scores else None}
 
 
-def run_clip(segmenter, frames, truth, tallies, device, clip=0, motion=None):
+def run_clip(segmenter, frames, truth, tallies, device, clip, motion):
     """Stream one clip (number ``clip``) through every policy of ``tallies`` (sharing the memoised frame-wise
     networks); the TC of each row under every flow of ``motion`` ({name: NearestSources})."""
     padded, (height, width) = pad_to_multiple(frames.to(device))  # (T, 3, H', W')
@@ -162,13 +162,12 @@ def run_clip(segmenter, frames, truth, tallies, device, clip=0, motion=None):
                 tally.confusion.update(prediction, target)
                 valid = target != IGNORE_INDEX
                 tally.errors[clip, t] = ((prediction != target) & valid).sum().item() / max(1, valid.sum().item())
-        tally.tc.add_clip(torch.cat(predictions), motion or {})
+        tally.tc.add_clip(torch.cat(predictions), motion)
 
 
 def evaluate_policies(model, clips, tallies, device, progress, desc, truth_tc=None):
-    """Stream every clip through every tally's policy (:class:`PolicyTally`, updated in place); returns them.  TC
-    under the clips' ground-truth flow, DIS flow where they have none; ``truth_tc`` (a :class:`ConsistencyByFlow`)
-    gets that of the labels of every clip labelled at every frame."""
+    """Stream every clip through every tally's policy (updated in place; returns them), TC under the clips' own flow
+    or DIS flow; ``truth_tc`` (a :class:`ConsistencyByFlow`) gets that of every clip labelled at every frame."""
     segmenter = ReplaySegmenter(model, tallies[0].policy)
     for clip, (frames, labels, motion) in enumerate(tqdm(clips, desc=desc, unit='clip', disable=not progress)):
         motion = motion or {'dis': (torch.stack([dis_flow(a, b) for a, b in zip(frames[:-1], frames[1:])]), None)}

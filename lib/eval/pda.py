@@ -115,15 +115,6 @@ def _rows(model, states, current, correction, distances, target_state, propagati
     return {'davss': davss, 'propagation_only': propagated if propagation_only else None, 'per_frame': per_frame}
 
 
-def _with_convention(model, align_corners):
-    """``model`` under another resize convention: a shallow copy that shares every sub-network and weight."""
-    if model.align_corners == align_corners:
-        return model
-    view = copy.copy(model)
-    view.align_corners = align_corners
-    return view
-
-
 @torch.no_grad()
 def predict_conventions(model, frames, distances, conventions, per_frame=True, propagation_only=True,
                         batched=False):
@@ -140,7 +131,10 @@ def predict_conventions(model, frames, distances, conventions, per_frame=True, p
         per convention, a dict with ``'davss'`` and ``'propagation_only'`` (dict d -> (N, H, W) int64, or None) and
         ``'per_frame'`` ((N, H, W) int64 or None).
     """
-    views = [_with_convention(model, ac) for ac in conventions]
+    # Another convention is a shallow copy of ``model``: it shares every sub-network and weight.
+    views = [model if ac == model.align_corners else copy.copy(model) for ac in conventions]
+    for view, ac in zip(views, conventions):
+        view.align_corners = ac
     model, others = views[0], views[1:]
     current = frames[:, -1]  # (N, 3, H, W)
     first = frames.shape[1] - 1 - max(distances)

@@ -248,8 +248,7 @@ def train_step(run, data, accumulate):
             with autocast(run):
                 losses = run.stage.losses(model, batch, run.device)
             check_finite_before_backward(run, losses)
-            loss = sum(losses.values())
-            run.scaler.scale(loss / accumulate).backward()
+            run.scaler.scale(sum(losses.values()) / accumulate).backward()
         values = torch.stack([v.detach().float() for v in losses.values()])
         totals = values if totals is None else totals + values
     averaged = distributed.all_reduce_mean(totals / accumulate).tolist()
@@ -370,13 +369,9 @@ def fit(run):
 
 
 def main(cfg, resume=False, deterministic=False, overwrite=False, restart_epoch=False):
-    """Train the stage ``cfg['stage']``; returns ``{'save_dir', 'iteration', 'metrics'}``.
-
-    ``resume`` continues ``now.pth`` (``restart_epoch``: from the first batch of its epoch, which also allows
-    another batch size, accumulation, process count, dataset or other settings); ``overwrite`` replaces an earlier
-    run's outputs in the experiment folder (:mod:`lib.train.run_folder`).  Ctrl-C stops with the last ``now.pth``
-    intact and says how to continue.
-    """
+    """Train the stage ``cfg['stage']``; returns ``{'save_dir', 'iteration', 'metrics'}``.  ``resume`` continues
+    ``now.pth`` (``restart_epoch``: from the first batch of its epoch, allowing other settings); ``overwrite``
+    replaces an earlier run's outputs (:mod:`lib.train.run_folder`).  Ctrl-C leaves the last ``now.pth`` intact."""
     with determinism(deterministic or cfg['deterministic']), tf32(cfg['train']['tf32']):
         run = setup(cfg, resume, overwrite, restart_epoch)
         try:

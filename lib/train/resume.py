@@ -93,9 +93,8 @@ def _flat(tree, prefix=''):
 
 
 def check_config_changes(path, saved_cfg, cfg, restart_epoch):
-    """Refuse a resume under another config than the run's (another seed, list, learning rate, ...), naming old
-    and new; ``--restart-epoch`` accepts all but the model's shape.  Returns the accepted changes.  The batch size
-    and accumulation are the data layout's (:func:`check_layout`)."""
+    """Refuse a resume under another config than the run's, naming old and new (batch size and accumulation are
+    :func:`check_layout`'s); ``--restart-epoch`` accepts all but the model's shape.  Returns the accepted changes."""
     old, new = _flat(saved_cfg), _flat(cfg)
     changed = [key for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)
                and not key.startswith(RESUME_FREE) and key not in ('train.batch_size', 'train.accumulate')]

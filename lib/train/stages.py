@@ -6,9 +6,8 @@ initialised and validated.
     dmnet         SCNetDMNet: DMNet learns where propagation goes wrong; DeepLab and FlowNet frozen   ('triplet')
     correction    SCNet: FlowNet fine-tuned and CFNet trained; DeepLab and DMNet frozen              ('triplet')
 
-Every stage saves its network in the SCNet key layout, so the output of one stage is the ``init:`` of the next:
-segmentation -> ``init.deeplab``, flow -> ``init.flownet``, dmnet -> ``init.dmnet`` (its DeepLab and FlowNet
-come along unchanged), correction -> the full model of ``tools/test_pda.py``.
+Every stage saves in the SCNet key layout, so its output is the next one's ``init:`` (``init.deeplab``,
+``init.flownet``, ``init.dmnet``); the correction stage's is the full model of ``tools/test_pda.py``.
 """
 from dataclasses import dataclass
 from typing import Callable, Tuple
@@ -106,8 +105,8 @@ class FlowStageNet(nn.Module):
         return {'loss_epe': end_point_error(pred, target).mean()}
 
 
-def _progress(loader, desc, enabled):
-    return tqdm(loader, desc=desc, leave=False, disable=not (enabled and distributed.is_main_process()))
+def _progress(loader, enabled):
+    return tqdm(loader, desc='val', leave=False, disable=not (enabled and distributed.is_main_process()))
 
 
 @torch.no_grad()
@@ -115,7 +114,7 @@ def validate_segmentation(net, loader, cfg, device, progress=True):
     """Per-frame mIoU of ``net.deeplab`` at full resolution; returns ``{'miou', 'iou'}``."""
     net.eval()
     meter = ConfusionMatrix(cfg['model']['n_classes'], device=device)
-    for image, label in _progress(loader, 'val', progress):
+    for image, label in _progress(loader, progress):
         image, label = image.to(device), label.to(device)
         meter.update(net.predict(image).argmax(1), label)
     meter.all_reduce()
@@ -128,7 +127,7 @@ def validate_flow(net, loader, cfg, device, progress=True):
     and ``epe_full`` at full resolution in full-resolution pixels (prediction upsampled x4, values x4)."""
     net.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # quarter EPE sum, pixels, full EPE sum, pixels
-    for frames, flow in _progress(loader, 'val', progress):
+    for frames, flow in _progress(loader, progress):
         frames, flow = frames.to(device), flow.to(device)
         pred = net.predict(frames)  # (N, 2, H/4, W/4)
         quarter = end_point_error(pred, quarter_resolution_flow(flow, pred.shape[-2:], net.align_corners))
@@ -157,7 +156,7 @@ def validate_distortion(net, loader, cfg, device, progress=True):
     net.eval()
     distances = list(cfg['train']['val_distances'])
     sums = torch.zeros(len(distances), 2, dtype=torch.float64, device=device)  # per distance: error sum, pixels
-    for frames, _ in _progress(loader, 'val', progress):
+    for frames, _ in _progress(loader, progress):
         frames = frames.to(device)
         for i, d in enumerate(distances):
             error = _distortion_l1(net, frames, d)
