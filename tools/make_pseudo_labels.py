@@ -4,9 +4,8 @@
 
 For every training list entry, frames t-(max_gap-1) .. t go through the config's DeepLab (``init.deeplab``, else
 ``init.pretrained``) as whole frames; the logits upsampled x4 (``model.align_corners``) and their argmax are written
-as 8-bit PNGs under ``data.pseudo_label_root`` (docs/training.md, "Two recipes"). Run it again to continue after an
-interruption: masks already written are kept. A folder it did not make, or one made from another DeepLab file or
-with other settings, is refused.
+as 8-bit PNGs under ``data.pseudo_label_root`` (docs/training.md). Run it again to continue: masks already written
+are kept; a folder it did not make, or made from another DeepLab file or other settings, is refused.
 """
 import argparse
 

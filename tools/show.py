@@ -2,9 +2,9 @@
 
     python tools/show.py exp/spatial_correction_cityscapes/config.yaml   # [--checkpoint PATH]; default as test_pda.py
 
-For each clip of ``eval.show_clips`` it writes ``clip<i>_d<d>.png`` (a grid: frames, propagated prediction, DMNet's
-distortion map, corrected prediction, and at t the ground truth and error maps), ``clip<i>_d<d>.gif`` and
-``legend.png`` to ``<eval.result_root>/<experiment>/<checkpoint file stem>/show/`` (docs/evaluation.md).
+For each clip of ``eval.show_clips`` it writes a grid ``clip<i>_d<d>.png`` (frames, propagated, distortion map,
+corrected, error maps), ``clip<i>_d<d>.gif`` and ``legend.png`` to ``<eval.result_root>/<experiment>/<checkpoint
+file stem>/show/`` (docs/evaluation.md).
 """
 import argparse
 

@@ -4,9 +4,8 @@
     python tools/test_pda.py CONFIG --checkpoint saved_model/pretrained/spatial_correction_cityscapes.pth
     torchrun --standalone --nproc_per_node=4 tools/test_pda.py CONFIG   # clips sharded
 
-Prints a table and writes ``<eval.result_root>/<experiment>/<checkpoint file stem>/pda.json``, ``pda.md`` and
-``pda.png``; ``--save-predictions D`` also writes the DAVSS labels of distance D as Cityscapes label-id PNGs.  Every
-input is checked before the long run (``lib/eval/jobs.py`` does the work; docs/evaluation.md).
+Prints a table and writes ``pda.json``, ``pda.md`` and ``pda.png`` to ``<eval.result_root>/<experiment>/<checkpoint
+file stem>/``, every input checked first (``lib/eval/jobs.py``; docs/evaluation.md).
 """
 import argparse
 

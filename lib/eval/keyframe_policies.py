@@ -252,12 +252,9 @@ def stream_labels(runner, frames, interval):
 
 def choose_path(builders, clips, sample, interval, repeats, bar=AGREEMENT_BAR):
     """The fastest of ``builders`` ({name: zero-argument builder of a runner with ``key_step`` / ``non_key_step``},
-    the exact path, the reference, first) whose labels agree with the reference's on >= ``bar`` of all pixels of
-    ``clips`` (each (padded frames (T, 3, H', W'), unpadded (H, W))), a key frame every ``interval`` frames; speed:
-    ms per frame at that interval, from medians of ``repeats`` key and non-key steps on ``sample`` (2, 3, H', W').
-    Returns {bar, interval, deployed, paths: {name: {agreement, key_ms, nonkey_ms, non_key_over_key_ms,
-    ms_per_frame} or {error}}}; a path that cannot be built or run here (onnxruntime on a GPU, torch.compile
-    without a compiler) is reported, never chosen."""
+    the reference first) whose labels agree with the reference's on >= ``bar`` of the pixels of ``clips`` ((padded
+    frames (T, 3, H', W'), (H, W))), a key frame every ``interval``; speed from medians of ``repeats`` steps on
+    ``sample`` (2, 3, H', W').  Returns {bar, interval, deployed, paths}; a path that cannot run here is reported."""
     runners, paths = {}, {}
     for name, build in builders.items():
         try:

@@ -6,11 +6,10 @@ corrected at ``t`` by DMNet and CFNet (``prop * (1 - dm) + corr * dm`` after a x
 into one confusion matrix per d.  Reference rows from the same run: the key network on ``t`` (``per_frame``, an upper
 bound) and the uncorrected propagation (``propagation_only``, the DFF-style baseline).
 
-Exact and fast: the pair flows ``(j+1 <- j)`` and CFNet on ``t`` do not depend on d and run once per clip; warp and
-merge act per sample, so the key states of all distances travel as one batch, while every network call keeps the
-batch size of a loop over distances (a larger batch may round differently).  ``batched=True`` gives that up for
-speed on GPUs and may flip the argmax of a few pixels.  :func:`predict_conventions` gives the rows of several
-``align_corners`` conventions (the original's test scripts disagree) from one pass of the networks that ignore it.
+Exact and fast: the pair flows and CFNet on ``t`` run once per clip, the key states of all distances are warped as
+one batch, and every network call keeps the batch size of a loop over distances (a larger batch may round
+differently; ``batched=True`` gives that up for speed and may flip a few pixels).  The rows of several
+``align_corners`` conventions (the original's test scripts disagree) share one pass of the networks that ignore it.
 """
 import copy
 import math

@@ -1,16 +1,14 @@
 """Temporal consistency (TC) of a segmented video: how much the labels of frame t-1, carried to frame t by optical
 flow, agree with the labels of frame t.
 
-Definition (Liu, Shen, Yu, Wang, "Efficient Semantic Video Segmentation with Per-frame Inference", ECCV 2020, their
-``tool/eval_tc.py``): the flow warping error of Lai et al. (ECCV 2018) with mIoU in place of the squared error; the
-intersections and unions of every pair of every snippet are SUMMED into one confusion matrix (not a mean of per-pair
-mIoUs).  Here:
+Definition (Liu et al., "Efficient Semantic Video Segmentation with Per-frame Inference", ECCV 2020, their
+``tool/eval_tc.py``): the flow warping error of Lai et al. (ECCV 2018) with mIoU for the squared error, over ONE
+confusion matrix summed over every pair of every snippet.  Here:
 
     counted(p) = carried(p) and valid(p) and cur[p] != 255 and prev[src(p)] != 255
     src(p)     = (floor(x + dx + 1/2), floor(y + dy + 1/2))        NEAREST pixel, so class ids never mix
     carried(p) = src(p) lies inside the frame (a source outside it is not clamped to the border)
-    TC         = mIoU of ONE confusion matrix of (cur[p], prev[src(p)]) over the counted pixels of every pair,
-                 averaged over the classes present in it (lib.utils.metrics.ConfusionMatrix.miou)
+    TC         = mIoU of the matrix of (cur[p], prev[src(p)]) over the counted pixels, classes present only
     agreement  = fraction of counted pixels with cur[p] == prev[src(p)] (the matrix's pixel accuracy)
 
 Differences from the ETC code: nearest instead of bilinear warping of class ids (theirs invents the classes between

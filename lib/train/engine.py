@@ -1,9 +1,8 @@
 """One training engine for every stage (segmentation, flow, dmnet, correction), on any number of GPUs or the CPU.
 
-``main(cfg)`` builds the stage's network (:mod:`lib.train.stages`), loads its ``init:`` checkpoints, trains the
-unfrozen sub-networks with Adam and the paper's step schedule, validates every ``train.val_every`` epochs and writes
-``now.pth`` / ``best.pth`` / ``final.pth`` (:mod:`lib.train.resume`), the resolved config, a text log, TensorBoard
-scalars and ``metrics.jsonl``.
+``main(cfg)`` builds the stage's network (:mod:`lib.train.stages`) from its ``init:`` checkpoints, trains it with
+the paper's Adam schedule, validates every ``train.val_every`` epochs and writes ``now.pth`` / ``best.pth`` /
+``final.pth`` (:mod:`lib.train.resume`), the resolved config, a text log, TensorBoard scalars and ``metrics.jsonl``.
 
 An iteration is one optimiser step over ``train.accumulate`` batches.  ``now.pth`` records the iteration, the epoch,
 the batches of it consumed and every rank's RNG states; a resume restarts the epoch's sampler after those batches

@@ -28,12 +28,9 @@ def capture_rng_state():
     """This process's RNG states in types ``weights_only`` loading accepts (no numpy arrays, no tuples of them)."""
     py_version, py_internal, py_gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    return {
-        'python': [py_version, list(py_internal), py_gauss],
-        'numpy': [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
-        'torch': torch.get_rng_state(),
-        'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
+    return {'python': [py_version, list(py_internal), py_gauss],
+            'numpy': [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+            'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def restore_rng_state(state):
@@ -138,23 +135,14 @@ def load_training_state(path, net, optimizer, scaler, cfg, layout, restart_epoch
 
 
 def save_checkpoint(run, names):
-    """Write the run's state to each of ``names`` in the save folder (all ranks call it: RNG states are
-    gathered; rank 0 writes)."""
-    rng = distributed.all_gather_object(capture_rng_state())  # a collective: every rank calls it
+    """Write the run's state to each of ``names`` in the save folder (all ranks call it; rank 0 writes)."""
+    rng = distributed.all_gather_object(capture_rng_state())  # a collective
     if not distributed.is_main_process():
         return
-    checkpoint = {
-        'model': run.net.state_dict(),
-        'optimizer': run.optimizer.state_dict(),
-        'scaler': run.scaler.state_dict() if run.scaler.is_enabled() else None,
-        'progress': asdict(run.progress),
-        'iteration': run.progress.iteration,
-        'epoch': run.progress.epoch,
-        'rng': rng,
-        'config': run.cfg,
-        'stage': run.stage.name,
-        'layout': data_layout(run.cfg, run.loader),
-    }
+    checkpoint = {'model': run.net.state_dict(), 'optimizer': run.optimizer.state_dict(),
+                  'scaler': run.scaler.state_dict() if run.scaler.is_enabled() else None,
+                  'progress': asdict(run.progress), 'iteration': run.progress.iteration, 'epoch': run.progress.epoch,
+                  'rng': rng, 'config': run.cfg, 'stage': run.stage.name, 'layout': data_layout(run.cfg, run.loader)}
     for name in names:  # now.pth last: what a resume reads never runs ahead of the files it implies
         save_torch(checkpoint, os.path.join(run.save_dir, name))
 
