@@ -4,9 +4,8 @@
 
 For every training list entry, frames t-(max_gap-1) .. t go through the config's DeepLab (``init.deeplab``, else
 ``init.pretrained``) as whole frames; the logits upsampled x4 (``model.align_corners``) and their argmax are written
-as 8-bit PNGs under ``data.pseudo_label_root`` (docs/training.md, "Two recipes"). Run it again to continue after an
-interruption: masks already written are kept. A folder it did not make, or one made from another DeepLab file or
-with other settings, is refused.
+as 8-bit PNGs under ``data.pseudo_label_root`` (docs/training.md). Run it again to continue: masks already written
+are kept; a folder it did not make, or made from another DeepLab file or other settings, is refused.
 """
 import argparse
 
@@ -59,9 +58,9 @@ def main(args):
     device = pick_device(args.device)
     net.to(device).eval()
 
+    @torch.inference_mode()
     def segment(image):
-        with torch.inference_mode():
-            return net.segment(image.to(device))
+        return net.segment(image.to(device))
 
     # What the masks depend on; a resumed run must match it.
     settings = {'deeplab_sha256': sha256(path), 'n_classes': model_cfg['n_classes'],

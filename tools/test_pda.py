@@ -4,15 +4,8 @@
     python tools/test_pda.py CONFIG --checkpoint saved_model/pretrained/spatial_correction_cityscapes.pth
     torchrun --standalone --nproc_per_node=4 tools/test_pda.py CONFIG   # clips sharded
 
-Prints a table and writes ``<eval.result_root>/<experiment>/<checkpoint file stem>/pda.json`` and ``pda.md`` (so
-``best.pth`` and a published file never overwrite each other's results); see docs/evaluation.md.  The resize
-convention is ``eval.align_corners`` (each paper config sets what its dataset's original test scripts did; a list
-reports each) and TF32 is off unless ``eval.tf32``.  ``--save-predictions D`` also writes the DAVSS labels of
-distance D in the official Cityscapes format (label-id PNGs,
-``<out>/predictions_d<D>/<city>_<seq>_<frame>_pred_labelIds.png``) for cityscapesscripts' evaluator or the
-benchmark server.
-Everything that can be checked before the long run (config, checkpoint against the config, every frame of every
-clip, the output folder) is checked first (``lib/eval/jobs.py`` does the work).
+Prints a table and writes ``pda.json``, ``pda.md`` and ``pda.png`` to ``<eval.result_root>/<experiment>/<checkpoint
+file stem>/``, every input checked first (``lib/eval/jobs.py``; docs/evaluation.md).
 """
 import argparse
 
@@ -24,16 +17,14 @@ from lib.utils.config import load_config
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='PDA evaluation: mIoU per distance between key and labelled frame.')
     cli.add_config_arguments(parser)
-    parser.add_argument('--checkpoint', default=None,
-                        help='a whole SCNet checkpoint (default: what the config trained, '
-                             '<train.save_root>/<experiment>/best.pth, or final.pth when train.val_every is 0)')
+    parser.add_argument('--checkpoint', default=None, help='a whole SCNet checkpoint (default: what the config '
+                        'trained, <train.save_root>/<experiment>/best.pth, or final.pth when train.val_every is 0)')
     parser.add_argument('--max-clips', type=cli.positive_int, default=None, help='evaluate only the first N clips')
     parser.add_argument('--no-per-frame', action='store_true', help='skip the per-frame key network row')
     parser.add_argument('--no-propagation-only', action='store_true', help='skip the propagation-only row')
     parser.add_argument('--batched', action='store_true',
                         help='one network call over all distances: faster on GPU, may flip a few pixels')
-    parser.add_argument('--output', default=None,
-                        help='result folder (default <eval.result_root>/<experiment>/<checkpoint file stem>)')
+    parser.add_argument('--output', help='result folder (default <eval.result_root>/<experiment>/<checkpoint stem>)')
     parser.add_argument('--save-predictions', type=int, default=None, metavar='D',
                         help='also write the labels of distance D as Cityscapes label-id PNGs (official format)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')

@@ -1,10 +1,6 @@
-"""A PDA evaluation of one checkpoint into its result folder: every input checked first, then the evaluation, the
-table on stdout, ``pda.json``, ``pda.md`` and ``pda.png`` (mIoU against d; ``tools/test_pda.py`` is its command
-line; ``tools/demo.py`` runs it in process).
-
-The result folder is locked while the run writes it; the previous ``pda.*`` files are renamed ``pda.previous.*``
-until the new ones are written, and the table is printed before the files are written (a full disk costs the
-files, not the numbers).
+"""A PDA evaluation of one checkpoint into its locked result folder (``tools/test_pda.py`` is its command line):
+every input checked first, then the table on stdout (a full disk costs the files, not the numbers), ``pda.json``,
+``pda.md`` and ``pda.png``; the previous ``pda.*`` are set aside as ``pda.previous.*`` until the new ones are written.
 """
 import json
 import math
@@ -18,7 +14,6 @@ import torch
 
 from lib.dataset import build_dataset, build_eval_loader
 from lib.dataset.checks import check_clip_files
-from lib.eval import jobs as cityscapes_results
 from lib.eval.pda import check_distances, eval_conventions, eval_model_cfg, evaluate_pda, format_markdown, protocol
 from lib.model import load_scnet
 from lib.utils import distributed
@@ -55,21 +50,19 @@ def prediction_dir(run, cfg, distances, out_dir):
     if run.save_predictions not in distances:
         raise UserError(f'--save-predictions: distance {run.save_predictions} is not evaluated '
                         f'(eval.distances: {distances})')
-    if cfg['data']['name'] not in cityscapes_results.FORMATS:
+    if cfg['data']['name'] not in FORMATS:
         raise UserError(f'--save-predictions: writes Cityscapes label ids; data.name={cfg["data"]["name"]} '
-                        f'has no such format (expected one of {", ".join(cityscapes_results.FORMATS)})')
+                        f'has no such format (expected one of {", ".join(FORMATS)})')
     return os.path.join(out_dir, f'predictions_d{run.save_predictions}')
 
 
 def json_safe(value):
     """NaN (the IoU of a class absent from labels and predictions) -> None, so that the file is strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
-    return value
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def setup(run):
@@ -93,16 +86,18 @@ def setup(run):
 
 
 def prediction_writer(dataset, folder, distance):
-    """``on_predictions`` of :func:`evaluate_pda`: the DAVSS labels of ``distance`` as Cityscapes PNGs."""
+    """``on_predictions`` of :func:`evaluate_pda`: the DAVSS labels of ``distance`` as Cityscapes label-id PNGs (the
+    ignore index is never predicted)."""
     def write(clip_indices, preds):
         for row, index in enumerate(clip_indices):
-            cityscapes_results.save_prediction(folder, dataset.frames[index].image, preds['davss'][distance][row])
+            train_ids = preds['davss'][distance][row].cpu().numpy()
+            write_png(os.path.join(folder, prediction_name(dataset.frames[index].image)),
+                      train_ids_to_label_ids(train_ids))
     return write
 
 
 def report(result, cfg, run, out_dir):
-    """Table on stdout, ``pda.json``, ``pda.md`` and ``pda.png`` in ``out_dir``: the headline convention, then each
-    other one, each labelled with the test script it comes from."""
+    """Table on stdout, ``pda.json``, ``pda.md`` and ``pda.png`` in ``out_dir``: every convention, headline first."""
     names = class_names(cfg['data']['name'])
     p = protocol(cfg, result['align_corners'], run.batched)
     others = [dict(entry, protocol=protocol(cfg, entry['align_corners'], run.batched))
@@ -164,25 +159,23 @@ KIND = 'evaluation results'
 
 
 def default_checkpoint(cfg):
-    """What ``tools/test_pda.py`` and ``tools/show.py`` load without ``--checkpoint``: the file the config's own
-    training wrote, ``<train.save_root>/<experiment>/best.pth`` (its best validation score, what the original's test
-    scripts loaded), or ``final.pth`` when the config's training does not validate (``train.val_every: 0``)."""
+    """What ``tools/test_pda.py`` and ``tools/show.py`` load without ``--checkpoint``: the config's own training's
+    ``<train.save_root>/<experiment>/best.pth`` (as the original's tests), or ``final.pth`` if it never validates."""
     name = 'best.pth' if cfg['train']['val_every'] > 0 else 'final.pth'
     return os.path.join(resolve_path(cfg['train']['save_root']), cfg['experiment'], name)
 
 
 def default_result_dir(cfg, checkpoint):
-    """``<eval.result_root>/<experiment>/<checkpoint file stem>``: ``best.pth`` -> ``.../best``, so the results of
-    different checkpoints of one experiment stay apart."""
+    """``<eval.result_root>/<experiment>/<checkpoint file stem>``: the results of each checkpoint stay apart."""
     stem = os.path.splitext(os.path.basename(checkpoint))[0]
     return os.path.join(resolve_path(cfg['eval']['result_root']), cfg['experiment'], stem)
 
 
-def claim_results(path, files, what='--output'):
-    """Rank 0 claims the result folder ``path`` (its own ``files`` set aside); every rank learns of a refusal.
-    Returns the :class:`OwnedFolder` on rank 0, None elsewhere."""
+def claim_results(path, files):
+    """Rank 0 claims ``path`` (its ``files`` set aside) and gets the :class:`OwnedFolder`, the others None; all learn
+    of a refusal."""
     def claim():
-        folder = OwnedFolder(path, KIND, what, own_files=files).claim()
+        folder = OwnedFolder(path, KIND, '--output', own_files=files).claim()
         folder.set_aside(files)
         return folder
     return distributed.claimed_on_main(claim)
@@ -199,10 +192,3 @@ def prediction_name(frame_path):
     if match is None:
         raise UserError(f'{frame_path}: not a Cityscapes frame name (<city>_<seq>_<frame>_leftImg8bit.png)')
     return f'{match["prefix"]}_pred_labelIds.png'
-
-
-def save_prediction(folder, frame_path, train_ids):
-    """Write one (H, W) train-id prediction (tensor or array; the ignore index is never predicted) as label ids."""
-    if hasattr(train_ids, 'detach'):
-        train_ids = train_ids.detach().cpu().numpy()
-    write_png(os.path.join(folder, prediction_name(frame_path)), train_ids_to_label_ids(train_ids))

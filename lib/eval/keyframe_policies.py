@@ -1,10 +1,7 @@
 """Accuracy against cost of key-frame policies (``tools/eval_keyframe_policies.py`` is its command line and says
-what is measured): every policy streams every clip, the frame-wise networks' outputs are replayed for all
-policies, and each ``distortion:tau`` policy is compared with the ``fixed:k`` curve at the same average cost.
-The ``fixed:k`` policies also run propagation-only (flow and warp, no correction): the DFF-style curve that the
-correction is there to lift.  Every row also gets its temporal consistency (lib.eval.temporal_consistency) under
-the clips' ground-truth flow, or DIS flow where they have none, and the inference paths a user may deploy are timed
-against the exact one."""
+what is measured): every policy streams every clip with the frame-wise networks' outputs replayed; ``distortion:tau``
+policies are compared with the ``fixed:k`` curve (also propagation-only, the DFF-style curve) at equal cost."""
+import itertools
 import os
 from dataclasses import dataclass, field
 from functools import partial
@@ -62,8 +59,6 @@ class KeyframeRun:
     progress: bool = True
 
 
-# ---------------------------------------------------------------------------------------------------- clips
-
 def synthetic_clips(cfg, split, n_classes):
     """Whole synthetic snippets ``(frames (T, 3, H, W), labels [T x (H, W) int64], motion)``, every frame labelled;
     ``motion['ground_truth']`` is the set's flow (T-1, 2, H, W) and validity mask (T-1, H, W)."""
@@ -86,17 +81,13 @@ def pda_clips(cfg, split):
 
 def load_clips(cfg, split, n_classes, max_clips=None, max_frames=None):
     clips = synthetic_clips(cfg, split, n_classes) if cfg['data']['name'] == 'synthetic' else pda_clips(cfg, split)
-    for index, (frames, labels, motion) in enumerate(clips):
-        if max_clips is not None and index >= max_clips:
-            return
+    for frames, labels, motion in itertools.islice(clips, max_clips):
         if max_frames is not None:
             frames, labels = frames[:max_frames], labels[:max_frames]
             motion = {name: (flow[:max_frames - 1], None if valid is None else valid[:max_frames - 1])
                       for name, (flow, valid) in motion.items()}
         yield frames, labels, motion
 
-
-# ---------------------------------------------------------------------------------------------------- replay
 
 class ReplaySegmenter(StreamingSegmenter):
     """The streaming segmenter with the frame-wise networks' outputs memoised per frame of the current clip."""
@@ -121,20 +112,13 @@ class ReplaySegmenter(StreamingSegmenter):
         return self._memo('correction', lambda: self.model.cfnet(image))
 
 
-ROWS = ('davss', 'propagation')  # non-key frames corrected (SCNet.correct) / propagated only
-
-
 class PolicyTally:
     """Key / non-key frame counts, the confusion matrix, the temporal consistency and the distortion scores of one
-    policy in one row."""
+    policy in one row: ``'davss'`` (non-key frames corrected, SCNet.correct) or ``'propagation'`` (propagated only)."""
 
     def __init__(self, policy, n_classes, device, row='davss'):
-        if row not in ROWS:
-            raise ValueError(f'PolicyTally: row must be one of {ROWS}, got "{row}"')
-        self.policy = policy
-        self.row = row
-        self.n_key = 0
-        self.n_frames = 0
+        self.policy, self.row = policy, row
+        self.n_key = self.n_frames = 0
         self.confusion = ConfusionMatrix(n_classes, device=device)
         self.tc = ConsistencyByFlow(n_classes)
         self.scores = []
@@ -153,7 +137,7 @@ class PolicyTally:
                 'mean_distortion_score': float(np.mean(self.scores)) if self.scores else None}
 
 
-def run_clip(segmenter, frames, truth, tallies, device, clip=0, motion=None):
+def run_clip(segmenter, frames, truth, tallies, device, clip, motion):
     """Stream one clip (number ``clip``) through every policy of ``tallies`` (sharing the memoised frame-wise
     networks); the TC of each row under every flow of ``motion`` ({name: NearestSources})."""
     padded, (height, width) = pad_to_multiple(frames.to(device))  # (T, 3, H', W')
@@ -178,13 +162,12 @@ def run_clip(segmenter, frames, truth, tallies, device, clip=0, motion=None):
                 tally.confusion.update(prediction, target)
                 valid = target != IGNORE_INDEX
                 tally.errors[clip, t] = ((prediction != target) & valid).sum().item() / max(1, valid.sum().item())
-        tally.tc.add_clip(torch.cat(predictions), motion or {})
+        tally.tc.add_clip(torch.cat(predictions), motion)
 
 
 def evaluate_policies(model, clips, tallies, device, progress, desc, truth_tc=None):
-    """Stream every clip through every tally's policy (:class:`PolicyTally`, updated in place); returns them.  TC
-    under the clips' ground-truth flow, DIS flow where they have none; ``truth_tc`` (a :class:`ConsistencyByFlow`)
-    gets that of the labels of every clip labelled at every frame."""
+    """Stream every clip through every tally's policy (updated in place; returns them), TC under the clips' own flow
+    or DIS flow; ``truth_tc`` (a :class:`ConsistencyByFlow`) gets that of every clip labelled at every frame."""
     segmenter = ReplaySegmenter(model, tallies[0].policy)
     for clip, (frames, labels, motion) in enumerate(tqdm(clips, desc=desc, unit='clip', disable=not progress)):
         motion = motion or {'dis': (torch.stack([dis_flow(a, b) for a, b in zip(frames[:-1], frames[1:])]), None)}
@@ -194,8 +177,6 @@ def evaluate_policies(model, clips, tallies, device, progress, desc, truth_tc=No
             truth_tc.add_clip(torch.stack(labels).to(device), motion)
     return tallies
 
-
-# ----------------------------------------------------------------------------------- does the score track the loss?
 
 def average_ranks(values):
     """Ranks 0..n-1 of ``values``, tied values sharing the mean of their ranks (Spearman's convention)."""
@@ -211,21 +192,14 @@ def spearman(x, y):
     if len(x) < 3:
         return None
     rx, ry = average_ranks(x), average_ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return None
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return None if rx.std() == 0 or ry.std() == 0 else float(np.corrcoef(rx, ry)[0, 1])
 
 
 def score_against_loss(per_frame, reference):
-    """How well DMNet's distortion score predicts what propagation costs a frame, which is all a distortion policy
-    can exploit.
-
-    For every labelled non-key frame of ``reference`` (a policy that never triggers, i.e. ``fixed:max_interval``):
-    its score and its loss = error rate of its DAVSS labels minus that of the key network on the same frame
-    (``per_frame``).  Both grow with the distance d to the key frame, which a fixed interval already knows; so the
-    rank correlation is also given within each d: only there can the score tell frames apart that a fixed schedule
-    treats alike.
-    """
+    """How well DMNet's distortion score predicts what propagation costs a frame (all a distortion policy can use):
+    over the labelled non-key frames of ``reference`` (never triggers: ``fixed:max_interval``), the rank correlation of
+    the score with the loss = error rate of the DAVSS labels minus that of the key network (``per_frame``); also within
+    each distance d, since both grow with d, which a fixed interval already knows."""
     pairs = {}
     for frame, (distance, score) in reference.scored.items():
         if frame in reference.errors and frame in per_frame.errors:
@@ -238,31 +212,22 @@ def score_against_loss(per_frame, reference):
             'mean_spearman_within_distance': float(np.mean(measured)) if measured else None}
 
 
-# ---------------------------------------------------------------------------------------------------- costs
-
 @torch.no_grad()
 def measure_step_costs(model, image, previous, repeats=3):
     """GFLOPs and milliseconds of one key step, one non-key step and one propagation-only step (flow and warp, no
     correction) on ``image`` (1, 3, H, W), each ending in the frame's labels."""
     state = model.key_frame(previous)
-    size = image.shape[-2:]
+    size, align_corners = image.shape[-2:], model.align_corners
 
-    def key_step():
-        return logits_to_labels(model.key_frame(image).logits, size, model.align_corners)
+    def propagated():
+        return model.propagate(state, model.estimate_flow(image, previous))
 
-    def nonkey_step():
-        propagated = model.propagate(state, model.estimate_flow(image, previous))
-        return logits_to_labels(model.correct(propagated, image)['merged'], size, model.align_corners)
-
-    def propagation_step():
-        propagated = model.propagate(state, model.estimate_flow(image, previous))
-        return logits_to_labels(propagated.logits, size, model.align_corners)
-
+    steps = {'key': lambda: logits_to_labels(model.key_frame(image).logits, size, align_corners),
+             'nonkey': lambda: logits_to_labels(model.correct(propagated(), image)['merged'], size, align_corners),
+             'propagation': lambda: logits_to_labels(propagated().logits, size, align_corners)}
     return {name: {'gflops': count_flops(step) / 1e9, 'ms': median_ms(step, repeats, image.device)}
-            for name, step in (('key', key_step), ('nonkey', nonkey_step), ('propagation', propagation_step))}
+            for name, step in steps.items()}
 
-
-# ------------------------------------------------------------------------------------------ the deployed path
 
 AGREEMENT_BAR = 0.995  # the least share of pixels a deployed path must label as the exact path does
 # The paths a user may deploy, built from lib.infer's current defaults, so that their improvements count here.
@@ -287,12 +252,9 @@ def stream_labels(runner, frames, interval):
 
 def choose_path(builders, clips, sample, interval, repeats, bar=AGREEMENT_BAR):
     """The fastest of ``builders`` ({name: zero-argument builder of a runner with ``key_step`` / ``non_key_step``},
-    the exact path, the reference, first) whose labels agree with the reference's on >= ``bar`` of all pixels of
-    ``clips`` (each (padded frames (T, 3, H', W'), unpadded (H, W))), a key frame every ``interval`` frames; speed:
-    ms per frame at that interval, from medians of ``repeats`` key and non-key steps on ``sample`` (2, 3, H', W').
-    Returns {bar, interval, deployed, paths: {name: {agreement, key_ms, nonkey_ms, non_key_over_key_ms,
-    ms_per_frame} or {error}}}; a path that cannot be built or run here (onnxruntime on a GPU, torch.compile
-    without a compiler) is reported, never chosen."""
+    the reference first) whose labels agree with the reference's on >= ``bar`` of the pixels of ``clips`` ((padded
+    frames (T, 3, H', W'), (H, W))), a key frame every ``interval``; speed from medians of ``repeats`` steps on
+    ``sample`` (2, 3, H', W').  Returns {bar, interval, deployed, paths}; a path that cannot run here is reported."""
     runners, paths = {}, {}
     for name, build in builders.items():
         try:
@@ -321,27 +283,15 @@ def choose_path(builders, clips, sample, interval, repeats, bar=AGREEMENT_BAR):
             'paths': {name: paths[name] for name in builders}}
 
 
-# ---------------------------------------------------------------------------------------------------- report
-
-def fixed_curve_at(fixed, key_fraction):
-    """mIoU of the fixed-interval curve linearly interpolated at ``key_fraction`` (None outside its range)."""
-    points = sorted((r['key_fraction'], r['miou']) for r in fixed)
-    fractions = [f for f, _ in points]
-    if not fractions[0] <= key_fraction <= fractions[-1]:
-        return None
-    return float(np.interp(key_fraction, fractions, [m for _, m in points]))
-
-
 def compare_at_equal_cost(fixed, distortion):
-    """For each distortion policy: its mIoU minus the fixed curve's at the same average cost.
-
-    The average cost ``nonkey + key_fraction * (key - nonkey)`` is affine in the key-frame fraction, so "equal cost"
-    is "equal key-frame fraction" whatever the two step costs are (FLOPs or ms, this model or the full-size one);
-    the comparison is made on the fraction, which also stays defined when both steps cost about the same.
-    """
+    """For each distortion policy: its mIoU minus the fixed curve's at the same average cost.  That cost,
+    ``nonkey + key_fraction * (key - nonkey)``, is affine in the key-frame fraction, so the comparison is made on the
+    fraction: it holds for FLOPs and ms alike and stays defined when both steps cost about the same."""
+    fractions, mious = zip(*sorted((r['key_fraction'], r['miou']) for r in fixed))  # the fixed curve
     rows = []
     for result in distortion:
-        reference = fixed_curve_at(fixed, result['key_fraction'])
+        f = result['key_fraction']  # the curve linearly interpolated there, None outside its range
+        reference = float(np.interp(f, fractions, mious)) if fractions[0] <= f <= fractions[-1] else None
         rows.append({'policy': result['policy'], 'key_fraction': result['key_fraction'],
                      'gflops_per_frame': result['gflops_per_frame'], 'miou': result['miou'],
                      'fixed_miou_at_equal_cost': reference,
@@ -374,11 +324,10 @@ def run_keyframe_policies(run):
         raise UserError(f'mark "{run.mark}": expected one of the evaluated fixed:k policies (--intervals)')
     if set(run.paths) - set(PATHS):
         raise UserError(f'paths {sorted(set(run.paths) - set(PATHS))}: expected some of {sorted(PATHS)}')
-    progress = run.progress
     out = run.out or default_result_dir(cfg, run.checkpoint)
     folder = claim_results(out, [f'{run.name}.json', f'{run.name}.png'])
     try:
-        report = evaluate_all(run, cfg, split, n_classes, device, model, intervals, progress)
+        report = evaluate_all(run, cfg, split, n_classes, device, model, intervals, run.progress)
         write_json(folder.file(f'{run.name}.json'), report, indent=2)
         counted = 'every frame' if report['every_frame_labelled'] else 'labelled frames'
         plot_tradeoff(report, folder.file(f'{run.name}.png'), f'{cfg["experiment"]}: {split}, {counted}, '
@@ -392,13 +341,11 @@ def run_keyframe_policies(run):
 def evaluate_all(run, cfg, split, n_classes, device, model, intervals, progress):
     """Every policy of ``run`` over the clips: the report."""
 
-    def clips():
-        return load_clips(cfg, split, n_classes, run.max_clips, run.max_frames)
-
     def fixed_tallies(row):
         return [PolicyTally(policy, n_classes, device, row) for policy in
                 [PerFrame()] + [FixedInterval(k) for k in intervals]]
 
+    clips = partial(load_clips, cfg, split, n_classes, run.max_clips, run.max_frames)
     reference = PolicyTally(DistortionTriggered(1.0, max_interval=run.max_interval, stat=run.stat), n_classes,
                             device)  # never triggers: the scores seen under fixed:max_interval
     truth_tc = ConsistencyByFlow(n_classes)
@@ -471,9 +418,9 @@ def format_table(report):
         lines += path_lines(report['paths'])
     verdict = report['verdict']
     if verdict['compared']:
-        lines.append(f'distortion vs fixed at equal cost: better in {verdict["better"]}, worse in {verdict["worse"]} of '
-              f'{verdict["compared"]} settings; delta mIoU mean {100 * verdict["mean_delta_miou"]:+.2f}, best '
-              f'{100 * verdict["best_delta_miou"]:+.2f} points')
+        lines.append(f'distortion vs fixed at equal cost: better in {verdict["better"]}, worse in {verdict["worse"]} '
+                     f'of {verdict["compared"]} settings; delta mIoU mean {100 * verdict["mean_delta_miou"]:+.2f}, '
+                     f'best {100 * verdict["best_delta_miou"]:+.2f} points')
     else:
         lines.append('distortion vs fixed: no distortion setting fell inside the fixed curve\'s cost range')
     tracking = report['score_vs_loss']

@@ -1,26 +1,15 @@
-"""PDA evaluation: mIoU as a function of the distance between the key frame and the labelled frame.
+"""PDA evaluation: mIoU as a function of the distance d between the key frame and the labelled frame.
 
-Protocol (the paper's test script): every sample of a ``'pda'`` dataset is a clip ``[t-9, ..., t]`` whose last
-frame ``t`` is labelled.  For each distance ``d`` the key frame ``t-d`` goes through DeepLab; its 1/4-resolution
-logits and its 1/4-resolution image are carried to ``t`` one frame at a time by FlowNet + warp; at ``t`` DMNet
-compares the warped key image with the current one and the propagated logits are merged with the CFNet logits of
-``t`` (``prop * (1 - dm) + corr * dm`` after a x4 upsampling); the argmax is accumulated into one confusion matrix
-per distance over the whole split.  Two reference rows come from the same run: the key network applied to ``t``
-itself (``per_frame``, an upper bound) and the propagated logits without correction (``propagation_only``, the
-DFF-style baseline).
+Protocol (the paper's test script): a ``'pda'`` sample is a clip ``[t-9, ..., t]`` whose frame ``t`` is labelled.
+DeepLab's 1/4 logits and the 1/4 image of key frame ``t-d`` are carried to ``t`` frame by frame by FlowNet + warp,
+corrected at ``t`` by DMNet and CFNet (``prop * (1 - dm) + corr * dm`` after a x4 upsampling), and the argmax goes
+into one confusion matrix per d.  Reference rows from the same run: the key network on ``t`` (``per_frame``, an upper
+bound) and the uncorrected propagation (``propagation_only``, the DFF-style baseline).
 
-Why the fast path gives the same confusion matrices as a loop over distances: the flow of a frame pair
-``(j+1 <- j)`` does not depend on where the propagation started, so the 9 pair flows of a clip are computed once
-and shared by all distances; CFNet only sees frame ``t``, so it runs once per clip.  Warping and the merge act on
-every sample of a batch independently, so the key states of all distances travel through the pair flows as one
-batch (the state of distance ``d`` joins the batch at frame ``t-d``).  Every network call keeps the batch size of
-the loop over distances, because a convolution over a larger batch may round differently; ``batched=True`` gives
-that up for speed on GPUs (DeepLab over all key candidates, FlowNet over all pairs and DMNet over all distances as
-one batch each) and may flip the argmax of a few pixels.
-
-The original's test scripts disagree on the resize convention around the propagation (``align_corners`` of the 1/4
-images and of the x4 upsamplings): :func:`predict_conventions` gives the rows of several conventions from one pass
-of the networks that do not depend on it (DeepLab, FlowNetS, CFNet), each with its own DMNet, resizes and merge.
+Exact and fast: the pair flows and CFNet on ``t`` run once per clip, the key states of all distances are warped as
+one batch, and every network call keeps the batch size of a loop over distances (a larger batch may round
+differently; ``batched=True`` gives that up for speed and may flip a few pixels).  The rows of several
+``align_corners`` conventions (the original's test scripts disagree) share one pass of the networks that ignore it.
 """
 import copy
 import math
@@ -35,11 +24,11 @@ from lib.utils.errors import UserError
 from lib.utils.metrics import ConfusionMatrix
 
 
-def check_distances(distances, clip_length=PDA_CLIP_LENGTH):
-    """Sorted unique distances, each in ``1 .. clip_length - 1``."""
+def check_distances(distances):
+    """Sorted unique distances, each in ``1 .. PDA_CLIP_LENGTH - 1``."""
     distances = sorted({int(d) for d in distances})
-    if not distances or distances[0] < 1 or distances[-1] > clip_length - 1:
-        raise UserError(f'distances must lie in 1..{clip_length - 1}, got {distances}')
+    if not distances or distances[0] < 1 or distances[-1] > PDA_CLIP_LENGTH - 1:
+        raise UserError(f'distances must lie in 1..{PDA_CLIP_LENGTH - 1}, got {distances}')
     return distances
 
 
@@ -86,12 +75,8 @@ def _key_states(model, frames, distances, per_frame, batched, others=()):
 
 
 def _propagate_to_target(model, keys, flows):
-    """Carry every key state to the last frame; dict d -> state at t.
-
-    ``flows[s]`` carries frame ``t - len(flows) + s`` one step forward, so the key of distance ``d`` joins the
-    batch just before step ``len(flows) - d``; the batch is ordered by joining time and the flow of a step is
-    repeated once per state in it.
-    """
+    """Carry every key state to the last frame; dict d -> state at t.  ``flows[s]`` carries frame ``t - len(flows) + s``
+    one step, so distance ``d`` joins the batch (ordered by joining) before step ``len(flows) - d``."""
     joined, batch = [], None
     for step, flow in enumerate(flows):
         distance = len(flows) - step
@@ -129,31 +114,26 @@ def _rows(model, states, current, correction, distances, target_state, propagati
     return {'davss': davss, 'propagation_only': propagated if propagation_only else None, 'per_frame': per_frame}
 
 
-def _with_convention(model, align_corners):
-    """``model`` under another resize convention: a shallow copy that shares every sub-network and weight."""
-    if model.align_corners == align_corners:
-        return model
-    view = copy.copy(model)
-    view.align_corners = align_corners
-    return view
-
-
 @torch.no_grad()
 def predict_conventions(model, frames, distances, conventions, per_frame=True, propagation_only=True,
                         batched=False):
-    """:func:`predict_clip` under several resize conventions at the cost of little more than one.
-
-    DeepLab on the key frames and on ``t``, FlowNetS, the warps of the logits and CFNet do not depend on the
-    convention and run once; each convention adds its own 1/4 key image (warped in the same call as the others'),
-    the 1/4 image of ``t``, DMNet, the x4 upsamplings, the merge and the argmax.
+    """Full-resolution predictions of every PDA row for a batch of clips, under each resize convention: DeepLab,
+    FlowNetS, the warps of the logits and CFNet run once; each convention adds its 1/4 key image (warped with the
+    others'), the 1/4 image of ``t``, DMNet, the x4 upsamplings, the merge and the argmax.
 
     Args:
-        conventions: ``align_corners`` values (each a shallow copy of ``model`` sharing its weights).
-        the rest: as :func:`predict_clip`.
+        model: an ``SCNet`` in eval mode; frames: (N, T, 3, H, W) clips ``[t-T+1, ..., t]`` on its device.
+        distances: sorted, in ``1 .. T-1``; conventions: ``align_corners`` values (shallow copies of ``model``).
+        per_frame, propagation_only: also the key network on frame t / the propagated logits without correction.
+        batched: each sub-network once over all distances (faster, not bit-exact; see the module docstring).
     Returns:
-        one :func:`predict_clip` dict per convention, in order.
+        per convention, a dict with ``'davss'`` and ``'propagation_only'`` (dict d -> (N, H, W) int64, or None) and
+        ``'per_frame'`` ((N, H, W) int64 or None).
     """
-    views = [_with_convention(model, ac) for ac in conventions]
+    # Another convention is a shallow copy of ``model``: it shares every sub-network and weight.
+    views = [model if ac == model.align_corners else copy.copy(model) for ac in conventions]
+    for view, ac in zip(views, conventions):
+        view.align_corners = ac
     model, others = views[0], views[1:]
     current = frames[:, -1]  # (N, 3, H, W)
     first = frames.shape[1] - 1 - max(distances)
@@ -166,30 +146,6 @@ def predict_conventions(model, frames, distances, conventions, per_frame=True, p
         own = {d: s._replace(image=s.image[:, 3 * k:3 * k + 3].contiguous()) for d, s in states.items()}
         rows.append(_rows(view, own, current, correction, distances, target_state, propagation_only, batched))
     return rows
-
-
-def predict_clip(model, frames, distances, per_frame=True, propagation_only=True, batched=False):
-    """Full-resolution predictions of every PDA row for a batch of clips.
-
-    Args:
-        model: an ``SCNet`` in eval mode.
-        frames: (N, T, 3, H, W) clips ``[t-T+1, ..., t]`` on the model's device.
-        distances: sorted distances in ``1 .. T-1``.
-        per_frame: also predict frame t with the key network alone.
-        propagation_only: also return the argmax of the propagated logits without correction.
-        batched: run each sub-network once over all distances (faster, not bit-exact; see the module docstring).
-    Returns:
-        dict with ``'davss'`` and ``'propagation_only'`` (dict d -> (N, H, W) int64, or None) and
-        ``'per_frame'`` ((N, H, W) int64 or None).
-    """
-    return predict_conventions(model, frames, distances, [model.align_corners], per_frame, propagation_only,
-                               batched)[0]
-
-
-def _summary(meters):
-    iou = [m.iou().tolist() for m in meters]
-    miou = [float(m.miou()) for m in meters]
-    return {'miou': miou, 'iou': iou, 'mean_miou': float(sum(miou) / len(miou))}
 
 
 def _meters(n_classes, distances, per_frame, propagation_only, device):
@@ -216,7 +172,8 @@ def _reduce(meters):
             continue
         for meter in row:
             meter.all_reduce()
-        rows[name] = _summary(row)
+        miou = [float(m.miou()) for m in row]
+        rows[name] = {'miou': miou, 'iou': [m.iou().tolist() for m in row], 'mean_miou': float(sum(miou) / len(miou))}
         rows['confusion'][name] = [m.matrix.cpu().tolist() for m in row]
     if rows['per_frame']:
         rows['per_frame'] = {'miou': rows['per_frame']['miou'][0], 'iou': rows['per_frame']['iou'][0]}
@@ -229,19 +186,15 @@ def evaluate_pda(model, loader, n_classes, distances=range(1, PDA_CLIP_LENGTH), 
 
     Args:
         model: an ``SCNet`` (set to eval mode here and left so).
-        loader: DataLoader of ``(frames (N, 10, 3, H, W), label (N, H, W))`` over the clips to evaluate, in order
-            (:func:`lib.dataset.build_eval_loader`: under torch.distributed this rank's share); the confusion
-            matrices are all-reduced, so every rank returns the totals.
+        loader: DataLoader of ``(frames (N, 10, 3, H, W), label (N, H, W))`` (:func:`lib.dataset.build_eval_loader`;
+            this rank's share under torch.distributed: the matrices are all-reduced, every rank returns the totals).
         n_classes: number of classes of the labels (255 is ignored).
-        distances: key-frame distances to report.
-        device: where the model lives; clips are moved there.
-        per_frame, propagation_only: compute the two reference rows.
-        progress: show a tqdm bar (main process only).
-        batched: one sub-network call over all distances; faster on GPU but not bit-exact (see module docstring).
-        on_predictions: optional ``f(clip_indices, preds)`` called for every batch with the dataset indices of its
-            clips and the :func:`predict_clip` output of the first convention (e.g. to save the predictions).
-        conventions: resize conventions (``align_corners``) to report, the first being the headline; None: the
-            model's own.  The others share the network work (:func:`predict_conventions`).
+        distances: key-frame distances to report; device: where the model lives (clips are moved there).
+        per_frame, propagation_only: compute the two reference rows; progress: a tqdm bar (main process only).
+        batched: see :func:`predict_conventions`.
+        on_predictions: optional ``f(clip_indices, preds)`` per batch: the dataset indices of its clips and the
+            predictions of the first convention (e.g. to save them).
+        conventions: ``align_corners`` values to report, the headline first; None: the model's own.
     Returns:
         ``{'distances': [d...], 'align_corners': the first convention, 'davss': {'miou': [per d], 'iou': [[per
         class] per d], 'mean_miou'}, 'propagation_only': same or None, 'per_frame': {'miou', 'iou'} or None,

@@ -34,7 +34,9 @@ class ShowRun:
     output: Optional[str] = None  # None: <eval.result_root>/<experiment>/<checkpoint file stem>/show
 
 
-def setup(run):
+def run_show(run):
+    """Draw ``run`` (a :class:`ShowRun`); returns the folder.  Bad input raises :class:`UserError` before anything
+    is written; the pictures are staged (``<folder>.partial/``) and appear together."""
     cfg = load_config(run.config, run.opts)
     out_dir = run.output or os.path.join(default_result_dir(cfg, run.checkpoint), 'show')
     dataset = build_dataset(cfg['data'], cfg['eval']['split'], 'pda')
@@ -47,30 +49,18 @@ def setup(run):
     check_clip_files(dataset, clips)
     device = pick_device(cfg['device'])
     model = load_scnet(cfg['model'], run.checkpoint, device)
-    return cfg, out_dir, dataset, clips, device, model
-
-
-def write_pictures(run, cfg, folder, dataset, clips, device, model):
-    name = cfg['data']['name']
-    palette = palette_for(name)
-    tiles = vis.TileMaker(palette, run.tile_width)
-    write_png(folder.file('legend.png'), vis.legend(palette, class_names(name)))
-    for index in clips:
-        frames, label = dataset[index]
-        with tf32(cfg['eval']['tf32']):  # plain fp32 by default, as the evaluation
-            trace = trace_clip(model, frames[None].to(device), run.distance)
-        picture, animation = vis.clip_pictures(trace, frames, label, tiles)
-        stem = f'clip{index}_d{run.distance}'
-        write_png(folder.file(f'{stem}.png'), picture)
-        vis.save_gif(animation, folder.file(f'{stem}.gif'), duration_ms=run.frame_ms)
-
-
-def run_show(run):
-    """Draw ``run`` (a :class:`ShowRun`); returns the folder.  Bad input raises :class:`UserError` before anything
-    is written; the pictures are staged (``<folder>.partial/``) and appear together."""
-    cfg, out_dir, dataset, clips, device, model = setup(run)
     with StagedFolder(out_dir, 'pictures', '--output', overwrite=True) as folder:
-        write_pictures(run, cfg, folder, dataset, clips, device, model)
+        palette = palette_for(cfg['data']['name'])
+        tiles = vis.TileMaker(palette, run.tile_width)
+        write_png(folder.file('legend.png'), vis.legend(palette, class_names(cfg['data']['name'])))
+        for index in clips:
+            frames, label = dataset[index]
+            with tf32(cfg['eval']['tf32']):  # plain fp32 by default, as the evaluation
+                trace = trace_clip(model, frames[None].to(device), run.distance)
+            picture, animation = vis.clip_pictures(trace, frames, label, tiles)
+            stem = f'clip{index}_d{run.distance}'
+            write_png(folder.file(f'{stem}.png'), picture)
+            vis.save_gif(animation, folder.file(f'{stem}.gif'), duration_ms=run.frame_ms)
         folder.commit()
     print(f'wrote the grids and GIFs of clips {clips} and legend.png to {out_dir}')
     return out_dir
@@ -78,15 +68,11 @@ def run_show(run):
 
 @torch.no_grad()
 def trace_clip(model, frames, distance):
-    """Every step of one propagation, for visualisation (the original show script, plus what it left out).
-
-    Starting from key frame ``t - distance``, each following frame gets the propagated logits, the distortion map
-    and the corrected (merged) prediction, with CFNet run on that frame.
+    """Every step of one propagation from key frame ``t - distance`` to ``t``, for visualisation: the original show
+    script's corrected predictions, plus the propagated ones and the distortion maps.
 
     Args:
-        model: an ``SCNet`` in eval mode.
-        frames: (N, T, 3, H, W) clips on the model's device.
-        distance: key frame offset, 1 .. T-1.
+        model: an ``SCNet`` in eval mode; frames: (N, T, 3, H, W) clips on its device; distance: 1 .. T-1.
     Returns:
         dict with ``'frames'`` (list of frame indices into the clip, key first), ``'merged'`` and ``'propagated'``
         (lists of (N, H, W) int64, the key frame's prediction first), ``'distortion'`` (list of (N, H, W) float in

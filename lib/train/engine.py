@@ -1,18 +1,14 @@
 """One training engine for every stage (segmentation, flow, dmnet, correction), on any number of GPUs or the CPU.
 
-``main(cfg)`` runs a stage described by a config (``lib.utils.config``): it builds the stage's network
-(:mod:`lib.train.stages`), loads its ``init:`` checkpoints, trains the unfrozen sub-networks with Adam and the
-paper's step schedule, validates every ``train.val_every`` epochs and writes ``now.pth`` / ``best.pth`` /
-``final.pth`` (:mod:`lib.train.resume`) next to the resolved config, a text log (with the time left and the peak
-memory), TensorBoard scalars and the same scalars as ``metrics.jsonl``.
+``main(cfg)`` builds the stage's network (:mod:`lib.train.stages`) from its ``init:`` checkpoints, trains it with
+the paper's Adam schedule, validates every ``train.val_every`` epochs and writes ``now.pth`` / ``best.pth`` /
+``final.pth`` (:mod:`lib.train.resume`), the resolved config, a text log, TensorBoard scalars and ``metrics.jsonl``.
 
-Position bookkeeping.  An *iteration* is one optimiser step and consumes ``train.accumulate`` batches; an epoch
-has ``len(loader) // accumulate`` iterations.  ``now.pth`` records the iteration, the epoch and the batches of
-that epoch already consumed, plus every rank's RNG states.  A resumed run restores them, restarts the epoch's
-sampler after those batches (:class:`ResumableSampler`) and so continues exactly: the data order depends only on
-``(seed, epoch)`` and the loader's worker seeds only on ``(seed, rank, epoch)``.  With ``data.num_workers=0``
-(augmentations drawn from the restored global RNG) a resume anywhere is bit-exact on the CPU; with workers it is
-exact at epoch ends, and mid-epoch it sees the same samples with other random crops.
+An iteration is one optimiser step over ``train.accumulate`` batches.  ``now.pth`` records the iteration, the epoch,
+the batches of it consumed and every rank's RNG states; a resume restarts the epoch's sampler after those batches
+(:class:`ResumableSampler`).  The data order depends only on ``(seed, epoch)``, the worker seeds on ``(seed, rank,
+epoch)``: with ``data.num_workers=0`` a resume anywhere is bit-exact on the CPU; with workers it is exact at epoch
+ends, and mid-epoch it sees the same samples with other random crops.
 """
 import datetime
 import math
@@ -44,31 +40,21 @@ from lib.utils.runtime import determinism, seed_everything, tf32
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
-# A non-finite flow does not show in the losses (the warp clamps its sampling grid), so the flow network's output
-# is watched too, together with the losses, before every backward.
-WATCHED = ('flownet',)  # sub-networks whose output feeds the warp
-
-
 class NonFiniteWatch:
-    """Forward hooks on the watched sub-networks of ``net``; :meth:`flags` says which produced a non-finite value
-    since the last call (device tensors, no host synchronisation until read)."""
+    """A forward hook on the flow network of ``net``, whose non-finite output would not show in the losses (the warp
+    clamps its sampling grid); :meth:`flags` says what was non-finite since the last call (device tensors, no host
+    synchronisation until read)."""
 
-    def __init__(self, net, names=WATCHED):
+    def __init__(self, net):
         self.bad = {}
-        self.handles = [getattr(net, name).register_forward_hook(self._hook(f'{name} output'))
-                        for name in names if hasattr(net, name)]
+        self.handles = [net.flownet.register_forward_hook(self._hook)] if hasattr(net, 'flownet') else []
 
-    def _hook(self, name):
-        def hook(module, inputs, output):
-            outputs = output if isinstance(output, (tuple, list)) else (output,)
-            for value in outputs:
-                if torch.is_tensor(value) and value.is_floating_point():
-                    bad = ~torch.isfinite(value.detach()).all()
-                    self.bad[name] = bad if name not in self.bad else self.bad[name] | bad
-        return hook
+    def _hook(self, module, inputs, output):
+        bad = ~torch.isfinite(output.detach()).all()
+        self.bad['flownet output'] = bad if not self.bad else self.bad['flownet output'] | bad
 
     def flags(self, losses):
-        """``{name: 0-dim bool tensor}`` for every loss and every watched output of the step so far; resets."""
+        """``{name: 0-dim bool tensor}`` for every loss and the flow output of the step so far; resets."""
         flags = {name: ~torch.isfinite(value.detach()).all() for name, value in losses.items()}
         flags.update(self.bad)
         self.bad = {}
@@ -109,11 +95,9 @@ def build_train_loader(cfg, stage):
     dataset = build_dataset(data_cfg, 'train', stage.data_mode, seed=cfg['seed'])
     sampler = ResumableSampler(dataset, distributed.get_world_size(), distributed.get_rank(), cfg['seed'],
                                data_cfg['sampler_seed'])
-    workers = int(data_cfg['num_workers'])
-    return DataLoader(dataset, batch_size=train_cfg['batch_size'], sampler=sampler, num_workers=workers,
-                      pin_memory=bool(data_cfg['pin_memory']) and torch.cuda.is_available(), drop_last=True,
-                      worker_init_fn=seed_worker, generator=torch.Generator(),
-                      persistent_workers=False)
+    return DataLoader(dataset, batch_size=train_cfg['batch_size'], sampler=sampler, drop_last=True,
+                      num_workers=int(data_cfg['num_workers']), worker_init_fn=seed_worker, generator=torch.Generator(),
+                      pin_memory=bool(data_cfg['pin_memory']) and torch.cuda.is_available())
 
 
 def wrap_for_training(net, device, cfg):
@@ -127,28 +111,19 @@ def wrap_for_training(net, device, cfg):
                                                find_unused_parameters=bool(cfg['train']['find_unused_parameters']))
 
 
-def output_dirs(cfg):
-    save_dir = os.path.join(resolve_path(cfg['train']['save_root']), cfg['experiment'])
-    tblog_root = resolve_path(cfg['train']['tblog_root']) or resolve_path(cfg['train']['save_root'])
-    tblog_dir = os.path.join(tblog_root, cfg['experiment'])
-    return save_dir, tblog_dir
-
-
-def resolved_init(init_cfg):
-    return {key: resolve_path(value) if value else None for key, value in init_cfg.items()}
-
-
 def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
     """Build the run: process group, network (initialised or resumed), optimiser, loaders, logs."""
     if not cfg['experiment']:
         raise UserError('experiment: not set (outputs go to <train.save_root>/<experiment>)')
     stage = get_stage(cfg['stage'])
-    save_dir, tblog_dir = output_dirs(cfg)
+    save_root = resolve_path(cfg['train']['save_root'])
+    save_dir = os.path.join(save_root, cfg['experiment'])
+    tblog_dir = os.path.join(resolve_path(cfg['train']['tblog_root']) or save_root, cfg['experiment'])
     resume_path = os.path.join(save_dir, 'now.pth')
     if resume and not os.path.isfile(resume_path):
         raise UserError(f'--resume: {resume_path} not found (nothing to resume for experiment '
                         f'"{cfg["experiment"]}")')
-    init_cfg = resolved_init(cfg['init'])
+    init_cfg = {key: resolve_path(value) if value else None for key, value in cfg['init'].items()}
     if not resume:
         check_init_config(stage, init_cfg)
         for key, path in init_cfg.items():
@@ -162,9 +137,7 @@ def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
     if cfg['train']['bn_momentum'] is not None:
         for name in stage.trainable:
             set_bn_momentum(getattr(net, name), float(cfg['train']['bn_momentum']))
-    for name in stage.frozen:
-        getattr(net, name).requires_grad_(False)
-    net.to(device)
+    net.to(device)  # the stage's frozen sub-networks froze themselves (lib.model.scnet.freeze)
     # CUDA only: oneDNN's CPU weight gradient of strided 1x1 convs, channels_last, 2-7 channels, writes out of bounds.
     if cfg['train']['channels_last'] and device.type == 'cuda':
         net.to(memory_format=torch.channels_last)
@@ -180,9 +153,7 @@ def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
                         f'samples of one epoch')
     total_iters = cfg['train']['max_iters'] or cfg['train']['epochs'] * iters_per_epoch
     n_epochs = math.ceil(total_iters / iters_per_epoch)
-    val_loader = None
-    if cfg['train']['val_every']:
-        val_loader = stage.val_loader(cfg, cfg['train']['val_split'])
+    val_loader = stage.val_loader(cfg, cfg['train']['val_split']) if cfg['train']['val_every'] else None
 
     # The inputs are good: claim the experiment folder before the first write to it.
     folder = distributed.claimed_on_main(lambda: RunFolder(save_dir, tblog_dir, resume, overwrite).claim())
@@ -244,23 +215,7 @@ def log_header(run, sources, resumed_from):
 
 def autocast(run):
     amp = run.cfg['train']['amp']
-    if amp is None:
-        return nullcontext()
-    return torch.autocast(device_type=run.device.type, dtype=AMP_DTYPES[amp])
-
-
-def non_finite_error(run, shown):
-    p = run.progress
-    kept = os.path.join(run.save_dir, 'now.pth')
-    return UserError(f'stage {run.stage.name}: non-finite {shown} at iteration {p.iteration} '
-                     f'(epoch {p.epoch}); stopped without updating the weights. Last good checkpoint: '
-                     f'{kept if os.path.isfile(kept) else "none written yet"}')
-
-
-def check_finite(run, losses):
-    bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
-    if bad:
-        raise non_finite_error(run, 'loss (' + ', '.join(f'{name}={value}' for name, value in bad.items()) + ')')
+    return nullcontext() if amp is None else torch.autocast(device_type=run.device.type, dtype=AMP_DTYPES[amp])
 
 
 def check_finite_before_backward(run, losses):
@@ -272,7 +227,10 @@ def check_finite_before_backward(run, losses):
         shown = [f'{name}={losses[name].item()}' if name in losses and distributed.get_world_size() == 1 else name
                  for name in bad]
         what = 'loss' if all(name in losses for name in bad) else 'value'
-        raise non_finite_error(run, f'{what} ({", ".join(shown)})')
+        p, kept = run.progress, os.path.join(run.save_dir, 'now.pth')
+        raise UserError(f'stage {run.stage.name}: non-finite {what} ({", ".join(shown)}) at iteration {p.iteration} '
+                        f'(epoch {p.epoch}); stopped without updating the weights. Last good checkpoint: '
+                        f'{kept if os.path.isfile(kept) else "none written yet"}')
 
 
 def train_step(run, data, accumulate):
@@ -289,13 +247,11 @@ def train_step(run, data, accumulate):
             with autocast(run):
                 losses = run.stage.losses(model, batch, run.device)
             check_finite_before_backward(run, losses)
-            loss = sum(losses.values())
-            run.scaler.scale(loss / accumulate).backward()
+            run.scaler.scale(sum(losses.values()) / accumulate).backward()
         values = torch.stack([v.detach().float() for v in losses.values()])
         totals = values if totals is None else totals + values
     averaged = distributed.all_reduce_mean(totals / accumulate).tolist()
     losses = dict(zip(losses, averaged))  # the names of the last batch's losses, in the order of ``totals``
-    check_finite(run, losses)  # every rank sees the same averages, so all stop together
     run.scaler.step(run.optimizer)
     run.scaler.update()
     return losses
@@ -308,9 +264,7 @@ def train_one_epoch(run, epoch, start_batch):
     checkpoint_every = cfg['train']['checkpoint_every']
     run.loader.sampler.set_epoch(epoch, skip=start_batch * cfg['train']['batch_size'])
     run.loader.generator.manual_seed(epoch_seed(cfg['seed'], distributed.get_rank(), epoch))
-    run.model.train()
-    for name in run.stage.frozen:  # the frozen networks keep their BatchNorm statistics (eval mode)
-        getattr(run.net, name).eval()
+    run.model.train()  # the frozen sub-networks stay in eval mode (SCNet.train)
 
     p.epoch, p.batches_done, p.epoch_complete = epoch, start_batch, False
     first_step = start_batch // accumulate
@@ -366,17 +320,12 @@ def show_progress():
 
 
 def should_validate(run, epoch, last):
-    every = run.cfg['train']['val_every']
-    return run.val_loader is not None and every and ((epoch + 1) % every == 0 or last)
+    return run.val_loader is not None and ((epoch + 1) % run.cfg['train']['val_every'] == 0 or last)
 
 
 def is_better(run, score):
     best = run.progress.best_score
-    if math.isnan(score):
-        return False
-    if best is None:
-        return True
-    return score > best if run.stage.higher_is_better else score < best
+    return not math.isnan(score) and (best is None or (score > best if run.stage.higher_is_better else score < best))
 
 
 def evaluate(run, epoch):
@@ -396,9 +345,7 @@ def fit(run):
     p = run.progress
     metrics = None
     run.clock = (time.perf_counter(), p.iteration)
-    start_epoch, start_batch = p.epoch, p.batches_done
-    if p.epoch_complete:
-        start_epoch, start_batch = p.epoch + 1, 0
+    start_epoch, start_batch = (p.epoch + 1, 0) if p.epoch_complete else (p.epoch, p.batches_done)
     for epoch in range(start_epoch, run.n_epochs):
         train_one_epoch(run, epoch, start_batch)
         start_batch = 0
@@ -421,13 +368,9 @@ def fit(run):
 
 
 def main(cfg, resume=False, deterministic=False, overwrite=False, restart_epoch=False):
-    """Train the stage ``cfg['stage']``; returns ``{'save_dir', 'iteration', 'metrics'}``.
-
-    ``resume`` continues ``now.pth`` (``restart_epoch``: from the first batch of its epoch, which also allows
-    another batch size, accumulation, process count, dataset or other settings); ``overwrite`` replaces an earlier
-    run's outputs in the experiment folder (:mod:`lib.train.run_folder`).  Ctrl-C stops with the last ``now.pth``
-    intact and says how to continue.
-    """
+    """Train the stage ``cfg['stage']``; returns ``{'save_dir', 'iteration', 'metrics'}``.  ``resume`` continues
+    ``now.pth`` (``restart_epoch``: from the first batch of its epoch, allowing other settings); ``overwrite``
+    replaces an earlier run's outputs (:mod:`lib.train.run_folder`).  Ctrl-C leaves the last ``now.pth`` intact."""
     with determinism(deterministic or cfg['deterministic']), tf32(cfg['train']['tf32']):
         run = setup(cfg, resume, overwrite, restart_epoch)
         try:

@@ -1,11 +1,7 @@
-"""Optimiser and learning-rate schedule of the paper's training scripts.
-
-Adam over the trainable sub-networks only (frozen ones never enter the optimiser), and a single step decay: the
-learning rate is multiplied by ``lr_decay`` (0.1) once more than ``lr_decay_at`` (half) of the iterations are
-done.  The schedule is a pure function of the iteration, so a resumed run needs no scheduler state.
-
-``train.param_lists`` chooses the parameter lists: ``unique`` (each tensor once, ``torch.optim.Adam``) or
-``original``, the lists of the paper's code (:func:`original_param_list`) stepped by :class:`LoopAdam`.
+"""Optimiser and learning-rate schedule of the paper's training scripts: Adam over the trainable sub-networks, the
+rate multiplied by ``lr_decay`` once more than ``lr_decay_at`` of the iterations are done (a pure function of the
+iteration: a resumed run needs no scheduler state).  ``train.param_lists``: ``unique`` (each tensor once,
+``torch.optim.Adam``) or ``original``, the paper's lists (:func:`original_param_list`) stepped by :class:`LoopAdam`.
 """
 import math
 
@@ -18,20 +14,12 @@ PARAM_LISTS = ('unique', 'original')
 
 
 def original_param_list(module):
-    """The list ``[p for m in module.modules() for p in m.parameters()]`` of the paper's training scripts.
-
-    Every tensor appears once per module that encloses it (its own module and each ancestor up to ``module``), in
-    the order of that double loop.  It is rebuilt from the parameter names, which spell the module tree of the
-    published checkpoints, so the list stays the original's even if the Python classes are nested differently.
-    """
+    """The list ``[p for m in module.modules() for p in m.parameters()]`` of the paper's training scripts (each
+    tensor once per enclosing module), rebuilt from the parameter names, which spell the published checkpoints'
+    module tree: the list stays the original's even if the Python classes are nested differently."""
     named = list(module.named_parameters())  # pre-order, as module.modules(); registration order within a module
-    paths = ['']  # '' is ``module`` itself
-    for name, _ in named:
-        parts = name.split('.')[:-1]
-        for depth in range(1, len(parts) + 1):
-            path = '.'.join(parts[:depth])
-            if path not in paths:
-                paths.append(path)
+    enclosing = ['.'.join(name.split('.')[:depth]) for name, _ in named for depth in range(1, name.count('.') + 1)]
+    paths = dict.fromkeys([''] + enclosing)  # every enclosing module once, in pre-order; '' is ``module`` itself
     return [p for path in paths for name, p in named if path == '' or name.startswith(path + '.')]
 
 
@@ -45,11 +33,8 @@ def parameter_list(module, param_lists):
 
 
 def build_optimizer(param_groups, train_cfg):
-    """Adam over ``param_groups`` (dicts with ``params``, ``lr`` and a ``name``).
-
-    Every group remembers its configured rate as ``base_lr``; :func:`apply_lr` scales from it.  With
-    ``train.param_lists: original`` the groups may repeat tensors and :class:`LoopAdam` steps them.
-    """
+    """Adam (:class:`LoopAdam` for ``train.param_lists: original``) over ``param_groups`` (dicts with ``params``,
+    ``lr`` and a ``name``); each group keeps its rate as ``base_lr``, which :func:`apply_lr` scales."""
     original = train_cfg.get('param_lists', 'unique') == 'original'
     if original and train_cfg.get('amp') == 'fp16':
         # GradScaler unscales every listed gradient: a tensor listed k times would be divided k times.
@@ -67,10 +52,8 @@ def build_optimizer(param_groups, train_cfg):
 
 
 def lr_factor(iteration, total_iters, decay_at=0.5, decay=0.1):
-    """Multiplier of the base rate at optimiser step ``iteration`` (0-based) of ``total_iters``.
-
-    The original compares ``itr > max_itr / 2``: the step exactly at the half still uses the full rate.
-    """
+    """Multiplier of the base rate at optimiser step ``iteration`` (0-based) of ``total_iters``; as the original's
+    ``itr > max_itr / 2``, the step exactly at the half still uses the full rate."""
     return decay if iteration > decay_at * total_iters else 1.0
 
 
@@ -85,41 +68,27 @@ def apply_lr(optimizer, iteration, total_iters, train_cfg):
 
 
 class LoopAdam(Optimizer):
-    """``torch.optim.Adam`` (no amsgrad) as torch 1.5 ran it; accepts a tensor more than once in a group.
-
-    Args:
-        params: tensors or param-group dicts, as for any optimiser; repeated tensors are stepped once per
-            appearance.
-        lr, betas, eps, weight_decay: as ``torch.optim.Adam`` (L2 penalty added to the gradient).
-    """
+    """``torch.optim.Adam`` (no amsgrad, L2 penalty added to the gradient) as torch 1.5 ran it; a tensor listed more
+    than once in a group is stepped once per appearance."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        if lr < 0.0 or eps < 0.0 or weight_decay < 0.0 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f'LoopAdam: invalid lr={lr}, betas={betas}, eps={eps} or weight_decay={weight_decay}')
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
     def add_param_group(self, param_group):
         # torch.optim warns on (and later versions refuse) repeated tensors; here they are the point, so the
         # group is registered without them and the full list, repeats included, is put back afterwards.
-        params = param_group['params']
-        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        params = list(param_group['params'])
         unique = list({id(p): p for p in params}.values())
         super().add_param_group(dict(param_group, params=unique))
         self.param_groups[-1]['params'] = params
 
     @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def step(self):
         for group in self.param_groups:
             beta1, beta2 = group['betas']
             for p in group['params']:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError('LoopAdam does not support sparse gradients')
                 grad = p.grad
                 state = self.state[p]
                 if len(state) == 0:
@@ -136,4 +105,3 @@ class LoopAdam(Optimizer):
                 exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(group['eps'])
                 p.addcdiv_(exp_avg, denom, value=-group['lr'] / bias_correction1)
-        return loss

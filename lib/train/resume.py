@@ -1,17 +1,11 @@
-"""Training checkpoints (``now.pth`` / ``best.pth`` / ``final.pth``) and the ``init:`` weights of a stage.
-
-A training checkpoint is a dict that ``torch.load(..., weights_only=True)`` accepts::
+"""Training checkpoints (``now.pth`` / ``best.pth`` / ``final.pth``): dicts that ``torch.load(..., weights_only=True)``
+accepts, read by :mod:`lib.model.checkpoint` (their ``model`` entry is what ``init:`` and ``tools/test_pda.py`` load)::
 
     model       state dict in the SCNet key layout (``deeplab.*``, ``flownet.*``, ``dmnet.*``, ``cfnet.*``)
     optimizer   Adam state;  scaler: GradScaler state (fp16) or None
-    progress    iteration, epoch, batches_done, epoch_complete, best_score (see lib/train/engine.py)
-    iteration, epoch   copies of the progress entries, for a quick look
+    progress    :class:`Progress`;  iteration, epoch: copies of its entries, for a quick look
     rng         per-rank RNG states (python, numpy, torch, cuda) as plain lists and tensors
-    config      the resolved config;  stage: its stage name
-
-Files are read by ``lib.utils.checkpoint`` (the one reader); its ``load_checkpoint`` returns the ``model`` entry of
-such a file (``init:`` files are read through it), so every stage's output can be the ``init:`` of the next one and ``final.pth`` of the correction
-stage is what ``tools/test_pda.py`` loads.
+    config      the resolved config;  stage: its stage name;  layout: :func:`data_layout`
 """
 import itertools
 import os
@@ -26,7 +20,7 @@ from torch.utils.data import DistributedSampler
 from lib.model.checkpoint import read_checkpoint, strip_wrapper_prefixes
 from lib.utils import distributed
 from lib.utils.atomic import save_torch
-from lib.utils.errors import UserError
+from lib.utils.errors import UserError, one_line
 from lib.utils.runtime import seed_everything
 
 
@@ -34,12 +28,9 @@ def capture_rng_state():
     """This process's RNG states in types ``weights_only`` loading accepts (no numpy arrays, no tuples of them)."""
     py_version, py_internal, py_gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    return {
-        'python': [py_version, list(py_internal), py_gauss],
-        'numpy': [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
-        'torch': torch.get_rng_state(),
-        'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
+    return {'python': [py_version, list(py_internal), py_gauss],
+            'numpy': [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+            'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def restore_rng_state(state):
@@ -50,16 +41,6 @@ def restore_rng_state(state):
     torch.set_rng_state(state['torch'])
     if state['cuda'] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
-
-
-def gather_rng_states():
-    """Every rank's RNG state, rank-ordered (a collective: all ranks must call it together)."""
-    return distributed.all_gather_object(capture_rng_state())
-
-
-def model_state(checkpoint):
-    """The model state dict inside a loaded training checkpoint, wrapper prefixes (``module.``) dropped."""
-    return strip_wrapper_prefixes(checkpoint['model'])
 
 
 @dataclass
@@ -109,9 +90,8 @@ def _flat(tree, prefix=''):
 
 
 def check_config_changes(path, saved_cfg, cfg, restart_epoch):
-    """Refuse a resume under another config than the run's (another seed, list, learning rate, ...), naming old
-    and new; ``--restart-epoch`` accepts all but the model's shape.  Returns the accepted changes.  The batch size
-    and accumulation are the data layout's (:func:`check_layout`)."""
+    """Refuse a resume under another config than the run's, naming old and new (batch size and accumulation are
+    :func:`check_layout`'s); ``--restart-epoch`` accepts all but the model's shape.  Returns the accepted changes."""
     old, new = _flat(saved_cfg), _flat(cfg)
     changed = [key for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)
                and not key.startswith(RESUME_FREE) and key not in ('train.batch_size', 'train.accumulate')]
@@ -135,14 +115,13 @@ def load_training_state(path, net, optimizer, scaler, cfg, layout, restart_epoch
                         f'(stage: {found})')
     changes = check_config_changes(path, checkpoint['config'], cfg, restart_epoch)
     try:
-        net.load_state_dict(model_state(checkpoint), strict=True)
+        net.load_state_dict(strip_wrapper_prefixes(checkpoint['model']), strict=True)
         optimizer.load_state_dict(checkpoint['optimizer'])
         if checkpoint['scaler'] is not None and scaler.is_enabled():
             scaler.load_state_dict(checkpoint['scaler'])
         progress = Progress(**checkpoint['progress'])
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        raise UserError(f'--resume: {path} does not fit this config ({first_line})') from None
+        raise UserError(f'--resume: {path} does not fit this config ({one_line(err)})') from None
     check_layout(path, checkpoint, layout, restart_epoch)
     if restart_epoch and not progress.epoch_complete:
         progress.batches_done = 0  # the open epoch runs again from its first batch
@@ -156,33 +135,21 @@ def load_training_state(path, net, optimizer, scaler, cfg, layout, restart_epoch
 
 
 def save_checkpoint(run, names):
-    """Write the run's state to each of ``names`` in the save folder (all ranks call it: RNG states are
-    gathered; rank 0 writes)."""
-    rng = gather_rng_states()
+    """Write the run's state to each of ``names`` in the save folder (all ranks call it; rank 0 writes)."""
+    rng = distributed.all_gather_object(capture_rng_state())  # a collective
     if not distributed.is_main_process():
         return
-    checkpoint = {
-        'model': run.net.state_dict(),
-        'optimizer': run.optimizer.state_dict(),
-        'scaler': run.scaler.state_dict() if run.scaler.is_enabled() else None,
-        'progress': asdict(run.progress),
-        'iteration': run.progress.iteration,
-        'epoch': run.progress.epoch,
-        'rng': rng,
-        'config': run.cfg,
-        'stage': run.stage.name,
-        'layout': data_layout(run.cfg, run.loader),
-    }
+    checkpoint = {'model': run.net.state_dict(), 'optimizer': run.optimizer.state_dict(),
+                  'scaler': run.scaler.state_dict() if run.scaler.is_enabled() else None,
+                  'progress': asdict(run.progress), 'iteration': run.progress.iteration, 'epoch': run.progress.epoch,
+                  'rng': rng, 'config': run.cfg, 'stage': run.stage.name, 'layout': data_layout(run.cfg, run.loader)}
     for name in names:  # now.pth last: what a resume reads never runs ahead of the files it implies
         save_torch(checkpoint, os.path.join(run.save_dir, name))
 
 
 class ResumableSampler(DistributedSampler):
     """``DistributedSampler`` whose next epoch skips its first ``skip`` indices (set with :meth:`set_epoch`).
-
-    ``order``: ``'run'`` shuffles with a generator seeded with ``seed + epoch``; ``'epoch_only'`` with the epoch
-    alone, as torch 1.5's ``DistributedSampler`` (the original's) did: today's with seed 0 is that order.
-    """
+    ``order``: ``'run'`` shuffles with ``seed + epoch``; ``'epoch_only'`` with the epoch alone, as torch 1.5's did."""
 
     def __init__(self, dataset, num_replicas, rank, seed, order='run'):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True,

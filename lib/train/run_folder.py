@@ -1,10 +1,6 @@
-"""The experiment folder of a training run: who may write it and what ``--overwrite`` replaces.
-
-A run writes ``config.yaml``, ``log.txt``, ``metrics.jsonl``, ``now.pth``, ``best.pth``, ``final.pth`` (and
-TensorBoard event files) into ``<train.save_root>/<experiment>/``, a folder marked as a training run's
-(:mod:`lib.utils.outputs`).  A folder that holds an earlier run's outputs is refused unless the run continues it
-(``--resume``) or replaces it (``--overwrite``, which deletes exactly those files before the new run writes
-anything, so that no old checkpoint survives beside the new config).  Other files in the folder are never touched.
+"""The experiment folder of a training run, ``<train.save_root>/<experiment>/`` (:mod:`lib.utils.outputs`): one
+holding an earlier run's outputs (``RUN_FILES``, TensorBoard events) is refused unless ``--resume`` continues it or
+``--overwrite`` deletes exactly those files before the new run writes anything; other files are never touched.
 """
 import os
 

@@ -6,9 +6,8 @@ initialised and validated.
     dmnet         SCNetDMNet: DMNet learns where propagation goes wrong; DeepLab and FlowNet frozen   ('triplet')
     correction    SCNet: FlowNet fine-tuned and CFNet trained; DeepLab and DMNet frozen              ('triplet')
 
-Every stage saves its network in the SCNet key layout, so the output of one stage is the ``init:`` of the next:
-segmentation -> ``init.deeplab``, flow -> ``init.flownet``, dmnet -> ``init.dmnet`` (its DeepLab and FlowNet
-come along unchanged), correction -> the full model of ``tools/test_pda.py``.
+Every stage saves in the SCNet key layout, so its output is the next one's ``init:`` (``init.deeplab``,
+``init.flownet``, ``init.dmnet``); the correction stage's is the full model of ``tools/test_pda.py``.
 """
 from dataclasses import dataclass
 from typing import Callable, Tuple
@@ -29,7 +28,6 @@ from lib.utils import distributed
 from lib.utils.errors import UserError
 from lib.utils.metrics import IGNORE_INDEX, ConfusionMatrix
 
-# ---------------------------------------------------------------------------------------------- the networks
 
 def set_bn_momentum(module, momentum):
     """Give every BatchNorm2d of ``module`` this momentum (config ``train.bn_momentum``); returns ``module``."""
@@ -45,13 +43,8 @@ def upsample_to(x, size, align_corners):
 
 
 class SegmentationStageNet(nn.Module):
-    """The key-frame network trained per frame with cross-entropy (255 = ignore) at full resolution.
-
-    Args:
-        n_classes: number of classes.
-        align_corners: the x4 resize of the 1/4-resolution logits to the label size.
-        deeplab: keyword arguments of :class:`DeepLabV3Plus`.
-    """
+    """The key-frame network trained per frame with cross-entropy (255 = ignore) at full resolution;
+    ``align_corners``: the x4 resize of its logits to the label size; ``deeplab``: :class:`DeepLabV3Plus` kwargs."""
 
     def __init__(self, n_classes, align_corners=True, deeplab=None):
         super().__init__()
@@ -74,11 +67,8 @@ class SegmentationStageNet(nn.Module):
 
 
 def quarter_resolution_flow(flow, size, align_corners):
-    """Ground-truth flow (N, 2, H, W) in full-resolution pixels -> (N, 2, *size) in 1/4-resolution pixels.
-
-    The flow field is resized like an image (the same bilinear resize the model applies to frames) and its
-    values divided by 4, because a displacement of 4 full-resolution pixels is one pixel of the 1/4 grid.
-    """
+    """Ground-truth flow (N, 2, H, W) in full-resolution pixels -> (N, 2, *size) in 1/4-resolution pixels: resized
+    as the model resizes frames, divided by 4 (4 full-resolution pixels are one pixel of the 1/4 grid)."""
     return upsample_to(flow, size, align_corners) / 4.0
 
 
@@ -88,16 +78,9 @@ def end_point_error(pred, target):
 
 
 class FlowStageNet(nn.Module):
-    """FlowNetS trained on ground-truth flow with the end-point error at the resolution it predicts (1/4).
-
-    The loss lives on the 1/4 grid because that is where the flow is used (it warps 1/4-resolution logits);
-    the ground truth is brought there by :func:`quarter_resolution_flow`, so the loss is in 1/4-resolution
-    pixels.  Validation also reports the usual full-resolution EPE (prediction upsampled x4 and multiplied by 4).
-
-    Args:
-        align_corners: the resize convention of the ground-truth downsampling.
-        flownet: keyword arguments of :class:`FlowNetS`.
-    """
+    """FlowNetS trained on ground-truth flow with the end-point error on the 1/4 grid, where the flow warps the
+    logits (:func:`quarter_resolution_flow`, resize convention ``align_corners``); validation also reports the usual
+    full-resolution EPE.  ``flownet``: :class:`FlowNetS` kwargs."""
 
     def __init__(self, align_corners=True, flownet=None):
         super().__init__()
@@ -122,10 +105,8 @@ class FlowStageNet(nn.Module):
         return {'loss_epe': end_point_error(pred, target).mean()}
 
 
-# --------------------------------------------------------------------------------------------------- validation
-
-def _progress(loader, desc, enabled):
-    return tqdm(loader, desc=desc, leave=False, disable=not (enabled and distributed.is_main_process()))
+def _progress(loader, enabled):
+    return tqdm(loader, desc='val', leave=False, disable=not (enabled and distributed.is_main_process()))
 
 
 @torch.no_grad()
@@ -133,7 +114,7 @@ def validate_segmentation(net, loader, cfg, device, progress=True):
     """Per-frame mIoU of ``net.deeplab`` at full resolution; returns ``{'miou', 'iou'}``."""
     net.eval()
     meter = ConfusionMatrix(cfg['model']['n_classes'], device=device)
-    for image, label in _progress(loader, 'val', progress):
+    for image, label in _progress(loader, progress):
         image, label = image.to(device), label.to(device)
         meter.update(net.predict(image).argmax(1), label)
     meter.all_reduce()
@@ -146,7 +127,7 @@ def validate_flow(net, loader, cfg, device, progress=True):
     and ``epe_full`` at full resolution in full-resolution pixels (prediction upsampled x4, values x4)."""
     net.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # quarter EPE sum, pixels, full EPE sum, pixels
-    for frames, flow in _progress(loader, 'val', progress):
+    for frames, flow in _progress(loader, progress):
         frames, flow = frames.to(device), flow.to(device)
         pred = net.predict(frames)  # (N, 2, H/4, W/4)
         quarter = end_point_error(pred, quarter_resolution_flow(flow, pred.shape[-2:], net.align_corners))
@@ -175,7 +156,7 @@ def validate_distortion(net, loader, cfg, device, progress=True):
     net.eval()
     distances = list(cfg['train']['val_distances'])
     sums = torch.zeros(len(distances), 2, dtype=torch.float64, device=device)  # per distance: error sum, pixels
-    for frames, _ in _progress(loader, 'val', progress):
+    for frames, _ in _progress(loader, progress):
         frames = frames.to(device)
         for i, d in enumerate(distances):
             error = _distortion_l1(net, frames, d)
@@ -183,28 +164,16 @@ def validate_distortion(net, loader, cfg, device, progress=True):
             sums[i, 1] += error.numel()
     distributed.all_reduce_sum(sums)
     per_distance = (sums[:, 0] / sums[:, 1]).tolist()
-    result = {f'l1_d{d}': value for d, value in zip(distances, per_distance)}
-    result['l1'] = sum(per_distance) / len(per_distance)
-    return result
+    return {**{f'l1_d{d}': value for d, value in zip(distances, per_distance)},
+            'l1': sum(per_distance) / len(per_distance)}
 
 
 def validate_pda(net, loader, cfg, device, progress=True):
     """PDA mIoU of the corrected predictions: ``{'miou_d<d>': ..., 'miou': mean over distances}``."""
     out = evaluate_pda(net, loader, cfg['model']['n_classes'], distances=list(cfg['train']['val_distances']),
                        device=device, per_frame=False, propagation_only=False, progress=progress)
-    result = {f'miou_d{d}': value for d, value in zip(out['distances'], out['davss']['miou'])}
-    result['miou'] = out['davss']['mean_miou']
-    return result
-
-
-# ---------------------------------------------------------------------------------------------------- the table
-
-def _segmentation_net(model_cfg):
-    return SegmentationStageNet(model_cfg['n_classes'], model_cfg['align_corners'], dict(model_cfg['deeplab']))
-
-
-def _flow_net(model_cfg):
-    return FlowStageNet(model_cfg['align_corners'], dict(model_cfg['flownet']))
+    return {**{f'miou_d{d}': value for d, value in zip(out['distances'], out['davss']['miou'])},
+            'miou': out['davss']['mean_miou']}
 
 
 @dataclass(frozen=True)
@@ -231,9 +200,8 @@ class Stage:
     def losses(self, net, batch, device):
         """Forward one batch through the (possibly DDP-wrapped) net: ``{loss name: 0-dim tensor}``."""
         inputs = [x.to(device, non_blocking=True) for x in batch[:self.net_inputs]]
-        extra = {}
-        if len(batch) > 2:  # data.pseudo_labels: precomputed; the masks of t-i and t come with the triplets
-            extra['pseudo_labels'] = batch[2].to(device, non_blocking=True)
+        # data.pseudo_labels: precomputed: the masks of t-i and t come with the triplets
+        extra = {'pseudo_labels': batch[2].to(device, non_blocking=True)} if len(batch) > 2 else {}
         out = net(*inputs, **extra)
         if set(out) != set(self.loss_names):
             raise ValueError(f'{self.name} stage: the network returned the losses {sorted(out)}, expected '
@@ -250,21 +218,20 @@ class Stage:
 
 STAGES = {
     'segmentation': Stage(
-        name='segmentation', build_net=_segmentation_net, data_mode='image', net_inputs=2, trainable=('deeplab',),
-        lr_keys=('lr',), frozen=(), required_init=(), loss_names=('loss_ce',), val_mode='image',
-        validate=validate_segmentation, score='miou', higher_is_better=True),
+        name='segmentation', build_net=lambda m: SegmentationStageNet(m['n_classes'], m['align_corners'],
+                                                                      dict(m['deeplab'])),
+        data_mode='image', net_inputs=2, trainable=('deeplab',), lr_keys=('lr',), frozen=(), required_init=(),
+        loss_names=('loss_ce',), val_mode='image', validate=validate_segmentation, score='miou', higher_is_better=True),
     'flow': Stage(
-        name='flow', build_net=_flow_net, data_mode='flow', net_inputs=2, trainable=('flownet',), lr_keys=('lr',),
-        frozen=(), required_init=(), loss_names=('loss_epe',), val_mode='flow', validate=validate_flow,
-        score='epe', higher_is_better=False),
+        name='flow', build_net=lambda m: FlowStageNet(m['align_corners'], dict(m['flownet'])), data_mode='flow',
+        net_inputs=2, trainable=('flownet',), lr_keys=('lr',), frozen=(), required_init=(), loss_names=('loss_epe',),
+        val_mode='flow', validate=validate_flow, score='epe', higher_is_better=False),
     'dmnet': Stage(
-        name='dmnet', build_net=lambda model_cfg: build_scnet(model_cfg, 'dmnet'), data_mode='triplet',
-        net_inputs=1, trainable=('dmnet',), lr_keys=('lr',),
-        frozen=('deeplab', 'flownet'), required_init=('deeplab', 'flownet'), loss_names=('loss_dmnet',),
-        val_mode='pda', validate=validate_distortion, score='l1', higher_is_better=False),
+        name='dmnet', build_net=lambda m: build_scnet(m, 'dmnet'), data_mode='triplet', net_inputs=1,
+        trainable=('dmnet',), lr_keys=('lr',), frozen=('deeplab', 'flownet'), required_init=('deeplab', 'flownet'),
+        loss_names=('loss_dmnet',), val_mode='pda', validate=validate_distortion, score='l1', higher_is_better=False),
     'correction': Stage(
-        name='correction', build_net=lambda model_cfg: build_scnet(model_cfg, 'correction'), data_mode='triplet',
-        net_inputs=2,
+        name='correction', build_net=lambda m: build_scnet(m, 'correction'), data_mode='triplet', net_inputs=2,
         trainable=('flownet', 'cfnet'), lr_keys=('lr', 'cfnet_lr'), frozen=('deeplab', 'dmnet'),
         required_init=('deeplab', 'flownet', 'dmnet'), loss_names=('loss_semantic', 'loss_cfnet'), val_mode='pda',
         validate=validate_pda, score='miou', higher_is_better=True),
@@ -293,10 +260,8 @@ def check_init_config(stage, init_cfg):
 def initialise(stage, net, init_cfg):
     """Load the ``init:`` checkpoints into ``net``: first ``init.pretrained`` (DeepLab + FlowNet, published
     layout), then ``init.deeplab`` / ``init.flownet`` / ``init.dmnet`` over it.  Returns ``{sub-network:
-    source}``; a missing file, a mismatch or a required sub-network left uncovered is a UserError."""
-    check_init_config(stage, init_cfg)
+    source}``; a missing file or a mismatch is a UserError (:func:`check_init_config` ran before)."""
     sources = {}
-    sub_networks = [name for name in ('deeplab', 'flownet', 'dmnet', 'cfnet') if hasattr(net, name)]
     if init_cfg['pretrained']:
         wanted = [name for name in PRETRAINED if name in stage.required_init]
         for name in load_pretrained(net, init_cfg['pretrained'], 'init.pretrained', required=wanted):
@@ -304,7 +269,7 @@ def initialise(stage, net, init_cfg):
     for name in ('deeplab', 'flownet', 'dmnet'):
         if not init_cfg[name]:
             continue
-        if name not in sub_networks:
+        if not hasattr(net, name):
             raise UserError(f'init.{name}: the {stage.name} stage has no {name} to initialise')
         load_part(getattr(net, name), name, init_cfg[name], f'init.{name}')
         sources[name] = init_cfg[name]
