@@ -311,3 +311,14 @@ def test_channels_last_training_on_the_cpu_does_not_crash(tmp_path, synthetic_da
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f'rc {done.returncode} (-11/139 segfault, -6/134 abort): {done.stderr[-2000:]}'
     assert (tmp_path / 'run' / 'final.pth').is_file()
+
+
+def test_channels_last_stays_on_where_the_cpu_is_safe():
+    # The demo's widths keep the layout its numbers were trained in; the tiny widths of the crash above do not get it.
+    cfg = load_config(os.path.join(REPO_ROOT, 'exp', 'synthetic', 'segmentation.yaml'))
+    assert cfg['train']['channels_last']
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert engine.channels_last_safe(build_scnet(cfg['model']), cpu)
+    tiny = dict(cfg['model'], deeplab={'width_mult': 0.0625, 'middle_blocks': 1})
+    assert not engine.channels_last_safe(build_scnet(tiny), cpu)
+    assert engine.channels_last_safe(build_scnet(tiny), cuda)

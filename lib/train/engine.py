@@ -111,6 +111,13 @@ def wrap_for_training(net, device, cfg):
                                                find_unused_parameters=bool(cfg['train']['find_unused_parameters']))
 
 
+def channels_last_safe(net, device):
+    """Whether ``train.channels_last`` may be applied: on the CPU not with a strided 1x1 convolution of fewer than 16
+    channels (tiny widths), whose oneDNN weight gradient in that layout writes out of bounds."""
+    return device.type != 'cpu' or not any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)
+                                           and min(m.in_channels, m.out_channels) < 16 for m in net.modules())
+
+
 def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
     """Build the run: process group, network (initialised or resumed), optimiser, loaders, logs."""
     if not cfg['experiment']:
@@ -138,8 +145,7 @@ def setup(cfg, resume=False, overwrite=False, restart_epoch=False):
         for name in stage.trainable:
             set_bn_momentum(getattr(net, name), float(cfg['train']['bn_momentum']))
     net.to(device)  # the stage's frozen sub-networks froze themselves (lib.model.scnet.freeze)
-    # CUDA only: oneDNN's CPU weight gradient of strided 1x1 convs, channels_last, 2-7 channels, writes out of bounds.
-    if cfg['train']['channels_last'] and device.type == 'cuda':
+    if cfg['train']['channels_last'] and channels_last_safe(net, device):
         net.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(stage.param_groups(net, cfg['train']), cfg['train'])
     scaler = torch.amp.GradScaler(device.type, enabled=cfg['train']['amp'] == 'fp16')
