@@ -80,12 +80,12 @@ def test_bad_save_predictions_is_a_one_line_error_before_any_write(synthetic_roo
     assert not out.exists()
 
 
-def test_a_later_run_over_fewer_clips_leaves_only_its_own_predictions(synthetic_root, checkpoint, tmp_path):
-    # The folder a user uploads must hold one run's PNGs: the earlier run's are not left beside the new ones.
+def test_a_later_run_leaves_only_its_own_predictions(synthetic_root, checkpoint, tmp_path):
+    # The folder a user uploads holds one run's PNGs: a PNG of a clip an earlier run evaluated is not left beside them.
     tool, out = load_tool('test_pda'), tmp_path / 'out'
     assert tool.run(pda_argv(synthetic_root, checkpoint, out, '--save-predictions', '1')) == 0
-    before = set(os.listdir(out / 'predictions_d1'))
-    assert tool.run(pda_argv(synthetic_root, checkpoint, out, '--save-predictions', '1', '--max-clips', '1')) == 0
-    after = set(os.listdir(out / 'predictions_d1'))
-    assert MARKER in after and len(after) == 2 and len(before) > 2  # the marker and the one clip's labelled frame
+    ours = sorted(os.listdir(out / 'predictions_d1'))
+    (out / 'predictions_d1' / 'otherclip_000001_000019_pred_labelIds.png').write_bytes(b'an earlier run')
+    assert tool.run(pda_argv(synthetic_root, checkpoint, out, '--save-predictions', '1')) == 0
+    assert sorted(os.listdir(out / 'predictions_d1')) == ours and len(ours) >= 2
     assert not os.path.exists(f'{out}/predictions_d1.partial')
