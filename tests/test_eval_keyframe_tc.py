@@ -60,25 +60,28 @@ def test_every_row_has_its_tc_and_the_ground_truth_is_the_ceiling(tiny_run, synt
     folder, net, checkpoint = tiny_run
     report = evaluate(folder, checkpoint, synthetic_data_cfg, 'synthetic', paths=['fast'])
     frames, labels, flow, valid = first_clip(synthetic_data_cfg)
-    assert list(report['tc_flows']) == ['ground_truth']
+    assert list(report['tc_flows']) == ['ground_truth', 'dis']
 
     # The ground truth with its own flow: what test_temporal_consistency established (just under 1: only the
     # same-surface class boundaries between pixel centres differ), from the same pairs, flows and masks.
     truth = report['ground_truth_tc']
-    assert list(truth) == ['ground_truth']
+    assert list(truth) == ['ground_truth', 'dis']
     assert truth['ground_truth'] == pytest.approx(direct_tc(labels, flow, valid), rel=1e-12)
+    dis = torch.stack([dis_flow(frames[t - 1], frames[t]) for t in range(1, FRAMES)])
+    assert truth['dis'] == pytest.approx(direct_tc(labels, dis), rel=1e-12)  # every carried pixel counted
     assert 0.99 < truth['ground_truth']['tc'] < 1.0 and truth['ground_truth']['pairs'] == FRAMES - 1
 
     rows = report['fixed'] + report['propagation'] + report['distortion']
     assert len(rows) == 2 * 2 + 1
     for r in rows:
-        assert list(r['tc']) == ['ground_truth'], r['policy']
+        assert list(r['tc']) == ['ground_truth', 'dis'], r['policy']
         assert r['tc']['ground_truth']['pairs'] == FRAMES - 1 and 0 < r['tc']['ground_truth']['tc'] <= 1
     # Each row's TC is that of the labels the model streams under its policy (no replay, no padding, no tallies).
     for r in (report['fixed'][0], report['fixed'][1], report['propagation'][1]):
         segmenter = StreamingSegmenter(net, parse_policy(r['policy']), correct=r['row'] == 'davss')
         streamed = torch.cat([segmenter.step(frames[t:t + 1])[0] for t in range(FRAMES)])
         assert r['tc']['ground_truth'] == pytest.approx(direct_tc(streamed, flow, valid), rel=1e-12), r['policy']
+        assert r['tc']['dis'] == pytest.approx(direct_tc(streamed, dis), rel=1e-12), r['policy']
     assert report['fixed'][1]['tc'] != report['propagation'][1]['tc']  # the correction changes the labels
     assert 'ground truth (TC ceiling)' in kp.format_table(report)
 

@@ -167,10 +167,12 @@ def run_clip(segmenter, frames, truth, tallies, device, clip, motion):
 
 def evaluate_policies(model, clips, tallies, device, progress, desc, truth_tc=None):
     """Stream every clip through every tally's policy (updated in place; returns them), TC under the clips' own flow
-    or DIS flow; ``truth_tc`` (a :class:`ConsistencyByFlow`) gets that of every clip labelled at every frame."""
+    where the dataset has it and under DIS flow, an estimate independent of the model, always (so the two can be set
+    side by side); ``truth_tc`` (a :class:`ConsistencyByFlow`) gets that of every clip labelled at every frame."""
     segmenter = ReplaySegmenter(model, tallies[0].policy)
     for clip, (frames, labels, motion) in enumerate(tqdm(clips, desc=desc, unit='clip', disable=not progress)):
-        motion = motion or {'dis': (torch.stack([dis_flow(a, b) for a, b in zip(frames[:-1], frames[1:])]), None)}
+        dis = torch.stack([dis_flow(a, b) for a, b in zip(frames[:-1], frames[1:])])
+        motion = {**(motion or {}), 'dis': (dis, None)}
         motion = {name: NearestSources(flow.to(device), valid) for name, (flow, valid) in motion.items()}
         run_clip(segmenter, frames, labels, tallies, device, clip, motion)
         if truth_tc is not None and all(label is not None for label in labels):
