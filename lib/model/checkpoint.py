@@ -165,7 +165,7 @@ def load_pretrained(net, path, what, required=PRETRAINED):
     completely and every name in ``required`` must be present."""
     weights = load_state_dict(path, what)
     present = Counter(key.split('.', 1)[0] for key in weights)
-    loaded = [name for name in SUB_NETWORKS if name in present and hasattr(net, name)]
+    loaded = [name for name in SUB_NETWORKS if name in present and getattr(net, name, None) is not None]
     absent = [name for name in required if name not in loaded]
     if absent:
         raise UserError(f'{what}: {path} holds no weights for {", ".join(absent)} '
