@@ -146,6 +146,18 @@ def test_pretrained_file_loads_deeplab_and_flownet(tmp_path):
     assert_same_tensors(net.dmnet.state_dict(), dmnet_before)
 
 
+def test_whole_scnet_file_as_pretrained_of_the_dmnet_stage(tmp_path):
+    """SCNetDMNet has no CFNet (its cfnet is None): a whole SCNet file fills the networks it has, cfnet keys unused."""
+    source = tiny_scnet(0)
+    path = str(tmp_path / 'spatial_correction.pth')
+    torch.save(source.state_dict(), path)
+    torch.manual_seed(1)
+    net = SCNetDMNet(5, **TINY)
+    assert load_pretrained(net, path, 'init.pretrained') == ['deeplab', 'flownet', 'dmnet']
+    assert_same_tensors(net.deeplab.state_dict(), source.deeplab.state_dict())
+    assert_same_tensors(net.dmnet.state_dict(), source.dmnet.state_dict())
+
+
 def test_bare_deeplab_keys_fill_the_deeplab(tmp_path):
     source, net = tiny_scnet(0), tiny_scnet(1)
     path = str(tmp_path / 'deeplab.pth')

@@ -8,13 +8,11 @@ labelled frame), every label (single-channel, frame-sized, values in [0, n_class
 interpolation) and, for the synthetic set, its every-frame labels and flow files.
 """
 import argparse
-import copy
-import os
 import sys
 
-from lib.dataset.checks import find_problems
+from lib.dataset.checks import find_problems, list_config
 from lib.utils import cli
-from lib.utils.config import DEFAULTS, load_config
+from lib.utils.config import load_config
 from lib.utils.errors import UserError
 
 
@@ -35,9 +33,7 @@ def data_configs(args):
     if args.name:
         if not (args.root and args.list):
             raise UserError('--name: needs --root and --list')
-        cfg = copy.deepcopy(DEFAULTS['data'])
-        cfg.update(name=args.name, root=os.path.abspath(args.root), val_list=os.path.abspath(args.list))
-        return [('val', cfg)]
+        return [('val', list_config(args.name, args.root, args.list))]
     if not args.config:
         raise UserError('expected a CONFIG, or --name with --root and --list')
     cfg = load_config(args.config, args.opts)['data']

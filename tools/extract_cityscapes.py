@@ -21,9 +21,8 @@ def parse_args(argv=None):
     parser.add_argument('--for', dest='purpose', required=True, choices=cityscapes_archive.PURPOSES,
                         help='pda: the val list\'s PDA clips; train: the train list\'s triplets and the pda set')
     parser.add_argument('--archives', default='.', help='folder holding the two official zip archives (default: .)')
-    parser.add_argument('--sequence-zip',
-                        help=f'path of {cityscapes_archive.SEQUENCE_ARCHIVE} (default: in --archives)')
-    parser.add_argument('--gtfine-zip', help=f'path of {cityscapes_archive.GTFINE_ARCHIVE} (default: in --archives)')
+    parser.add_argument('--sequence-zip', help=f'{cityscapes_archive.SEQUENCE_ARCHIVE} (default: in --archives)')
+    parser.add_argument('--gtfine-zip', help=f'{cityscapes_archive.GTFINE_ARCHIVE} (default: in --archives)')
     parser.add_argument('--root', default='data/cityscapes',
                         help='dataset root to extract into, the configs\' data.root (default: data/cityscapes)')
     parser.add_argument('--train-list', default=resolve_path(DEFAULTS['data']['train_list']))

@@ -10,14 +10,12 @@ Cityscapes (and synthetic): a line per ``gtFine/<split>/<city>/*_gtFine_labelTra
 otherwise, as in the official lists).
 """
 import argparse
-import copy
-import os
 import sys
 
-from lib.dataset.checks import find_problems
-from lib.dataset.frame_list import camvid_lines, cityscapes_lines, write_list
+from lib.dataset.checks import find_problems, list_config
+from lib.dataset.frame_list import camvid_lines, cityscapes_lines
 from lib.utils import cli
-from lib.utils.config import DEFAULTS
+from lib.utils.atomic import write_text
 from lib.utils.errors import UserError
 
 
@@ -48,13 +46,11 @@ def main(args):
         lines = camvid_lines(args.root, args.sequences, parse_offsets(args.offset))
     else:
         lines = cityscapes_lines(args.root, args.split)
-    write_list(args.output, lines)
+    write_text(args.output, ''.join(lines))
     print(f'{args.output}: {len(lines)} lines')
     if not args.check:
         return 0
-    cfg = copy.deepcopy(DEFAULTS['data'])
-    cfg.update(name=args.name, root=os.path.abspath(args.root), val_list=os.path.abspath(args.output))
-    problems = find_problems(cfg, 'val')
+    problems = find_problems(list_config(args.name, args.root, args.output), 'val')
     for problem in problems:
         print(problem)
     print(f'{len(problems)} problem(s)', file=sys.stderr)

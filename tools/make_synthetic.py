@@ -49,9 +49,8 @@ def write_preview(root, out_dir, meta):
     split = 'val' if meta['snippets'].get('val') else 'train'
     city, seq = synthetic.snippet_name(split, 0)
     labelled = meta['labelled_frame']
-    frames = [labelled - 9, labelled - 5, labelled - 1, labelled]
     rows, flows = [[], []], []
-    for frame in frames:
+    for frame in (labelled - 9, labelled - 5, labelled - 1, labelled):
         image_rel = layout.frame_path(split, city, seq, frame)
         rows[0].append(cv2.cvtColor(cv2.imread(os.path.join(root, image_rel)), cv2.COLOR_BGR2RGB))
         label = cv2.imread(os.path.join(root, layout.sequence_label_path(image_rel)), cv2.IMREAD_UNCHANGED)

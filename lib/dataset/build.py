@@ -40,11 +40,9 @@ def _training_augment(data_cfg, with_scale):
 
 
 def build_dataset(data_cfg, split, mode, seed=None):
-    """A dataset of one split in one mode (see docs/design.md, "Data").
-
-    ``split``: ``train | val | test``; only ``train`` is augmented and gets precomputed pseudo labels.  ``mode``:
-    ``triplet | pda | image | flow`` (synthetic only).  ``seed``: the run's, for ``data.intermediate: original``.
-    """
+    """A dataset of one ``split`` (``train | val | test``; only ``train`` is augmented and gets precomputed pseudo
+    labels) in one ``mode`` (``triplet | pda | image | flow``, synthetic only; docs/design.md, "Data"); ``seed``: the
+    run's, for ``data.intermediate: original``."""
     if mode not in MODES:
         raise UserError(f'mode: expected one of {MODES}, got "{mode}"')
     scaling = data_cfg.get('pixel_scaling', 'multiply')

@@ -1,4 +1,5 @@
 """Walk a whole split and collect every problem (instead of failing on the first bad sample)."""
+import copy
 import os
 
 import numpy as np
@@ -9,7 +10,7 @@ from lib.dataset.build import PDA_CLIP_LENGTH, list_path_of, num_classes
 from lib.dataset.frame_list import read_list
 from lib.dataset.io import check_multiple_of_4, file_kind, image_problem, read_flow, read_frame, read_label
 from lib.dataset.video import snippet_offsets
-from lib.utils.config import resolve_path
+from lib.utils.config import DEFAULTS, resolve_path
 from lib.utils.errors import UserError
 
 # An interpolated label has, along every edge between classes a and b, pixels of a class strictly between them; a
@@ -40,14 +41,20 @@ def check_nearest(path, label):
     return None
 
 
+def _attempt(problems, call, *args):
+    """``call(*args)``, or None after recording its UserError."""
+    try:
+        return call(*args)
+    except UserError as err:
+        problems.append(str(err))
+        return None
+
+
 def _frame_size(path, checked, problems):
     """Decode a frame once; its (H, W), or None after recording the problem."""
     if path not in checked:
-        try:
-            checked[path] = tuple(read_frame(path).shape[-2:])
-        except UserError as err:
-            problems.append(str(err))
-            checked[path] = None
+        frame = _attempt(problems, read_frame, path)
+        checked[path] = None if frame is None else tuple(frame.shape[-2:])
     return checked[path]
 
 
@@ -55,25 +62,19 @@ def _check_entry(root, entry, offsets, n_classes, checked, problems):
     target_path = os.path.join(root, entry.image)
     size = _frame_size(target_path, checked, problems)
     if size is not None:
-        try:
-            check_multiple_of_4(target_path, *size)
-        except UserError as err:
-            problems.append(str(err))
+        _attempt(problems, check_multiple_of_4, target_path, *size)
     for offset in offsets:
-        try:
-            path = os.path.join(root, entry.frame(offset))
-        except UserError as err:
-            problems.append(str(err))
+        frame = _attempt(problems, entry.frame, offset)
+        if frame is None:
             continue
+        path = os.path.join(root, frame)
         frame_size = _frame_size(path, checked, problems)
         if size is not None and frame_size is not None and frame_size != size:
             problems.append(f'{path}: frame is {frame_size[0]}x{frame_size[1]} but {target_path} is '
                             f'{size[0]}x{size[1]}')
     label_path = os.path.join(root, entry.label)
-    try:
-        label = read_label(label_path, n_classes, size)
-    except UserError as err:
-        problems.append(str(err))  # one problem per file: a refused label is not judged further
+    label = _attempt(problems, read_label, label_path, n_classes, size)
+    if label is None:  # one problem per file: a refused label is not judged further
         return
     resized = check_nearest(label_path, label.numpy())
     if resized:
@@ -92,9 +93,14 @@ def _check_synthetic_extras(root, entry, meta, n_classes, problems):
             problems.append(str(err))
 
 
+def list_config(name, root, list_path):
+    """The ``data:`` section that checks one list file of dataset ``name`` under ``root``, as its val split."""
+    return dict(copy.deepcopy(DEFAULTS['data']), name=name, root=os.path.abspath(root),
+                val_list=os.path.abspath(list_path))
+
+
 def find_problems(data_cfg, split, progress=True):
-    """Every problem of one split, one message per bad file or list line (tools/check_dataset.py says what is
-    checked)."""
+    """Every problem of one split, one message per bad file or list line (tools/check_dataset.py: what is checked)."""
     name = data_cfg.get('name')
     n_classes = num_classes(name)
     root = resolve_path(data_cfg.get('root'))
@@ -104,12 +110,7 @@ def find_problems(data_cfg, split, progress=True):
     except UserError as err:
         return [str(err)]
     offsets = range(-max(PDA_CLIP_LENGTH - 1, int(data_cfg.get('max_gap', 10))), 1)  # every frame a clip reads
-    meta = None
-    if name == 'synthetic':
-        try:
-            meta = synthetic_layout.read_meta(root)
-        except UserError as err:
-            problems.append(str(err))
+    meta = _attempt(problems, synthetic_layout.read_meta, root) if name == 'synthetic' else None
     checked = {}
     for entry in tqdm(entries, desc=f'checking {split}', disable=not progress):
         _check_entry(root, entry, offsets, n_classes, checked, problems)

@@ -2,14 +2,13 @@
 
 For each labelled frame of a list: the frames ``t + offset`` of :func:`frame_offsets`, its ``_gtFine_labelIds.png``
 and ``_gtFine_polygons.json`` (``csCreateTrainIdLabelImgs`` makes the lists' ``_labelTrainIds.png`` from it).
-:func:`extract` writes each member under a temporary name, checked, then renamed; running again resumes.
-"""
+:func:`extract` writes each member under a temporary name, checked, then renamed; running again resumes."""
 import os
 import shutil
 import zipfile
 import zlib
 from contextlib import ExitStack
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tqdm import tqdm
 
@@ -28,13 +27,10 @@ CHUNK = 1 << 20
 def frame_offsets(purpose, max_gap):
     """Offsets from a labelled frame ``t`` to the frames ``purpose`` reads: the PDA clip ``t-9 .. t``, or every
     frame a training triplet ``[t-j, t-i, t]`` (``1 <= i < j <= max_gap``) can reach, ``t-max_gap .. t``."""
-    if purpose == 'pda':
-        return tuple(range(1 - PDA_CLIP_LENGTH, 1))
-    return tuple(range(-max_gap, 1))
+    return tuple(range(1 - PDA_CLIP_LENGTH if purpose == 'pda' else -max_gap, 1))
 
 
-@dataclass
-class Plan:
+class Plan(NamedTuple):
     """``{archive key: sorted [member name, ...]}`` a purpose needs, and the list line that first asked for each."""
     members: dict
     source: dict
@@ -114,12 +110,11 @@ def _copy_member(archive, info, destination, progress):
         raise
 
 
-@dataclass
-class Summary:
-    extracted: int = 0
-    extracted_bytes: int = 0
-    skipped: int = 0
-    skipped_bytes: int = 0
+class Summary(NamedTuple):
+    extracted: int
+    extracted_bytes: int
+    skipped: int
+    skipped_bytes: int
 
 
 def extract(archives, the_plan, root, progress_bar=None):
@@ -131,7 +126,7 @@ def extract(archives, the_plan, root, progress_bar=None):
     with ExitStack() as stack:
         handles = {key: stack.enter_context(open_archive(archives[key], expected, prefix))
                    for key, (expected, prefix) in opened.items()}
-        jobs = []  # (archive, ZipInfo, destination, already there)
+        there, todo = [], []  # (archive, ZipInfo, destination) of the members already extracted, of the others
         for key, names in the_plan.members.items():
             index = {info.filename: info for info in handles[key].infolist()}
             missing = [name for name in names if name not in index]
@@ -145,9 +140,9 @@ def extract(archives, the_plan, root, progress_bar=None):
                                 or os.path.getsize(destination) != index[name].file_size):
                     raise UserError(f'{destination}: exists and differs from {archives[key]}\'s member (size); '
                                     f'remove it to extract it again')
-                jobs.append((handles[key], index[name], destination, present))
-        total = sum(info.file_size for _, info, _, _ in jobs)
-        to_write = sum(info.file_size for _, info, _, present in jobs if not present)
+                (there if present else todo).append((handles[key], index[name], destination))
+        total = sum(info.file_size for _, info, _ in there + todo)
+        to_write = sum(info.file_size for _, info, _ in todo)
         existing = os.path.abspath(root)
         while not os.path.isdir(existing):  # the root is made by the first write
             existing = os.path.dirname(existing)
@@ -155,24 +150,19 @@ def extract(archives, the_plan, root, progress_bar=None):
         if to_write > free:
             raise UserError(f'--root {root}: {to_write / 1e9:.1f} GB to extract, {free / 1e9:.1f} GB free')
         progress = progress_bar(total) if progress_bar is not None else tqdm(total=total, disable=True)
-        summary = Summary()
+        done = 0
         try:
-            for archive, info, destination, present in jobs:  # first the files already there, before any write
-                if present:
-                    if _crc32(destination) != info.CRC:
-                        raise UserError(f'{destination}: exists and differs from {archive.filename}\'s member '
-                                        f'(CRC-32); remove it to extract it again')
-                    progress.update(info.file_size)
-                    summary.skipped += 1
-                    summary.skipped_bytes += info.file_size
-            for archive, info, destination, present in jobs:
-                if not present:
-                    _copy_member(archive, info, destination, progress)
-                    summary.extracted += 1
-                    summary.extracted_bytes += info.file_size
+            for archive, info, destination in there:  # checked before any write
+                if _crc32(destination) != info.CRC:
+                    raise UserError(f'{destination}: exists and differs from {archive.filename}\'s member '
+                                    f'(CRC-32); remove it to extract it again')
+                progress.update(info.file_size)
+            for archive, info, destination in todo:
+                _copy_member(archive, info, destination, progress)
+                done += 1
         except KeyboardInterrupt:
-            raise KeyboardInterrupt(f'{summary.extracted} file(s) extracted into {root}, none partial; the same '
-                                    f'command resumes') from None
+            raise KeyboardInterrupt(f'{done} file(s) extracted into {root}, none partial; the same command '
+                                    f'resumes') from None
         finally:
             progress.close()
-        return summary
+        return Summary(done, to_write, len(there), total - to_write)

@@ -1,21 +1,17 @@
 """The official DAVSS list format: one labelled frame per line, ``<frame image> <label image>`` relative to the
 dataset root.  The frame index is the 6-digit number in the image name; frame ``t - k`` is the same name with the
-index ``t - k`` (CamVid: ``k`` frames decoded at 30 fps earlier; the label's own number is never used).
-"""
+index ``t - k`` (CamVid: ``k`` frames decoded at 30 fps earlier; the label's own number is never used)."""
 import glob
 import os
 import re
 from dataclasses import dataclass
 
-from lib.utils.atomic import write_text
 from lib.utils.errors import UserError
 
 # <prefix><6-digit frame index><suffix>: Cityscapes "..._000019_leftImg8bit.png", CamVid "..._000030.png".
-FRAME_PATTERNS = {
-    'cityscapes': re.compile(r'^(?P<prefix>.+_)(?P<index>\d{6})(?P<suffix>_leftImg8bit\.png)$'),
-    'camvid': re.compile(r'^(?P<prefix>.+_)(?P<index>\d{6})(?P<suffix>\.png)$'),
-}
-FRAME_PATTERNS['synthetic'] = FRAME_PATTERNS['cityscapes']
+_CITYSCAPES_FRAME = re.compile(r'^(?P<prefix>.+_)(?P<index>\d{6})(?P<suffix>_leftImg8bit\.png)$')
+FRAME_PATTERNS = {'cityscapes': _CITYSCAPES_FRAME, 'synthetic': _CITYSCAPES_FRAME,
+                  'camvid': re.compile(r'^(?P<prefix>.+_)(?P<index>\d{6})(?P<suffix>\.png)$')}
 
 
 @dataclass(frozen=True)
@@ -118,7 +114,3 @@ def camvid_lines(root, sequences=None, offsets=None):
     if not lines:
         raise UserError(f'{pattern}: no CamVid labels found' + (f' for sequences {sequences}' if sequences else ''))
     return lines
-
-
-def write_list(path, lines):
-    write_text(path, ''.join(lines))

@@ -23,11 +23,7 @@ def file_kind(path):
     """'PNG', 'JPEG' or None (other) from the first bytes of the file (its name may lie)."""
     with open(path, 'rb') as f:
         head = f.read(8)
-    if head == PNG_SIGNATURE:
-        return 'PNG'
-    if head[:3] == b'\xff\xd8\xff':
-        return 'JPEG'
-    return None
+    return 'PNG' if head == PNG_SIGNATURE else 'JPEG' if head[:3] == b'\xff\xd8\xff' else None
 
 
 def check_multiple_of_4(path, height, width):
@@ -71,8 +67,7 @@ def read_label(path, n_classes, size=None):
         raise UserError(f'{path}: expected a single-channel 8-bit train-id label map, got shape '
                         f'{label.shape} dtype {label.dtype}')
     if size is not None and label.shape != tuple(size):
-        raise UserError(f'{path}: label is {label.shape[0]}x{label.shape[1]} but the frame is '
-                        f'{size[0]}x{size[1]}')
+        raise UserError(f'{path}: label is {label.shape[0]}x{label.shape[1]} but the frame is {size[0]}x{size[1]}')
     counts = np.bincount(label.ravel(), minlength=IGNORE_INDEX + 1)
     counts[:n_classes] = counts[IGNORE_INDEX] = 0
     bad = np.flatnonzero(counts).tolist()  # sorted values outside [0, n_classes) and the ignore index
@@ -114,8 +109,7 @@ def image_problem(path):
         return f'not a readable image ({type(err).__name__})', None
     try:
         with open(path, 'rb') as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 64))
+            f.seek(-min(64, f.seek(0, 2)), 2)  # the last 64 bytes (seek returns the position: the size)
             tail = f.read()
     except OSError as err:
         return f'cannot be read ({err.strerror or err})', None

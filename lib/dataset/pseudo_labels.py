@@ -1,10 +1,8 @@
-"""Precomputed DeepLab labels of the training frames ``t-i`` and ``t`` (``data.pseudo_labels: precomputed``).
-
-The code of the published Cityscapes weights (jfzhuang/DAVSS a03c1ea) read masks made beforehand over whole frames
-(``--root_mask_path``); its later code runs DeepLab on the crop, which sees less context at the border.
-``tools/make_pseudo_labels.py`` writes one 8-bit PNG per frame at ``<pseudo_label_root>/<frame's path>``, and
-``pseudo_labels.json`` (the DeepLab file's sha256 and settings) so one folder never mixes two networks' masks.
-"""
+"""Precomputed DeepLab labels of the training frames ``t-i`` and ``t`` (``data.pseudo_labels: precomputed``), over
+whole frames as the code of the published Cityscapes weights (jfzhuang/DAVSS a03c1ea, ``--root_mask_path``) read them
+(its later code runs DeepLab on the crop: less context at the border).  One 8-bit PNG per frame at
+``<pseudo_label_root>/<frame's path>``, and ``pseudo_labels.json`` (the DeepLab file's sha256 and settings) so that
+one folder never mixes two networks' masks."""
 import json
 import os
 

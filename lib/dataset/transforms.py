@@ -17,15 +17,7 @@ def random_crop(frames, label, crop_size):
         height, width = label.shape[-2:]
     top = int(torch.randint(0, height - crop_h + 1, ()).item())
     left = int(torch.randint(0, width - crop_w + 1, ()).item())
-    return (frames[..., top:top + crop_h, left:left + crop_w],
-            label[..., top:top + crop_h, left:left + crop_w])
-
-
-def random_hflip(frames, label, p=0.5):
-    """Mirror ``frames (..., H, W)`` and ``label (..., H, W)`` together with probability ``p``."""
-    if torch.rand(()).item() < p:
-        return frames.flip(-1), label.flip(-1)
-    return frames, label
+    return (frames[..., top:top + crop_h, left:left + crop_w], label[..., top:top + crop_h, left:left + crop_w])
 
 
 def random_rescale(frames, label, scale_range):
@@ -54,6 +46,6 @@ class JointAugment:
         frames, label = random_rescale(frames, label, self.scale_range)
         if self.crop_size is not None:
             frames, label = random_crop(frames, label, self.crop_size)
-        if self.hflip:
-            frames, label = random_hflip(frames, label)
+        if self.hflip and torch.rand(()).item() < 0.5:
+            frames, label = frames.flip(-1), label.flip(-1)
         return frames.contiguous(), label.contiguous()

@@ -1,7 +1,6 @@
 """Datasets over labelled video frames (:mod:`lib.dataset.frame_list`): training triplets, PDA clips, single images
 and flow pairs.  Frames are float32 RGB ``(3, H, W)`` in [0, 1]; labels int64 ``(H, W)`` with 255 = ignore.  Random
-choices use torch's RNG inside ``__getitem__``, except the paper's fixed triplet list (its own ``random.Random``).
-"""
+choices use torch's RNG inside ``__getitem__``, except the paper's fixed triplet list (its own ``random.Random``)."""
 import os
 import random
 
@@ -42,9 +41,6 @@ class _LabelledVideo(Dataset):
                                 f' but frame t of the clip is {size[1]}x{size[2]}')
         return torch.from_numpy(np.stack(clip))  # numpy: see decode_frame
 
-    def load_label(self, relative, size):
-        return read_label(self._path(relative), self.n_classes, size)
-
     def finish(self, frames, label, entry=None):
         if self.augment is not None:
             frames, label = self.augment(frames, label)
@@ -66,8 +62,7 @@ def original_intermediates(n_lines, gaps, seed):
 class TripletDataset(_LabelledVideo):
     """Training triplets ``[t - j, t - i, t]`` with the label of ``t``, one item per list line and gap ``j`` in
     ``[min_gap, max_gap]`` (line-major); ``intermediate='resample'`` draws ``i ~ U{1, ..., j - 1}`` at every
-    ``__getitem__``, ``'original'`` fixes it per item as the paper's dataset did (:func:`original_intermediates`).
-    """
+    ``__getitem__``, ``'original'`` fixes it per item as the paper's dataset did (``original_intermediates``)."""
 
     def __init__(self, root, frames, n_classes, min_gap=2, max_gap=10, augment=None, intermediate='resample',
                  seed=None, pixel_scaling='multiply', pseudo_label_root=None):
@@ -106,7 +101,7 @@ class TripletDataset(_LabelledVideo):
         gap = self.gaps[idx % len(self.gaps)]
         intermediate = int(torch.randint(1, gap, ()).item()) if self.intermediates is None else self.intermediates[idx]
         frames = self.load_clip(entry, (-gap, -intermediate, 0))  # (3, 3, H, W)
-        label = self.load_label(entry.label, frames.shape[-2:])
+        label = read_label(self._path(entry.label), self.n_classes, frames.shape[-2:])
         if self.pseudo_label_root is None:
             return self.finish(frames, label, entry)
         masks = [self.load_pseudo_label(entry, offset, frames.shape[-2:]) for offset in (-intermediate, 0)]
@@ -130,8 +125,7 @@ class ClipDataset(_LabelledVideo):
         """
         entry = self.frames[idx]
         frames = self.load_clip(entry, self.offsets)
-        label = self.load_label(entry.label, frames.shape[-2:])
-        return self.finish(frames, label, entry)
+        return self.finish(frames, read_label(self._path(entry.label), self.n_classes, frames.shape[-2:]), entry)
 
 
 class ImageDataset(_LabelledVideo):
@@ -146,8 +140,7 @@ class ImageDataset(_LabelledVideo):
         """
         image_rel, label_rel = self.frames[idx]
         image = read_frame(self._path(image_rel), self.pixel_scaling)
-        label = self.load_label(label_rel, image.shape[-2:])
-        frames, label = self.finish(image[None], label)
+        frames, label = self.finish(image[None], read_label(self._path(label_rel), self.n_classes, image.shape[-2:]))
         return frames[0], label
 
 

@@ -2,8 +2,7 @@
 
 Files hold state dicts in the SCNet key layout (``deeplab.*``, ``flownet.*``, ``dmnet.*``, ``cfnet.*``; the published
 ``dmnet_<dataset>``: bare DMNet keys), possibly under a ``model`` / ``state_dict`` entry and with the ``module.`` /
-``_orig_mod.`` prefixes of DistributedDataParallel and torch.compile (docs/models.md lists the files).
-"""
+``_orig_mod.`` prefixes of DistributedDataParallel and torch.compile (docs/models.md lists the files)."""
 import os
 import re
 from collections import Counter
@@ -100,32 +99,19 @@ class LoadReport(NamedTuple):
 
     def problems(self, shown=5):
         """What does not fit, in one line: the missing, unexpected and differently shaped keys (first ``shown``)."""
-        def listed(keys):
-            return ', '.join(keys[:shown]) + (', ...' if len(keys) > shown else '')
-        parts = []
-        if self.missing:
-            parts.append(f'{len(self.missing)} missing ({listed(self.missing)})')
-        if self.unexpected:
-            parts.append(f'{len(self.unexpected)} unexpected ({listed(self.unexpected)})')
-        if self.mismatched:
-            shapes = [f'{k}: file {list(a)} vs model {list(b)}' for k, a, b in self.mismatched]
-            parts.append(f'{len(self.mismatched)} with another shape ({listed(shapes)})')
-        return '; '.join(parts)
+        shapes = [f'{k}: file {list(a)} vs model {list(b)}' for k, a, b in self.mismatched]
+        parts = ((self.missing, 'missing'), (self.unexpected, 'unexpected'), (shapes, 'with another shape'))
+        return '; '.join(f'{len(keys)} {what} ({", ".join(keys[:shown])}{", ..." if len(keys) > shown else ""})'
+                         for keys, what in parts if keys)
 
 
 def compare(module, state_dict):
     """A :class:`LoadReport` of how ``state_dict`` fits ``module`` (by name and shape), loading nothing."""
-    expected = module.state_dict()
-    loaded, missing, mismatched = [], [], []
-    for key, tensor in expected.items():
-        if key not in state_dict:
-            missing.append(key)
-        elif tuple(state_dict[key].shape) != tuple(tensor.shape):
-            mismatched.append((key, tuple(state_dict[key].shape), tuple(tensor.shape)))
-        else:
-            loaded.append(key)
-    unexpected = [key for key in state_dict if key not in expected]
-    return LoadReport(loaded, missing, unexpected, mismatched)
+    expected = {key: tuple(tensor.shape) for key, tensor in module.state_dict().items()}
+    found = {key: tuple(tensor.shape) for key, tensor in state_dict.items()}
+    return LoadReport([key for key, shape in expected.items() if found.get(key) == shape],
+                      [key for key in expected if key not in found], [key for key in found if key not in expected],
+                      [(key, found[key], shape) for key, shape in expected.items() if found.get(key, shape) != shape])
 
 
 def submodule_weights(state, name):
@@ -179,7 +165,7 @@ def load_pretrained(net, path, what, required=PRETRAINED):
     completely and every name in ``required`` must be present."""
     weights = load_state_dict(path, what)
     present = Counter(key.split('.', 1)[0] for key in weights)
-    loaded = [name for name in SUB_NETWORKS if name in present and hasattr(net, name)]
+    loaded = [name for name in SUB_NETWORKS if name in present and getattr(net, name, None) is not None]
     absent = [name for name in required if name not in loaded]
     if absent:
         raise UserError(f'{what}: {path} holds no weights for {", ".join(absent)} '

@@ -1,8 +1,7 @@
 """What a checkpoint file is: its format, the networks it holds (kind: ``scnet``, ``scnet_dmnet``, ``dmnet_only``,
 ``pretrained``, ``deeplab``, ``flownet``; docs/models.md), their class count, whether their layout fits the project's
 networks, and which config or command uses it (``tools/inspect_checkpoint.py``).  A file of ``tools/train.py`` is
-compared with the config it carries and gets its experiment's command.
-"""
+compared with the config it carries and gets its experiment's command."""
 import glob
 import hashlib
 import os
@@ -12,7 +11,7 @@ from collections import Counter
 import torch
 
 from lib.model.checkpoint import (SUB_NETWORKS, WRAPPER_PREFIXES, compare, non_finite, read_checkpoint, state_dict_of,
-                                  strip_wrapper_prefixes)
+                                  strip_wrapper_prefixes, submodule_weights)
 from lib.model.dmnet import DMNet
 from lib.model.scnet import SCNet
 from lib.utils.config import REPO_ROOT, load_config, resolve_path
@@ -107,8 +106,7 @@ def describe(path, model_cfg=None):
     raw, where = state_dict_of(obj)
     if raw is None:
         raise UserError(f'{path}: holds no state_dict (a mapping of parameter names to tensors)')
-    info['state_dict'] = where
-    info['compared_with'] = 'the given config' if model_cfg else 'the published networks'
+    info.update(state_dict=where, compared_with='the given config' if model_cfg else 'the published networks')
     training = None
     if isinstance(obj, dict) and 'stage' in obj:
         config = obj.get('config') if isinstance(obj.get('config'), dict) else {}
@@ -125,8 +123,7 @@ def describe(path, model_cfg=None):
     if set(state) <= set(DMNet().state_dict()):
         report = compare(DMNet(), state)
         info.update(kind='dmnet_only', n_classes=None, dataset=None, networks={'dmnet': _counts(report)},
-                    layout_match=report.fits())
-        info['uses'] = 'init.dmnet of exp/spatial_correction_<dataset>/config.yaml; published as dmnet_<dataset>'
+                    layout_match=report.fits(), uses=uses('dmnet_only', '<dataset>'))
         return info
 
     present = Counter(k.split('.', 1)[0] for k in state)
@@ -138,18 +135,16 @@ def describe(path, model_cfg=None):
     for name in SUB_NETWORKS:
         if name not in present:
             continue
-        part = {k.split('.', 1)[1]: v for k, v in state.items() if k.startswith(f'{name}.')}
-        report = compare(getattr(reference, name), part)
+        report = compare(getattr(reference, name), submodule_weights(state, name))
         networks[name] = _counts(report)
         match = match and report.fits()
     others = sorted(set(present) - set(SUB_NETWORKS))
     if others:
         networks['other'] = {'top-level names': others, 'tensors': sum(present[o] for o in others)}
     info['networks'] = networks
-    kind = KINDS.get(frozenset(n for n in SUB_NETWORKS if n in present), 'unknown') if not others else 'unknown'
-    info['kind'] = kind
-    classified = kind != 'flownet'  # FlowNetS alone has no classifier
-    info['layout_match'] = bool(match and kind != 'unknown' and (n_classes is not None or not classified))
+    info['kind'] = kind = 'unknown' if others else KINDS.get(frozenset(present), 'unknown')
+    # FlowNetS alone has no classifier.
+    info['layout_match'] = bool(match and kind != 'unknown' and (n_classes is not None or kind == 'flownet'))
     if training and training['stage'] in STAGE_KINDS:
         info['layout_match'] = info['layout_match'] and kind == STAGE_KINDS[training['stage']]
         info['uses'] = training_uses(path, training['stage'], training['experiment'])

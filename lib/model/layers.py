@@ -21,19 +21,6 @@ def crop_to(x, reference):
     return x[:, :, 1:1 + h, 1:1 + w]
 
 
-class ConvBNReLU(nn.Module):
-    """``1x1 conv -> bn -> relu`` (the non-separable ASPP branch)."""
-
-    def __init__(self, in_channels, out_channels, eps=1e-5, momentum=0.1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels, eps, momentum)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        return self.relu(self.bn(self.conv(x)))
-
-
 class SeparableConv2d(nn.Module):
     """Depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU (DeepLab head/decoder and DMNet)."""
 

@@ -1,7 +1,6 @@
 """The initial weights the original code drew (``model.init: original``): its constructors re-drew DeepLab's and
 DMNet's weights several times, and DeepLab's draws (though its values are replaced by the pretrained file) move the
-generator, so CFNet and DMNet start elsewhere unless every draw is repeated in the original's order.
-"""
+generator, so CFNet and DMNet start elsewhere unless every draw is repeated in the original's order."""
 import math
 
 import torch.nn as nn

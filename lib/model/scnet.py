@@ -7,8 +7,7 @@ Inference is a short protocol shared by evaluation, video inference and benchmar
         state = net.propagate(state, net.estimate_flow(cur, prev))
     out = net.correct(state, cur)                             # out['merged']: the corrected logits
 
-The training forwards reuse exactly these steps and return the paper's losses as a dict by name.
-"""
+The training forwards reuse exactly these steps and return the paper's losses as a dict by name."""
 from typing import NamedTuple
 
 import torch
@@ -49,8 +48,7 @@ class _PropagationNet(nn.Module):
         if init not in INIT_MODES:
             raise ValueError(f'model.init: expected one of {" | ".join(INIT_MODES)}, got "{init}"')
         start = torch.random.get_rng_state() if init == 'original' else None
-        self.n_classes = n_classes
-        self.align_corners = align_corners
+        self.n_classes, self.align_corners = n_classes, align_corners
         # Registration order is the checkpoint key order: deeplab, flownet, [cfnet], dmnet.
         self.deeplab = DeepLabV3Plus(n_classes, **(deeplab or {}))
         self.flownet = FlowNetS(**(flownet or {}))
@@ -60,6 +58,9 @@ class _PropagationNet(nn.Module):
         if init == 'original':
             torch.random.set_rng_state(start)  # draw again from where the original's SCNet() began
             draw_as_original(self)
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
+        self.train()
 
     def train(self, mode=True):
         """Each stage's ``frozen_modules()`` stay in eval mode (their BatchNorm statistics must not move)."""
@@ -97,17 +98,10 @@ class _PropagationNet(nn.Module):
         return self.dmnet(state.image, self.to_quarter_resolution(current))
 
     def correct(self, state, current, correction=None, full_resolution=True):
-        """Merge the propagated logits with CFNet's logits where DMNet finds distortion.
-
-        Args:
-            state: PropagationState carried to the current frame.
-            current: (N, 3, H, W) the current frame.
-            correction: optional precomputed ``cfnet(current)`` logits (N, C, H/4, W/4).
-            full_resolution: merge at (H, W) after x4 upsampling, as the paper's code (False: at 1/4, cheaper).
-        Returns:
-            dict of ``merged``, ``propagated``, ``correction`` (N, C, ., .) and ``distortion`` (N, 1, ., .), all at
-            (H, W) or all at (H/4, W/4).
-        """
+        """Merge the propagated logits of ``state`` with CFNet's logits of ``current`` (N, 3, H, W) (or the given
+        ``correction`` (N, C, H/4, W/4)) where DMNet finds distortion; ``full_resolution``: merge at (H, W) after x4
+        upsampling, as the paper's code (False: at 1/4, cheaper).  Returns a dict of ``merged``, ``propagated``,
+        ``correction`` (N, C, ., .) and ``distortion`` (N, 1, ., .), all at (H, W) or all at (H/4, W/4)."""
         distortion = self.distortion(state, current)  # (N, 1, H/4, W/4)
         if correction is None:
             if self.cfnet is None:
@@ -133,10 +127,8 @@ class _PropagationNet(nn.Module):
 
 
 def distortion_weighted_cross_entropy(correction, target, distortion):
-    """CFNet's loss: per-pixel cross-entropy weighted by the distortion map.  As in the paper's code, the (N, H, W)
-    loss times the (N, 1, H, W) map broadcasts to (N, N, H, W) (each sample weighted by every sample's map): the
-    published models were trained with it; for a batch of one it is the plain weighting.
-    """
+    """CFNet's loss: per-pixel cross-entropy weighted by the distortion map.  As in the paper's code (the published
+    models were trained with it), (N, H, W) times (N, 1, H, W) broadcasts to (N, N, H, W); plain for a batch of one."""
     per_pixel = F.cross_entropy(correction, target, ignore_index=IGNORE_INDEX, reduction='none')  # (N, H, W)
     return torch.mean(per_pixel * distortion)  # (N, H, W) * (N, 1, H, W) -> (N, N, H, W)
 
@@ -147,9 +139,6 @@ class SCNet(_PropagationNet):
 
     def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None, cfnet=None, init='default'):
         super().__init__(n_classes, align_corners, deeplab, flownet, cfnet or {}, init)
-        self.deeplab.requires_grad_(False)
-        self.dmnet.requires_grad_(False)
-        self.train()
 
     def frozen_modules(self):
         return [self.deeplab, self.dmnet]
@@ -187,9 +176,6 @@ class SCNetDMNet(_PropagationNet):
 
     def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None, init='default'):
         super().__init__(n_classes, align_corners, deeplab, flownet, None, init)
-        self.deeplab.requires_grad_(False)
-        self.flownet.requires_grad_(False)
-        self.train()
 
     def frozen_modules(self):
         return [self.deeplab, self.flownet]

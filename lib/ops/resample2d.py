@@ -1,14 +1,11 @@
 """resample2d: bilinear backward warping of a feature map by a dense flow field (semantics: docs/resample2d.md).
 
 ``out[b, c, y, x]`` samples ``input[b, c]`` at ``(x + flow[b, 0, y, x], y + flow[b, 1, y, x])``; positions outside
-the map read the nearest border pixel (as the original kernel, which clamps each corner). A NaN flow component reads
-like -inf (the first column or row) with a zero gradient, so the output and the input's gradient stay finite.
-
-``resample2d`` runs ``resample2d_reference`` (``grid_sample``; any device and floating dtype) or the CUDA extension
-``lib.ops._resample2d_cuda`` (``torch.ops.davss.resample2d_forward`` / ``_backward``), chosen by ``impl``, else
-``$DAVSS_RESAMPLE2D`` (``auto`` | ``cuda`` | ``torch``), else ``auto``: the extension where it is built and passes
-a one-time probe on the tensors' GPU, else PyTorch after a one-line warning; ``cuda`` makes that an error.
-"""
+the map read the nearest border pixel (as the original kernel); a NaN flow component reads like -inf (the first
+column or row) with a zero gradient.  ``impl``, else ``$DAVSS_RESAMPLE2D`` (``auto`` | ``cuda`` | ``torch``), else
+``auto`` chooses between ``resample2d_reference`` (``grid_sample``) and the CUDA extension ``lib.ops._resample2d_cuda``
+(``torch.ops.davss.*``): ``auto`` takes the extension where it is built and passes a one-time probe on the tensors'
+GPU, else PyTorch after a one-line warning; ``cuda`` makes that an error."""
 import math
 import os
 import warnings
@@ -32,14 +29,8 @@ def cuda_extension_available():
 
 
 def resample2d_reference(input, flow):
-    """Pure PyTorch implementation (``grid_sample``, border padding, ``align_corners=True``).
-
-    Args:
-        input: (N, C, H, W) features to sample from.
-        flow: (N, 2, H, W) displacement in pixels, channels (dx, dy).
-    Returns:
-        (N, C, H, W) warped features, same dtype as ``input``.
-    """
+    """Pure PyTorch warp (``grid_sample``, border padding, ``align_corners=True``): input (N, C, H, W) and flow
+    (N, 2, H, W) (dx, dy) in pixels -> (N, C, H, W) in ``input``'s dtype."""
     n, _, h, w = input.shape
     # Sample in float32 (float64 for double maps) as the CUDA kernel does: a bfloat16 grid puts positions up to
     # 0.25 px off at width 512, and grid_sample on large half CPU maps returns garbage.
@@ -54,21 +45,14 @@ def resample2d_reference(input, flow):
     # NaN -> -1, the first pixel, where the CPU forward already puts it (its backward segfaults on NaN:
     # pytorch/pytorch#24823); other values and their gradients keep their bits.
     grid = grid.nan_to_num(nan=-1.0, posinf=math.inf, neginf=-math.inf)
-    out = F.grid_sample(input.to(compute), grid.to(compute), mode='bilinear', padding_mode='border',
-                        align_corners=True)
+    out = F.grid_sample(input.to(compute), grid.to(compute), mode='bilinear', padding_mode='border', align_corners=True)
     return out.to(input.dtype)
 
 
 def scatter_grad_input(grad_output, flow):
-    """Gradient of resample2d w.r.t. its input, summed in an order that does not change between runs: the 4 corner
-    contributions (docs/resample2d.md) go through ``index_put_(accumulate=True)``, sorted by target on CUDA.
-
-    Args:
-        grad_output: (N, C, H, W) gradient of the warped map.
-        flow: (N, 2, H, W) displacement in pixels, channels (dx, dy).
-    Returns:
-        (N, C, H, W) gradient w.r.t. the input, in ``grad_output``'s dtype (summed in float32, or float64).
-    """
+    """Gradient (N, C, H, W) of resample2d w.r.t. its input from ``grad_output`` (N, C, H, W) and ``flow``, summed in
+    float32 (or float64) in an order that does not change between runs: the 4 corner contributions
+    (docs/resample2d.md) go through ``index_put_(accumulate=True)``, sorted by target on CUDA."""
     n, c, h, w = grad_output.shape
     acc = torch.float64 if torch.float64 in (grad_output.dtype, flow.dtype) else torch.float32
     xs = torch.arange(w, device=flow.device, dtype=acc).view(1, 1, w) + flow[:, 0].to(acc)  # (N, H, W)
@@ -108,8 +92,7 @@ def cuda_backward(grad_output, input, flow, need_input, need_flow, backward_op=N
     """Both gradients through ``backward_op`` (default ``torch.ops.davss.resample2d_backward``); None where not
     needed. Deterministic algorithms use no atomics: the flow gradient one thread per pixel, the input gradient from
     :func:`scatter_grad_input`."""
-    if backward_op is None:
-        backward_op = torch.ops.davss.resample2d_backward
+    backward_op = backward_op or torch.ops.davss.resample2d_backward
     if torch.are_deterministic_algorithms_enabled():
         grad_flow = backward_op(grad_output, input, flow, False, True, True)[1] if need_flow else None
         grad_input = scatter_grad_input(grad_output, flow).to(input.dtype) if need_input else None
@@ -204,15 +187,8 @@ def _use_cuda_extension(device, impl):
 
 
 def resample2d(input, flow, impl=None):
-    """Warp ``input`` by ``flow`` (see the module docstring).
-
-    Args:
-        input: (N, C, H, W) features, float16 / bfloat16 / float32 / float64.
-        flow: (N, 2, H, W) displacement in pixels, channels (dx, dy), on the same device.
-        impl: None (use ``$DAVSS_RESAMPLE2D``, default ``'auto'``), ``'auto'``, ``'cuda'`` or ``'torch'``.
-    Returns:
-        (N, C, H, W) warped features in ``input``'s dtype.
-    """
+    """Warp ``input`` (N, C, H, W), any floating dtype, by ``flow`` (N, 2, H, W) (dx, dy) in pixels on the same device
+    -> (N, C, H, W) in ``input``'s dtype; ``impl``: None, ``'auto'``, ``'cuda'`` or ``'torch'`` (module docstring)."""
     _check_shapes(input, flow)
     if _use_cuda_extension(input.device, impl):
         return _Resample2dCUDA.apply(input, flow)

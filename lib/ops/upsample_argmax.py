@@ -1,9 +1,7 @@
 """Fused CPU kernels for the labels of bilinearly upsampled logits (``lib/ops/csrc/upsample_argmax_cpu.cpp``),
 computed row by row without storing the full-resolution maps; where they are not built, the fast path uses PyTorch.
-
-``grid`` is the bilinear resize of ``F.interpolate`` as ``(rows_lower, rows_upper, rows_weight, cols_lower,
-cols_upper, cols_weight)`` (int64, int64, float32 per axis), built by ``lib.infer.labels``.
-"""
+``grid``: the bilinear resize of ``F.interpolate`` as ``(rows_lower, rows_upper, rows_weight, cols_lower, cols_upper,
+cols_weight)`` (int64, int64, float32 per axis), built by ``lib.infer.labels``."""
 import torch
 
 try:

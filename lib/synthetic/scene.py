@@ -1,11 +1,8 @@
-"""A seeded generator of short street-scene videos in the Cityscapes layout, with exact labels and flow.
+"""A seeded renderer of short street-scene videos with exact labels and backward flow (docs/data.md).
 
 Each snippet is a 2.5D street ray-cast from a moving pinhole camera: road, sidewalks, facades at two depths with
 gaps, fences, trees, poles with signs, moving cars and walking pedestrians.  Every surface's colour is a function of
-its own coordinates and every pixel's surface point is known, so the labels and the backward flow are exact
-(``flow_t(p)`` = position in frame t-1 of the point seen at p in frame t, minus p).  Files:
-:mod:`lib.dataset.synthetic_layout`; the engine's hood is labelled 255 (ignore), as in Cityscapes.
-"""
+its own coordinates and every pixel's surface point is known, so labels and flow are exact by construction."""
 import math
 from dataclasses import dataclass, replace
 
@@ -137,8 +134,7 @@ class FrameBuffer:
         keep = nearer[hit]  # which of the per-hit values survive the depth test
         for buffer, values in ((self.depth, depth[hit]), (self.rgb, rgb), (self.label, label),
                                (self.surface, surface), (self.prev_u, prev_u), (self.prev_v, prev_v)):
-            view = buffer[region]
-            view[nearer] = values[keep] if np.ndim(values) else values
+            buffer[region][nearer] = values[keep] if np.ndim(values) else values  # buffer[region] is a view
 
 
 @dataclass
@@ -263,8 +259,7 @@ class Tree(Billboard):
         crown = _ellipse(a, b, 0.0, crown_centre, self.crown * (1.0 + 0.08 * leafy), self.crown * 0.95)
         trunk = _box(a, b, -0.14, 0.14, 0.0, crown_centre)
         hit = crown | trunk
-        rgb = np.where(crown[hit, None], _shade(self.colour, leafy[hit], 0.45),
-                       _shade((95, 70, 45), leafy[hit], 0.2))
+        rgb = np.where(crown[hit, None], _shade(self.colour, leafy[hit], 0.45), _shade((95, 70, 45), leafy[hit], 0.2))
         return hit, rgb, VEGETATION, 0, a[hit], b[hit]
 
 
@@ -368,17 +363,14 @@ class Pedestrian(Billboard):
     @staticmethod
     def _limb(a, b, pivot, length, width, angle, angle_before, part_id, part, a_prev, b_prev):
         """Mark a limb (a rotated bar hanging from ``pivot``) and give its points' previous positions."""
-        along_dir = np.array([math.sin(angle), -math.cos(angle)])  # downwards, swung by ``angle``
-        across_dir = np.array([math.cos(angle), math.sin(angle)])
+        sin, cos = math.sin(angle), math.cos(angle)  # along the limb: (sin, -cos), downwards swung by ``angle``
         ra, rb = a - pivot[0], b - pivot[1]
-        along = ra * along_dir[0] + rb * along_dir[1]
-        across = ra * across_dir[0] + rb * across_dir[1]
+        along, across = ra * sin + rb * -cos, ra * cos + rb * sin
         on = (along >= -width) & (along < length) & (np.abs(across) < width)
-        along_before = np.array([math.sin(angle_before), -math.cos(angle_before)])
-        across_before = np.array([math.cos(angle_before), math.sin(angle_before)])
+        sin, cos = math.sin(angle_before), math.cos(angle_before)
         part[on] = part_id
-        a_prev[on] = pivot[0] + along[on] * along_before[0] + across[on] * across_before[0]
-        b_prev[on] = pivot[1] + along[on] * along_before[1] + across[on] * across_before[1]
+        a_prev[on] = pivot[0] + along[on] * sin + across[on] * cos
+        b_prev[on] = pivot[1] + along[on] * -cos + across[on] * sin
 
 
 def _points(cam, rays, t):
