@@ -4,15 +4,6 @@ import torch
 from lib.infer.labels import correction_labels, logits_to_labels
 
 
-def set_threads(threads):
-    """``--threads``: torch's intra-op CPU threads (None keeps torch's default)."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise ValueError(f'--threads {threads}: expected a positive number of threads')
-    torch.set_num_threads(threads)
-
-
 class StreamingSegmenter:
     """Runs SCNet (or a ``FastSCNet``) over a stream one frame at a time, a key-frame policy choosing the key frames.
 
