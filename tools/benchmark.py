@@ -85,13 +85,6 @@ def synthetic_clip(n_frames, size, seed):
     return [torch.from_numpy(street.render(t)[0]).permute(2, 0, 1)[None].float() for t in range(n_frames)]
 
 
-def input_frames(args, device):
-    frames = [frame_to_tensor(f, device=device)[0] for f in open_frame_source(args.input, max_frames=args.max_frames)]
-    if len(frames) < 2:
-        raise UserError(f'--input {args.input}: needs at least 2 frames, found {len(frames)}')
-    return frames
-
-
 # ------------------------------------------------------------------------------------------------------ timing
 class Clock:
     """Times rows round-robin and records the machine's load around each group of rows."""
@@ -369,8 +362,12 @@ def main(args):
         result['sizes'].append(entry)
     if args.input:
         _progress(f'agreement on {args.input}')
-        result.update(input=args.input, interval=args.interval,
-                      agreement_input=agreement(runners, input_frames(args, device), args.interval))
+        source = open_frame_source(args.input, max_frames=args.max_frames)
+        frames = [frame_to_tensor(f, device=device)[0] for f in source]
+        if len(frames) < 2:
+            raise UserError(f'--input {args.input}: needs at least 2 frames, found {len(frames)}')
+        result.update(input=args.input, interval=args.interval, agreement_input=agreement(runners, frames,
+                                                                                          args.interval))
     result['flops'] = {}
     for size in sizes + [s for s in args.flops_sizes if s not in sizes]:
         counts = count_row_flops(cfg['model'], size)

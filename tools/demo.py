@@ -71,12 +71,9 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument('--difficulty', default='medium', choices=sorted(DIFFICULTIES),
                         help='the synthetic video (cityscapes-like: less motion, folders of its own)')
-    parser.add_argument('--root', default=None, help='synthetic dataset folder (default data/synthetic, or '
-                        '$SYNTHETIC_ROOT); a folder holding anything the generator did not write is refused')
-    parser.add_argument('--save-root', default=None,
-                        help='checkpoints go to <save-root>/synthetic_<stage>/ (default saved_model, or $SAVE_ROOT)')
-    parser.add_argument('--result-root', default=None,
-                        help='PDA table and pictures go to <result-root>/synthetic/ (default result, or $RESULT_ROOT)')
+    parser.add_argument('--root', default=None, help='dataset folder (default $SYNTHETIC_ROOT, data/synthetic)')
+    parser.add_argument('--save-root', default=None, help='checkpoint root (default $SAVE_ROOT, saved_model)')
+    parser.add_argument('--result-root', default=None, help='PDA and pictures root (default $RESULT_ROOT, result)')
     parser.add_argument('--force', action='store_true', help='redo every step, even those whose outputs exist')
     parser.add_argument('--quick', action='store_true', help='toy sizes, 2 iterations per stage: the chain in seconds')
     parser.add_argument('--threads', type=cli.positive_int, default=None,

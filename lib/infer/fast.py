@@ -81,7 +81,7 @@ def resolve_dtype(name, device_type):
 
 
 def add_fast_arguments(parser):
-    """The ``--fast`` family of options, shared by the tools (benchmark, test_pda, infer_video)."""
+    """The ``--fast`` family of options (tools/benchmark.py, tools/infer_video.py)."""
     group = parser.add_argument_group('fast inference (opt-in; accuracy cost measured by tools/benchmark.py)')
     group.add_argument('--fast', action='store_true', help='use the fast inference path (lib/infer/fast.py)')
     group.add_argument('--fast-dtype', choices=DTYPES, default='auto', help='autocast dtype of the fast path')
@@ -265,8 +265,7 @@ class FastSCNet(nn.Module):
         if config.cuda_graphs and device.type != 'cuda':
             raise UserError('fast inference: cuda_graphs needs the model on a CUDA device')
         if config.fold_bn or config.small_maps or (config.shift_dilated and device.type == 'cpu'):
-            net = copy.deepcopy(net)
-            self.net = net
+            self.net = net = copy.deepcopy(net)
         if config.fold_bn:
             fold_batch_norms(net)
         if config.shift_dilated and device.type == 'cpu':

@@ -79,15 +79,17 @@ class DistortionTriggered(KeyFramePolicy):
             raise UserError(f'distortion:{threshold}: the threshold must lie in [0, 1] (DMNet outputs are in [0, 1])')
         if max_interval < 1:
             raise UserError(f'distortion: max={max_interval}: the maximum interval must be a positive integer')
-        _check_stat(stat)
+        match = re.fullmatch(r'p(\d+(?:\.\d+)?)', stat)
+        if stat not in ('mean', 'area') and (match is None or not 0.0 <= float(match.group(1)) <= 100.0):
+            raise UserError(f'distortion: stat={stat}: expected "mean", "area" or a percentile "p0".."p100" such as '
+                            '"p90"')
         self.threshold, self.max_interval, self.stat = threshold, max_interval, stat
         self.name = f'distortion:{threshold:g},max={max_interval}' + ('' if stat == 'mean' else f',stat={stat}')
         super().__init__()
 
     def reset(self):
         super().reset()
-        self.triggered = False
-        self.last_score = None
+        self.triggered, self.last_score = False, None
 
     def is_key(self):
         return self.since_key is None or self.triggered or self.since_key + 1 >= self.max_interval
@@ -101,13 +103,6 @@ class DistortionTriggered(KeyFramePolicy):
         self.since_key += 1
         self.last_score = distortion_score(distortion, self.stat)
         self.triggered = self.last_score > self.threshold
-
-
-def _check_stat(stat):
-    match = re.fullmatch(r'p(\d+(?:\.\d+)?)', stat)
-    if stat not in ('mean', 'area') and (match is None or not 0.0 <= float(match.group(1)) <= 100.0):
-        raise UserError(f'distortion: stat={stat}: expected "mean", "area" or a percentile "p0".."p100" such as '
-                        '"p90"')
 
 
 def _parse_positive_int(text, where):

@@ -17,9 +17,7 @@ class StreamingSegmenter:
 
     def reset(self):
         self.policy.reset()
-        self.state = None
-        self.previous = None
-        self.index = -1  # index of the frame being processed
+        self.state, self.previous, self.index = None, None, -1  # index: the frame being processed
 
     def key_frame(self, image):
         return self.model.key_frame(image)

@@ -54,9 +54,8 @@ class FrameSource:
         reader = self._read()
         try:
             for index, (where, frame) in enumerate(itertools.islice(reader, self.max_frames)):
-                if size is None:
-                    size = frame.shape[:2]
-                elif frame.shape[:2] != size:
+                size = size or frame.shape[:2]
+                if frame.shape[:2] != size:
                     raise UserError(f'{where}: frame {self.start + index} is {frame.shape[1]}x{frame.shape[0]} (WxH) '
                                     f'but the stream started at {size[1]}x{size[0]}; all frames must have one size')
                 yield frame
@@ -85,9 +84,8 @@ class ImageFolderSource(FrameSource):
             if image is None:
                 raise UserError(f'{file}: not a readable image')
             found = 1 if image.ndim == 2 else image.shape[2]
-            if channels is None:
-                channels = found
-            elif found != channels:  # a grey frame in a colour clip (or the reverse) is another camera's frame
+            channels = channels or found
+            if found != channels:  # a grey frame in a colour clip (or the reverse) is another camera's frame
                 raise UserError(f'{file}: has {found} channel(s) but the clip started with {channels}; all frames '
                                 f'must be colour or all grey')
             bgr = cv2.imread(file, cv2.IMREAD_COLOR)

@@ -130,9 +130,8 @@ class VideoSegmenter:
         uint8, or int64 on the model's device for a tensor frame."""
         self.index += 1
         image, model_size, frame_size = self._to_model(frame, channels or self.channels)
-        if self.frame_size is None:
-            self.frame_size = frame_size
-        elif frame_size != self.frame_size:
+        self.frame_size = self.frame_size or frame_size
+        if frame_size != self.frame_size:
             raise UserError(f'VideoSegmenter: frame {self.index} is {frame_size[1]}x{frame_size[0]} (WxH) but the '
                             f'stream started at {self.frame_size[1]}x{self.frame_size[0]}')
         labels, is_key, _ = self.segmenter.step(image)  # (1, H', W') on the padded model grid
