@@ -227,7 +227,8 @@ class SubPixelConvTranspose2d(nn.Module):
 
 
 class PairedDMNet(nn.Module):
-    """DMNet with its two images embedded as one batch: half the calls, on maps where calls cost more than math."""
+    """DMNet with its two images embedded as one batch: half the calls, on maps where calls cost more than math;
+    ``DMNet.forward``'s distortion up to float rounding."""
 
     def __init__(self, dmnet):
         super().__init__()
@@ -253,8 +254,8 @@ def replace_modules(net, rule, make):
 class FastSCNet(nn.Module):
     """SCNet inference under a :class:`FastConfig`: SCNet's inference methods, plus ``key_step`` and
     ``non_key_step`` which return label maps; other attributes are the wrapped network's (run as they are, fp32).
-    With a ``quarter_*`` tail ``correct`` returns 1/4-resolution maps.  The network is copied when a rewrite applies,
-    else ``channels_last`` converts it in place.
+    With a ``quarter_*`` tail ``correct`` returns 1/4 maps (label them with :func:`logits_to_labels`).  The network
+    is copied when a rewrite applies, else ``channels_last`` converts it in place.
     """
 
     def __init__(self, net, config=EXACT):
