@@ -2,11 +2,9 @@
 
     python3 tools/benchmark.py [CONFIG] [--checkpoint W] [--sizes 128x256 512x1024] [--output result/bench.json]
 
-Paths: ``exact`` (``lib.infer.fast.EXACT``), ``fast`` (the --fast-* options) and, asked for, ``compile`` and
-``onnxruntime``.  Per frame size, on synthetic street frames: key and non-key steps of every path timed round-robin
-(so a shared machine's load falls on all alike), the non-key step's parts, each fast tail, averages at key intervals
-k, FLOPs and GFLOP/s against the machine's measured peak, and argmax agreement with the exact path.  Timings taken
-while the load average shows other work are marked unreliable.  Writes the JSON and a markdown table next to it.
+Paths ``exact``, ``fast`` (the --fast-* options) and, asked for, ``compile`` and ``onnxruntime``, timed round-robin
+(a shared machine's load falls on all alike; a busy machine's timings are marked unreliable).  Writes the JSON and a
+markdown table next to it; docs/benchmarks.md says what each figure is.
 """
 import argparse
 import contextlib
@@ -38,7 +36,6 @@ from lib.utils.errors import UserError
 
 TOOL = 'tools/benchmark.py'
 FULL_SIZE = (1024, 2048)  # a whole Cityscapes frame
-STEPS = ('flow', 'warp', 'correct')  # the parts of a non-key step before its labels
 RESAMPLE_CHANNELS = (19, 256)
 
 
@@ -61,13 +58,11 @@ def parse_args(argv=None):
                         help='frame sizes HxW (default: 512x1024 on CPU, 512x1024 1024x2048 on CUDA)')
     parser.add_argument('--flops-sizes', nargs='*', type=parse_size, default=[FULL_SIZE],
                         help='more sizes whose FLOPs only are counted (on the meta device: no compute)')
-    parser.add_argument('--repeats', type=cli.positive_int, default=None,
-                        help='timed runs per row at least (default 3 on CPU, 20 on CUDA; cheap rows get more)')
+    parser.add_argument('--repeats', type=cli.positive_int, default=None, help='timed runs per row (3 CPU, 20 CUDA)')
     parser.add_argument('--warmup', type=int, default=None, help='untimed runs first (default 1 CPU, 5 CUDA)')
     parser.add_argument('--key-intervals', nargs='+', type=cli.positive_int, default=[5, 10],
                         help='k of the per-frame averages (one key frame and k - 1 non-key frames)')
-    parser.add_argument('--agreement-frames', type=cli.positive_int, default=9,
-                        help='non-key frames after the key frame of the synthetic agreement clip')
+    parser.add_argument('--agreement-frames', type=cli.positive_int, default=9, help='non-key frames to compare')
     parser.add_argument('--input', default=None, help='frames (a folder or a video) for the agreement')
     parser.add_argument('--interval', type=cli.positive_int, default=10, help='key-frame interval on --input (PDA: 10)')
     parser.add_argument('--max-frames', type=cli.positive_int, default=None, help='use the first N --input frames')
@@ -75,8 +70,7 @@ def parse_args(argv=None):
     parser.add_argument('--onnxruntime', action='store_true', help='add the onnxruntime backend (CPU)')
     parser.add_argument('--tf32', action='store_true', help='allow TF32 in the fp32 paths on CUDA (default off)')
     parser.add_argument('--seed', type=int, default=0, help='weights (without --checkpoint) and synthetic frames')
-    parser.add_argument('--output', default=os.path.join(REPO_ROOT, 'result', 'benchmark.json'),
-                        help='JSON file; the markdown table goes next to it (.md)')
+    parser.add_argument('--output', default=os.path.join(REPO_ROOT, 'result', 'benchmark.json'), help='.json (and .md)')
     add_fast_arguments(parser)
     args = parser.parse_args(argv)
     args.fast = True  # the fast path is always measured; its --fast-* options configure it
@@ -89,13 +83,6 @@ def synthetic_clip(n_frames, size, seed):
     """``n_frames`` consecutive frames of a synthetic street (lib/synthetic), each (1, 3, H, W) in [0, 1]."""
     street = Street(np.random.default_rng(seed), *size, n_frames, difficulty_with('medium'))
     return [torch.from_numpy(street.render(t)[0]).permute(2, 0, 1)[None].float() for t in range(n_frames)]
-
-
-def input_frames(args, device):
-    frames = [frame_to_tensor(f, device=device)[0] for f in open_frame_source(args.input, max_frames=args.max_frames)]
-    if len(frames) < 2:
-        raise UserError(f'--input {args.input}: needs at least 2 frames, found {len(frames)}')
-    return frames
 
 
 # ------------------------------------------------------------------------------------------------------ timing
@@ -167,6 +154,15 @@ def build_runners(net, args, fast_config):
     return runners
 
 
+def row_calls(runner, key, prev, cur, flow=None, state=None):
+    """{row: callable} of one path: its key and non-key frames and, given ``flow`` and ``state``, its parts."""
+    calls = {'key_frame': lambda: runner.key_step(prev), 'non_key_frame': lambda: runner.non_key_step(key, cur, prev)}
+    if flow is not None:
+        calls.update(flow=lambda: runner.estimate_flow(cur, prev), warp=lambda: runner.propagate(key, flow),
+                     correct=lambda: runner.correct(state, cur))
+    return calls
+
+
 def count_row_flops(model_cfg, size):
     """{row: FLOPs} of the exact path's steps at ``size``, counted on the meta device (shapes only)."""
     with torch.device('meta'):
@@ -175,11 +171,7 @@ def count_row_flops(model_cfg, size):
     with torch.inference_mode():
         key = runner.key_frame(prev)
         flow = runner.estimate_flow(cur, prev)
-        state = runner.propagate(key, flow)
-        calls = {'key_frame': lambda: runner.key_step(prev),
-                 'non_key_frame': lambda: runner.non_key_step(key, cur, prev),
-                 'flow': lambda: runner.estimate_flow(cur, prev), 'warp': lambda: runner.propagate(key, flow),
-                 'correct': lambda: runner.correct(state, cur)}
+        calls = row_calls(runner, key, prev, cur, flow, runner.propagate(key, flow))
         return {row: profiling.count_flops(fn) for row, fn in calls.items()}
 
 
@@ -195,13 +187,10 @@ def benchmark_size(net, runners, size, args, clock, device, model_cfg):
             flow = runners[path].estimate_flow(cur, prev)
             parts[path] = (flow, runners[path].propagate(keys[path], flow))
         tail_inputs = {t: runners['fast'].correct(parts['fast'][1], cur, full_resolution=t == 'full') for t in TAILS}
-    table = {'key_frame': {p: (lambda r=r: r.key_step(prev)) for p, r in runners.items()},
-             'non_key_frame': {p: (lambda r=r, p=p: r.non_key_step(keys[p], cur, prev)) for p, r in runners.items()}}
-    for path in ('exact', 'fast'):
-        runner, (flow, state) = runners[path], parts[path]
-        table.setdefault('flow', {})[path] = lambda r=runner: r.estimate_flow(cur, prev)
-        table.setdefault('warp', {})[path] = lambda r=runner, p=path, f=flow: r.propagate(keys[p], f)
-        table.setdefault('correct', {})[path] = lambda r=runner, s=state: r.correct(s, cur)
+    table = {}
+    for path, runner in runners.items():
+        for name, fn in row_calls(runner, keys[path], prev, cur, *parts.get(path, ())).items():
+            table.setdefault(name, {})[path] = fn
     for tail, out in tail_inputs.items():
         table[f'tail_{tail}'] = {'fast': lambda t=tail, o=out: correction_labels(o, size, align_corners, t)}
     flops = count_row_flops(model_cfg, size)
@@ -359,24 +348,26 @@ def main(args):
     net = (load_scnet(cfg['model'], args.checkpoint, device) if args.checkpoint
            else build_scnet(cfg['model']).to(device).eval())
     clock = Clock(device, args)
+    autocast = resolve_dtype(fast_config.dtype, device.type)
     result = {'tool': TOOL, 'date': datetime.date.today().isoformat(), 'machine': profiling.machine_description(device),
               'device': device.type, 'torch': torch.__version__, 'threads': torch.get_num_threads(),
               'weights': args.checkpoint or f'random initialisation (seed {args.seed})', 'model': cfg['model'],
-              'fast_config': dataclasses.asdict(fast_config) | {
-                  'autocast_dtype': str(resolve_dtype(fast_config.dtype, device.type))},
+              'fast_config': dataclasses.asdict(fast_config) | {'autocast_dtype': str(autocast)},
               'flop_convention': profiling.FLOP_CONVENTION, 'sizes': []}
     result['peak_gflops'], result['peak_shapes'] = measure_peak(clock, device, args.seed)
     runners = build_runners(net, args, fast_config)
     for size in sizes:
         entry = benchmark_size(net, runners, size, args, clock, device, cfg['model'])
-        entry['fraction_of_peak'] = fraction_of_peak(entry, result['peak_gflops'],
-                                                     resolve_dtype(fast_config.dtype, device.type),
-                                                     clock.groups[0]['busy'])
+        entry['fraction_of_peak'] = fraction_of_peak(entry, result['peak_gflops'], autocast, clock.groups[0]['busy'])
         result['sizes'].append(entry)
     if args.input:
         _progress(f'agreement on {args.input}')
-        result.update(input=args.input, interval=args.interval,
-                      agreement_input=agreement(runners, input_frames(args, device), args.interval))
+        source = open_frame_source(args.input, max_frames=args.max_frames)
+        frames = [frame_to_tensor(f, device=device)[0] for f in source]
+        if len(frames) < 2:
+            raise UserError(f'--input {args.input}: needs at least 2 frames, found {len(frames)}')
+        result.update(input=args.input, interval=args.interval, agreement_input=agreement(runners, frames,
+                                                                                          args.interval))
     result['flops'] = {}
     for size in sizes + [s for s in args.flops_sizes if s not in sizes]:
         counts = count_row_flops(cfg['model'], size)

@@ -47,10 +47,9 @@ DEPLOY_PATHS = ('fast', 'compile', 'onnxruntime')
 
 # The demo's synthetic set (docs/demo.md: why these values); the size must match exp/synthetic's data.crop_size.
 DATASET = {'size': (128, 256), 'n_train': 24, 'n_val': 8, 'seed': 0, 'n_frames': 30, 'labelled_frame': 19}
-# --difficulty: (generator preset, its overrides, [STEP:]KEY=VALUE config overrides put before --opts).  'medium'
-# through a longer lens (focal 1.6): thin objects twice as large in pixels, which a 1/4-resolution network needs.
-# 'cityscapes-like' moves less, so propagation loses about what it loses on Cityscapes (docs/demo.md); on that slow
-# video the correction stage's FlowNetS fine-tuning at the paper's lr drags the flow off the true motion, 1e-6 keeps it.
+# --difficulty: (generator preset, its overrides, [STEP:]KEY=VALUE put before --opts).  'medium' through a longer lens:
+# thin objects twice as large, as a 1/4-resolution network needs.  On the slow 'cityscapes-like' video the paper's lr
+# for FlowNetS in the correction stage drags the flow off the true motion; 1e-6 keeps it.
 DIFFICULTIES = {'medium': ('medium', {'focal': 1.6}, ()),
                 'cityscapes-like': ('cityscapes-like', {}, ('correction:train.lr=1e-6',))}
 SHOW_CLIPS = (0, 1, 2)
@@ -71,17 +70,12 @@ def parse_args(argv=None):
                                                  'Relative paths are taken from the repository root.',
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument('--difficulty', default='medium', choices=sorted(DIFFICULTIES),
-                        help='the synthetic video: medium (default) or cityscapes-like (less motion; default folders '
-                             'of its own: data/synthetic_cityscapes-like, saved_model/cityscapes-like, ...)')
-    parser.add_argument('--root', default=None, help='synthetic dataset folder (default data/synthetic, or '
-                        '$SYNTHETIC_ROOT); a folder holding anything the generator did not write is refused')
-    parser.add_argument('--save-root', default=None,
-                        help='checkpoints go to <save-root>/synthetic_<stage>/ (default saved_model, or $SAVE_ROOT)')
-    parser.add_argument('--result-root', default=None,
-                        help='PDA table and pictures go to <result-root>/synthetic/ (default result, or $RESULT_ROOT)')
+                        help='the synthetic video (cityscapes-like: less motion, folders of its own)')
+    parser.add_argument('--root', default=None, help='dataset folder (default $SYNTHETIC_ROOT, data/synthetic)')
+    parser.add_argument('--save-root', default=None, help='checkpoint root (default $SAVE_ROOT, saved_model)')
+    parser.add_argument('--result-root', default=None, help='PDA and pictures root (default $RESULT_ROOT, result)')
     parser.add_argument('--force', action='store_true', help='redo every step, even those whose outputs exist')
-    parser.add_argument('--quick', action='store_true',
-                        help='toy sizes and 2 iterations per stage: checks the chain in seconds (numbers meaningless)')
+    parser.add_argument('--quick', action='store_true', help='toy sizes, 2 iterations per stage: the chain in seconds')
     parser.add_argument('--threads', type=cli.positive_int, default=None,
                         help='torch CPU threads (default: OMP_NUM_THREADS, else the usable CPUs; 1 with --quick)')
     parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='[STEP:]KEY=VALUE',
@@ -203,16 +197,11 @@ def percent(value):
 
 def summary_table(result):
     """Rows per-frame / propagation only / DAVSS, one column per distance (mIoU in %)."""
-    distances = result['distances']
-    rows = [('per-frame (key network on t)', [result['per_frame']['miou']] * len(distances)
-             if result.get('per_frame') else None),
-            ('propagation only (DFF-style)', result['propagation_only']['miou'] if result.get('propagation_only')
-             else None),
-            ('DAVSS (corrected)', result['davss']['miou'])]
+    distances, per_frame, prop = result['distances'], result.get('per_frame'), result.get('propagation_only')
+    rows = [('per-frame (key network on t)', per_frame and [per_frame['miou']] * len(distances)),
+            ('propagation only (DFF-style)', prop and prop['miou']), ('DAVSS (corrected)', result['davss']['miou'])]
     lines = [f'{"mIoU (%) at distance d":30s}' + ''.join(f'{d:>7d}' for d in distances)]
-    for name, values in rows:
-        if values is not None:
-            lines.append(f'{name:30s}' + ''.join(f'{percent(v):>7s}' for v in values))
+    lines += [f'{name:30s}' + ''.join(f'{percent(v):>7s}' for v in values) for name, values in rows if values]
     return '\n'.join(lines)
 
 
@@ -220,8 +209,8 @@ def recovery_line(result):
     """How much of propagation's loss at the largest distance DAVSS wins back."""
     if not (result.get('per_frame') and result.get('propagation_only')):
         return None
-    upper = result['per_frame']['miou']
-    prop, davss = result['propagation_only']['miou'][-1], result['davss']['miou'][-1]
+    upper, prop = result['per_frame']['miou'], result['propagation_only']['miou'][-1]
+    davss = result['davss']['miou'][-1]
     if None in (upper, prop, davss):
         return None
     loss = upper - prop
@@ -278,8 +267,7 @@ def report(demo, total_seconds):
         tradeoff = json.load(f)
     print(f'\nPDA on the synthetic {result.get("split", "val")} split ({result["n_clips"]} clips):')
     print(summary_table(result))
-    line = recovery_line(result)
-    if line:
+    if line := recovery_line(result):
         print(line)
     print('\n' + '\n'.join(cost_lines(tradeoff)))
     print(f'\nfull table: {os.path.join(out_dir, "pda.md")}')

@@ -2,13 +2,7 @@
 
     python3 tools/eval_keyframe_policies.py exp/<experiment>/config.yaml --checkpoint saved_model/<experiment>/best.pth
 
-Every policy streams every clip of the split from its first frame (on Cityscapes / CamVid only the labelled last
-frame counts); cost per frame = (n_key * cost_key + n_nonkey * cost_nonkey) / n_frames, in FLOPs and milliseconds.
-The ``fixed:k`` policies also run propagation-only (DFF-style), with how well DMNet's score ranks the frames by what
-propagation costs them, and every row gets its temporal consistency.  ``--paths`` times those inference paths and
-names the fastest that labels at least 99.5% of the pixels as the exact path does.  Details: docs/inference.md.
-
-Writes ``<out>/keyframe_policies.json`` and ``<out>/keyframe_policies.png`` (mIoU against GFLOPs, ms and TC).
+Writes ``<out>/keyframe_policies.json`` and ``.png`` (mIoU against GFLOPs, ms and TC); docs/inference.md says how.
 """
 import argparse
 
@@ -30,10 +24,8 @@ def parse_args(argv=None):
     parser.add_argument('--thresholds', type=float, nargs='+', default=None,
                         help='tau of the distortion:tau policies (default: quantiles of the scores under fixed:MAX)')
     parser.add_argument('--max-interval', type=cli.positive_int, default=10, help='max=N of the distortion policies')
-    parser.add_argument('--stat', default='mean',
-                        help='distortion score: mean, area (fraction above 0.5) or a percentile pNN')
-    parser.add_argument('--paths', nargs='+', choices=sorted(PATHS), default=[],
-                        help='paths to time against the exact one; the fastest that keeps the labels is named')
+    parser.add_argument('--stat', default='mean', help='distortion score: mean, area (> 0.5) or a percentile pNN')
+    parser.add_argument('--paths', nargs='+', choices=sorted(PATHS), default=[], help='paths to time against exact')
     parser.add_argument('--output', default=None,
                         help='result folder (default <eval.result_root>/<experiment>/<checkpoint file stem>)')
     parser.add_argument('--device', default=None, help='cpu | cuda (default: the config\'s device)')

@@ -1,10 +1,6 @@
 """Every check of the CUDA path on this machine's GPUs, in one report (JSON + markdown).
 
-    python3 tools/gpu_check.py --skip suite benchmark    # usually through tools/gpu_check.sh or `make gpu-check`
-
-Each step (STEPS; README, "On a GPU for the first time") runs in its own process and passes, fails or is skipped.
-Writes report.json, report.md, the benchmarks' JSON and logs/<step>.log into ``--output``, which appears when the
-report is complete; exit status 1 when a step failed.
+Usually run through tools/gpu_check.sh (``make gpu-check``), whose --help describes the steps and the report.
 """
 import argparse
 import datetime

@@ -3,11 +3,7 @@
     python3 tools/infer_video.py exp/spatial_correction_cityscapes/config.yaml input.mp4 out/drive \\
         --checkpoint saved_model/spatial_correction_cityscapes/best.pth --policy fixed:5
 
-INPUT is a video file, a folder of frames (natural name order), a camera index (``0``) or a stream URL.  OUTPUT
-receives ``segmentation.mp4`` (overlay video with a class legend, key frames marked; ``.avi`` when this OpenCV
-cannot write mp4v), on request ``labels/NNNNNN.png`` (trainIds) and ``overlay/NNNNNN.png``, and ``summary.json``;
-written as ``OUTPUT.partial/`` and renamed when complete.  Ctrl-C on a camera or stream ends the input and commits
-what was segmented.  This is :meth:`lib.VideoSegmenter.run` (docs/inference.md).
+A thin command line over :meth:`lib.VideoSegmenter.run` (outputs and Ctrl-C: there, and docs/inference.md).
 """
 import argparse
 import sys
@@ -28,25 +24,20 @@ def parse_args(argv=None):
     parser.add_argument('output', help='output folder (must not exist unless --overwrite)')
     parser.add_argument('--checkpoint', required=True, help='trained SCNet weights (.pth)')
     parser.add_argument('--policy', default='fixed:5',
-                        help='key-frame policy: fixed:K | distortion:TAU[,max=N][,stat=mean|area|pNN] | per-frame '
-                             '(default fixed:5)')
+                        help='key frames: fixed:K (default fixed:5) | distortion:TAU[,max=N][,stat=...] | per-frame')
     parser.add_argument('--size', type=cli.positive_int, nargs=2, metavar=('H', 'W'),
                         help='run the model at this size (default: the frame size); outputs keep the frame size')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='replace OUTPUT if an earlier infer_video run wrote it (any other folder is refused)')
+    parser.add_argument('--overwrite', action='store_true', help='replace OUTPUT if infer_video wrote it')
     parser.add_argument('--save-labels', action='store_true', help='write labels/NNNNNN.png (trainIds, 255 = ignore)')
     parser.add_argument('--save-overlay', action='store_true', help='write overlay/NNNNNN.png (colour overlays)')
-    parser.add_argument('--video', action='store_true',
-                        help='write the overlay video (the default when no --save-* option is given)')
+    parser.add_argument('--video', action='store_true', help='write the overlay video (default without --save-*)')
     parser.add_argument('--start', type=int, default=0, metavar='N',
                         help='skip the first N frames of the input (output files keep the input\'s frame numbers)')
     parser.add_argument('--max-frames', type=cli.positive_int, default=None, metavar='N',
-                        help='segment at most N frames (a camera or stream runs until it ends or Ctrl-C otherwise)')
-    parser.add_argument('--fps', type=float, default=None,
-                        help='frame rate of the output video (default: the input video\'s, 25 for a frame folder)')
+                        help='segment at most N frames (default: to the end, or Ctrl-C)')
+    parser.add_argument('--fps', type=float, default=None, help='output frame rate (default: the input\'s, else 25)')
     parser.add_argument('--device', default=None, help='cpu | cuda (default: the config\'s device)')
-    parser.add_argument('--backend', choices=BACKENDS, default='torch',
-                        help='torch (default) or onnxruntime (CPU, fp32; exported at the first frame)')
+    parser.add_argument('--backend', choices=BACKENDS, default='torch', help='onnxruntime: CPU, fp32 (default torch)')
     cli.add_threads_argument(parser)
     add_fast_arguments(parser)
     args = parser.parse_args(argv)

@@ -21,7 +21,7 @@ from lib.infer.backends import build_segmenter
 from lib.infer.fast import EXACT, FastConfig, FastSCNet
 from lib.infer.keyframe_policy import DistortionTriggered, FixedInterval, PerFrame
 from lib.infer.labels import logits_to_labels
-from lib.infer.streaming import StreamingSegmenter, set_threads
+from lib.infer.streaming import StreamingSegmenter
 from lib.infer.video_io import pad_to_multiple
 from lib.model import load_scnet
 from lib.utils.atomic import write_json
@@ -54,7 +54,6 @@ class KeyframeRun:
     name: str = 'keyframe_policies'  # <out>/<name>.json and <name>.png
     mark: Optional[str] = None  # a fixed:k policy to mark on the picture (the demo marks the paper's setting)
     paths: Sequence[str] = ()  # inference paths (PATHS) timed against the exact one; the fastest faithful is chosen
-    threads: Optional[int] = None
     device: Optional[str] = None  # None: the config's device
     progress: bool = True
 
@@ -318,7 +317,6 @@ def run_keyframe_policies(run):
     cfg = load_config(run.config, run.opts)
     split = run.split or cfg['eval']['split']
     n_classes = num_classes(cfg['data']['name'])
-    set_threads(run.threads)
     device = pick_device(run.device or cfg['device'])
     model = load_scnet(cfg['model'], run.checkpoint, device)
     intervals = sorted({k for k in run.intervals if k > 1})

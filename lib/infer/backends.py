@@ -1,7 +1,5 @@
-"""Runtime backends of video inference: PyTorch (``torch``, the default; optionally the fast path) or ONNX Runtime
-(``onnxruntime``: the two steps of lib/infer/export.py exported at the stream's frame size on its first frame, fp32,
-run on the CPU; the same outputs up to float32 rounding).
-"""
+"""Runtime backends of video inference: ``torch`` (optionally the fast path) or ``onnxruntime`` (the two steps of
+lib/infer/export.py exported at the stream's first frame, fp32, CPU)."""
 import tempfile
 
 import torch
@@ -29,10 +27,7 @@ class OnnxRuntimeSCNet:
     (graphs of dynamic size from ``lib.infer.export.MIN_SIZE`` up, of fixed size below); ``threads``: intra-op."""
 
     def __init__(self, net, tail='full', threads=None):
-        self.net = net.eval()
-        self.tail = tail
-        self.threads = threads
-        self.align_corners = net.align_corners
+        self.net, self.tail, self.threads, self.align_corners = net.eval(), tail, threads, net.align_corners
         self._sessions = {}
 
     def sessions(self, size):
@@ -57,8 +52,7 @@ class OnnxRuntimeSCNet:
         return self.key_step(image)[0]
 
     def non_key(self, state, current, previous):
-        """Flow, one warp, correction -> (PropagationState of ``current``, dict ``merged``, ``distortion``,
-        ``labels``) at the resolution of the tail, as ``SCNet.correct``."""
+        """-> (PropagationState of ``current``, dict ``merged``, ``distortion``, ``labels``), as ``SCNet.correct``."""
         out = self._run('non_key_step', current.shape[-2:], state.logits, state.image, current, previous)
         return PropagationState(out['logits_out'], out['image_quarter_out']), out
 
@@ -76,8 +70,7 @@ class OnnxRuntimeSegmenter(StreamingSegmenter):
 
 
 def build_segmenter(net, policy, backend='torch', fast=None, threads=None):
-    """The streaming segmenter of ``backend`` for ``net`` under ``policy``; ``fast``: a FastConfig or None (exact),
-    of which onnxruntime takes only the tail; ``threads``: onnxruntime's (default: torch's count)."""
+    """The streaming segmenter of ``backend``; ``fast``: a FastConfig or None (exact; onnxruntime takes its tail)."""
     check_backend(backend)
     tail = 'full' if fast is None else fast.tail
     if backend == 'onnxruntime':

@@ -41,25 +41,21 @@ class KeyStep(nn.Module):
 
     def __init__(self, net, tail='full'):
         super().__init__()
-        self.net = net
-        self.tail = tail
+        self.net, self.tail = net, tail
+
+    def labels(self, logits, size):
+        # quarter_merge labels 1/4 logits by a data-dependent shortcut; the plain resize gives the same.
+        tail = 'full' if self.tail == 'quarter_merge' else self.tail
+        return logits_to_labels(logits, size, self.net.align_corners, tail)
 
     def forward(self, image):
         """image (N, 3, H, W) -> logits (N, C, H/4, W/4), image_quarter (N, 3, H/4, W/4), labels (N, H, W) int64."""
         state = self.net.key_frame(image)
-        # quarter_merge labels the 1/4 key logits by a data-dependent shortcut; the plain resize gives the same.
-        labels = logits_to_labels(state.logits, image.shape[-2:], self.net.align_corners,
-                                  'full' if self.tail == 'quarter_merge' else self.tail)
-        return state.logits, state.image, labels
+        return state.logits, state.image, self.labels(state.logits, image.shape[-2:])
 
 
-class NonKeyStep(nn.Module):
+class NonKeyStep(KeyStep):
     """The non-key graph: flow, one warp of the state, DMNet + CFNet correction, labels, under ``tail``."""
-
-    def __init__(self, net, tail='full'):
-        super().__init__()
-        self.net = net
-        self.tail = tail
 
     def forward(self, logits, image_quarter, current, previous):
         """logits (N, C, H/4, W/4), image_quarter (N, 3, H/4, W/4): the state of previous; current, previous
@@ -67,8 +63,7 @@ class NonKeyStep(nn.Module):
         (N, 1, ., .) (full resolution with the ``full`` tail, else 1/4), labels (N, H, W) int64."""
         state = self.net.propagate(PropagationState(logits, image_quarter), self.net.estimate_flow(current, previous))
         out = self.net.correct(state, current, full_resolution=self.tail == 'full')
-        labels = logits_to_labels(out['merged'], current.shape[-2:], self.net.align_corners,
-                                  'full' if self.tail == 'quarter_merge' else self.tail)  # as in the key step
+        labels = self.labels(out['merged'], current.shape[-2:])
         return state.logits, state.image, out['merged'], out['distortion'], labels
 
 

@@ -1,9 +1,8 @@
 """Opt-in fast inference for SCNet (``--fast``): :class:`FastConfig` says what changes, :class:`FastSCNet` runs it.
 
-The exact path (``EXACT``) reproduces the original evaluation: fp32, every 1/4-resolution map upsampled x4 before
-the merge, argmax at full resolution.  The fast path (``FastConfig()``) trades a small, measured amount of agreement
-with it (``tools/benchmark.py``) for speed.  The propagated state stays fp32 between frames, so rounding does not
-accumulate over the warps (it is 1/4 size: this costs little).
+``EXACT`` reproduces the original evaluation (fp32, maps upsampled x4 before the merge); the fast path trades a small
+agreement loss (measured by ``tools/benchmark.py``) for speed.  The 1/4-size state stays fp32 between frames, so
+rounding does not accumulate over the warps.
 """
 import contextlib
 import copy
@@ -28,18 +27,15 @@ class FastConfig:
     """How inference runs.  The defaults are the fast path; ``EXACT`` is the reference path.
 
     Attributes:
-        dtype: ``auto | fp32 | bf16 | fp16``: the autocast dtype (``fp32``: none); ``auto``: bf16 where the hardware
-            has it natively, fp16 on older GPUs, else fp32.
-        channels_last: the network and the frames in ``torch.channels_last`` (oneDNN's and cuDNN's fastest layout).
-        tail: the non-key merge and argmax (:mod:`lib.infer.labels`): ``full``; ``sparse``, the same labels;
-            ``quarter_merge``, the merge at 1/4 and one upsampling; ``quarter_argmax``, also the argmax at 1/4.
+        dtype: the autocast dtype (``fp32``: none); ``auto``: bf16 where the hardware has it natively, fp16 on older
+            GPUs, else fp32.
+        channels_last: network and frames in ``torch.channels_last`` (oneDNN's and cuDNN's fastest layout).
+        tail: the non-key merge and argmax (:data:`lib.infer.labels.TAILS`; ``sparse`` gives ``full``'s labels).
         fold_bn: fold each BatchNorm into the convolution that feeds it (on a copy of the network).
         shift_dilated: on CPU, large-dilation depthwise convolutions as :class:`ShiftedDepthwiseConv2d`.
-        small_maps: fewer, larger calls on a non-key frame's small maps: :class:`PairedDMNet` and, on CPU in fp32,
-            :class:`SubPixelConvTranspose2d`.
+        small_maps: :class:`PairedDMNet` and, on CPU in fp32, :class:`SubPixelConvTranspose2d`.
         retain_memory: on CPU with glibc, :func:`retain_freed_memory` (process-wide).
-        compile: wrap each step in ``torch.compile`` (first calls are slow: compilation).
-        cuda_graphs: capture the non-key step in a CUDA graph (CUDA only; one capture per input shape).
+        compile: ``torch.compile`` each step; cuda_graphs: the non-key step as a CUDA graph (one per input shape).
     """
     dtype: str = 'auto'
     channels_last: bool = True
@@ -61,8 +57,7 @@ class FastConfig:
     def from_dict(cls, values):
         """A config section (mapping) -> FastConfig; unknown keys are an error."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
+        if unknown := sorted(set(values) - known):
             raise UserError(f'fast inference: unknown option(s) {unknown}; expected some of {sorted(known)}')
         return cls(**values)
 
@@ -86,7 +81,7 @@ def resolve_dtype(name, device_type):
 
 
 def add_fast_arguments(parser):
-    """The ``--fast`` family of options, shared by the tools (benchmark, test_pda, infer_video)."""
+    """The ``--fast`` family of options (tools/benchmark.py, tools/infer_video.py)."""
     group = parser.add_argument_group('fast inference (opt-in; accuracy cost measured by tools/benchmark.py)')
     group.add_argument('--fast', action='store_true', help='use the fast inference path (lib/infer/fast.py)')
     group.add_argument('--fast-dtype', choices=DTYPES, default='auto', help='autocast dtype of the fast path')
@@ -112,14 +107,13 @@ def config_from_args(args):
 
 
 def _state_to_fp32(state):
-    """PropagationState with fp32, NCHW-contiguous fields: autocast leaves the key logits in bf16/fp16, and the
-    warp reads NCHW; at 1/4 resolution the conversion costs little."""
+    """PropagationState with fp32, NCHW-contiguous fields (autocast leaves bf16/fp16 logits; the warp reads NCHW)."""
     return state._replace(logits=state.logits.float().contiguous(), image=state.image.float().contiguous())
 
 
 def fold_batch_norms(net):
-    """Fold every ``BatchNorm2d`` (eval statistics) into the ``Conv2d`` registered just before it, in place (the
-    BatchNorm becomes ``nn.Identity``); a BatchNorm after anything else is left alone.  Returns how many."""
+    """Fold, in place, every ``BatchNorm2d`` (eval statistics) into the ``Conv2d`` registered just before it (it
+    becomes ``nn.Identity``); returns how many."""
     leaves = [(name, m) for name, m in net.named_modules() if not list(m.children())]
     folded = 0
     for (_, conv), (bn_name, bn) in zip(leaves, leaves[1:]):
@@ -139,16 +133,13 @@ def fold_batch_norms(net):
 
 
 class ShiftedDepthwiseConv2d(nn.Module):
-    """A 'same'-size, stride-1 depthwise convolution as a sum of shifted copies of its input, one multiply-add per
-    kernel tap, accumulated in fp32; a tap that reads only padding costs nothing (oneDNN's dilated depthwise kernels
-    are an order of magnitude slower).  Output in the input's dtype and memory format."""
+    """A 'same'-size, stride-1 depthwise convolution as a sum of shifted copies of its input (fp32 accumulation), a
+    tap reading only padding skipped: oneDNN's dilated depthwise kernels are an order of magnitude slower."""
 
     def __init__(self, conv):
         super().__init__()
-        self.dilation = conv.dilation
-        self.padding = conv.padding
-        self.weight = conv.weight  # (C, 1, kh, kw)
-        self.bias = conv.bias
+        self.dilation, self.padding = conv.dilation, conv.padding
+        self.weight, self.bias = conv.weight, conv.bias  # (C, 1, kh, kw), (C,) or None
 
     def forward(self, x):
         """x (N, C, H, W) -> (N, C, H, W)."""
@@ -180,7 +171,7 @@ def default_min_dilation():
 
 def retain_freed_memory():
     """Keep freed heap blocks of up to 32 MiB in the process (glibc), so the next frame does not page-fault and zero
-    them again: a fixed mmap threshold at the maximum and no heap trimming.  Process-wide; True when applied."""
+    them again.  Process-wide; True when applied."""
     if platform.system() != 'Linux':
         return False
     try:
@@ -207,9 +198,8 @@ def shift_dilated_depthwise(net, min_dilation=None):
 
 
 class SubPixelConvTranspose2d(nn.Module):
-    """A ``ConvTranspose2d(k=4, stride=2, padding=0)`` as a 2x2 convolution (padding 1) with four outputs per
-    channel, one per output phase (even/odd row and column), and a pixel shuffle: the same multiply-adds and the
-    same output (up to float rounding), without oneDNN's transposed-convolution kernels, slow on small maps."""
+    """A ``ConvTranspose2d(k=4, stride=2, padding=0)`` as a 2x2 convolution (padding 1) with one output per phase
+    (even/odd row and column) and a pixel shuffle: oneDNN's transposed-convolution kernels are slow on small maps."""
 
     # Kernel index of the tap reading x[j - 1] and of the tap reading x[j], for even and for odd outputs:
     # y[2j] = x[j - 1] w[2] + x[j] w[0] and y[2j + 1] = x[j - 1] w[3] + x[j] w[1].
@@ -237,8 +227,8 @@ class SubPixelConvTranspose2d(nn.Module):
 
 
 class PairedDMNet(nn.Module):
-    """DMNet with its two images embedded as one batch: half the calls, on maps small enough for calls to cost
-    more than arithmetic.  Same distortion as ``DMNet.forward`` (up to float rounding)."""
+    """DMNet with its two images embedded as one batch: half the calls, on maps where calls cost more than math;
+    ``DMNet.forward``'s distortion up to float rounding."""
 
     def __init__(self, dmnet):
         super().__init__()
@@ -264,24 +254,19 @@ def replace_modules(net, rule, make):
 class FastSCNet(nn.Module):
     """SCNet inference under a :class:`FastConfig`: SCNet's inference methods, plus ``key_step`` and
     ``non_key_step`` which return label maps; other attributes are the wrapped network's (run as they are, fp32).
-
-    With a ``quarter_*`` tail ``correct`` returns 1/4-resolution maps: label them with :func:`logits_to_labels`, not
-    a bare ``argmax``.  The network passed in is copied when a rewrite applies (``fold_bn`` and the others), else
-    ``channels_last`` converts it in place.
+    With a ``quarter_*`` tail ``correct`` returns 1/4 maps (label them with :func:`logits_to_labels`).  The network
+    is copied when a rewrite applies, else ``channels_last`` converts it in place.
     """
 
     def __init__(self, net, config=EXACT):
         super().__init__()
-        self.net = net.eval()
-        self.config = config
+        self.net, self.config = net.eval(), config
         device = next(net.parameters()).device
-        self.device_type = device.type
-        self.dtype = resolve_dtype(config.dtype, device.type)
+        self.device_type, self.dtype = device.type, resolve_dtype(config.dtype, device.type)
         if config.cuda_graphs and device.type != 'cuda':
             raise UserError('fast inference: cuda_graphs needs the model on a CUDA device')
         if config.fold_bn or config.small_maps or (config.shift_dilated and device.type == 'cpu'):
-            net = copy.deepcopy(net)
-            self.net = net
+            self.net = net = copy.deepcopy(net)
         if config.fold_bn:
             fold_batch_norms(net)
         if config.shift_dilated and device.type == 'cpu':
@@ -360,8 +345,7 @@ class FastSCNet(nn.Module):
             return state, logits_to_labels(state.logits, img.shape[-2:], self.net.align_corners, self.config.tail)
 
     def non_key_step(self, state, cur, prev):
-        """A non-key frame: state of ``prev`` (fp32, 1/4), cur, prev (N, 3, H, W) -> (state of ``cur``, labels
-        (N, H, W) int64)."""
+        """State of ``prev`` (fp32, 1/4), cur, prev (N, 3, H, W) -> (state of ``cur``, labels (N, H, W) int64)."""
         if self._graphed is None:
             return self._non_key(state, cur, prev)
         self._state_template = state
@@ -383,15 +367,10 @@ class FastSCNet(nn.Module):
 
 
 class _CudaGraphStep:
-    """Replays a captured function of CUDA tensors, captured again whenever an input shape or dtype changes; outputs
-    are cloned (the next replay overwrites the graph's buffers)."""
+    """Replays a function of CUDA tensors captured once per input signature; outputs cloned (a replay overwrites)."""
 
     def __init__(self, fn):
-        self.fn = fn
-        self.signature = None
-        self.graph = None
-        self.static_inputs = None
-        self.static_outputs = None
+        self.fn, self.signature = fn, None
 
     def __call__(self, *inputs):
         signature = tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)

@@ -1,16 +1,9 @@
 """Key-frame policies: which frames of a stream go through the key-frame network (DeepLab).
 
-The inference loop asks ``policy.is_key()`` before each frame and reports it with ``policy.update(key)`` (key
-frame) or ``policy.update(key, out['distortion'])`` (non-key frame); ``policy.reset()`` starts a new stream.
-
-- ``fixed:k``: a key frame every ``k`` frames (frames 0, k, 2k, ...), the paper's setting.
-- ``distortion:tau[,max=M][,stat=mean|area|pNN]``: after each non-key frame DMNet's distortion map is reduced to one
-  score (its mean, the fraction above 0.5, or its NN-th percentile); above ``tau`` the *next* frame is a key frame,
-  and one is forced at the latest ``M`` frames after the previous one (default 10).
-- ``per-frame``: every frame is a key frame (the accuracy reference).
-
-The decision acts on the next frame: the score of frame t exists only once frame t's non-key step ran, so
-re-running t as a key frame would pay both steps, while switching at t+1 costs nothing extra.
+The loop asks ``policy.is_key()`` before each frame and reports it with ``policy.update(key[, distortion])``.
+``fixed:k`` (the paper's), ``per-frame`` and ``distortion:tau[,max=M][,stat=mean|area|pNN]``: a key frame after a
+non-key frame whose distortion score exceeds tau, at the latest M frames after the last one.  The decision acts on
+the next frame: re-running frame t as a key frame would pay both steps, switching at t+1 costs nothing extra.
 """
 import math
 import re
@@ -68,9 +61,8 @@ class PerFrame(FixedInterval):
 
 
 def distortion_score(distortion, stat='mean'):
-    """One number from a distortion map ``(N, 1, h, w)`` in [0, 1]: its mean, the fraction of it above 0.5 for
-    ``stat='area'`` (the share of the frame that the merge hands mostly to CFNet), or a percentile for
-    ``stat='pNN'``."""
+    """One number from a distortion map ``(N, 1, h, w)`` in [0, 1]: its mean, the fraction above 0.5 (``area``: the
+    share the merge hands mostly to CFNet), or a percentile (``pNN``)."""
     values = distortion.detach().double().flatten()  # float64: a mean over a large map without rounding drift
     if stat == 'mean':
         return values.mean().item()
@@ -87,17 +79,17 @@ class DistortionTriggered(KeyFramePolicy):
             raise UserError(f'distortion:{threshold}: the threshold must lie in [0, 1] (DMNet outputs are in [0, 1])')
         if max_interval < 1:
             raise UserError(f'distortion: max={max_interval}: the maximum interval must be a positive integer')
-        _check_stat(stat)
-        self.threshold = threshold
-        self.max_interval = max_interval
-        self.stat = stat
+        match = re.fullmatch(r'p(\d+(?:\.\d+)?)', stat)
+        if stat not in ('mean', 'area') and (match is None or not 0.0 <= float(match.group(1)) <= 100.0):
+            raise UserError(f'distortion: stat={stat}: expected "mean", "area" or a percentile "p0".."p100" such as '
+                            '"p90"')
+        self.threshold, self.max_interval, self.stat = threshold, max_interval, stat
         self.name = f'distortion:{threshold:g},max={max_interval}' + ('' if stat == 'mean' else f',stat={stat}')
         super().__init__()
 
     def reset(self):
         super().reset()
-        self.triggered = False
-        self.last_score = None
+        self.triggered, self.last_score = False, None
 
     def is_key(self):
         return self.since_key is None or self.triggered or self.since_key + 1 >= self.max_interval
@@ -111,13 +103,6 @@ class DistortionTriggered(KeyFramePolicy):
         self.since_key += 1
         self.last_score = distortion_score(distortion, self.stat)
         self.triggered = self.last_score > self.threshold
-
-
-def _check_stat(stat):
-    match = re.fullmatch(r'p(\d+(?:\.\d+)?)', stat)
-    if stat not in ('mean', 'area') and (match is None or not 0.0 <= float(match.group(1)) <= 100.0):
-        raise UserError(f'distortion: stat={stat}: expected "mean", "area" or a percentile "p0".."p100" such as '
-                        '"p90"')
 
 
 def _parse_positive_int(text, where):
@@ -148,10 +133,7 @@ def _parse_distortion(args, text):
 
 
 def parse_policy(text):
-    """``'fixed:5'``, ``'distortion:0.3'``, ``'distortion:0.3,max=10,stat=p90'``, ``'per-frame'`` -> a policy.
-
-    Raises :class:`UserError` with a one-line message on anything else.
-    """
+    """``'fixed:5'``, ``'distortion:0.3'``, ``'distortion:0.3,max=10,stat=p90'``, ``'per-frame'`` -> a policy."""
     text = text.strip()
     kind, sep, args = text.partition(':')
     if kind == 'per-frame' and not sep:

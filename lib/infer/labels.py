@@ -29,9 +29,8 @@ def _nearest_source_index(n_out, n_in, align_corners, device):
 
 
 def logits_to_labels(logits, size, align_corners, tail='full'):
-    """Logits (N, C, h, w) -> class map (N, H, W) int64 at ``size``.  ``tail``: ``full``: bilinear resize then argmax
-    (the exact path); ``sparse`` and ``quarter_merge``: the same labels by :func:`bilinear_argmax`;
-    ``quarter_argmax``: argmax, then a nearest resize."""
+    """Logits (N, C, h, w) -> class map (N, H, W) int64 at ``size``: bilinear resize then argmax (``full``; the same
+    labels by :func:`bilinear_argmax` for ``sparse`` and ``quarter_merge``), or argmax then nearest resize."""
     size = tuple(size)
     if tuple(logits.shape[-2:]) == size:
         return logits.argmax(1)
@@ -45,8 +44,7 @@ def logits_to_labels(logits, size, align_corners, tail='full'):
 
 
 def channel_argmax(x):
-    """``x.argmax(1)`` for (N, C, H, W) with C small: one pass per channel over contiguous planes instead of a
-    strided reduction (several times faster on CPU for C = 19); the first maximal index wins, as in argmax."""
+    """``x.argmax(1)`` (first maximum wins) for (N, C, H, W), a pass per contiguous plane: faster on CPU for C = 19."""
     best = x[:, 0].clone()
     index = torch.zeros(best.shape, dtype=torch.int64, device=x.device)
     for c in range(1, x.shape[1]):
@@ -57,8 +55,7 @@ def channel_argmax(x):
 
 
 def _bilinear_source(n_out, n_in, align_corners, device):
-    """Source rows (or columns) of a bilinear resize as ``F.interpolate`` computes them: lower and upper index, the
-    upper one's weight (float32)."""
+    """Source rows (or columns) of ``F.interpolate``'s bilinear resize: lower, upper index, upper weight (float32)."""
     position = torch.arange(n_out, device=device, dtype=torch.float64)
     if align_corners:
         source = position * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
@@ -95,10 +92,9 @@ def bilinear_argmax(logits, size, align_corners):
 
 def sparse_merge_argmax(propagated, distortion, correction, size, align_corners):
     """The labels (N, H, W) int64 of the exact non-key tail, ``argmax(up(P) * (1 - up(D)) + up(C) * up(D))``, from
-    propagated, correction (N, C, h, w) and distortion (N, 1, h, w).  The merge at a pixel is a convex combination
-    of the 8 vectors ``P_k, C_k`` of its 4 sources: where all 8 share one argmax class, so does the merge; elsewhere
-    the maps are interpolated and merged as the exact tail does (on CPU: every pixel, row by row, by
-    :mod:`lib.ops.upsample_argmax`, without storing the full-resolution maps)."""
+    propagated, correction (N, C, h, w) and distortion (N, 1, h, w).  The merge is a convex combination of the 8
+    vectors ``P_k, C_k`` of 4 sources: where all 8 share one argmax class, so does the merge; elsewhere the maps are
+    interpolated and merged as the exact tail does (on CPU by :mod:`lib.ops.upsample_argmax`, row by row)."""
     if _use_fused(propagated):
         grid = _bilinear_grid(tuple(propagated.shape[-2:]), tuple(size), align_corners, propagated.device)
         return fused_labels.upsample_merge_argmax(propagated, distortion, correction, grid)

@@ -4,35 +4,20 @@ import torch
 from lib.infer.labels import correction_labels, logits_to_labels
 
 
-def set_threads(threads):
-    """``--threads``: torch's intra-op CPU threads (None keeps torch's default)."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise ValueError(f'--threads {threads}: expected a positive number of threads')
-    torch.set_num_threads(threads)
-
-
 class StreamingSegmenter:
     """Runs SCNet (or a ``FastSCNet``) over a stream one frame at a time, a key-frame policy choosing the key frames.
 
-    ``tail``: where the merge and argmax happen (``lib.infer.labels.TAILS``; ``full`` is the paper's).
-    ``correct=False`` is the propagation-only baseline (DFF-style: no DMNet, no CFNet).  The network calls go through
-    :meth:`key_frame`, :meth:`flow` and :meth:`correction` so that an evaluation can replay cached outputs.
+    ``tail``: ``lib.infer.labels.TAILS`` (``full`` is the paper's); ``correct=False``: propagation only (DFF-style).
+    The network calls go through :meth:`key_frame`, :meth:`flow` and :meth:`correction`, which a replay overrides.
     """
 
     def __init__(self, model, policy, tail='full', correct=True):
-        self.model = model
-        self.policy = policy
-        self.tail = tail
-        self.correct = correct
+        self.model, self.policy, self.tail, self.correct = model, policy, tail, correct
         self.reset()
 
     def reset(self):
         self.policy.reset()
-        self.state = None
-        self.previous = None
-        self.index = -1  # index of the frame being processed
+        self.state, self.previous, self.index = None, None, -1  # index: the frame being processed
 
     def key_frame(self, image):
         return self.model.key_frame(image)
@@ -52,16 +37,8 @@ class StreamingSegmenter:
 
     @torch.no_grad()
     def step(self, image):
-        """One frame -> its labels and what the policy saw.
-
-        Args:
-            image: (1, 3, H, W) the frame, RGB in [0, 1], H and W multiples of 4.
-        Returns:
-            labels: (1, H, W) int64 class map.
-            is_key: whether the frame went through DeepLab.
-            distortion: DMNet's map of a non-key frame, (1, 1, H, W) (``tail='full'``) or (1, 1, H/4, W/4); None
-                for a key frame and with ``correct=False``.
-        """
+        """image (1, 3, H, W) RGB in [0, 1], H and W multiples of 4 -> labels (1, H, W) int64, is_key, distortion:
+        DMNet's map (1, 1, H, W) (``tail='full'``) or (1, 1, H/4, W/4), None for a key frame or ``correct=False``."""
         self.index += 1
         is_key = self.policy.is_key()
         size, align_corners = image.shape[-2:], self.model.align_corners

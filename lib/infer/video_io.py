@@ -24,8 +24,8 @@ def _natural_key(name):
 
 
 class FrameSource:
-    """Base of the frame sources: iterate to get RGB uint8 frames, all of the first one's size; :meth:`limit` keeps
-    frames ``start, ...``, at most ``max_frames``.  ``live`` sources (cameras, streams) end when the stream does."""
+    """Iterates RGB uint8 frames, all of the first one's size; :meth:`limit` keeps frames ``start, ...``, at most
+    ``max_frames``.  ``live`` sources (cameras, streams) end when the stream does."""
 
     path = ''
     fps = 25.0
@@ -54,9 +54,8 @@ class FrameSource:
         reader = self._read()
         try:
             for index, (where, frame) in enumerate(itertools.islice(reader, self.max_frames)):
-                if size is None:
-                    size = frame.shape[:2]
-                elif frame.shape[:2] != size:
+                size = size or frame.shape[:2]
+                if frame.shape[:2] != size:
                     raise UserError(f'{where}: frame {self.start + index} is {frame.shape[1]}x{frame.shape[0]} (WxH) '
                                     f'but the stream started at {size[1]}x{size[0]}; all frames must have one size')
                 yield frame
@@ -85,9 +84,8 @@ class ImageFolderSource(FrameSource):
             if image is None:
                 raise UserError(f'{file}: not a readable image')
             found = 1 if image.ndim == 2 else image.shape[2]
-            if channels is None:
-                channels = found
-            elif found != channels:  # a grey frame in a colour clip (or the reverse) is another camera's frame
+            channels = channels or found
+            if found != channels:  # a grey frame in a colour clip (or the reverse) is another camera's frame
                 raise UserError(f'{file}: has {found} channel(s) but the clip started with {channels}; all frames '
                                 f'must be colour or all grey')
             bgr = cv2.imread(file, cv2.IMREAD_COLOR)
@@ -112,8 +110,7 @@ def _captured(capture, path, start, skipped=0):
 
 
 class VideoFileSource(FrameSource):
-    """A video file read through OpenCV's VideoCapture; ``decoded``: the frames a full pass produced (None until one
-    ended), which differs from ``announced`` for a damaged or truncated file."""
+    """A video file read through OpenCV; ``decoded``: the frames a full pass produced (None until one ended)."""
 
     def __init__(self, path):
         self.path = path
@@ -152,8 +149,7 @@ class VideoFileSource(FrameSource):
 
 
 class CaptureSource(FrameSource):
-    """A live source through OpenCV's VideoCapture: a camera (its index, ``0``) or a stream URL (``rtsp://``,
-    ``http://``, ...).  Opened once, its first frame read at once (a dead source fails before any output exists)."""
+    """A camera (its index) or stream URL through OpenCV, its first frame read at once (a dead one fails early)."""
 
     live = True
 
@@ -178,7 +174,7 @@ class CaptureSource(FrameSource):
 
 def open_frame_source(spec, start=0, max_frames=None):
     """A folder of images, a video file, a camera index (digits) or a stream URL (``scheme://...``) -> a
-    :class:`FrameSource` of frames ``start, ...`` (at most ``max_frames``); a clear :class:`UserError` otherwise."""
+    :class:`FrameSource` of frames ``start, ...`` (at most ``max_frames``)."""
     spec = os.fspath(spec)
     if spec.isdigit() or '://' in spec:
         return CaptureSource(spec).limit(start, max_frames)
@@ -194,8 +190,8 @@ def open_frame_source(spec, start=0, max_frames=None):
 
 
 def pad_to_multiple(x, multiple=4):
-    """``x (N, C, H, W)`` -> ``(padded (N, C, H', W'), (H, W))`` with H', W' multiples of ``multiple``, padded at the
-    bottom and right by replicating the border (a black border would be a fake edge the networks react to)."""
+    """``x (N, C, H, W)`` -> ``(padded (N, C, H', W'), (H, W))``, H', W' multiples of ``multiple``, the bottom and
+    right border replicated (a black border would be a fake edge)."""
     height, width = x.shape[-2:]
     pad_h, pad_w = -height % multiple, -width % multiple
     if not (pad_h or pad_w):
@@ -204,8 +200,7 @@ def pad_to_multiple(x, multiple=4):
 
 
 def frame_to_tensor(frame, size=None, multiple=4, device='cpu'):
-    """RGB uint8 ``(H, W, 3)`` -> float ``(1, 3, H', W')`` in [0, 1], resized to ``size`` (bilinear) if given and
-    padded to a multiple of ``multiple``, and the unpadded model-side size ``(h, w)``."""
+    """RGB uint8 ``(H, W, 3)`` -> (float ``(1, 3, H', W')`` in [0, 1] resized to ``size`` and padded, ``(h, w)``)."""
     x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
     if size is not None and tuple(size) != tuple(frame.shape[:2]):
         x = F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=False)  # (1, 3, h, w)
@@ -213,8 +208,7 @@ def frame_to_tensor(frame, size=None, multiple=4, device='cpu'):
 
 
 def labels_to_frame(labels, model_size, frame_size):
-    """Labels ``(1, H', W')`` on the padded model grid -> trainId map ``uint8 (H, W)`` of the source frame: the
-    padding cropped (``model_size``), then a nearest resize to ``frame_size``."""
+    """Labels ``(1, H', W')`` on the padded model grid -> uint8 ``(H, W)``: padding cropped, nearest resize."""
     height, width = model_size
     label = labels[:, None, :height, :width].to(torch.uint8)  # (1, 1, h, w)
     if (height, width) != tuple(frame_size):
@@ -229,8 +223,8 @@ def overlay(frame, colour, label, alpha=0.5):
 
 
 class VideoWriter:
-    """cv2.VideoWriter with the first codec this OpenCV build can write: mp4v (.mp4), else MJPG (.avi).  Odd frame
-    sizes get one replicated row / column: these 4:2:0 codecs silently drop an odd last one."""
+    """cv2.VideoWriter with the first codec this OpenCV can write, mp4v (.mp4) or MJPG (.avi); an odd frame size
+    gets a replicated row / column (these 4:2:0 codecs silently drop an odd last one)."""
 
     CODECS = (('mp4v', '.mp4'), ('MJPG', '.avi'))
 
@@ -280,29 +274,20 @@ class VideoWriter:
 def count_decodable_frames(path):
     """Number of frames OpenCV decodes from the video file ``path`` (0 if it does not open)."""
     capture = cv2.VideoCapture(path)
-    try:
-        count = 0
-        while capture.isOpened() and capture.grab():
-            count += 1
-        return count
-    finally:
-        capture.release()
+    count = 0
+    while capture.isOpened() and capture.grab():
+        count += 1
+    capture.release()
+    return count
 
 
 class FrameOutputs:
-    """The per-frame outputs of a run in its (partial) output folder, each when asked for: ``labels/NNNNNN.png``,
-    ``overlay/NNNNNN.png`` and the segmentation video (overlays, a class legend, ``KEY`` on key frames)."""
+    """A run's ``labels/NNNNNN.png``, ``overlay/NNNNNN.png`` and segmentation video, each when asked for."""
 
     def __init__(self, folder, fps, palette, save_labels=False, save_overlay=False, video=True, names=None):
-        self.folder = folder
-        self.fps = fps
-        self.palette = palette
-        self.names = names
-        self.frames = 0  # frames written whole
-        self.save_labels = save_labels
-        self.save_overlay = save_overlay
-        self.want_video = video
-        self.video = None
+        self.folder, self.fps, self.palette, self.names = folder, fps, palette, names
+        self.save_labels, self.save_overlay, self.want_video = save_labels, save_overlay, video
+        self.frames, self.video = 0, None  # frames written whole; the VideoWriter, opened on the first frame
 
     def write(self, index, frame, label, key=False):
         """``frame`` RGB uint8 (H, W, 3), its ``label`` uint8 (H, W) map and whether it was a key frame."""
@@ -320,7 +305,6 @@ class FrameOutputs:
         self.frames += 1
 
     def close(self):
-        """Finish the video; it must decode to every frame written (:meth:`VideoWriter.close`)."""
         if self.video is not None:
             self.video.close()
 

@@ -72,11 +72,9 @@ class VideoSegmenter:
             raise UserError(f'VideoSegmenter: size must be (H, W) of at least 4 pixels each, got {size}')
         self.net = net.eval()
         self.device = next(net.parameters()).device
-        self.policy_text = policy
-        self.fast = _fast_config(fast)
-        self.backend = check_backend(backend)
+        self.policy_text, self.channels = policy, channels
+        self.fast, self.backend = _fast_config(fast), check_backend(backend)
         self.size = None if size is None else tuple(size)
-        self.channels = channels
         self.palette = palette if palette is not None else palette_for('cityscapes')
         self.names = names if names is not None or palette is not None else class_names('cityscapes')
         self.segmenter = build_segmenter(net, parse_policy(policy), backend, self.fast, threads)
@@ -85,8 +83,7 @@ class VideoSegmenter:
     @classmethod
     def from_config(cls, config, checkpoint, policy='fixed:5', fast=False, backend='torch', device=None, opts=(),
                     **kwargs):
-        """Build from an experiment YAML (path or loaded config) and a whole-SCNet checkpoint; ``device`` defaults to
-        the config's."""
+        """Build from an experiment YAML (path or loaded config) and a whole-SCNet checkpoint."""
         cfg = load_config(config, opts) if isinstance(config, (str, os.PathLike)) else config
         check_backend(backend)  # before the network is loaded: a missing runtime fails at once
         net = load_scnet(cfg['model'], checkpoint, pick_device(device or cfg.get('device', 'cpu')))
@@ -97,9 +94,7 @@ class VideoSegmenter:
     def reset(self):
         """Start a new stream: the next frame is a key frame."""
         self.segmenter.reset()
-        self.index = -1
-        self.key_frames = []  # indices of the key frames of the stream so far
-        self.frame_size = None
+        self.index, self.key_frames, self.frame_size = -1, [], None  # key_frames: their indices so far
 
     def _to_model(self, frame, channels):
         """A frame -> (model input (1, 3, H', W') float in [0, 1], model size (h, w), frame size (H, W))."""
@@ -130,15 +125,13 @@ class VideoSegmenter:
 
     @torch.no_grad()
     def step(self, frame, channels=None):
-        """Segment the next frame of the stream, numpy uint8 (H, W, 3) in ``channels`` order (default: the
-        segmenter's) or a float tensor (3, H, W) / (1, 3, H, W) RGB in [0, 1], of the stream's first frame's size ->
-        its trainIds (H, W): numpy uint8, or int64 on the model's device for a tensor frame.  ``self.key_frames``
-        lists the stream's key frames so far."""
+        """The next frame, numpy uint8 (H, W, 3) in ``channels`` order (default: the segmenter's) or a float tensor
+        (3, H, W) / (1, 3, H, W) RGB in [0, 1], of the stream's first frame's size -> its trainIds (H, W): numpy
+        uint8, or int64 on the model's device for a tensor frame."""
         self.index += 1
         image, model_size, frame_size = self._to_model(frame, channels or self.channels)
-        if self.frame_size is None:
-            self.frame_size = frame_size
-        elif frame_size != self.frame_size:
+        self.frame_size = self.frame_size or frame_size
+        if frame_size != self.frame_size:
             raise UserError(f'VideoSegmenter: frame {self.index} is {frame_size[1]}x{frame_size[0]} (WxH) but the '
                             f'stream started at {self.frame_size[1]}x{self.frame_size[0]}')
         labels, is_key, _ = self.segmenter.step(image)  # (1, H', W') on the padded model grid
@@ -159,8 +152,7 @@ class VideoSegmenter:
             yield self.step(frame)
 
     def check_memory(self, frame_size):
-        """Refuse frames whose inference would not fit in the memory available (the peak on a small frame scaled by
-        the pixel count)."""
+        """Refuse frames whose inference would not fit in memory (a small frame's peak scaled by the pixel count)."""
         height, width = self.size or frame_size
         if height * width <= 1024 * 2048:
             return  # the paper's size: every supported machine runs it
@@ -183,11 +175,9 @@ class VideoSegmenter:
         """Segment ``source`` (a video file, frame folder, camera index, stream URL or ``FrameSource``; its frames
         ``start, ...``, at most ``max_frames``) into the folder ``out`` -> the summary dict.
 
-        Writes ``segmentation.mp4`` (or ``.avi``; ``video``), ``labels/NNNNNN.png`` (``save_labels``),
-        ``overlay/NNNNNN.png`` (``save_overlay``; NNNNNN: the input's frame number) and ``summary.json``, staged as
-        ``out.partial/`` (:class:`StagedFolder`: ``overwrite`` replaces only an earlier run's ``out``).  Ctrl-C
-        leaves ``out.partial/``; for a live source it ends the stream and commits what was segmented (a second
-        Ctrl-C abandons the run)."""
+        Writes ``segmentation.mp4`` (or ``.avi``), ``labels/NNNNNN.png``, ``overlay/NNNNNN.png`` (NNNNNN: the input's
+        frame number) and ``summary.json``, staged as ``out.partial/``.  Ctrl-C leaves ``out.partial/``; for a live
+        source it ends the stream and commits what was segmented (a second Ctrl-C abandons the run)."""
         if isinstance(source, (str, os.PathLike, int)):
             source = open_frame_source(str(source), start, max_frames)
         elif start or max_frames is not None:
@@ -240,8 +230,8 @@ class VideoSegmenter:
 
 @contextmanager
 def stop_requests(live):
-    """For a live source, Ctrl-C sets the yielded event (the loop ends after the frame in hand); a second Ctrl-C
-    interrupts.  Only the main thread gets signals: elsewhere nothing changes."""
+    """For a live source (in the main thread, the one that gets signals), Ctrl-C sets the yielded event; a second
+    Ctrl-C interrupts."""
     stop = threading.Event()
     if not live or threading.current_thread() is not threading.main_thread():
         yield stop
