@@ -215,7 +215,7 @@ def test_setup_builds_the_cpu_label_kernels_where_a_compiler_is(tmp_path):
         in (None, [])
     # run_setup swallows SystemExit: the refusals are checked on the command line, as pip would meet them.
     for environ, message in (({'DAVSS_BUILD_CPU': '1', 'CXX': str(tmp_path / 'no-cxx')},
-                              'DAVSS_BUILD_CPU=1 but the C++ compiler'),
+                              'DAVSS_BUILD_CPU=1 but the CPU label kernels cannot be built: the C++ compiler'),
                              ({'DAVSS_BUILD_CPU': 'yes'}, 'DAVSS_BUILD_CPU must be auto, 0 or 1')):
         done = subprocess.run([sys.executable, 'setup.py', '--name'], cwd=REPO_ROOT, capture_output=True, text=True,
                               env={**os.environ, 'DAVSS_BUILD_CUDA': '0', **environ})
