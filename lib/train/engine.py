@@ -253,7 +253,7 @@ def train_step(run, data, accumulate):
             run.scaler.scale(sum(losses.values()) / accumulate).backward()
         values = torch.stack([v.detach().float() for v in losses.values()])
         totals = values if totals is None else totals + values
-    averaged = distributed.all_reduce_mean(totals / accumulate).tolist()
+    averaged = distributed.all_reduce_sum(totals / accumulate).div_(distributed.get_world_size()).tolist()
     losses = dict(zip(losses, averaged))  # the names of the last batch's losses, in the order of ``totals``
     run.scaler.step(run.optimizer)
     run.scaler.update()
