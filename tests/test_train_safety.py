@@ -143,6 +143,14 @@ def test_layout_check_names_world_size_and_dataset_length():
                                                                                    'dataset_length 100 -> 90']
 
 
+def test_layout_check_names_a_key_the_checkpoint_lacks_in_one_line():
+    checkpoint = {'layout': {'batch_size': 4, 'accumulate': 1, 'world_size': 1}}  # no dataset_length
+    now = {'batch_size': 4, 'accumulate': 1, 'world_size': 1, 'dataset_length': 90}
+    with pytest.raises(UserError, match=r'another data layout \(dataset_length None -> 90\)'):
+        resume.check_layout('now.pth', checkpoint, now, restart_epoch=False)
+    assert resume.check_layout('now.pth', checkpoint, now, restart_epoch=True) == ['dataset_length None -> 90']
+
+
 # --- input errors in one line ---
 
 @pytest.mark.parametrize('opt, fragment', [

@@ -32,14 +32,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def deeplab_source(init_cfg):
-    """``(config key, path)`` of the DeepLab weights: ``init.deeplab`` over ``init.pretrained``."""
-    for key in ('deeplab', 'pretrained'):
-        if init_cfg[key]:
-            return f'init.{key}', resolve_path(init_cfg[key])
-    raise UserError('init: the masks need DeepLab weights; set init.pretrained or init.deeplab')
-
-
 def main(args):
     cli.set_threads(args.threads)
     cfg = load_config(args.config, args.opts)
@@ -47,12 +39,15 @@ def main(args):
     root = resolve_path(data_cfg['pseudo_label_root'])
     if root is None:
         raise UserError('data.pseudo_label_root: not set (where the masks go)')
-    key, path = deeplab_source(cfg['init'])
+    key = next((key for key in ('deeplab', 'pretrained') if cfg['init'][key]), None)  # init.deeplab first
+    if key is None:
+        raise UserError('init: the masks need DeepLab weights; set init.pretrained or init.deeplab')
+    path = resolve_path(cfg['init'][key])
     net = build_scnet(model_cfg, 'dmnet')
-    if key == 'init.deeplab':
-        load_part(net.deeplab, 'deeplab', path, key)
+    if key == 'deeplab':
+        load_part(net.deeplab, 'deeplab', path, 'init.deeplab')
     else:
-        load_pretrained(net, path, key, required=['deeplab'])
+        load_pretrained(net, path, 'init.pretrained', required=['deeplab'])
     entries = read_list(list_path_of(data_cfg, 'train'), data_cfg['name'])
     frames = pseudo_labels.training_frames(entries, int(data_cfg['max_gap']))
     device = pick_device(args.device)

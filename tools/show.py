@@ -8,17 +8,15 @@ file stem>/show/`` (docs/evaluation.md).
 """
 import argparse
 
-from lib.eval.jobs import default_checkpoint
+from lib.eval.jobs import add_checkpoint_argument, checkpoint_of
 from lib.eval.show import ShowRun, run_show
 from lib.utils import cli
-from lib.utils.config import load_config
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Image grids and GIFs of the propagation of chosen PDA clips.')
     cli.add_config_arguments(parser)
-    parser.add_argument('--checkpoint', default=None, help='a whole SCNet checkpoint (default: what the config '
-                        'trained, <train.save_root>/<experiment>/best.pth, or final.pth when train.val_every is 0)')
+    add_checkpoint_argument(parser)
     parser.add_argument('--clips', type=int, nargs='+', default=None, help='clip indices (default eval.show_clips)')
     parser.add_argument('--distance', type=int, default=9, help='key frame t-d (default 9, as the original)')
     parser.add_argument('--tile-width', type=cli.positive_int, default=256, help='width of one grid cell in pixels')
@@ -29,8 +27,7 @@ def parse_args(argv=None):
 
 
 def main(args):
-    checkpoint = args.checkpoint or default_checkpoint(load_config(args.config, args.opts))
-    run = ShowRun(args.config, checkpoint, args.opts, clips=args.clips, distance=args.distance,
+    run = ShowRun(args.config, checkpoint_of(args), args.opts, clips=args.clips, distance=args.distance,
                   tile_width=args.tile_width, frame_ms=args.frame_ms, output=args.output)
     cli.set_threads(args.threads)
     run_show(run)

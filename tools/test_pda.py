@@ -9,16 +9,14 @@ file stem>/``, every input checked first (``lib/eval/jobs.py``; docs/evaluation.
 """
 import argparse
 
-from lib.eval.jobs import PDARun, default_checkpoint, run_pda
+from lib.eval.jobs import PDARun, add_checkpoint_argument, checkpoint_of, run_pda
 from lib.utils import cli
-from lib.utils.config import load_config
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='PDA evaluation: mIoU per distance between key and labelled frame.')
     cli.add_config_arguments(parser)
-    parser.add_argument('--checkpoint', default=None, help='a whole SCNet checkpoint (default: what the config '
-                        'trained, <train.save_root>/<experiment>/best.pth, or final.pth when train.val_every is 0)')
+    add_checkpoint_argument(parser)
     parser.add_argument('--max-clips', type=cli.positive_int, default=None, help='evaluate only the first N clips')
     parser.add_argument('--no-per-frame', action='store_true', help='skip the per-frame key network row')
     parser.add_argument('--no-propagation-only', action='store_true', help='skip the propagation-only row')
@@ -33,10 +31,9 @@ def parse_args(argv=None):
 
 
 def main(args):
-    checkpoint = args.checkpoint or default_checkpoint(load_config(args.config, args.opts))
-    run = PDARun(args.config, checkpoint, args.opts, max_clips=args.max_clips, per_frame=not args.no_per_frame,
-                 propagation_only=not args.no_propagation_only, batched=args.batched, output=args.output,
-                 save_predictions=args.save_predictions, progress=not args.no_progress)
+    run = PDARun(args.config, checkpoint_of(args), args.opts, max_clips=args.max_clips,
+                 per_frame=not args.no_per_frame, propagation_only=not args.no_propagation_only, batched=args.batched,
+                 output=args.output, save_predictions=args.save_predictions, progress=not args.no_progress)
     cli.set_threads(args.threads)
     run_pda(run)
     return 0

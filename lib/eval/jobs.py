@@ -14,7 +14,7 @@ import torch
 
 from lib.dataset import build_dataset, build_eval_loader
 from lib.dataset.checks import check_clip_files
-from lib.eval.pda import check_distances, eval_conventions, eval_model_cfg, evaluate_pda, format_markdown, protocol
+from lib.eval.pda import check_distances, eval_conventions, evaluate_pda, format_markdown, protocol
 from lib.model import load_scnet
 from lib.utils import distributed
 from lib.utils.atomic import write_png, write_text
@@ -68,10 +68,8 @@ def json_safe(value):
 def setup(run):
     """Everything that can fail on bad input, before any clip is evaluated."""
     cfg = load_config(run.config, run.opts)
-    model_cfg = eval_model_cfg(cfg)
-    if run.max_clips is not None and run.max_clips < 1:
-        raise UserError(f'--max-clips: expected a positive number, got {run.max_clips}')
-    max_clips = run.max_clips if run.max_clips is not None else cfg['eval']['max_clips']
+    model_cfg = dict(cfg['model'], align_corners=eval_conventions(cfg)[0])  # the headline convention's network
+    max_clips = run.max_clips or cfg['eval']['max_clips']  # --max-clips is a positive integer
     distances = check_distances(cfg['eval']['distances'])
     out_dir = run.output or default_result_dir(cfg, run.checkpoint)
     # Every rank runs every check, so that bad input stops all of them (none is left waiting in a collective).
@@ -163,6 +161,17 @@ def default_checkpoint(cfg):
     ``<train.save_root>/<experiment>/best.pth`` (as the original's tests), or ``final.pth`` if it never validates."""
     name = 'best.pth' if cfg['train']['val_every'] > 0 else 'final.pth'
     return os.path.join(resolve_path(cfg['train']['save_root']), cfg['experiment'], name)
+
+
+def add_checkpoint_argument(parser):
+    """``--checkpoint`` of ``tools/test_pda.py`` and ``tools/show.py``; :func:`checkpoint_of` resolves it."""
+    parser.add_argument('--checkpoint', default=None, help='a whole SCNet checkpoint (default: what the config '
+                        'trained, <train.save_root>/<experiment>/best.pth, or final.pth when train.val_every is 0)')
+
+
+def checkpoint_of(args):
+    """``--checkpoint``, else :func:`default_checkpoint` of the tool's config and ``--opts``."""
+    return args.checkpoint or default_checkpoint(load_config(args.config, args.opts))
 
 
 def default_result_dir(cfg, checkpoint):

@@ -28,9 +28,9 @@ from lib.utils.atomic import write_json
 from lib.utils.config import load_config, resolve_path
 from lib.utils.distributed import pick_device
 from lib.utils.errors import UserError, one_line
-from lib.utils.metrics import IGNORE_INDEX, ConfusionMatrix
+from lib.utils.metrics import ConfusionMatrix
 from lib.utils.profiling import count_flops, median_ms
-from lib.utils.visualize import plot_tradeoff
+from lib.utils.visualize import error_rate, plot_tradeoff
 
 DEFAULT_INTERVALS = (2, 3, 4, 5, 6, 8, 10)
 DEFAULT_QUANTILES = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9)
@@ -159,8 +159,7 @@ def run_clip(segmenter, frames, truth, tallies, device, clip, motion):
             if truth[t] is not None:
                 target = truth[t].to(device).unsqueeze(0)
                 tally.confusion.update(prediction, target)
-                valid = target != IGNORE_INDEX
-                tally.errors[clip, t] = ((prediction != target) & valid).sum().item() / max(1, valid.sum().item())
+                tally.errors[clip, t] = error_rate(prediction, target)
         tally.tc.add_clip(torch.cat(predictions), motion)
 
 

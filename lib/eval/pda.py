@@ -1,15 +1,14 @@
 """PDA evaluation: mIoU as a function of the distance d between the key frame and the labelled frame.
 
-Protocol (the paper's test script): a ``'pda'`` sample is a clip ``[t-9, ..., t]`` whose frame ``t`` is labelled.
-DeepLab's 1/4 logits and the 1/4 image of key frame ``t-d`` are carried to ``t`` frame by frame by FlowNet + warp,
-corrected at ``t`` by DMNet and CFNet (``prop * (1 - dm) + corr * dm`` after a x4 upsampling), and the argmax goes
-into one confusion matrix per d.  Reference rows from the same run: the key network on ``t`` (``per_frame``, an upper
+Protocol (the paper's test script): a ``'pda'`` clip ``[t-9, ..., t]`` is labelled at ``t``; DeepLab's 1/4 logits
+and 1/4 image of key frame ``t-d`` are carried to ``t`` by FlowNet + warp, corrected at ``t`` by DMNet and CFNet, and
+the argmax goes into one confusion matrix per d.  Reference rows: the key network on ``t`` (``per_frame``, an upper
 bound) and the uncorrected propagation (``propagation_only``, the DFF-style baseline).
 
 Exact and fast: the pair flows and CFNet on ``t`` run once per clip, the key states of all distances are warped as
 one batch, and every network call keeps the batch size of a loop over distances (a larger batch may round
-differently; ``batched=True`` gives that up for speed and may flip a few pixels).  The rows of several
-``align_corners`` conventions (the original's test scripts disagree) share one pass of the networks that ignore it.
+differently; ``batched=True`` gives that up for speed).  Several ``align_corners`` conventions (the original's test
+scripts disagree) share one pass of the networks that ignore it.
 """
 import copy
 import math
@@ -117,18 +116,15 @@ def _rows(model, states, current, correction, distances, target_state, propagati
 @torch.no_grad()
 def predict_conventions(model, frames, distances, conventions, per_frame=True, propagation_only=True,
                         batched=False):
-    """Full-resolution predictions of every PDA row for a batch of clips, under each resize convention: DeepLab,
-    FlowNetS, the warps of the logits and CFNet run once; each convention adds its 1/4 key image (warped with the
-    others'), the 1/4 image of ``t``, DMNet, the x4 upsamplings, the merge and the argmax.
+    """Full-resolution predictions of every PDA row for a batch of clips under each resize convention (DeepLab,
+    FlowNetS, the logit warps and CFNet run once for all).
 
     Args:
         model: an ``SCNet`` in eval mode; frames: (N, T, 3, H, W) clips ``[t-T+1, ..., t]`` on its device.
-        distances: sorted, in ``1 .. T-1``; conventions: ``align_corners`` values (shallow copies of ``model``).
-        per_frame, propagation_only: also the key network on frame t / the propagated logits without correction.
-        batched: each sub-network once over all distances (faster, not bit-exact; see the module docstring).
+        distances: sorted, in ``1 .. T-1``; conventions: ``align_corners`` values; the flags: as :func:`evaluate_pda`.
     Returns:
-        per convention, a dict with ``'davss'`` and ``'propagation_only'`` (dict d -> (N, H, W) int64, or None) and
-        ``'per_frame'`` ((N, H, W) int64 or None).
+        per convention, ``{'davss', 'propagation_only': {d: (N, H, W) int64} or None, 'per_frame': (N, H, W) int64
+        or None}``.
     """
     # Another convention is a shallow copy of ``model``: it shares every sub-network and weight.
     views = [model if ac == model.align_corners else copy.copy(model) for ac in conventions]
@@ -182,25 +178,21 @@ def _reduce(meters):
 
 def evaluate_pda(model, loader, n_classes, distances=range(1, PDA_CLIP_LENGTH), device='cpu', per_frame=True,
                  propagation_only=True, progress=True, batched=False, on_predictions=None, conventions=None):
-    """Run the PDA protocol over a ``'pda'`` loader: iterate it, then reduce.
+    """Run the PDA protocol over a ``'pda'`` loader; every rank returns the totals (matrices all-reduced).
 
     Args:
-        model: an ``SCNet`` (set to eval mode here and left so).
-        loader: DataLoader of ``(frames (N, 10, 3, H, W), label (N, H, W))`` (:func:`lib.dataset.build_eval_loader`;
-            this rank's share under torch.distributed: the matrices are all-reduced, every rank returns the totals).
-        n_classes: number of classes of the labels (255 is ignored).
-        distances: key-frame distances to report; device: where the model lives (clips are moved there).
-        per_frame, propagation_only: compute the two reference rows; progress: a tqdm bar (main process only).
-        batched: see :func:`predict_conventions`.
-        on_predictions: optional ``f(clip_indices, preds)`` per batch: the dataset indices of its clips and the
-            predictions of the first convention (e.g. to save them).
+        model: an ``SCNet`` (left in eval mode); device: where it lives (clips are moved there).
+        loader: ``(frames (N, 10, 3, H, W), label (N, H, W))`` batches (:func:`lib.dataset.build_eval_loader`).
+        n_classes: classes of the labels (255 ignored); distances: key-frame distances to report.
+        per_frame, propagation_only: the two reference rows; progress: a tqdm bar (main process only).
+        batched: each sub-network once over all distances (faster, may flip a few pixels).
+        on_predictions: optional ``f(clip_indices, preds)`` per batch, with the first convention's predictions.
         conventions: ``align_corners`` values to report, the headline first; None: the model's own.
     Returns:
-        ``{'distances': [d...], 'align_corners': the first convention, 'davss': {'miou': [per d], 'iou': [[per
-        class] per d], 'mean_miou'}, 'propagation_only': same or None, 'per_frame': {'miou', 'iou'} or None,
-        'confusion': {row: matrices}, 'other_protocols': [{'align_corners', 'davss', 'propagation_only',
-        'per_frame', 'confusion'} per further convention], 'n_clips': int, 'seconds': float}``; IoU of a class
-        absent from both prediction and labels is NaN and left out of the mean.
+        ``{'distances', 'align_corners' (the headline), 'davss': {'miou': [per d], 'iou': [[per class] per d],
+        'mean_miou'}, 'propagation_only': same or None, 'per_frame': {'miou', 'iou'} or None, 'confusion': {row:
+        matrices}, 'other_protocols': [the same per further convention], 'n_clips', 'seconds'}``; a class absent
+        from prediction and labels has IoU NaN, left out of the mean.
     """
     distances = check_distances(distances)
     conventions = [model.align_corners] if conventions is None else list(conventions)
@@ -243,11 +235,6 @@ def eval_conventions(cfg):
     if chosen is None:
         return [cfg['model']['align_corners']]
     return list(chosen) if isinstance(chosen, list) else [chosen]
-
-
-def eval_model_cfg(cfg):
-    """The ``model:`` section the evaluation builds its network from: that of the headline convention."""
-    return dict(cfg['model'], align_corners=eval_conventions(cfg)[0])
 
 
 def protocol(cfg, align_corners, batched):

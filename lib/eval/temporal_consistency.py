@@ -11,15 +11,13 @@ confusion matrix summed over every pair of every snippet.  Here:
     TC         = mIoU of the matrix of (cur[p], prev[src(p)]) over the counted pixels, classes present only
     agreement  = fraction of counted pixels with cur[p] == prev[src(p)] (the matrix's pixel accuracy)
 
-Differences from the ETC code: nearest instead of bilinear warping of class ids (theirs invents the classes between
-a and b at every boundary of a and b); sources outside the frame and pixels not ``valid`` (occluded in t-1) are
-excluded, not counted; the previous frame is warped onto the current one (backward flow, this project's convention,
-``cur[y, x] ~ prev[y + dy, x + dx]``); classes absent from both maps are left out of the mean, not counted as 0.
+Unlike the ETC code: nearest, not bilinear, warping of class ids (bilinear invents classes at every boundary);
+sources outside the frame and pixels not ``valid`` (occluded in t-1) are excluded; backward flow, ``cur[y, x] ~
+prev[y + dy, x + dx]``; classes absent from both maps are left out of the mean, not counted as 0.
 
-The synthetic ground truth under its own flow and mask stays just below TC = 1 (``valid`` means the same surface, not
-the same label).  Without ground-truth motion, :func:`dis_flow` (OpenCV DIS) is independent of the model under test
-(its own FlowNetS would make propagated labels consistent by construction) but has no occlusion mask: compare rows
-under the same flow only.
+The synthetic ground truth under its own flow stays just below TC = 1 (``valid``: the same surface, not the same
+label).  :func:`dis_flow` (OpenCV DIS) is independent of the model under test (its own FlowNetS would make propagated
+labels consistent by construction) but has no occlusion mask: compare rows under the same flow only.
 """
 import os
 

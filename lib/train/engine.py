@@ -1,12 +1,9 @@
-"""One training engine for every stage (segmentation, flow, dmnet, correction), on any number of GPUs or the CPU.
+"""One training engine for every stage (:mod:`lib.train.stages`), on any number of GPUs or the CPU: the paper's Adam
+schedule, validation every ``train.val_every`` epochs, ``now.pth`` / ``best.pth`` / ``final.pth``
+(:mod:`lib.train.resume`), the resolved config, a text log, TensorBoard scalars and ``metrics.jsonl``.
 
-``main(cfg)`` builds the stage's network (:mod:`lib.train.stages`) from its ``init:`` checkpoints, trains it with
-the paper's Adam schedule, validates every ``train.val_every`` epochs and writes ``now.pth`` / ``best.pth`` /
-``final.pth`` (:mod:`lib.train.resume`), the resolved config, a text log, TensorBoard scalars and ``metrics.jsonl``.
-
-An iteration is one optimiser step over ``train.accumulate`` batches.  ``now.pth`` records the iteration, the epoch,
-the batches of it consumed and every rank's RNG states; a resume restarts the epoch's sampler after those batches
-(:class:`ResumableSampler`).  The data order depends only on ``(seed, epoch)``, the worker seeds on ``(seed, rank,
+An iteration is one optimiser step over ``train.accumulate`` batches.  A resume restarts the epoch's sampler after the
+batches ``now.pth`` consumed; the data order depends only on ``(seed, epoch)``, the worker seeds on ``(seed, rank,
 epoch)``: with ``data.num_workers=0`` a resume anywhere is bit-exact on the CPU; with workers it is exact at epoch
 ends, and mid-epoch it sees the same samples with other random crops.
 """
@@ -256,7 +253,7 @@ def train_step(run, data, accumulate):
             run.scaler.scale(sum(losses.values()) / accumulate).backward()
         values = torch.stack([v.detach().float() for v in losses.values()])
         totals = values if totals is None else totals + values
-    averaged = distributed.all_reduce_mean(totals / accumulate).tolist()
+    averaged = distributed.all_reduce_sum(totals / accumulate).div_(distributed.get_world_size()).tolist()
     losses = dict(zip(losses, averaged))  # the names of the last batch's losses, in the order of ``totals``
     run.scaler.step(run.optimizer)
     run.scaler.update()
@@ -325,10 +322,6 @@ def show_progress():
     return distributed.is_main_process() and sys.stderr.isatty()
 
 
-def should_validate(run, epoch, last):
-    return run.val_loader is not None and ((epoch + 1) % run.cfg['train']['val_every'] == 0 or last)
-
-
 def is_better(run, score):
     best = run.progress.best_score
     return not math.isnan(score) and (best is None or (score > best if run.stage.higher_is_better else score < best))
@@ -360,7 +353,7 @@ def fit(run):
         distributed.broadcast_buffers(run.net)
         last = p.iteration >= run.total_iters
         names = []
-        if should_validate(run, epoch, last):
+        if run.val_loader is not None and ((epoch + 1) % run.cfg['train']['val_every'] == 0 or last):
             metrics = evaluate(run, epoch)
             score = metrics[run.stage.score]
             if is_better(run, score):

@@ -67,7 +67,7 @@ def data_layout(cfg, loader):
 def check_layout(path, checkpoint, layout, restart_epoch):
     """Refuse a resume whose data layout differs from the checkpoint's (unless the open epoch is restarted)."""
     saved = checkpoint['layout']
-    changed = [f'{key} {saved[key]} -> {layout[key]}' for key in layout if saved.get(key) != layout[key]]
+    changed = [f'{key} {saved.get(key)} -> {layout[key]}' for key in layout if saved.get(key) != layout[key]]
     if changed and not restart_epoch:
         raise UserError(f'--resume: {path} was written with another data layout ({", ".join(changed)}): the rest of '
                         f'its epoch cannot be found again; resume with the same settings, or pass --restart-epoch to '

@@ -41,7 +41,7 @@ class RunFolder:
         return self
 
     def _previous_outputs(self):
-        found = [folder.file(name) for name in RUN_FILES for folder in self.folders[:1] if folder.holds([name])]
+        found = [path for path in map(self.folders[0].file, RUN_FILES) if os.path.lexists(path)]
         for folder in self.folders:
             found += [folder.file(name) for name in sorted(os.listdir(folder.path)) if name.startswith(EVENTS_PREFIX)]
         return found

@@ -30,11 +30,10 @@ from lib.utils.metrics import IGNORE_INDEX, ConfusionMatrix
 
 
 def set_bn_momentum(module, momentum):
-    """Give every BatchNorm2d of ``module`` this momentum (config ``train.bn_momentum``); returns ``module``."""
+    """Give every BatchNorm2d of ``module`` this momentum (config ``train.bn_momentum``)."""
     for layer in module.modules():
         if isinstance(layer, nn.BatchNorm2d):
             layer.momentum = momentum
-    return module
 
 
 def upsample_to(x, size, align_corners):

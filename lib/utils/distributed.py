@@ -96,11 +96,6 @@ def all_reduce_sum(tensor):
     return tensor
 
 
-def all_reduce_mean(tensor):
-    """Average ``tensor`` over all processes, in place; returns it."""
-    return all_reduce_sum(tensor).div_(get_world_size())
-
-
 def broadcast_buffers(module, src=0):
     """Give every process rank ``src``'s buffers of ``module`` (BatchNorm running statistics), in place."""
     if is_initialized():

@@ -41,8 +41,8 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record))
 
 
-def setup_text_log(log_path=None):
-    """A logger writing to the console and to ``log_path``."""
+def setup_text_log(log_path):
+    """A logger writing to the console and to ``log_path`` (in a folder that exists)."""
     logger = logging.getLogger('davss.train')
     logger.handlers.clear()
     logger.propagate = False
@@ -53,11 +53,9 @@ def setup_text_log(log_path=None):
     console = _TqdmHandler()
     console.setFormatter(logging.Formatter('%(message)s'))
     logger.addHandler(console)
-    if log_path is not None:
-        os.makedirs(os.path.dirname(log_path) or '.', exist_ok=True)
-        to_file = logging.FileHandler(log_path, mode='a')
-        to_file.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%d %H:%M:%S'))
-        logger.addHandler(to_file)
+    to_file = logging.FileHandler(log_path, mode='a')
+    to_file.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%d %H:%M:%S'))
+    logger.addHandler(to_file)
     return logger
 
 
@@ -83,20 +81,18 @@ def keep_lines_until(path, iteration):
 
 
 class ScalarWriter:
-    """TensorBoard scalars and, with ``metrics_path``, one JSON line per call (``{"iteration": step, "<prefix><name>":
+    """TensorBoard scalars and one JSON line per call in ``metrics_path`` (``{"iteration": step, "<prefix><name>":
     value, ...}``; the lines after ``resume_at``, which a resumed run writes again, dropped first)."""
 
-    def __init__(self, log_dir, metrics_path=None, resume_at=None):
+    def __init__(self, log_dir, metrics_path, resume_at=None):
         self.writer = self.lines = None
         if not distributed.is_main_process():
             return
-        if log_dir is not None:
-            from tensorboardX import SummaryWriter
-            self.writer = SummaryWriter(log_dir)
-        if metrics_path is not None:
-            if resume_at is not None:
-                keep_lines_until(metrics_path, resume_at)
-            self.lines = open(metrics_path, 'a')
+        from tensorboardX import SummaryWriter
+        self.writer = SummaryWriter(log_dir)
+        if resume_at is not None:
+            keep_lines_until(metrics_path, resume_at)
+        self.lines = open(metrics_path, 'a')
 
     def add_scalars(self, values, step, prefix=''):
         if self.writer is not None:

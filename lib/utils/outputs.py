@@ -186,10 +186,6 @@ class OwnedFolder:
     def file(self, name):
         return os.path.join(self.path, name)
 
-    def holds(self, names):
-        """Which of ``names`` exist in the folder."""
-        return [name for name in names if os.path.lexists(self.file(name))]
-
     def set_aside(self, names):
         """Rename ``names`` to ``<stem>.previous<ext>`` (a failed run leaves no earlier result under a current name)."""
         self._aside = []

@@ -52,14 +52,8 @@ def count_flops(fn):
 
 def median_ms(fn, repeats, device):
     """Median milliseconds of ``repeats`` calls of ``fn()`` after one warm-up call (allocations, cudnn autotuning)."""
-    times = []
-    for _ in range(repeats + 1):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(1000.0 * (time.perf_counter() - start))
-    return float(np.median(times[1:]))
+    fn()
+    return 1000.0 * float(np.median([_time_one(fn, torch.device(device)) for _ in range(repeats)]))
 
 
 class PeakMemory:

@@ -194,9 +194,6 @@ def plot_tradeoff(report, path, title):
     matplotlib.use('Agg')  # files only, no display
     import matplotlib.pyplot as plt
 
-    def interval(result):
-        return 1 if result['policy'] == 'per-frame' else int(result['policy'].split(':')[1])
-
     flow = 'ground_truth' if 'ground_truth' in report['tc_flows'] else 'dis'
 
     def tc(r):
@@ -219,12 +216,9 @@ def plot_tradeoff(report, path, title):
         for name, style, label in curves:
             results = sorted(rows[name], key=lambda r: r['key_fraction'])  # a curve in the order of k
             ax.plot([r[cost] for r in results], [100 * r['miou'] for r in results], style, label=label, ms=4)
-            if name in ('distortion', 'deployed'):
-                continue
-            for r in results:
-                if interval(r) > 1:
-                    ax.annotate(str(interval(r)), (r[cost], 100 * r['miou']), textcoords='offset points',
-                                xytext=(2, 4 if name == 'fixed' else -10), fontsize=7)
+            for r in [r for r in results if name in ('fixed', 'propagation') and r['policy'].startswith('fixed:')]:
+                ax.annotate(r['policy'].split(':')[1], (r[cost], 100 * r['miou']), textcoords='offset points',
+                            xytext=(2, 4 if name == 'fixed' else -10), fontsize=7)
         per_frame = rows['fixed'][0]
         ax.plot([per_frame[cost]], [100 * per_frame['miou']], '*', ms=12, color='black', label='per-frame DeepLab')
         marked = [r for r in rows['fixed'] if r['policy'] == report.get('marked')]
