@@ -2,9 +2,7 @@
 
     python3 tools/benchmark.py [CONFIG] [--checkpoint W] [--sizes 128x256 512x1024] [--output result/bench.json]
 
-Paths ``exact``, ``fast`` (the --fast-* options) and, asked for, ``compile`` and ``onnxruntime``, timed round-robin
-(a shared machine's load falls on all alike; a busy machine's timings are marked unreliable).  Writes the JSON and a
-markdown table next to it; docs/benchmarks.md says what each figure is.
+Writes the JSON and a markdown table next to it; docs/benchmarks.md says what each figure is.
 """
 import argparse
 import contextlib

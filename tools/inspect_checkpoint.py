@@ -1,7 +1,6 @@
 """What is this checkpoint?  Check a download (or a run's output) before a long job.
 
     python tools/inspect_checkpoint.py saved_model/pretrained/spatial_correction_cityscapes.pth
-    python tools/inspect_checkpoint.py FILE --json                   # the same as JSON
     python tools/inspect_checkpoint.py FILE --config exp/synthetic/correction.yaml   # compare with its widths
 
 Prints the format, sha256, networks and how their tensors fit the project's by name and shape, the class count, and

@@ -2,7 +2,6 @@
 
     python3 tools/make_lists.py --name cityscapes --root data/cityscapes --split val \
         --output data/list/cityscapes/val.txt
-    python3 tools/make_lists.py --name camvid --root data/camvid --sequences 0006R0 0016E5 --output my_camvid.txt
     python3 tools/make_lists.py ... --check      # then check every line (tools/check_dataset.py)
 
 Cityscapes (and synthetic): a line per ``gtFine/<split>/<city>/*_gtFine_labelTrainIds.png``.  CamVid: a line per

@@ -1,7 +1,6 @@
 """Generate the synthetic street-video set (Cityscapes layout, every frame labelled, ground-truth flow).
 
     python3 tools/make_synthetic.py --root data/synthetic                 # default: 128x256, 24 train + 8 val
-    python3 tools/make_synthetic.py --root data/synthetic_tiny --size 64 128 --train 2 --val 1 --seed 1
     python3 tools/make_synthetic.py --root data/synthetic --preview docs/images
 
 The result is a function of the options only (same options, same files).  See docs/data.md.
