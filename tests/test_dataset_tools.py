@@ -1,5 +1,5 @@
-"""tools/check_dataset.py, tools/make_lists.py and tools/make_synthetic.py: every problem reported at once; lists rebuilt
-exactly; bad counts refused before anything is written."""
+"""tools/check_dataset.py, tools/make_lists.py and tools/make_synthetic.py: every problem reported at once; lists
+rebuilt exactly; bad counts refused before anything is written."""
 import os
 
 import cv2
