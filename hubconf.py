@@ -6,20 +6,23 @@
     seg = torch.hub.load('/path/to/this/repo', 'video_segmenter', source='local',
                          config='exp/spatial_correction_cityscapes/config.yaml', checkpoint='.../best.pth')
 
-Without ``checkpoint`` the networks are randomly initialised.  The published files and where they go:
-docs/models.md.
+Without ``checkpoint`` the networks are randomly initialised.  A relative ``config`` is taken from the repository
+root, like the paths inside configs, whatever the working directory; ``checkpoint`` is an ordinary path.  The
+published files and where they go: docs/models.md.
 """
+import os
+
 from lib import VideoSegmenter
 from lib.model import DeepLabV3Plus, build_scnet, load_scnet
 from lib.model.checkpoint import load_part
-from lib.utils.config import load_config
+from lib.utils.config import load_config, resolve_path
 
 dependencies = ['torch', 'torchvision', 'yaml', 'cv2', 'numpy']
 
 
 def _model_config(config, n_classes, overrides):
     """The ``model:`` section: defaults (the published architecture), a YAML file, then keyword overrides."""
-    model = load_config(config)['model']
+    model = load_config(resolve_path(config))['model']
     if n_classes is not None:
         model['n_classes'] = n_classes
     for key, value in overrides.items():
@@ -35,8 +38,8 @@ def scnet(checkpoint=None, config=None, n_classes=None, **model_options):
     Args:
         checkpoint: local path of a whole-SCNet checkpoint (published ``spatial_correction_*`` or our own), loaded
             strictly; None for random weights.
-        config: optional experiment YAML whose ``model:`` section builds the network (default: the published
-            architecture, 19 classes).
+        config: optional experiment YAML (relative to the repository root) whose ``model:`` section builds the
+            network (default: the published architecture, 19 classes).
         n_classes: 19 (Cityscapes) or 11 (CamVid), overriding the config's.
         model_options: other ``model:`` keys (``align_corners``, ``deeplab={'width_mult': ...}``, ...).
     """
@@ -60,4 +63,5 @@ def deeplabv3plus(checkpoint=None, n_classes=19, width_mult=1.0, middle_blocks=1
 
 def video_segmenter(config, checkpoint, policy='fixed:5', fast=False, backend='torch', **kwargs):
     """``lib.VideoSegmenter.from_config``: iterate ``seg(frames)`` for label maps, ``seg.run(path, out)`` for files."""
+    config = resolve_path(config) if isinstance(config, (str, os.PathLike)) else config
     return VideoSegmenter.from_config(config, checkpoint, policy=policy, fast=fast, backend=backend, **kwargs)

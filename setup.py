@@ -1,42 +1,26 @@
-"""The two optional compiled extensions of ``lib`` (the package's metadata is in pyproject.toml): the resample2d
-CUDA extension ``lib.ops._resample2d_cuda`` and the fused label kernels of the fast CPU path
-``lib.ops._upsample_argmax_cpu``. Both compile against the torch of the environment the build runs in:
-
-    pip install --no-build-isolation -e .
-
-Under pip's build isolation (``pip install -e ".[dev]"``) torch is not importable: neither is built, one message says
-so, and ``lib`` uses its PyTorch implementations (``lib.ops.resample2d``, ``lib/engine/fast.py``). With torch, the
-CUDA extension is compiled when torch is a CUDA build and a toolkit whose nvcc has torch's CUDA major version is
-found (``lib/ops/cuda_toolkit.py``), the CPU kernels when a C++ compiler is; otherwise the install goes on without
-them. A compile error fails the install, so a broken kernel is caught wherever a toolkit exists. Environment:
-
-- ``DAVSS_BUILD_CUDA``: ``auto`` (default) builds when possible; ``1`` makes "cannot build" an error; ``0`` skips.
-- ``DAVSS_BUILD_CPU``: the same for the CPU kernels.
-- ``TORCH_CUDA_ARCH_LIST``: GPU architectures. Default: the visible GPUs' when there are some, else every
-  architecture the installed torch supports (``torch.cuda.get_arch_list()``), plus PTX of the newest.
-- ``MAX_JOBS``: parallel compile jobs (ninja).
+"""The two optional compiled extensions of ``lib`` (metadata: pyproject.toml), the resample2d CUDA extension
+``lib.ops._resample2d_cuda`` and the fast path's CPU label kernels ``lib.ops._upsample_argmax_cpu``, compiled against
+the installed torch by ``pip install --no-build-isolation -e .`` where a toolkit / C++ compiler exists; else ``lib``
+uses its PyTorch paths. ``DAVSS_BUILD_CUDA`` / ``DAVSS_BUILD_CPU``: ``auto`` (default), ``1`` (cannot build: an
+error), ``0`` (skip); the other variables: docs/resample2d.md.
 """
-import importlib.util
 import os
+import runpy
 import shutil
 import sys
+from types import SimpleNamespace
 
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join('lib', 'ops', 'csrc')
-# After Python's own compile flags, which ask for debug info (-g): over torch's headers that takes 2.5 times the
-# compile time of the code itself and makes a 5 MB object file of 0.1 MB of code.
+# Overrides Python's own -g: debug info over torch's headers multiplies compile time and object size.
 NO_DEBUG_INFO = '-g0'
 
 
 def load_toolkit_helpers():
     # By path: importing the `lib` package itself would need it installed already.
-    path = os.path.join(ROOT, 'lib', 'ops', 'cuda_toolkit.py')
-    spec = importlib.util.spec_from_file_location('davss_cuda_toolkit', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return SimpleNamespace(**runpy.run_path(os.path.join(ROOT, 'lib', 'ops', 'cuda_toolkit.py')))
 
 
 def say(message):
@@ -50,38 +34,31 @@ def build_mode(variable):
     return mode
 
 
-def use_ninja():
-    try:
-        import ninja  # the pip package; pip does not put the venv's bin/ on PATH, where torch looks for ninja
-        os.environ['PATH'] = getattr(ninja, 'BIN_DIR', '') + os.pathsep + os.environ.get('PATH', '')
-    except ImportError:
-        pass
+def skip(variable, mode, what, why, fallback):
+    """None, after saying why ``what`` is not built; SystemExit where ``variable``=1 demands it."""
+    if mode == '1':
+        raise SystemExit(f'setup.py: {variable}=1 but {what} cannot be built: {why}')
+    say(f'skipping {what} ({why}); {fallback}')
 
 
 def cuda_extension(mode):
     """The resample2d CUDA extension, or None when it cannot be built here."""
-    if mode == '0':
-        say('DAVSS_BUILD_CUDA=0: skipping the resample2d CUDA extension')
-        return None
     toolkit = load_toolkit_helpers()
-    blocker = toolkit.build_blocker()
+    blocker = 'DAVSS_BUILD_CUDA=0' if mode == '0' else toolkit.build_blocker()
     if blocker is not None:
-        if mode == '1':
-            raise SystemExit(f'setup.py: DAVSS_BUILD_CUDA=1 but the resample2d CUDA extension cannot be built: '
-                             f'{blocker}')
-        say(f'skipping the resample2d CUDA extension ({blocker}); lib.ops.resample2d will use PyTorch')
-        return None
+        return skip('DAVSS_BUILD_CUDA', mode, 'the resample2d CUDA extension', blocker,
+                    'lib.ops.resample2d will use PyTorch')
 
     from torch.utils import cpp_extension
-    # torch read CUDA_HOME once, when find_cuda_home imported it, and may have guessed the folder of an nvcc
-    # wrapper; the toolkit found goes to torch and to the compilers it runs.
+    # torch read CUDA_HOME once (and may have guessed an nvcc wrapper's folder): the toolkit found replaces it.
     os.environ['CUDA_HOME'] = cpp_extension.CUDA_HOME = toolkit.find_cuda_home()
-    # torch's own default is the visible GPUs only, and it fails outright when none is visible (a CI machine, a
-    # login node); building for every architecture torch runs on makes the build work on any of them.
-    os.environ['TORCH_CUDA_ARCH_LIST'] = toolkit.arch_list_for_build()
+    # torch's own default (the visible GPUs) fails where none is visible.
+    arch_list = toolkit.arch_list_for_build()
+    if arch_list:
+        os.environ['TORCH_CUDA_ARCH_LIST'] = arch_list
     gap_fillers = [flag for path in toolkit.wheel_include_dirs() for flag in ('-isystem', path)]
-    say(f'building the resample2d CUDA extension with {toolkit.nvcc_path()} '
-        f'for TORCH_CUDA_ARCH_LIST={os.environ["TORCH_CUDA_ARCH_LIST"]}')
+    say(f'building the resample2d CUDA extension with the toolkit in {cpp_extension.CUDA_HOME} '
+        f'for {"TORCH_CUDA_ARCH_LIST=" + arch_list if arch_list else "the visible GPUs"}')
     return cpp_extension.CUDAExtension(
         name='lib.ops._resample2d_cuda',
         sources=[os.path.join(CSRC, 'resample2d.cpp'), os.path.join(CSRC, 'resample2d_kernel.cu')],
@@ -91,15 +68,10 @@ def cuda_extension(mode):
 
 def cpu_extension(mode):
     """The fused label kernels of the fast CPU path, or None when there is no C++ compiler."""
-    if mode == '0':
-        say('DAVSS_BUILD_CPU=0: skipping the CPU label kernels')
-        return None
     compiler = os.environ.get('CXX', 'c++')
-    if shutil.which(compiler) is None:
-        if mode == '1':
-            raise SystemExit(f'setup.py: DAVSS_BUILD_CPU=1 but the C++ compiler "{compiler}" is not on PATH')
-        say(f'skipping the CPU label kernels (no C++ compiler "{compiler}"); the fast path will use PyTorch')
-        return None
+    if mode == '0' or shutil.which(compiler) is None:
+        why = 'DAVSS_BUILD_CPU=0' if mode == '0' else f'the C++ compiler "{compiler}" is not on PATH'
+        return skip('DAVSS_BUILD_CPU', mode, 'the CPU label kernels', why, 'the fast path will use PyTorch')
     from torch.utils.cpp_extension import CppExtension
 
     say('building the CPU label kernels')
@@ -138,7 +110,11 @@ def extension_kwargs():
                   if e is not None]
     if not extensions:
         return {}
-    use_ninja()
+    try:
+        import ninja  # the pip package; pip does not put the venv's bin/ on PATH, where torch looks for ninja
+        os.environ['PATH'] = getattr(ninja, 'BIN_DIR', '') + os.pathsep + os.environ.get('PATH', '')
+    except ImportError:
+        pass
     from torch.utils.cpp_extension import BuildExtension
     return {'ext_modules': extensions, 'cmdclass': {'build_ext': BuildExtension}}
 

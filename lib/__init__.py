@@ -1,6 +1,6 @@
 """DAVSS: video semantic segmentation with distortion-aware feature correction.
 
-``from lib import VideoSegmenter`` is the Python API of video inference (lib/engine/segmenter.py).  It is imported
+``from lib import VideoSegmenter`` is the Python API of video inference (lib/infer/video_segmenter.py).  It is imported
 on first use, so that ``import lib.<module>`` stays light.
 """
 
@@ -10,6 +10,6 @@ __all__ = ['VideoSegmenter']
 
 def __getattr__(name):
     if name == 'VideoSegmenter':
-        from lib.engine.segmenter import VideoSegmenter
+        from lib.infer.video_segmenter import VideoSegmenter
         return VideoSegmenter
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -2,7 +2,7 @@
 
 - ``synthetic_root`` (session): path of a TINY synthetic set generated once per test session into a temporary
   folder: 64x128 frames, 2 train + 1 val snippets of 30 frames (frame 19 labelled), seed 0, ``medium``
-  difficulty, written by :func:`lib.dataset.synthetic.generate`.  Lists are ``<root>/list/train.txt`` and
+  difficulty, written by :func:`lib.synthetic.writer.generate`.  Lists are ``<root>/list/train.txt`` and
   ``<root>/list/val.txt``; every-frame labels and ground-truth flow under ``<root>/synthetic_extra/``.
   Treat it as read-only (other tests share it).
 - ``synthetic_data_cfg`` (function): a fresh ``data:`` config dict for that set (``name: synthetic``, absolute
@@ -19,7 +19,7 @@ import pytest
 import torch
 from helpers import write_video_model
 
-from lib.dataset import synthetic
+from lib import synthetic
 from lib.utils.config import DEFAULTS
 
 TINY_SIZE = (64, 128)

@@ -1,4 +1,5 @@
-"""tools/check_dataset.py and tools/make_lists.py: every problem reported at once; lists rebuilt exactly."""
+"""tools/check_dataset.py, tools/make_lists.py and tools/make_synthetic.py: every problem reported at once; lists
+rebuilt exactly; bad counts refused before anything is written."""
 import os
 
 import cv2
@@ -98,3 +99,10 @@ def test_check_dataset_catches_labels_resized_with_interpolation(tmp_path, capsy
     from lib.dataset.checks import RAMP_SHARE, interpolation_ramps
     ramps, edges = interpolation_ramps(small)
     assert ramps <= RAMP_SHARE * edges
+
+
+def test_make_synthetic_refuses_a_negative_count_before_writing(tmp_path, capsys):
+    root = tmp_path / 'set'
+    assert load_tool('make_synthetic').run(['--root', root, '--train', '-1', '--val', '1', '--size', '32', '64']) == 1
+    assert capsys.readouterr().err.strip() == 'error: train snippets: expected a count >= 0, got -1'
+    assert not root.exists()

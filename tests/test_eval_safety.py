@@ -17,7 +17,7 @@ from helpers import load_tool, write_experiment
 from lib.dataset import build_dataset
 from lib.dataset.checks import find_problems
 from lib.dataset.io import read_label
-from lib.engine import pda_run
+from lib.eval import jobs as pda_run
 from lib.model.checkpoint import read_checkpoint
 from lib.utils.config import REPO_ROOT
 from lib.utils.errors import UserError
@@ -46,7 +46,7 @@ def lines_of(list_file):
         return [line.split() for line in f if line.strip()]
 
 
-# --- defect 3: a full disk cost the PDA table, with a 60-line traceback ---
+# --- a full disk costs the files, not the table ---
 
 @pytest.mark.slow
 def test_full_disk_prints_the_table_then_fails_in_one_line(tmp_path, synthetic_data_cfg):
@@ -66,7 +66,7 @@ def test_full_disk_prints_the_table_then_fails_in_one_line(tmp_path, synthetic_d
     assert not os.path.exists(tmp_path / 'pda_test' / 'final')  # created by the run, which left nothing in it
 
 
-# --- defect 6: an evaluation lost at the end ---
+# --- damaged frames are found before the long run, or named in one line ---
 
 def test_truncated_frame_in_the_last_clip_fails_before_the_evaluation(tmp_path, synthetic_root, synthetic_data_cfg,
                                                                       capsys):
@@ -95,7 +95,8 @@ def test_frame_damaged_in_its_middle_fails_in_one_line_from_a_worker(tmp_path, s
     assert test_pda.run(argv) == 1
     line = one_error_line(capsys.readouterr().err)
     assert line == f'error: {path}: not a readable image (corrupt or unsupported format)'
-    assert sorted(os.listdir(tmp_path / 'pda_test' / 'final')) == ['.davss', 'pda.previous.json', 'pda.previous.md']
+    assert sorted(os.listdir(tmp_path / 'pda_test' / 'final')) == [
+        '.davss', 'pda.previous.json', 'pda.previous.md', 'pda.previous.png']
 
 
 @pytest.mark.slow
@@ -111,14 +112,14 @@ def test_interrupted_run_does_not_leave_the_previous_results_looking_current(tmp
         raise KeyboardInterrupt
     monkeypatch.setattr(pda_run, 'evaluate_pda', interrupted)
     assert test_pda.run(argv) == 130
-    assert sorted(os.listdir(out)) == ['.davss', 'pda.previous.json', 'pda.previous.md']
+    assert sorted(os.listdir(out)) == ['.davss', 'pda.previous.json', 'pda.previous.md', 'pda.previous.png']
     assert (out / 'pda.previous.json').read_text() == old
     monkeypatch.undo()
     assert test_pda.run(argv) == 0
-    assert sorted(os.listdir(out)) == ['.davss', 'pda.json', 'pda.md']
+    assert sorted(os.listdir(out)) == ['.davss', 'pda.json', 'pda.md', 'pda.png']
 
 
-# --- defect 2: result folders of test_pda / show are locked while written ---
+# --- result folders of test_pda and show are locked while written ---
 
 def test_result_folders_are_locked_while_written(tmp_path, synthetic_data_cfg, capsys):
     config, checkpoint = write_experiment(tmp_path, synthetic_data_cfg)
@@ -133,7 +134,7 @@ def test_result_folders_are_locked_while_written(tmp_path, synthetic_data_cfg, c
     assert not os.path.exists(tmp_path / 'pda_test' / 'final' / 'pda.json')
 
 
-# --- defect 8: tracebacks or wrong errors where one-line errors are promised ---
+# --- input errors in one line ---
 
 def test_list_with_a_utf8_byte_order_mark_reads(tmp_path, synthetic_root, synthetic_data_cfg):
     root, data_cfg = copied_data(tmp_path, synthetic_root, synthetic_data_cfg)

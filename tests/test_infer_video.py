@@ -1,4 +1,4 @@
-"""tools/infer_video.py end to end on short synthetic videos with a tiny random-init SCNet, and lib.engine.video."""
+"""tools/infer_video.py end to end on short synthetic videos with a tiny random-init SCNet, and lib.infer.streaming."""
 import json
 import os
 
@@ -8,13 +8,13 @@ import pytest
 import torch
 from helpers import assert_one_line_error, load_tool, moving_scene, run_infer_video, write_frame_folder
 
-from lib.engine.keyframe import parse_policy
-from lib.engine.video import StreamingSegmenter
+from lib.infer.keyframe_policy import parse_policy
+from lib.infer.streaming import StreamingSegmenter
+from lib.infer.video_io import frame_to_tensor, labels_to_frame, pad_to_multiple
 from lib.model import build_scnet
 from lib.utils.config import load_config
 from lib.utils.errors import UserError
 from lib.utils.outputs import MARKER, StagedFolder
-from lib.utils.video_io import frame_to_tensor, labels_to_frame, pad_to_multiple
 
 N_FRAMES = 12  # of moving_scene
 

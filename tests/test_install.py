@@ -112,8 +112,8 @@ def test_optional_extras_are_imported_only_where_used():
         for module in pkgutil.walk_packages(lib.__path__, 'lib.'):
             importlib.import_module(module.name)
         assert not [name for name in ('onnx', 'onnxruntime', 'onnxscript', 'cityscapesscripts') if sys.modules[name]]
-        from lib.engine.backend import check_backend
-        from lib.engine.export import export_steps
+        from lib.infer.backends import check_backend
+        from lib.infer.export import export_steps
         check_backend('torch')
         for call in (lambda: check_backend('onnxruntime'),
                      lambda: export_steps(None, tempfile.mkdtemp(), (128, 128))):  # refused before the tracing
@@ -181,7 +181,7 @@ def test_readme_install_lines_in_a_fresh_venv(tmp_path):
     installed; the project itself, pip, setuptools and wheel are not shared: pip installs the project from the copy
     exactly as the README says, with its build tools from the package index (pip's cache). Needs the index.
     The second line runs with DAVSS_BUILD_CUDA=0: compiling resample2d for every architecture torch supports takes
-    minutes (`make gpu-check` and tests/test_resample2d.py check that build); the CPU label kernels are compiled.
+    minutes (`make gpu-check` and tests/test_ops_resample2d.py check that build); the CPU label kernels are compiled.
     """
     src, venv = tmp_path / 'davss', tmp_path / 'venv'
     checkout_copy(src)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import data_opts, load_tool, model_weights
 
-from lib.engine import train as engine
+from lib.train import engine
 from lib.utils.config import REPO_ROOT, load_config
 
 

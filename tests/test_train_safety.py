@@ -13,8 +13,8 @@ import pytest
 import torch
 from helpers import flow_cfg, load_tool, train_cfg, train_killed_at_step, width_opts
 
-from lib.engine import train as engine
 from lib.model.scnet import build_scnet
+from lib.train import engine, resume
 from lib.utils.config import REPO_ROOT, load_config
 from lib.utils.errors import UserError
 from lib.utils.outputs import LOCK, FolderLock
@@ -41,7 +41,7 @@ def env():
     return dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1')
 
 
-# --- defect 2: a new run overwrote an earlier run's results ---
+# --- the experiment folder: refused, resumed or replaced, never overwritten ---
 
 def test_existing_experiment_is_refused_unless_resume_or_overwrite(tmp_path, synthetic_data_cfg, monkeypatch):
     data = dict(synthetic_data_cfg, crop_size=[32, 64])
@@ -89,7 +89,7 @@ def test_resume_removes_the_torn_files_of_a_dead_run(tmp_path, synthetic_data_cf
     assert not torn.exists()
 
 
-# --- defect 4: a diverging run segfaulted (NaN flow -> CPU grid_sample border backward) ---
+# --- a diverging run stops in one line before the weights are poisoned ---
 
 @pytest.mark.slow
 def test_diverging_flow_stops_with_the_non_finite_error_instead_of_a_segfault(tmp_path, synthetic_data_cfg):
@@ -111,7 +111,7 @@ def test_diverging_flow_stops_with_the_non_finite_error_instead_of_a_segfault(tm
     assert not (tmp_path / 'run' / 'final.pth').exists()
 
 
-# --- defect 7: a resume with another batch size silently skipped data ---
+# --- a resume with another data layout is refused unless the epoch restarts ---
 
 def test_resume_with_another_data_layout_is_refused_unless_the_epoch_restarts(tmp_path, synthetic_data_cfg,
                                                                                monkeypatch):
@@ -138,12 +138,20 @@ def test_layout_check_names_world_size_and_dataset_length():
                   'layout': {'batch_size': 4, 'accumulate': 1, 'world_size': 2, 'dataset_length': 100}}
     now = {'batch_size': 4, 'accumulate': 1, 'world_size': 1, 'dataset_length': 90}
     with pytest.raises(UserError, match=r'world_size 2 -> 1, dataset_length 100 -> 90'):
-        engine.check_layout('now.pth', checkpoint, now, restart_epoch=False)
-    assert engine.check_layout('now.pth', checkpoint, now, restart_epoch=True) == ['world_size 2 -> 1',
+        resume.check_layout('now.pth', checkpoint, now, restart_epoch=False)
+    assert resume.check_layout('now.pth', checkpoint, now, restart_epoch=True) == ['world_size 2 -> 1',
                                                                                    'dataset_length 100 -> 90']
 
 
-# --- defect 8: tracebacks where one-line errors are promised ---
+def test_layout_check_names_a_key_the_checkpoint_lacks_in_one_line():
+    checkpoint = {'layout': {'batch_size': 4, 'accumulate': 1, 'world_size': 1}}  # no dataset_length
+    now = {'batch_size': 4, 'accumulate': 1, 'world_size': 1, 'dataset_length': 90}
+    with pytest.raises(UserError, match=r'another data layout \(dataset_length None -> 90\)'):
+        resume.check_layout('now.pth', checkpoint, now, restart_epoch=False)
+    assert resume.check_layout('now.pth', checkpoint, now, restart_epoch=True) == ['dataset_length None -> 90']
+
+
+# --- input errors in one line ---
 
 @pytest.mark.parametrize('opt, fragment', [
     ('train.lr=abc', 'train.lr: expected a number > 0, got \'abc\''),
@@ -211,7 +219,7 @@ def test_checkpoint_summary_of_the_layout_is_json_friendly(tmp_path, synthetic_d
 
 KILL_INSIDE_SAVE = '''
 import os, sys
-from lib.engine import train as engine
+from lib.train import engine, resume
 from lib.utils import atomic
 from lib.utils.config import load_config
 write = atomic.save_torch
@@ -222,7 +230,7 @@ def save_torch(obj, path):
             f.flush()
             os._exit(137)
     write(obj, path)
-engine.save_torch = save_torch
+resume.save_torch = save_torch
 engine.main(load_config(sys.argv[1], sys.argv[4:]))
 '''
 
@@ -311,3 +319,14 @@ def test_channels_last_training_on_the_cpu_does_not_crash(tmp_path, synthetic_da
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f'rc {done.returncode} (-11/139 segfault, -6/134 abort): {done.stderr[-2000:]}'
     assert (tmp_path / 'run' / 'final.pth').is_file()
+
+
+def test_channels_last_stays_on_where_the_cpu_is_safe():
+    # The demo's widths keep the layout its numbers were trained in; the tiny widths of the crash above do not get it.
+    cfg = load_config(os.path.join(REPO_ROOT, 'exp', 'synthetic', 'segmentation.yaml'))
+    assert cfg['train']['channels_last']
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert engine.channels_last_safe(build_scnet(cfg['model']), cpu)
+    tiny = dict(cfg['model'], deeplab={'width_mult': 0.0625, 'middle_blocks': 1})
+    assert not engine.channels_last_safe(build_scnet(tiny), cpu)
+    assert engine.channels_last_safe(build_scnet(tiny), cuda)

@@ -8,13 +8,11 @@ labelled frame), every label (single-channel, frame-sized, values in [0, n_class
 interpolation) and, for the synthetic set, its every-frame labels and flow files.
 """
 import argparse
-import copy
-import os
 import sys
 
-from lib.dataset.checks import find_problems
+from lib.dataset.checks import find_problems, list_config
 from lib.utils import cli
-from lib.utils.config import DEFAULTS, load_config
+from lib.utils.config import load_config
 from lib.utils.errors import UserError
 
 
@@ -24,8 +22,7 @@ def parse_args(argv=None):
     parser.add_argument('--name', choices=('cityscapes', 'camvid', 'synthetic'), help='instead of a config')
     parser.add_argument('--root', help='dataset root (with --name)')
     parser.add_argument('--list', help='list file to check (with --name)')
-    parser.add_argument('--split', nargs='*', default=None,
-                        help='splits of the config to check (default: every split whose list is set)')
+    parser.add_argument('--split', nargs='*', help='splits of the config to check (default: those whose list is set)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     cli.add_threads_argument(parser)
     return parser.parse_args(argv)
@@ -36,9 +33,7 @@ def data_configs(args):
     if args.name:
         if not (args.root and args.list):
             raise UserError('--name: needs --root and --list')
-        cfg = copy.deepcopy(DEFAULTS['data'])
-        cfg.update(name=args.name, root=os.path.abspath(args.root), val_list=os.path.abspath(args.list))
-        return [('val', cfg)]
+        return [('val', list_config(args.name, args.root, args.list))]
     if not args.config:
         raise UserError('expected a CONFIG, or --name with --root and --list')
     cfg = load_config(args.config, args.opts)['data']

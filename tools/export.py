@@ -3,19 +3,16 @@
     python3 tools/export.py exp/spatial_correction_cityscapes/config.yaml \\
         --checkpoint saved_model/spatial_correction_cityscapes/best.pth --output export/cityscapes --size 512 1024
 
-OUTPUT receives ``key_step.onnx``, ``non_key_step.onnx`` (opset 18, dynamic height and width), ``parity.json``
-(onnxruntime against PyTorch at ``--size`` and at ``--parity-size``: ``max_rel_logit_error`` and
-``argmax_agreement`` per graph) and, with ``--torch-export``, the ``torch.export`` programs ``<graph>.pt2``.  It is
-written as ``OUTPUT.partial/`` and renamed when complete.  Exit status 1 for bad input and when the parity check
-fails (the files are kept, to inspect).  Graph inputs and outputs: lib/engine/export.py and docs/inference.md.
+OUTPUT receives ``key_step.onnx``, ``non_key_step.onnx``, ``parity.json`` and, with ``--torch-export``,
+``<graph>.pt2``; exit status 1 on a failed parity check (the files are kept, to inspect).  Details: docs/inference.md.
 """
 import argparse
 import sys
 
 import torch
 
-from lib.engine.export import GRAPHS, MIN_SIZE, check_parity, export_steps
-from lib.engine.fast import TAILS
+from lib.infer.export import GRAPHS, MIN_SIZE, check_parity, export_steps
+from lib.infer.labels import TAILS
 from lib.model import load_scnet
 from lib.utils import cli
 from lib.utils.atomic import write_json
@@ -31,15 +28,10 @@ def parse_args(argv=None):
     cli.add_config_arguments(parser)
     parser.add_argument('--checkpoint', required=True, help='trained SCNet weights (.pth)')
     parser.add_argument('--output', required=True, help='output folder (must not exist unless --overwrite)')
-    parser.add_argument('--size', type=int, nargs=2, default=(512, 1024), metavar=('H', 'W'),
-                        help='frame size the graphs are traced and checked at (default 512 1024); the graphs accept '
-                             'any multiple of 4')
+    parser.add_argument('--size', type=int, nargs=2, default=(512, 1024), metavar=('H', 'W'), help='traced size')
     parser.add_argument('--parity-size', type=int, nargs=2, default=None, metavar=('H', 'W'),
                         help='a second size to check the dynamic graphs at (default: 3/4 of --size, rounded to 4)')
-    parser.add_argument('--tail', choices=TAILS, default='full',
-                        help='where the non-key merge and argmax happen: full (exact, default) or the fast path\'s '
-                             'sparse (exported as full: the same labels), quarter_merge or quarter_argmax '
-                             '(lib/engine/fast.py)')
+    parser.add_argument('--tail', choices=TAILS, default='full', help='non-key merge and argmax (sparse: as full)')
     parser.add_argument('--torch-export', action='store_true', help='also save the torch.export programs (.pt2)')
     parser.add_argument('--overwrite', action='store_true', help='replace OUTPUT if it holds a previous export')
     cli.add_threads_argument(parser)

@@ -3,11 +3,8 @@
     python3 tools/extract_cityscapes.py --for pda --archives ~/Downloads            # PDA on val: about 11 GB
     python3 tools/extract_cityscapes.py --for train --archives ~/Downloads --root data/cityscapes
 
-Reads ``leftImg8bit_sequence_trainvaltest.zip`` and ``gtFine_trainvaltest.zip`` from ``--archives`` (or the paths of
-``--sequence-zip`` / ``--gtfine-zip``). ``--for pda``: the frames t-9 .. t of every line of the val list and their
-labels; ``--for train``: the frames t-max_gap .. t of every line of the train list (all a training triplet can
-reach) and their labels, plus the ``pda`` set (validation during training). Running again skips what is complete
-and resumes what is not (lib/dataset/cityscapes_archive.py).
+``--for pda``: the frames t-9 .. t of every line of the val list and their labels; ``--for train``: the frames
+t-max_gap .. t of every line of the train list and their labels, plus the ``pda`` set.  Running again resumes.
 """
 import argparse
 import os
@@ -24,10 +21,8 @@ def parse_args(argv=None):
     parser.add_argument('--for', dest='purpose', required=True, choices=cityscapes_archive.PURPOSES,
                         help='pda: the val list\'s PDA clips; train: the train list\'s triplets and the pda set')
     parser.add_argument('--archives', default='.', help='folder holding the two official zip archives (default: .)')
-    parser.add_argument('--sequence-zip', default=None,
-                        help=f'path of {cityscapes_archive.SEQUENCE_ARCHIVE} (default: in --archives)')
-    parser.add_argument('--gtfine-zip', default=None,
-                        help=f'path of {cityscapes_archive.GTFINE_ARCHIVE} (default: in --archives)')
+    parser.add_argument('--sequence-zip', help=f'{cityscapes_archive.SEQUENCE_ARCHIVE} (default: in --archives)')
+    parser.add_argument('--gtfine-zip', help=f'{cityscapes_archive.GTFINE_ARCHIVE} (default: in --archives)')
     parser.add_argument('--root', default='data/cityscapes',
                         help='dataset root to extract into, the configs\' data.root (default: data/cityscapes)')
     parser.add_argument('--train-list', default=resolve_path(DEFAULTS['data']['train_list']))

@@ -1,20 +1,17 @@
 #!/usr/bin/env bash
-# The one command for a machine with an NVIDIA GPU: builds the resample2d extension for it (make setup), then runs
-# every GPU check and writes one report (tools/gpu_check.py: result/gpu_check/report.json and report.md).
-# Without a GPU it says so in one line and exits 1 before building anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
   cat <<'HELP'
-usage: tools/gpu_check.sh [--out-dir DIR] [--skip STEP ...] [--amp {fp16,bf16} ...] [--step-timeout SECONDS]
+usage: tools/gpu_check.sh [--output DIR] [--skip STEP ...] [--amp {fp16,bf16} ...] [--step-timeout SECONDS]
        make gpu-check ARGS="..."
 
-On a machine with an NVIDIA GPU: installs like `make setup` (which compiles the resample2d CUDA extension for the
-visible GPUs), then runs every check of the CUDA path, each step in its own process, and writes one report.
+On a machine with an NVIDIA GPU: installs like `make setup` (which compiles the resample2d CUDA extension), then
+runs every check of the CUDA path, each step in its own process, and writes one report.
 
 options (passed to tools/gpu_check.py):
-  --out-dir DIR           report folder (default: result/gpu_check); refuses a non-empty folder it did not write
+  --output DIR            report folder (default: result/gpu_check); refuses a non-empty folder it did not write
   --skip STEP ...         steps to leave out: environment cuda_tests suite ddp_syncbn amp fast_cuda_graphs benchmark
   --amp {fp16,bf16} ...   AMP dtypes of the one-step training checks (default: fp16 bf16)
   --step-timeout SECONDS  time a step may take before it fails (default: 3600)
@@ -26,9 +23,7 @@ HELP
 }
 
 for arg in "$@"; do
-  case "$arg" in
-    -h|--help) usage; exit 0 ;;
-  esac
+  if [[ "$arg" == -h || "$arg" == --help ]]; then usage; exit 0; fi
 done
 # PYTHON and VENV go to make, which would expand `$(...)` in them and hand them to a shell: plain paths only.
 python="${PYTHON:-python3}"

@@ -1,13 +1,10 @@
 """What is this checkpoint?  Check a download (or a run's output) before a long job.
 
     python tools/inspect_checkpoint.py saved_model/pretrained/spatial_correction_cityscapes.pth
-    python tools/inspect_checkpoint.py FILE --json                   # the same as JSON
     python tools/inspect_checkpoint.py FILE --config exp/synthetic/correction.yaml   # compare with its widths
 
-Prints the format (zip, or the legacy non-zip format of torch <= 1.5), the sha256, the networks it holds and how
-many of their tensors fit the project's networks by name and shape, the class count (19 Cityscapes, 11 CamVid),
-``module.`` / ``_orig_mod.`` prefixes, and which config key or command uses a file of that kind (docs/models.md).
-Exit status 0 when the file is readable and fits, 1 when it does not fit or cannot be read.
+Prints the format, sha256, networks and how their tensors fit the project's by name and shape, the class count, and
+which config key or command uses the file (lib/model/checkpoint_info.py).  Exit status 1 when it does not fit.
 """
 import argparse
 import json
@@ -20,7 +17,8 @@ from lib.utils.config import load_config
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Describe a DAVSS checkpoint file.')
     parser.add_argument('checkpoint', help='a .pth file')
-    parser.add_argument('--config', default=None, help='compare with the model widths of this config')
+    parser.add_argument('--config', help='compare with the networks of this config (default: the config a training '
+                                          'checkpoint carries, else the published networks)')
     parser.add_argument('--json', action='store_true', help='print JSON instead of text')
     return parser.parse_args(argv)
 

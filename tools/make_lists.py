@@ -2,22 +2,19 @@
 
     python3 tools/make_lists.py --name cityscapes --root data/cityscapes --split val \
         --output data/list/cityscapes/val.txt
-    python3 tools/make_lists.py --name camvid --root data/camvid --sequences 0006R0 0016E5 --output my_camvid.txt
     python3 tools/make_lists.py ... --check      # then check every line (tools/check_dataset.py)
 
-Cityscapes (and the synthetic set): one line per ``gtFine/<split>/<city>/*_gtFine_labelTrainIds.png``.
-CamVid: one line per ``label/<seq>_[f]<number>.png``, the frame being ``video_image/<seq>/<seq>_<number -
-offset>.png`` (offset 6660 for 0001TP, -1 otherwise, as in the official lists; --offset SEQ=N changes it).
+Cityscapes (and synthetic): a line per ``gtFine/<split>/<city>/*_gtFine_labelTrainIds.png``.  CamVid: a line per
+``label/<seq>_[f]<number>.png``, frame ``video_image/<seq>/<seq>_<number - offset>.png`` (offset 6660 for 0001TP, -1
+otherwise, as in the official lists).
 """
 import argparse
-import copy
-import os
 import sys
 
-from lib.dataset.checks import find_problems
-from lib.dataset.list_builder import camvid_lines, cityscapes_lines, write_list
+from lib.dataset.checks import find_problems, list_config
+from lib.dataset.frame_list import camvid_lines, cityscapes_lines
 from lib.utils import cli
-from lib.utils.config import DEFAULTS
+from lib.utils.atomic import write_text
 from lib.utils.errors import UserError
 
 
@@ -48,13 +45,11 @@ def main(args):
         lines = camvid_lines(args.root, args.sequences, parse_offsets(args.offset))
     else:
         lines = cityscapes_lines(args.root, args.split)
-    write_list(args.output, lines)
+    write_text(args.output, ''.join(lines))
     print(f'{args.output}: {len(lines)} lines')
     if not args.check:
         return 0
-    cfg = copy.deepcopy(DEFAULTS['data'])
-    cfg.update(name=args.name, root=os.path.abspath(args.root), val_list=os.path.abspath(args.output))
-    problems = find_problems(cfg, 'val')
+    problems = find_problems(list_config(args.name, args.root, args.output), 'val')
     for problem in problems:
         print(problem)
     print(f'{len(problems)} problem(s)', file=sys.stderr)

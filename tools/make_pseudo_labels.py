@@ -4,9 +4,8 @@
 
 For every training list entry, frames t-(max_gap-1) .. t go through the config's DeepLab (``init.deeplab``, else
 ``init.pretrained``) as whole frames; the logits upsampled x4 (``model.align_corners``) and their argmax are written
-as 8-bit PNGs under ``data.pseudo_label_root`` (docs/training.md, "Two recipes"). Run it again to continue after an
-interruption: masks already written are kept. A folder it did not make, or one made from another DeepLab file or
-with other settings, is refused.
+as 8-bit PNGs under ``data.pseudo_label_root`` (docs/training.md). Run it again to continue: masks already written
+are kept; a folder it did not make, or made from another DeepLab file or other settings, is refused.
 """
 import argparse
 
@@ -33,14 +32,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def deeplab_source(init_cfg):
-    """``(config key, path)`` of the DeepLab weights: ``init.deeplab`` over ``init.pretrained``."""
-    for key in ('deeplab', 'pretrained'):
-        if init_cfg[key]:
-            return f'init.{key}', resolve_path(init_cfg[key])
-    raise UserError('init: the masks need DeepLab weights; set init.pretrained or init.deeplab')
-
-
 def main(args):
     cli.set_threads(args.threads)
     cfg = load_config(args.config, args.opts)
@@ -48,20 +39,23 @@ def main(args):
     root = resolve_path(data_cfg['pseudo_label_root'])
     if root is None:
         raise UserError('data.pseudo_label_root: not set (where the masks go)')
-    key, path = deeplab_source(cfg['init'])
+    key = next((key for key in ('deeplab', 'pretrained') if cfg['init'][key]), None)  # init.deeplab first
+    if key is None:
+        raise UserError('init: the masks need DeepLab weights; set init.pretrained or init.deeplab')
+    path = resolve_path(cfg['init'][key])
     net = build_scnet(model_cfg, 'dmnet')
-    if key == 'init.deeplab':
-        load_part(net.deeplab, 'deeplab', path, key)
+    if key == 'deeplab':
+        load_part(net.deeplab, 'deeplab', path, 'init.deeplab')
     else:
-        load_pretrained(net, path, key, required=['deeplab'])
+        load_pretrained(net, path, 'init.pretrained', required=['deeplab'])
     entries = read_list(list_path_of(data_cfg, 'train'), data_cfg['name'])
     frames = pseudo_labels.training_frames(entries, int(data_cfg['max_gap']))
     device = pick_device(args.device)
     net.to(device).eval()
 
+    @torch.inference_mode()
     def segment(image):
-        with torch.inference_mode():
-            return net.segment(image.to(device))
+        return net.segment(image.to(device))
 
     # What the masks depend on; a resumed run must match it.
     settings = {'deeplab_sha256': sha256(path), 'n_classes': model_cfg['n_classes'],

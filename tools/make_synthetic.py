@@ -1,7 +1,6 @@
 """Generate the synthetic street-video set (Cityscapes layout, every frame labelled, ground-truth flow).
 
     python3 tools/make_synthetic.py --root data/synthetic                 # default: 128x256, 24 train + 8 val
-    python3 tools/make_synthetic.py --root data/synthetic_tiny --size 64 128 --train 2 --val 1 --seed 1
     python3 tools/make_synthetic.py --root data/synthetic --preview docs/images
 
 The result is a function of the options only (same options, same files).  See docs/data.md.
@@ -15,7 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from lib.dataset import synthetic
+from lib import synthetic
 from lib.dataset import synthetic_layout as layout
 from lib.dataset.io import read_flow
 from lib.utils import cli
@@ -35,14 +34,12 @@ def parse_args(argv=None):
     parser.add_argument('--test', type=int, default=0, help='test snippets')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--difficulty', default='medium', choices=sorted(synthetic.DIFFICULTIES))
-    parser.add_argument('--focal', type=float, default=None,
-                        help="focal length in image widths (default: the preset's, 0.8; 1.6 for cityscapes-like and "
-                             "tools/demo.py)")
+    parser.add_argument('--focal', type=float, help="focal length in image widths (default: the preset's, 0.8; 1.6 "
+                                                     "for cityscapes-like and tools/demo.py)")
     parser.add_argument('--frames', type=int, default=30, help='frames per snippet')
     parser.add_argument('--labelled-frame', type=int, default=19)
     parser.add_argument('--workers', type=cli.positive_int, default=None, help='processes (default: CPU count)')
-    parser.add_argument('--preview', metavar='DIR', default=None,
-                        help='also write example frames / labels / flow of the first val snippet to DIR')
+    parser.add_argument('--preview', metavar='DIR', help='write frames / labels / flow of the first val snippet to DIR')
     return parser.parse_args(argv)
 
 
@@ -51,9 +48,8 @@ def write_preview(root, out_dir, meta):
     split = 'val' if meta['snippets'].get('val') else 'train'
     city, seq = synthetic.snippet_name(split, 0)
     labelled = meta['labelled_frame']
-    frames = [labelled - 9, labelled - 5, labelled - 1, labelled]
     rows, flows = [[], []], []
-    for frame in frames:
+    for frame in (labelled - 9, labelled - 5, labelled - 1, labelled):
         image_rel = layout.frame_path(split, city, seq, frame)
         rows[0].append(cv2.cvtColor(cv2.imread(os.path.join(root, image_rel)), cv2.COLOR_BGR2RGB))
         label = cv2.imread(os.path.join(root, layout.sequence_label_path(image_rel)), cv2.IMREAD_UNCHANGED)
@@ -62,7 +58,6 @@ def write_preview(root, out_dir, meta):
         flows.append(flow)
     rows.append(flows_to_rgb(flows))  # one colour scale for the strip
     sheet = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
-    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, 'synthetic_example.png')
     # Sensor noise makes true-colour PNGs large; 128 colours keep the figure small (< 100 KB) for the docs.
     indexed = Image.fromarray(sheet).quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)

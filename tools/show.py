@@ -1,42 +1,33 @@
 """Pictures of the propagation of chosen clips: what the network predicts at every frame from key frame t-d to t.
 
-    python tools/show.py exp/spatial_correction_cityscapes/config.yaml --checkpoint saved_model/.../best.pth
+    python tools/show.py exp/spatial_correction_cityscapes/config.yaml   # [--checkpoint PATH]; default as test_pda.py
 
-For each clip of ``eval.show_clips`` (indices into the ``eval.split`` list) it writes to
-``<eval.result_root>/<experiment>/<checkpoint file stem>/show/``:
-
-- ``clip<i>_d<d>.png``, a grid with one column per frame t-d .. t and the rows
-  1. the video frames,
-  2. the propagated prediction without correction (the key frame's own prediction in the first column),
-  3. DMNet's distortion map as a heat map (black = 0, yellow = 1),
-  4. the corrected prediction (what the original show script drew),
-  5. at frame t: the ground truth, the key network on frame t, and the error maps (red = wrong) of the
-     propagated-only and of the corrected prediction against the ground truth, with their error rates;
-- ``clip<i>_d<d>.gif``, the same frames animated: frame | propagated | distortion | corrected;
-- ``legend.png``, the class colours of the dataset.
+For each clip of ``eval.show_clips`` it writes a grid ``clip<i>_d<d>.png`` (frames, propagated, distortion map,
+corrected, error maps), ``clip<i>_d<d>.gif`` and ``legend.png`` to ``<eval.result_root>/<experiment>/<checkpoint
+file stem>/show/`` (docs/evaluation.md).
 """
 import argparse
 
-from lib.engine.show import ShowRun, run_show
+from lib.eval.jobs import add_checkpoint_argument, checkpoint_of
+from lib.eval.show import ShowRun, run_show
 from lib.utils import cli
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Image grids and GIFs of the propagation of chosen PDA clips.')
     cli.add_config_arguments(parser)
-    parser.add_argument('--checkpoint', required=True, help='a whole SCNet checkpoint (best.pth / final.pth)')
+    add_checkpoint_argument(parser)
     parser.add_argument('--clips', type=int, nargs='+', default=None, help='clip indices (default eval.show_clips)')
     parser.add_argument('--distance', type=int, default=9, help='key frame t-d (default 9, as the original)')
     parser.add_argument('--tile-width', type=cli.positive_int, default=256, help='width of one grid cell in pixels')
     parser.add_argument('--frame-ms', type=cli.positive_int, default=400, help='GIF frame duration in milliseconds')
-    parser.add_argument('--output', default=None,
-                        help='folder (default <eval.result_root>/<experiment>/<checkpoint file stem>/show)')
+    parser.add_argument('--output', help='folder (default <eval.result_root>/<experiment>/<checkpoint file stem>/show)')
     cli.add_threads_argument(parser)
     return parser.parse_args(argv)
 
 
 def main(args):
-    run = ShowRun(args.config, args.checkpoint, args.opts, clips=args.clips, distance=args.distance,
+    run = ShowRun(args.config, checkpoint_of(args), args.opts, clips=args.clips, distance=args.distance,
                   tile_width=args.tile_width, frame_ms=args.frame_ms, output=args.output)
     cli.set_threads(args.threads)
     run_show(run)

@@ -1,34 +1,28 @@
 """PDA evaluation of a trained SCNet: mIoU per key-frame distance, with the per-frame and propagation-only rows.
 
-    python tools/test_pda.py exp/spatial_correction_cityscapes/config.yaml --checkpoint saved_model/.../best.pth
-    torchrun --standalone --nproc_per_node=4 tools/test_pda.py CONFIG --checkpoint PATH   # clips sharded
+    python tools/test_pda.py exp/spatial_correction_cityscapes/config.yaml    # what that config trained: best.pth
+    python tools/test_pda.py CONFIG --checkpoint saved_model/pretrained/spatial_correction_cityscapes.pth
+    torchrun --standalone --nproc_per_node=4 tools/test_pda.py CONFIG   # clips sharded
 
-Prints a table and writes ``<eval.result_root>/<experiment>/<checkpoint file stem>/pda.json`` and ``pda.md`` (so
-``best.pth`` and a published file never overwrite each other's results); see docs/evaluation.md.  The resize
-convention is ``eval.align_corners`` (each paper config sets what its dataset's original test script did) and TF32
-is off unless ``eval.tf32``.  ``--save-predictions D`` also writes the DAVSS labels of distance D in the official
-Cityscapes format (label-id PNGs, ``<out>/predictions_d<D>/<city>_<seq>_<frame>_pred_labelIds.png``) for
-cityscapesscripts' evaluator or the benchmark server.
-Everything that can be checked before the long run (config, checkpoint against the config, every frame of every
-clip, the output folder) is checked first (``lib/engine/pda_run.py`` does the work).
+Prints a table and writes ``pda.json``, ``pda.md`` and ``pda.png`` to ``<eval.result_root>/<experiment>/<checkpoint
+file stem>/``, every input checked first (``lib/eval/jobs.py``; docs/evaluation.md).
 """
 import argparse
 
-from lib.engine.pda_run import PDARun, run_pda
+from lib.eval.jobs import PDARun, add_checkpoint_argument, checkpoint_of, run_pda
 from lib.utils import cli
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='PDA evaluation: mIoU per distance between key and labelled frame.')
     cli.add_config_arguments(parser)
-    parser.add_argument('--checkpoint', required=True, help='a whole SCNet checkpoint (best.pth / final.pth)')
+    add_checkpoint_argument(parser)
     parser.add_argument('--max-clips', type=cli.positive_int, default=None, help='evaluate only the first N clips')
     parser.add_argument('--no-per-frame', action='store_true', help='skip the per-frame key network row')
     parser.add_argument('--no-propagation-only', action='store_true', help='skip the propagation-only row')
     parser.add_argument('--batched', action='store_true',
                         help='one network call over all distances: faster on GPU, may flip a few pixels')
-    parser.add_argument('--output', default=None,
-                        help='result folder (default <eval.result_root>/<experiment>/<checkpoint file stem>)')
+    parser.add_argument('--output', help='result folder (default <eval.result_root>/<experiment>/<checkpoint stem>)')
     parser.add_argument('--save-predictions', type=int, default=None, metavar='D',
                         help='also write the labels of distance D as Cityscapes label-id PNGs (official format)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -37,9 +31,9 @@ def parse_args(argv=None):
 
 
 def main(args):
-    run = PDARun(args.config, args.checkpoint, args.opts, max_clips=args.max_clips, per_frame=not args.no_per_frame,
-                 propagation_only=not args.no_propagation_only, batched=args.batched, output=args.output,
-                 save_predictions=args.save_predictions, progress=not args.no_progress)
+    run = PDARun(args.config, checkpoint_of(args), args.opts, max_clips=args.max_clips,
+                 per_frame=not args.no_per_frame, propagation_only=not args.no_propagation_only, batched=args.batched,
+                 output=args.output, save_predictions=args.save_predictions, progress=not args.no_progress)
     cli.set_threads(args.threads)
     run_pda(run)
     return 0

@@ -1,11 +1,9 @@
-"""Train one stage of DAVSS from a config: ``python tools/train.py exp/<experiment>/config.yaml [--opts k=v ...]``.
-
-Runs as one process (CPU or one GPU) or under torchrun (one process per GPU, several nodes); see
-docs/training.md and ``exp/<experiment>/script/train.sh``.
+"""Train one stage of DAVSS from a config: ``python tools/train.py exp/<experiment>/config.yaml [--opts k=v ...]``,
+as one process (CPU or one GPU) or under torchrun (one process per GPU, several nodes); see docs/training.md.
 """
 import argparse
 
-from lib.engine import train as engine
+from lib.train import engine
 from lib.utils import cli
 from lib.utils.config import load_config
 
@@ -18,11 +16,9 @@ def parse_args(argv=None):
     parser.add_argument('--restart-epoch', action='store_true',
                         help='with --resume: train the open epoch again from its first batch (needed when the batch '
                              'size, accumulation, process count or dataset changed)')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='replace the outputs of an earlier run in the experiment folder (config.yaml, log.txt, '
-                             'now/best/final.pth, TensorBoard events); without it such a folder is refused')
-    parser.add_argument('--deterministic', action='store_true',
-                        help='deterministic kernels (same as deterministic=true in the config)')
+    parser.add_argument('--overwrite', action='store_true', help='replace the outputs of an earlier run in the '
+                        'experiment folder (config.yaml, log.txt, now/best/final.pth, TensorBoard events)')
+    parser.add_argument('--deterministic', action='store_true', help='deterministic kernels (as deterministic=true)')
     cli.add_threads_argument(parser)
     args = parser.parse_args(argv)
     if args.restart_epoch and not args.resume:

@@ -1,26 +1,19 @@
-"""``build_dataset`` / ``build_loader`` / ``build_eval_loader``: datasets and loaders from the ``data:`` section of a
-config."""
+"""``build_dataset`` / ``build_eval_loader``: datasets and the evaluation loader from the ``data:`` section of a
+config (the training loader is the engine's, lib/train/engine.py)."""
 import random
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
+from lib.dataset import pseudo_labels, synthetic_layout
+from lib.dataset.frame_list import read_list
+from lib.dataset.transforms import JointAugment
+from lib.dataset.video import (ClipDataset, FlowPairDataset, ImageDataset, TripletDataset, synthetic_flow_items,
+                               synthetic_image_items)
+from lib.utils import distributed
+from lib.utils.config import DATASET_CLASSES, PDA_CLIP_LENGTH, resolve_path
 from lib.utils.errors import UserError
-
-from ..utils.config import DATASET_CLASSES, PDA_CLIP_LENGTH, resolve_path
-from . import pseudo_labels, synthetic_layout
-from .frame_list import read_list
-from .transforms import JointAugment
-from .video import (
-    ClipDataset,
-    FlowPairDataset,
-    ImageDataset,
-    TripletDataset,
-    synthetic_flow_items,
-    synthetic_image_items,
-)
 
 SPLITS = ('train', 'val', 'test')
 MODES = ('triplet', 'pda', 'image', 'flow')
@@ -47,23 +40,12 @@ def _training_augment(data_cfg, with_scale):
 
 
 def build_dataset(data_cfg, split, mode, seed=None):
-    """A dataset of one split in one mode (see docs/design.md, "Data").
-
-    Args:
-        data_cfg: the ``data:`` section of a config (``lib.utils.config.DEFAULTS['data']`` schema).
-        split: ``train | val | test``; the list is ``data.<split>_list``.  Only ``train`` is augmented
-            (random crop to ``data.crop_size``, flip if ``data.hflip``, rescale in ``image`` mode); the other
-            splits give full frames.
-        mode: ``triplet | pda | image | flow`` (``flow`` needs the synthetic set).
-        seed: the run's seed; the paper's fixed triplet list (``data.intermediate: original``) is drawn from it.
-
-    Training triplets with ``data.pseudo_labels: precomputed`` also give DeepLab's masks of ``t-i`` and ``t``
-    from ``data.pseudo_label_root`` (:mod:`lib.dataset.pseudo_labels`).
-    """
+    """A dataset of one ``split`` (``train | val | test``; only ``train`` is augmented and gets precomputed pseudo
+    labels) in one ``mode`` (``triplet | pda | image | flow``, synthetic only; docs/design.md, "Data"); ``seed``: the
+    run's, for ``data.intermediate: original``."""
     if mode not in MODES:
         raise UserError(f'mode: expected one of {MODES}, got "{mode}"')
     scaling = data_cfg.get('pixel_scaling', 'multiply')
-    pseudo = data_cfg.get('pseudo_labels', 'online')
     name = data_cfg.get('name')
     n_classes = num_classes(name)
     root = resolve_path(data_cfg.get('root'))
@@ -74,7 +56,7 @@ def build_dataset(data_cfg, split, mode, seed=None):
 
     if mode == 'triplet':
         mask_root = None
-        if pseudo == 'precomputed' and train:
+        if data_cfg.get('pseudo_labels', 'online') == 'precomputed' and train:
             mask_root = resolve_path(data_cfg.get('pseudo_label_root'))
             if mask_root is None:
                 raise UserError('data.pseudo_label_root: not set, but data.pseudo_labels is "precomputed"')
@@ -103,58 +85,17 @@ def build_dataset(data_cfg, split, mode, seed=None):
 
 
 def seed_worker(worker_id):
-    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed.
-
-    The datasets only draw from torch (which the DataLoader already seeds per worker); this keeps any other
-    library a transform might use reproducible too.
-    """
+    """DataLoader ``worker_init_fn``: numpy and ``random`` seeded from the worker's torch seed, for any transform."""
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
 
 
-def _distributed():
-    return dist.is_available() and dist.is_initialized()
-
-
-def build_loader(dataset, batch_size, shuffle, num_workers, distributed=None, drop_last=False, seed=None,
-                 pin_memory=True):
-    """A DataLoader with reproducible worker seeding.
-
-    Args:
-        distributed: use a :class:`DistributedSampler` (each rank a shard; call ``loader.sampler.set_epoch``
-            every epoch); None = whenever ``torch.distributed`` is initialised.
-        seed: seeds the loader's own generator (shuffling and the per-worker torch seeds); None draws it from
-            torch's global RNG, so ``torch.manual_seed`` alone makes a run reproducible.
-        pin_memory: only takes effect when CUDA is available.
-    """
-    if distributed is None:
-        distributed = _distributed()
-    generator = None
-    if seed is not None:
-        generator = torch.Generator()
-        generator.manual_seed(seed)
-    sampler = None
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=shuffle, drop_last=drop_last,
-                                     seed=seed if seed is not None else 0)
-        shuffle = False
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=num_workers,
-                      pin_memory=pin_memory and torch.cuda.is_available(), drop_last=drop_last,
-                      worker_init_fn=seed_worker, generator=generator,
-                      persistent_workers=num_workers > 0)
-
-
 def build_eval_loader(dataset, batch_size=1, num_workers=0, max_items=None, pin_memory=True):
-    """The loader an evaluation iterates (the evaluator only iterates it and reduces).
-
-    The first ``max_items`` samples of ``dataset`` (all by default), in order; under torch.distributed each rank
-    takes every world_size-th of them, without the padding of :class:`DistributedSampler` (a padded sample would be
-    counted twice), so the sums of all ranks are the totals.  ``loader.sampler`` is the list of this rank's
-    dataset indices.  ``pin_memory`` only takes effect when CUDA is available.
-    """
+    """The loader an evaluation iterates: the first ``max_items`` samples (all by default), in order, every
+    world_size-th on each rank without :class:`DistributedSampler`'s padding (a padded sample would count twice);
+    ``loader.sampler`` is the list of this rank's dataset indices."""
     total = len(dataset) if max_items is None else min(len(dataset), max_items)
-    rank, world_size = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
-    indices = list(range(total))[rank::world_size]
+    indices = list(range(total))[distributed.get_rank()::distributed.get_world_size()]
     return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
                       pin_memory=pin_memory and torch.cuda.is_available(), worker_init_fn=seed_worker)

@@ -1,25 +1,16 @@
-"""Only the Cityscapes frames a run needs, read from the official zip archives.
+"""Only the Cityscapes frames a run needs, read from the official zip archives (the sequence archive is ~324 GB).
 
-``leftImg8bit_sequence_trainvaltest.zip`` (about 324 GB) holds all 30 frames of every snippet; a PDA evaluation reads
-10 of them per val snippet, a training 11 per train snippet.  The members follow the official layout::
-
-    leftImg8bit_sequence/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png            (sequence archive)
-    gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_{labelIds.png,polygons.json,...}   (gtFine archive)
-
-For each labelled frame of a list the frames ``t + offset`` of :func:`frame_offsets` are taken, and its
-``_gtFine_labelIds.png`` (what ``csEvalPixelLevelSemanticLabeling`` compares against) and ``_gtFine_polygons.json``
-(what ``csCreateTrainIdLabelImgs`` turns into the ``_labelTrainIds.png`` the lists name).
-
-:func:`extract` writes each member to a temporary name, checks it (zipfile verifies the CRC-32 as it reads) and
-renames it, so an interrupted or failed run leaves no partial file under a member's name; a member already present
-with the archive's size and CRC-32 is skipped, so running again resumes.  It writes nothing but the members, and
-refuses, before writing anything, a file under a member's name that differs from the archive's member.
-"""
+For each labelled frame of a list: the frames ``t + offset`` of :func:`frame_offsets`, its ``_gtFine_labelIds.png``
+and ``_gtFine_polygons.json`` (``csCreateTrainIdLabelImgs`` makes the lists' ``_labelTrainIds.png`` from it).
+:func:`extract` writes each member under a temporary name, checked, then renamed; running again resumes."""
 import os
 import shutil
 import zipfile
 import zlib
-from dataclasses import dataclass
+from contextlib import ExitStack
+from typing import NamedTuple
+
+from tqdm import tqdm
 
 from lib.dataset.build import PDA_CLIP_LENGTH
 from lib.dataset.frame_list import read_list
@@ -36,15 +27,11 @@ CHUNK = 1 << 20
 def frame_offsets(purpose, max_gap):
     """Offsets from a labelled frame ``t`` to the frames ``purpose`` reads: the PDA clip ``t-9 .. t``, or every
     frame a training triplet ``[t-j, t-i, t]`` (``1 <= i < j <= max_gap``) can reach, ``t-max_gap .. t``."""
-    if purpose == 'pda':
-        return tuple(range(1 - PDA_CLIP_LENGTH, 1))
-    return tuple(range(-max_gap, 1))
+    return tuple(range(1 - PDA_CLIP_LENGTH if purpose == 'pda' else -max_gap, 1))
 
 
-@dataclass
-class Plan:
-    """The archive members a purpose needs: ``{archive key: [member name, ...]}`` (sorted, no duplicates), and for
-    each member the list line that asked for it first (for error messages)."""
+class Plan(NamedTuple):
+    """``{archive key: sorted [member name, ...]}`` a purpose needs, and the list line that first asked for each."""
     members: dict
     source: dict
 
@@ -56,32 +43,23 @@ def _check_name(name, prefix, source):
 
 
 def plan(purpose, lists, max_gap):
-    """Which members ``purpose`` needs.
-
-    Args:
-        purpose: ``pda`` (the val list's PDA clips) or ``train`` (the training triplets of the train list, plus the
-            val list's PDA clips that select ``best.pth``).
-        lists: ``{'train': path, 'val': path}`` list files (official format, :mod:`lib.dataset.frame_list`).
-        max_gap: the longest key-frame gap of the training triplets (``data.max_gap``).
-    """
+    """Which members ``purpose`` needs: ``pda`` (the PDA clips of ``lists['val']``) or ``train`` (the triplets of
+    ``lists['train']`` up to ``max_gap``, plus the val PDA clips that select ``best.pth``)."""
     if purpose not in PURPOSES:
         raise UserError(f'--for: expected one of {", ".join(PURPOSES)}, got "{purpose}"')
     wanted = [('val', 'pda')] if purpose == 'pda' else [('train', 'train'), ('val', 'pda')]
     source = {}
-    try:
-        for split, use in wanted:
-            for entry in read_list(lists[split], 'cityscapes'):
-                if not entry.label.endswith(LIST_LABEL_SUFFIX):
-                    raise UserError(f'{entry.source}: label "{entry.label}" does not end in {LIST_LABEL_SUFFIX}')
-                stem = entry.label[:-len(LIST_LABEL_SUFFIX)]
-                for offset in frame_offsets(use, max_gap):
-                    name = _check_name(entry.frame(offset), 'leftImg8bit_sequence', entry.source)
-                    source.setdefault(('sequence', name), entry.source)
-                for suffix in LABEL_FILES:
-                    name = _check_name(stem + suffix, 'gtFine', entry.source)
-                    source.setdefault(('gtfine', name), entry.source)
-    except UserError as err:  # a list that does not parse, a frame before the start of its video
-        raise UserError(str(err)) from None
+    for split, use in wanted:
+        for entry in read_list(lists[split], 'cityscapes'):
+            if not entry.label.endswith(LIST_LABEL_SUFFIX):
+                raise UserError(f'{entry.source}: label "{entry.label}" does not end in {LIST_LABEL_SUFFIX}')
+            stem = entry.label[:-len(LIST_LABEL_SUFFIX)]
+            for offset in frame_offsets(use, max_gap):
+                name = _check_name(entry.frame(offset), 'leftImg8bit_sequence', entry.source)
+                source.setdefault(('sequence', name), entry.source)
+            for suffix in LABEL_FILES:
+                name = _check_name(stem + suffix, 'gtFine', entry.source)
+                source.setdefault(('gtfine', name), entry.source)
     members = {key: sorted(name for archive, name in source if archive == key) for key in ('sequence', 'gtfine')}
     return Plan(members, {name: where for (_, name), where in source.items()})
 
@@ -132,33 +110,23 @@ def _copy_member(archive, info, destination, progress):
         raise
 
 
-@dataclass
-class Summary:
-    extracted: int = 0
-    extracted_bytes: int = 0
-    skipped: int = 0
-    skipped_bytes: int = 0
+class Summary(NamedTuple):
+    extracted: int
+    extracted_bytes: int
+    skipped: int
+    skipped_bytes: int
 
 
 def extract(archives, the_plan, root, progress_bar=None):
-    """Extract ``the_plan``'s members into ``root``.
-
-    Args:
-        archives: ``{'sequence': path, 'gtfine': path}`` of the official zip archives.
-        the_plan: :func:`plan`'s result.
-        root: the dataset root (created if missing; a file there is refused).
-        progress_bar: ``callable(total_bytes) -> tqdm-like`` (``update(n)``, ``close()``); None shows none.
-    Returns:
-        :class:`Summary`.
-    """
+    """Extract ``the_plan``'s members from ``archives`` (``{'sequence': path, 'gtfine': path}``) into ``root``;
+    ``progress_bar``: ``callable(total_bytes) -> tqdm-like`` or None.  Returns a :class:`Summary`."""
     if os.path.exists(root) and not os.path.isdir(root):
         raise UserError(f'--root {root}: exists and is not a folder')
     opened = {'sequence': (SEQUENCE_ARCHIVE, 'leftImg8bit_sequence'), 'gtfine': (GTFINE_ARCHIVE, 'gtFine')}
-    handles = {}
-    try:
-        for key, (expected, prefix) in opened.items():
-            handles[key] = open_archive(archives[key], expected, prefix)
-        jobs = []  # (archive, ZipInfo, destination, already there)
+    with ExitStack() as stack:
+        handles = {key: stack.enter_context(open_archive(archives[key], expected, prefix))
+                   for key, (expected, prefix) in opened.items()}
+        there, todo = [], []  # (archive, ZipInfo, destination) of the members already extracted, of the others
         for key, names in the_plan.members.items():
             index = {info.filename: info for info in handles[key].infolist()}
             missing = [name for name in names if name not in index]
@@ -172,45 +140,29 @@ def extract(archives, the_plan, root, progress_bar=None):
                                 or os.path.getsize(destination) != index[name].file_size):
                     raise UserError(f'{destination}: exists and differs from {archives[key]}\'s member (size); '
                                     f'remove it to extract it again')
-                jobs.append((handles[key], index[name], destination, present))
-        total = sum(info.file_size for _, info, _, _ in jobs)
-        to_write = sum(info.file_size for _, info, _, present in jobs if not present)
+                (there if present else todo).append((handles[key], index[name], destination))
+        total = sum(info.file_size for _, info, _ in there + todo)
+        to_write = sum(info.file_size for _, info, _ in todo)
         existing = os.path.abspath(root)
         while not os.path.isdir(existing):  # the root is made by the first write
             existing = os.path.dirname(existing)
         free = shutil.disk_usage(existing).free
         if to_write > free:
             raise UserError(f'--root {root}: {to_write / 1e9:.1f} GB to extract, {free / 1e9:.1f} GB free')
-        progress = progress_bar(total) if progress_bar is not None else _NoProgress()
-        summary = Summary()
+        progress = progress_bar(total) if progress_bar is not None else tqdm(total=total, disable=True)
+        done = 0
         try:
-            for archive, info, destination, present in jobs:  # first the files already there, before any write
-                if present:
-                    if _crc32(destination) != info.CRC:
-                        raise UserError(f'{destination}: exists and differs from {archive.filename}\'s member '
-                                        f'(CRC-32); remove it to extract it again')
-                    progress.update(info.file_size)
-                    summary.skipped += 1
-                    summary.skipped_bytes += info.file_size
-            for archive, info, destination, present in jobs:
-                if not present:
-                    _copy_member(archive, info, destination, progress)
-                    summary.extracted += 1
-                    summary.extracted_bytes += info.file_size
+            for archive, info, destination in there:  # checked before any write
+                if _crc32(destination) != info.CRC:
+                    raise UserError(f'{destination}: exists and differs from {archive.filename}\'s member '
+                                    f'(CRC-32); remove it to extract it again')
+                progress.update(info.file_size)
+            for archive, info, destination in todo:
+                _copy_member(archive, info, destination, progress)
+                done += 1
         except KeyboardInterrupt:
-            raise KeyboardInterrupt(f'{summary.extracted} file(s) extracted into {root}, none partial; the same '
-                                    f'command resumes') from None
+            raise KeyboardInterrupt(f'{done} file(s) extracted into {root}, none partial; the same command '
+                                    f'resumes') from None
         finally:
             progress.close()
-        return summary
-    finally:
-        for handle in handles.values():
-            handle.close()
-
-
-class _NoProgress:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
+        return Summary(done, to_write, len(there), total - to_write)

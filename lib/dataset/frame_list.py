@@ -1,16 +1,7 @@
-"""The official DAVSS list format and the frame-naming rules of each dataset.
-
-A list file has one labelled frame per line, ``<frame image> <label image>``, both relative to the dataset
-root::
-
-    leftImg8bit_sequence/train/aachen/aachen_000000_000019_leftImg8bit.png gtFine/train/aachen/aachen_000000_000019_gtFine_labelTrainIds.png
-    video_image/0001TP/0001TP_000030.png label/0001TP_006690.png
-
-The frame index is the 6-digit number in the image name; frame ``t - k`` of the same video is the same name
-with the index ``t - k``.  For CamVid the video was decoded at 30 fps, so ``t - k`` is simply ``k`` decoded
-frames earlier in ``video_image/<seq>/`` (the label's own number follows the original CamVid numbering and is
-never used to find frames).
-"""
+"""The official DAVSS list format: one labelled frame per line, ``<frame image> <label image>`` relative to the
+dataset root.  The frame index is the 6-digit number in the image name; frame ``t - k`` is the same name with the
+index ``t - k`` (CamVid: ``k`` frames decoded at 30 fps earlier; the label's own number is never used)."""
+import glob
 import os
 import re
 from dataclasses import dataclass
@@ -18,11 +9,9 @@ from dataclasses import dataclass
 from lib.utils.errors import UserError
 
 # <prefix><6-digit frame index><suffix>: Cityscapes "..._000019_leftImg8bit.png", CamVid "..._000030.png".
-FRAME_PATTERNS = {
-    'cityscapes': re.compile(r'^(?P<prefix>.+_)(?P<index>\d{6})(?P<suffix>_leftImg8bit\.png)$'),
-    'camvid': re.compile(r'^(?P<prefix>.+_)(?P<index>\d{6})(?P<suffix>\.png)$'),
-}
-FRAME_PATTERNS['synthetic'] = FRAME_PATTERNS['cityscapes']
+_CITYSCAPES_FRAME = re.compile(r'^(?P<prefix>.+_)(?P<index>\d{6})(?P<suffix>_leftImg8bit\.png)$')
+FRAME_PATTERNS = {'cityscapes': _CITYSCAPES_FRAME, 'synthetic': _CITYSCAPES_FRAME,
+                  'camvid': re.compile(r'^(?P<prefix>.+_)(?P<index>\d{6})(?P<suffix>\.png)$')}
 
 
 @dataclass(frozen=True)
@@ -61,21 +50,15 @@ def parse_line(line, pattern, source):
 
 
 def read_list(list_path, dataset_name, errors=None):
-    """All labelled frames of a list file.
-
-    Args:
-        list_path: the list file.
-        dataset_name: ``cityscapes | camvid | synthetic`` (selects the frame-naming rule).
-        errors: None to raise on the first bad line; a list to append every problem to and skip the line.
-    """
+    """All labelled frames of a list file; ``dataset_name`` selects the frame-naming rule; ``errors``: None to raise
+    on the first bad line, or a list to append every problem to (skipping the line)."""
     if dataset_name not in FRAME_PATTERNS:
         raise UserError(f'data.name: expected one of {sorted(FRAME_PATTERNS)}, got "{dataset_name}"')
     if list_path is None or not os.path.isfile(list_path):
         raise UserError(f'{list_path}: list file not found')
     pattern = FRAME_PATTERNS[dataset_name]
     frames = []
-    # utf-8-sig: a list saved by an editor that writes a byte-order mark must not turn its first path into
-    # '\ufeffleftImg8bit/...' (a "file not found" for a file that exists).
+    # utf-8-sig: a byte-order mark must not become part of the first path.
     with open(list_path, encoding='utf-8-sig') as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -93,3 +76,41 @@ def read_list(list_path, dataset_name, errors=None):
 
 def format_line(image, label):
     return f'{image} {label}\n'
+
+
+CAMVID_OFFSETS = {'0001TP': 6660}
+CAMVID_DEFAULT_OFFSET = -1
+_CAMVID_LABEL = re.compile(r'^(?P<seq>.+?)_f?(?P<number>\d+)\.png$')
+_CITYSCAPES_LABEL = re.compile(r'^(?P<stem>.+_\d{6}_\d{6})_gtFine_labelTrainIds\.png$')
+
+
+def cityscapes_lines(root, split):
+    pattern = os.path.join(root, 'gtFine', split, '*', '*_gtFine_labelTrainIds.png')
+    lines = []
+    for path in sorted(glob.glob(pattern)):
+        match = _CITYSCAPES_LABEL.match(os.path.basename(path))
+        if match is None:
+            continue
+        city = os.path.basename(os.path.dirname(path))
+        label = os.path.relpath(path, root).replace(os.sep, '/')
+        lines.append(format_line(f'leftImg8bit_sequence/{split}/{city}/{match["stem"]}_leftImg8bit.png', label))
+    if not lines:
+        raise UserError(f'{pattern}: no train-id labels found (run cityscapesscripts\' csCreateTrainIdLabelImgs)')
+    return lines
+
+
+def camvid_lines(root, sequences=None, offsets=None):
+    """Lines for the labels of ``sequences`` (all if None); ``offsets`` override :data:`CAMVID_OFFSETS`."""
+    offsets = {**CAMVID_OFFSETS, **(offsets or {})}
+    pattern = os.path.join(root, 'label', '*.png')
+    lines = []
+    for path in sorted(glob.glob(pattern)):
+        match = _CAMVID_LABEL.match(os.path.basename(path))
+        if match is None or (sequences and match['seq'] not in sequences):
+            continue
+        seq = match['seq']
+        frame = int(match['number']) - offsets.get(seq, CAMVID_DEFAULT_OFFSET)
+        lines.append(format_line(f'video_image/{seq}/{seq}_{frame:06d}.png', f'label/{os.path.basename(path)}'))
+    if not lines:
+        raise UserError(f'{pattern}: no CamVid labels found' + (f' for sequences {sequences}' if sequences else ''))
+    return lines

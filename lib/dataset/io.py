@@ -1,23 +1,16 @@
-"""Reading frames, labels and flow files, with one clear error per bad file.
-
-Every reader raises :class:`UserError` naming the file and what was expected, so a broken dataset fails on
-the first bad sample with a message a user can act on (``tools/check_dataset.py`` collects all of them).
-"""
+"""Reading frames, labels and flow files; each reader raises one :class:`UserError` naming the bad file and what was
+expected (``tools/check_dataset.py`` collects all of them)."""
 import os
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
-from lib.utils.atomic import atomic_path
 from lib.utils.errors import UserError
 from lib.utils.metrics import IGNORE_INDEX
 
-# OpenCV's own worker threads fight with DataLoader workers on small machines; each worker decodes one image at a
-# time, so a single OpenCV thread is the faster setting.
-cv2.setNumThreads(1)
-
-
+cv2.setNumThreads(1)  # OpenCV's threads would fight the DataLoader workers, which decode one image each
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 
@@ -30,11 +23,7 @@ def file_kind(path):
     """'PNG', 'JPEG' or None (other) from the first bytes of the file (its name may lie)."""
     with open(path, 'rb') as f:
         head = f.read(8)
-    if head == PNG_SIGNATURE:
-        return 'PNG'
-    if head[:3] == b'\xff\xd8\xff':
-        return 'JPEG'
-    return None
+    return 'PNG' if head == PNG_SIGNATURE else 'JPEG' if head[:3] == b'\xff\xd8\xff' else None
 
 
 def check_multiple_of_4(path, height, width):
@@ -44,17 +33,9 @@ def check_multiple_of_4(path, height, width):
                         f'of 4: crop or pad the frames (or set data.crop_size for training)')
 
 
-PIXEL_SCALINGS = ('multiply', 'divide')  # data.pixel_scaling
-
-
 def decode_frame(path, scaling='multiply'):
-    """An RGB video frame as a float32 numpy array ``(3, H, W)`` in [0, 1] (decoded with OpenCV).
-
-    ``scaling``: ``'multiply'`` is ``x * (1/255)``, ``'divide'`` the original's ``x / 255`` (correctly rounded;
-    1 ulp apart from the product on 126 of the 256 byte values).  The conversion stays in numpy on purpose: torch
-    would spread these tiny element-wise ops over its intra-op threads, which on a busy machine is an order of
-    magnitude slower than doing them in one thread.
-    """
+    """An RGB frame as float32 ``(3, H, W)`` numpy in [0, 1]: ``x * (1/255)``, or the original's ``x / 255`` with
+    ``scaling='divide'``.  Numpy, not torch: torch would spread these tiny ops over its threads, slower when busy."""
     _require_file(path)
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
@@ -72,22 +53,8 @@ def read_frame(path, scaling='multiply'):
     return torch.from_numpy(decode_frame(path, scaling))
 
 
-def _invalid_label_values(label, n_classes):
-    """Sorted values of ``label`` outside ``[0, n_classes)`` and the ignore index."""
-    counts = np.bincount(label.ravel(), minlength=IGNORE_INDEX + 1)
-    counts[:n_classes] = 0
-    counts[IGNORE_INDEX] = 0
-    return np.flatnonzero(counts).tolist()
-
-
 def read_label(path, n_classes, size=None):
-    """A train-id label map as int64 ``(H, W)``; values must be in ``[0, n_classes)`` or 255 (ignore).
-
-    Args:
-        path: single-channel 8-bit PNG.
-        n_classes: number of classes of the dataset.
-        size: expected ``(H, W)`` (the frame's), or None to skip the check.
-    """
+    """A train-id label map (8-bit PNG, values in ``[0, n_classes)`` or 255) as int64 ``(H, W)``, of ``size`` if set."""
     _require_file(path)
     kind = file_kind(path)
     if kind != 'PNG':
@@ -100,9 +67,10 @@ def read_label(path, n_classes, size=None):
         raise UserError(f'{path}: expected a single-channel 8-bit train-id label map, got shape '
                         f'{label.shape} dtype {label.dtype}')
     if size is not None and label.shape != tuple(size):
-        raise UserError(f'{path}: label is {label.shape[0]}x{label.shape[1]} but the frame is '
-                        f'{size[0]}x{size[1]}')
-    bad = _invalid_label_values(label, n_classes)
+        raise UserError(f'{path}: label is {label.shape[0]}x{label.shape[1]} but the frame is {size[0]}x{size[1]}')
+    counts = np.bincount(label.ravel(), minlength=IGNORE_INDEX + 1)
+    counts[:n_classes] = counts[IGNORE_INDEX] = 0
+    bad = np.flatnonzero(counts).tolist()  # sorted values outside [0, n_classes) and the ignore index
     if bad:
         shown = ', '.join(str(v) for v in bad[:8]) + (', ...' if len(bad) > 8 else '')
         raise UserError(f'{path}: label values must be in [0, {n_classes}) or {IGNORE_INDEX}, found {shown}')
@@ -126,8 +94,27 @@ def read_flow(path, size=None):
     return torch.from_numpy(flow), torch.from_numpy(valid)
 
 
-def write_png_atomic(path, image):
-    """``cv2.imwrite`` to a temporary name in the same folder, then rename (no half-written files)."""
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp, image):
-            raise UserError(f'{path}: could not write image')
+PNG_END = b'IEND\xaeB`\x82'
+JPEG_END = b'\xff\xd9'
+
+
+def image_problem(path):
+    """``(None, (height, width))`` for a file that looks whole, else ``(problem, None)`` (one phrase)."""
+    try:
+        with Image.open(path) as image:  # reads the header only
+            kind, (width, height) = image.format, image.size
+    except FileNotFoundError:
+        return 'file not found', None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        return f'not a readable image ({type(err).__name__})', None
+    try:
+        with open(path, 'rb') as f:
+            f.seek(-min(64, f.seek(0, 2)), 2)  # the last 64 bytes (seek returns the position: the size)
+            tail = f.read()
+    except OSError as err:
+        return f'cannot be read ({err.strerror or err})', None
+    if kind == 'PNG' and not tail.endswith(PNG_END):
+        return 'truncated PNG (no IEND chunk at the end)', None
+    if kind == 'JPEG' and JPEG_END not in tail[-16:]:
+        return 'truncated JPEG (no end-of-image marker)', None
+    return None, (height, width)

@@ -1,49 +1,33 @@
-"""Precomputed labels of the unlabelled training frames (``data.pseudo_labels: precomputed``).
-
-The dmnet and correction stages learn from DeepLab's own labels of the frames ``t-i`` and ``t`` of each triplet.
-The code the published Cityscapes weights came from (jfzhuang/DAVSS a03c1ea) read them from masks written
-beforehand over whole frames (``--root_mask_path``) and cropped them with the frames; its later code (148b579 on)
-runs DeepLab on the training crop, which sees less context near the crop's border. ``tools/make_pseudo_labels.py``
-writes such masks once: DeepLab on the whole frame, logits upsampled x4 (``model.align_corners``), argmax, one
-8-bit PNG per frame at ``<pseudo_label_root>/<frame's path under data.root>``. The folder carries
-``pseudo_labels.json`` (the DeepLab file's sha256 and the settings), so the tool never mixes masks of two
-networks in one folder; the folder is owned as :mod:`lib.utils.outputs` says (never one the tool did not make).
-"""
+"""Precomputed DeepLab labels of the training frames ``t-i`` and ``t`` (``data.pseudo_labels: precomputed``), over
+whole frames as the code of the published Cityscapes weights (jfzhuang/DAVSS a03c1ea, ``--root_mask_path``) read them
+(its later code runs DeepLab on the crop: less context at the border).  One 8-bit PNG per frame at
+``<pseudo_label_root>/<frame's path>``, and ``pseudo_labels.json`` (the DeepLab file's sha256 and settings) so that
+one folder never mixes two networks' masks."""
 import json
 import os
 
 import torch
 from tqdm import tqdm
 
-from lib.utils.atomic import write_json
+from lib.dataset.io import decode_frame
+from lib.utils.atomic import write_json, write_png
 from lib.utils.errors import UserError
 from lib.utils.outputs import OwnedFolder
 
-from .io import decode_frame, write_png_atomic
-
-MODES = ('online', 'precomputed')  # data.pseudo_labels
 MARKER = 'pseudo_labels.json'
 KIND = 'pseudo labels'
 WRITER = 'tools/make_pseudo_labels.py'
 
 
 def mask_path(root, frame):
-    """Where the mask of ``frame`` (a path relative to the dataset root) lives: the same path under ``root``,
-    as a PNG."""
+    """Where the mask of ``frame`` (relative to the dataset root) lives: the same path under ``root``, as a PNG."""
     return os.path.join(root, os.path.splitext(frame)[0] + '.png')
 
 
 def training_frames(entries, max_gap):
     """The frames of the training list whose labels a triplet may need: ``t - i`` for ``i`` in
     ``1 .. max_gap - 1`` and ``t`` itself, for every list entry (each frame once, in list order)."""
-    seen, frames = set(), []
-    for entry in entries:
-        for offset in range(1 - max_gap, 1):
-            frame = entry.frame(offset)
-            if frame not in seen:
-                seen.add(frame)
-                frames.append(frame)
-    return frames
+    return list(dict.fromkeys(entry.frame(offset) for entry in entries for offset in range(1 - max_gap, 1)))
 
 
 def read_marker(root):
@@ -76,15 +60,8 @@ def check_settings(root, settings):
 
 
 def write_masks(root, data_root, frames, segment, settings, pixel_scaling='multiply', progress=True):
-    """Write the mask of every frame of ``frames`` (paths under ``data_root``) that ``root`` does not hold yet.
-
-    Args:
-        segment: ``(1, 3, H, W) float32 -> (1, H, W) int64`` labels of a whole frame (DeepLab's argmax).
-        settings: what the masks depend on (recorded in the marker, compared on a resumed run).
-    Returns:
-        the number of masks written (the rest were there already: a mask is written to a temporary name and
-        renamed, so one that exists is complete).
-    """
+    """Write the mask of every frame of ``frames`` (paths under ``data_root``) that ``root`` lacks; returns how many.
+    ``segment``: ``(1, 3, H, W) float32 -> (1, H, W) int64``; ``settings``: what the masks depend on (the marker)."""
     with OwnedFolder(root, KIND, 'data.pseudo_label_root', own_files=[MARKER]):
         check_settings(root, settings)
         todo = [frame for frame in frames if not os.path.isfile(mask_path(root, frame))]
@@ -93,5 +70,5 @@ def write_masks(root, data_root, frames, segment, settings, pixel_scaling='multi
             labels = segment(image)[0]
             if int(labels.max()) > 254:
                 raise UserError(f'{frame}: {int(labels.max()) + 1} classes do not fit an 8-bit mask')
-            write_png_atomic(mask_path(root, frame), labels.to(torch.uint8).cpu().numpy())
+            write_png(mask_path(root, frame), labels.to(torch.uint8).cpu().numpy())
         return len(todo)

@@ -1,18 +1,5 @@
-"""Where the synthetic set keeps what Cityscapes lacks, and its metadata file.
-
-A synthetic root has the Cityscapes layout (``leftImg8bit_sequence/``, ``gtFine/`` with frame 19 of each
-snippet labelled in train ids and, as Cityscapes ships them, in label ids (``*_gtFine_labelIds.png``, what
-cityscapesscripts evaluates), ``list/<split>.txt``) plus::
-
-    synthetic_meta.json                                   size, frames per snippet, labelled frame, seed, ...
-    synthetic_extra/gtFine_sequence/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelTrainIds.png   every frame
-    synthetic_extra/flow/<split>/<city>/<city>_<seq>_<frame>_flow.npz     frames 1.. of each snippet
-
-A flow file of frame ``t`` holds ``flow`` (float16, ``(2, H, W)``, ``(dx, dy)`` in pixels) and ``valid`` (bool,
-``(H, W)``): the backward flow that carries frame ``t - 1`` onto frame ``t``
-(``resample2d(frame[t-1], flow) ~= frame[t]``) and False where the surface seen at a pixel of ``t`` was
-hidden or outside the image in ``t - 1``.
-"""
+"""Paths of the synthetic set, in the Cityscapes layout plus every-frame labels, flow files and a metadata file
+(docs/data.md: the layout and what a flow file holds)."""
 import json
 import os
 

@@ -1,21 +1,13 @@
-"""Joint random crop / flip / rescale of frames and their label (the same draw for every frame of a sample).
-
-All random numbers come from torch's generator, so ``torch.manual_seed`` (or the per-worker seeds a
-DataLoader derives from its generator) makes every sample reproducible.
-"""
+"""Joint random crop / flip / rescale of frames and their label (one draw, from torch's generator, per sample)."""
 import torch
 import torch.nn.functional as F
 
-from .io import IGNORE_INDEX
+from lib.dataset.io import IGNORE_INDEX
 
 
 def random_crop(frames, label, crop_size):
-    """Crop ``frames (T, 3, H, W)`` and ``label (H, W)`` (or a stack of label maps ``(K, H, W)``) at one random
-    window of ``crop_size = (h, w)``.
-
-    A frame smaller than the crop is first padded (frames with 0, label with ignore) on the bottom/right, so a
-    crop always has exactly ``crop_size``.
-    """
+    """Crop ``frames (T, 3, H, W)`` and ``label (H, W)`` (or ``(K, H, W)``) at one random window of ``crop_size``,
+    padding a smaller frame on the bottom/right (frames with 0, label with ignore) first."""
     crop_h, crop_w = crop_size
     height, width = label.shape[-2:]
     pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
@@ -25,15 +17,7 @@ def random_crop(frames, label, crop_size):
         height, width = label.shape[-2:]
     top = int(torch.randint(0, height - crop_h + 1, ()).item())
     left = int(torch.randint(0, width - crop_w + 1, ()).item())
-    return (frames[..., top:top + crop_h, left:left + crop_w],
-            label[..., top:top + crop_h, left:left + crop_w])
-
-
-def random_hflip(frames, label, p=0.5):
-    """Mirror ``frames (..., H, W)`` and ``label (..., H, W)`` together with probability ``p``."""
-    if torch.rand(()).item() < p:
-        return frames.flip(-1), label.flip(-1)
-    return frames, label
+    return (frames[..., top:top + crop_h, left:left + crop_w], label[..., top:top + crop_h, left:left + crop_w])
 
 
 def random_rescale(frames, label, scale_range):
@@ -58,16 +42,10 @@ class JointAugment:
         self.scale_range = tuple(scale_range) if scale_range is not None else (1.0, 1.0)
 
     def __call__(self, frames, label):
-        """
-        Args:
-            frames: (T, 3, H, W) float32 frames of one sample.
-            label: (H, W) int64, or (K, H, W) label maps cropped and flipped alike (no rescale then).
-        Returns:
-            (frames (T, 3, h, w), label (h, w) or (K, h, w)) with ``(h, w) = crop_size`` (or the rescaled size).
-        """
+        """(T, 3, H, W) frames and an (H, W) label, or (K, H, W) label maps (no rescale then) -> the same, cropped."""
         frames, label = random_rescale(frames, label, self.scale_range)
         if self.crop_size is not None:
             frames, label = random_crop(frames, label, self.crop_size)
-        if self.hflip:
-            frames, label = random_hflip(frames, label)
+        if self.hflip and torch.rand(()).item() < 0.5:
+            frames, label = frames.flip(-1), label.flip(-1)
         return frames.contiguous(), label.contiguous()

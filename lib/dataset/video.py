@@ -1,11 +1,6 @@
-"""Datasets over labelled video frames: training triplets, PDA clips, single images and flow pairs.
-
-Each dataset reads a list of labelled frames (:mod:`lib.dataset.frame_list`) and loads the frames it needs
-around each one.  Frames are float32 RGB ``(3, H, W)`` in [0, 1]; labels int64 ``(H, W)`` with 255 = ignore.
-Random choices (the intermediate frame of a triplet, crops, flips) use torch's RNG inside ``__getitem__``; only
-the paper's fixed triplet list (``intermediate='original'``) is drawn once, from its own seeded ``random.Random``.
-``pixel_scaling`` (``data.pixel_scaling``) is how bytes become [0, 1] (:func:`lib.dataset.io.decode_frame`).
-"""
+"""Datasets over labelled video frames (:mod:`lib.dataset.frame_list`): training triplets, PDA clips, single images
+and flow pairs.  Frames are float32 RGB ``(3, H, W)`` in [0, 1]; labels int64 ``(H, W)`` with 255 = ignore.  Random
+choices use torch's RNG inside ``__getitem__``, except the paper's fixed triplet list (its own ``random.Random``)."""
 import os
 import random
 
@@ -13,11 +8,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lib.dataset import synthetic_layout
+from lib.dataset.io import check_multiple_of_4, decode_frame, read_flow, read_frame, read_label
+from lib.dataset.pseudo_labels import mask_path
+from lib.dataset.transforms import random_crop
 from lib.utils.errors import UserError
-
-from . import synthetic_layout
-from .io import check_multiple_of_4, decode_frame, read_flow, read_frame, read_label
-from .pseudo_labels import mask_path
 
 
 class _LabelledVideo(Dataset):
@@ -29,6 +24,9 @@ class _LabelledVideo(Dataset):
         self.n_classes = n_classes
         self.augment = augment
         self.pixel_scaling = pixel_scaling
+
+    def __len__(self):
+        return len(self.frames)
 
     def _path(self, relative):
         return os.path.join(self.root, relative)
@@ -43,9 +41,6 @@ class _LabelledVideo(Dataset):
                                 f' but frame t of the clip is {size[1]}x{size[2]}')
         return torch.from_numpy(np.stack(clip))  # numpy: see decode_frame
 
-    def load_label(self, relative, size):
-        return read_label(self._path(relative), self.n_classes, size)
-
     def finish(self, frames, label, entry=None):
         if self.augment is not None:
             frames, label = self.augment(frames, label)
@@ -59,20 +54,15 @@ INTERMEDIATE_MODES = ('resample', 'original')
 
 def original_intermediates(n_lines, gaps, seed):
     """The offsets ``i`` of the paper's triplet list: ``random.seed(seed)``, then ``random.randint(1, j - 1)`` for
-    each list line and each gap ``j`` in order (line-major), once for the whole training."""
-    rng = random.Random(seed)  # the same stream as random.seed(seed) followed by the module-level random.randint
+    each list line and each gap ``j`` (line-major), once for the whole training."""
+    rng = random.Random(seed)  # the same stream as the module-level functions after random.seed(seed)
     return [rng.randint(1, gap - 1) for _ in range(n_lines) for gap in gaps]
 
 
 class TripletDataset(_LabelledVideo):
-    """Training triplets ``[t - j, t - i, t]`` with the label of ``t``.
-
-    One item per list line and gap ``j`` in ``[min_gap, max_gap]`` (line-major).  ``intermediate='resample'``
-    draws ``i ~ U{1, ..., j - 1}`` anew at every ``__getitem__`` (each epoch sees other intermediate frames);
-    ``'original'`` fixes ``i`` per item as the paper's dataset did (:func:`original_intermediates` with ``seed``).
-    With ``pseudo_label_root`` each item also carries the precomputed DeepLab masks of ``t - i`` and ``t``
-    (:mod:`lib.dataset.pseudo_labels`), cropped and flipped with the frames by the same draw.
-    """
+    """Training triplets ``[t - j, t - i, t]`` with the label of ``t``, one item per list line and gap ``j`` in
+    ``[min_gap, max_gap]`` (line-major); ``intermediate='resample'`` draws ``i ~ U{1, ..., j - 1}`` at every
+    ``__getitem__``, ``'original'`` fixes it per item as the paper's dataset did (``original_intermediates``)."""
 
     def __init__(self, root, frames, n_classes, min_gap=2, max_gap=10, augment=None, intermediate='resample',
                  seed=None, pixel_scaling='multiply', pseudo_label_root=None):
@@ -109,12 +99,9 @@ class TripletDataset(_LabelledVideo):
         """
         entry = self.frames[idx // len(self.gaps)]
         gap = self.gaps[idx % len(self.gaps)]
-        if self.intermediates is not None:
-            intermediate = self.intermediates[idx]
-        else:
-            intermediate = int(torch.randint(1, gap, ()).item())
+        intermediate = int(torch.randint(1, gap, ()).item()) if self.intermediates is None else self.intermediates[idx]
         frames = self.load_clip(entry, (-gap, -intermediate, 0))  # (3, 3, H, W)
-        label = self.load_label(entry.label, frames.shape[-2:])
+        label = read_label(self._path(entry.label), self.n_classes, frames.shape[-2:])
         if self.pseudo_label_root is None:
             return self.finish(frames, label, entry)
         masks = [self.load_pseudo_label(entry, offset, frames.shape[-2:]) for offset in (-intermediate, 0)]
@@ -130,9 +117,6 @@ class ClipDataset(_LabelledVideo):
         super().__init__(root, frames, n_classes, augment, pixel_scaling)
         self.offsets = tuple(range(1 - length, 1))
 
-    def __len__(self):
-        return len(self.frames)
-
     def __getitem__(self, idx):
         """
         Returns:
@@ -141,22 +125,12 @@ class ClipDataset(_LabelledVideo):
         """
         entry = self.frames[idx]
         frames = self.load_clip(entry, self.offsets)
-        label = self.load_label(entry.label, frames.shape[-2:])
-        return self.finish(frames, label, entry)
+        return self.finish(frames, read_label(self._path(entry.label), self.n_classes, frames.shape[-2:]), entry)
 
 
 class ImageDataset(_LabelledVideo):
-    """Single labelled frames (the key-frame network's training set).
-
-    ``items`` are ``(frame path, label path)`` pairs relative to the root: the list lines, or for the synthetic
-    set every frame of every snippet (see :func:`synthetic_image_items`).
-    """
-
-    def __init__(self, root, items, n_classes, augment=None, pixel_scaling='multiply'):
-        super().__init__(root, items, n_classes, augment, pixel_scaling)
-
-    def __len__(self):
-        return len(self.frames)
+    """Single labelled frames (the key-frame network's training set); its ``frames`` are ``(frame path, label path)``
+    pairs relative to the root (see :func:`synthetic_image_items`)."""
 
     def __getitem__(self, idx):
         """
@@ -166,36 +140,25 @@ class ImageDataset(_LabelledVideo):
         """
         image_rel, label_rel = self.frames[idx]
         image = read_frame(self._path(image_rel), self.pixel_scaling)
-        label = self.load_label(label_rel, image.shape[-2:])
-        frames, label = self.finish(image[None], label)
+        frames, label = self.finish(image[None], read_label(self._path(label_rel), self.n_classes, image.shape[-2:]))
         return frames[0], label
 
 
 class FlowPairDataset(_LabelledVideo):
-    """Consecutive synthetic frames with their ground-truth backward flow.
-
-    ``items`` are ``(labelled frame, offset)``: the pair ``(t + offset - 1, t + offset)`` of that snippet.
-    Training crops take one window of frames and flow; a horizontal flip mirrors them and negates ``dx``.
-    """
+    """Consecutive synthetic frames with their ground-truth backward flow; ``items`` are ``(labelled frame, offset)``:
+    the pair ``(t + offset - 1, t + offset)`` of that snippet."""
 
     def __init__(self, root, items, crop_size=None, hflip=False, pixel_scaling='multiply'):
         super().__init__(root, items, n_classes=None, pixel_scaling=pixel_scaling)
         self.crop_size = tuple(crop_size) if crop_size is not None else None
         self.hflip = hflip
 
-    def __len__(self):
-        return len(self.frames)
-
     def _augment(self, frames, flow):
         if self.crop_size is not None:
-            crop_h, crop_w = self.crop_size
             height, width = flow.shape[-2:]
-            if crop_h > height or crop_w > width:
+            if self.crop_size[0] > height or self.crop_size[1] > width:
                 raise UserError(f'data.crop_size: {self.crop_size} is larger than the {height}x{width} frames')
-            top = int(torch.randint(0, height - crop_h + 1, ()).item())
-            left = int(torch.randint(0, width - crop_w + 1, ()).item())
-            frames = frames[..., top:top + crop_h, left:left + crop_w]
-            flow = flow[..., top:top + crop_h, left:left + crop_w]
+            frames, flow = random_crop(frames, flow, self.crop_size)
         if self.hflip and torch.rand(()).item() < 0.5:
             frames = frames.flip(-1)
             flow = flow.flip(-1) * torch.tensor([-1.0, 1.0]).view(2, 1, 1)  # mirrored motion: dx changes sign
@@ -223,12 +186,8 @@ def snippet_offsets(meta):
 
 def synthetic_image_items(meta, frames):
     """Every frame of every listed synthetic snippet with its every-frame label."""
-    items = []
-    for entry in frames:
-        for offset in snippet_offsets(meta):
-            image = entry.frame(offset)
-            items.append((image, synthetic_layout.sequence_label_path(image)))
-    return items
+    images = [entry.frame(offset) for entry in frames for offset in snippet_offsets(meta)]
+    return [(image, synthetic_layout.sequence_label_path(image)) for image in images]
 
 
 def synthetic_flow_items(meta, frames):

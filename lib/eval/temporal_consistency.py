@@ -1,44 +1,23 @@
 """Temporal consistency (TC) of a segmented video: how much the labels of frame t-1, carried to frame t by optical
 flow, agree with the labels of frame t.
 
-Definition (Liu, Shen, Yu, Wang, "Efficient Semantic Video Segmentation with Per-frame Inference", ECCV 2020,
-their ``tool/eval_tc.py`` at github.com/irfanICMLL/ETC-Real-time-Per-frame-Semantic-video-segmentation): the flow
-warping error of Lai et al. (ECCV 2018) with mIoU in place of the squared error.  Their code, on 108 sampled
-Cityscapes val snippets of 30 frames, for each consecutive pair (t, t+1): FlowNet2(frame t, frame t+1) gives a
-flow on t's grid, the labels of t+1 are warped onto t with FlowNet2's Resample2d (a BILINEAR interpolation of the
-class ids as floats, border-clamped, then truncated to uint8), and intersection and union per class with the
-labels of t are SUMMED over all pairs of all snippets; TC = mean over all 19 classes of sum(I) / sum(U) (one
-confusion matrix for the whole set, not a mean of per-pair mIoUs; a class absent everywhere counts as IoU 0).  No
-pixel is excluded except those whose warped label is 255; the occlusion mask is commented out.
-
-What this module computes (the same quantity, made exact where ground-truth motion is known):
+Definition (Liu et al., "Efficient Semantic Video Segmentation with Per-frame Inference", ECCV 2020, their
+``tool/eval_tc.py``): the flow warping error of Lai et al. (ECCV 2018) with mIoU for the squared error, over ONE
+confusion matrix summed over every pair of every snippet.  Here:
 
     counted(p) = carried(p) and valid(p) and cur[p] != 255 and prev[src(p)] != 255
     src(p)     = (floor(x + dx + 1/2), floor(y + dy + 1/2))        NEAREST pixel, so class ids never mix
     carried(p) = src(p) lies inside the frame (a source outside it is not clamped to the border)
-    TC         = mIoU of ONE confusion matrix of (cur[p], prev[src(p)]) over the counted pixels of every pair,
-                 averaged over the classes present in it (lib.utils.metrics.ConfusionMatrix.miou)
+    TC         = mIoU of the matrix of (cur[p], prev[src(p)]) over the counted pixels, classes present only
     agreement  = fraction of counted pixels with cur[p] == prev[src(p)] (the matrix's pixel accuracy)
 
-Differences from the ETC code: nearest instead of bilinear warping of class ids (their warp invents the classes
-between a and b at every boundary of classes a and b); sources outside the frame and pixels marked not
-``valid`` (occluded in t-1, where a ground-truth mask is known) are excluded instead of counted; the previous
-frame is warped onto the current one (backward flow, this project's convention) where they warp the next frame
-onto the current one; classes absent from both maps are left out of the mean instead of counted as 0.
+Unlike the ETC code: nearest, not bilinear, warping of class ids (bilinear invents classes at every boundary);
+sources outside the frame and pixels not ``valid`` (occluded in t-1) are excluded; backward flow, ``cur[y, x] ~
+prev[y + dy, x + dx]``; classes absent from both maps are left out of the mean, not counted as 0.
 
-Flow convention of the project (lib/ops/resample2d.py): a BACKWARD flow (dx, dy) on the current frame's grid,
-``cur[y, x] ~ prev[y + dy, x + dx]``.  The synthetic set's flow file of frame t is exactly that flow for the pair
-(t-1, t), with its validity mask (:func:`read_clip_motion`).
-
-Ceiling: the synthetic set's ground-truth labels with its ground-truth flow and mask do not reach TC = 1 exactly
-(64x128, ``medium``, seed 0, 9 pairs: TC 0.9928, agreement 0.9957, 249 of 57504 pixels differ; the same with the
-flow before its float16 storage).  ``valid`` says that the source shows the same surface, not the same label: the
-ground is road and sidewalk, a facade row building and hedge, and the flow points between pixel centres.  Every
-differing pixel has a source whose 4 neighbouring pixels (the bilinear footprint) carry mixed labels, its own
-among them, and the two labels are one of those same-surface pairs; leaving such sources out gives TC = 1
-(tests/test_temporal_consistency.py ``test_ground_truth_ceiling``).
-
-Where no ground-truth motion exists, :func:`dis_flow` estimates it independently of the model under test.
+The synthetic ground truth under its own flow stays just below TC = 1 (``valid``: the same surface, not the same
+label).  :func:`dis_flow` (OpenCV DIS) is independent of the model under test (its own FlowNetS would make propagated
+labels consistent by construction) but has no occlusion mask: compare rows under the same flow only.
 """
 import os
 
@@ -51,61 +30,52 @@ from lib.dataset import synthetic_layout as layout
 from lib.utils.metrics import IGNORE_INDEX, ConfusionMatrix
 
 
-def warp_labels_nearest(labels, flow):
-    """Carry a label map to the next frame by backward flow, reading the nearest source pixel.
+class NearestSources:
+    """The pixel of frame t-1 that each pixel of frame t reads its label from, nearest to the source position of the
+    backward ``flow`` (N, 2, H, W) (halves rounded up); computed once per clip, applied to every row of labels.
+    ``valid``: optional (N, H, W) bool, False where the point seen in t was not visible in t-1.  Attributes:
+    ``index`` (N, H * W) int64 ``round(y + dy) * W + round(x + dx)``; ``carried`` (N, H, W) bool, False where the
+    source is outside the frame, the flow not finite or not ``valid``."""
 
-    Args:
-        labels: (N, H, W) integer labels of the previous frame.
-        flow: (N, 2, H, W) backward flow (dx, dy) in pixels on the current frame's grid.
-    Returns:
-        warped: (N, H, W) int64, ``labels[n, round(y + dy), round(x + dx)]`` with halves rounded up, and
-            ``IGNORE_INDEX`` where nothing is carried.
-        carried: (N, H, W) bool, False where the source pixel is outside the frame (or the flow is not finite).
-    """
-    if labels.dim() != 3 or flow.dim() != 4 or flow.shape[1] != 2 or flow.shape[2:] != labels.shape[1:] or \
-            flow.shape[0] != labels.shape[0]:
-        raise ValueError(f'warp_labels_nearest: expected labels (N, H, W) and flow (N, 2, H, W), got '
-                         f'{tuple(labels.shape)} and {tuple(flow.shape)}')
-    n, h, w = labels.shape
-    # float64 positions: x + dx is then exact for any float32 flow, so the rounding is the one a reader expects.
-    flow = flow.to(device=labels.device, dtype=torch.float64)
-    xs = torch.arange(w, device=labels.device, dtype=torch.float64).view(1, 1, w)
-    ys = torch.arange(h, device=labels.device, dtype=torch.float64).view(1, h, 1)
-    x, y = xs + flow[:, 0], ys + flow[:, 1]
-    finite = torch.isfinite(x) & torch.isfinite(y)
-    col = torch.floor(torch.where(finite, x, -1.0) + 0.5)
-    row = torch.floor(torch.where(finite, y, -1.0) + 0.5)
-    carried = finite & (col >= 0) & (col <= w - 1) & (row >= 0) & (row <= h - 1)
-    col = col.clamp(0, w - 1).long()
-    row = row.clamp(0, h - 1).long()
-    batch = torch.arange(n, device=labels.device).view(n, 1, 1)
-    warped = labels.long()[batch, row, col]
-    warped = torch.where(carried, warped, torch.full_like(warped, IGNORE_INDEX))
-    return warped, carried
+    def __init__(self, flow, valid=None):
+        if flow.dim() != 4 or flow.shape[1] != 2 or (valid is not None and valid.shape != flow[:, 0].shape):
+            raise ValueError(f'NearestSources: expected flow (N, 2, H, W) and valid (N, H, W), got '
+                             f'{tuple(flow.shape)} and {None if valid is None else tuple(valid.shape)}')
+        n, _, h, w = flow.shape
+        # float64 positions: x + dx is then exact for any float32 flow, so the rounding is the one a reader expects.
+        flow = flow.double()
+        x = torch.arange(w, device=flow.device, dtype=torch.float64).view(1, 1, w) + flow[:, 0]
+        y = torch.arange(h, device=flow.device, dtype=torch.float64).view(1, h, 1) + flow[:, 1]
+        finite = torch.isfinite(x) & torch.isfinite(y)
+        col = torch.floor(torch.where(finite, x, -1.0) + 0.5)
+        row = torch.floor(torch.where(finite, y, -1.0) + 0.5)
+        self.carried = finite & (col >= 0) & (col <= w - 1) & (row >= 0) & (row <= h - 1)
+        if valid is not None:
+            self.carried &= valid.to(device=flow.device, dtype=torch.bool)
+        self.index = (row.clamp(0, h - 1).long() * w + col.clamp(0, w - 1).long()).view(n, h * w)
+
+    def warp(self, labels):
+        """(N, H, W) integer labels of frame t-1 -> (N, H, W) int64 carried to t, ``IGNORE_INDEX`` where not carried."""
+        if labels.shape != self.carried.shape:
+            raise ValueError(f'NearestSources.warp: expected labels {tuple(self.carried.shape)}, got '
+                             f'{tuple(labels.shape)}')
+        warped = labels.long().view(len(labels), -1).gather(1, self.index).view_as(labels)
+        return torch.where(self.carried, warped, IGNORE_INDEX)
 
 
 class TemporalConsistency:
-    """Accumulates TC and label agreement over consecutive frame pairs (see the module docstring).
+    """Accumulates TC and label agreement over consecutive frame pairs (see the module docstring): :meth:`update`
+    with every pair of every clip (one per batch element), then :meth:`result`; ``matrix[cur, warped prev]``."""
 
-    ``update`` takes one pair per batch element; call it for every consecutive pair of every clip, then
-    ``result()``.  The confusion matrix ``matrix[cur, warped prev]`` lives on the device of ``device``.
-    """
-
-    def __init__(self, n_classes, ignore_index=IGNORE_INDEX, device=None):
-        self.confusion = ConfusionMatrix(n_classes, ignore_index, device)
-        self.ignore_index = ignore_index
+    def __init__(self, n_classes, device=None):
+        self.confusion = ConfusionMatrix(n_classes, device=device)
         self.pairs = 0
         self.not_carried = 0  # labelled pixels of the current frames that the flow cannot carry
 
     def update(self, labels_prev, labels_cur, flow, valid=None):
-        """Add pairs (t-1, t).
-
-        Args:
-            labels_prev: (N, H, W) or (H, W) integer labels of frame t-1 (255 = ignore).
-            labels_cur: same shape, labels of frame t.
-            flow: (N, 2, H, W) or (2, H, W) backward flow, ``cur[y, x] ~ prev[y + dy, x + dx]``.
-            valid: optional (N, H, W) or (H, W) bool, False where the point seen in t was not visible in t-1.
-        """
+        """Add pairs (t-1, t): ``labels_prev``, ``labels_cur`` (N, H, W) or (H, W) integer labels (255 = ignore);
+        ``flow`` (N, 2, H, W) or (2, H, W) backward flow, ``cur[y, x] ~ prev[y + dy, x + dx]``, or the
+        :class:`NearestSources` of a flow and its ``valid``; ``valid`` optional (N, H, W) or (H, W) bool."""
         device = self.confusion.device
         labels_prev, labels_cur = labels_prev.to(device), labels_cur.to(device)
         if labels_cur.dim() == 2:
@@ -114,15 +84,19 @@ class TemporalConsistency:
         if labels_prev.shape != labels_cur.shape:
             raise ValueError(f'TemporalConsistency.update: labels_prev {tuple(labels_prev.shape)} and labels_cur '
                              f'{tuple(labels_cur.shape)} differ')
-        warped, carried = warp_labels_nearest(labels_prev, flow.to(device))
-        if valid is not None:
-            if valid.shape != labels_cur.shape:
-                raise ValueError(f'TemporalConsistency.update: valid is {tuple(valid.shape)}, expected '
-                                 f'{tuple(labels_cur.shape)}')
-            carried = carried & valid.to(device=device, dtype=torch.bool)
-        labelled = labels_cur != self.ignore_index
-        counted = labelled & carried & (warped != self.ignore_index)
-        self.confusion.update(warped[counted], labels_cur[counted])
+        n = self.confusion.n_classes
+        for labels in (labels_prev, labels_cur):
+            if labels.numel() and (labels.min() < 0 or labels.max() >= n) and bool(
+                    ((labels < 0) | (labels >= n) & (labels != IGNORE_INDEX)).any()):
+                raise ValueError(f'TemporalConsistency.update: labels must be in [0, {n}) or {IGNORE_INDEX}')
+        sources = flow if isinstance(flow, NearestSources) else NearestSources(flow.to(device), valid)
+        warped, carried = sources.warp(labels_prev), sources.carried
+        labelled = labels_cur != IGNORE_INDEX
+        counted = labelled & carried & (warped != IGNORE_INDEX)
+        # matrix[cur, warped prev] by one bincount over every pixel, those not counted in an extra bin n * n: no
+        # boolean indexing, which costs more than the rest together (every row of every clip comes through here).
+        pair = torch.where(counted, labels_cur.long() * n + warped, n * n)
+        self.confusion.matrix += torch.bincount(pair.view(-1), minlength=n * n + 1)[:n * n].view(n, n)
         self.pairs += labels_cur.shape[0]
         self.not_carried += int((labelled & ~carried).sum())
         return self
@@ -136,45 +110,55 @@ class TemporalConsistency:
                 'counted': int(self.confusion.matrix.sum()), 'not_carried': self.not_carried}
 
 
-def read_clip_motion(root, split, city, seq, frames, n_classes):
-    """Ground-truth labels and motion of consecutive frames of a synthetic snippet, in :class:`TemporalConsistency`'s
-    convention.
-
-    Args:
-        root: a synthetic set (lib.dataset.synthetic).
-        split, city, seq: the snippet (``<city>_<seq:06d>_<frame:06d>``).
-        frames: consecutive frame numbers, e.g. ``range(10, 20)``.
-        n_classes: classes of the set (the label check).
-    Returns:
-        labels: (T, H, W) int64; flow: (T-1, 2, H, W) float32 and valid: (T-1, H, W) bool, where pair i carries
-        frame ``frames[i]`` onto ``frames[i + 1]`` (the flow file of frame ``frames[i + 1]``).
-    """
-    frames = list(frames)
-    if len(frames) < 2 or any(b != a + 1 for a, b in zip(frames, frames[1:])) or frames[0] < 0:
-        raise ValueError(f'read_clip_motion: frames must be at least 2 consecutive frame numbers, got {frames}')
-    rels = [layout.frame_path(split, city, seq, frame) for frame in frames]
+def read_clip_motion(root, relatives, n_classes):
+    """Ground-truth ``labels`` (T, H, W) int64, ``flow`` (T-1, 2, H, W) float32 and ``valid`` (T-1, H, W) bool of
+    consecutive frames ``relatives`` (paths relative to the synthetic set ``root``, first frame first), in
+    :class:`TemporalConsistency`'s convention: pair i carries frame i onto frame i + 1 (the later frame's flow file)."""
+    if len(relatives) < 2:
+        raise ValueError(f'read_clip_motion: expected at least 2 consecutive frames, got {list(relatives)}')
     labels = torch.stack([io.read_label(os.path.join(root, layout.sequence_label_path(rel)), n_classes)
-                          for rel in rels])
-    motion = [io.read_flow(os.path.join(root, layout.flow_path(rel)), labels.shape[1:]) for rel in rels[1:]]
+                          for rel in relatives])
+    motion = [io.read_flow(os.path.join(root, layout.flow_path(rel)), labels.shape[1:]) for rel in relatives[1:]]
     return labels, torch.stack([f for f, _ in motion]), torch.stack([v for _, v in motion])
 
 
-def dis_flow(prev_rgb, cur_rgb, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM):
-    """Optical flow estimated independently of the segmentation model: OpenCV's DIS (Kroeger et al., ECCV 2016).
+# What the flows of :class:`ConsistencyByFlow` are, as reports state it.
+FLOWS = {'ground_truth': "the synthetic set's own flow, its occlusion mask excluding what t-1 did not show",
+         'dis': 'OpenCV DIS (preset MEDIUM) on the frames: an estimate independent of the model, every carried '
+                'pixel counted'}
 
-    Args:
-        prev_rgb, cur_rgb: (3, H, W) float RGB frames in [0, 1] (as lib.dataset.read_frame gives them).
-        preset: a ``cv2.DISOPTICAL_FLOW_PRESET_*``; MEDIUM (patch 8, stride 3, finest scale 1, variational
-            refinement) by default.
-    Returns:
-        (2, H, W) float32 CPU tensor: backward flow (dx, dy), ``cur[y, x] ~ prev[y + dy, x + dx]``.
-    """
+
+class ConsistencyByFlow(dict):
+    """TC of one row of labels under several flows, ``{flow name: TemporalConsistency}``, filled clip by clip."""
+
+    def __init__(self, n_classes):
+        super().__init__()
+        self.n_classes = n_classes
+
+    def add_clip(self, labels, motion):
+        """Every consecutive pair of one clip: ``labels`` (T, H, W) integer labels of its frames, ``motion``
+        ``{flow name: NearestSources}`` of its T-1 pairs, pair i = frames (i, i+1)."""
+        for name, sources in motion.items():
+            if name not in self:
+                self[name] = TemporalConsistency(self.n_classes, device=labels.device)
+            self[name].update(labels[:-1], labels[1:], sources)
+        return self
+
+    def summary(self):
+        """``{flow name: {tc, agreement, pairs, counted}}`` (None where nothing was counted), for a JSON report."""
+        return {name: {key: None if value != value else value for key, value in tc.result().items() if key in
+                       ('tc', 'agreement', 'pairs', 'counted')} for name, tc in self.items()}
+
+
+def dis_flow(prev_rgb, cur_rgb):
+    """(3, H, W) float RGB frames in [0, 1] -> (2, H, W) float32 CPU backward flow (dx, dy), ``cur[y, x] ~
+    prev[y + dy, x + dx]``, estimated independently of the segmentation model: OpenCV's DIS, preset MEDIUM."""
     if prev_rgb.dim() != 3 or prev_rgb.shape[0] != 3 or prev_rgb.shape != cur_rgb.shape:
         raise ValueError(f'dis_flow: expected two (3, H, W) frames, got {tuple(prev_rgb.shape)} and '
                          f'{tuple(cur_rgb.shape)}')
     prev_gray, cur_gray = _gray_uint8(prev_rgb), _gray_uint8(cur_rgb)
     # DIS computes I0(p) ~ I1(p + flow(p)) on I0's grid: the current frame as I0 gives the backward flow.
-    flow = cv2.DISOpticalFlow_create(preset).calc(cur_gray, prev_gray, None)  # (H, W, 2)
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(cur_gray, prev_gray, None)  # (H, W, 2)
     return torch.from_numpy(flow).permute(2, 0, 1).contiguous()
 
 

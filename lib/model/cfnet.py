@@ -1,22 +1,15 @@
-"""CFNet: a light encoder/decoder giving correction logits for the current frame at 1/4 resolution.
-
-Where DMNet says the propagated logits are distorted, DAVSS replaces them by these logits.
-"""
+"""CFNet: correction logits for the current frame at 1/4 resolution, used where DMNet finds distortion."""
 from functools import partial
 
 import torch
 import torch.nn as nn
 
-from .layers import StridedEncoder, check_multiple_of_4, crop_to, deconv_leaky, scale_width
+from lib.model.layers import StridedEncoder, check_multiple_of_4, crop_to, deconv_leaky, scale_width
 
 
 class CFNet(StridedEncoder):
-    """FlowNetS-shaped encoder (with BatchNorm, widths 32-64-128-256-512) and a decoder back to 1/4 resolution.
-
-    Args:
-        n_classes: number of output classes.
-        width_mult: multiplies every channel count (1.0 = the published network).
-    """
+    """FlowNetS-shaped encoder (with BatchNorm, widths 32-64-128-256-512) and a decoder back to 1/4 resolution
+    (``width_mult`` multiplies every channel count; 1.0 = the published network)."""
 
     def __init__(self, n_classes, width_mult=1.0):
         super().__init__()

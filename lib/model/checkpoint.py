@@ -1,15 +1,8 @@
-"""Reading checkpoints: the one place a weight file is opened, checked and loaded into the networks.
+"""Reading checkpoints: the one place a weight file is opened (``torch.load(weights_only=True)``), checked and loaded.
 
-Every file is read with ``torch.load(weights_only=True)``: a checkpoint is data, never code.  The files of the
-project and of the original code (docs/models.md) hold state dicts in the SCNet key layout (``deeplab.*``,
-``flownet.*``, ``dmnet.*``, ``cfnet.*``), possibly under a ``model`` / ``state_dict`` entry (a training
-checkpoint) and with the ``module.`` / ``_orig_mod.`` prefixes of DistributedDataParallel and torch.compile:
-
-- a whole SCNet: the correction stage's output, ``spatial_correction_<dataset>`` (:func:`load_scnet`);
-- ``pretrained_<dataset>``: DeepLab and FlowNetS (:data:`PRETRAINED`), the ``init.pretrained`` of both stages;
-- the DMNet stage's output: bare DMNet keys in the published ``dmnet_<dataset>``, the SCNet layout in ours;
-- one stage's network (segmentation, flow): its sub-network in the SCNet layout, the ``init.<name>`` of the next.
-"""
+Files hold state dicts in the SCNet key layout (``deeplab.*``, ``flownet.*``, ``dmnet.*``, ``cfnet.*``; the published
+``dmnet_<dataset>``: bare DMNet keys), possibly under a ``model`` / ``state_dict`` entry and with the ``module.`` /
+``_orig_mod.`` prefixes of DistributedDataParallel and torch.compile (docs/models.md lists the files)."""
 import os
 import re
 from collections import Counter
@@ -17,9 +10,8 @@ from typing import List, NamedTuple, Tuple
 
 import torch
 
+from lib.model.scnet import build_scnet
 from lib.utils.errors import UserError
-
-from .scnet import build_scnet
 
 WRAPPER_PREFIXES = ('module.', '_orig_mod.')  # DistributedDataParallel / DataParallel, torch.compile
 NESTED_STATE_KEYS = ('model', 'state_dict')  # where training scripts keep the weights next to the optimiser etc.
@@ -73,12 +65,7 @@ def state_dict_of(obj):
 
 def strip_wrapper_prefixes(state_dict):
     """Drop leading ``module.`` / ``_orig_mod.`` from every key (files saved from DDP or torch.compile)."""
-    stripped = {}
-    for key, value in state_dict.items():
-        while key.startswith(WRAPPER_PREFIXES):
-            key = key.split('.', 1)[1]
-        stripped[key] = value
-    return stripped
+    return {re.sub(r'^(module\.|_orig_mod\.)+', '', key): value for key, value in state_dict.items()}
 
 
 def non_finite(state_dict):
@@ -102,43 +89,29 @@ def load_state_dict(path, what=None):
 
 class LoadReport(NamedTuple):
     """How a state dict fits a module, by name and shape."""
-    target: str  # the module compared: 'model' or a sub-network's name
-    loaded: List[str]  # keys of the target found with the right shape
-    missing: List[str]  # keys of the target absent from the file
-    unexpected: List[str]  # keys of the file absent from the target
-    mismatched: List[Tuple[str, tuple, tuple]]  # (key, shape in file, shape in target)
+    loaded: List[str]  # keys of the module found with the right shape
+    missing: List[str]  # keys of the module absent from the file
+    unexpected: List[str]  # keys of the file absent from the module
+    mismatched: List[Tuple[str, tuple, tuple]]  # (key, shape in file, shape in module)
 
     def fits(self):
         return not (self.missing or self.unexpected or self.mismatched)
 
     def problems(self, shown=5):
         """What does not fit, in one line: the missing, unexpected and differently shaped keys (first ``shown``)."""
-        def listed(keys):
-            return ', '.join(keys[:shown]) + (', ...' if len(keys) > shown else '')
-        parts = []
-        if self.missing:
-            parts.append(f'{len(self.missing)} missing ({listed(self.missing)})')
-        if self.unexpected:
-            parts.append(f'{len(self.unexpected)} unexpected ({listed(self.unexpected)})')
-        if self.mismatched:
-            shapes = [f'{k}: file {list(a)} vs model {list(b)}' for k, a, b in self.mismatched]
-            parts.append(f'{len(self.mismatched)} with another shape ({listed(shapes)})')
-        return '; '.join(parts)
+        shapes = [f'{k}: file {list(a)} vs model {list(b)}' for k, a, b in self.mismatched]
+        parts = ((self.missing, 'missing'), (self.unexpected, 'unexpected'), (shapes, 'with another shape'))
+        return '; '.join(f'{len(keys)} {what} ({", ".join(keys[:shown])}{", ..." if len(keys) > shown else ""})'
+                         for keys, what in parts if keys)
 
 
-def compare(module, state_dict, target='model'):
+def compare(module, state_dict):
     """A :class:`LoadReport` of how ``state_dict`` fits ``module`` (by name and shape), loading nothing."""
-    expected = module.state_dict()
-    loaded, missing, mismatched = [], [], []
-    for key, tensor in expected.items():
-        if key not in state_dict:
-            missing.append(key)
-        elif tuple(state_dict[key].shape) != tuple(tensor.shape):
-            mismatched.append((key, tuple(state_dict[key].shape), tuple(tensor.shape)))
-        else:
-            loaded.append(key)
-    unexpected = [key for key in state_dict if key not in expected]
-    return LoadReport(target, loaded, missing, unexpected, mismatched)
+    expected = {key: tuple(tensor.shape) for key, tensor in module.state_dict().items()}
+    found = {key: tuple(tensor.shape) for key, tensor in state_dict.items()}
+    return LoadReport([key for key, shape in expected.items() if found.get(key) == shape],
+                      [key for key in expected if key not in found], [key for key in found if key not in expected],
+                      [(key, found[key], shape) for key, shape in expected.items() if found.get(key, shape) != shape])
 
 
 def submodule_weights(state, name):
@@ -151,20 +124,13 @@ def submodule_weights(state, name):
 
 def is_dmnet_only(net, state_dict):
     """The published stage-1 file: every key is a DMNet key (``conv1.0.depthwise.weight``), none a key of ``net``."""
-    dmnet = getattr(net, 'dmnet', None)
-    if dmnet is None:
-        return False
-    dmnet_keys, net_keys = set(dmnet.state_dict()), set(net.state_dict())
+    dmnet_keys, net_keys = set(net.dmnet.state_dict()), set(net.state_dict())
     return all(k in dmnet_keys and k not in net_keys for k in state_dict)
 
 
 def load_scnet(model_cfg, path, device='cpu'):
-    """The ``SCNet`` of ``model_cfg`` (a config's ``model:`` section) with the weights of the whole-SCNet file
-    ``path``, in eval mode on ``device``: the network every tool and API evaluates.
-
-    The file is checked against the config before anything is loaded: a checkpoint of another dataset (class
-    count), another stage (a DMNet-only, DMNet-stage or pretrained file) or other widths is refused in one line.
-    """
+    """The ``SCNet`` of ``model_cfg`` with the weights of the whole-SCNet file ``path``, in eval mode on ``device``;
+    a file of another dataset, stage or widths is refused in one line before anything is loaded."""
     model = build_scnet(model_cfg, stage='correction')
     state = load_state_dict(path)
     report = compare(model, state)
@@ -182,36 +148,28 @@ def load_scnet(model_cfg, path, device='cpu'):
     return model.to(device).eval()
 
 
-def _load_part(module, name, weights, path, what):
-    part = submodule_weights(weights, name)
-    report = compare(module, part, name)
+def load_part(module, name, path, what, weights=None):
+    """Load ``module`` strictly from the weights of sub-network ``name`` in ``path`` (``name.*`` keys of the
+    SCNet layout, or the file's bare keys); ``weights``: the file's state dict when already read."""
+    part = submodule_weights(load_state_dict(path, what) if weights is None else weights, name)
+    report = compare(module, part)
     if not report.fits():
         raise UserError(f'{what}: {path} does not fit {name} ({type(module).__name__}) of this config: '
                         f'{report.problems()}')
     module.load_state_dict(part, strict=True)
 
 
-def load_part(module, name, path, what):
-    """Load ``module`` strictly from the weights of sub-network ``name`` in ``path`` (``name.*`` keys of the
-    SCNet layout, or the file's bare keys)."""
-    _load_part(module, name, load_state_dict(path, what), path, what)
-
-
 def load_pretrained(net, path, what, required=PRETRAINED):
     """Load a file in the SCNet layout (a published ``pretrained_<dataset>.pth``) into the sub-networks of ``net``
-    it covers; returns their names.
-
-    As the paper's non-strict load, sub-networks the file does not hold are left alone and sub-networks ``net``
-    does not have are skipped; unlike it, every sub-network that is loaded must fit completely and every name in
-    ``required`` must be present.
-    """
+    it covers; returns their names.  Non-strict across sub-networks as the paper's load, but each one loaded must fit
+    completely and every name in ``required`` must be present."""
     weights = load_state_dict(path, what)
     present = Counter(key.split('.', 1)[0] for key in weights)
-    loaded = [name for name in SUB_NETWORKS if name in present and hasattr(net, name)]
+    loaded = [name for name in SUB_NETWORKS if name in present and getattr(net, name, None) is not None]
     absent = [name for name in required if name not in loaded]
     if absent:
         raise UserError(f'{what}: {path} holds no weights for {", ".join(absent)} '
                         f'(top-level names in the file: {", ".join(sorted(present)) or "none"})')
     for name in loaded:
-        _load_part(getattr(net, name), name, weights, path, what)
+        load_part(getattr(net, name), name, path, what, weights)
     return loaded

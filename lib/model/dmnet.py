@@ -3,21 +3,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import SeparableConv2d, batch_norm
+from lib.model.layers import SeparableConv2d
 
 
 def embedding_stage(in_channels, out_channels):
     """``Sequential(separable conv (with biases), BN, ReLU)``; the indices are checkpoint keys."""
     return nn.Sequential(SeparableConv2d(in_channels, out_channels, 3, padding=1, bias=True),
-                         batch_norm(out_channels), nn.ReLU(inplace=True))
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 class DMNet(nn.Module):
-    """A tiny siamese network: both images are embedded by the same layers and compared pixel by pixel.
-
-    The distortion is ``(1 - cos(e1, e2)) / 2`` of the 16-channel embeddings, clamped to [0, 1]: 0 where the warped
-    key image looks like the current frame, 1 where it is opposite.
-    """
+    """A tiny siamese network: the distortion is ``(1 - cos(e1, e2)) / 2`` of both images' 16-channel embeddings by
+    the same layers, clamped to [0, 1]."""
 
     def __init__(self):
         super().__init__()
@@ -28,7 +25,7 @@ class DMNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        # DMNet is trained from scratch in stage 1; Xavier-normal weights and zero biases as in the paper's code.
+        # Trained from scratch in stage 1: Xavier-normal weights and zero biases as in the paper's code.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_normal_(m.weight)
@@ -47,5 +44,4 @@ class DMNet(nn.Module):
             (N, 1, h, w) distortion map in [0, 1].
         """
         similarity = F.cosine_similarity(self.embed(warped_key), self.embed(current), dim=1)  # (N, h, w)
-        distortion = torch.clamp(-similarity * 0.5 + 0.5, 0.0, 1.0)
-        return distortion.unsqueeze(1)
+        return torch.clamp(-similarity * 0.5 + 0.5, 0.0, 1.0).unsqueeze(1)

@@ -4,7 +4,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from .layers import StridedEncoder, check_multiple_of_4, crop_to, deconv_leaky, scale_width
+from lib.model.layers import StridedEncoder, check_multiple_of_4, crop_to, deconv_leaky, scale_width
 
 # The published weights predict flow divided by this factor (a FlowNet training convention).
 FLOW_SCALE = 5.0
@@ -19,11 +19,8 @@ def flow_upsampler():
 
 
 class FlowNetS(StridedEncoder):
-    """FlowNetS encoder/decoder with coarse-to-fine flow predictions, the finest at 1/4 resolution.
-
-    Args:
-        width_mult: multiplies every channel count (1.0 = the published network).
-    """
+    """FlowNetS encoder/decoder with coarse-to-fine flow predictions, the finest at 1/4 resolution (``width_mult``
+    multiplies every channel count; 1.0 = the published network)."""
 
     def __init__(self, width_mult=1.0):
         super().__init__()

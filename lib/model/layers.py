@@ -1,8 +1,4 @@
-"""Building blocks shared by the DAVSS networks.
-
-Attribute names inside these blocks (``depthwise``, ``depthwise_bn``, ``pointwise``, ``conv``, ``bn`` ...) are the
-names of the published checkpoints; renaming one breaks loading the released weights.
-"""
+"""Building blocks shared by the DAVSS networks; their attribute names are the published checkpoints' keys."""
 import torch.nn as nn
 
 
@@ -18,31 +14,11 @@ def check_multiple_of_4(x, who):
         raise ValueError(f'{who}: frame size {h}x{w} (HxW) is not a multiple of 4')
 
 
-def batch_norm(channels, eps=1e-5, momentum=0.1):
-    return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
-
-
 def crop_to(x, reference):
-    """Crop a stride-2 transposed-convolution output to the spatial size of the encoder map it is fused with.
-
-    A ``ConvTranspose2d(k=4, s=2, p=0)`` maps size ``s`` to ``2s + 2``; dropping the first row/column and keeping
-    ``reference``'s size removes one pixel at the start and one (even target) or two (odd target) at the end.
-    """
+    """Crop a ``ConvTranspose2d(k=4, s=2, p=0)`` output (size ``2s + 2``) to the encoder map it is fused with: drop
+    the first row/column, keep ``reference``'s size."""
     h, w = reference.shape[-2:]
     return x[:, :, 1:1 + h, 1:1 + w]
-
-
-class ConvBNReLU(nn.Module):
-    """``conv -> bn -> relu`` (the non-separable 1x1 ASPP branch)."""
-
-    def __init__(self, in_channels, out_channels, kernel_size=1, padding=0, dilation=1, eps=1e-5, momentum=0.1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
-        self.bn = batch_norm(out_channels, eps, momentum)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        return self.relu(self.bn(self.conv(x)))
 
 
 class SeparableConv2d(nn.Module):
@@ -53,10 +29,10 @@ class SeparableConv2d(nn.Module):
         super().__init__()
         self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, padding=padding, dilation=dilation,
                                    groups=in_channels, bias=bias)
-        self.depthwise_bn = batch_norm(in_channels, eps, momentum)
+        self.depthwise_bn = nn.BatchNorm2d(in_channels, eps, momentum)
         self.depthwise_relu = nn.ReLU(inplace=True)
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
-        self.pointwise_bn = batch_norm(out_channels, eps, momentum)
+        self.pointwise_bn = nn.BatchNorm2d(out_channels, eps, momentum)
         self.pointwise_relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
@@ -65,14 +41,11 @@ class SeparableConv2d(nn.Module):
 
 
 def conv_leaky(in_channels, out_channels, kernel_size, stride, batch_normalized):
-    """FlowNet-style encoder layer: ``Sequential(conv, [bn,] LeakyReLU(0.1))`` with 'same' padding.
-
-    Without BN the convolution has a bias (FlowNetS); with BN it has none (CFNet). The index of each layer in
-    the Sequential is part of the checkpoint key (``conv1.0.weight``, ``conv1.1.running_mean``).
-    """
+    """FlowNet-style encoder layer: ``Sequential(conv, [bn,] LeakyReLU(0.1))``, 'same' padding; the conv has a bias
+    only without BN (FlowNetS, not CFNet)."""
     conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2,
                      bias=not batch_normalized)
-    layers = [conv, batch_norm(out_channels)] if batch_normalized else [conv]
+    layers = [conv, nn.BatchNorm2d(out_channels)] if batch_normalized else [conv]
     return nn.Sequential(*layers, nn.LeakyReLU(0.1, inplace=True))
 
 
@@ -83,12 +56,8 @@ def deconv_leaky(in_channels, out_channels):
 
 
 class StridedEncoder(nn.Module):
-    """The encoder FlowNetS and CFNet share: ``conv1``, ``conv2`` (stride 2 each, down to 1/4), then three more
-    stride-2 stages ``conv3`` .. ``conv6``, each followed by a stride-1 ``conv<k>_1``.
-
-    Subclasses call :meth:`build_encoder` first in ``__init__`` (the registration order is the checkpoint's key
-    order) and :meth:`encode` in ``forward``.
-    """
+    """The encoder of FlowNetS and CFNet: stride-2 ``conv1`` .. ``conv6``, each from ``conv3`` on followed by a
+    stride-1 ``conv<k>_1``; subclasses call :meth:`build_encoder` first in ``__init__`` (the checkpoint key order)."""
 
     def build_encoder(self, in_channels, widths, first_kernels, batch_normalized):
         """``widths``: the 6 stage widths; ``first_kernels``: kernel sizes of conv1, conv2, conv3 (the rest are 3)."""

@@ -7,23 +7,21 @@ Inference is a short protocol shared by evaluation, video inference and benchmar
         state = net.propagate(state, net.estimate_flow(cur, prev))
     out = net.correct(state, cur)                             # out['merged']: the corrected logits
 
-Training forwards (``SCNet.forward``, ``SCNetDMNet.forward``) reuse exactly these steps and return the losses the
-paper's code optimises, as a dict by name (``{'loss_semantic': ..., 'loss_cfnet': ...}``).
-"""
+The training forwards reuse exactly these steps and return the paper's losses as a dict by name."""
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..utils.metrics import IGNORE_INDEX
-from .cfnet import CFNet
-from .deeplabv3plus import DeepLabV3Plus
-from .dmnet import DMNet
-from .flownet import FlowNetS
-from .layers import check_multiple_of_4
-from .original_init import draw_as_original
-from .warp import Warp
+from lib.model.cfnet import CFNet
+from lib.model.deeplabv3plus import DeepLabV3Plus
+from lib.model.dmnet import DMNet
+from lib.model.flownet import FlowNetS
+from lib.model.layers import check_multiple_of_4
+from lib.model.original_init import draw_as_original
+from lib.ops import resample2d
+from lib.utils.metrics import IGNORE_INDEX
 
 INIT_MODES = ('default', 'original')
 
@@ -34,27 +32,23 @@ class PropagationState(NamedTuple):
     image: torch.Tensor  # (N, 3, H/4, W/4), the key image warped along (DMNet compares it to the current frame)
 
 
-def freeze(module):
-    for p in module.parameters():
-        p.requires_grad_(False)
+def merge_logits(propagated, distortion, correction):
+    """DAVSS's merge of (N, C, h, w) logits by the (N, 1, h, w) distortion map: the propagated logits where DMNet
+    sees no distortion, CFNet's where it sees it."""
+    return propagated * (1 - distortion) + correction * distortion
 
 
 class _PropagationNet(nn.Module):
-    """The parts and inference steps common to both training stages.
-
-    ``align_corners`` is the convention of every x4 / x1/4 bilinear resize around the propagation: the published
-    models were trained with True; the original's last Cityscapes test script used False.
-    ``init``: ``'default'`` (PyTorch's init, DMNet's Xavier) or ``'original'`` (every draw of the original's
-    constructors, in its order: :mod:`lib.model.original_init`).
-    """
+    """The parts and inference steps common to both training stages.  ``align_corners``: the convention of every
+    resize around the propagation (the published models were trained with True; the original's last Cityscapes test
+    script used False).  ``init``: ``'default'`` or ``'original'`` (:mod:`lib.model.original_init`)."""
 
     def __init__(self, n_classes, align_corners, deeplab, flownet, cfnet, init='default'):
         super().__init__()
         if init not in INIT_MODES:
             raise ValueError(f'model.init: expected one of {" | ".join(INIT_MODES)}, got "{init}"')
         start = torch.random.get_rng_state() if init == 'original' else None
-        self.n_classes = n_classes
-        self.align_corners = align_corners
+        self.n_classes, self.align_corners = n_classes, align_corners
         # Registration order is the checkpoint key order: deeplab, flownet, [cfnet], dmnet.
         self.deeplab = DeepLabV3Plus(n_classes, **(deeplab or {}))
         self.flownet = FlowNetS(**(flownet or {}))
@@ -64,12 +58,12 @@ class _PropagationNet(nn.Module):
         if init == 'original':
             torch.random.set_rng_state(start)  # draw again from where the original's SCNet() began
             draw_as_original(self)
-
-    def frozen_modules(self):
-        raise NotImplementedError
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
+        self.train()
 
     def train(self, mode=True):
-        """Frozen sub-networks stay in eval mode (their BatchNorm statistics must not move), as in the paper."""
+        """Each stage's ``frozen_modules()`` stay in eval mode (their BatchNorm statistics must not move)."""
         super().train(mode)
         for module in self.frozen_modules():
             module.eval()
@@ -86,12 +80,7 @@ class _PropagationNet(nn.Module):
         return F.interpolate(x, size=(4 * h, 4 * w), mode='bilinear', align_corners=self.align_corners)
 
     def key_frame(self, image):
-        """
-        Args:
-            image: (N, 3, H, W) the key frame, RGB in [0, 1]; H, W multiples of 4.
-        Returns:
-            PropagationState(logits (N, C, H/4, W/4) from DeepLab, image (N, 3, H/4, W/4)).
-        """
+        """(N, 3, H, W) key frame, RGB in [0, 1] -> PropagationState(DeepLab's logits, the image), both at 1/4."""
         check_multiple_of_4(image, type(self).__name__)
         return PropagationState(self.deeplab(image), self.to_quarter_resolution(image))
 
@@ -109,18 +98,10 @@ class _PropagationNet(nn.Module):
         return self.dmnet(state.image, self.to_quarter_resolution(current))
 
     def correct(self, state, current, correction=None, full_resolution=True):
-        """Merge the propagated logits with CFNet's logits where DMNet finds distortion.
-
-        Args:
-            state: PropagationState carried to the current frame.
-            current: (N, 3, H, W) the current frame.
-            correction: optional precomputed ``cfnet(current)`` logits (N, C, H/4, W/4).
-            full_resolution: True upsamples each map x4 and merges at (H, W), exactly as the paper's code;
-                False merges at 1/4 resolution (cheaper; argmax may differ slightly at boundaries).
-        Returns:
-            dict of ``merged``, ``propagated``, ``correction`` (N, C, ., .) and ``distortion`` (N, 1, ., .), all at
-            (H, W) or all at (H/4, W/4): ``merged = propagated * (1 - distortion) + correction * distortion``.
-        """
+        """Merge the propagated logits of ``state`` with CFNet's logits of ``current`` (N, 3, H, W) (or the given
+        ``correction`` (N, C, H/4, W/4)) where DMNet finds distortion; ``full_resolution``: merge at (H, W) after x4
+        upsampling, as the paper's code (False: at 1/4, cheaper).  Returns a dict of ``merged``, ``propagated``,
+        ``correction`` (N, C, ., .) and ``distortion`` (N, 1, ., .), all at (H, W) or all at (H/4, W/4)."""
         distortion = self.distortion(state, current)  # (N, 1, H/4, W/4)
         if correction is None:
             if self.cfnet is None:
@@ -131,7 +112,7 @@ class _PropagationNet(nn.Module):
             propagated = self.to_full_resolution(propagated)
             distortion = self.to_full_resolution(distortion)
             correction = self.to_full_resolution(correction)
-        merged = propagated * (1 - distortion) + correction * distortion
+        merged = merge_logits(propagated, distortion, correction)
         return {'merged': merged, 'propagated': propagated, 'distortion': distortion, 'correction': correction}
 
     def segment(self, image):
@@ -146,32 +127,18 @@ class _PropagationNet(nn.Module):
 
 
 def distortion_weighted_cross_entropy(correction, target, distortion):
-    """CFNet's loss: per-pixel cross-entropy weighted by the distortion map.
-
-    The paper's code multiplies the (N, H, W) loss by the (N, 1, H, W) map, which broadcasts to (N, N, H, W): each
-    sample's loss is weighted by every sample's map, i.e. the mean over pixels of (batch-mean loss) x (batch-mean
-    distortion). It is kept as is, since the published models were trained with it (batch 4 per GPU); for a batch
-    of one it is the plain per-pixel weighting.
-    """
+    """CFNet's loss: per-pixel cross-entropy weighted by the distortion map.  As in the paper's code (the published
+    models were trained with it), (N, H, W) times (N, 1, H, W) broadcasts to (N, N, H, W); plain for a batch of one."""
     per_pixel = F.cross_entropy(correction, target, ignore_index=IGNORE_INDEX, reduction='none')  # (N, H, W)
     return torch.mean(per_pixel * distortion)  # (N, H, W) * (N, 1, H, W) -> (N, N, H, W)
 
 
 class SCNet(_PropagationNet):
-    """The feature-correction stage: trains FlowNetS and CFNet; DeepLab and DMNet are frozen.
-
-    Args:
-        n_classes: 19 (Cityscapes) or 11 (CamVid) for the published weights.
-        align_corners: resize convention around the propagation (True in training).
-        deeplab, flownet, cfnet: keyword arguments of the sub-networks (e.g. ``{'width_mult': 0.125}``).
-        init: ``'default'`` or ``'original'`` initial weights (see :class:`_PropagationNet`).
-    """
+    """The feature-correction stage: trains FlowNetS and CFNet; DeepLab and DMNet are frozen.  ``deeplab``,
+    ``flownet``, ``cfnet``: keyword arguments of the sub-networks (e.g. ``{'width_mult': 0.125}``)."""
 
     def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None, cfnet=None, init='default'):
         super().__init__(n_classes, align_corners, deeplab, flownet, cfnet or {}, init)
-        freeze(self.deeplab)
-        freeze(self.dmnet)
-        self.train()
 
     def frozen_modules(self):
         return [self.deeplab, self.dmnet]
@@ -184,10 +151,8 @@ class SCNet(_PropagationNet):
             pseudo_labels: optional (N, 2, H, W) int64 DeepLab labels of [intermediate, target] computed
                 beforehand (``data.pseudo_labels: precomputed``); None runs DeepLab on the intermediate frame.
         Returns:
-            dict of 0-dim losses by name (the training engine sums them and logs each under its key):
-            ``'loss_semantic'``: mean of the cross-entropies of the propagated and of the merged logits on the
-            intermediate frame (against DeepLab's own prediction there) and on the target frame (against
-            ``label``); ``'loss_cfnet'``: mean over both frames of CFNet's distortion-weighted cross-entropy.
+            dict of 0-dim losses: ``'loss_semantic'`` (mean cross-entropy of the propagated and merged logits on the
+            intermediate frame against DeepLab's labels and on the target against ``label``) and ``'loss_cfnet'``.
         """
         self.check_frames(frames)
         key, intermediate, target = frames.unbind(1)  # each (N, 3, H, W)
@@ -195,8 +160,7 @@ class SCNet(_PropagationNet):
             state = self.key_frame(key)
             pseudo_label = self.segment(intermediate) if pseudo_labels is None else pseudo_labels[:, 0]  # (N, H, W)
 
-        loss_semantic = 0.0
-        loss_cfnet = 0.0
+        loss_semantic = loss_cfnet = 0.0
         for previous, current, truth in ((key, intermediate, pseudo_label), (intermediate, target, label)):
             state = self.propagate(state, self.estimate_flow(current, previous))
             out = self.correct(state, current, full_resolution=True)
@@ -208,14 +172,10 @@ class SCNet(_PropagationNet):
 
 class SCNetDMNet(_PropagationNet):
     """The DMNet stage: trains DMNet to predict where propagated labels disagree with DeepLab's; DeepLab and
-    FlowNetS are frozen. No CFNet.
-    """
+    FlowNetS are frozen, there is no CFNet."""
 
     def __init__(self, n_classes=19, align_corners=True, deeplab=None, flownet=None, init='default'):
         super().__init__(n_classes, align_corners, deeplab, flownet, None, init)
-        freeze(self.deeplab)
-        freeze(self.flownet)
-        self.train()
 
     def frozen_modules(self):
         return [self.deeplab, self.flownet]
@@ -227,9 +187,8 @@ class SCNetDMNet(_PropagationNet):
             pseudo_labels: optional (N, 2, H, W) int64 DeepLab labels of [intermediate, target] computed
                 beforehand (``data.pseudo_labels: precomputed``); None runs DeepLab on both frames.
         Returns:
-            ``{'loss_dmnet': 0-dim}``: mean over the two propagated frames of the binary cross-entropy between the
-            upsampled distortion map and the mask of pixels where the propagated argmax differs from DeepLab's
-            argmax on that frame.
+            ``{'loss_dmnet': 0-dim}``: mean binary cross-entropy of the upsampled distortion map against the pixels
+            where the propagated argmax differs from DeepLab's, over the two propagated frames.
         """
         self.check_frames(frames)
         key, intermediate, target = frames.unbind(1)  # each (N, 3, H, W)
@@ -251,10 +210,8 @@ class SCNetDMNet(_PropagationNet):
 
 
 def build_scnet(model_cfg, stage='correction'):
-    """The network of a training stage from the ``model:`` section of a config (``lib.utils.config.DEFAULTS``).
-
-    ``stage='correction'`` gives :class:`SCNet`, ``stage='dmnet'`` gives :class:`SCNetDMNet`.
-    """
+    """The network of a training stage (``'correction'``: :class:`SCNet`, ``'dmnet'``: :class:`SCNetDMNet`) from the
+    ``model:`` section of a config."""
     common = dict(n_classes=model_cfg['n_classes'], align_corners=model_cfg['align_corners'],
                   deeplab=dict(model_cfg.get('deeplab') or {}), flownet=dict(model_cfg.get('flownet') or {}),
                   init=model_cfg.get('init', 'default'))
@@ -263,3 +220,17 @@ def build_scnet(model_cfg, stage='correction'):
     if stage == 'dmnet':
         return SCNetDMNet(**common)
     raise ValueError(f'build_scnet: stage must be "correction" or "dmnet", got "{stage}"')
+
+
+class Warp(nn.Module):
+    """Carries a map of frame t-1 onto frame t: ``out[y, x] = x_prev[y + dy, x + dx]`` (bilinear, border clamp)."""
+
+    def forward(self, x, flow):
+        """
+        Args:
+            x: (N, C, h, w) features (logits, images) of the previous frame.
+            flow: (N, 2, h, w) backward flow (dx, dy) in pixels of this grid.
+        Returns:
+            (N, C, h, w) the features warped onto the current frame.
+        """
+        return resample2d(x, flow)

@@ -1,3 +1,3 @@
-from .resample2d import cuda_extension_available, resample2d, resample2d_reference
+from lib.ops.resample2d import cuda_extension_available, resample2d, resample2d_reference
 
 __all__ = ['cuda_extension_available', 'resample2d', 'resample2d_reference']

@@ -1,20 +1,11 @@
-"""resample2d: bilinear backward warping of a feature map by a dense flow field.
+"""resample2d: bilinear backward warping of a feature map by a dense flow field (semantics: docs/resample2d.md).
 
-``out[b, c, y, x]`` is the bilinear sample of ``input[b, c]`` at ``(x + flow[b, 0, y, x], y + flow[b, 1, y, x])``;
-sample positions outside the map read the nearest border pixel (the original CUDA kernel clamps each corner
-to the border, which gives the same values as clamping the position). A NaN flow component reads like -inf: position
--1 along its axis (the first column for dx, the first row for dy), with a zero gradient for that component; the
-output and the input's gradient stay finite.
-
-Two implementations with the same semantics (docs/resample2d.md):
-- ``resample2d_reference``: PyTorch ``grid_sample``; any device, any floating dtype.
-- the CUDA extension ``lib.ops._resample2d_cuda`` (built by setup.py where a CUDA toolkit exists), registered as
-  ``torch.ops.davss.resample2d_forward`` / ``resample2d_backward``; one memory-bound pass per direction.
-``resample2d`` picks one: the ``impl`` argument, else the ``DAVSS_RESAMPLE2D`` environment variable
-(``auto`` | ``cuda`` | ``torch``), else ``auto``: the extension for CUDA tensors when it is built and runs on
-their GPU (checked once per GPU on a tiny case), the PyTorch path after a one-line warning otherwise; ``cuda``
-makes "cannot use the extension" an error instead.
-"""
+``out[b, c, y, x]`` samples ``input[b, c]`` at ``(x + flow[b, 0, y, x], y + flow[b, 1, y, x])``; positions outside
+the map read the nearest border pixel (as the original kernel); a NaN flow component reads like -inf (the first
+column or row) with a zero gradient.  ``impl``, else ``$DAVSS_RESAMPLE2D`` (``auto`` | ``cuda`` | ``torch``), else
+``auto`` chooses between ``resample2d_reference`` (``grid_sample``) and the CUDA extension ``lib.ops._resample2d_cuda``
+(``torch.ops.davss.*``): ``auto`` takes the extension where it is built and passes a one-time probe on the tensors'
+GPU, else PyTorch after a one-line warning; ``cuda`` makes that an error."""
 import math
 import os
 import warnings
@@ -25,17 +16,11 @@ import torch.nn.functional as F
 ENV_VAR = 'DAVSS_RESAMPLE2D'
 IMPLEMENTATIONS = ('auto', 'cuda', 'torch')
 
-
-def _load_extension():
-    """Import the compiled extension (which registers torch.ops.davss.*); return (loaded, why_not)."""
-    try:
-        from . import _resample2d_cuda  # noqa: F401  (imported for its operator registrations)
-    except ImportError as error:  # not built (CPU-only torch, no nvcc) or built against another torch
-        return False, f'{type(error).__name__}: {error}'
-    return True, None
-
-
-_EXTENSION_LOADED, _EXTENSION_ERROR = _load_extension()
+try:
+    from lib.ops import _resample2d_cuda  # noqa: F401  (imported for its operator registrations)
+    _EXTENSION_LOADED, _EXTENSION_ERROR = True, None
+except ImportError as error:  # not built (CPU-only torch, no nvcc) or built against another torch
+    _EXTENSION_LOADED, _EXTENSION_ERROR = False, f'{type(error).__name__}: {error}'
 
 
 def cuda_extension_available():
@@ -44,19 +29,11 @@ def cuda_extension_available():
 
 
 def resample2d_reference(input, flow):
-    """Pure PyTorch implementation (``grid_sample``, border padding, ``align_corners=True``).
-
-    Args:
-        input: (N, C, H, W) features to sample from.
-        flow: (N, 2, H, W) displacement in pixels, channels (dx, dy); infinite components read the border, NaN
-            ones read like -inf (see the module docstring).
-    Returns:
-        (N, C, H, W) warped features, same dtype as ``input``.
-    """
+    """Pure PyTorch warp (``grid_sample``, border padding, ``align_corners=True``): input (N, C, H, W) and flow
+    (N, 2, H, W) (dx, dy) in pixels -> (N, C, H, W) in ``input``'s dtype."""
     n, _, h, w = input.shape
-    # Sample in float32 (float64 for double maps) whatever the storage dtype, as the CUDA kernel does: a half or
-    # bfloat16 grid puts positions up to 0.25 px off at width 512 (bfloat16), and grid_sample on half CPU maps
-    # returns garbage for large maps. For float32 and float64 maps the casts below are no-ops.
+    # Sample in float32 (float64 for double maps) as the CUDA kernel does: a bfloat16 grid puts positions up to
+    # 0.25 px off at width 512, and grid_sample on large half CPU maps returns garbage.
     compute = torch.float64 if input.dtype == torch.float64 else torch.float32
     position = torch.promote_types(compute, flow.dtype)
     ys = torch.arange(h, device=flow.device, dtype=position).view(1, h, 1)
@@ -66,26 +43,16 @@ def resample2d_reference(input, flow):
     # align_corners=True maps pixel centres 0 and W-1 to -1 and 1; guard 1-pixel maps against division by zero.
     grid = torch.stack((2.0 * x / max(w - 1, 1) - 1.0, 2.0 * y / max(h - 1, 1) - 1.0), dim=-1)  # (N, H, W, 2)
     # NaN -> -1, the first pixel, where the CPU forward already puts it (its backward segfaults on NaN:
-    # pytorch/pytorch#24823). One pass over the grid, not the map; other values and their gradients keep their bits.
+    # pytorch/pytorch#24823); other values and their gradients keep their bits.
     grid = grid.nan_to_num(nan=-1.0, posinf=math.inf, neginf=-math.inf)
-    out = F.grid_sample(input.to(compute), grid.to(compute), mode='bilinear', padding_mode='border',
-                        align_corners=True)
+    out = F.grid_sample(input.to(compute), grid.to(compute), mode='bilinear', padding_mode='border', align_corners=True)
     return out.to(input.dtype)
 
 
 def scatter_grad_input(grad_output, flow):
-    """Gradient of resample2d w.r.t. its input, summed in an order that does not change between runs.
-
-    Each output gradient goes to the 4 corners of its sample position with the bilinear weights (the formula of
-    docs/resample2d.md); the contributions are summed with ``index_put_(accumulate=True)``, which torch computes
-    on CUDA by sorting them by target and summing each target's in order (no atomics), and serially on the CPU.
-
-    Args:
-        grad_output: (N, C, H, W) gradient of the warped map.
-        flow: (N, 2, H, W) displacement in pixels, channels (dx, dy).
-    Returns:
-        (N, C, H, W) gradient w.r.t. the input, in ``grad_output``'s dtype (summed in float32, or float64).
-    """
+    """Gradient (N, C, H, W) of resample2d w.r.t. its input from ``grad_output`` (N, C, H, W) and ``flow``, summed in
+    float32 (or float64) in an order that does not change between runs: the 4 corner contributions
+    (docs/resample2d.md) go through ``index_put_(accumulate=True)``, sorted by target on CUDA."""
     n, c, h, w = grad_output.shape
     acc = torch.float64 if torch.float64 in (grad_output.dtype, flow.dtype) else torch.float32
     xs = torch.arange(w, device=flow.device, dtype=acc).view(1, 1, w) + flow[:, 0].to(acc)  # (N, H, W)
@@ -118,21 +85,14 @@ class _Resample2dCUDA(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
-        input, flow = ctx.saved_tensors
-        need_input, need_flow = ctx.needs_input_grad
-        return cuda_backward(grad_output, input, flow, need_input, need_flow)
+        return cuda_backward(grad_output, *ctx.saved_tensors, *ctx.needs_input_grad)
 
 
 def cuda_backward(grad_output, input, flow, need_input, need_flow, backward_op=None):
-    """Both gradients through the extension's backward operator (``backward_op``, default
-    ``torch.ops.davss.resample2d_backward``); None for a gradient not needed.
-
-    Under ``torch.use_deterministic_algorithms(True)`` no atomics are used: the kernel computes the flow gradient
-    with one thread per pixel over all channels, and the input gradient (a scatter) comes from
-    :func:`scatter_grad_input`. Otherwise the kernel computes both in one pass, with atomics.
-    """
-    if backward_op is None:
-        backward_op = torch.ops.davss.resample2d_backward
+    """Both gradients through ``backward_op`` (default ``torch.ops.davss.resample2d_backward``); None where not
+    needed. Deterministic algorithms use no atomics: the flow gradient one thread per pixel, the input gradient from
+    :func:`scatter_grad_input`."""
+    backward_op = backward_op or torch.ops.davss.resample2d_backward
     if torch.are_deterministic_algorithms_enabled():
         grad_flow = backward_op(grad_output, input, flow, False, True, True)[1] if need_flow else None
         grad_input = scatter_grad_input(grad_output, flow).to(input.dtype) if need_input else None
@@ -141,7 +101,7 @@ def cuda_backward(grad_output, input, flow, need_input, need_flow, backward_op=N
     return (grad_input if need_input else None), (grad_flow if need_flow else None)
 
 
-if _EXTENSION_LOADED and hasattr(torch.library, 'register_fake'):  # register_fake: torch >= 2.4
+if _EXTENSION_LOADED:
     # Shape-only versions of the operators, so torch.compile / FakeTensor tracing can run through them.
     @torch.library.register_fake('davss::resample2d_forward')
     def _resample2d_forward_fake(input, flow):
@@ -149,11 +109,9 @@ if _EXTENSION_LOADED and hasattr(torch.library, 'register_fake'):  # register_fa
 
     @torch.library.register_fake('davss::resample2d_backward')
     def _resample2d_backward_fake(grad_output, input, flow, need_input_grad, need_flow_grad, deterministic=False):
-        grad_input = torch.empty_like(input, memory_format=torch.contiguous_format) if need_input_grad \
-            else input.new_empty(0)
-        grad_flow = torch.empty_like(flow, memory_format=torch.contiguous_format) if need_flow_grad \
-            else flow.new_empty(0)
-        return grad_input, grad_flow
+        def grad(like, needed):
+            return torch.empty_like(like, memory_format=torch.contiguous_format) if needed else like.new_empty(0)
+        return grad(input, need_input_grad), grad(flow, need_flow_grad)
 
 
 def _check_shapes(input, flow):
@@ -168,28 +126,13 @@ def _check_shapes(input, flow):
         raise ValueError(f'resample2d: input is on {input.device} but flow on {flow.device}')
 
 
-def requested_implementation(impl=None):
-    """The implementation asked for: ``impl`` if given, else ``$DAVSS_RESAMPLE2D``, else ``'auto'``."""
-    source = 'impl' if impl is not None else ENV_VAR
-    choice = impl if impl is not None else os.environ.get(ENV_VAR, 'auto')
-    choice = choice.strip().lower()
-    if choice not in IMPLEMENTATIONS:
-        raise ValueError(f'resample2d: {source} must be one of {", ".join(IMPLEMENTATIONS)}, got {choice!r}')
-    return choice
-
-
-# torch.compiler.is_compiling: torch >= 2.3.
-_is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', lambda: False)
-# Why the extension cannot be used on a device (None: it can), found once per device by _probe_extension.
-_DEVICE_PROBLEMS = {}
-# Reasons already warned about, so that `auto` warns once per reason, not once per call.
-_WARNED = set()
+_DEVICE_PROBLEMS = {}  # device -> why the extension cannot run there (None: it can), probed once
+_WARNED = set()  # reasons already warned about: `auto` warns once per reason
 
 
 def _probe_extension(device):
-    """Run the extension once on a tiny case on ``device``; None when it runs and agrees with the reference, else
-    why not (one line). Catches a build without code for this GPU ("no kernel image is available") and launch
-    errors before they reach a model."""
+    """None when the extension runs on a tiny case on ``device`` and agrees with the reference, else why not (one
+    line): catches a build without code for this GPU ("no kernel image is available") before it reaches a model."""
     generator = torch.Generator().manual_seed(0)
     input = torch.randn(1, 3, 4, 5, generator=generator).to(device)
     flow = (torch.rand(1, 2, 4, 5, generator=generator) * 6 - 3).to(device)
@@ -215,23 +158,23 @@ def extension_problem(device):
     if device not in _DEVICE_PROBLEMS:
         # No probe while torch.compile traces or a CUDA graph is captured (it copies to the device and
         # synchronises): the extension is used as built, and a missing kernel image fails there loudly.
-        if _is_compiling() or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
+        if torch.compiler.is_compiling() or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
             return None
         _DEVICE_PROBLEMS[device] = _probe_extension(device)
     return _DEVICE_PROBLEMS[device]
 
 
 def _use_cuda_extension(device, impl):
-    """True to warp tensors on ``device`` with the extension (see the module docstring)."""
-    choice = requested_implementation(impl)
-    if choice == 'torch':
+    """True to warp tensors on ``device`` with the extension, as ``impl``, else ``$DAVSS_RESAMPLE2D``, else ``auto``
+    asks (see the module docstring)."""
+    source = 'impl' if impl is not None else ENV_VAR
+    choice = (impl if impl is not None else os.environ.get(ENV_VAR, 'auto')).strip().lower()
+    if choice not in IMPLEMENTATIONS:
+        raise ValueError(f'resample2d: {source} must be one of {", ".join(IMPLEMENTATIONS)}, got {choice!r}')
+    if choice == 'torch' or (choice == 'auto' and device.type != 'cuda'):
         return False
-    if device.type != 'cuda':
-        if choice == 'cuda':
-            why = extension_problem(device) if not _EXTENSION_LOADED else f'the input is on {device}'
-            raise RuntimeError(f'resample2d: the CUDA implementation was requested ({ENV_VAR}/impl=cuda) but {why}')
-        return False
-    problem = extension_problem(device)
+    off_gpu_with_extension = device.type != 'cuda' and _EXTENSION_LOADED
+    problem = f'the input is on {device}' if off_gpu_with_extension else extension_problem(device)
     if problem is None:
         return True
     if choice == 'cuda':
@@ -244,17 +187,8 @@ def _use_cuda_extension(device, impl):
 
 
 def resample2d(input, flow, impl=None):
-    """Warp ``input`` by ``flow`` (see the module docstring).
-
-    Args:
-        input: (N, C, H, W) features, float16 / bfloat16 / float32 / float64.
-        flow: (N, 2, H, W) displacement in pixels, channels (dx, dy), on the same device. Infinite components read
-            the border; a NaN component reads like -inf (the first column or row) and gets a zero gradient, so the
-            output and the input's gradient stay finite.
-        impl: None (use ``$DAVSS_RESAMPLE2D``, default ``'auto'``), ``'auto'``, ``'cuda'`` or ``'torch'``.
-    Returns:
-        (N, C, H, W) warped features in ``input``'s dtype.
-    """
+    """Warp ``input`` (N, C, H, W), any floating dtype, by ``flow`` (N, 2, H, W) (dx, dy) in pixels on the same device
+    -> (N, C, H, W) in ``input``'s dtype; ``impl``: None, ``'auto'``, ``'cuda'`` or ``'torch'`` (module docstring)."""
     _check_shapes(input, flow)
     if _use_cuda_extension(input.device, impl):
         return _Resample2dCUDA.apply(input, flow)

@@ -1,15 +1,10 @@
-"""Atomic file writes: every output of the project (checkpoints, results, pictures, data) goes through here, so an
-interrupted run never leaves a half-written file that looks complete.
-
-Checkpoints, configs and results are also made durable (``sync=True``): the data is flushed to the disk before the
-rename and the rename itself after it, so that a power cut leaves the old file or the new one, never an empty file
-under the final name.  A write that fails (full disk, quota, per-file size limit) raises :class:`OSError` naming
-the file, and the final name keeps what it had.
-"""
+"""Atomic file writes: an interrupted or failed write leaves the old file, never half a file under its name."""
 import json
 import os
 from contextlib import contextmanager
 
+import cv2
+import numpy as np
 import torch
 
 
@@ -23,13 +18,8 @@ def _fsync(path, directory=False):
 
 @contextmanager
 def atomic_path(path, sync=False):
-    """Yield a temporary path in ``path``'s folder (created if needed) to write; it replaces ``path`` when the block
-    ends without error and is removed otherwise.
-
-    The temporary name keeps ``path``'s extension, because writers such as ``cv2.imwrite``, ``np.savez`` and
-    matplotlib's ``savefig`` choose the format from it.  ``sync=True`` flushes the file and then the rename to the
-    disk (checkpoints and results; not worth it for thousands of generated images).
-    """
+    """Yield a temporary path (``path``'s extension: writers choose the format by it) that replaces ``path`` if the
+    block succeeds; ``sync=True`` also survives a power cut (not worth it for thousands of generated images)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     stem, ext = os.path.splitext(path)
@@ -64,8 +54,21 @@ def save_torch(obj, path):
         try:
             torch.save(obj, tmp)
         except RuntimeError as err:
-            # torch's zip writer reports a failed write (full disk, quota, size limit) as a RuntimeError with a
-            # C++ location; say what it means for this file.
+            # torch's zip writer reports a failed write as a RuntimeError with a C++ location.
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise OSError(f'{path}: could not write the checkpoint (disk full or over a size limit? torch: '
                           f'{first})') from None
+
+
+def write_png(path, image, order='RGB'):
+    """The one PNG writer: uint8 ``(H, W)`` or ``(H, W, 3)`` in ``order`` (RGB, or BGR as OpenCV holds it)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or not (image.ndim == 2 or image.ndim == 3 and image.shape[2] == 3) or not image.size:
+        raise ValueError(f'{path}: expected a uint8 (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}')
+    if order not in ('RGB', 'BGR'):
+        raise ValueError(f'write_png: order must be RGB or BGR, got {order!r}')
+    if image.ndim == 3 and order == 'RGB':
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(tmp, image):
+            raise OSError('cv2.imwrite refused it: disk full, over a size limit, or not writable?')

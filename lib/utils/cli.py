@@ -1,19 +1,8 @@
-"""What every command-line tool shares: the config arguments, the thread count, and how it ends.
-
-    def parse_args(argv=None):
-        parser = argparse.ArgumentParser(...)
-        cli.add_config_arguments(parser)        # CONFIG positional, --opts KEY=VALUE ...
-        cli.add_threads_argument(parser)        # --threads N
-        ...
-    def main(args): ...
-    if __name__ == '__main__':
-        cli.run(main, parse_args())
-
-:func:`run` turns a :class:`~lib.utils.errors.UserError` (and the environment's own failures: a full disk, no
-memory) into ``error: <one line>`` with exit status 1, and Ctrl-C into ``interrupted: <what is left>`` with 130.
-"""
+"""What every tool shares: the config and ``--threads`` arguments, and its last line ``cli.run(main, parse_args())``."""
+import argparse
 import os
 import sys
+import warnings
 
 import torch
 
@@ -50,7 +39,6 @@ def positive_int(text):
     except ValueError:
         value = 0
     if value < 1:
-        import argparse
         raise argparse.ArgumentTypeError(f'expected a positive integer, got "{text}"')
     return value
 
@@ -58,7 +46,7 @@ def positive_int(text):
 def add_threads_argument(parser):
     parser.add_argument('--threads', type=positive_int, default=None,
                         help='CPU threads of torch (default: OMP_NUM_THREADS, else the CPUs this process may use; '
-                             'on a machine shared with other jobs 1 is often much faster)')
+                             '1 is often much faster on a shared machine)')
     return parser
 
 
@@ -68,17 +56,11 @@ def set_threads(threads=None):
     return torch.get_num_threads()
 
 
-def _out_of_memory(err):
-    return isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)) or (
-        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
-
-
 def run(main, args):
-    """``sys.exit(main(args))``, with bad input in one line (exit 1) and Ctrl-C in one line (exit 130).
-
-    A ``KeyboardInterrupt`` raised with a message (the code that was interrupted says what is left and how to
-    continue) prints that message.
-    """
+    """``sys.exit(main(args))``: a :class:`UserError`, a full disk or no memory as ``error: <one line>`` (exit 1),
+    Ctrl-C as ``interrupted: <its message>`` (130), warnings as ``warning: <message>``."""
+    shown = warnings.showwarning
+    warnings.showwarning = lambda message, *rest, **kwargs: print(f'warning: {message}', file=sys.stderr)
     try:
         status = main(args)
     except UserError as err:
@@ -92,7 +74,7 @@ def run(main, args):
         print(f'error: {where}{one_line(err)}', file=sys.stderr)
         status = EXIT_ERROR
     except (MemoryError, RuntimeError) as err:
-        if _out_of_memory(err):
+        if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)) or "can't allocate memory" in str(err):
             print(f'error: out of memory ({one_line(err)[:160]}); use smaller frames (--size) or batches',
                   file=sys.stderr)
         elif distributed.describe_failure(err):  # another process of a torchrun job hung or died
@@ -101,5 +83,6 @@ def run(main, args):
             raise
         status = EXIT_ERROR
     finally:
+        warnings.showwarning = shown
         distributed.cleanup_distributed()
     sys.exit(status or 0)

@@ -1,13 +1,7 @@
-"""Experiment configuration: YAML files merged over one schema of defaults.
-
-Every key a config may hold is listed in ``DEFAULTS``; a key that is not there is an error (a typo must not be
-silently ignored).  A file may start from others, as mmsegmentation's configs do: ``_base_: [a.yaml, b.yaml]``
-(paths relative to the file) are merged first, in order, and the file then states only what differs.  Values may
-name environment variables as ``${NAME}`` or ``${NAME:-default}``; relative paths are resolved against the
-repository root by :func:`resolve_path`, never against the working directory.  The experiment's name (its output
-folders) is ``experiment:`` or, unset, follows from the file's place (:func:`experiment_name`).
-"""
+"""Experiment configuration: YAML files (``_base_: [a.yaml, ...]`` merged first, as in mmsegmentation) over one
+schema of defaults; an unknown key is an error, ``${NAME}`` / ``${NAME:-default}`` name environment variables."""
 import copy
+import functools
 import math
 import os
 import re
@@ -27,16 +21,11 @@ DEFAULTS = {
     'device': 'auto',  # auto | cpu | cuda
     'model': {
         'n_classes': 19,
-        # Resize convention of every 1/4 <-> full resolution resize around the propagation; training uses True.
-        'align_corners': True,
+        'align_corners': True,  # of every 1/4 <-> full resolution resize around the propagation
         'deeplab': {'width_mult': 1.0, 'middle_blocks': 16},
         'flownet': {'width_mult': 1.0},
         'cfnet': {'width_mult': 1.0},
-        # Initial weights of SCNet / SCNetDMNet (the dmnet and correction stages): 'default' is PyTorch's init plus
-        # DMNet's Xavier; 'original' draws every tensor as the original's constructors did (DeepLab's and DMNet's
-        # custom normal_ draws included), so ``seed`` gives the original's initial DMNet and CFNet
-        # (lib/model/original_init.py).
-        'init': 'default',
+        'init': 'default',  # 'original': every tensor drawn as the original's constructors (lib/model/original_init.py)
     },
     'data': {
         'name': 'cityscapes',  # cityscapes | camvid | synthetic
@@ -49,17 +38,12 @@ DEFAULTS = {
         'scale_range': [1.0, 1.0],  # random rescale of the image dataset (segmentation stage)
         'min_gap': 2,  # training triplets: key = t - j for j in [min_gap, max_gap]
         'max_gap': 10,
-        # The intermediate frame t-i of each triplet: 'resample' draws i anew for every sample; 'original' draws it
-        # once per list line and gap right after seeding Python's random with ``seed``, as the paper's code did
-        # (one fixed list for all epochs, the list the published weights were trained on).
-        'intermediate': 'resample',
-        # Frames to [0, 1]: 'multiply' is x * (1/255); 'divide' is x / 255 as the original's transform_im (the two
-        # differ by 1 ulp on 126 of the 256 byte values).
-        'pixel_scaling': 'multiply',
-        # Labels of the unlabelled frames t-i and t that the dmnet and correction stages learn from: 'online' runs
-        # the frozen DeepLab on the training crop (the original from 148b579 on); 'precomputed' reads DeepLab's
-        # full-frame argmax masks from pseudo_label_root (tools/make_pseudo_labels.py) and crops them with the
-        # frames, as the code the published Cityscapes weights came from (a03c1ea) did.
+        'intermediate': 'resample',  # triplet frame t-i drawn per sample; 'original': once per list line, as the paper
+        'pixel_scaling': 'multiply',  # x * (1/255); 'divide': x / 255 as the original's transform_im (1 ulp apart)
+        # Shuffle from (seed, epoch); 'epoch_only': from the epoch, as torch 1.5's DistributedSampler did.
+        'sampler_seed': 'run',
+        # Labels of frames t-i and t: 'online' = the frozen DeepLab on the crop (the original from 148b579 on);
+        # 'precomputed' = masks in pseudo_label_root (tools/make_pseudo_labels.py), as a03c1ea (published weights).
         'pseudo_labels': 'online',
         'pseudo_label_root': None,
         'num_workers': 4,
@@ -80,11 +64,7 @@ DEFAULTS = {
         'cfnet_lr': 1.0e-4,
         'betas': [0.9, 0.999],
         'weight_decay': 0.0,
-        # Adam's parameter lists: 'unique' holds each tensor once; 'original' builds them as the paper's code did
-        # (``for m in net.X.modules(): for p in m.parameters()``, every tensor once per enclosing module) and steps
-        # them one tensor at a time as torch 1.5's Adam did, so each tensor takes 2-4 Adam updates per iteration
-        # (docs/training.md, "The optimizer").
-        'param_lists': 'unique',
+        'param_lists': 'unique',  # 'original': each tensor once per enclosing module, as the paper (docs/training.md)
         'tf32': False,  # TF32 convolutions and matmuls on Ampere+ GPUs: faster, not the fp32 the paper ran
         'lr_decay_at': 0.5,  # fraction of the total iterations after which lr is multiplied by lr_decay
         'lr_decay': 0.1,
@@ -96,10 +76,7 @@ DEFAULTS = {
         'val_max_clips': None,
         'val_batch_size': 1,  # per process, validation loaders
         'checkpoint_every': 0,  # also write now.pth every this many iterations (0: at epoch ends only)
-        # BatchNorm momentum of the trained sub-networks; None keeps the networks' own (DeepLab's and DMNet's
-        # separable convolutions carry the published weights' 3e-4, a fine-tuning value: a short run from scratch
-        # needs PyTorch's 0.1 or eval mode sees running statistics still near their initial values).
-        'bn_momentum': None,
+        'bn_momentum': None,  # None keeps the networks' own 3e-4, a fine-tuning value (from scratch needs 0.1)
         'find_unused_parameters': False,  # DistributedDataParallel option; only for networks with idle branches
         'log_every': 10,
         'save_root': '${SAVE_ROOT:-saved_model}',
@@ -110,9 +87,7 @@ DEFAULTS = {
         'distances': [1, 2, 3, 4, 5, 6, 7, 8, 9],
         'per_frame': True,  # the key network on frame t (upper bound row)
         'propagation_only': True,  # propagation without correction (DFF-style row)
-        # Resize convention of the evaluation (the x1/4 and x4 resizes around the propagation); None = that of
-        # model.align_corners. The paper configs set what each dataset's original test script did.
-        'align_corners': None,
+        'align_corners': None,  # a bool or a list of them, each reported (the first: headline); None: the model's
         'tf32': False,  # TF32 in evaluation; off = plain fp32, as the original ran
         'batch_size': 1,
         'max_clips': None,
@@ -132,14 +107,22 @@ class _Expected(Exception):
     """A value that breaks its rule; the text says what was expected."""
 
 
-def _integer(low=None, optional=False):
+def _rule(ok, expected):
+    """A check that returns the value if ``ok(value)``, else raises ``expected``."""
     def check(value):
-        if value is None and optional:
-            return value
-        if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
-            raise _Expected('an integer' + (f' >= {low}' if low is not None else '') + (' or null' if optional else ''))
+        if not ok(value):
+            raise _Expected(expected)
         return value
     return check
+
+
+def _whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integer(low, optional=False):
+    return _rule(lambda v: (v is None and optional) or (_whole(v) and v >= low),
+                 f'an integer >= {low}' + (' or null' if optional else ''))
 
 
 def _number(low=None, high=None, low_open=False, high_open=False, optional=False):
@@ -155,27 +138,15 @@ def _number(low=None, high=None, low_open=False, high_open=False, optional=False
         ok = ok and (low is None or value > low or (value == low and not low_open)) and (
             high is None or value < high or (value == high and not high_open))
         if not ok:
-            bounds = f' in {"(" if low_open else "["}{low}, {high}{")" if high_open else "]"}' if high is not None else (
-                f' {">" if low_open else ">="} {low}' if low is not None else '')
+            bounds = (f' in {"(" if low_open else "["}{low}, {high}{")" if high_open else "]"}' if high is not None
+                      else f' {">" if low_open else ">="} {low}' if low is not None else '')
             raise _Expected(f'a number{bounds}' + (' or null' if optional else ''))
         return value
     return check
 
 
-def _boolean(optional=False):
-    def check(value):
-        if not isinstance(value, bool) and not (value is None and optional):
-            raise _Expected('true or false' + (' or null' if optional else ''))
-        return value
-    return check
-
-
 def _choice(*options):
-    def check(value):
-        if value not in options:
-            raise _Expected(' | '.join('null' if o is None else str(o) for o in options))
-        return value
-    return check
+    return _rule(lambda v: v in options, ' | '.join('null' if o is None else str(o) for o in options))
 
 
 def _pair(rule, optional=False):
@@ -192,74 +163,54 @@ def _pair(rule, optional=False):
     return check
 
 
-def _distances(value):
-    if not isinstance(value, list) or not value or any(
-            isinstance(d, bool) or not isinstance(d, int) or not 1 <= d < PDA_CLIP_LENGTH for d in value):
-        raise _Expected(f'a non-empty list of whole distances in 1..{PDA_CLIP_LENGTH - 1}')
-    return value
-
-
-def _indices(value):
-    if not isinstance(value, list) or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in value):
-        raise _Expected('a list of clip indices >= 0')
-    return value
-
-
 def _text(optional=False):
-    def check(value):
-        if value is None and optional:
-            return value
-        if not isinstance(value, str) or (not value.strip() and not optional):
-            raise _Expected('a non-empty path' if not optional else 'a path or empty')
-        return value
-    return check
+    return _rule(lambda v: (v is None and optional) or (isinstance(v, str) and (optional or v.strip())),
+                 'a path or empty' if optional else 'a non-empty path')
 
 
-def _name(value):
-    """An experiment name: one path component, so that its folders stay inside the configured roots."""
-    if value is None:
-        return value
-    if not isinstance(value, str) or not value or value in ('.', '..') or '/' in value or '\\' in value \
-            or value.startswith('-') or value != value.strip():
-        raise _Expected('a name of one path component (letters, digits, "_", "-", "."; no "/" and not "..")')
-    return value
-
-
-def _device(value):
-    if not isinstance(value, str) or not re.fullmatch(r'auto|cpu|cuda(:\d+)?', value):
-        raise _Expected('auto | cpu | cuda | cuda:N')
-    return value
-
+_boolean = _rule(lambda v: isinstance(v, bool), 'true or false')
+_distances = _rule(lambda v: isinstance(v, list) and v and all(_whole(d) and 1 <= d < PDA_CLIP_LENGTH for d in v),
+                   f'a non-empty list of whole distances in 1..{PDA_CLIP_LENGTH - 1}')
+_conventions = _rule(lambda v: v is None or isinstance(v, bool) or (
+    isinstance(v, list) and v and all(isinstance(b, bool) for b in v) and len(set(v)) == len(v)),
+    'true, false, null or a list of distinct true/false such as [false, true]')
+_indices = _rule(lambda v: isinstance(v, list) and all(_whole(i) and i >= 0 for i in v), 'a list of clip indices >= 0')
+# An experiment name is one path component, so that its folders stay inside the configured roots.
+_name = _rule(lambda v: v is None or (isinstance(v, str) and v not in ('', '.', '..') and '/' not in v
+                                      and '\\' not in v and not v.startswith('-') and v == v.strip()),
+              'a name of one path component (letters, digits, "_", "-", "."; no "/" and not "..")')
+_device = _rule(lambda v: isinstance(v, str) and re.fullmatch(r'auto|cpu|cuda(:\d+)?', v), 'auto | cpu | cuda | cuda:N')
 
 _POSITIVE, _COUNT, _WIDTH = _integer(1), _integer(0), _number(0, low_open=True)
 # Every key of DEFAULTS and what it may hold; checked after the files, the overrides and the environment.
 RULES = {
-    'experiment': _name, 'stage': _choice(*STAGES), 'seed': _COUNT, 'deterministic': _boolean(), 'device': _device,
-    'model.n_classes': _POSITIVE, 'model.align_corners': _boolean(),
+    'experiment': _name, 'stage': _choice(*STAGES), 'seed': _COUNT, 'deterministic': _boolean, 'device': _device,
+    'model.n_classes': _POSITIVE, 'model.align_corners': _boolean,
     'model.deeplab.width_mult': _WIDTH, 'model.deeplab.middle_blocks': _POSITIVE,
     'model.flownet.width_mult': _WIDTH, 'model.cfnet.width_mult': _WIDTH, 'model.init': _choice('default', 'original'),
     'data.name': _choice(*DATASET_CLASSES), 'data.root': _text(), 'data.train_list': _text(optional=True),
     'data.val_list': _text(optional=True), 'data.test_list': _text(optional=True),
-    'data.crop_size': _pair(_integer(4), optional=True), 'data.hflip': _boolean(),
+    'data.crop_size': _pair(_integer(4), optional=True), 'data.hflip': _boolean,
     'data.scale_range': _pair(_number(0, low_open=True)), 'data.min_gap': _POSITIVE, 'data.max_gap': _POSITIVE,
     'data.intermediate': _choice('resample', 'original'), 'data.pixel_scaling': _choice('multiply', 'divide'),
+    'data.sampler_seed': _choice('run', 'epoch_only'),
     'data.pseudo_labels': _choice('online', 'precomputed'), 'data.pseudo_label_root': _text(optional=True),
-    'data.num_workers': _COUNT, 'data.pin_memory': _boolean(),
+    'data.num_workers': _COUNT, 'data.pin_memory': _boolean,
     'init.pretrained': _text(optional=True), 'init.deeplab': _text(optional=True),
     'init.flownet': _text(optional=True), 'init.dmnet': _text(optional=True),
     'train.epochs': _POSITIVE, 'train.max_iters': _integer(1, optional=True), 'train.batch_size': _POSITIVE,
     'train.accumulate': _POSITIVE, 'train.lr': _WIDTH, 'train.cfnet_lr': _WIDTH,
     'train.betas': _pair(_number(0, 1, high_open=True)), 'train.weight_decay': _number(0),
-    'train.param_lists': _choice('unique', 'original'), 'train.tf32': _boolean(),
+    'train.param_lists': _choice('unique', 'original'), 'train.tf32': _boolean,
     'train.lr_decay_at': _number(0, 1), 'train.lr_decay': _number(0, 1, low_open=True),
-    'train.amp': _choice(None, 'bf16', 'fp16'), 'train.channels_last': _boolean(), 'train.val_every': _COUNT,
+    'train.amp': _choice(None, 'bf16', 'fp16'), 'train.channels_last': _boolean, 'train.val_every': _COUNT,
     'train.val_split': _choice('train', 'val', 'test'), 'train.val_distances': _distances,
     'train.val_max_clips': _integer(1, optional=True), 'train.val_batch_size': _POSITIVE,
     'train.checkpoint_every': _COUNT, 'train.bn_momentum': _number(0, 1, low_open=True, optional=True),
-    'train.find_unused_parameters': _boolean(), 'train.log_every': _POSITIVE, 'train.save_root': _text(),
+    'train.find_unused_parameters': _boolean, 'train.log_every': _POSITIVE, 'train.save_root': _text(),
     'train.tblog_root': _text(optional=True),
-    'eval.split': _choice('train', 'val', 'test'), 'eval.distances': _distances, 'eval.per_frame': _boolean(),
-    'eval.propagation_only': _boolean(), 'eval.align_corners': _boolean(optional=True), 'eval.tf32': _boolean(),
+    'eval.split': _choice('train', 'val', 'test'), 'eval.distances': _distances, 'eval.per_frame': _boolean,
+    'eval.propagation_only': _boolean, 'eval.align_corners': _conventions, 'eval.tf32': _boolean,
     'eval.batch_size': _POSITIVE, 'eval.max_clips': _integer(1, optional=True), 'eval.result_root': _text(),
     'eval.show_clips': _indices,
 }
@@ -280,17 +231,13 @@ def _cross_checks(cfg):
     if cfg['stage'] == 'segmentation' and train['batch_size'] < 2:
         return 'train.batch_size', ('1 in the segmentation stage: BatchNorm over the 1x1 image pooling of ASPP needs '
                                     'at least 2 samples per process')
-    return None
 
 
 def validate(cfg, source):
-    """Check every value of a merged, expanded config against :data:`RULES`; one-line :class:`UserError` naming
-    ``source`` (the config file) and the key."""
+    """Check every value against :data:`RULES`; a one-line :class:`UserError` names ``source`` and the key."""
     for key, rule in RULES.items():
         *parents, leaf = key.split('.')
-        section = cfg
-        for part in parents:
-            section = section[part]
+        section = functools.reduce(dict.__getitem__, parents, cfg)
         try:
             section[leaf] = rule(section[leaf])
         except _Expected as expected:
@@ -339,8 +286,7 @@ def parse_override(text):
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML without aliases: a config needs none, and nested aliases expand exponentially (a 600-byte file can
-    ask for gigabytes)."""
+    """YAML without aliases: a config needs none, and nested aliases expand exponentially."""
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -353,13 +299,6 @@ def _yaml_problem(err):
     mark = getattr(err, 'problem_mark', None)
     what = getattr(err, 'problem', None) or str(err)
     return f'{what}, line {mark.line + 1}' if mark is not None else what
-
-
-def _nest(dotted_key, value):
-    nested = value
-    for part in reversed(dotted_key.split('.')):
-        nested = {part: nested}
-    return nested
 
 
 def _merge_file(cfg, path, chain=()):
@@ -388,9 +327,8 @@ def _merge_file(cfg, path, chain=()):
 
 
 def experiment_name(cfg, config_path):
-    """The name of the experiment's output folders: ``experiment:`` if set, else from the file's place,
-    ``exp/<name>/config.yaml`` -> ``<name>`` and ``exp/<name>/<stage>.yaml`` -> ``<name>_<stage>`` (a copied
-    experiment folder is a new experiment without an edit)."""
+    """``experiment:`` if set, else ``exp/<name>/config.yaml`` -> ``<name>``, ``exp/<name>/<stage>.yaml`` ->
+    ``<name>_<stage>`` (a copied experiment folder is a new experiment without an edit)."""
     if cfg['experiment']:
         return cfg['experiment']
     folder = os.path.basename(os.path.dirname(os.path.abspath(config_path)))
@@ -399,18 +337,15 @@ def experiment_name(cfg, config_path):
 
 
 def load_config(path=None, opts=()):
-    """Defaults, then the YAML file at ``path`` (if any, with its ``_base_`` files), then ``opts``
-    (``key.sub=value`` strings).  Without an ``experiment`` the name follows from ``path``
-    (:func:`experiment_name`).
-
-    Returns a plain nested dict with environment variables expanded, every value checked (:data:`RULES`).
-    """
+    """Defaults, then the file at ``path`` (if any), then ``opts`` (``key.sub=value``): a nested dict, environment
+    variables expanded, every value checked."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         _merge_file(cfg, path)
     for text in opts:
         key, value = parse_override(text)
-        _merge(cfg, _nest(key, value), '', '--opts')
+        nested = functools.reduce(lambda inner, part: {part: inner}, reversed(key.split('.')), value)
+        _merge(cfg, nested, '', '--opts')
     if path is not None:
         cfg['experiment'] = experiment_name(cfg, path)
     return validate(_expand_env(cfg), path or '--opts')
@@ -418,7 +353,7 @@ def load_config(path=None, opts=()):
 
 def resolve_path(path):
     """A config path relative to the repository root (absolute paths are kept); None stays None."""
-    if path is None or path == '':
+    if not path:
         return None
     path = os.path.expanduser(path)
     return path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)

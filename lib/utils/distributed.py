@@ -1,8 +1,5 @@
-"""torch.distributed helpers that also work in a plain single process.
-
-Every helper answers as if there were one process of rank 0 when no process group is initialised, so the same
-code runs under ``python tools/train.py`` and under ``torchrun --nproc_per_node=N tools/train.py``.
-"""
+"""torch.distributed helpers that answer as one process of rank 0 when no process group is initialised, so the
+same code runs under ``python tools/train.py`` and ``torchrun --nproc_per_node=N tools/train.py``."""
 import datetime
 import os
 import re
@@ -25,18 +22,12 @@ def get_world_size():
     return dist.get_world_size() if is_initialized() else 1
 
 
-def get_local_rank():
-    """Index of this process on its node (torchrun's ``LOCAL_RANK``), 0 outside torchrun."""
-    return int(os.environ.get('LOCAL_RANK', 0))
-
-
 def is_main_process():
     return get_rank() == 0
 
 
 def pick_device(device='auto'):
-    """``'auto'`` (or None) -> this process's GPU when CUDA is available, else the CPU; ``'cpu'``, ``'cuda'``
-    (this process's GPU) and ``'cuda:N'`` are forced."""
+    """``'auto'`` or None: this process's GPU (torchrun's ``LOCAL_RANK``) if CUDA is available, else the CPU."""
     if device in (None, 'auto'):
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if device == 'cpu':
@@ -45,15 +36,11 @@ def pick_device(device='auto'):
         raise UserError(f'device: expected auto | cpu | cuda | cuda:N, got "{device}"')
     if not torch.cuda.is_available():
         raise UserError(f'device: "{device}" was asked for but CUDA is not available on this machine')
-    return torch.device(device) if ':' in device else torch.device('cuda', get_local_rank())
+    return torch.device(device) if ':' in device else torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
 
 
 def init_distributed(device='auto'):
-    """Join the process group torchrun describes in the environment (if any) and return this process's device.
-
-    The backend follows the device: NCCL for GPUs, gloo for the CPU.  Outside torchrun (no ``WORLD_SIZE`` or
-    ``WORLD_SIZE=1``) nothing is initialised.
-    """
+    """Join torchrun's process group (NCCL on GPUs, else gloo; none for ``WORLD_SIZE`` 1) and return the device."""
     device = pick_device(device)
     if device.type == 'cuda':
         torch.cuda.set_device(device)
@@ -67,8 +54,7 @@ def init_distributed(device='auto'):
 
 
 def collective_timeout():
-    """Seconds a process waits in a collective for the others (``DIST_TIMEOUT``, default 600) before it stops
-    with :func:`describe_failure`'s message instead of waiting for a hung rank for ever."""
+    """Seconds a collective waits for the other processes (``DIST_TIMEOUT``, default 600) before it fails."""
     raw = os.environ.get('DIST_TIMEOUT', '600')
     try:
         seconds = float(raw)
@@ -110,11 +96,6 @@ def all_reduce_sum(tensor):
     return tensor
 
 
-def all_reduce_mean(tensor):
-    """Average ``tensor`` over all processes, in place; returns it."""
-    return all_reduce_sum(tensor).div_(get_world_size())
-
-
 def broadcast_buffers(module, src=0):
     """Give every process rank ``src``'s buffers of ``module`` (BatchNorm running statistics), in place."""
     if is_initialized():
@@ -123,10 +104,8 @@ def broadcast_buffers(module, src=0):
 
 
 def claimed_on_main(claim):
-    """Rank 0 calls ``claim()`` (which returns an object with ``release()``, e.g. a claimed output folder); every
-    rank learns whether it refused with a :class:`~lib.utils.errors.UserError`, so that a refusal stops all of them
-    with the same one line, not only rank 0 (the others would wait in the next collective).  Returns the claim on
-    rank 0, None elsewhere."""
+    """Rank 0 calls ``claim()`` (an object with ``release()``); its :class:`UserError` stops every rank with the same
+    line, not only rank 0 (the others would wait in the next collective).  The claim on rank 0, None elsewhere."""
     claimed, error = None, None
     if is_main_process():
         try:

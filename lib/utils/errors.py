@@ -1,9 +1,5 @@
-"""The one way a command fails on bad input: :class:`UserError`, printed as ``error: <one line>``, exit status 1.
-
-Library code raises ``UserError`` for anything the user can fix (a config value, a file, an option, a folder that
-is not the command's to write); the tools' wrapper (:func:`lib.utils.cli.run`) prints it in one line.  Any other
-exception is a bug and keeps its traceback.
-"""
+"""The one way a command fails on bad input: :class:`UserError`, printed by :func:`lib.utils.cli.run` as
+``error: <one line>`` (exit status 1); any other exception is a bug and keeps its traceback."""
 import re
 
 
@@ -12,8 +8,7 @@ class UserError(Exception):
 
 
 def one_line(err):
-    """``str(err)`` on one line.  An error re-raised from a DataLoader worker (whose text is a whole traceback)
-    gives back the worker's own message."""
+    """``str(err)`` on one line; of an error re-raised from a DataLoader worker, the worker's own message."""
     text = str(err).strip()
     if 'DataLoader worker process' in text and 'Original Traceback' in text:
         lines = [line for line in text.splitlines() if line.strip()]

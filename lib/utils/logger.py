@@ -1,54 +1,37 @@
-"""Training metrics: smoothed meters, a plain-text log file and TensorBoard scalars, all on the main process only.
-
-Non-main processes get loggers that do nothing, so callers never test the rank themselves.
-"""
+"""Training metrics: meters, a text log, TensorBoard and ``metrics.jsonl``; silent on all but the main process."""
+import json
 import logging
+import math
 import os
 from collections import defaultdict, deque
 
 from tqdm import tqdm
 
 from lib.utils import distributed
-
-
-class SmoothedValue:
-    """A scalar series: the mean of the last ``window`` values and the global average."""
-
-    def __init__(self, window=20):
-        self.recent = deque(maxlen=window)
-        self.total = 0.0
-        self.count = 0
-
-    def update(self, value, n=1):
-        self.recent.append(value)
-        self.total += value * n
-        self.count += n
-
-    @property
-    def avg(self):
-        return sum(self.recent) / len(self.recent) if self.recent else float('nan')
-
-    @property
-    def global_avg(self):
-        return self.total / self.count if self.count else float('nan')
+from lib.utils.atomic import write_text
 
 
 class MetricLogger:
-    """Named :class:`SmoothedValue` meters, updated from plain floats."""
+    """Named scalar series, each shown as the mean of its last ``window`` values and its global average."""
 
     def __init__(self, window=20):
-        self.meters = defaultdict(lambda: SmoothedValue(window))
+        self.recent = defaultdict(lambda: deque(maxlen=window))
+        self.total = defaultdict(float)
+        self.count = defaultdict(int)
 
     def update(self, **values):
         for name, value in values.items():
-            self.meters[name].update(float(value))
+            self.recent[name].append(float(value))
+            self.total[name] += float(value)
+            self.count[name] += 1
 
-    def summary(self, fmt='{:.4f}'):
-        """``{'loss': '0.1234', ...}`` of the smoothed (windowed mean) values, for a progress bar."""
-        return {name: fmt.format(meter.avg) for name, meter in self.meters.items()}
+    def summary(self):
+        """``{'loss': '0.1234', ...}`` of the windowed means, for a progress bar."""
+        return {name: f'{sum(recent) / len(recent):.4f}' for name, recent in self.recent.items()}
 
     def __str__(self):
-        return '  '.join(f'{name}: {meter.avg:.4f} ({meter.global_avg:.4f})' for name, meter in self.meters.items())
+        return '  '.join(f'{name}: {sum(recent) / len(recent):.4f} ({self.total[name] / self.count[name]:.4f})'
+                         for name, recent in self.recent.items())
 
 
 class _TqdmHandler(logging.Handler):
@@ -58,9 +41,9 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record))
 
 
-def setup_text_log(log_path=None, name='davss.train'):
-    """A logger writing to the console and (main process) to ``log_path``; silent on the other ranks."""
-    logger = logging.getLogger(name)
+def setup_text_log(log_path):
+    """A logger writing to the console and to ``log_path`` (in a folder that exists)."""
+    logger = logging.getLogger('davss.train')
     logger.handlers.clear()
     logger.propagate = False
     if not distributed.is_main_process():
@@ -70,11 +53,9 @@ def setup_text_log(log_path=None, name='davss.train'):
     console = _TqdmHandler()
     console.setFormatter(logging.Formatter('%(message)s'))
     logger.addHandler(console)
-    if log_path is not None:
-        os.makedirs(os.path.dirname(log_path) or '.', exist_ok=True)
-        to_file = logging.FileHandler(log_path, mode='a')
-        to_file.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%d %H:%M:%S'))
-        logger.addHandler(to_file)
+    to_file = logging.FileHandler(log_path, mode='a')
+    to_file.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%d %H:%M:%S'))
+    logger.addHandler(to_file)
     return logger
 
 
@@ -84,20 +65,44 @@ def close_text_log(logger):
         logger.removeHandler(handler)
 
 
-class ScalarWriter:
-    """TensorBoard scalars (tensorboardX) on the main process; a no-op elsewhere or when ``log_dir`` is None."""
+def keep_lines_until(path, iteration):
+    """Drop the lines of the JSON-lines file ``path`` after ``iteration`` (and a torn last line)."""
+    if not os.path.isfile(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                if json.loads(line)['iteration'] <= iteration:
+                    kept.append(line if line.endswith('\n') else line + '\n')
+            except (ValueError, KeyError, TypeError):
+                continue
+    write_text(path, ''.join(kept))
 
-    def __init__(self, log_dir):
-        self.writer = None
-        if log_dir is not None and distributed.is_main_process():
-            from tensorboardX import SummaryWriter
-            self.writer = SummaryWriter(log_dir)
+
+class ScalarWriter:
+    """TensorBoard scalars and one JSON line per call in ``metrics_path`` (``{"iteration": step, "<prefix><name>":
+    value, ...}``; the lines after ``resume_at``, which a resumed run writes again, dropped first)."""
+
+    def __init__(self, log_dir, metrics_path, resume_at=None):
+        self.writer = self.lines = None
+        if not distributed.is_main_process():
+            return
+        from tensorboardX import SummaryWriter
+        self.writer = SummaryWriter(log_dir)
+        if resume_at is not None:
+            keep_lines_until(metrics_path, resume_at)
+        self.lines = open(metrics_path, 'a')
 
     def add_scalars(self, values, step, prefix=''):
-        if self.writer is None:
-            return
-        for name, value in values.items():
-            self.writer.add_scalar(f'{prefix}{name}', float(value), step)
+        if self.writer is not None:
+            for name, value in values.items():
+                self.writer.add_scalar(f'{prefix}{name}', float(value), step)
+        if self.lines is not None:
+            row = {f'{prefix}{name}': float(value) for name, value in values.items()}
+            row = {name: value if math.isfinite(value) else None for name, value in row.items()}  # strict JSON
+            self.lines.write(json.dumps({'iteration': step, **row}) + '\n')
+            self.lines.flush()
 
     def flush(self):
         if self.writer is not None:
@@ -107,3 +112,6 @@ class ScalarWriter:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        if self.lines is not None:
+            self.lines.close()
+            self.lines = None

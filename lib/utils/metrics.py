@@ -1,28 +1,14 @@
 """Confusion-matrix segmentation metrics (per-class IoU, mIoU), accumulated on the device of the predictions."""
-import numpy as np
 import torch
-import torch.distributed as dist
+
+from lib.utils import distributed
 
 IGNORE_INDEX = 255  # the label value of pixels that no loss and no metric counts (every dataset's "void")
 
 
-def _as_tensor(x, device):
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    return x.to(device=device, dtype=torch.int64).reshape(-1)
-
-
 class ConfusionMatrix:
-    """``matrix[g, p]`` counts pixels of ground-truth class ``g`` predicted as ``p``.
-
-    Pixels whose ground truth is ``ignore_index`` are skipped; any other ground-truth value outside
-    ``[0, n_classes)`` is an error (it means the labels and ``n_classes`` do not match).  Predictions must lie in
-    ``[0, n_classes)``.
-
-    IoU of class c = TP / (TP + FP + FN).  A class that appears neither in the ground truth nor in the
-    predictions has 0 / 0: its IoU is NaN and ``miou`` (nanmean) leaves it out, so a val set without, say,
-    trains is not punished for them.  A class predicted but absent from the ground truth has IoU 0.
-    """
+    """``matrix[g, p]`` counts pixels of ground-truth class ``g`` (``ignore_index`` skipped) predicted as ``p``;
+    a class absent from both has IoU NaN, which ``miou`` leaves out (a val set without trains is not punished)."""
 
     def __init__(self, n_classes, ignore_index=IGNORE_INDEX, device=None):
         self.n_classes = n_classes
@@ -35,8 +21,7 @@ class ConfusionMatrix:
 
     def update(self, pred, gt):
         """Add a batch: ``pred`` and ``gt`` integer label maps of the same shape (tensors or numpy arrays)."""
-        pred = _as_tensor(pred, self.device)
-        gt = _as_tensor(gt, self.device)
+        pred, gt = (torch.as_tensor(x, dtype=torch.int64, device=self.device).reshape(-1) for x in (pred, gt))
         if pred.shape != gt.shape:
             raise ValueError(f'ConfusionMatrix.update: pred has {pred.numel()} pixels but gt has {gt.numel()}')
         keep = gt != self.ignore_index
@@ -51,16 +36,12 @@ class ConfusionMatrix:
         self.matrix += torch.bincount(gt * n + pred, minlength=n * n).view(n, n)
         return self
 
-    def reset(self):
-        self.matrix.zero_()
-        return self
-
     def iou(self):
         """Per-class IoU, float64 tensor ``(n_classes,)``; NaN for classes absent from both gt and pred."""
         m = self.matrix.double()
         true_positive = m.diag()
         union = m.sum(0) + m.sum(1) - true_positive
-        return true_positive / union  # 0 / 0 -> NaN by design (see the class docstring)
+        return true_positive / union  # 0 / 0 -> NaN by design
 
     def miou(self):
         """Mean IoU over the classes with a defined IoU (a Python float; NaN if the matrix is empty)."""
@@ -72,20 +53,5 @@ class ConfusionMatrix:
 
     def all_reduce(self):
         """Sum the matrices of all processes (no-op unless torch.distributed is initialised)."""
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+        distributed.all_reduce_sum(self.matrix)
         return self
-
-    def merge(self, other):
-        """Add another matrix's counts into this one (in place)."""
-        if other.n_classes != self.n_classes:
-            raise ValueError(f'ConfusionMatrix.merge: {self.n_classes} vs {other.n_classes} classes')
-        self.matrix += other.matrix.to(self.device)
-        return self
-
-    def __add__(self, other):
-        total = ConfusionMatrix(self.n_classes, self.ignore_index, self.device)
-        return total.merge(self).merge(other)
-
-    def state_dict(self):
-        return {'n_classes': self.n_classes, 'ignore_index': self.ignore_index, 'matrix': self.matrix.cpu().tolist()}

@@ -1,20 +1,5 @@
-"""The one owner of output folders: which folder a command may write, how it writes it, and what it may remove.
-
-Every command that writes a folder (training runs, evaluation results, pictures, predictions, video segmentation,
-export, the synthetic generator, the GPU check) goes through here; ``docs/guarantees.md`` states the rules:
-
-1. A command writes into a folder only when it is new, empty, or marked as the output of the same kind of command
-   (the marker file :data:`MARKER`, written before anything else).  Any other folder is refused before the first
-   write, and ``--overwrite`` never changes that.
-2. While it writes, it holds the folder's lock: an exclusive ``flock`` on a lock file, opened without following
-   symbolic links; a file of that name that is not a lock of this project is refused, never taken over.  The
-   kernel releases the lock however the holder dies; ``flock`` is local to a machine.
-3. A result that must appear whole is staged (:class:`StagedFolder`): written as ``<folder>.partial/`` and renamed
-   to ``<folder>`` when complete.  Result files in a shared folder are set aside as ``<name>.previous<ext>`` until
-   their successors are written (:meth:`OwnedFolder.set_aside`).
-4. What may be removed: the files a command names as its own, their torn temporary copies
-   (``<stem>.tmp<pid><ext>``, see :mod:`lib.utils.atomic`) whose writer is dead, and staged folders of its kind.
-"""
+"""The one owner of output folders: which a command may write, how, what it may remove (docs/guarantees.md)."""
+import contextlib
 import fcntl
 import json
 import os
@@ -47,16 +32,15 @@ def write_marker(folder, kind):
 
 
 def check_writable(path, kind, what):
-    """Refuse ``path`` unless it is new, an empty folder, or a folder marked ``kind``.  ``what`` names where the
-    path came from (an option or config key) in the one-line error."""
+    """Refuse ``path`` unless it is new, an empty folder, or a folder marked ``kind``; ``what``: its option or key."""
     if os.path.islink(path):
         raise UserError(f'{what} {path}: is a symbolic link; give the folder itself')
     if not os.path.lexists(path):
         return
     if not os.path.isdir(path):
         raise UserError(f'{what} {path}: exists and is not a folder')
-    if set(os.listdir(path)) - {LOCK} and read_marker(path) != kind:  # its lock: taken by this very claim
-        found = read_marker(path)
+    found = read_marker(path)
+    if set(os.listdir(path)) - {LOCK} and found != kind:  # its lock: taken by this very claim
         owner = f'the output of a {found}' if found else 'not written by DAVSS'
         raise UserError(f'{what} {path}: holds files and is {owner}; refusing to write into it (give a new or '
                         f'empty folder)')
@@ -73,9 +57,7 @@ def _pid_alive(pid):
 
 
 def remove_torn_copies(folder, names):
-    """Remove the temporary copies ``<stem>.tmp<pid><ext>`` of ``names`` in ``folder`` whose writer is dead (a run
-    killed while writing them); returns what was removed.  Nothing else is touched."""
-    removed = []
+    """Remove the temporary copies ``<stem>.tmp<pid><ext>`` of ``names`` in ``folder`` whose writer is dead."""
     for name in names:
         stem, ext = os.path.splitext(name)
         pattern = re.compile(rf'^{re.escape(stem)}\.tmp(\d+){re.escape(ext)}$')
@@ -85,15 +67,10 @@ def remove_torn_copies(folder, names):
             if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))) \
                     and os.path.isfile(path) and not os.path.islink(path):
                 os.remove(path)
-                removed.append(entry)
-    return sorted(removed)
 
 
 class FolderLock:
-    """Exclusive lock of one writer, held on the lock file ``path`` (``with FolderLock(path): ...``).
-
-    A second run stops at once with one line naming the holder (pid, host, command, start time).
-    """
+    """Exclusive lock of one writer on the lock file ``path``; a second run stops at once naming the holder."""
 
     def __init__(self, path, folder):
         self.path = path
@@ -160,10 +137,8 @@ class FolderLock:
     def release(self):
         if self.fd is None:
             return
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(self.path)  # still ours: we hold the flock on this very file
-        except FileNotFoundError:
-            pass
         os.close(self.fd)  # releases the flock
         self.fd = None
 
@@ -175,12 +150,9 @@ class FolderLock:
 
 
 class OwnedFolder:
-    """A folder a command writes in place (a training run's experiment folder, an evaluation's result folder).
-
-    :meth:`claim` checks the folder (rule 1), creates and marks it, takes its lock (``<folder>/.lock``) and removes
-    the torn copies of ``own_files`` a killed run left.  :meth:`release` gives the lock back, and removes the folder
-    again when this run created it and wrote nothing into it.
-    """
+    """A folder a command writes in place (a run's experiment folder, a result folder): :meth:`claim` checks, creates,
+    marks and locks it (``<folder>/.lock``) and removes the torn copies of ``own_files`` a killed run left;
+    :meth:`release` unlocks it and removes it again if this run created it and wrote nothing into it."""
 
     def __init__(self, path, kind, what, own_files=()):
         self.path = os.path.normpath(path)
@@ -189,6 +161,7 @@ class OwnedFolder:
         self.own_files = tuple(own_files)
         self.lock = FolderLock(os.path.join(self.path, LOCK), self.path)
         self.created = False
+        self._aside = []
 
     def claim(self):
         check_writable(self.path, self.kind, self.what)
@@ -213,31 +186,19 @@ class OwnedFolder:
     def file(self, name):
         return os.path.join(self.path, name)
 
-    def holds(self, names):
-        """Which of ``names`` exist in the folder."""
-        return [name for name in names if os.path.lexists(self.file(name))]
-
-    def remove(self, names):
-        """Remove these files of the folder's own (``--overwrite``: an earlier run's outputs)."""
-        for name in names:
-            if os.path.lexists(self.file(name)):
-                os.remove(self.file(name))
-
     def set_aside(self, names):
-        """Rename the existing ``names`` to ``<stem>.previous<ext>``, so that a run that fails leaves no earlier
-        result under a current name; :meth:`drop_aside` removes them once the new ones are written."""
-        aside = []
+        """Rename ``names`` to ``<stem>.previous<ext>`` (a failed run leaves no earlier result under a current name)."""
+        self._aside = []
         for name in names:
-            previous = self.file(previous_name(name))
+            stem, ext = os.path.splitext(name)
+            previous = self.file(f'{stem}.previous{ext}')
             if os.path.isfile(self.file(name)):
                 os.replace(self.file(name), previous)
             if os.path.isfile(previous):
-                aside.append(previous)
-        self._aside = aside
-        return aside
+                self._aside.append(previous)
 
     def drop_aside(self):
-        for path in getattr(self, '_aside', ()):
+        for path in self._aside:
             if os.path.isfile(path):
                 os.remove(path)
         self._aside = []
@@ -245,9 +206,7 @@ class OwnedFolder:
     def release(self):
         self.lock.release()
         if self.created and os.path.isdir(self.path) and set(os.listdir(self.path)) <= {MARKER}:
-            for name in os.listdir(self.path):
-                os.remove(self.file(name))
-            os.rmdir(self.path)  # a failed run that wrote nothing leaves no trace
+            shutil.rmtree(self.path)  # a failed run that wrote nothing leaves no trace
         self.created = False
 
     def __enter__(self):
@@ -257,19 +216,10 @@ class OwnedFolder:
         self.release()
 
 
-def previous_name(name):
-    stem, ext = os.path.splitext(name)
-    return f'{stem}.previous{ext}'
-
-
 class StagedFolder:
-    """A folder that appears under its name only when complete: written as ``<path>.partial/`` and renamed.
-
-    ``overwrite`` replaces an existing ``<path>`` only when it is marked ``kind``; ``apart_from`` lists paths the
-    folder must neither lie in nor contain (an input).  The lock lies beside the folder (``<path>.lock``), since the
-    folder itself is replaced; ``locked=False`` when the caller already holds the lock of a folder around it.
-    A run that fails before :meth:`commit` leaves ``<path>.partial/`` for inspection; the next run replaces it.
-    """
+    """A folder that appears under its name only when complete: written as ``<path>.partial/`` (left for inspection
+    by a failed run) and renamed.  ``overwrite`` replaces only a ``<path>`` marked ``kind``; ``apart_from``: paths
+    it must neither lie in nor contain; the lock is ``<path>.lock`` (``locked=False``: the caller holds one)."""
 
     def __init__(self, path, kind, what, overwrite=False, apart_from=(), locked=True):
         self.path = os.path.normpath(path)
@@ -280,7 +230,6 @@ class StagedFolder:
         self.overwrite = overwrite
         self.apart_from = [p for p in apart_from if p]
         self.lock = FolderLock(self.path + LOCK, self.path) if locked else None
-        self.started = False
         self.check()
 
     def check(self):
@@ -294,9 +243,8 @@ class StagedFolder:
         if os.path.lexists(self.path) and not self.overwrite:
             raise UserError(f'{self.what} {self.path}: already exists (pass --overwrite to replace an earlier '
                             f'{self.kind})')
-        check_writable(self.path, self.kind, self.what)
-        for scratch in (self.partial, self.old):
-            check_writable(scratch, self.kind, self.what)
+        for folder in (self.path, self.partial, self.old):
+            check_writable(folder, self.kind, self.what)
 
     def start(self):
         try:
@@ -318,7 +266,6 @@ class StagedFolder:
         except BaseException:
             self.release()
             raise
-        self.started = True
         return self
 
     def file(self, *parts):
@@ -328,8 +275,7 @@ class StagedFolder:
         return path
 
     def commit(self):
-        """Rename the complete partial folder to its name; an earlier one is moved aside first, so that a crash in
-        between never leaves neither."""
+        """Rename the complete partial folder to its name (an earlier one moved aside first: a crash leaves one)."""
         if os.path.isdir(self.old):
             shutil.rmtree(self.old)
         if os.path.isdir(self.path):
@@ -337,7 +283,6 @@ class StagedFolder:
         os.replace(self.partial, self.path)
         if os.path.isdir(self.old):
             shutil.rmtree(self.old)
-        self.started = False
         return self.path
 
     def release(self):

@@ -1,8 +1,5 @@
-"""Class names and colours of the label sets, label-map colouring for figures, and Cityscapes label ids.
-
-Colours are RGB.  Cityscapes uses the official cityscapesscripts colours of the 19 train ids; CamVid the
-11-class colours of the CamVid (SegNet) benchmark.  The ignore index (255) is drawn black.
-"""
+"""Class names and RGB colours of the label sets (cityscapesscripts' for Cityscapes, the SegNet benchmark's for
+CamVid), label-map colouring, and Cityscapes label ids."""
 import numpy as np
 
 CITYSCAPES_CLASSES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light', 'traffic sign',
@@ -45,26 +42,13 @@ def palette_for(dataset_name):
 
 
 def class_names(dataset_name):
-    """The class names of a dataset, in train-id order (the legend of :func:`colorize`)."""
+    """The class names of a dataset, in train-id order."""
     return _lookup(dataset_name)[1]
 
 
-def legend(dataset_name):
-    """``[(class name, (r, g, b)), ...]`` in train-id order, for drawing a figure legend."""
-    palette, names = _lookup(dataset_name)
-    return [(name, tuple(int(c) for c in colour)) for name, colour in zip(names, palette)]
-
-
 def colorize(label, palette):
-    """RGB image of a label map.
-
-    Args:
-        label: (H, W) integer label map (numpy array or torch tensor); values >= len(palette), 255 among them,
-            are drawn black.
-        palette: (n_classes, 3) uint8 RGB colours.
-    Returns:
-        (H, W, 3) uint8 RGB.
-    """
+    """(H, W) integer label map (array or tensor; values >= len(palette), 255 among them, black) and (n_classes, 3)
+    uint8 ``palette`` -> (H, W, 3) uint8 RGB."""
     if hasattr(label, 'detach'):
         label = label.detach().cpu().numpy()
     label = np.asarray(label)

@@ -1,14 +1,9 @@
-"""Pictures of predictions: colour tiles, distortion heat maps, error maps, labelled grids, legends and GIFs.
-
-Every function works on uint8 RGB arrays ``(H, W, 3)`` so that the pieces can be stacked freely; writers go
-through a temporary name and ``os.replace`` so that an interrupted run leaves no half-written picture.
-"""
-
+"""Pictures of predictions: colour tiles, distortion heat maps, error maps, labelled grids, legends, GIFs and plots,
+all uint8 RGB ``(H, W, 3)`` so that the pieces stack freely; files are written atomically."""
 import matplotlib
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
-from torchvision.utils import flow_to_image
+from PIL import Image, ImageDraw
 
 from lib.utils.atomic import atomic_path
 from lib.utils.metrics import IGNORE_INDEX
@@ -19,19 +14,6 @@ ERROR_COLOURS = {'correct': (40, 40, 40), 'wrong': (230, 30, 30), 'ignored': (0,
 HEAT_COLORMAP = 'inferno'  # perceptually uniform: 0 = no distortion (black) .. 1 = distorted (yellow)
 
 
-def frame_to_rgb(frame):
-    """A frame tensor (3, H, W) float in [0, 1] -> uint8 (H, W, 3)."""
-    array = frame.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy()
-    return np.ascontiguousarray(array.transpose(1, 2, 0))
-
-
-def label_to_rgb(label, palette):
-    """A label map (H, W) (tensor or array, 255 = ignore) -> uint8 (H, W, 3) in the dataset's colours."""
-    if hasattr(label, 'cpu'):
-        label = label.cpu().numpy()
-    return colorize(np.asarray(label), palette)
-
-
 def heat_map(values):
     """A map (H, W) with values in [0, 1] (tensor or array) -> uint8 (H, W, 3) in the ``inferno`` colour map."""
     if hasattr(values, 'cpu'):
@@ -40,9 +22,23 @@ def heat_map(values):
     return np.ascontiguousarray(rgba[..., :3])
 
 
+def colour_bar(height, width):
+    """The heat-map scale as a tile (H, W, 3): the colours from 0 (left) to 1 (right), labelled."""
+    pil = Image.new('RGB', (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(pil)
+    bar = heat_map(np.tile(np.linspace(0.0, 1.0, width - 8), (max(height // 3, 1), 1)))
+    pil.paste(Image.fromarray(bar), (4, height // 3))
+    draw.text((4, 2), 'distortion scale', fill=(0, 0, 0))
+    below = height // 3 + bar.shape[0] + 1
+    for value, anchor in ((0, 'la'), (0.5, 'ma'), (1, 'ra')):
+        draw.text((4 + value * (width - 9), below), f'{value:g}', fill=(0, 0, 0), anchor=anchor)
+    return np.asarray(pil)
+
+
 def flows_to_rgb(flows):
-    """Flow fields ``(2, H, W)`` (dx, dy) -> uint8 RGB ``(H, W, 3)`` each, the usual colour wheel (hue =
-    direction, saturation = magnitude) on one scale: the largest motion of all of them is the full colour."""
+    """Flow fields ``(2, H, W)`` (dx, dy) -> uint8 ``(H, W, 3)`` each, on the colour wheel of one common scale."""
+    from torchvision.utils import flow_to_image  # here: importing torchvision takes seconds, video output needs none
+
     batch = torch.stack([torch.as_tensor(f, dtype=torch.float32) for f in flows])  # (N, 2, H, W)
     return [np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()) for rgb in flow_to_image(batch)]
 
@@ -51,9 +47,8 @@ def error_map(pred, label, ignore_index=IGNORE_INDEX):
     """Where ``pred`` (H, W) disagrees with ``label`` (H, W): red on dark grey, black where the label is ignored."""
     if hasattr(pred, 'cpu'):
         pred, label = pred.cpu().numpy(), label.cpu().numpy()
-    out = np.empty(pred.shape + (3,), dtype=np.uint8)
+    out = np.full(pred.shape + (3,), ERROR_COLOURS['correct'], dtype=np.uint8)
     ignored = label == ignore_index
-    out[:] = ERROR_COLOURS['correct']
     out[(pred != label) & ~ignored] = ERROR_COLOURS['wrong']
     out[ignored] = ERROR_COLOURS['ignored']
     return out
@@ -77,22 +72,15 @@ def caption(image, text):
     """Write ``text`` in the top-left corner of a copy of ``image`` on a dark box, readable on any colour."""
     pil = Image.fromarray(image)
     draw = ImageDraw.Draw(pil)
-    font = ImageFont.load_default()
-    right, bottom = draw.textbbox((3, 2), text, font=font)[2:]
+    right, bottom = draw.textbbox((3, 2), text)[2:]
     draw.rectangle((0, 0, right + 3, bottom + 2), fill=(0, 0, 0))
-    draw.text((3, 2), text, fill=(255, 255, 255), font=font)
+    draw.text((3, 2), text, fill=(255, 255, 255))
     return np.asarray(pil)
 
 
 def grid(rows, gap=2):
-    """Tiles arranged in rows; ``None`` leaves a black cell. All tiles must share one size.
-
-    Args:
-        rows: list of rows, each a list of uint8 (h, w, 3) tiles or None.
-        gap: pixels of white between cells.
-    Returns:
-        uint8 (R*h + (R-1)*gap, K*w + (K-1)*gap, 3) with K the longest row.
-    """
+    """Rows of uint8 (h, w, 3) tiles of one size (None: a black cell), ``gap`` white pixels apart -> uint8
+    (R*h + (R-1)*gap, K*w + (K-1)*gap, 3), K the longest row."""
     tiles = [t for row in rows for t in row if t is not None]
     if not tiles:
         raise ValueError('grid: no tiles')
@@ -114,20 +102,34 @@ def legend(palette, class_names, swatch=18, width=180):
     colours = [tuple(int(v) for v in palette[i]) for i in range(len(class_names))] + [(0, 0, 0)]
     pil = Image.new('RGB', (width, len(names) * (swatch + 4) + 4), (255, 255, 255))
     draw = ImageDraw.Draw(pil)
-    font = ImageFont.load_default()
     for i, (name, colour) in enumerate(zip(names, colours)):
         y = 4 + i * (swatch + 4)
         draw.rectangle((4, y, 4 + swatch, y + swatch), fill=colour, outline=(0, 0, 0))
         label = f'{i if i < len(class_names) else IGNORE_INDEX} {name}'
-        top, bottom = draw.textbbox((0, 0), label, font=font)[1::2]
-        draw.text((swatch + 10, y + (swatch - (bottom + top)) // 2), label, fill=(0, 0, 0), font=font)
+        top, bottom = draw.textbbox((0, 0), label)[1::2]
+        draw.text((swatch + 10, y + (swatch - (bottom + top)) // 2), label, fill=(0, 0, 0))
     return np.asarray(pil)
 
 
-def save_png(image, path):
-    """Write an (H, W, 3) uint8 image atomically."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format='PNG')
+def video_frame(image, label, palette, names=None, key=False):
+    """A frame of the overlay video: ``image`` (H, W, 3) with a strip along its bottom naming the classes of
+    ``label`` (H, W) (most pixels first, as many as fit) and, on a key frame, ``KEY`` in the top-left corner."""
+    pil = Image.fromarray(image)
+    draw = ImageDraw.Draw(pil)
+    counts = np.bincount(label.ravel(), minlength=256)[:len(palette)]
+    height, width = image.shape[:2]
+    top = height - 12
+    draw.rectangle((0, top, width, height), fill=(0, 0, 0))
+    x = 2
+    for c in np.argsort(-counts, kind='stable')[:int((counts > 0).sum())]:
+        text = names[c] if names is not None else str(c)
+        right = x + 10 + draw.textlength(text)
+        if right > width:
+            break
+        draw.rectangle((x, top + 2, x + 7, top + 9), fill=tuple(int(v) for v in palette[c]))
+        draw.text((x + 10, top + 1), text, fill=(255, 255, 255))
+        x = right + 6
+    return caption(np.asarray(pil), 'KEY') if key else np.asarray(pil)
 
 
 def save_gif(images, path, duration_ms=300):
@@ -145,32 +147,30 @@ class TileMaker:
         self.width = width
 
     def image(self, frame, text):
-        return caption(resize(frame_to_rgb(frame), self.width, nearest=False), text)
+        """``frame``: (3, H, W) float in [0, 1]."""
+        rgb = frame.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy().transpose(1, 2, 0)
+        return caption(resize(np.ascontiguousarray(rgb), self.width, nearest=False), text)
 
     def label(self, label, text):
-        return caption(resize(label_to_rgb(label, self.palette), self.width, nearest=True), text)
+        return caption(resize(colorize(label, self.palette), self.width, nearest=True), text)
 
     def heat(self, values, text):
         return caption(resize(heat_map(values), self.width, nearest=False), text)
 
     def errors(self, pred, label, text):
         rate = error_rate(pred.cpu().numpy(), label.cpu().numpy())
-        tile = error_map(pred, label)
-        return caption(resize(tile, self.width, nearest=True), f'{text} {100 * rate:.1f}%')
-
-
-def step_name(frame_index, last):
-    return 't' if frame_index == last else f't-{last - frame_index}'
+        return caption(resize(error_map(pred, label), self.width, nearest=True), f'{text} {100 * rate:.1f}%')
 
 
 def clip_pictures(trace, frames, label, tiles):
     """The grid (uint8 image) and GIF frames (list of uint8 images) of one traced clip (batch index 0)."""
     last = frames.shape[0] - 1
-    names = [step_name(j, last) for j in trace['frames']]
+    names = ['t' if j == last else f't-{last - j}' for j in trace['frames']]
     row_frames = [tiles.image(frames[j], f'frame {n}') for j, n in zip(trace['frames'], names)]
     row_propagated = [tiles.label(p[0], f'{"key" if k == 0 else "propagated"} {n}')
                       for k, (p, n) in enumerate(zip(trace['propagated'], names))]
-    row_distortion = [None if dm is None else tiles.heat(dm[0], f'distortion {n}')
+    scale = colour_bar(*row_frames[0].shape[:2])  # in the key frame's cell, which has no distortion map
+    row_distortion = [scale if dm is None else tiles.heat(dm[0], f'distortion {n}')
                       for dm, n in zip(trace['distortion'], names)]
     row_merged = [tiles.label(p[0], f'{"key" if k == 0 else "corrected"} {n}')
                   for k, (p, n) in enumerate(zip(trace['merged'], names))]
@@ -178,9 +178,8 @@ def clip_pictures(trace, frames, label, tiles):
                  tiles.errors(trace['propagated'][-1][0], label, 'err propagated'),
                  tiles.errors(trace['merged'][-1][0], label, 'err corrected')]
     picture = grid([row_frames, row_propagated, row_distortion, row_merged, row_truth])
-    blank = np.zeros_like(row_frames[0])
-    animation = [np.concatenate([f, p, blank if d is None else d, m], axis=1)
-                 for f, p, d, m in zip(row_frames, row_propagated, row_distortion, row_merged)]
+    animation = [np.concatenate(tiles_of_step, axis=1)
+                 for tiles_of_step in zip(row_frames, row_propagated, row_distortion, row_merged)]
     return picture, animation
 
 
@@ -190,40 +189,58 @@ def _save_figure(fig, path):
 
 
 def plot_tradeoff(report, path, title):
-    """mIoU against the average cost per frame, in GFLOPs (left) and measured ms (right), of the key-frame policies
-    of a ``lib.engine.keyframe_eval`` report: DAVSS and propagation only at fixed intervals (points labelled k), the
-    distortion-triggered policies (one curve over their thresholds), per-frame DeepLab, and ``report['marked']``."""
+    """mIoU against GFLOPs, ms per frame and temporal consistency of the policies of a ``lib.eval.keyframe_policies``
+    report: fixed intervals (labelled k), distortion-triggered, per-frame, the deployed path (ms), the truth's TC."""
     matplotlib.use('Agg')  # files only, no display
     import matplotlib.pyplot as plt
 
-    def interval(result):
-        return 1 if result['policy'] == 'per-frame' else int(result['policy'].split(':')[1])
+    flow = 'ground_truth' if 'ground_truth' in report['tc_flows'] else 'dis'
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    def tc(r):
+        value = r['tc'].get(flow, {}).get('tc')
+        return float('nan') if value is None else 100 * value
+
+    rows = {name: [dict(r, tc_value=tc(r)) for r in report[name]] for name in ('fixed', 'propagation', 'distortion')}
+    paths = report.get('paths')
+    deployed = paths['paths'][paths['deployed']] if paths else None
+    if deployed:  # the DAVSS curve with the deployed path's step times
+        rows['deployed'] = [dict(r, ms_per_frame=(r['key_frames'] * deployed['key_ms'] + (
+            r['frames'] - r['key_frames']) * deployed['nonkey_ms']) / r['frames']) for r in report['fixed']]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), sharey=True)
     costs = report['step_costs']
-    for ax, cost, unit in zip(axes, ('gflops_per_frame', 'ms_per_frame'), ('GFLOPs', 'ms')):
-        curves = (('fixed', 'o-', 'DAVSS, key frame every k'), ('propagation', '^:', 'propagation only, every k'),
-                  ('distortion', 's--', 'DAVSS, distortion-triggered'))
+    for ax, cost in zip(axes, ('gflops_per_frame', 'ms_per_frame', 'tc_value')):
+        curves = [('fixed', 'o-', 'DAVSS, key frame every k'), ('propagation', '^:', 'propagation only, every k'),
+                  ('distortion', 's--', 'DAVSS, distortion-triggered')]
+        if cost == 'ms_per_frame' and deployed:
+            curves.append(('deployed', 'd-', f'DAVSS, deployed path ({paths["deployed"]})'))
         for name, style, label in curves:
-            results = sorted(report[name], key=lambda r: r[cost])
+            results = sorted(rows[name], key=lambda r: r['key_fraction'])  # a curve in the order of k
             ax.plot([r[cost] for r in results], [100 * r['miou'] for r in results], style, label=label, ms=4)
-            if name == 'distortion':
-                continue
-            for r in results:
-                if interval(r) > 1:
-                    ax.annotate(str(interval(r)), (r[cost], 100 * r['miou']), textcoords='offset points',
-                                xytext=(2, 4 if name == 'fixed' else -10), fontsize=7)
-        per_frame = report['fixed'][0]
+            for r in [r for r in results if name in ('fixed', 'propagation') and r['policy'].startswith('fixed:')]:
+                ax.annotate(r['policy'].split(':')[1], (r[cost], 100 * r['miou']), textcoords='offset points',
+                            xytext=(2, 4 if name == 'fixed' else -10), fontsize=7)
+        per_frame = rows['fixed'][0]
         ax.plot([per_frame[cost]], [100 * per_frame['miou']], '*', ms=12, color='black', label='per-frame DeepLab')
-        marked = [r for r in report['fixed'] if r['policy'] == report.get('marked')]
+        marked = [r for r in rows['fixed'] if r['policy'] == report.get('marked')]
         for r in marked:
             ax.plot([r[cost]], [100 * r['miou']], 'o', ms=13, mfc='none', mec='red', mew=1.5,
                     label=f'paper\'s setting ({r["policy"]})')
-        ax.set_xlabel(f'average {unit} per frame (key {costs["key"][cost.split("_")[0]]:.3g}, '
-                      f'non-key {costs["nonkey"][cost.split("_")[0]]:.3g})')
         ax.grid(alpha=0.3)
+    for ax, unit in zip(axes, ('gflops', 'ms')):
+        ax.set_xlabel(f'average {unit.replace("gflops", "GFLOPs")} per frame (key {costs["key"][unit]:.3g}, non-key '
+                      f'{costs["nonkey"][unit]:.3g}: {100 * costs["nonkey"][unit] / costs["key"][unit]:.0f}%)')
+    if deployed:
+        timed = {name: paths['paths'][name] for name in ('exact', paths['deployed'])}
+        axes[1].set_xlabel(axes[1].get_xlabel() + '\ntimed together: ' + ', '.join(
+            f'{name} key {p["key_ms"]:.3g}, non-key {p["nonkey_ms"]:.3g} ({100 * p["non_key_over_key_ms"]:.0f}%)'
+            for name, p in timed.items()))
+    truth = (report.get('ground_truth_tc') or {}).get(flow, {}).get('tc')
+    if truth is not None:
+        axes[2].axvline(100 * truth, color='black', ls='--', label='ground truth\'s own TC')
+    axes[2].set_xlabel(f'temporal consistency (%), {flow.replace("_", "-")} flow (higher: less flicker)')
     axes[0].set_ylabel('mIoU (%)')
-    axes[0].legend(fontsize=8, loc='lower right')
+    for ax in axes:
+        ax.legend(fontsize=7, loc='lower right')
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save_figure(fig, path)
@@ -231,8 +248,7 @@ def plot_tradeoff(report, path, title):
 
 
 def plot_pda(result, path, title):
-    """mIoU against the key-frame distance d of a ``pda.json`` (lib.engine.pda): per-frame, propagation only and
-    DAVSS (the rows that are present)."""
+    """mIoU against the key-frame distance of a ``pda.json``: per-frame, propagation only, DAVSS (those present)."""
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 

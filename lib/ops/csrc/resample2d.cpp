@@ -1,13 +1,11 @@
-// Registers the resample2d operators as torch.ops.davss.* and makes the shared library importable from Python
-// (importing lib.ops._resample2d_cuda runs the registrations below).
+// Registers the resample2d operators as torch.ops.davss.* (importing lib.ops._resample2d_cuda runs this).
 #include <Python.h>
 #include <torch/library.h>
 
 #include "resample2d.h"
 
 extern "C" {
-// The module has no Python attributes: everything is reached through torch.ops.davss, which also keeps the
-// operators visible to torch.compile and the dispatcher.
+// No Python attributes: the operators are reached through torch.ops.davss (visible to torch.compile).
 PyObject* PyInit__resample2d_cuda(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_resample2d_cuda", nullptr, -1, nullptr};
   return PyModule_Create(&module_def);

@@ -1,5 +1,4 @@
-// resample2d: bilinear backward warping of a (N, C, H, W) map by a (N, 2, H, W) flow, CUDA implementation.
-// The semantics are documented in docs/resample2d.md; lib/ops/resample2d.py holds the PyTorch reference.
+// resample2d, CUDA implementation (docs/resample2d.md; PyTorch reference in lib/ops/resample2d.py).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -1,13 +1,6 @@
-// CUDA kernels of resample2d (see resample2d.h and docs/resample2d.md).
-//
-// Layout of the work: one thread owns one output pixel (b, y, x) and a run of consecutive channels. The flow at
-// the pixel, the four clamped corner offsets and the bilinear weights are computed once and reused for every
-// channel of the run, so the flow is read once per pixel and run instead of once per element. Consecutive
-// threads own consecutive x, so reads of grad_output and writes of the output are coalesced, and the corner
-// gathers of neighbouring threads share cache lines whenever the flow is smooth.
-//
-// Arithmetic is done in at::acc_type (float for half, bfloat16 and float; double for double); the flow is
-// converted to that type on the host, so low-precision inputs never round sample positions.
+// CUDA kernels of resample2d (docs/resample2d.md). One thread owns one output pixel and a run of channels, so the
+// flow and the bilinear taps are computed once per run; consecutive threads own consecutive x (coalesced access).
+// Arithmetic and the flow are in at::acc_type, so low-precision inputs never round sample positions.
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
@@ -50,7 +43,7 @@ struct AtomicAdd {
   }
 };
 
-// The per-pixel arithmetic lives in resample2d_math.h (tested on the host); the kernels only map threads to it.
+// The per-pixel arithmetic is in resample2d_math.h (tested on the host).
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     resample2d_forward_kernel(const scalar_t* __restrict__ input,  // (N, C, H, W)
@@ -63,10 +56,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
                       height, width);
 }
 
-// Both gradients in one pass over grad_output. grad_input (scattered to the 4 corners, hence atomics) and
-// grad_flow are accumulated in acc_t buffers; either pointer may be null when that gradient is not needed. With
-// a single channel run (gridDim.y == 1, which the deterministic mode forces) each thread sees every channel of its
-// pixel and stores its flow gradient: no atomics, the same sum order on every run.
+// Both gradients in one pass, into acc_t buffers (null: not needed); grad_input is a scatter, hence atomics. With
+// one channel run (gridDim.y == 1, forced by the deterministic mode) grad_flow is stored without atomics.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     resample2d_backward_kernel(const scalar_t* __restrict__ grad_output,  // (N, C, H, W)
@@ -119,10 +110,8 @@ struct Launch {
   int channels_per_run;
 };
 
-// Channel runs are made just short enough for the launch to fill the GPU about twice (a memory-bound gather
-// kernel needs many resident threads to hide latency) and no shorter, since every extra run re-reads the flow
-// and recomputes the weights. `single_run` puts all channels of a pixel in one thread (the deterministic
-// backward pass).
+// Channel runs just short enough to fill the GPU about twice (latency hiding); every extra run re-reads the flow.
+// `single_run`: all channels of a pixel in one thread (the deterministic backward pass).
 Launch plan_launch(const at::Tensor& input, bool single_run = false) {
   const int64_t batch = input.size(0), channels = input.size(1), plane = input.size(2) * input.size(3);
   int sm_count = 0;
@@ -165,8 +154,7 @@ std::tuple<at::Tensor, at::Tensor> resample2d_backward_cuda(const at::Tensor& gr
                                                             const at::Tensor& input_arg, const at::Tensor& flow_arg,
                                                             bool need_input_grad, bool need_flow_grad,
                                                             bool deterministic) {
-  // grad_input is a scatter, so its kernel needs atomics; the deterministic mode leaves it to the caller
-  // (lib/ops/resample2d.py sums it with a sorted, deterministic index_put_).
+  // The deterministic mode leaves the grad_input scatter to the caller (lib/ops/resample2d.py: sorted index_put_).
   TORCH_CHECK(!(deterministic && need_input_grad),
               "resample2d (CUDA): the deterministic backward pass computes grad_flow only");
   check_arguments(input_arg, flow_arg);

@@ -1,10 +1,6 @@
-// Per-pixel arithmetic of resample2d, shared by the CUDA kernels (resample2d_kernel.cu) and a host test program
-// (tests/csrc/resample2d_host_test.cpp) that g++ compiles in CI: a wrong index or weight here fails CI on
-// machines without a GPU. Plain C++ apart from the DAVSS_HD qualifier; no torch or CUDA header.
-//
-// scalar_t is the storage type of the maps (float, double, c10::Half, c10::BFloat16 on the device; the host test
-// brings its own 16-bit types) and only needs static_cast<acc_t>(value); acc_t is the arithmetic type (float, or
-// double for double maps).
+// Per-pixel arithmetic of resample2d, shared by the CUDA kernels and a host test (tests/csrc/resample2d_host_test.cpp)
+// that g++ compiles without a GPU; no torch or CUDA header. scalar_t is the storage type of the maps (it only needs
+// static_cast<acc_t>), acc_t the arithmetic type (float, or double for double maps).
 #pragma once
 
 #include <stdint.h>
@@ -25,10 +21,8 @@ namespace math {
 DAVSS_HD float floor_acc(float v) { return floorf(v); }
 DAVSS_HD double floor_acc(double v) { return floor(v); }
 
-// Positions more than one pixel outside the map read the border pixel whatever their exact value, so clamping
-// them to [-1, size] first changes no result (and no gradient: both corners then coincide) while keeping the
-// float -> int conversion in range for huge flows. A NaN position fails `p >= -1` and becomes -1, like -inf (the
-// first column or row, zero flow gradient), as in the PyTorch path; it never reaches the float -> int conversion.
+// Clamping to [-1, size] changes no value or gradient (positions further out read the border) and keeps the
+// float -> int conversion in range for huge flows. NaN fails `p >= -1` and becomes -1, like -inf in the PyTorch path.
 template <typename acc_t>
 DAVSS_HD acc_t clamp_position(acc_t p, int size) {
   return p >= acc_t(-1) ? (p > acc_t(size) ? acc_t(size) : p) : acc_t(-1);
@@ -36,8 +30,8 @@ DAVSS_HD acc_t clamp_position(acc_t p, int size) {
 
 DAVSS_HD int clamp_index(int i, int size) { return i < 0 ? 0 : (i > size - 1 ? size - 1 : i); }
 
-// Offset of the flow of pixel `pixel` of batch `batch` in a contiguous (N, 2, H, W) flow; the dy channel is one
-// plane further. 64-bit: 2 * H * W passes 2^31 for H * W > 2^30, which the launch admits.
+// Offset of the dx flow of `pixel` of `batch` in a contiguous (N, 2, H, W) flow (dy: one plane further). 64-bit:
+// 2 * H * W passes 2^31 for H * W > 2^30, which the launch admits.
 DAVSS_HD int64_t flow_offset(int batch, int64_t pixel, int64_t plane) { return int64_t(batch) * 2 * plane + pixel; }
 
 // Offset of the first plane of channel `channel` of batch `batch` in a contiguous (N, C, H, W) map.
@@ -45,9 +39,8 @@ DAVSS_HD int64_t plane_offset(int batch, int channel, int channels, int64_t plan
   return (int64_t(batch) * channels + channel) * plane;
 }
 
-// The four neighbours of a sample position, each clamped to the map independently (as the original kernel
-// does), and the fractional parts alpha (along x) and beta (along y) of the position. The corner offsets are
-// inside one (H, W) plane, so they fit in int whenever H * W does (the launch checks that).
+// The four neighbours of a sample position, each clamped to the map (as the original kernel), and its fractional
+// parts alpha (x) and beta (y). Corner offsets are inside one plane: int suffices (the launch checks H * W).
 template <typename acc_t>
 struct BilinearTap {
   int top_left, top_right, bottom_left, bottom_right;
@@ -79,8 +72,7 @@ struct BilinearTap {
   DAVSS_HD acc_t w_bottom_right() const { return alpha * beta; }
 };
 
-// The tap of output pixel (x, y) = (pixel % width, pixel / width) of batch `batch`, from a contiguous
-// (N, 2, H, W) flow already in acc_t.
+// The tap of output pixel (pixel % width, pixel / width) of `batch`, from a contiguous (N, 2, H, W) acc_t flow.
 template <typename acc_t>
 DAVSS_HD BilinearTap<acc_t> tap_at(const acc_t* flow, int batch, int pixel, int height, int width) {
   const int64_t plane = int64_t(height) * width;
@@ -99,8 +91,7 @@ DAVSS_HD acc_t sample(const scalar_t* in, const BilinearTap<acc_t>& tap) {
          tap.w_bottom_right() * static_cast<acc_t>(in[tap.bottom_right]);
 }
 
-// Scatter of one channel's output gradient g to the four corners of that channel's grad_input plane; `add` is
-// the accumulation (atomicAdd on the device, += on the host).
+// Scatter of one channel's output gradient g to the four corners of its grad_input plane with `add` (atomicAdd).
 template <typename acc_t, typename Add>
 DAVSS_HD void scatter_grad_input(acc_t* grad_in, const BilinearTap<acc_t>& tap, acc_t g, Add add) {
   add(grad_in + tap.top_left, tap.w_top_left() * g);
@@ -109,8 +100,7 @@ DAVSS_HD void scatter_grad_input(acc_t* grad_in, const BilinearTap<acc_t>& tap, 
   add(grad_in + tap.bottom_right, tap.w_bottom_right() * g);
 }
 
-// One channel's contribution g * d(out)/d(alpha), g * d(out)/d(beta) to the flow gradient of the pixel; a corner
-// pair clamped onto the same pixel gives 0, which is the derivative of the border clamp.
+// One channel's g * d(out)/d(alpha), g * d(out)/d(beta); corners clamped onto one pixel give 0, the clamp's derivative.
 template <typename scalar_t, typename acc_t>
 DAVSS_HD void add_grad_flow(const scalar_t* in, const BilinearTap<acc_t>& tap, acc_t g, acc_t& grad_x,
                             acc_t& grad_y) {
@@ -138,8 +128,7 @@ DAVSS_HD void forward_pixel(const scalar_t* input, const acc_t* flow, scalar_t* 
 }
 
 // Backward pass of one pixel over channels [channel_begin, channel_end): scatters into grad_input (when not
-// null) with `add`, and returns this run's flow-gradient sums in grad_x / grad_y (zero when grad_flow is not
-// wanted). The caller stores or accumulates them.
+// null) with `add`; returns this run's flow-gradient sums in grad_x / grad_y for the caller to store or add.
 template <typename scalar_t, typename acc_t, typename Add>
 DAVSS_HD void backward_pixel(const scalar_t* grad_output, const scalar_t* input, const acc_t* flow,
                              acc_t* grad_input, bool want_grad_flow, int batch, int pixel, int channel_begin,

@@ -1,20 +1,9 @@
-// Labels of bilinearly upsampled logits, fused on the CPU: torch.ops.davss.upsample_argmax and
-// torch.ops.davss.upsample_merge_argmax (importing lib.ops._upsample_argmax_cpu registers them).
-//
-// What they compute is, for every output pixel, exactly what the full-resolution tail of the exact path computes:
-//   upsample_argmax:        argmax_c up(L)_c
-//   upsample_merge_argmax:  argmax_c up(P)_c * (1 - up(D)) + up(Q)_c * up(D)
-// with up() the bilinear resize of F.interpolate given by its source rows/columns and weights (computed by the
-// caller, lib/engine/fast.py, so there is one definition of the grid).  The resized maps are never stored: each
-// output row is interpolated from two source rows that were first interpolated along the width, and both stay in
-// the cache; the memory traffic is the small 1/4 maps in and the label map out (the tail it replaces writes and
-// reads 2C + 1 full-resolution planes).
-//
-// Float32 arithmetic in the order of the reference (tests/test_benchmark.py):
-//   row  = s[y][x0] * (1 - wx) + s[y][x1] * wx
-//   up   = top * (1 - wy) + bottom * wy
-// compiled with -ffp-contract=off so no multiply-add is fused and every clone of the loops rounds alike.  The first
-// maximal class wins, as in torch.argmax.
+// Labels of bilinearly upsampled logits, fused on the CPU (torch.ops.davss.upsample_argmax: argmax_c up(L)_c, and
+// upsample_merge_argmax: argmax_c up(P)_c * (1 - up(D)) + up(Q)_c * up(D)), with up() the F.interpolate resize whose
+// grid lib/infer/labels.py computes. The resized maps are never stored: each output row comes from two cached
+// width-interpolated source rows. Float32 in the reference's order (row = s[x0] * (1 - wx) + s[x1] * wx, then
+// top * (1 - wy) + bottom * wy), built with -ffp-contract=off so every clone rounds alike; the first maximal class
+// wins, as in torch.argmax.
 #include <Python.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -32,14 +21,13 @@ PyObject* PyInit__upsample_argmax_cpu(void) {
 
 namespace {
 
-// The vector width is picked at load time (GCC function multi-versioning); the loops are plain C++ that each
-// clone vectorises for its instruction set.
+// The vector width is picked at load time (GCC function multi-versioning).
 #define DAVSS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
-// Interpolate `channels` planes of one source row along the width: out[c * W + X] for X < W.
+// Interpolate `channels` planes of one source row along the width: out[c * W + X] for X < W (int32 indices: gathers).
 DAVSS_CLONES
-void width_row(const float* src, int64_t plane, int64_t channels, const int64_t* x0, const int64_t* x1,
-               const float* wx, int64_t W, float* out) {
+void width_row(const float* __restrict__ src, int64_t plane, int64_t channels, const int32_t* __restrict__ x0,
+               const int32_t* __restrict__ x1, const float* __restrict__ wx, int64_t W, float* __restrict__ out) {
   for (int64_t c = 0; c < channels; ++c) {
     const float* s = src + c * plane;
     float* o = out + c * W;
@@ -49,33 +37,43 @@ void width_row(const float* src, int64_t plane, int64_t channels, const int64_t*
   }
 }
 
-// One output row: the class of each pixel from the width-interpolated rows above (top) and below (bottom), whose
-// channels 0..C-1 are the logits.
+// Keep, per pixel, the larger of `best` and `value` and its class (strict: the first maximal class wins). Selects on
+// 32-bit lanes vectorise as blends; a conditional store would become a masked store, slow on AMD CPUs.
+inline void keep_larger(const float* __restrict__ value, int32_t c, int64_t W, float* __restrict__ best,
+                        int32_t* __restrict__ index) {
+  for (int64_t X = 0; X < W; ++X) {
+    const float v = value[X], b = best[X];
+    const int32_t larger = -static_cast<int32_t>(v > b);  // all bits set where v wins
+    best[X] = v > b ? v : b;
+    index[X] = (c & larger) | (index[X] & ~larger);
+  }
+}
+
+// The class of each pixel of one output row, from the width-interpolated rows above (top) and below (bottom)
+// whose channels 0..C-1 are the logits; `value` is scratch of W floats.
 DAVSS_CLONES
-void label_row(const float* top, const float* bottom, float wy, int64_t classes, int64_t W, float* best,
-               int64_t* label) {
+void label_row(const float* __restrict__ top, const float* __restrict__ bottom, float wy, int64_t classes,
+               int64_t W, float* __restrict__ best, float* __restrict__ value, int32_t* __restrict__ index,
+               int64_t* __restrict__ label) {
   const float uy = 1.0f - wy;
   for (int64_t X = 0; X < W; ++X) {
     best[X] = top[X] * uy + bottom[X] * wy;
-    label[X] = 0;
+    index[X] = 0;
   }
   for (int64_t c = 1; c < classes; ++c) {
     const float* t = top + c * W;
     const float* b = bottom + c * W;
-    for (int64_t X = 0; X < W; ++X) {
-      const float v = t[X] * uy + b[X] * wy;
-      if (v > best[X]) {
-        best[X] = v;
-        label[X] = c;
-      }
-    }
+    for (int64_t X = 0; X < W; ++X) value[X] = t[X] * uy + b[X] * wy;
+    keep_larger(value, static_cast<int32_t>(c), W, best, index);
   }
+  for (int64_t X = 0; X < W; ++X) label[X] = index[X];
 }
 
-// The same for the merge: channels 0..C-1 of the rows are P, C..2C-1 are Q and 2C is D.
+// The same for the merge: channels 0..C-1 of the rows are P, C..2C-1 are Q and 2C is D; `weight` is scratch too.
 DAVSS_CLONES
-void merge_label_row(const float* top, const float* bottom, float wy, int64_t classes, int64_t W, float* best,
-                     float* weight, int64_t* label) {
+void merge_label_row(const float* __restrict__ top, const float* __restrict__ bottom, float wy, int64_t classes,
+                     int64_t W, float* __restrict__ best, float* __restrict__ value, float* __restrict__ weight,
+                     int32_t* __restrict__ index, int64_t* __restrict__ label) {
   const float uy = 1.0f - wy;
   const float* dt = top + 2 * classes * W;
   const float* db = bottom + 2 * classes * W;
@@ -85,15 +83,18 @@ void merge_label_row(const float* top, const float* bottom, float wy, int64_t cl
     const float* pb = bottom + c * W;
     const float* qt = top + (classes + c) * W;
     const float* qb = bottom + (classes + c) * W;
+    float* out = c == 0 ? best : value;
     for (int64_t X = 0; X < W; ++X) {
       const float d = weight[X];
-      const float v = (pt[X] * uy + pb[X] * wy) * (1.0f - d) + (qt[X] * uy + qb[X] * wy) * d;
-      if (c == 0 || v > best[X]) {
-        best[X] = v;
-        label[X] = c;
-      }
+      out[X] = (pt[X] * uy + pb[X] * wy) * (1.0f - d) + (qt[X] * uy + qb[X] * wy) * d;
+    }
+    if (c == 0) {
+      for (int64_t X = 0; X < W; ++X) index[X] = 0;
+    } else {
+      keep_larger(value, static_cast<int32_t>(c), W, best, index);
     }
   }
+  for (int64_t X = 0; X < W; ++X) label[X] = index[X];
 }
 
 // maps: (N, K, h, w) float32 contiguous, K = C (plain) or 2C + 1 (merge: P, Q, D stacked).
@@ -105,13 +106,16 @@ at::Tensor labels_of_upsampled(const at::Tensor& maps, int64_t classes, bool mer
   auto out = at::empty({n, H, W}, maps.options().dtype(at::kLong));
   const float* src = maps.data_ptr<float>();
   const int64_t *py0 = y0.data_ptr<int64_t>(), *py1 = y1.data_ptr<int64_t>();
-  const int64_t *px0 = x0.data_ptr<int64_t>(), *px1 = x1.data_ptr<int64_t>();
+  // Column indices are below w (checked), so they fit int32.
+  const std::vector<int32_t> cx0(x0.data_ptr<int64_t>(), x0.data_ptr<int64_t>() + W);
+  const std::vector<int32_t> cx1(x1.data_ptr<int64_t>(), x1.data_ptr<int64_t>() + W);
+  const int32_t *px0 = cx0.data(), *px1 = cx1.data();
   const float *pwy = wy.data_ptr<float>(), *pwx = wx.data_ptr<float>();
   int64_t* dst = out.data_ptr<int64_t>();
-  // Rows of all images in one range; each task keeps the two width-interpolated source rows it last used, so
-  // consecutive output rows (4 per source row at x4) reuse them.
+  // Each task keeps the two width-interpolated source rows it last used: consecutive output rows reuse them.
   at::parallel_for(0, n * H, 16, [&](int64_t begin, int64_t end) {
-    std::vector<float> rows(2 * k * W), best(W), weight(W);
+    std::vector<float> rows(2 * k * W), best(W), value(W), weight(W);
+    std::vector<int32_t> index(W);
     float* slot[2] = {rows.data(), rows.data() + k * W};
     int64_t held[2] = {-1, -1};  // the (image, source row) each slot holds, as image * h + row
     auto row_for = [&](int64_t image, int64_t r) -> const float* {
@@ -125,14 +129,15 @@ at::Tensor labels_of_upsampled(const at::Tensor& maps, int64_t classes, bool mer
       held[s] = id;
       return slot[s];
     };
-    for (int64_t index = begin; index < end; ++index) {
-      const int64_t image = index / H, Y = index % H;
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t image = row / H, Y = row % H;
       const float* top = row_for(image, py0[Y]);
       const float* bottom = row_for(image, py1[Y]);
       if (merge) {
-        merge_label_row(top, bottom, pwy[Y], classes, W, best.data(), weight.data(), dst + index * W);
+        merge_label_row(top, bottom, pwy[Y], classes, W, best.data(), value.data(), weight.data(), index.data(),
+                        dst + row * W);
       } else {
-        label_row(top, bottom, pwy[Y], classes, W, best.data(), dst + index * W);
+        label_row(top, bottom, pwy[Y], classes, W, best.data(), value.data(), index.data(), dst + row * W);
       }
     }
   });
@@ -148,11 +153,9 @@ void check_grid(const at::Tensor& lower, const at::Tensor& upper, const at::Tens
               "upsample_argmax: ", axis, " indices must be int64 and weights float32");
   TORCH_CHECK(lower.is_contiguous() && upper.is_contiguous() && weight.is_contiguous(),
               "upsample_argmax: ", axis, " grid must be contiguous");
-  if (lower.numel()) {
-    TORCH_CHECK(lower.min().item<int64_t>() >= 0 && upper.max().item<int64_t>() < source_size &&
-                    lower.max().item<int64_t>() < source_size && upper.min().item<int64_t>() >= 0,
-                "upsample_argmax: ", axis, " source index outside the map");
-  }
+  TORCH_CHECK(lower.numel() == 0 || (lower.min().item<int64_t>() >= 0 && upper.max().item<int64_t>() < source_size &&
+                                      lower.max().item<int64_t>() < source_size && upper.min().item<int64_t>() >= 0),
+              "upsample_argmax: ", axis, " source index outside the map");
 }
 
 void check_maps(const at::Tensor& maps, const char* name) {
@@ -176,13 +179,11 @@ at::Tensor upsample_merge_argmax(const at::Tensor& propagated, const at::Tensor&
   check_maps(propagated, "propagated");
   check_maps(distortion, "distortion");
   check_maps(correction, "correction");
-  const int64_t c = propagated.size(1);
-  TORCH_CHECK(c >= 1 && correction.sizes() == propagated.sizes() && distortion.size(1) == 1 &&
-                  distortion.size(0) == propagated.size(0) && distortion.size(2) == propagated.size(2) &&
-                  distortion.size(3) == propagated.size(3),
+  const int64_t n = propagated.size(0), c = propagated.size(1), h = propagated.size(2), w = propagated.size(3);
+  TORCH_CHECK(c >= 1 && correction.sizes() == propagated.sizes() && distortion.sizes() == at::IntArrayRef({n, 1, h, w}),
               "upsample_merge_argmax: propagated and correction must be (N, C, h, w) and distortion (N, 1, h, w)");
-  check_grid(y0, y1, wy, propagated.size(2), "row");
-  check_grid(x0, x1, wx, propagated.size(3), "column");
+  check_grid(y0, y1, wy, h, "row");
+  check_grid(x0, x1, wx, w, "column");
   // One (N, 2C + 1, h, w) block so a source row of all three maps is interpolated in one pass.
   const at::Tensor maps = at::cat({propagated, correction, distortion}, 1);
   return labels_of_upsampled(maps, c, true, y0, y1, wy, x0, x1, wx);
